@@ -1,0 +1,52 @@
+"""Rich progress bars for long stages (the library reports through `bike_cli.stages.extract.Progress`)."""
+
+from __future__ import annotations
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from bike_cli.cli.app import console
+
+
+class RichProgress:
+    """A bar with items done, items/s and ETA."""
+
+    def __init__(self, unit: str = "videos") -> None:
+        self.unit = unit
+        self._bar: Progress | None = None
+        self._task = None
+
+    def start(self, total: int, description: str) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, rate="")
+
+    def advance(self, n: int) -> None:
+        if self._bar is None:
+            return
+        self._bar.advance(self._task, n)
+        speed = self._bar.tasks[0].speed
+        self._bar.update(self._task, rate=f"{speed:.1f} {self.unit}/s" if speed else "")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,92 @@
+"""A torch Dataset that turns list entries into multi-view uint8 clips, decoding in DataLoader workers.
+
+Each item is decoded with one batched decoder call (all views' frames at once), resized during
+decoding so that the short side equals the model's input size, and cropped into the view layout.
+Frames stay uint8 until they reach the model: converting and normalising there (on the GPU where
+there is one) moves 4x fewer bytes between processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bike_cli.data.decoding import read_frames
+from bike_cli.data.lists import VideoEntry
+from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
+from bike_cli.errors import BikeError
+
+
+@dataclass
+class ClipItem:
+    """One decoded video, or the reason it could not be decoded."""
+
+    list_index: int
+    entry: VideoEntry
+    frames: torch.Tensor | None  # uint8 [V, T, 3, S, S]; None when decoding failed
+    num_frames: int = 0
+    decoder: str = ""
+    error: str | None = None
+
+
+class MultiViewClips(Dataset):
+    """`(list position, entry)` pairs -> `ClipItem` with `layout.num_views` views of `frames` frames."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[int, VideoEntry]],
+        *,
+        frames: int,
+        layout: ViewLayout,
+        size: int,
+        mode: str = "test",
+        seed: int = 0,
+        decoder: str = "decord",
+    ) -> None:
+        self.items = list(items)
+        self.frames, self.layout, self.size = frames, layout, size
+        self.mode, self.seed, self.decoder = mode, seed, decoder
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:
+        rng = np.random.default_rng(video_seed(self.seed, entry.video_id)) if self.mode == "train" else None
+        # [C, T] -> flat [C*T]
+        return segment_indices(num_frames, self.frames, mode=self.mode, clips=self.layout.clips, rng=rng).ravel()
+
+    def __getitem__(self, i: int) -> ClipItem:
+        list_index, entry = self.items[i]
+        try:
+            clip = read_frames(
+                entry.path, lambda n: self._indices(entry, n), short_side=self.size, decoder=self.decoder
+            )
+            crops = spatial_crops(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
+        except BikeError as err:
+            return ClipItem(list_index, entry, None, error=str(err))
+        s, c, t = self.layout.crops, self.layout.clips, self.frames
+        views = crops.view(s, c, t, 3, self.size, self.size).transpose(0, 1)  # [C, S, T, 3, s, s]
+        views = views.reshape(c * s, t, 3, self.size, self.size)  # [V, T, 3, s, s], v = c*S + s
+        return ClipItem(list_index, entry, views, clip.num_frames, clip.decoder)
+
+
+@dataclass
+class ClipBatch:
+    """Decoded videos stacked for the model, plus the videos that failed."""
+
+    ok: list[ClipItem]  # items with frames (their `frames` field is cleared after stacking)
+    frames: torch.Tensor | None  # uint8 [B, V, T, 3, S, S] for `ok`, None when all failed
+    failed: list[ClipItem]
+
+
+def collate_items(items: list[ClipItem]) -> ClipBatch:
+    """Stack the decoded clips in the worker, so the main process receives one tensor."""
+    ok = [item for item in items if item.frames is not None]
+    frames = torch.stack([item.frames for item in ok]) if ok else None
+    for item in ok:
+        item.frames = None
+    return ClipBatch(ok, frames, [item for item in items if item.frames is None and item.error])

@@ -1,0 +1,496 @@
+"""Video lists and class-name files, read from the formats users already have.
+
+Video list formats (``read_video_list``), detected from the extension and the first non-blank line:
+
+``text`` (mmaction style)
+    One video per line: ``relpath [label ...]``, whitespace separated. The first token is the
+    path, so a path cannot contain spaces in this format; every further token is a label
+    (``relpath 3 7 12`` is multi-label, a bare ``relpath`` has an unknown label). The old mmaction
+    rawframes layout ``relpath total_frames label`` is not supported: its frame count would be
+    read as a label. Chosen when the file is neither of the CSV formats below.
+``csv``
+    A header row naming a path column (``path``, ``video`` or ``filename``; the first of these
+    present wins) and optionally a label column (``label``, ``labels`` or ``class``; likewise);
+    other columns are ignored. Several labels in one cell are separated by ``;``; an empty cell
+    is an unknown label. Chosen when the header names a path column; a ``.csv`` file whose header
+    names neither a path column nor the Kinetics columns is an error.
+``kinetics``
+    The official Kinetics CSV, header ``label,youtube_id,time_start,time_end,split`` (the test
+    split may lack the ``label`` column or leave it empty; extra columns are ignored). A row is
+    the file ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` and its stem is the video id.
+    The file is looked for at ``root/file``, then ``root/<label>/file``, then
+    ``root/<label with spaces as _>/file`` (each folder listed once); when none exists the path
+    is ``root/file`` and decoding reports it missing. Chosen when the header has ``youtube_id``,
+    ``time_start`` and ``time_end``.
+
+Labels: an integer is a class index (``0 <= i < K`` with K class names, ``>= 0`` without); any
+other token is a class name, matched exactly, then normalised (lower case, ``_`` read as a space,
+spaces stripped and collapsed). Class names need the class-name list (``--classes``). A label
+repeated within one entry is kept once.
+
+Paths: relative paths resolve against ``root``, which defaults to the folder of the list file (so
+a list travels with its videos); absolute paths are used as written. Apart from the Kinetics
+folder lookup, no path is checked for existence here: the decoder reports missing files.
+
+Class-name files (``read_class_names``), detected from the first non-blank line:
+an ``id,name`` CSV with that header (ids 0..K-1 in order; every ``.csv`` file must have it);
+the Charades style ``c000 Holding some clothes`` when every line starts with an id token
+``[a-z]?<digits>`` and some line has a name after it (ids also 0..K-1 in order, so 1-based files
+such as UCF101's ``classInd.txt`` are refused rather than shifted); otherwise one name per line.
+Duplicate class names are an error.
+
+All files are read as UTF-8 (a BOM and CR/LF line ends are accepted); blank lines are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gc
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bike_cli.errors import InputError, location
+
+log = logging.getLogger(__name__)
+
+PATH_COLUMNS = ("path", "video", "filename")
+LABEL_COLUMNS = ("label", "labels", "class")
+KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end")
+CLASS_HEADER = ["id", "name"]
+
+_INT = re.compile(r"[+-]?\d+")
+_ID_TOKEN = re.compile(r"[a-z]?(\d+)")
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list."""
+
+    video_id: str  # unique key: the path as written in the list (Kinetics: the file stem)
+    path: Path  # resolved file path
+    labels: tuple[int, ...]  # class indices; () when unknown
+    line: int  # 1-based line number in the list file (for messages)
+
+
+@dataclass(frozen=True)
+class VideoList:
+    """The videos of a list file, in file order."""
+
+    entries: list[VideoEntry]
+    source: Path
+    format: str  # 'text' | 'csv' | 'kinetics'
+    multilabel: bool  # True when any entry has more than one label
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[VideoEntry]:
+        return iter(self.entries)
+
+    def __getitem__(self, index: int) -> VideoEntry:
+        return self.entries[index]
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; InputError when it is missing or unreadable."""
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "not found"
+        raise InputError(f"{what} {state}: {path}")
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
+            return f.read().split("\n")
+    except UnicodeDecodeError as e:
+        reason = f"{e.reason} at byte {e.start}"
+        raise InputError(f"{path}: {what} is not UTF-8 text ({reason})") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def _nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped text) of every non-blank line."""
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text:
+            yield number, text
+
+
+def _normalise(name: str) -> str:
+    """Lower case, '_' as space, spaces stripped and collapsed."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+# ----------------------------------------------------------------------------- class-name files
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names, in index order, from an `id,name` CSV, a Charades-style or a plain file."""
+    source = Path(path)
+    lines = list(_nonblank(_read_lines(source, "class-name file")))
+    if not lines:
+        raise InputError(f"{source}: the class-name file is empty")
+    first_line, first = lines[0]
+    if [c.strip().lower() for c in next(csv.reader([first]))] == CLASS_HEADER:
+        rows = _check_ids(source, [_csv_class_row(source, n, s) for n, s in lines[1:]])
+    elif source.suffix.lower() == ".csv":
+        where = location(source, first_line)
+        raise InputError(f"{where}: expected the header 'id,name', got {first!r}")
+    elif _charades_style(lines):
+        rows = _check_ids(source, [_id_class_row(source, n, s) for n, s in lines])
+    else:
+        rows = lines
+    if not rows:
+        raise InputError(f"{source}: the class-name file has a header but no class names")
+    _check_unique_names(source, rows)
+    return [name for _, name in rows]
+
+
+def _charades_style(lines: list[tuple[int, str]]) -> bool:
+    """Every line starts with an id token (`c000`, `12`) and some line has a name after it."""
+    parts = [text.split(maxsplit=1) for _, text in lines]
+    return all(_ID_TOKEN.fullmatch(p[0]) for p in parts) and any(len(p) > 1 for p in parts)
+
+
+def _csv_class_row(source: Path, number: int, text: str) -> tuple[int, str, str]:
+    """(line, id token, name) of an `id,name` row."""
+    cells = next(csv.reader([text]))
+    if len(cells) != 2:
+        raise InputError(
+            f"{location(source, number)}: expected 'id,name', got {text!r} "
+            "(quote names that contain commas)"
+        )
+    return number, cells[0].strip(), cells[1].strip()
+
+
+def _id_class_row(source: Path, number: int, text: str) -> tuple[int, str, str]:
+    """(line, id token, name) of a Charades-style `c000 name` line."""
+    parts = text.split(maxsplit=1)
+    if len(parts) < 2:
+        raise InputError(f"{location(source, number)}: class id {parts[0]!r} has no name")
+    return number, parts[0], parts[1].strip()
+
+
+def _check_ids(source: Path, rows: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    """(line, name) rows after checking the ids count 0, 1, ..., K-1 in order."""
+    for expected, (number, token, name) in enumerate(rows):
+        match = _ID_TOKEN.fullmatch(token)
+        if match is None or int(match.group(1)) != expected:
+            raise InputError(
+                f"{location(source, number)}: class id {token!r} out of order: expected id "
+                f"{expected} (ids must be 0..K-1 in order; for 1-based files such as UCF101's "
+                "classInd.txt, subtract 1 from the ids and from the list labels)"
+            )
+        if not name:
+            raise InputError(f"{location(source, number)}: class id {token!r} has an empty name")
+    return [(number, name) for number, _, name in rows]
+
+
+def _check_unique_names(source: Path, rows: list[tuple[int, str]]) -> None:
+    """InputError naming both lines when a class name appears twice."""
+    seen: dict[str, int] = {}
+    for number, name in rows:
+        first = seen.setdefault(name, number)
+        if first != number:
+            raise InputError(
+                f"{location(source, number)}: class name {name!r} appears twice "
+                f"(lines {first} and {number})"
+            )
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+class _LabelParser:
+    """Turns label tokens into class indices; errors name the list file and line."""
+
+    def __init__(self, source: Path, class_names: Sequence[str] | None) -> None:
+        self.source = source
+        self.names = list(class_names) if class_names is not None else None
+        self.exact = {name: i for i, name in enumerate(self.names or ())}
+        self.normal: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names or ()):
+            self.normal.setdefault(_normalise(name), []).append(i)
+        self.cache: dict[str, int] = {}  # token -> index, for tokens already accepted
+        self.cells: dict[tuple[str, str | None], tuple[int, ...]] = {}  # (cell, sep) -> indices
+
+    def labels(self, cell: str, line: int, sep: str | None = None) -> tuple[int, ...]:
+        """Class indices of the labels in `cell` split on `sep` (default: whitespace), each once."""
+        found = self.cells.get((cell, sep))
+        if found is None:
+            tokens = [token.strip() for token in cell.split(sep)]
+            indices = (self.index(token, line) for token in tokens if token)
+            found = self.cells[cell, sep] = tuple(dict.fromkeys(indices))
+        return found
+
+    def index(self, token: str, line: int) -> int:
+        """The class index of one label token."""
+        found = self.cache.get(token)
+        if found is None:
+            found = self.cache[token] = self._parse(token, location(self.source, line))
+        return found
+
+    def _parse(self, token: str, where: str) -> int:
+        if _INT.fullmatch(token):
+            return self._check_range(int(token), where)
+        if self.names is None:
+            raise InputError(
+                f"{where}: label {token!r} is a class name but no class names were given; "
+                "pass --classes FILE"
+            )
+        if token in self.exact:
+            return self.exact[token]
+        hits = self.normal.get(_normalise(token), [])
+        if len(hits) > 1:
+            choices = ", ".join(repr(self.names[i]) for i in hits)
+            raise InputError(f"{where}: label {token!r} matches several classes: {choices}")
+        if not hits:
+            raise InputError(self._unknown(token, where))
+        return hits[0]
+
+    def _check_range(self, index: int, where: str) -> int:
+        if index < 0:
+            raise InputError(f"{where}: label {index} is negative (class indices start at 0)")
+        if self.names is not None and index >= len(self.names):
+            raise InputError(
+                f"{where}: label {index} is out of range for {len(self.names)} classes "
+                f"(0..{len(self.names) - 1})"
+            )
+        return index
+
+    def _unknown(self, token: str, where: str) -> str:
+        originals = {_normalise(name): name for name in reversed(self.names or ())}
+        close = difflib.get_close_matches(_normalise(token), list(originals), n=3, cutoff=0.6)
+        hint = ", ".join(repr(originals[c]) for c in close)
+        hint = f"; did you mean {hint}?" if close else " (no close match)"
+        return f"{where}: unknown class name {token!r}{hint}"
+
+
+# ----------------------------------------------------------------------------- video lists
+
+
+def read_video_list(
+    path: str | Path,
+    root: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> VideoList:
+    """Read a text, CSV or Kinetics video list; relative paths resolve against `root`.
+
+    `root` defaults to the folder of the list file. Label names need `class_names`.
+    """
+    source = Path(path)
+    lines = _read_lines(source, "video list")
+    fmt = _detect_format(source, lines)
+    base = _video_root(source, root)
+    with _gc_paused():
+        entries = _PARSERS[fmt](source, lines, base, _LabelParser(source, class_names))
+    if not entries:
+        raise InputError(f"{source}: the video list has no videos")
+    _check_unique_videos(source, entries)
+    multilabel = any(len(entry.labels) > 1 for entry in entries)
+    log.info("read %d videos from %s (%s format, root %s)", len(entries), source, fmt, base)
+    return VideoList(entries, source, fmt, multilabel)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many entries (no cycles are made).
+
+    Its repeated passes over the growing list of entries and paths doubled the time of a
+    240,000-line list.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _video_root(source: Path, root: str | Path | None) -> Path:
+    """The absolute folder relative paths resolve against."""
+    if root is None:
+        return source.parent.absolute()
+    folder = Path(root)
+    if not folder.is_dir():
+        raise InputError(f"video root is not a folder: {folder}")
+    return folder.absolute()
+
+
+def _detect_format(source: Path, lines: list[str]) -> str:
+    """'kinetics', 'csv' or 'text', from the first non-blank line and the extension."""
+    first_line, first = next(_nonblank(lines), (None, ""))
+    if first_line is None:
+        raise InputError(f"{source}: the video list is empty")
+    is_csv = source.suffix.lower() == ".csv"
+    if is_csv or "," in first:
+        header = {cell.strip().lower() for cell in next(csv.reader([first]))}
+        if header.issuperset(KINETICS_COLUMNS):
+            return "kinetics"
+        if header.intersection(PATH_COLUMNS):
+            return "csv"
+        if is_csv:
+            raise InputError(
+                f"{location(source, first_line)}: CSV header {first!r} names no path column "
+                f"(one of {', '.join(PATH_COLUMNS)}) and is not a Kinetics header "
+                f"({','.join(KINETICS_COLUMNS)})"
+            )
+    return "text"
+
+
+def _parse_text(
+    source: Path, lines: list[str], root: Path, parser: _LabelParser
+) -> list[VideoEntry]:
+    """Entries of an mmaction-style `relpath [label ...]` list."""
+    entries = []
+    for number, line in enumerate(lines, 1):
+        parts = line.split(None, 1)
+        if parts:
+            video, labels = parts[0], parser.labels(parts[1] if len(parts) > 1 else "", number)
+            entries.append(VideoEntry(video, root / video, labels, number))
+    return entries
+
+
+def _csv_table(
+    source: Path, lines: list[str]
+) -> tuple[dict[str, int], Iterator[tuple[int, list[str]]]]:
+    """(lower-case column name -> index, data rows) of a CSV list with a header."""
+    rows = _csv_rows(source, lines)
+    _, header = next(rows)
+    columns: dict[str, int] = {}
+    for i, name in enumerate(header):
+        columns.setdefault(name.strip().lower(), i)
+    return columns, rows
+
+
+def _csv_rows(source: Path, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of the non-blank CSV rows, each as wide as the first (the header)."""
+    reader = csv.reader(lines)
+    width = 0
+    try:
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            width = width or len(cells)  # the header's
+            if len(cells) != width:
+                cells = _fit(source, reader.line_num, cells, width)
+            yield reader.line_num, cells
+    except csv.Error as e:
+        raise InputError(f"{location(source, reader.line_num)}: malformed CSV ({e})") from None
+
+
+def _fit(source: Path, number: int, cells: list[str], width: int) -> list[str]:
+    """A short row padded with '' to the header width; InputError for extra non-empty cells."""
+    if any(cell.strip() for cell in cells[width:]):
+        raise InputError(
+            f"{location(source, number)}: row has {len(cells)} fields but the header has {width} "
+            "(quote values that contain commas)"
+        )
+    return cells[:width] + [""] * (width - len(cells))
+
+
+def _parse_csv(
+    source: Path, lines: list[str], root: Path, parser: _LabelParser
+) -> list[VideoEntry]:
+    """Entries of a CSV list with a path column and an optional label column."""
+    columns, rows = _csv_table(source, lines)
+    path_name = next(name for name in PATH_COLUMNS if name in columns)
+    path_i = columns[path_name]
+    label_i = next((columns[name] for name in LABEL_COLUMNS if name in columns), None)
+    entries = []
+    for number, cells in rows:
+        video = cells[path_i].strip()
+        if not video:
+            raise InputError(f"{location(source, number)}: row has no path (column {path_name!r})")
+        labels = parser.labels(cells[label_i], number, ";") if label_i is not None else ()
+        entries.append(VideoEntry(video, root / video, labels, number))
+    return entries
+
+
+def _parse_kinetics(
+    source: Path, lines: list[str], root: Path, parser: _LabelParser
+) -> list[VideoEntry]:
+    """Entries of an official Kinetics CSV (`label,youtube_id,time_start,time_end,split`)."""
+    columns, rows = _csv_table(source, lines)
+    id_i, start_i, end_i = (columns[name] for name in KINETICS_COLUMNS)
+    label_i = columns.get("label")
+    finder = _KineticsFinder(root)
+    entries = []
+    for number, cells in rows:
+        stem = _kinetics_stem(source, number, cells[id_i], cells[start_i], cells[end_i])
+        label = cells[label_i].strip() if label_i is not None else ""
+        labels = (parser.index(label, number),) if label else ()
+        entries.append(VideoEntry(stem, finder.find(stem + ".mp4", label), labels, number))
+    return entries
+
+
+def _kinetics_stem(source: Path, number: int, youtube_id: str, start: str, end: str) -> str:
+    """`{youtube_id}_{time_start:06d}_{time_end:06d}`: the stem of a Kinetics file name."""
+    youtube_id, start, end = youtube_id.strip(), start.strip(), end.strip()
+    if youtube_id and start.isdigit() and end.isdigit() and (start + end).isascii():
+        return f"{youtube_id}_{start.lstrip('0').zfill(6)}_{end.lstrip('0').zfill(6)}"
+    if not youtube_id:
+        raise InputError(f"{location(source, number)}: row has no youtube_id")
+    start_ok = start.isdigit() and start.isascii()
+    column, value = ("time_end", end) if start_ok else ("time_start", start)
+    raise InputError(
+        f"{location(source, number)}: {column} {value!r} is not a whole number of seconds"
+    )
+
+
+class _KineticsFinder:
+    """Finds `root/file`, `root/<label>/file` or `root/<label_with_underscores>/file`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_names = _listing(root)
+        self.label_folders: dict[str, list[tuple[Path, frozenset[str]]]] = {}
+
+    def _folders(self, label: str) -> list[tuple[Path, frozenset[str]]]:
+        """(folder, file names) of the existing, non-empty class folders of `label`."""
+        folders = self.label_folders.get(label)
+        if folders is None:
+            spellings = dict.fromkeys((label, label.replace(" ", "_")))
+            listed = [(folder, _listing(folder)) for folder in map(self.root.joinpath, spellings)]
+            folders = self.label_folders[label] = [(f, files) for f, files in listed if files]
+        return folders
+
+    def find(self, name: str, label: str) -> Path:
+        """Where the file is, or `root/name` when it is nowhere."""
+        if name not in self.root_names and label:
+            for folder, names in self._folders(label):
+                if name in names:
+                    return folder / name
+        return self.root / name
+
+
+def _listing(folder: Path) -> frozenset[str]:
+    """The names in a folder; empty when it cannot be listed."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return frozenset()
+
+
+def _check_unique_videos(source: Path, entries: list[VideoEntry]) -> None:
+    """InputError naming both lines when a video id appears twice."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        first = seen.setdefault(entry.video_id, entry.line)
+        if first != entry.line:
+            raise InputError(
+                f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
+                f"(lines {first} and {entry.line})"
+            )
+
+
+_PARSERS: dict[str, Callable[[Path, list[str], Path, _LabelParser], list[VideoEntry]]] = {
+    "text": _parse_text,
+    "csv": _parse_csv,
+    "kinetics": _parse_kinetics,
+}

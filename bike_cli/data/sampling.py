@@ -1,0 +1,109 @@
+"""Which frames and which crops a clip is made of: TSN segment sampling and multi-view layouts.
+
+Temporal sampling (TSN): a video of `n` frames is cut into `T` equal segments of length `n / T`.
+- test mode: clip `c` of `C` takes, in every segment, the frame at offset `(c + 0.5) / C` of the
+  segment, so `C = 1` is the segment centre and `C` clips are spread evenly inside each segment;
+- train mode: one uniformly random frame per segment (seeded per video, so the choice does not depend
+  on the process count or the order of work).
+Videos shorter than `T` frames repeat frames (the same formulas, with segments shorter than a frame).
+
+Spatial views: the frame is resized so that its short side equals the model's input size, then `S`
+square crops are taken along the long side: `S = 1` centre; `S = 3` start, centre, end (left, centre,
+right for landscape video; top, centre, bottom for portrait), as in the paper's "4x3" protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bike_cli.errors import InputError
+
+SAMPLING_MODES = ("test", "train")
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    """`C x S` views: C temporal clips times S spatial crops; view v = c * S + s."""
+
+    clips: int
+    crops: int
+
+    @property
+    def num_views(self) -> int:
+        return self.clips * self.crops
+
+    def __str__(self) -> str:
+        return f"{self.clips}x{self.crops}"
+
+
+def parse_views(text: str) -> ViewLayout:
+    """Parse `CxS` (e.g. `4x3`); S must be 1 or 3."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise InputError(f"views {text!r} is not of the form CxS (for example 1x1 or 4x3)")
+    clips, crops = int(match.group(1)), int(match.group(2))
+    if clips < 1:
+        raise InputError(f"views {text!r}: the number of temporal clips must be at least 1")
+    if crops not in (1, 3):
+        raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}")
+    return ViewLayout(clips, crops)
+
+
+def video_seed(seed: int, video_id: str) -> int:
+    """A per-video seed that depends only on the run seed and the video id."""
+    digest = hashlib.blake2b(f"{seed}:{video_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def segment_indices(
+    num_frames: int,
+    frames: int,
+    *,
+    mode: str = "test",
+    clips: int = 1,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Frame indices of `clips` TSN clips of `frames` frames each: int64 [clips, frames]."""
+    if num_frames < 1:
+        raise InputError(f"cannot sample from a video with {num_frames} frames")
+    if mode not in SAMPLING_MODES:
+        raise InputError(f"sampling mode {mode!r} is not one of {', '.join(SAMPLING_MODES)}")
+    seg_len = num_frames / frames
+    starts = np.arange(frames) * seg_len  # [T]
+    if mode == "test":
+        offsets = (np.arange(clips) + 0.5) / clips  # [C]
+        positions = starts[None, :] + offsets[:, None] * seg_len  # [C, T]
+    else:
+        if rng is None:
+            raise InputError("train-mode sampling needs a random generator")
+        positions = starts[None, :] + rng.random((clips, frames)) * seg_len
+    return np.clip(np.floor(positions).astype(np.int64), 0, num_frames - 1)
+
+
+def crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of `crops` square `size` crops along the long side."""
+    if height < size or width < size:
+        raise InputError(f"frame {height}x{width} is smaller than the crop size {size}")
+    if crops == 1:
+        return [((height - size) // 2, (width - size) // 2)]
+    if width >= height:  # landscape: left, centre, right
+        y = (height - size) // 2
+        return [(y, 0), (y, (width - size) // 2), (y, width - size)]
+    x = (width - size) // 2  # portrait: top, centre, bottom
+    return [(0, x), ((height - size) // 2, x), (height - size, x)]
+
+
+def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
+    """Square crops of short-side-resized frames.
+
+    frames: uint8 [N, H, W, 3] with min(H, W) == size  ->  uint8 [S, N, 3, size, size]
+    """
+    _, height, width, _ = frames.shape
+    chw = frames.permute(0, 3, 1, 2)  # [N, 3, H, W]
+    out = [chw[:, :, y : y + size, x : x + size] for y, x in crop_boxes(height, width, size, crops)]
+    return torch.stack(out).contiguous()

@@ -1,0 +1,32 @@
+"""The error types library code raises; `bike_cli.cli.app` turns them into messages and exit codes.
+
+Library code never prints or exits: it raises one of these with a message that names the bad value
+and, where there is one, the file (and line) it came from.
+"""
+
+from __future__ import annotations
+
+
+class BikeError(Exception):
+    """Base class: a problem the user can fix, reported without a traceback."""
+
+
+class InputError(BikeError):
+    """Bad user input: a malformed list line, an unknown class name, a bad option value."""
+
+
+class ModelLoadError(BikeError):
+    """A model name, pretrained tag or checkpoint file that cannot be loaded."""
+
+
+class CacheMismatchError(BikeError):
+    """An existing output was made with different settings than the current command."""
+
+
+class DecodeError(BikeError):
+    """A video that cannot be decoded (missing, corrupt, audio-only, zero frames)."""
+
+
+def location(path: object, line: int | None = None) -> str:
+    """`path:line` (or just `path`) for error messages."""
+    return f"{path}:{line}" if line is not None else f"{path}"

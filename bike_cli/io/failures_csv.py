@@ -1,0 +1,30 @@
+"""The failures CSV of `bike extract-features`: one row per video that produced no features.
+
+Columns: `video_id,path,reason` (reason starts with a short class: "file not found", "no video
+stream", "zero frames", "corrupt"...). Rows follow the order of the video list. The file is written
+anew at the end of every run (header only when nothing failed), so it never lists stale failures.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Iterable
+
+from bike_cli.io.feature_cache import Failure
+
+COLUMNS = ("video_id", "path", "reason")
+
+
+def write_failures_csv(path: Path, failures: Iterable[Failure]) -> Path:
+    """Write the failures (sorted by list position) atomically to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for f in sorted(failures, key=lambda f: f.list_index):
+            writer.writerow([f.video_id, f.path, f.reason])
+    os.replace(tmp, path)
+    return path

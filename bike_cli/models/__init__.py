@@ -1,0 +1,1 @@
+"""CLIP model loading (open_clip architectures, pretrained tags, local checkpoints)."""

@@ -1,0 +1,51 @@
+"""Process topology for stages that split work across processes (`accelerate launch`).
+
+A plain `bike ...` is one process. Under `accelerate launch --num_processes N` (one machine or
+several), every process runs the same stage and takes its share of the work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from bike_cli.errors import BikeError
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    device: torch.device
+    _state: object | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self._state.wait_for_everyone()  # type: ignore[union-attr]
+
+
+def init_distributed() -> DistContext:
+    """One process, or this process's place in an `accelerate launch` run.
+
+    On a machine without CUDA the processes talk over gloo (launch with ACCELERATE_USE_CPU=1).
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched <= 1:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        return DistContext(0, 1, device)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != launched:
+        raise BikeError(
+            f"launched with WORLD_SIZE={launched} but Accelerate set up {state.num_processes} process(es); "
+            "on a machine without GPUs launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+            f"--num_processes {launched} ..."
+        )
+    return DistContext(state.process_index, state.num_processes, state.device, state)

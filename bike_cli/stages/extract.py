@@ -1,0 +1,291 @@
+"""Stage 1, `extract-features`: videos -> HDF5 cache of CLIP frame embeddings [N, V, T, D].
+
+Resumable and crash-safe (see `bike_cli.io.feature_cache`), split across processes under
+`accelerate launch` (each process takes every world-size-th remaining video and writes its own part
+files; rank 0 merges them in list order, so the result equals a single-process run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bike_cli import __version__
+from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items
+from bike_cli.data.decoding import DECODERS
+from bike_cli.data.lists import VideoList, read_class_names, read_video_list
+from bike_cli.data.sampling import SAMPLING_MODES, parse_views
+from bike_cli.errors import InputError
+from bike_cli.io import feature_cache as fc
+from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.stages.distributed import DistContext, init_distributed
+
+log = logging.getLogger(__name__)
+
+# Frames per encode_image call: bounds activation memory whatever the batch and view settings.
+FRAMES_PER_FORWARD = 512
+
+
+@dataclass
+class ExtractConfig:
+    """Options of `bike extract-features` (see its --help)."""
+
+    list_path: Path
+    out: Path
+    model: str = "bike-tiny"
+    pretrained: str = "none"
+    root: Path | None = None
+    classes: Path | None = None
+    frames: int = 8
+    views: str = "1x1"
+    sampling: str = "test"
+    seed: int = 0
+    failures: Path | None = None
+    decoder: str = "decord"
+    batch_size: int = 16
+    workers: int = 2
+    strict: bool = False
+    overwrite: bool = False
+    quick_gelu: bool | None = None
+    device: str | None = None
+    precision: str = "auto"
+
+    def validate(self) -> None:
+        if self.frames < 1:
+            raise InputError(f"--frames must be at least 1, not {self.frames}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 or more, not {self.workers}")
+        if self.decoder not in DECODERS:
+            raise InputError(f"--decoder {self.decoder!r} is not one of {', '.join(DECODERS)}")
+        if self.sampling not in SAMPLING_MODES:
+            raise InputError(f"--sampling {self.sampling!r} is not one of {', '.join(SAMPLING_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.out.suffix not in (".h5", ".hdf5"):
+            raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
+
+    @property
+    def failures_path(self) -> Path:
+        return self.failures or self.out.with_name(self.out.stem + ".failures.csv")
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did."""
+
+    cache: Path
+    failures_csv: Path
+    videos_in_list: int
+    already_done: int
+    extracted: int
+    failed: int
+    cached: int
+    seconds: float
+    failures: list[fc.Failure] = field(default_factory=list)
+    is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
+
+
+class Progress:
+    """What the stage reports while it runs; the CLI passes a Rich implementation."""
+
+    def start(self, total: int, description: str) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_for(device: torch.device, precision: str):
+    """Autocast context: bf16 (or fp16 where bf16 is unsupported) on CUDA for `auto`; fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class FrameEncoder:
+    """uint8 frames -> CLIP image embeddings, normalised on the model's device in large batches."""
+
+    def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.autocast = lambda: autocast_for(device, precision)
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU."""
+        lead = frames.shape[:-3]
+        flat = frames.reshape(-1, *frames.shape[-3:])  # [N, 3, S, S]
+        out = []
+        for start in range(0, flat.shape[0], FRAMES_PER_FORWARD):
+            chunk = flat[start : start + FRAMES_PER_FORWARD].to(self.device, non_blocking=True)
+            chunk = (chunk.float() - self.mean) / self.std
+            if self.device.type == "cuda":
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                out.append(self.model.encode_image(chunk).float().half().cpu())  # [n, D]
+        emb = torch.cat(out)
+        return emb.view(*lead, emb.shape[-1])
+
+
+def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -> np.ndarray:
+    entries = [video_list.entries[i] for i in indices]
+    if not video_list.multilabel:
+        return np.array([e.labels[0] if e.labels else -1 for e in entries], dtype=np.int64)
+    hot = np.zeros((len(entries), num_classes), dtype=np.uint8)  # [n, K]
+    for row, e in enumerate(entries):
+        hot[row, list(e.labels)] = 1
+    return hot
+
+
+def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) -> fc.PartsIndex:
+    """Check an existing cache and parts against `meta`, then index what is already done."""
+    parts_dir = fc.parts_dir_for(cfg.out)
+    if dist.is_main and cfg.overwrite:
+        cfg.out.unlink(missing_ok=True)
+        fc.finish(parts_dir)
+    dist.barrier()
+    if cfg.out.exists():
+        meta.check_compatible(fc.FeatureCache(cfg.out).meta, cfg.out)
+    parts_meta = fc.read_meta_file(parts_dir)
+    if parts_meta is not None:
+        meta.check_compatible(parts_meta, parts_dir)
+    if dist.is_main:
+        fc.write_meta_file(parts_dir, meta)
+        fc.remove_stale_tmp(parts_dir)
+    dist.barrier()
+    parts = fc.scan_parts(parts_dir)
+    dist.barrier()  # every process has read the same parts before anyone writes a new one
+    return parts
+
+
+def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> ExtractSummary:
+    """Extract frame embeddings for every video of the list that the cache does not hold yet."""
+    started = time.perf_counter()
+    cfg.validate()
+    progress = progress or Progress()
+    layout = parse_views(cfg.views)
+    class_names = read_class_names(cfg.classes) if cfg.classes else None
+    video_list = read_video_list(cfg.list_path, root=cfg.root, class_names=class_names)
+    num_classes = len(class_names) if class_names else 1 + max(
+        (max(e.labels) for e in video_list.entries if e.labels), default=-1
+    )
+    dist = init_distributed()
+    model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu)
+    meta = fc.CacheMeta(
+        model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
+        quick_gelu=spec.quick_gelu, image_size=spec.image_size, embed_dim=spec.embed_dim,
+        frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
+        seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
+        class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
+        bike_version=__version__,
+    )
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    parts = _prepare_outputs(cfg, meta, dist)
+    done = set(parts.done_ids)
+    if cfg.out.exists():
+        done.update(fc.FeatureCache(cfg.out).video_ids)
+    todo = [(i, e) for i, e in enumerate(video_list.entries) if e.video_id not in done]
+    mine = todo[dist.rank :: dist.world_size]
+    log.info(
+        "%d videos in %s: %d already cached, %d to extract%s",
+        len(video_list), cfg.list_path, len(video_list) - len(todo), len(todo),
+        f" ({len(mine)} on process {dist.rank} of {dist.world_size})" if dist.world_size > 1 else "",
+    )
+    device = torch.device(cfg.device) if cfg.device else dist.device
+    encoder = FrameEncoder(model, spec, device, cfg.precision)
+    _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)
+
+    dist.barrier()
+    failures: list[fc.Failure] = []
+    cached = 0
+    if dist.is_main:
+        parts = fc.scan_parts(fc.parts_dir_for(cfg.out))
+        cached = fc.merge(cfg.out, parts, meta) if (parts.files or not cfg.out.exists()) else len(
+            fc.FeatureCache(cfg.out)
+        )
+        failures = [f for vid, f in parts.failures.items() if vid not in parts.done_ids]
+        write_failures_csv(cfg.failures_path, failures)
+        fc.finish(fc.parts_dir_for(cfg.out))
+    dist.barrier()
+    summary = ExtractSummary(
+        cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
+        already_done=len(video_list) - len(todo), extracted=len(todo) - len(failures), failed=len(failures),
+        cached=cached, seconds=time.perf_counter() - started, failures=failures, is_main=dist.is_main,
+    )
+    return summary
+
+
+def _extract_share(
+    cfg: ExtractConfig,
+    meta: fc.CacheMeta,
+    video_list: VideoList,
+    mine: list,
+    encoder: FrameEncoder,
+    dist: DistContext,
+    progress: Progress,
+) -> None:
+    """Decode (in workers) and encode this process's videos, writing one part file per batch."""
+    if not mine:
+        return
+    dataset = MultiViewClips(
+        mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
+        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder,
+    )
+    loader = DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+        collate_fn=collate_items, worker_init_fn=_worker_init, pin_memory=encoder.device.type == "cuda",
+        prefetch_factor=4 if cfg.workers > 0 else None, persistent_workers=False,
+    )
+    writer = fc.PartWriter(fc.parts_dir_for(cfg.out), dist.rank)
+    if not dist.is_main:
+        progress = Progress()  # rank 0 shows the progress, estimated for all processes
+    progress.start(len(mine) * dist.world_size, "extracting")
+    try:
+        for batch in loader:
+            writer.write(_encode_batch(batch, encoder, video_list, meta))
+            progress.advance((len(batch.ok) + len(batch.failed)) * dist.world_size)
+    finally:
+        progress.stop()
+
+
+def _encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList, meta: fc.CacheMeta) -> fc.Batch:
+    ok = batch.ok
+    if batch.frames is not None:
+        emb = encoder(batch.frames).numpy()  # [B, V, T, D] float16
+    else:
+        emb = np.zeros((0, meta.num_views, meta.frames, meta.embed_dim), dtype=np.float16)
+    for item in batch.failed:
+        log.warning("skipped %s: %s", item.entry.video_id, item.error)
+    return fc.Batch(
+        list_index=np.array([i.list_index for i in ok], dtype=np.int64),
+        video_ids=[i.entry.video_id for i in ok],
+        embeddings=emb,
+        labels=_labels_array(video_list, meta.num_classes, [i.list_index for i in ok]),
+        num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
+        decoders=[i.decoder for i in ok],
+        failures=[fc.Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed],
+    )
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding threads, not BLAS threads, do the work in workers
