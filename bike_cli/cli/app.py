@@ -4,6 +4,7 @@ messages and exit codes."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -42,6 +43,8 @@ def _root(
     ),
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # the other processes of `accelerate launch`: rank 0 talks
+        level = max(level, logging.WARNING)
     setup_logging(level)
 
 
