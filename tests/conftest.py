@@ -23,3 +23,17 @@ def sample_data(tmp_path_factory):
     from bike_cli.data.synthetic import make_sample_dataset
 
     return make_sample_dataset(tmp_path_factory.mktemp("sample"), videos_per_class=3, num_frames=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def motion_caches(tmp_path_factory):
+    """Train/val feature caches (bike-tiny, 8 frames) of a generated 4-class dataset (12 videos a class)."""
+    from bike_cli.data.synthetic import make_sample_dataset
+    from bike_cli.stages.extract import ExtractConfig, run_extraction
+
+    root = tmp_path_factory.mktemp("motion")
+    data = make_sample_dataset(root / "data", videos_per_class=12, num_frames=16, seed=5)
+    for split in ("train", "val"):
+        run_extraction(ExtractConfig(list_path=getattr(data, split), classes=data.classes,
+                                     out=root / f"{split}.h5", frames=8, workers=0))
+    return data, root / "train.h5", root / "val.h5"

@@ -17,24 +17,24 @@ def demo(
     out: Path = typer.Option(Path("bike-demo"), "--out", help="Folder for the generated videos and every stage's outputs."),
     model: str = typer.Option("bike-tiny", "--model", help="open_clip architecture (bike-tiny needs no download)."),
     pretrained: str = typer.Option("none", "--pretrained", help="Pretrained tag, checkpoint file, or none."),
-    videos_per_class: int = typer.Option(8, "--videos-per-class", help="Generated videos per class (a third go to validation)."),
+    videos_per_class: int = typer.Option(12, "--videos-per-class", help="Generated videos per class (a third go to validation)."),
     frames: int = typer.Option(8, "--frames", "-T", help="Frames per clip."),
     workers: int = typer.Option(2, "--workers", help="Decoding worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated dataset."),
 ) -> None:
     """Generate a small labelled video dataset and run bike's stages on it with the built-in tiny model.
 
-    Stages run so far: extract-features (train split, 1x1 view; val split, 2x3 views).
-    Re-running reuses what is already there.
+    Stages: extract-features (train split 1x1 view, val split 2x3 views), then train-video (VCS head
+    and temporal transformer) validated on every view. Re-running reuses what is already there.
     """
     cfg = DemoConfig(out=out, model=model, pretrained=pretrained, videos_per_class=videos_per_class,
                      frames=frames, seed=seed, workers=workers)
     summary = run_guarded(run_demo, cfg, lambda: RichProgress("videos"))
     table = Table(title=f"bike demo: {summary.out}", title_justify="left")
-    for column in ("stage", "videos", "failed", "output", "seconds"):
+    for column in ("stage", "videos", "result", "output", "seconds"):
         table.add_column(column)
     for step in summary.steps:
-        s = step.summary
-        table.add_row(step.name, str(s.cached), str(s.failed), str(s.cache), f"{s.seconds:.1f}")
+        table.add_row(step.name, str(step.videos or ""), step.result, str(step.output), f"{step.seconds:.1f}")
     console.print(table)
-    console.print(f"classes: {summary.classes}")
+    console.print(f"Video branch top-1 on the validation videos: [bold]{summary.video_top1:.1f} %[/] "
+                  f"(chance {summary.chance:.1f} %); classes in {summary.classes}")

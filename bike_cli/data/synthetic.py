@@ -112,11 +112,11 @@ def render_sample(
         raise InputError(f"need num_frames >= 2 and size >= 16x16, got {num_frames} frames of {size}")
     shape, direction, colour = _CLASS_SPECS[class_index]
     height, width = size
-    radius = max(3, int(round(min(size) * rng.uniform(0.08, 0.14))))
+    radius = max(3, int(round(min(size) * rng.uniform(0.16, 0.22))))  # large: the class is what fills the frame
     centres = _trajectory(rng, direction, num_frames, size, radius)  # [T, 2]
     # a tinted grey with a static texture, kept away from the saturated shape colours
-    tint = rng.uniform(80.0, 150.0) + rng.uniform(-15.0, 15.0, size=3)  # [3]
-    background = tint + rng.normal(0.0, 12.0, size=(height, width, 3))  # [H, W, 3]
+    tint = rng.uniform(95.0, 135.0) + rng.uniform(-10.0, 10.0, size=3)  # [3]
+    background = tint + rng.normal(0.0, 10.0, size=(height, width, 3))  # [H, W, 3]
     noise = rng.normal(0.0, 4.0, size=(num_frames, height, width, 3))  # [T, H, W, 3]
     yy = np.arange(height)[None, :, None] - centres[:, 0, None, None]  # [T, H, 1]
     xx = np.arange(width)[None, None, :] - centres[:, 1, None, None]  # [T, 1, W]

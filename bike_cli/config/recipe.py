@@ -1,0 +1,278 @@
+"""Recipes: YAML files that fill a settings dataclass, with defaults < recipe < overrides.
+
+A recipe is a YAML mapping of field names of the stage's dataclass to values, e.g.::
+
+    stage: train-video           # optional: the stage this recipe is for (checked when given)
+    extends: base_video.yaml     # optional: a recipe whose values this one overrides
+    model: ViT-B-16
+    frames: 8
+    out: runs/k400_vitb16_8f
+
+- ``extends`` names another recipe, relative to this recipe's folder; chains are allowed, cycles
+  are an error. The recipe's own values win over the ones it extends.
+- ``stage`` is not a setting: `build_config(..., stage=...)` refuses a recipe whose ``stage``
+  differs; it is inherited through ``extends`` like any other key.
+- Values are converted to the field's annotated type (`int`, `float`, `bool`, `str`, `Path`,
+  `list[str]`, `X | None`); `null` is allowed only for `X | None` fields. YAML 1.1 reads ``5e-5``
+  as a string: number fields accept numeric strings.
+- Relative paths stay as written: they are relative to the current directory of the command that
+  loads the recipe, not to the recipe's folder (only ``extends`` is relative to the recipe).
+
+Overrides are the options the user actually typed, keyed by field name; a `None` override sets
+the field to `None` (so pass only typed options). Unknown keys, bad values and unreadable files
+raise `InputError` naming the file and line (or "command line"), the key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from bike_cli.errors import InputError, location
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EXTENDS = "extends"
+STAGE = "stage"
+OVERRIDE_ORIGIN = "command line"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    value: Any
+    origin: str  # `path:line` of a recipe, or OVERRIDE_ORIGIN
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """The settings of a recipe file with its `extends` chain merged in (`stage` kept, if any)."""
+    return {key: setting.value for key, setting in _read_recipe(Path(path)).items()}
+
+
+def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                 *, stage: str | None = None) -> T:
+    """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides`.
+
+    With `stage`, a recipe whose `stage` key names another stage is refused.
+    """
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    settings = _read_recipe(Path(recipe)) if recipe is not None else {}
+    _check_stage(settings.pop(STAGE, None), stage)
+    settings.update({key: _Setting(value, OVERRIDE_ORIGIN) for key, value in (overrides or {}).items()})
+    values = {}
+    for key, setting in settings.items():
+        if key not in names:
+            raise InputError(_unknown_key_message(key, setting.origin, names))
+        values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
+    log.debug("%s from recipe %s with overrides %s", cls.__name__, recipe, sorted(overrides or {}))
+    return cls(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Every init field of a dataclass instance, in field order, as plain YAML types (Paths as str)."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"{config!r} is not a dataclass instance")
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+
+
+def save_resolved(config: Any, path: str | Path, *, stage: str | None = None) -> Path:
+    """Write every setting of `config` as a YAML recipe, atomically; `build_config` reads it back equal.
+
+    With `stage`, the file starts with `stage: STAGE`, so other stages refuse it.
+    """
+    path = Path(path)
+    data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
+    text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"
+    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, _Setting]:
+    """The settings of `path` over those of the recipes it extends (`extends` removed)."""
+    settings = _read_mapping(path)
+    parent = settings.pop(EXTENDS, None)
+    if parent is None or parent.value is None:
+        return settings
+    if not isinstance(parent.value, str) or not parent.value.strip():
+        raise InputError(f"{parent.origin}: {EXTENDS}: {parent.value!r} is not a recipe file name")
+    base = path.parent / parent.value
+    chain = chain + (path.resolve(),)
+    if base.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in chain + (base.resolve(),))
+        raise InputError(f"{parent.origin}: {EXTENDS}: {parent.value!r} makes a cycle: {cycle}")
+    if not base.is_file():
+        raise InputError(f"{parent.origin}: {EXTENDS}: recipe {base} not found")
+    return _read_recipe(base, chain) | settings
+
+
+def _read_mapping(path: Path) -> dict[str, _Setting]:
+    """The top-level keys of one YAML file, each with its value and `path:line`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"recipe not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read recipe {path}: {e}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(node, path)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{location(path, mark.line + 1 if mark else None)}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a recipe is a mapping of setting names to values, not a {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise InputError(f"{path}: setting name {key!r} is not a string")
+    return {key: _Setting(value, location(path, lines.get(key))) for key, value in data.items()}
+
+
+def _key_lines(node: yaml.Node | None, path: Path) -> dict[str, int]:
+    """Line of each top-level scalar key of a composed document; a key set twice is an error."""
+    lines: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        line = key_node.start_mark.line + 1
+        if key_node.value in lines:
+            raise InputError(f"{location(path, line)}: {key_node.value!r} is set twice "
+                             f"(first on line {lines[key_node.value]})")
+        lines[key_node.value] = line
+    return lines
+
+
+def _check_stage(setting: _Setting | None, expected: str | None) -> None:
+    """Refuse a recipe whose `stage` is not `expected` (no check without one of the two)."""
+    if setting is None or expected is None:
+        return
+    if setting.value != expected:
+        raise InputError(f"{setting.origin}: this recipe is for stage {setting.value!r}, not {expected!r}")
+
+
+def _unknown_key_message(key: str, origin: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known settings: {', '.join(names)}"
+    return f"{origin}: unknown setting {key!r}; {hint}"
+
+
+def _coerce(value: Any, hint: Any, what: str) -> Any:
+    """`value` as type `hint` (see the module docstring); `what` ("path:line: key") starts errors."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise TypeError(f"unsupported settings type {hint} ({what})")
+        return None if value is None else _coerce(value, inner[0], what)
+    if value is None:
+        raise InputError(f"{what}: null is not allowed here; expected {_DESCRIPTIONS.get(origin or hint, hint)}")
+    if origin is list:
+        if isinstance(value, str):  # one template written without brackets
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{what}: {value!r} is not a list")
+        return [_coerce(item, args[0], f"{what}[{i}]") for i, item in enumerate(value)]
+    convert = _CONVERTERS.get(hint)
+    if convert is None:
+        raise TypeError(f"unsupported settings type {hint} ({what})")
+    return convert(value, what)
+
+
+def _to_int(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise InputError(f"{what}: {value!r} is not an integer")
+
+
+def _to_float(value: Any, what: str) -> float:
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+    if number is None:
+        raise InputError(f"{what}: {value!r} is not a number")
+    if not math.isfinite(number):
+        raise InputError(f"{what}: {value!r} is not a finite number")
+    return number
+
+
+def _to_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise InputError(f"{what}: {value!r} is not true or false")
+
+
+def _to_str(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise InputError(f"{what}: {value!r} is not a string (quote it in YAML)")
+
+
+def _to_path(value: Any, what: str) -> Path:
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.strip()):
+        return Path(value)
+    raise InputError(f"{what}: {value!r} is not a path")
+
+
+_CONVERTERS: dict[Any, Callable[[Any, str], Any]] = {
+    int: _to_int, float: _to_float, bool: _to_bool, str: _to_str, Path: _to_path,
+}
+_DESCRIPTIONS: dict[Any, str] = {
+    int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path", list: "a list",
+}
+
+
+def _plain(value: Any) -> Any:
+    """Paths as str, tuples as lists: what `yaml.safe_dump` writes and `build_config` reads back."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

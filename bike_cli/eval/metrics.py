@@ -1,0 +1,59 @@
+"""Recognition metrics over a whole test set: top-k accuracy, mean class accuracy, mAP.
+
+Scores are [N, K] (any monotone score: logits or probabilities); single-label targets are int [N]
+(rows with -1 are left out), multi-label targets are {0,1} [N, K].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _labelled(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = labels >= 0
+    return scores[keep], labels[keep]
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores."""
+    scores, labels = _labelled(np.asarray(scores, dtype=np.float64), np.asarray(labels))
+    out = {}
+    for k in ks:
+        k_eff = min(k, scores.shape[1])
+        # rank of the true class = number of classes scoring strictly higher
+        true = scores[np.arange(len(labels)), labels][:, None]
+        rank = (scores > true).sum(1)
+        out[f"top{k}"] = 100.0 * float((rank < k_eff).mean()) if len(labels) else float("nan")
+    return out
+
+
+def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy per class, averaged over the classes present (the UCF/HMDB convention), in %."""
+    scores, labels = _labelled(np.asarray(scores), np.asarray(labels))
+    pred = scores.argmax(1)
+    per_class = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
+    return 100.0 * float(np.mean(per_class)) if per_class else float("nan")
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP of one class over the whole set: mean of the precision at each positive, ties broken by order."""
+    order = np.argsort(-scores, kind="stable")
+    hits = targets[order].astype(bool)
+    if not hits.any():
+        return float("nan")
+    precision_at = np.cumsum(hits) / (np.arange(len(hits)) + 1)
+    return float(precision_at[hits].mean())
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """mAP in % over the classes with at least one positive, computed on the full set at once."""
+    aps = [average_precision(scores[:, k], targets[:, k]) for k in range(targets.shape[1])]
+    aps = [a for a in aps if not np.isnan(a)]
+    return 100.0 * float(np.mean(aps)) if aps else float("nan")
+
+
+def recognition_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The standard set: top1/top5 and mean class accuracy (single-label) or mAP (multi-label)."""
+    if labels.ndim == 2:
+        return {"mAP": mean_average_precision(scores, labels)}
+    return {**topk_accuracy(scores, labels), "mean_class_acc": mean_class_accuracy(scores, labels)}

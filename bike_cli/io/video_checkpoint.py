@@ -1,0 +1,100 @@
+"""Video-branch checkpoints: bike's own format, and the authors' released BIKE checkpoints.
+
+bike's format (schema version 1; docs/formats.md) is a `torch.save` of plain containers and tensors,
+so it loads with `torch.load(weights_only=True)` (no pickled code runs):
+
+    {"kind": "bike-video-checkpoint", "schema_version": 1, "bike_version": str,
+     "config": {...resolved train-video settings, paths as strings...},
+     "clip": {...ClipSpec fields...}, "class_names": [str], "epoch": int, "metrics": {...},
+     "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)}}
+
+The authors' checkpoints hold `model_state_dict` (the whole CLIP with OpenAI key names, maybe with a
+`module.` prefix) and `fusion_model_state_dict` (their `video_header`: `frame_position_embeddings`
+and `transformer.resblocks.*`, the same names as bike's temporal transformer).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bike_cli import __version__
+from bike_cli.errors import InputError
+
+KIND = "bike-video-checkpoint"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class VideoCheckpoint:
+    config: dict
+    clip: dict
+    class_names: list[str]
+    epoch: int
+    metrics: dict
+    state_dict: dict[str, torch.Tensor]
+
+
+def save_video_checkpoint(path: Path, ckpt: VideoCheckpoint) -> Path:
+    """Write atomically (temporary name, then rename)."""
+    payload = {
+        "kind": KIND, "schema_version": SCHEMA_VERSION, "bike_version": __version__,
+        "config": ckpt.config, "clip": ckpt.clip, "class_names": list(ckpt.class_names),
+        "epoch": ckpt.epoch, "metrics": ckpt.metrics,
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors have many types
+        raise InputError(f"{path} is not a checkpoint bike can read safely: {err}") from None
+
+
+def load_video_checkpoint(path: str | Path) -> VideoCheckpoint:
+    """bike's own checkpoint (a file, or a run folder holding best.pt / last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        path = next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), path / "best.pt")
+    data = _load(path)
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise InputError(f"{path} is not a bike video checkpoint (no kind={KIND!r})")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path} has checkpoint schema {data.get('schema_version')}; bike reads {SCHEMA_VERSION}")
+    return VideoCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
+                           dict(data["metrics"]), dict(data["state_dict"]))
+
+
+@dataclass
+class AuthorsCheckpoint:
+    clip_state_dict: dict[str, torch.Tensor]  # OpenAI key names, `module.` stripped
+    temporal_state_dict: dict[str, torch.Tensor]  # bike TemporalTransformer names ({} without Transf)
+
+
+def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
+    """The released BIKE checkpoints (`model_state_dict` + `fusion_model_state_dict`)."""
+    path = Path(path)
+    data = _load(path)
+    if not isinstance(data, dict) or "model_state_dict" not in data:
+        raise InputError(f"{path} has no 'model_state_dict': not a checkpoint of the authors' BIKE code")
+    strip = lambda sd: {k.removeprefix("module."): v for k, v in sd.items()}  # noqa: E731
+    return AuthorsCheckpoint(strip(data["model_state_dict"]), strip(data.get("fusion_model_state_dict") or {}))
+
+
+def is_authors_checkpoint(path: str | Path) -> bool:
+    """True for a file holding `model_state_dict` (the authors' layout), False for bike's own."""
+    path = Path(path)
+    if path.is_dir():
+        return False
+    data = _load(path)
+    return isinstance(data, dict) and "model_state_dict" in data and data.get("kind") != KIND

@@ -1,0 +1,77 @@
+"""The Video branch as one module: (CLIP visual encoder) -> temporal head -> logits, plus the logit scale.
+
+In the backbone-frozen mode the frame embeddings come from a feature cache and `visual` is None;
+end to end, `visual` is CLIP's image tower, fine-tuned at a lower learning rate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bike_cli.models.gather import gather_with_grad
+from bike_cli.models.heads import VideoHead
+from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.text import ClassTexts
+
+
+class VideoBranch(nn.Module):
+    """Trainable parts of the Video branch. Parameter names: `head.*`, `logit_scale.*`, `visual.*`."""
+
+    def __init__(self, head: VideoHead, logit_scale: LogitScale, visual: nn.Module | None = None) -> None:
+        super().__init__()
+        self.head = head
+        self.logit_scale = logit_scale
+        self.visual = visual
+
+    def frame_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels [B, T, 3, S, S] -> frame embeddings [B, T, D] (end-to-end mode)."""
+        if self.visual is None:
+            raise RuntimeError("this Video branch has no visual encoder (it was built for cached features)")
+        b, t = pixels.shape[:2]
+        return self.visual(pixels.flatten(0, 1)).view(b, t, -1)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
+        """The training loss (Eq. 7) of this process's batch against the whole (gathered) batch.
+
+        inputs: frame embeddings [b, T, D] (cached) or normalised pixels [b, T, 3, S, S] (end to end);
+        targets: class indices [b] (the columns are the batch's own prompts: a [B, B] matrix with
+        every same-label pair positive) or multi-hot [b, K] (the columns are all K classes).
+        Under several processes the encoded clips and targets are gathered with gradients, so every
+        process computes the same loss on the global batch B.
+        """
+        frames = self.frame_embeddings(inputs) if self.visual is not None else inputs  # [b, T, D]
+        encoded = gather_with_grad(self.head.encode(frames.float()))  # [B, T, D]
+        targets = gather_with_grad(targets)  # [B] or [B, K]
+        if targets.ndim == 1:
+            logits = self.head.score(encoded, classes.select(targets))  # [B, B]
+            positives = same_label_targets(targets)  # [B, B]
+        else:
+            logits = self.head.score(encoded, classes)  # [B, K]
+            positives = targets
+        return bike_contrastive_loss(logits.float(), positives.float(), self.logit_scale())
+
+    @torch.no_grad()
+    def class_probabilities(self, frames: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
+        """Frame embeddings [b, V, T, D] -> softmax(scale * logits) averaged over the V views: [b, K]."""
+        b, v = frames.shape[:2]
+        logits = self.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
+        probs = (logits * self.logit_scale().exp()).softmax(-1)
+        return probs.view(b, v, -1).mean(1)
+
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
+        """AdamW groups: new layers at `lr`, CLIP layers at `lr * clip_lr_ratio`; no decay on biases,
+        norms, embeddings and the logit scale (1-d parameters and the position table)."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_clip = name.startswith("visual.")
+            decay = param.ndim >= 2 and "position" not in name and "embedding" not in name
+            groups.setdefault((is_clip, decay), []).append(param)
+        return [
+            {"params": params, "lr": lr * (clip_lr_ratio if is_clip else 1.0),
+             "weight_decay": weight_decay if decay else 0.0, "name": f"{'clip' if is_clip else 'new'}"
+             f"{'' if decay else '_no_decay'}"}
+            for (is_clip, decay), params in sorted(groups.items())
+        ]
