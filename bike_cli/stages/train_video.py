@@ -218,6 +218,7 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
                  len(train_set), len(class_names), world, batches.global_batch, steps_per_epoch)
 
     val = _val_data(cfg, class_names, spec.image_size, rank, world)
+    board = _tensorboard(cfg.out) if accelerator.is_main_process else None
     last_metrics: dict = {}
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         batches.set_epoch(epoch)
@@ -233,9 +234,25 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         last_metrics = {"epoch": epoch, "step": state["step"], "train_loss": loss,
                         "lr": scheduler.get_last_lr()[0], **metrics, "seconds": time.perf_counter() - epoch_start}
         _end_epoch(cfg, accelerator, model, state, last_metrics, metrics, spec, class_names, epoch)
+        if board is not None:
+            for key, value in last_metrics.items():
+                if key not in ("epoch", "step"):
+                    board.add_scalar(key, value, state["step"])
+            board.flush()
     accelerator.wait_for_everyone()
+    if board is not None:
+        board.close()
     return TrainSummary(cfg.out, cfg.epochs, state["step"], state["best_epoch"], state["best_metrics"],
                         last_metrics, time.perf_counter() - started, accelerator.is_main_process)
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into `out/tensorboard` where the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _init_from(model: VideoBranch, path: Path) -> None:
