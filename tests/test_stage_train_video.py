@@ -11,8 +11,8 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.io.video_checkpoint import load_video_checkpoint
 from bike_cli.models.heads import TemporalTransformer
-from bike_cli.stages import train_video as train_video_stage
 from bike_cli.stages.train_video import EpochBatches, run_train_video
+from bike_cli.stages.training import Trainer
 
 # bike-tiny's text tower is random: with the paper's prompt prefix every class embedding is nearly the
 # same vector, so the tests prompt with the bare class name (real CLIP does not need this).
@@ -38,14 +38,14 @@ def test_learns_motion_classes_well_above_chance(tmp_path, motion_caches):
 def test_resume_equals_uninterrupted_run(tmp_path, motion_caches, monkeypatch):
     _, train, val = motion_caches
     straight = run_train_video(fast_config(train, None, tmp_path / "a", epochs=4))
-    finish_epoch = train_video_stage._end_epoch
+    finish_epoch = Trainer._end_epoch
 
-    def interrupted(cfg, accelerator, model, state, line, *args):  # Ctrl-C right after epoch 2 is saved
-        finish_epoch(cfg, accelerator, model, state, line, *args)
+    def interrupted(self, model, state, line, *args):  # Ctrl-C right after epoch 2 is saved
+        finish_epoch(self, model, state, line, *args)
         if line["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_video_stage, "_end_epoch", interrupted)
+    monkeypatch.setattr(Trainer, "_end_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_train_video(fast_config(train, None, tmp_path / "b", epochs=4))
     monkeypatch.undo()

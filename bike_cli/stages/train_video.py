@@ -12,21 +12,15 @@ model, optimiser, scheduler, RNG; what `--resume` continues from).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from bike_cli import __version__
-from bike_cli.config.recipe import config_to_dict, save_resolved
+from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
@@ -50,55 +44,12 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.extract import PRECISIONS, Progress
+from bike_cli.stages.extract import Progress
+from bike_cli.stages.training import EpochBatches, LoopSettings, Trainer, TrainSummary, copy_best, make_accelerator
+
+__all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: marks it complete
-KEEP_CHECKPOINTS = 2
-
-
-@dataclass
-class TrainSummary:
-    out: Path
-    epochs: int
-    steps: int
-    best_epoch: int
-    best_metrics: dict
-    last_metrics: dict
-    seconds: float
-    is_main: bool = True
-
-
-class EpochBatches(Sampler[list[int]]):
-    """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
-
-    Every process sees batches of the same size (the gathered loss needs that): a last batch is cut
-    to a multiple of the world size, and dropped when smaller than it.
-    """
-
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int) -> None:
-        self.n, self.rank, self.world, self.seed = n, rank, world, seed
-        self.global_batch = max(world, min(global_batch, n) // world * world)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _sizes(self) -> list[int]:
-        full, rest = divmod(self.n, self.global_batch)
-        rest -= rest % self.world
-        return [self.global_batch] * full + ([rest] if rest else [])
-
-    def __len__(self) -> int:
-        return len(self._sizes())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        start = 0
-        for size in self._sizes():
-            yield perm[start : start + size][self.rank :: self.world].tolist()
-            start += size
 
 
 def _check(cfg: TrainVideoConfig) -> None:
@@ -106,13 +57,10 @@ def _check(cfg: TrainVideoConfig) -> None:
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
-    for name in ("frames", "epochs", "batch_size", "grad_accum", "val_every"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}")
+    if cfg.frames < 1:
+        raise InputError(f"--frames must be at least 1, not {cfg.frames}")
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
-    if cfg.precision not in PRECISIONS:
-        raise InputError(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
@@ -140,32 +88,13 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
     return meta.model_name, cfg.pretrained or meta.pretrained
 
 
-def _mixed_precision(precision: str, cuda: bool) -> str:
-    if not cuda or precision == "fp32":
-        return "no"
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return precision
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p.parent for p in (out / "checkpoints").glob(f"epoch_*/{STATE_FILE}"))
-    return done[-1] if done else None
-
-
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Video branch; see the module docstring for the outputs."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    started = time.perf_counter()
     _check(cfg)
-    cuda = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=_mixed_precision(cfg.precision, cuda),
-                              gradient_accumulation_steps=cfg.grad_accum)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    set_seed(cfg.seed)
-
+    settings = LoopSettings.of(cfg)
+    settings.check()
+    accelerator = make_accelerator(settings)
+    device = accelerator.device
     cache = FeatureCache(cfg.features) if cfg.features else None
     class_names = _class_names(cfg, cache)
     model_name, pretrained = _resolve_model(cfg, cache)
@@ -174,7 +103,6 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         raise InputError(f"{cache.path} holds {cache.meta.embed_dim}-d features; {model_name} makes {spec.embed_dim}-d")
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
     text_width = clip_model.ln_final.weight.shape[0]
-
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))
     visual = clip_model.visual if cfg.videos else None
@@ -187,72 +115,30 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
             visual.set_grad_checkpointing(True)
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
+    train_set = _train_dataset(cfg, cache, class_names, spec.image_size)
+    val = _val_data(cfg, class_names, spec.image_size, accelerator.process_index, accelerator.num_processes)
 
-    train_set, train_targets = _train_dataset(cfg, cache, class_names, spec.image_size)
-    batches = EpochBatches(len(train_set), cfg.batch_size, rank, world, cfg.seed)
-    if len(batches) == 0:
-        raise InputError(f"{len(train_set)} training videos are fewer than the {world} processes")
-    loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers,
-                        collate_fn=collate_train if cfg.videos else None, pin_memory=cuda)
-    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
-    optimizer = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay),
-                                  lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+    def batch_inputs(batch) -> tuple:
+        inputs, targets = batch
+        if inputs.dtype == torch.uint8:  # decoded pixels (end to end)
+            inputs = _to_unit_pixels(inputs, spec, device)
+        else:
+            inputs = inputs.to(device, non_blocking=True).float()
+        return inputs, targets.to(device), class_texts
+
+    def save(unwrapped: VideoBranch, line: dict, improved: bool) -> None:
+        ckpt = VideoCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
+                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
+        save_video_checkpoint(cfg.out / "last.pt", ckpt)
+        copy_best(cfg.out, improved)
+
+    trainer = Trainer(settings, accelerator, stage="train-video")
+    return trainer.fit(
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay), train_set, batch_inputs,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
+        collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # not prepared: Accelerate would step it per process
-    class_texts = ClassTexts(*(t.to(device) for t in (class_texts.pooled, class_texts.tokens, class_texts.token_mask)))
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    state = {"epoch": 0, "step": 0, "best_epoch": 0, "best_metrics": {}, "best_score": -math.inf}
-    if cfg.resume and (latest := _latest_checkpoint(cfg.out)) is not None:
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / STATE_FILE).read_text())
-        log.info("resumed from %s (epoch %d done)", latest, state["epoch"])
-    elif cfg.resume:
-        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", cfg.out / "checkpoints")
-    if accelerator.is_main_process:
-        save_resolved(cfg, cfg.out / "config.yaml", stage="train-video")
-        log.info("training on %d videos, %d classes, %d process(es), global batch %d, %d steps/epoch",
-                 len(train_set), len(class_names), world, batches.global_batch, steps_per_epoch)
-
-    val = _val_data(cfg, class_names, spec.image_size, rank, world)
-    board = _tensorboard(cfg.out) if accelerator.is_main_process else None
-    last_metrics: dict = {}
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        batches.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        loss = _train_epoch(model, loader, optimizer, scheduler, accelerator, class_texts, spec,
-                            progress_factory() if accelerator.is_main_process else Progress(), epoch)
-        state["step"] += steps_per_epoch
-        metrics = {}
-        if val is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
-            metrics = _validate(accelerator.unwrap_model(model), val, class_texts, spec, device)
-        last_metrics = {"epoch": epoch, "step": state["step"], "train_loss": loss,
-                        "lr": scheduler.get_last_lr()[0], **metrics, "seconds": time.perf_counter() - epoch_start}
-        _end_epoch(cfg, accelerator, model, state, last_metrics, metrics, spec, class_names, epoch)
-        if board is not None:
-            for key, value in last_metrics.items():
-                if key not in ("epoch", "step"):
-                    board.add_scalar(key, value, state["step"])
-            board.flush()
-    accelerator.wait_for_everyone()
-    if board is not None:
-        board.close()
-    return TrainSummary(cfg.out, cfg.epochs, state["step"], state["best_epoch"], state["best_metrics"],
-                        last_metrics, time.perf_counter() - started, accelerator.is_main_process)
-
-
-def _tensorboard(out: Path):
-    """A TensorBoard writer into `out/tensorboard` where the tensorboard package is installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _init_from(model: VideoBranch, path: Path) -> None:
@@ -280,16 +166,6 @@ def _init_from(model: VideoBranch, path: Path) -> None:
     log.info("initialised from %s (%d tensors)", path, len(state))
 
 
-def _warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str], size: int):
     """The training set (cached clips or decoded, augmented videos) and its targets."""
     if cache is not None:
@@ -298,7 +174,7 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
         rows = labelled
         if cfg.shots:
             rows = labelled[few_shot_indices(labels[labelled], cfg.shots, cfg.seed)]
-        return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows), labels[rows]
+        return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows)
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
     entries = [(i, e) for i, e in enumerate(video_list.entries) if e.labels]
     if cfg.shots:
@@ -314,7 +190,7 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
                           grayscale_prob=cfg.grayscale_prob)
     dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
                          num_classes=len(class_names), multilabel=video_list.multilabel)
-    return dataset, None
+    return dataset
 
 
 def _to_unit_pixels(pixels: torch.Tensor, spec, device) -> torch.Tensor:
@@ -322,33 +198,6 @@ def _to_unit_pixels(pixels: torch.Tensor, spec, device) -> torch.Tensor:
     mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(3, 1, 1)
     return (pixels.to(device, non_blocking=True).float() / 255.0 - mean) / std
-
-
-def _train_epoch(model, loader, optimizer, scheduler, accelerator, class_texts, spec, progress, epoch) -> float:
-    model.train()
-    total, count = 0.0, 0
-    progress.start(len(loader), f"epoch {epoch}")
-    try:
-        for inputs, targets in loader:
-            if inputs.dtype == torch.uint8:  # decoded pixels (end to end)
-                inputs = _to_unit_pixels(inputs, spec, accelerator.device)
-            else:
-                inputs = inputs.to(accelerator.device, non_blocking=True).float()
-            targets = targets.to(accelerator.device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = model(inputs, targets, class_texts)
-                accelerator.backward(loss)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            total += loss.item()
-            count += 1
-            progress.advance(1)
-    finally:
-        progress.stop()
-    return total / max(1, count)
 
 
 @dataclass
@@ -399,28 +248,3 @@ def _validate(model: VideoBranch, val: _ValData, class_texts: ClassTexts, spec, 
     all_scores = np.concatenate([s for s, _ in parts])
     all_labels = np.concatenate([l for _, l in parts])
     return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
-
-
-def _end_epoch(cfg, accelerator, model, state, line, metrics, spec, class_names, epoch) -> None:
-    """Log the epoch, write last/best checkpoints and the resumable Accelerate state."""
-    key = "val_mAP" if "val_mAP" in metrics else "val_top1"
-    score = metrics.get(key, -line["train_loss"])  # without validation, the lowest training loss is best
-    improved = score > state["best_score"]
-    state["epoch"] = epoch
-    if improved:
-        state.update(best_epoch=epoch, best_metrics=metrics, best_score=score)
-    folder = cfg.out / "checkpoints" / f"epoch_{epoch:04d}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        with open(cfg.out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
-        ckpt = VideoCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=epoch, metrics=line, state_dict=accelerator.unwrap_model(model).state_dict())
-        save_video_checkpoint(cfg.out / "last.pt", ckpt)
-        if improved:
-            shutil.copyfile(cfg.out / "last.pt", cfg.out / "best.pt")
-        (folder / STATE_FILE).write_text(json.dumps(state))  # last: marks the folder complete
-        for old in sorted((cfg.out / "checkpoints").glob("epoch_*"))[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()

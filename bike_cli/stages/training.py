@@ -1,0 +1,302 @@
+"""The training machinery that `train-video` and `train-attrs` share.
+
+Accelerate (devices, processes, mixed precision, gradient accumulation, checkpoint state), AdamW
+with the model's parameter groups, cosine schedule with linear warm-up, a seeded per-epoch batch
+sampler, validation every N epochs, `metrics.jsonl` (and TensorBoard where installed), resumable
+Accelerate state per epoch, and best/last checkpoints written by the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bike_cli.errors import InputError
+from bike_cli.stages.extract import PRECISIONS, Progress
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: marks it complete
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class LoopSettings:
+    """The settings every training stage has (its config dataclass provides them)."""
+
+    out: Path
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    warmup_epochs: float
+    precision: str
+    seed: int
+    val_every: int
+    workers: int
+    resume: bool
+
+    @classmethod
+    def of(cls, cfg) -> "LoopSettings":
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_metrics: dict
+    last_metrics: dict
+    seconds: float
+    is_main: bool = True
+
+
+@dataclass
+class RunState:
+    """What a checkpoint folder records besides the Accelerate state."""
+
+    epoch: int = 0
+    step: int = 0
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    best_score: float = -math.inf
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
+
+    Every process sees batches of the same size (the gathered loss needs that): a last batch is cut
+    to a multiple of the world size, and dropped when smaller than it.
+    """
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int) -> None:
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+        self.global_batch = max(world, min(global_batch, n) // world * world)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sizes(self) -> list[int]:
+        full, rest = divmod(self.n, self.global_batch)
+        rest -= rest % self.world
+        return [self.global_batch] * full + ([rest] if rest else [])
+
+    def __len__(self) -> int:
+        return len(self._sizes())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        start = 0
+        for size in self._sizes():
+            yield perm[start : start + size][self.rank :: self.world].tolist()
+            start += size
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_accelerator(settings: LoopSettings):
+    """An Accelerator for this machine (CPU without CUDA; bf16/fp16 autocast on GPU for `auto`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cuda = torch.cuda.is_available()
+    precision = settings.precision
+    if not cuda or precision == "fp32":
+        mixed = "no"
+    elif precision == "auto":
+        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        mixed = precision
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
+    set_seed(settings.seed)
+    return accelerator
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = sorted(p.parent for p in (out / "checkpoints").glob(f"epoch_*/{STATE_FILE}"))
+    return done[-1] if done else None
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into `out/tensorboard` where the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+class Trainer:
+    """Runs the epochs of one training stage.
+
+    The stage supplies the model (whose forward returns the loss), its parameter groups, the dataset,
+    a function that moves a batch to the device and returns the model's arguments, an optional
+    validation function returning metrics in %, and a function that writes last/best checkpoints.
+    """
+
+    def __init__(self, settings: LoopSettings, accelerator, stage: str) -> None:
+        settings.check()
+        self.settings, self.accelerator, self.stage = settings, accelerator, stage
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def fit(
+        self,
+        model: nn.Module,
+        param_groups: list[dict],
+        dataset: Dataset,
+        batch_inputs: Callable[[object], tuple],
+        *,
+        lr: float,
+        weight_decay: float,
+        save_checkpoint: Callable[[nn.Module, dict, bool], None],
+        validate: Callable[[nn.Module], dict] | None = None,
+        collate_fn: Callable | None = None,
+        progress_factory: Callable[[], Progress] = Progress,
+        config=None,
+    ) -> TrainSummary:
+        """Train `settings.epochs` epochs (resuming if asked); returns the summary on every process."""
+        from bike_cli.config.recipe import save_resolved
+
+        started = time.perf_counter()
+        s, acc = self.settings, self.accelerator
+        batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed)
+        if len(batches) == 0:
+            raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
+                            pin_memory=torch.cuda.is_available())
+        steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
+        optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
+        )
+        model, optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(scheduler)  # not prepared: Accelerate would step it once per process
+        state = self._resume()
+        if self.is_main:
+            if config is not None:
+                save_resolved(config, s.out / "config.yaml", stage=self.stage)
+            log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
+                     len(dataset), acc.num_processes, batches.global_batch, steps_per_epoch)
+        board = _tensorboard(s.out) if self.is_main else None
+        line: dict = {}
+        for epoch in range(state.epoch + 1, s.epochs + 1):
+            batches.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            epoch_start = time.perf_counter()
+            progress = progress_factory() if self.is_main else Progress()
+            loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch)
+            state.step += steps_per_epoch
+            metrics = {}
+            if validate is not None and (epoch % s.val_every == 0 or epoch == s.epochs):
+                metrics = validate(acc.unwrap_model(model))
+            line = {"epoch": epoch, "step": state.step, "train_loss": loss, "lr": scheduler.get_last_lr()[0],
+                    **metrics, "seconds": time.perf_counter() - epoch_start}
+            self._end_epoch(model, state, line, metrics, save_checkpoint, board)
+        acc.wait_for_everyone()
+        if board is not None:
+            board.close()
+        return TrainSummary(s.out, s.epochs, state.step, state.best_epoch, state.best_metrics, line,
+                            time.perf_counter() - started, self.is_main)
+
+    def _resume(self) -> RunState:
+        s = self.settings
+        s.out.mkdir(parents=True, exist_ok=True)
+        if not s.resume:
+            return RunState()
+        latest = latest_checkpoint(s.out)
+        if latest is None:
+            log.warning("--resume: no checkpoint in %s yet; starting from the beginning", s.out / "checkpoints")
+            return RunState()
+        self.accelerator.load_state(str(latest))
+        state = RunState(**json.loads((latest / STATE_FILE).read_text()))
+        log.info("resumed from %s (epoch %d done)", latest, state.epoch)
+        return state
+
+    def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int) -> float:
+        acc = self.accelerator
+        model.train()
+        total, count = 0.0, 0
+        progress.start(len(loader), f"epoch {epoch}")
+        try:
+            for batch in loader:
+                inputs = batch_inputs(batch)
+                with acc.accumulate(model):
+                    with acc.autocast():
+                        loss = model(*inputs)
+                    acc.backward(loss)
+                    optimizer.step()
+                    if acc.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                total += loss.item()
+                count += 1
+                progress.advance(1)
+        finally:
+            progress.stop()
+        return total / max(1, count)
+
+    def _end_epoch(self, model, state: RunState, line: dict, metrics: dict, save_checkpoint, board) -> None:
+        """Log the epoch, write the stage's checkpoints and the resumable Accelerate state."""
+        acc, out = self.accelerator, self.settings.out
+        key = "val_mAP" if "val_mAP" in metrics else "val_top1"
+        score = metrics.get(key, -line["train_loss"])  # without validation, the lowest training loss is best
+        improved = score > state.best_score
+        state.epoch = line["epoch"]
+        if improved:
+            state.best_epoch, state.best_metrics, state.best_score = line["epoch"], metrics, score
+        folder = out / "checkpoints" / f"epoch_{line['epoch']:04d}"
+        acc.save_state(str(folder))
+        if self.is_main:
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            log.info("epoch %d: %s", line["epoch"],
+                     ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
+            save_checkpoint(acc.unwrap_model(model), line, improved)
+            (folder / STATE_FILE).write_text(json.dumps(state.__dict__))  # last: marks the folder complete
+            for old in sorted((out / "checkpoints").glob("epoch_*"))[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old, ignore_errors=True)
+            if board is not None:
+                for k, v in line.items():
+                    if k not in ("epoch", "step"):
+                        board.add_scalar(k, v, state.step)
+                board.flush()
+        acc.wait_for_everyone()
+
+
+def copy_best(out: Path, improved: bool) -> None:
+    """best.pt follows last.pt whenever the epoch improved on the best so far."""
+    if improved:
+        shutil.copyfile(out / "last.pt", out / "best.pt")
