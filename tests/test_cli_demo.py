@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.video_checkpoint import load_video_checkpoint
+from bike_cli.io.checkpoints import load_video_checkpoint
 
 runner = CliRunner()
 

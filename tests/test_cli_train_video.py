@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.io.video_checkpoint import load_video_checkpoint
+from bike_cli.io.checkpoints import load_video_checkpoint
 
 runner = CliRunner()
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

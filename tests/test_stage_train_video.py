@@ -9,7 +9,7 @@ import torch
 
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.errors import InputError
-from bike_cli.io.video_checkpoint import load_video_checkpoint
+from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.heads import TemporalTransformer
 from bike_cli.stages.train_video import EpochBatches, run_train_video
 from bike_cli.stages.training import Trainer
@@ -126,3 +126,31 @@ def test_init_from_the_authors_checkpoint_layout(tmp_path, motion_caches):
         torch.testing.assert_close(trained[f"head.temporal.{key}"], value, atol=1e-6, rtol=0)
     with pytest.raises(InputError, match="does not fit"):
         run_train_video(fast_config(train, None, tmp_path / "run2", epochs=1, init_from=path, temporal_layers=3))
+
+
+def test_samples_per_epoch_cycles_a_few_shot_set(tmp_path, motion_caches):
+    _, train, _ = motion_caches
+    summary = run_train_video(fast_config(train, None, tmp_path / "run", epochs=1, shots=1, batch_size=4,
+                                          samples_per_epoch=24))
+    assert summary.steps == 6  # 4 one-shot videos cycled to 24 samples, in batches of 4
+
+
+def test_repeated_dataset_gives_each_pass_its_own_epoch():
+    from bike_cli.stages.training import RepeatedDataset
+
+    class Recorder:
+        epoch = -1
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return i, self.epoch
+
+    data = RepeatedDataset(Recorder(), 7)
+    data.set_epoch(2)
+    assert len(data) == 7 and data.passes == 3
+    assert [data[i] for i in range(7)] == [(0, 6), (1, 6), (2, 6), (0, 7), (1, 7), (2, 7), (0, 8)]

@@ -12,6 +12,7 @@ from torch import nn
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.param_groups import param_groups
 from bike_cli.models.text import ClassTexts
 
 
@@ -60,18 +61,5 @@ class VideoBranch(nn.Module):
         return probs.view(b, v, -1).mean(1)
 
     def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
-        """AdamW groups: new layers at `lr`, CLIP layers at `lr * clip_lr_ratio`; no decay on biases,
-        norms, embeddings and the logit scale (1-d parameters and the position table)."""
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            is_clip = name.startswith("visual.")
-            decay = param.ndim >= 2 and "position" not in name and "embedding" not in name
-            groups.setdefault((is_clip, decay), []).append(param)
-        return [
-            {"params": params, "lr": lr * (clip_lr_ratio if is_clip else 1.0),
-             "weight_decay": weight_decay if decay else 0.0, "name": f"{'clip' if is_clip else 'new'}"
-             f"{'' if decay else '_no_decay'}"}
-            for (is_clip, decay), params in sorted(groups.items())
-        ]
+        """AdamW groups: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`."""
+        return param_groups(self, "visual.", lr, clip_lr_ratio, weight_decay)

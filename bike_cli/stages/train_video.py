@@ -30,14 +30,14 @@ from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
-from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.video_checkpoint import (
-    VideoCheckpoint,
+from bike_cli.io.checkpoints import (
+    VIDEO_KIND,
+    BranchCheckpoint,
     is_authors_checkpoint,
     load_video_checkpoint,
     read_authors_checkpoint,
-    save_video_checkpoint,
+    save_checkpoint,
 )
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
@@ -45,7 +45,16 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import Progress
-from bike_cli.stages.training import EpochBatches, LoopSettings, Trainer, TrainSummary, copy_best, make_accelerator
+from bike_cli.stages.training import (
+    EpochBatches,
+    LoopSettings,
+    RepeatedDataset,
+    Trainer,
+    TrainSummary,
+    copy_best,
+    make_accelerator,
+    metrics_over_processes,
+)
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 
@@ -116,6 +125,8 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
     train_set = _train_dataset(cfg, cache, class_names, spec.image_size)
+    if cfg.samples_per_epoch:
+        train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
     val = _val_data(cfg, class_names, spec.image_size, accelerator.process_index, accelerator.num_processes)
 
     def batch_inputs(batch) -> tuple:
@@ -127,9 +138,9 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         return inputs, targets.to(device), class_texts
 
     def save(unwrapped: VideoBranch, line: dict, improved: bool) -> None:
-        ckpt = VideoCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
+        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
                                epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
-        save_video_checkpoint(cfg.out / "last.pt", ckpt)
+        save_checkpoint(cfg.out / "last.pt", ckpt, VIDEO_KIND)
         copy_best(cfg.out, improved)
 
     trainer = Trainer(settings, accelerator, stage="train-video")
@@ -226,8 +237,6 @@ def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: in
 @torch.no_grad()
 def _validate(model: VideoBranch, val: _ValData, class_texts: ClassTexts, spec, device) -> dict:
     """Top-1/top-5 (or mAP) over the whole validation set, gathered from every process."""
-    from accelerate.utils import gather_object
-
     model.eval()
     scores, labels = [], []
     for batch in val.loader:
@@ -243,8 +252,4 @@ def _validate(model: VideoBranch, val: _ValData, class_texts: ClassTexts, spec, 
         probs = model.class_probabilities(frames.to(device).float(), class_texts)  # [b, K]
         scores.append(probs.cpu().numpy())
         labels.append(target.numpy())
-    gathered = gather_object([(np.concatenate(scores) if scores else None, np.concatenate(labels) if labels else None)])
-    parts = [(s, l) for s, l in gathered if s is not None]
-    all_scores = np.concatenate([s for s, _ in parts])
-    all_labels = np.concatenate([l for _, l in parts])
-    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
+    return metrics_over_processes(scores, labels)

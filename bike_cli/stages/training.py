@@ -300,3 +300,43 @@ def copy_best(out: Path, improved: bool) -> None:
     """best.pt follows last.pt whenever the epoch improved on the best so far."""
     if improved:
         shutil.copyfile(out / "last.pt", out / "best.pt")
+
+
+def metrics_over_processes(scores: list, labels: list) -> dict:
+    """`val_*` metrics (in %) of the whole validation set from every process's share of it.
+
+    scores: this process's float [n, K] arrays; labels: its int [n] or multi-hot [n, K] arrays.
+    """
+    import numpy as np
+    from accelerate.utils import gather_object
+
+    from bike_cli.eval.metrics import recognition_metrics
+
+    mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
+    parts = [(s, l) for s, l in gather_object([mine]) if s is not None]
+    all_scores = np.concatenate([s for s, _ in parts])
+    all_labels = np.concatenate([l for _, l in parts])
+    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
+
+
+class RepeatedDataset(Dataset):
+    """`length` samples per epoch drawn by cycling through `dataset` (few-shot: as many steps per
+    epoch as a full-data epoch). Each pass over the data sees its own random augmentation: pass r
+    of epoch e runs the underlying dataset as epoch e * passes + r."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, max(length, len(dataset))
+        self.passes = math.ceil(self.length / len(dataset))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        n = len(self.dataset)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch * self.passes + i // n)
+        return self.dataset[i % n]

@@ -1,9 +1,9 @@
-"""Video-branch checkpoints: bike's own format, and the authors' released BIKE checkpoints.
+"""Branch checkpoints: bike's own format (Video and Attributes branches), and the authors' releases.
 
 bike's format (schema version 1; docs/formats.md) is a `torch.save` of plain containers and tensors,
 so it loads with `torch.load(weights_only=True)` (no pickled code runs):
 
-    {"kind": "bike-video-checkpoint", "schema_version": 1, "bike_version": str,
+    {"kind": "bike-video-checkpoint" | "bike-attrs-checkpoint", "schema_version": 1, "bike_version": str,
      "config": {...resolved train-video settings, paths as strings...},
      "clip": {...ClipSpec fields...}, "class_names": [str], "epoch": int, "metrics": {...},
      "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)}}
@@ -24,12 +24,13 @@ import torch
 from bike_cli import __version__
 from bike_cli.errors import InputError
 
-KIND = "bike-video-checkpoint"
+VIDEO_KIND = "bike-video-checkpoint"
+ATTRS_KIND = "bike-attrs-checkpoint"
 SCHEMA_VERSION = 1
 
 
 @dataclass
-class VideoCheckpoint:
+class BranchCheckpoint:
     config: dict
     clip: dict
     class_names: list[str]
@@ -38,10 +39,10 @@ class VideoCheckpoint:
     state_dict: dict[str, torch.Tensor]
 
 
-def save_video_checkpoint(path: Path, ckpt: VideoCheckpoint) -> Path:
+def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
     """Write atomically (temporary name, then rename)."""
     payload = {
-        "kind": KIND, "schema_version": SCHEMA_VERSION, "bike_version": __version__,
+        "kind": kind, "schema_version": SCHEMA_VERSION, "bike_version": __version__,
         "config": ckpt.config, "clip": ckpt.clip, "class_names": list(ckpt.class_names),
         "epoch": ckpt.epoch, "metrics": ckpt.metrics,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
@@ -61,17 +62,28 @@ def _load(path: Path) -> dict:
         raise InputError(f"{path} is not a checkpoint bike can read safely: {err}") from None
 
 
-def load_video_checkpoint(path: str | Path) -> VideoCheckpoint:
-    """bike's own checkpoint (a file, or a run folder holding best.pt / last.pt)."""
+def load_video_checkpoint(path: str | Path) -> BranchCheckpoint:
+    """A Video-branch checkpoint (a file, or a run folder holding best.pt / last.pt)."""
+    return load_checkpoint(path, VIDEO_KIND)
+
+
+def load_attrs_checkpoint(path: str | Path) -> BranchCheckpoint:
+    """An Attributes-branch checkpoint (a file, or a run folder holding best.pt / last.pt)."""
+    return load_checkpoint(path, ATTRS_KIND)
+
+
+def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
+    """bike's own checkpoint of `kind` (a file, or a run folder holding best.pt / last.pt)."""
     path = Path(path)
     if path.is_dir():
         path = next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), path / "best.pt")
     data = _load(path)
-    if not isinstance(data, dict) or data.get("kind") != KIND:
-        raise InputError(f"{path} is not a bike video checkpoint (no kind={KIND!r})")
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else None
+        raise InputError(f"{path} is not a {kind} (its kind is {found!r})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} has checkpoint schema {data.get('schema_version')}; bike reads {SCHEMA_VERSION}")
-    return VideoCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
+    return BranchCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
                            dict(data["metrics"]), dict(data["state_dict"]))
 
 
@@ -97,4 +109,4 @@ def is_authors_checkpoint(path: str | Path) -> bool:
     if path.is_dir():
         return False
     data = _load(path)
-    return isinstance(data, dict) and "model_state_dict" in data and data.get("kind") != KIND
+    return isinstance(data, dict) and "model_state_dict" in data and "kind" not in data

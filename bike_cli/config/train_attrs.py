@@ -1,0 +1,35 @@
+"""Settings of `bike train-attrs`: one dataclass, filled from defaults < recipe YAML < CLI options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bike_cli.models.text import DEFAULT_TEMPLATE
+
+
+@dataclass
+class TrainAttrsConfig:
+    """Every setting of an Attributes-branch training run (Sec. 2.2, Eq. 8)."""
+
+    attributes: Path | None = None  # train attributes CSV from gen-attributes
+    val_attributes: Path | None = None
+    classes: Path | None = None  # class-name file [default: the names the attributes file records]
+    out: Path = Path("runs/attrs")
+    model: str | None = None  # text encoder's CLIP [default: the one that generated the attributes]
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    tune: str = "head"  # head (frozen encoder + MLPs, the authors' code) | full (Table 6e: fine-tuned)
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])  # class prompts
+    epochs: int = 30
+    batch_size: int = 256
+    grad_accum: int = 1
+    lr: float = 5e-5  # new layers (MLPs, logit scale)
+    clip_lr_ratio: float = 0.1  # the fine-tuned text encoder (--tune full)
+    weight_decay: float = 0.2
+    warmup_epochs: float = 5.0
+    precision: str = "auto"
+    seed: int = 0
+    val_every: int = 1
+    workers: int = 0  # samples are embeddings or token rows in memory: workers rarely help
+    resume: bool = False

@@ -1,0 +1,109 @@
+"""Phrase lexicons for the Attributes branch: the candidate "attributes" a video is matched against.
+
+A lexicon is a list of phrases. `load_lexicon` takes the name of a built-in lexicon (`LEXICONS`) or
+the path of a user's phrase file. Built-in lexicons are plain phrase files in the repository's
+`lexicons/` folder (beside the `bike_cli` package: found for checkouts and editable installs), except
+`imagenet1k`, which is built at run time from `open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES`.
+
+Phrase files: UTF-8, one phrase per line; surrounding whitespace is stripped, blank lines and lines
+starting with `#` are skipped. Two phrases that are equal after `normalise_phrase` (lower case,
+`_` read as a space, whitespace collapsed; CLIP's tokenizer lower-cases anyway) are an error naming
+both lines. A built-in name wins over a file of the same name in the working folder; write `./k400`
+to read the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import bike_cli
+from bike_cli.errors import InputError, location
+
+log = logging.getLogger(__name__)
+
+LEXICON_DIR = Path(bike_cli.__file__).resolve().parents[1] / "lexicons"
+
+LEXICONS: dict[str, str] = {
+    "k400": "Kinetics-400: the 400 class names",
+    "k600_split1": "Kinetics-600 zero-shot split 1: 160 of the classes new in K600 (also a class list)",
+    "k600_split2": "Kinetics-600 zero-shot split 2: 160 of the classes new in K600 (also a class list)",
+    "k600_split3": "Kinetics-600 zero-shot split 3: 160 of the classes new in K600 (also a class list)",
+    "ucf101": "UCF-101: the 101 class names, CamelCase split into lower-case words",
+    "hmdb51": "HMDB-51: the 51 class names",
+    "anet": "ActivityNet 1.3: the 200 class names",
+    "charades": "Charades: the 157 action names (without the c000 ids)",
+    "imagenet1k": "ImageNet-1K: open_clip's 1,000 class names, 998 after merging 2 repeated names (built at run time)",
+}
+_GENERATED = ("imagenet1k",)  # built-in lexicons that have no file
+
+
+def normalise_phrase(text: str) -> str:
+    """Lower case, `_` as a space, whitespace stripped and collapsed: the form phrases are compared in."""
+    return " ".join(text.replace("_", " ").lower().split())
+
+
+def lexicon_sha256(phrases: Sequence[str]) -> str:
+    """Hex sha256 of the phrases in order (UTF-8, one per line): identifies a lexicon's content."""
+    return hashlib.sha256("\n".join(phrases).encode("utf-8")).hexdigest()
+
+
+def load_lexicon(name_or_path: str | Path) -> list[str]:
+    """The phrases of a built-in lexicon (a name in `LEXICONS`) or of a phrase file, in file order."""
+    text = str(name_or_path)
+    if text in _GENERATED:
+        return _imagenet_phrases()
+    if text in LEXICONS:
+        path = LEXICON_DIR / f"{text}.txt"
+        if not path.is_file():
+            raise InputError(f"built-in lexicon {text!r} not found at {path}: bike looks for the repository's "
+                             "lexicons/ folder beside the bike_cli package (a checkout or editable install)")
+        return read_phrase_file(path)
+    path = Path(name_or_path)
+    if path.is_file():
+        return read_phrase_file(path)
+    if path.exists():
+        raise InputError(f"lexicon {path} is not a file")
+    if "/" in text or "\\" in text or path.suffix:
+        raise InputError(f"lexicon file not found: {path}")
+    raise InputError(f"unknown lexicon {text!r} (and no such file); built-in lexicons: {', '.join(LEXICONS)}")
+
+
+def read_phrase_file(path: str | Path) -> list[str]:
+    """Phrases of a file with one phrase per line (`#` comment lines and blank lines skipped)."""
+    source = Path(path)
+    try:
+        with open(source, encoding="utf-8-sig") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: lexicon is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"cannot read lexicon {source}: {e.strerror}") from None
+    phrases, seen = [], {}  # seen: normalised phrase -> its line
+    for number, line in enumerate(lines, 1):
+        phrase = line.strip()
+        if not phrase or phrase.startswith("#"):
+            continue
+        first = seen.setdefault(normalise_phrase(phrase), number)
+        if first != number:
+            raise InputError(f"{location(source, number)}: phrase {phrase!r} repeats the phrase of line {first} "
+                             f"({lines[first - 1].strip()!r}; compared in lower case, '_' as space)")
+        phrases.append(phrase)
+    if not phrases:
+        raise InputError(f"{source}: the lexicon has no phrases (blank lines and # comments are skipped)")
+    return phrases
+
+
+def _imagenet_phrases() -> list[str]:
+    """open_clip's ImageNet-1K class names, each normalised phrase once (first occurrence kept)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    seen: set[str] = set()
+    phrases = []
+    for name in IMAGENET_CLASSNAMES:
+        if normalise_phrase(name) not in seen:
+            seen.add(normalise_phrase(name))
+            phrases.append(name)
+    return phrases

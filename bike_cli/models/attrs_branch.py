@@ -1,0 +1,106 @@
+"""The Attributes branch (Sec. 2.2, Eq. 3 and 8): attribute sentences scored against class prompts.
+
+Two ways to train the attributes encoder g(.|phi_a), the category encoder g(.|phi_c) staying frozen:
+
+- ``head``: the text encoder stays frozen too; a 2-layer MLP on each side (attribute sentence and
+  class embedding) learns to align them, as in the authors' released `sentence_text_logit`. The
+  sentence embeddings are computed once, so training is cheap enough for a CPU.
+- ``full``: the text encoder that reads attribute sentences is fine-tuned end to end (Table 6e);
+  the class embeddings come from the frozen original.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bike_cli.errors import InputError
+from bike_cli.models.gather import gather_with_grad
+from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.param_groups import param_groups
+from bike_cli.models.text import pool_text_tokens, text_token_embeddings
+
+TUNES = ("head", "full")
+_TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection", "attn_mask")
+
+
+class TextTower(nn.Module):
+    """CLIP's text encoder alone (a deep copy, so the original stays frozen): tokens [N, L] -> [N, D]."""
+
+    def __init__(self, clip_model: nn.Module) -> None:
+        super().__init__()
+        for name in _TEXT_PARTS:
+            value = copy.deepcopy(getattr(clip_model, name))
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                self.register_buffer(name, value, persistent=False)
+            else:
+                setattr(self, name, value)
+        self.text_pool_type = getattr(clip_model, "text_pool_type", "argmax")
+        self.text_eos_id = getattr(clip_model, "text_eos_id", None)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return pool_text_tokens(self, text_token_embeddings(self, tokens), tokens)  # [N, D]
+
+
+def _mlp(dim: int) -> nn.Sequential:
+    mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+    for layer in (mlp[0], mlp[2]):
+        nn.init.normal_(layer.weight, std=0.02)
+        nn.init.zeros_(layer.bias)
+    return mlp
+
+
+class AttributesBranch(nn.Module):
+    """Attribute inputs -> cosine logits against class embeddings, and the Eq. 8 training loss.
+
+    Inputs are sentence embeddings [b, D] (``head``) or sentence tokens [b, L] (``full``); classes
+    are the frozen category embeddings [K, D].
+    """
+
+    def __init__(self, tune: str, embed_dim: int, logit_scale: LogitScale, text: TextTower | None = None) -> None:
+        super().__init__()
+        if tune not in TUNES:
+            raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {tune!r}")
+        if tune == "full" and text is None:
+            raise InputError("--tune full needs the text encoder")
+        self.tune = tune
+        self.logit_scale = logit_scale
+        if tune == "head":
+            self.sentence_fc, self.query_fc = _mlp(embed_dim), _mlp(embed_dim)
+        else:
+            self.text = text
+
+    def encode_attributes(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[b, D] embeddings or [b, L] tokens -> attribute embeddings e_a [b, D] (not normalised)."""
+        return self.sentence_fc(inputs) if self.tune == "head" else self.text(inputs)
+
+    def class_side(self, classes: torch.Tensor) -> torch.Tensor:
+        return self.query_fc(classes) if self.tune == "head" else classes  # [K, D]
+
+    def logits(self, attributes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Cosine logits [b, K] between encoded attributes [b, D] and classes [K, D]."""
+        return F.normalize(attributes, dim=-1) @ F.normalize(self.class_side(classes), dim=-1).T
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Eq. 8 on the global batch: B x B against the batch's own class prompts (single-label) or
+        B x K against every class (multi-hot targets)."""
+        encoded = gather_with_grad(self.encode_attributes(inputs).float())  # [B, D]
+        targets = gather_with_grad(targets)
+        if targets.ndim == 1:
+            logits, positives = self.logits(encoded, classes[targets]), same_label_targets(targets)
+        else:
+            logits, positives = self.logits(encoded, classes), targets
+        return bike_contrastive_loss(logits.float(), positives.float(), self.logit_scale())
+
+    @torch.no_grad()
+    def class_probabilities(self, inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """S_A as probabilities [b, K]: softmax over classes of the scaled cosine logits."""
+        logits = self.logits(self.encode_attributes(inputs).float(), classes)
+        return (logits * self.logit_scale().exp()).softmax(-1)
+
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
+        """New layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at `lr * clip_lr_ratio`."""
+        return param_groups(self, "text.", lr, clip_lr_ratio, weight_decay)

@@ -1,0 +1,27 @@
+"""AdamW parameter groups: CLIP layers at a lower learning rate, no weight decay on 1-d parameters."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def param_groups(module: nn.Module, clip_prefix: str, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
+    """Groups of `module`'s trainable parameters.
+
+    Parameters whose name starts with `clip_prefix` (pretrained CLIP layers) get `lr * clip_lr_ratio`,
+    the others (new layers) `lr`. Weight decay applies to matrices only: not to biases, norms,
+    embeddings, position tables or the logit scale.
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_clip = name.startswith(clip_prefix)
+        decay = param.ndim >= 2 and "position" not in name and "embedding" not in name
+        groups.setdefault((is_clip, decay), []).append(param)
+    return [
+        {"params": params, "lr": lr * (clip_lr_ratio if is_clip else 1.0),
+         "weight_decay": weight_decay if decay else 0.0,
+         "name": f"{'clip' if is_clip else 'new'}{'' if decay else '_no_decay'}"}
+        for (is_clip, decay), params in sorted(groups.items())
+    ]

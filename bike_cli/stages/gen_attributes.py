@@ -1,0 +1,470 @@
+"""Stage `gen-attributes`: the Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache.
+
+For every video of a cache: the frame embeddings are mean-pooled over frames and views (or over
+frames only, one row per view, with `per_view`) and L2-normalised; every lexicon phrase goes through
+the same CLIP's text encoder (the phrase as it is by default: the paper feeds each phrase to the text
+encoder, its prompt only prefixes the attribute sentence) and is L2-normalised; the k phrases of
+highest cosine similarity are the video's attributes. They are joined into the attribute sentence
+`"This is a video about " + ",".join(attributes)`, as in the authors' code.
+
+Optionally (`scores`), the zero-training Attributes recognition S_A: the cosine similarity between
+the encoded attribute sentence and every encoded prompted class name ("This is a video about
+{class}"), written as a score CSV. Per-view rows are averaged per video.
+
+Memory is bounded whatever the cache and lexicon sizes: videos are read `chunk_size` rows at a time,
+and the similarity matrix of a chunk is computed in phrase blocks of at most `max_elements` entries,
+keeping a running top-k. Phrase embeddings are computed once and kept in a file beside the output
+(`OUT.phrases.pt`), reused while the model, prompt and lexicon are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
+from bike_cli.data.lists import read_class_names
+from bike_cli.errors import InputError, ModelLoadError
+from bike_cli.eval.metrics import recognition_metrics
+from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.score_csv import label_tuples, write_score_csv
+from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
+from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
+from bike_cli.stages.extract import Progress
+
+log = logging.getLogger(__name__)
+
+PHRASE_CACHE_KIND = "bike-phrase-embeddings"
+PHRASE_CACHE_VERSION = 1
+
+
+@dataclass
+class GenAttributesConfig:
+    """Options of `bike gen-attributes` (see its --help)."""
+
+    features: Path
+    lexicon: str
+    out: Path
+    model: str | None = None  # default: the cache's
+    pretrained: str | None = None  # default: the cache's
+    quick_gelu: bool | None = None  # default: the cache's when the model is the cache's, else auto
+    top_k: int = 5
+    prompt: str = "{}"  # applied to each phrase before encoding
+    sentence_template: str = DEFAULT_TEMPLATE
+    separator: str = ","
+    class_prompt: str = DEFAULT_TEMPLATE
+    drop_own_class: bool = False
+    per_view: bool = False
+    chunk_size: int = 4096  # rows (videos, or video views) per matrix product
+    max_elements: int = 1 << 25  # bound on a similarity block (rows x phrases) and a feature read
+    classes: Path | None = None
+    scores: Path | None = None
+    phrase_cache: Path | None = None
+    device: str | None = None
+    text_batch_size: int = 256
+
+    def validate(self) -> None:
+        for option, value in (("--top-k", self.top_k), ("--chunk-size", self.chunk_size),
+                              ("--max-elements", self.max_elements), ("--text-batch-size", self.text_batch_size)):
+            if value < 1:
+                raise InputError(f"{option} must be at least 1, not {value}")
+        for option, template in (("--prompt", self.prompt), ("--sentence-template", self.sentence_template),
+                                 ("--class-prompt", self.class_prompt)):
+            if template.count("{}") != 1:
+                raise InputError(f"{option} {template!r} must contain exactly one '{{}}'")
+        for option, path in (("--out", self.out), ("--scores", self.scores)):
+            if path is not None and path.suffix != ".csv":
+                raise InputError(f"{option} {path} should end in .csv")
+
+    @property
+    def phrase_cache_path(self) -> Path:
+        return self.phrase_cache or self.out.with_name(self.out.stem + ".phrases.pt")
+
+
+@dataclass
+class GenAttributesSummary:
+    """What a run did."""
+
+    out: Path
+    scores_csv: Path | None
+    phrase_cache: Path
+    phrase_cache_reused: bool
+    videos: int
+    rows: int
+    phrases: int
+    top_k: int
+    own_class_phrases: int  # classes whose name is a lexicon phrase (removed with drop_own_class)
+    metrics: dict[str, float] = field(default_factory=dict)  # of S_A, where labels are known
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, and "total"
+
+
+@dataclass
+class Selection:
+    """The top-k phrases of every row."""
+
+    scores: np.ndarray  # float32 [R, k], descending per row
+    indices: np.ndarray  # int64 [R, k] phrase indices
+    video_rows: np.ndarray  # int64 [R] cache row of each row
+    views: np.ndarray | None  # int64 [R] view of each row (per-view), else None
+
+
+def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = None) -> GenAttributesSummary:
+    """Write the attributes CSV (and the S_A score CSV when `cfg.scores` is set) for a feature cache."""
+    started = time.perf_counter()
+    cfg.validate()
+    progress = progress or Progress()
+    seconds: dict[str, float] = {}
+    cache = FeatureCache(cfg.features)
+    meta = cache.meta
+    phrases = load_lexicon(cfg.lexicon)
+    if cfg.top_k > len(phrases):
+        raise InputError(f"--top-k {cfg.top_k} is more than the {len(phrases)} phrases of lexicon {cfg.lexicon}")
+    class_names = resolve_class_names(cfg, meta) if (cfg.drop_own_class or cfg.scores) else None
+    model, spec = load_text_model(cfg, meta)
+    device = next(model.parameters()).device
+    tokenizer = get_tokenizer(spec.model_name)
+    seconds["load"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    phrase_emb, reused = phrase_embeddings(model, tokenizer, phrases, spec, cfg.prompt, cfg.phrase_cache_path,
+                                           cfg.text_batch_size)  # [P, D]
+    seconds["phrases"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    own = own_class_phrases(class_names, phrases) if cfg.drop_own_class else None
+    with cache:
+        selection = select_attributes(cache, phrase_emb.to(device), cfg.top_k, per_view=cfg.per_view,
+                                      own_phrase=own, chunk_size=cfg.chunk_size, max_elements=cfg.max_elements,
+                                      progress=progress)
+    seconds["select"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    table = attributes_table(cache, selection, phrases, cfg.sentence_template, cfg.separator)
+    write_attributes_csv(cfg.out, table)
+    seconds["write"] = time.perf_counter() - mark
+    log.info("wrote the top-%d attributes of %d rows to %s", cfg.top_k, len(table), cfg.out)
+
+    metrics: dict[str, float] = {}
+    if cfg.scores is not None:
+        mark = time.perf_counter()
+        metrics = write_attribute_scores(cfg, cache, table, class_names, model, tokenizer, progress)
+        seconds["scores"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - started
+    return GenAttributesSummary(
+        out=cfg.out, scores_csv=cfg.scores, phrase_cache=cfg.phrase_cache_path, phrase_cache_reused=reused,
+        videos=len(cache), rows=len(table), phrases=len(phrases), top_k=cfg.top_k,
+        own_class_phrases=int((own >= 0).sum()) if own is not None else 0, metrics=metrics, seconds=seconds,
+    )
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_class_names(cfg: GenAttributesConfig, meta: CacheMeta) -> list[str]:
+    """The class names the cache's labels index: `--classes`, else the cache's own."""
+    if cfg.classes is None:
+        if not meta.class_names:
+            raise InputError(f"{cfg.features} records no class names (extracted without --classes); "
+                             "--drop-own-class and --scores need them: pass --classes FILE")
+        return list(meta.class_names)
+    names = read_class_names(cfg.classes)
+    if meta.class_names and len(names) != len(meta.class_names):
+        raise InputError(f"--classes {cfg.classes} has {len(names)} names but {cfg.features} was made with "
+                         f"{len(meta.class_names)} classes: its labels index those")
+    if len(names) < meta.num_classes:
+        raise InputError(f"--classes {cfg.classes} has {len(names)} names but the labels of {cfg.features} "
+                         f"go up to class {meta.num_classes - 1}")
+    if meta.class_names and tuple(names) != meta.class_names:
+        log.warning("using the class names of %s, not those recorded in %s", cfg.classes, cfg.features)
+    return names
+
+
+def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Module, ClipSpec]:
+    """The CLIP whose text encoder matches the cache's image embeddings (the cache's model by default)."""
+    name = cfg.model or meta.model_name
+    pretrained = cfg.pretrained or meta.pretrained
+    from_cache = cfg.model is None and cfg.pretrained is None
+    quick_gelu = cfg.quick_gelu
+    if quick_gelu is None and resolve_model_name(name) == meta.model_name and not open_clip.get_pretrained_cfg(
+        meta.model_name, pretrained
+    ):  # the cache's architecture with a file or 'none': the activation the cache was made with
+        quick_gelu = meta.quick_gelu
+    model_cfg = open_clip.get_model_config(resolve_model_name(name)) or {}
+    dim = model_cfg.get("embed_dim")
+    if dim is not None and dim != meta.embed_dim:
+        raise InputError(
+            f"{name} embeds text in {dim} dimensions but {cfg.features} holds {meta.embed_dim}-d image embeddings "
+            f"made by {meta.model_name}: use the cache's model (leave --model out) or a cache made by {name}"
+        )
+    try:
+        model, spec = load_clip(name, pretrained, quick_gelu=quick_gelu,
+                                device=cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except ModelLoadError as e:
+        if not from_cache:
+            raise
+        raise ModelLoadError(f"{e} (the model that made {cfg.features}; pass --model/--pretrained "
+                             "to use another copy of it)") from e
+    if spec.embed_dim != meta.embed_dim:
+        raise InputError(f"{name} gives {spec.embed_dim}-d embeddings; {cfg.features} holds {meta.embed_dim}-d ones")
+    if spec.checkpoint_sha256 and meta.checkpoint_sha256:
+        same_weights = spec.checkpoint_sha256 == meta.checkpoint_sha256  # the same file, wherever it lies now
+    else:
+        same_weights = spec.pretrained == meta.pretrained
+    if spec.model_name != meta.model_name or not same_weights or spec.quick_gelu != meta.quick_gelu:
+        log.warning("the text encoder (%s, %s) is not the model that made %s (%s, %s): attributes are only "
+                    "meaningful when both towers come from one CLIP", spec.model_name, spec.pretrained,
+                    cfg.features, meta.model_name, meta.pretrained)
+    return model, spec
+
+
+def own_class_phrases(class_names: Sequence[str], phrases: Sequence[str]) -> np.ndarray:
+    """int64 [K]: per class, the index of the phrase equal to its name (normalised), -1 where none is."""
+    where = {normalise_phrase(p): i for i, p in enumerate(phrases)}
+    own = np.array([where.get(normalise_phrase(name), -1) for name in class_names], dtype=np.int64)
+    matched = int((own >= 0).sum())
+    log.info("--drop-own-class: %d of %d class names are phrases of the lexicon", matched, len(own))
+    if not matched:
+        log.warning("--drop-own-class removes nothing: no class name is a phrase of the lexicon")
+    return own
+
+
+# ----------------------------------------------------------------------------- text embeddings
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int,
+                 progress: Progress | None = None) -> torch.Tensor:
+    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[start:start + batch_size])).to(device)  # [b, L]
+        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))  # [b, D]
+        if progress is not None:
+            progress.advance(tokens.shape[0])
+    return torch.cat(out)
+
+
+def phrase_cache_key(spec: ClipSpec, prompt: str, phrases: Sequence[str]) -> dict:
+    """What phrase embeddings depend on: the text encoder's weights, the prompt and the lexicon's content."""
+    return {
+        "model_name": spec.model_name,
+        "weights": spec.checkpoint_sha256 or spec.pretrained,  # a file by its content, wherever it lies
+        "quick_gelu": spec.quick_gelu,
+        "prompt": prompt,
+        "lexicon_sha256": lexicon_sha256(phrases),
+        "num_phrases": len(phrases),
+    }
+
+
+def phrase_embeddings(model: nn.Module, tokenizer: Tokenizer, phrases: Sequence[str], spec: ClipSpec, prompt: str,
+                      path: Path, batch_size: int = 256) -> tuple[torch.Tensor, bool]:
+    """float32 [P, D] normalised phrase embeddings (CPU), from `path` when its key matches, else encoded
+    and saved there. Returns the embeddings and whether the file was reused."""
+    key = phrase_cache_key(spec, prompt, phrases)
+    stored = _read_phrase_cache(path)
+    if stored is not None and stored.get("key") == key:
+        log.info("reusing the phrase embeddings in %s", path)
+        return stored["embeddings"].float(), True
+    if stored is not None:
+        log.info("%s was made for another model, prompt or lexicon: encoding the phrases again", path)
+    log.info("encoding %d phrases with %s's text encoder", len(phrases), spec.model_name)
+    emb = encode_texts(model, tokenizer, [fill_template(prompt, p) for p in phrases], batch_size).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"kind": PHRASE_CACHE_KIND, "schema_version": PHRASE_CACHE_VERSION, "key": key,
+                "phrases": list(phrases), "embeddings": emb}, tmp)
+    tmp.replace(path)
+    return emb, False
+
+
+def _read_phrase_cache(path: Path) -> dict | None:
+    """The stored phrase embeddings, or None when absent or unreadable (then they are made again)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: torch reports many error types
+        log.warning("ignoring the unreadable phrase-embedding file %s (%s)", path, e)
+        return None
+    ok = (isinstance(stored, dict) and stored.get("kind") == PHRASE_CACHE_KIND
+          and stored.get("schema_version") == PHRASE_CACHE_VERSION
+          and isinstance(stored.get("embeddings"), torch.Tensor))
+    if not ok:
+        log.warning("ignoring %s: not a bike phrase-embedding file of schema version %d", path, PHRASE_CACHE_VERSION)
+        return None
+    return stored
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
+                max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k].
+
+    Keys are taken in blocks so that no block of scores exceeds `max_elements` entries (at least k
+    keys per block). `exclude` [m, 2] lists (row, key index) pairs that may not be chosen.
+    """
+    n, num_keys = queries.shape[0], keys.shape[0]
+    block = max(k, max_elements // max(n, 1))
+    best_values = queries.new_empty((n, 0))
+    best_indices = torch.empty((n, 0), dtype=torch.long, device=queries.device)
+    for start in range(0, num_keys, block):
+        scores = queries @ keys[start:start + block].T  # [n, b]
+        if exclude is not None:
+            inside = exclude[(exclude[:, 1] >= start) & (exclude[:, 1] < start + scores.shape[1])]
+            scores[inside[:, 0], inside[:, 1] - start] = float("-inf")
+        values, indices = scores.topk(min(k, scores.shape[1]), dim=1)  # [n, k']
+        merged_values = torch.cat([best_values, values], dim=1)  # [n, k + k']
+        merged_indices = torch.cat([best_indices, indices + start], dim=1)
+        best_values, order = merged_values.topk(min(k, merged_values.shape[1]), dim=1)  # [n, k]
+        best_indices = merged_indices.gather(1, order)
+        del scores  # before the next block is allocated: one block of scores alive at a time
+    return best_values, best_indices
+
+
+def video_embeddings(features: np.ndarray, per_view: bool) -> torch.Tensor:
+    """float16 frame embeddings [n, V, T, D] -> L2-normalised float32 [n, D] (mean over T and V) or
+    [n * V, D] (mean over T; row i * V + v is view v of video i).
+
+    Pooled in numpy: on a busy CPU, torch's threaded reductions were 10-20x slower here.
+    """
+    n, views, frames, dim = features.shape
+    if per_view:
+        pooled = features.mean(axis=2, dtype=np.float32).reshape(n * views, dim)  # [n * V, D]
+    else:
+        pooled = features.reshape(n, views * frames, dim).mean(axis=1, dtype=np.float32)  # [n, D]
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)  # [rows, 1]
+    return torch.from_numpy(pooled / np.maximum(norms, 1e-12))
+
+
+def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, per_view: bool = False,
+                      own_phrase: np.ndarray | None = None, chunk_size: int = 4096, max_elements: int = 1 << 25,
+                      progress: Progress | None = None) -> Selection:
+    """Top-k phrases of every video (or video view) of `cache`, against normalised `phrase_emb` [P, D].
+
+    `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s).
+    """
+    progress = progress or Progress()
+    meta = cache.meta
+    views = meta.num_views if per_view else 1
+    read_per_video = meta.num_views * meta.frames * meta.embed_dim  # feature elements read per video
+    step = max(1, min(chunk_size // views, max_elements // read_per_video))  # videos per chunk
+    labels = label_tuples(cache.labels) if own_phrase is not None else None
+    # filled in place: small per-chunk results kept between large freed blocks fragment the heap
+    scores = np.empty((len(cache) * views, k), dtype=np.float32)  # [R, k]
+    indices = np.empty((len(cache) * views, k), dtype=np.int64)  # [R, k]
+    progress.start(len(cache), "attributes")
+    try:
+        for start in range(0, len(cache), step):
+            stop = min(len(cache), start + step)
+            queries = video_embeddings(cache.embeddings(slice(start, stop)), per_view).to(phrase_emb.device)
+            exclude = None if labels is None else _own_pairs(labels[start:stop], own_phrase, views, queries.device)
+            values, chosen = topk_cosine(queries, phrase_emb, k, exclude=exclude, max_elements=max_elements)
+            if torch.isinf(values).any():
+                row = start + int(torch.isinf(values).any(1).nonzero()[0]) // views
+                raise InputError(f"--top-k {k} is more than the phrases left for video {cache.video_ids[row]!r} "
+                                 "once its own class is dropped")
+            scores[start * views:stop * views] = values.cpu().numpy()
+            indices[start * views:stop * views] = chosen.cpu().numpy()
+            progress.advance(stop - start)
+    finally:
+        progress.stop()
+    rows = np.arange(len(cache), dtype=np.int64)
+    return Selection(
+        scores=scores, indices=indices, video_rows=np.repeat(rows, views),
+        views=np.tile(np.arange(views, dtype=np.int64), len(cache)) if per_view else None,
+    )
+
+
+def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views: int,
+               device: torch.device) -> torch.Tensor:
+    """(row, phrase) pairs [m, 2] to exclude: each row's own class phrases (all views of a video)."""
+    pairs = [(i * views + v, int(own_phrase[c])) for i, classes in enumerate(labels)
+             for c in classes if own_phrase[c] >= 0 for v in range(views)]
+    return torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLATE, separator: str = ",") -> str:
+    """The attribute sentence: `template` filled with the attributes joined by `separator`."""
+    return fill_template(template, separator.join(attributes))
+
+
+def attributes_table(cache: FeatureCache, selection: Selection, phrases: Sequence[str], template: str,
+                     separator: str) -> AttributesTable:
+    """The rows of the attributes CSV for a selection."""
+    attributes = [[phrases[i] for i in row] for row in selection.indices.tolist()]
+    labels = label_tuples(cache.labels)
+    return AttributesTable(
+        video_ids=[cache.video_ids[r] for r in selection.video_rows],
+        views=selection.views.tolist() if selection.views is not None else None,
+        labels=[labels[r] for r in selection.video_rows],
+        multilabel=cache.meta.multilabel,
+        attributes=attributes,
+        scores=selection.scores,
+        sentences=[attribute_sentence(a, template, separator) for a in attributes],
+        top_k=selection.indices.shape[1],
+    )
+
+
+def attribute_scores(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence[str], class_prompts: Sequence[str],
+                     views: int = 1, batch_size: int = 256, chunk_rows: int = 4096,
+                     progress: Progress | None = None) -> torch.Tensor:
+    """S_A float32 [R / views, K] (CPU): cosine of each encoded sentence with each encoded class prompt,
+    averaged over each video's `views` consecutive rows. Rows are taken `chunk_rows` at a time and
+    each distinct sentence of a chunk is encoded once."""
+    progress = progress or Progress()
+    classes = encode_texts(model, tokenizer, class_prompts, batch_size)  # [K, D]
+    videos = len(sentences) // views
+    out = torch.empty((videos, len(class_prompts)))
+    step = max(1, chunk_rows // views)  # videos per chunk
+    progress.start(videos, "S_A")
+    try:
+        for start in range(0, videos, step):
+            rows = sentences[start * views:(start + step) * views]
+            distinct: dict[str, int] = {}
+            inverse = [distinct.setdefault(sentence, len(distinct)) for sentence in rows]
+            sims = encode_texts(model, tokenizer, list(distinct), batch_size) @ classes.T  # [u, K]
+            picked = sims[torch.tensor(inverse, device=sims.device)]  # [n * views, K]
+            out[start:start + len(rows) // views] = picked.reshape(-1, views, picked.shape[1]).mean(1).cpu()
+            progress.advance(len(rows) // views)
+    finally:
+        progress.stop()
+    return out
+
+
+def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table: AttributesTable,
+                           class_names: list[str], model: nn.Module, tokenizer: Tokenizer,
+                           progress: Progress) -> dict[str, float]:
+    """Compute S_A per video (views averaged), write the score CSV and return its metrics."""
+    prompts = [fill_template(cfg.class_prompt, name) for name in class_names]
+    views = len(table) // max(len(cache), 1)
+    per_video = attribute_scores(model, tokenizer, table.sentences, prompts, views, cfg.text_batch_size,
+                                 cfg.chunk_size, progress).numpy()  # [N, K]
+    labels = _score_labels(cache, len(class_names))
+    write_score_csv(cfg.scores, cache.video_ids, labels, per_video, class_names)
+    log.info("wrote S_A (%d classes) to %s", len(class_names), cfg.scores)
+    known = labels.any(1) if labels.ndim == 2 else labels >= 0
+    return recognition_metrics(per_video[known], labels[known]) if known.any() else {}
+
+
+def _score_labels(cache: FeatureCache, num_classes: int) -> np.ndarray:
+    """The cache's labels; multi-hot ones widened to `num_classes` columns."""
+    labels = cache.labels
+    if labels.ndim == 2 and labels.shape[1] < num_classes:
+        labels = np.pad(labels, ((0, 0), (0, num_classes - labels.shape[1])))
+    return labels

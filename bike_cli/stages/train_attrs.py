@@ -1,0 +1,167 @@
+"""Stage `train-attrs`: the Attributes branch trained on attribute sentences (Sec. 2.2, Eq. 8).
+
+Reads the attributes CSV of `gen-attributes`, encodes the class prompts once with the frozen text
+encoder, and trains the attributes encoder (`--tune head`: MLPs on frozen sentence embeddings,
+computed once and cached; `--tune full`: the text encoder fine-tuned). Shares the training loop of
+`train-video` (Accelerate, AdamW groups, warm-up cosine schedule, resume, validation, recipes).
+
+Outputs in `out/`: `config.yaml`, `metrics.jsonl`, `last.pt`/`best.pt` (an attributes checkpoint,
+docs/formats.md), `checkpoints/epoch_NNNN/`, and `sentence_embeddings.pt` (the cache of `--tune head`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from bike_cli.config.recipe import config_to_dict
+from bike_cli.config.train_attrs import TrainAttrsConfig
+from bike_cli.data.lists import read_class_names
+from bike_cli.errors import InputError
+from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
+from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
+from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
+from bike_cli.models.loss import LogitScale
+from bike_cli.models.text import encode_class_texts
+from bike_cli.stages.extract import Progress
+from bike_cli.stages.training import (
+    LoopSettings,
+    Trainer,
+    TrainSummary,
+    copy_best,
+    make_accelerator,
+    metrics_over_processes,
+)
+
+log = logging.getLogger(__name__)
+
+SENTENCE_BATCH = 512
+
+
+def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
+    """int64 [R] (-1 unknown) or float multi-hot [R, K]."""
+    if not table.multilabel:
+        return torch.tensor([labels[0] if labels else -1 for labels in table.labels], dtype=torch.int64)
+    hot = torch.zeros(len(table.labels), num_classes)
+    for row, labels in enumerate(table.labels):
+        hot[row, list(labels)] = 1.0
+    return hot
+
+
+def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(targets.any(1) if targets.ndim == 2 else targets >= 0).flatten()
+
+
+@torch.no_grad()
+def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path, key: dict) -> torch.Tensor:
+    """Frozen text embeddings [R, D] of the attribute sentences, reused from `cache` when `key` matches."""
+    if cache.exists():
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        if stored.get("key") == key:
+            log.info("sentence embeddings reused from %s", cache)
+            return stored["embeddings"]
+    device = clip_model.token_embedding.weight.device
+    out = [clip_model.encode_text(tokenizer(sentences[i : i + SENTENCE_BATCH]).to(device)).float().cpu()
+           for i in range(0, len(sentences), SENTENCE_BATCH)]
+    embeddings = torch.cat(out)  # [R, D]
+    tmp = cache.with_name(cache.name + ".tmp")
+    torch.save({"key": key, "embeddings": embeddings}, tmp)
+    os.replace(tmp, cache)
+    return embeddings
+
+
+def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer, spec, split: str) -> torch.Tensor:
+    """Per row: sentence embeddings [R, D] (--tune head) or sentence tokens [R, L] (--tune full)."""
+    if cfg.tune == "full":
+        return tokenizer(table.sentences)
+    key = {"model": spec.model_name, "pretrained": spec.pretrained, "sha256": spec.checkpoint_sha256 or "",
+           "attributes": file_sha256(table.source), "split": split}
+    return sentence_embeddings(clip_model, tokenizer, table.sentences,
+                               cfg.out / f"sentence_embeddings_{split}.pt", key)
+
+
+def _check(cfg: TrainAttrsConfig) -> None:
+    if cfg.attributes is None:
+        raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
+    if not cfg.model or not cfg.pretrained:
+        raise InputError("train-attrs needs --model and --pretrained: the CLIP whose text encoder reads the "
+                         "sentences (the attributes file records phrases, not the model)")
+    if cfg.classes is None:
+        raise InputError("--classes is required: the attributes file holds class indices, not names")
+    if cfg.lr <= 0:
+        raise InputError(f"--lr must be positive, not {cfg.lr}")
+
+
+def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSummary:
+    """Train the Attributes branch; see the module docstring for the outputs."""
+    _check(cfg)
+    settings = LoopSettings.of(cfg)
+    settings.check()
+    accelerator = make_accelerator(settings)
+    device = accelerator.device
+    class_names = read_class_names(cfg.classes)
+    train_table = read_attributes_csv(cfg.attributes)
+    val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
+    clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
+    tokenizer = get_tokenizer(spec.model_name)
+    classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
+    train_targets = _targets(train_table, len(class_names))
+    rows = _labelled_rows(train_targets)
+    text = TextTower(clip_model) if cfg.tune == "full" else None
+    model = AttributesBranch(cfg.tune, spec.embed_dim, LogitScale.from_clip(clip_model), text).to(device)
+    val = None
+    if val_table is not None:
+        val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
+        val = (val_table, val_inputs, _targets(val_table, len(class_names)))
+    del clip_model  # class embeddings and sentence embeddings are computed; `text` is a copy
+
+    def batch_inputs(batch) -> tuple:
+        inputs, targets = batch
+        return inputs.to(device), targets.to(device), classes
+
+    def save(unwrapped: AttributesBranch, line: dict, improved: bool) -> None:
+        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
+                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
+        save_checkpoint(cfg.out / "last.pt", ckpt, ATTRS_KIND)
+        copy_best(cfg.out, improved)
+
+    def validate(unwrapped: AttributesBranch) -> dict:
+        table, inputs, targets = val
+        videos = list(dict.fromkeys(table.video_ids))  # unique, in order: every view of a video on one process
+        mine_videos = set(videos[accelerator.process_index :: accelerator.num_processes])
+        mine = np.array([r for r, vid in enumerate(table.video_ids) if vid in mine_videos], dtype=np.int64)
+        unwrapped.eval()
+        probs = [unwrapped.class_probabilities(inputs[chunk].to(device), classes).cpu().numpy()
+                 for chunk in torch.from_numpy(mine).split(1024)]
+        if not probs:
+            return metrics_over_processes([], [])
+        scores, labels = _per_video(table, mine, np.concatenate(probs), targets)
+        return metrics_over_processes([scores], [labels])
+
+    trainer = Trainer(settings, accelerator, stage="train-attrs")
+    return trainer.fit(
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay),
+        TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        validate=validate if val is not None else None, progress_factory=progress_factory, config=cfg,
+    )
+
+
+def _per_video(table: AttributesTable, rows: np.ndarray, probs: np.ndarray, targets: torch.Tensor):
+    """Average the rows of each video (per-view files have several) -> scores [n, K], labels."""
+    order: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        order.setdefault(table.video_ids[row], []).append(i)
+    scores = np.stack([probs[idx].mean(0) for idx in order.values()])
+    labels = targets.numpy()[[rows[idx[0]] for idx in order.values()]]
+    return scores, labels
+
