@@ -24,8 +24,10 @@ def demo(
 ) -> None:
     """Generate a small labelled video dataset and run bike's stages on it with the built-in tiny model.
 
-    Stages: extract-features (train split 1x1 view, val split 2x3 views), then train-video (VCS head
-    and temporal transformer) validated on every view. Re-running reuses what is already there.
+    Stages: extract-features (train split 1x1 view, val split 2x3 views); train-video (VCS head and
+    temporal transformer) validated on every view; gen-attributes with a small lexicon of shapes,
+    colours and motions (and the zero-training S_A scores); train-attrs. Re-running reuses what is
+    already there.
     """
     cfg = DemoConfig(out=out, model=model, pretrained=pretrained, videos_per_class=videos_per_class,
                      frames=frames, seed=seed, workers=workers)
@@ -36,5 +38,6 @@ def demo(
     for step in summary.steps:
         table.add_row(step.name, str(step.videos or ""), step.result, str(step.output), f"{step.seconds:.1f}")
     console.print(table)
-    console.print(f"Video branch top-1 on the validation videos: [bold]{summary.video_top1:.1f} %[/] "
-                  f"(chance {summary.chance:.1f} %); classes in {summary.classes}")
+    console.print(f"Video branch top-1 on the validation videos: [bold]{summary.video_top1:.1f} %[/], "
+                  f"Attributes branch: [bold]{summary.attrs_top1:.1f} %[/] (chance {summary.chance:.1f} %); "
+                  f"classes in {summary.classes}")

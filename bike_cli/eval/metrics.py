@@ -15,14 +15,19 @@ def _labelled(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores."""
+    """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores.
+
+    Ties are broken by class index (the lower index ranks first, as `argmax` and a stable sort do):
+    a row of equal scores is a top-1 hit for class 0 only, never for every class.
+    """
     scores, labels = _labelled(np.asarray(scores, dtype=np.float64), np.asarray(labels))
+    # rank of the true class = classes scoring higher + tied classes with a lower index
+    true = scores[np.arange(len(labels)), labels][:, None]  # [N, 1]
+    lower = np.arange(scores.shape[1])[None, :] < labels[:, None]  # [N, K]
+    rank = (scores > true).sum(1) + ((scores == true) & lower).sum(1)  # [N]
     out = {}
     for k in ks:
         k_eff = min(k, scores.shape[1])
-        # rank of the true class = number of classes scoring strictly higher
-        true = scores[np.arange(len(labels)), labels][:, None]
-        rank = (scores > true).sum(1)
         out[f"top{k}"] = 100.0 * float((rank < k_eff).mean()) if len(labels) else float("nan")
     return out
 
@@ -36,7 +41,11 @@ def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """AP of one class over the whole set: mean of the precision at each positive, ties broken by order."""
+    """AP of one class over the whole set: mean of the precision at each positive.
+
+    Ties are broken by row order (a stable sort of the scores): of two videos with equal scores the
+    earlier row ranks first. NaN when the class has no positive.
+    """
     order = np.argsort(-scores, kind="stable")
     hits = targets[order].astype(bool)
     if not hits.any():

@@ -11,10 +11,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
 from bike_cli.stages.extract import ExtractConfig, ExtractSummary, Progress, run_extraction
+from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+from bike_cli.stages.train_attrs import run_train_attrs
 from bike_cli.stages.train_video import TrainSummary, run_train_video
+
+# Phrases that can describe the generated videos: the Video-to-Text lexicon of the demo.
+DEMO_LEXICON = (
+    "a red square", "an orange square", "a blue circle", "a violet circle", "a small shape", "a large shape",
+    "moving to the left", "moving to the right", "moving up", "moving down", "sliding across",
+    "a grey background", "a noisy picture", "a still scene", "a bright colour", "a dark colour",
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ class DemoSummary:
     classes: Path
     steps: list[DemoStep]
     video_top1: float
+    attrs_top1: float
     chance: float
 
 
@@ -77,4 +88,32 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     top1 = trained.best_metrics.get("val_top1", float("nan"))
     steps.append(DemoStep("train-video (VCS + transformer)", train.out / "best.pt", 0, trained.seconds,
                           f"val top-1 {top1:.1f} % (epoch {trained.best_epoch})"))
-    return DemoSummary(cfg.out, data.classes, steps, top1, 100.0 / len(SAMPLE_CLASSES))
+    attrs_top1 = _attributes_branch(cfg, caches, data.classes, train.templates, steps, progress_factory)
+    return DemoSummary(cfg.out, data.classes, steps, top1, attrs_top1, 100.0 / len(SAMPLE_CLASSES))
+
+
+def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: list[str], steps: list,
+                       progress_factory) -> float:
+    """gen-attributes on both caches (S_A without training on val), then train-attrs."""
+    lexicon = cfg.out / "data" / "lexicon.txt"
+    lexicon.write_text("\n".join(DEMO_LEXICON) + "\n")
+    attributes = {}
+    for name in ("train", "val"):
+        gen = GenAttributesConfig(features=caches[name], lexicon=str(lexicon), out=cfg.out / "attributes" / f"{name}.csv",
+                                  top_k=3, class_prompt=templates[0],
+                                  scores=cfg.out / "scores" / "val_attrs_zero_shot.csv" if name == "val" else None)
+        log.info("gen-attributes: %s -> %s", caches[name], gen.out)
+        done = run_gen_attributes(gen, progress_factory())
+        attributes[name] = done.out
+        zero = f"zero-training S_A top-1 {done.metrics['top1']:.1f} %" if done.metrics else ""
+        steps.append(DemoStep(f"gen-attributes ({name})", done.out, done.videos, done.seconds.get("total", 0.0), zero))
+    attrs = TrainAttrsConfig(attributes=attributes["train"], val_attributes=attributes["val"], classes=classes,
+                             out=cfg.out / "runs" / "attrs", model=cfg.model, pretrained=cfg.pretrained, tune="head",
+                             templates=templates, epochs=15, batch_size=8, lr=3e-3, warmup_epochs=1, val_every=5,
+                             seed=cfg.seed, resume=True)
+    log.info("train-attrs: %s -> %s", attributes["train"], attrs.out)
+    trained = run_train_attrs(attrs, progress_factory)
+    top1 = trained.best_metrics.get("val_top1", float("nan"))
+    steps.append(DemoStep("train-attrs (--tune head)", attrs.out / "best.pt", 0, trained.seconds,
+                          f"val top-1 {top1:.1f} % (epoch {trained.best_epoch})"))
+    return top1

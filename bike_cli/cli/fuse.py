@@ -1,0 +1,95 @@
+"""`bike fuse`: score CSVs -> fused score CSV + metrics JSON (a thin shell over stages.fuse)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from bike_cli.cli.app import app, console, run_guarded
+from bike_cli.eval.protocols import PROTOCOLS, headline_metrics
+from bike_cli.stages.fuse import FuseConfig, FuseSummary, best_point, parse_weights, run_fuse
+
+GRID_ROWS_SHOWN = 25  # a longer grid is shown as its best rows
+
+
+@app.command("fuse")
+def fuse(
+    inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes branch): the same videos (any row order) and the same classes in the same order."),
+    out: Path = typer.Option(..., "--out", help="Fused score CSV to write; its metrics go to OUT stem + .metrics.json beside it."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per input, comma-separated, summing to 1: '0.6,0.4' is Eq. 4 with lambda 0.6 (default: equal weights)."),
+    search: bool = typer.Option(False, "--search", help="Choose the weights on --val files: the best top-1 (mAP for multi-label files) over a grid."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation score CSV for --search, one per input in the same order: repeat the option (--val A_val.csv --val B_val.csv)."),
+    grid_step: float = typer.Option(0.05, "--grid-step", help="Step of the --search grid over the weights (must divide 1)."),
+    protocol: str = typer.Option("full", "--protocol", help=f"Evaluation protocol of the inputs and the result: {', '.join(PROTOCOLS)}."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="zero-shot-half: random halves of the classes (default: 10)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="zero-shot-half: seed of the class draws (default: 0)."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="k600-splits: comma-separated class lists (lexicon names or files) (default: k600_split1,k600_split2,k600_split3)."),
+) -> None:
+    """Fuse branch scores linearly, S = sum_i w_i S_i (the paper's Eq. 4: lambda S_V + (1 - lambda) S_A).
+
+    Scores are added as they are (no softmax): give all inputs on the same scale, e.g. the softmax
+    probabilities the Video branch writes. Metrics of each input and of the result are printed and
+    written to the metrics JSON.
+    """
+    options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
+    cfg = FuseConfig(
+        inputs=list(inputs), out=out, weights=run_guarded(parse_weights, weights) if weights is not None else None,
+        search=search, val=list(val or []), grid_step=grid_step, protocol=protocol,
+        protocol_options={k: v for k, v in options.items() if v is not None},
+    )
+    summary = run_guarded(run_fuse, cfg)
+    if summary.grid is not None:
+        print_grid(summary)
+    print_metrics(summary)
+
+
+def print_grid(summary: FuseSummary) -> None:
+    key = summary.criterion or "score"
+    best = best_point(summary.grid)
+    rows = summary.grid
+    title = f"weight search on the validation files ({key}, %)"
+    if len(rows) > GRID_ROWS_SHOWN:
+        rows = sorted(rows, key=lambda p: (math.isnan(p.score), -p.score))[:10]
+        title += f": the best 10 of {len(summary.grid)} (all in the metrics JSON)"
+    table = Table(title=title, title_justify="left")
+    for path in summary.inputs:
+        table.add_column(f"w {path.name}", justify="right")
+    table.add_column(key, justify="right")
+    for point in rows:
+        style = "bold green" if point is best else None
+        table.add_row(*(f"{w:.2f}" for w in point.weights), f"{point.score:.2f}", style=style)
+    console.print(table)
+
+
+def print_metrics(summary: FuseSummary) -> None:
+    fused = metric_cells(summary.fused_metrics)
+    table = Table(title=f"fuse: {summary.videos} videos, {summary.classes} classes "
+                  f"(protocol {summary.fused_metrics['protocol']}, %)", title_justify="left")
+    table.add_column("scores")
+    table.add_column("weight", justify="right")
+    for key in fused:
+        table.add_column(key, justify="right")
+    for path, weight, metrics in zip(summary.inputs, summary.weights, summary.input_metrics):
+        cells = metric_cells(metrics)
+        table.add_row(str(path), f"{weight:.2f}", *(cells.get(k, "") for k in fused))
+    table.add_row("fused", "1.00", *fused.values(), style="bold")
+    console.print(table)
+    console.print(f"wrote {summary.out} and {summary.metrics_json}", highlight=False)
+
+
+def metric_cells(result: dict) -> dict[str, str]:
+    """Printable metrics of a protocol result: `X_mean` and `X_std` become one `X` cell 'mean ± std'."""
+    values = headline_metrics(result)
+    cells = {}
+    for key, value in values.items():
+        if key.endswith("_std") and key[:-4] + "_mean" in values:
+            continue
+        if key.endswith("_mean") and key[:-5] + "_std" in values:
+            cells[key[:-5]] = f"{value:.2f} ± {values[key[:-5] + '_std']:.2f}"
+        else:
+            cells[key] = f"{value:.2f}"
+    return cells

@@ -1,0 +1,185 @@
+"""Evaluation protocols of the paper's tables over a score table [N, K].
+
+- `full`: every labelled video against every class (Tables 1-3, the "full-classes" numbers of
+  Table 5): top-1/top-5, mean class accuracy and mAP over one-hot targets (ActivityNet's second
+  number) for single-label sets; mAP for multi-label sets (Charades).
+- `zero-shot-half`: Table 5's starred columns (UCF*, HMDB*, ActivityNet*): half of the classes
+  (`K // 2`: 50 of UCF's 101) drawn at random, the videos of those classes ranked among those classes
+  only, repeated 10 times (seeded); mean and standard deviation over the repetitions.
+- `k600-splits`: Table 5's Kinetics-600 column: each of the three 160-class splits
+  (`lexicons/k600_split{1,2,3}.txt`) evaluated on its own classes; mean and std over the splits.
+
+Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
+with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
+metrics, int entries counts, lists the per-run details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from bike_cli.data.lexicons import load_lexicon, normalise_phrase
+from bike_cli.errors import InputError
+from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
+from bike_cli.io.score_csv import ScoreTable
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("full", "zero-shot-half", "k600-splits")
+K600_SPLITS = ("k600_split1", "k600_split2", "k600_split3")  # built-in lexicon names
+
+
+def full_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """`recognition_metrics`, plus mAP over one-hot targets for single-label sets (unknown rows left out)."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    metrics = recognition_metrics(scores, labels)
+    if labels.ndim == 1:
+        known = labels >= 0
+        onehot = np.zeros((int(known.sum()), scores.shape[1]), dtype=np.uint8)  # [n, K]
+        onehot[np.arange(len(onehot)), labels[known]] = 1
+        metrics["mAP"] = mean_average_precision(scores[known], onehot)
+    return metrics
+
+
+def labelled_count(labels: np.ndarray) -> int:
+    """Videos with a label: label >= 0 (single-label) or at least one positive (multi-label)."""
+    labels = np.asarray(labels)
+    return int((labels.any(1) if labels.ndim == 2 else labels >= 0).sum())
+
+
+def zero_shot_half_splits(num_classes: int, repeats: int = 10, seed: int = 0) -> list[np.ndarray]:
+    """`repeats` sorted int64 arrays of `num_classes // 2` distinct class indices, drawn at random
+    (numpy's default_rng(seed): the same seed gives the same splits)."""
+    if num_classes < 2:
+        raise InputError(f"the half-classes protocol needs at least 2 classes, not {num_classes}")
+    if repeats < 1:
+        raise InputError(f"the half-classes protocol needs at least 1 repetition, not {repeats}")
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(num_classes, num_classes // 2, replace=False)).astype(np.int64)
+            for _ in range(repeats)]
+
+
+def evaluate_on_class_subset(scores: np.ndarray, labels: np.ndarray, classes: Sequence[int] | np.ndarray
+                             ) -> dict[str, float]:
+    """`full_metrics` of the videos of `classes`, ranked among `classes` only.
+
+    scores [N, K]; labels int [N] (-1 unknown) or multi-hot [N, K]; classes: distinct indices in [0, K).
+    Single-label: the videos whose label is in the subset. Multi-label: the videos with a positive in it.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    classes = _check_subset(classes, scores.shape[1])
+    sub_scores = scores[:, classes]  # [N, k]
+    if labels.ndim == 2:
+        targets = labels[:, classes]  # [N, k]
+        keep = targets.any(1)
+        return full_metrics(sub_scores[keep], targets[keep])
+    keep = np.isin(labels, classes)
+    remap = np.full(scores.shape[1], -1, dtype=np.int64)
+    remap[classes] = np.arange(len(classes))
+    return full_metrics(sub_scores[keep], remap[labels[keep]])
+
+
+def _check_subset(classes: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or classes.size == 0 or not np.issubdtype(classes.dtype, np.integer):
+        raise InputError(f"a class subset must be a non-empty list of class indices, got {classes!r}")
+    outside = classes[(classes < 0) | (classes >= num_classes)]
+    if outside.size:
+        raise InputError(f"class index {int(outside[0])} of the subset is out of range for {num_classes} classes")
+    if len(np.unique(classes)) != len(classes):
+        raise InputError("the class subset names a class twice")
+    return classes.astype(np.int64)
+
+
+def subset_run(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> dict:
+    """One evaluation on a class subset: its size, its video count and its metrics."""
+    classes = _check_subset(classes, np.asarray(scores).shape[1])
+    labels = np.asarray(labels)
+    kept = labels[:, classes].any(1) if labels.ndim == 2 else np.isin(labels, classes)  # [N]
+    return {"classes": len(classes), "videos": int(kept.sum()), **evaluate_on_class_subset(scores, labels, classes)}
+
+
+def mean_std(runs: Sequence[dict]) -> dict[str, float]:
+    """`<metric>_mean` and `<metric>_std` (population std) of the float entries shared by all runs."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, float)]
+    out: dict[str, float] = {}
+    for key in keys:
+        values = np.array([run[key] for run in runs], dtype=np.float64)
+        out[f"{key}_mean"] = float(values.mean())
+        out[f"{key}_std"] = float(values.std())
+    return out
+
+
+def zero_shot_half(scores: np.ndarray, labels: np.ndarray, repeats: int = 10, seed: int = 0) -> dict:
+    """The half-classes protocol: mean/std of the metrics over `repeats` random halves of the classes,
+    and each run (`runs`: its class indices, video count and metrics)."""
+    splits = zero_shot_half_splits(np.asarray(scores).shape[1], repeats, seed)
+    runs = [{"run": i, **subset_run(scores, labels, classes), "class_indices": classes.tolist()}
+            for i, classes in enumerate(splits)]
+    return {"repeats": repeats, "seed": seed, **mean_std(runs), "runs": runs}
+
+
+def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                split_class_lists: Sequence[Sequence[str]], split_names: Sequence[str] | None = None,
+                where: str = "the score table") -> dict:
+    """The Kinetics-600 protocol: each split (a list of class names, matched to `class_names` after
+    lower-casing, reading `_` as a space and collapsing whitespace) evaluated on its own classes;
+    mean/std over the splits and each split (`splits`). A split class missing from `class_names` is an
+    InputError naming the split, `where` and the missing names."""
+    if not split_class_lists:
+        raise InputError("the k600-splits protocol needs at least one split")
+    names = list(split_names) if split_names is not None else [str(i + 1) for i in range(len(split_class_lists))]
+    runs = []
+    for name, split in zip(names, split_class_lists):
+        classes = match_class_names(split, class_names, f"split {name}", where)
+        runs.append({"split": name, **subset_run(scores, labels, classes)})
+    return {**mean_std(runs), "splits": runs}
+
+
+def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: str, where: str) -> np.ndarray:
+    """Indices in `class_names` of the `wanted` names (compared as `normalise_phrase` forms)."""
+    index: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        index.setdefault(normalise_phrase(name), []).append(i)
+    keys = [normalise_phrase(name) for name in wanted]
+    missing = [name for name, key in zip(wanted, keys) if key not in index]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise InputError(f"{what}: {len(missing)} of its {len(wanted)} classes are not among the "
+                         f"{len(class_names)} classes of {where}: {shown}")
+    ambiguous = [name for name, key in zip(wanted, keys) if len(index[key]) > 1]
+    if ambiguous:
+        raise InputError(f"{what}: class {ambiguous[0]!r} matches several columns of {where}")
+    return np.array([index[key][0] for key in keys], dtype=np.int64)
+
+
+def run_protocol(name: str, table: ScoreTable, **options) -> dict:
+    """Evaluate `table` under protocol `name` (one of PROTOCOLS). Options: zero-shot-half takes
+    `repeats` (10) and `seed` (0); k600-splits takes `splits` (lexicon names or class-list files,
+    default the three built-in K600 splits). The result starts with `protocol` and the labelled `videos`."""
+    allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",)}
+    if name not in allowed:
+        raise InputError(f"protocol {name!r} is not one of {', '.join(PROTOCOLS)}")
+    unknown = sorted(set(options) - set(allowed[name]))
+    if unknown:
+        raise InputError(f"protocol {name!r} takes no option {unknown[0]!r} "
+                         f"(it takes: {', '.join(allowed[name]) or 'none'})")
+    head = {"protocol": name, "videos": labelled_count(table.labels)}
+    if name == "full":
+        return {**head, **full_metrics(table.scores, table.labels)}
+    if name == "zero-shot-half":
+        return {**head, **zero_shot_half(table.scores, table.labels, options.get("repeats", 10),
+                                         options.get("seed", 0))}
+    sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
+    lists = [load_lexicon(s) for s in sources]
+    where = str(table.source) if table.source is not None else "the score table"
+    return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists,
+                                  sources, where)}
+
+
+def headline_metrics(result: dict) -> dict[str, float]:
+    """The float entries of a protocol result: the metrics, without counts and per-run details."""
+    return {k: v for k, v in result.items() if isinstance(v, float)}
