@@ -1,0 +1,294 @@
+"""Stage `eval`: score a test set with the Video branch (and the Attributes branch), fuse, measure.
+
+Video branch: from a multi-view feature cache or from videos (`CxS` views decoded here). Each view
+is scored as softmax(logit_scale * cosine logits) over the K classes and the views are averaged per
+video (the authors' multi-view protocol). Without `--checkpoint` the branch is zero-shot CLIP (the
+chosen head on the pretrained model, no temporal transformer).
+
+Attributes branch (optional, from an attributes CSV): S_A = the same softmax of the attribute
+sentence's logits, from a train-attrs checkpoint or, without one, the plug-and-play zero-training
+branch (frozen text encoder, CLIP's logit scale). Per-view attribute rows are averaged per video.
+Fusion: S = lambda * S_V + (1 - lambda) * S_A (Eq. 4).
+
+Outputs in `out/`: `video_scores.csv`, `attrs_scores.csv`, `fused_scores.csv` (score CSVs,
+docs/formats.md) and `metrics.json` (the protocol's results per branch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bike_cli.data.cached_clips import CachedClips
+from bike_cli.data.clip_dataset import MultiViewClips, collate_items
+from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.sampling import parse_views
+from bike_cli.errors import InputError
+from bike_cli.eval.protocols import PROTOCOLS, run_protocol
+from bike_cli.io.attributes_csv import read_attributes_csv
+from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.score_csv import ScoreTable, write_score_csv
+from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.heads import VideoHead
+from bike_cli.models.loss import LogitScale
+from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
+from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.extract import Progress
+from bike_cli.stages.train_attrs import SENTENCE_BATCH
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    out: Path
+    checkpoint: Path | None = None  # Video-branch run folder or checkpoint; None = zero-shot CLIP
+    features: Path | None = None
+    videos: Path | None = None
+    root: Path | None = None
+    classes: Path | None = None
+    views: str | None = None  # CxS for --videos; with --features the cache's views (must match if given)
+    attributes: Path | None = None
+    attrs_checkpoint: Path | None = None
+    fuse: float | None = None  # lambda of Eq. 4
+    protocol: str = "full"
+    repeats: int = 10
+    seed: int = 0
+    splits: list[str] = field(default_factory=list)
+    # zero-shot model (without --checkpoint)
+    model: str | None = None
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    head: str = "vcs"
+    vcs_tokens: str = "words"
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    frames: int | None = None  # default: the checkpoint's, else the cache's, else 8
+    batch_size: int = 64
+    workers: int = 2
+    device: str | None = None
+
+
+@dataclass
+class EvalSummary:
+    out: Path
+    videos: int
+    metrics: dict  # branch -> protocol result
+    files: dict  # branch -> score CSV
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _VideoModel:
+    branch: VideoBranch
+    texts: ClassTexts
+    spec: object
+    frames: int
+    clip: torch.nn.Module
+    names: list[str]
+
+
+def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None, device) -> tuple[_VideoModel, list[str]]:
+    """The Video branch: a trained checkpoint, or zero-shot CLIP with the chosen head."""
+    if cfg.checkpoint is not None:
+        ckpt = load_video_checkpoint(cfg.checkpoint)
+        settings, names = ckpt.config, ckpt.class_names
+        if class_names is not None and class_names != names:
+            log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
+                        len(class_names), len(names))
+            names = class_names
+        model_name, pretrained, quick = ckpt.clip["model_name"], ckpt.clip["pretrained"], ckpt.clip["quick_gelu"]
+        if pretrained not in ("none",) and os.sep in pretrained and not Path(pretrained).exists():
+            raise InputError(f"the checkpoint's CLIP weights {pretrained} are missing (moved?); "
+                             f"{cfg.checkpoint} needs them for the text encoder")
+    else:
+        if class_names is None:
+            raise InputError("zero-shot evaluation needs --classes (or class names recorded in the cache)")
+        names = class_names
+        model_name = cfg.model or (cache.meta.model_name if cache else None)
+        pretrained = cfg.pretrained or (cache.meta.pretrained if cache else None)
+        quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if cache else None)
+        if not model_name or not pretrained:
+            raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
+        settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
+                    "vcs_tokens": cfg.vcs_tokens, "templates": cfg.templates, "frames": cfg.frames or 8}
+    clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
+    texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
+    text_width = clip.ln_final.weight.shape[0]
+    head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
+                     layers=settings["temporal_layers"], heads=max(1, text_width // 64))
+    visual = clip.visual if cfg.videos else None
+    branch = VideoBranch(head, LogitScale.from_clip(clip), visual).to(device)
+    if cfg.checkpoint is not None:
+        state = {k: v for k, v in ckpt.state_dict.items() if visual is not None or not k.startswith("visual.")}
+        missing, unexpected = branch.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("visual.")]
+        if missing or unexpected:
+            raise InputError(f"{cfg.checkpoint} does not fit its own settings: missing {missing[:4]}, "
+                             f"unexpected {unexpected[:4]}")
+    frames = cfg.frames or settings.get("frames") or (cache.meta.frames if cache else 8)
+    return _VideoModel(branch.eval(), texts, spec, int(frames), clip, names), names
+
+
+def _pixels(frames: torch.Tensor, spec, device) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
+    return (frames.to(device).float() / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, device, progress: Progress):
+    """(video ids, labels, probabilities [N, K], failed ids) of the Video branch, views averaged."""
+    ids, labels, scores, failed = [], [], [], []
+    if cache is not None:
+        dataset = CachedClips(cache, vm.frames, train=False)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers)
+        progress.start(len(dataset), "scoring (cache)")
+        for frames, target in loader:  # frames [b, V, T, D]
+            scores.append(vm.branch.class_probabilities(frames.to(device).float(), vm.texts).cpu().numpy())
+            labels.append(target.numpy())
+            progress.advance(len(target))
+        ids = list(cache.video_ids)
+    else:
+        layout = parse_views(cfg.views or "1x1")
+        video_list = read_video_list(cfg.videos, root=cfg.root, class_names=vm.names)
+        items = list(enumerate(video_list.entries))
+        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size)
+        loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // layout.num_views), num_workers=cfg.workers,
+                            collate_fn=collate_items)
+        progress.start(len(dataset), "scoring (videos)")
+        k = vm.texts.pooled.shape[0]
+        for batch in loader:
+            failed += [item.entry.video_id for item in batch.failed]
+            for item in batch.failed:
+                log.warning("not scored: %s: %s", item.entry.video_id, item.error)
+            if batch.frames is not None:
+                pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
+                b, v, t = pixels.shape[:3]
+                emb = vm.branch.visual(pixels.flatten(0, 2)).view(b, v, t, -1)
+                scores.append(vm.branch.class_probabilities(emb, vm.texts).cpu().numpy())
+                for item in batch.ok:
+                    ids.append(item.entry.video_id)
+                    if video_list.multilabel:
+                        hot = np.zeros(k, dtype=np.uint8)
+                        hot[list(item.entry.labels)] = 1
+                        labels.append(hot[None])
+                    else:
+                        labels.append(np.array([item.entry.labels[0] if item.entry.labels else -1]))
+            progress.advance(len(batch.ok) + len(batch.failed))
+    progress.stop()
+    return ids, np.concatenate(labels), np.concatenate(scores), failed
+
+
+@torch.no_grad()
+def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, device) -> tuple[list[str], np.ndarray]:
+    """(video ids, S_A probabilities [N, K]) from the attributes CSV, rows of a video averaged."""
+    table = read_attributes_csv(cfg.attributes)
+    if cfg.attrs_checkpoint is not None:
+        ckpt = load_attrs_checkpoint(cfg.attrs_checkpoint)
+        clip, spec = load_clip(ckpt.clip["model_name"], ckpt.clip["pretrained"], quick_gelu=ckpt.clip["quick_gelu"],
+                               device=device)
+        tune, templates = ckpt.config["tune"], ckpt.config["templates"]
+        branch = AttributesBranch(tune, spec.embed_dim, LogitScale.from_clip(clip),
+                                  TextTower(clip) if tune == "full" else None).to(device)
+        branch.load_state_dict(ckpt.state_dict)
+    else:  # plug-and-play: the frozen text encoder of the Video branch's CLIP, no training
+        clip, spec, tune, templates = vm.clip, vm.spec, "none", [DEFAULT_TEMPLATE]
+        branch = None
+    tokenizer = get_tokenizer(spec.model_name)
+    classes = encode_class_texts(clip, tokenizer, class_names, templates, "all").pooled  # [K, D]
+    probs = []
+    for start in range(0, len(table.sentences), SENTENCE_BATCH):
+        tokens = tokenizer(table.sentences[start : start + SENTENCE_BATCH]).to(device)
+        if branch is None:
+            emb = torch.nn.functional.normalize(clip.encode_text(tokens).float(), dim=-1)
+            logits = emb @ torch.nn.functional.normalize(classes, dim=-1).T
+            probs.append((logits * clip.logit_scale.exp()).softmax(-1).cpu().numpy())
+        else:
+            inputs = tokens if tune == "full" else clip.encode_text(tokens).float()
+            probs.append(branch.eval().class_probabilities(inputs, classes).cpu().numpy())
+    probs = np.concatenate(probs)
+    order: dict[str, list[int]] = {}
+    for row, vid in enumerate(table.video_ids):
+        order.setdefault(vid, []).append(row)
+    return list(order), np.stack([probs[rows].mean(0) for rows in order.values()])
+
+
+def _check(cfg: EvalConfig) -> None:
+    if (cfg.features is None) == (cfg.videos is None):
+        raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
+    if cfg.fuse is not None and not 0.0 <= cfg.fuse <= 1.0:
+        raise InputError(f"--fuse is the weight lambda of the Video branch, in [0, 1]; not {cfg.fuse}")
+    if cfg.fuse is not None and cfg.attributes is None:
+        raise InputError("--fuse needs the Attributes branch: pass --attributes ATTRS.csv")
+    if cfg.attrs_checkpoint is not None and cfg.attributes is None:
+        raise InputError("--attrs-checkpoint needs --attributes ATTRS.csv (the sentences to score)")
+    if cfg.protocol not in PROTOCOLS:
+        raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+
+
+def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
+    """Score, fuse and measure; see the module docstring for the outputs."""
+    _check(cfg)
+    progress = progress or Progress()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cache = FeatureCache(cfg.features) if cfg.features else None
+    if cache is not None and cfg.views and str(parse_views(cfg.views)) != f"{cache.meta.clips}x{cache.meta.crops}":
+        raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
+                         f"{cache.path} holds (extract the cache with --views {cfg.views})")
+    class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
+    vm, class_names = _video_model(cfg, class_names, cache, device)
+    started = time.perf_counter()
+    ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
+    branches = {"video": video_probs}
+    if cfg.attributes is not None:
+        attr_ids, attr_probs = _attrs_scores(cfg, class_names, vm, device)
+        position = {vid: i for i, vid in enumerate(attr_ids)}
+        missing = [vid for vid in ids if vid not in position]
+        if missing:
+            raise InputError(f"{cfg.attributes} has no attributes for {len(missing)} scored videos, e.g. {missing[:3]}")
+        branches["attrs"] = attr_probs[[position[vid] for vid in ids]]
+        if cfg.fuse is not None:
+            branches["fused"] = cfg.fuse * branches["video"] + (1.0 - cfg.fuse) * branches["attrs"]
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    metrics, files = {}, {}
+    options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
+               "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
+    for name, probs in branches.items():
+        files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
+        table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
+        metrics[name] = run_protocol(cfg.protocol, table, **options)
+    document = {"protocol": cfg.protocol, "fuse": cfg.fuse, "videos": len(ids), "failed": failed,
+                "seconds": time.perf_counter() - started, "config": _plain(asdict(cfg)), "metrics": metrics}
+    tmp = cfg.out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(document, indent=2, default=_json_default))
+    os.replace(tmp, cfg.out / "metrics.json")
+    return EvalSummary(cfg.out, len(ids), metrics, files, failed)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
