@@ -75,7 +75,7 @@ def run_guarded(func, *args, **kwargs):
 
 def _register() -> None:
     # Imported here so that each command module can import `app`-level helpers without cycles.
-    from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, train_attrs, train_video  # noqa: F401
+    from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, predict, train_attrs, train_video  # noqa: F401
 
 
 _register()
