@@ -26,8 +26,8 @@ def demo(
 
     Stages: extract-features (train split 1x1 view, val split 2x3 views); train-video (VCS head and
     temporal transformer) validated on every view; gen-attributes with a small lexicon of shapes,
-    colours and motions (and the zero-training S_A scores); train-attrs. Re-running reuses what is
-    already there.
+    colours and motions (and the zero-training S_A scores); train-attrs; eval of both branches with
+    fusion; predict with an explain image. Re-running reuses what is already there.
     """
     cfg = DemoConfig(out=out, model=model, pretrained=pretrained, videos_per_class=videos_per_class,
                      frames=frames, seed=seed, workers=workers)
@@ -38,6 +38,9 @@ def demo(
     for step in summary.steps:
         table.add_row(step.name, str(step.videos or ""), step.result, str(step.output), f"{step.seconds:.1f}")
     console.print(table)
-    console.print(f"Video branch top-1 on the validation videos: [bold]{summary.video_top1:.1f} %[/], "
-                  f"Attributes branch: [bold]{summary.attrs_top1:.1f} %[/] (chance {summary.chance:.1f} %); "
-                  f"classes in {summary.classes}")
+    result = Table(title="top-1 on the held-out videos (2x3 views)", title_justify="left")
+    for column in ("Video branch", "Attributes branch", "fused (0.6)", "chance"):
+        result.add_column(column, justify="right")
+    result.add_row(*(f"{v:.1f} %" for v in (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)))
+    console.print(result)
+    console.print(f"files: {summary.out} (results/metrics.json, results/explain.png); classes in {summary.classes}")

@@ -7,6 +7,7 @@ openai` it runs with real CLIP weights where they can be downloaded.
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
 from bike_cli.stages.extract import ExtractConfig, ExtractSummary, Progress, run_extraction
+from bike_cli.stages.evaluate import EvalConfig, run_eval
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+from bike_cli.stages.predict import PredictConfig, run_predict
 from bike_cli.stages.train_attrs import run_train_attrs
 from bike_cli.stages.train_video import TrainSummary, run_train_video
 
@@ -56,7 +59,9 @@ class DemoSummary:
     steps: list[DemoStep]
     video_top1: float
     attrs_top1: float
+    fused_top1: float
     chance: float
+    explain: Path | None = None
 
 
 def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
@@ -88,12 +93,31 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     top1 = trained.best_metrics.get("val_top1", float("nan"))
     steps.append(DemoStep("train-video (VCS + transformer)", train.out / "best.pt", 0, trained.seconds,
                           f"val top-1 {top1:.1f} % (epoch {trained.best_epoch})"))
-    attrs_top1 = _attributes_branch(cfg, caches, data.classes, train.templates, steps, progress_factory)
-    return DemoSummary(cfg.out, data.classes, steps, top1, attrs_top1, 100.0 / len(SAMPLE_CLASSES))
+    attributes = _attributes_branch(cfg, caches, data.classes, train.templates, steps, progress_factory)
+    evaluation = EvalConfig(out=cfg.out / "results", checkpoint=train.out, features=caches["val"],
+                            attributes=attributes["val"], attrs_checkpoint=cfg.out / "runs" / "attrs", fuse=0.6,
+                            workers=0)
+    log.info("eval: both branches on every view of %s, fused with lambda 0.6 -> %s", caches["val"], evaluation.out)
+    evaluated = run_eval(evaluation, progress_factory())
+    top1 = {branch: result["top1"] for branch, result in evaluated.metrics.items()}
+    steps.append(DemoStep("eval (2x3 views, fuse 0.6)", evaluation.out / "metrics.json", evaluated.videos, 0.0,
+                          ", ".join(f"{b} {v:.1f} %" for b, v in top1.items())))
+    first_val = data.root / read_csv_column(data.val, "path")[0]
+    predicted = run_predict(PredictConfig(videos=[first_val], checkpoint=train.out, lexicon=str(cfg.out / "data" / "lexicon.txt"),
+                                          top_k=3, explain=cfg.out / "results" / "explain.png"))
+    name, prob = predicted.predictions[0].top[0]
+    steps.append(DemoStep("predict --explain (one val video)", predicted.explain, 1, 0.0, f"{name} (p={prob:.2f})"))
+    return DemoSummary(cfg.out, data.classes, steps, top1["video"], top1["attrs"], top1["fused"],
+                       100.0 / len(SAMPLE_CLASSES), predicted.explain)
+
+
+def read_csv_column(path: Path, column: str) -> list[str]:
+    with open(path, newline="") as fh:
+        return [row[column] for row in csv.DictReader(fh)]
 
 
 def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: list[str], steps: list,
-                       progress_factory) -> float:
+                       progress_factory) -> dict[str, Path]:
     """gen-attributes on both caches (S_A without training on val), then train-attrs."""
     lexicon = cfg.out / "data" / "lexicon.txt"
     lexicon.write_text("\n".join(DEMO_LEXICON) + "\n")
@@ -116,4 +140,4 @@ def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: 
     top1 = trained.best_metrics.get("val_top1", float("nan"))
     steps.append(DemoStep("train-attrs (--tune head)", attrs.out / "best.pt", 0, trained.seconds,
                           f"val top-1 {top1:.1f} % (epoch {trained.best_epoch})"))
-    return top1
+    return attributes
