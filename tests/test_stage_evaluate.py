@@ -102,3 +102,16 @@ def test_cli_prints_a_table_per_branch(tmp_path, trained):
     for branch in ("video", "attrs", "fused"):
         assert branch in result.output
     assert len(pd.read_csv(tmp_path / "fused_scores.csv")) == 16
+
+
+def test_end_to_end_checkpoint_refuses_a_feature_cache(tmp_path, sample_data):
+    run_train_video(TrainVideoConfig(videos=sample_data.train, classes=sample_data.classes, model="bike-tiny",
+                                     pretrained="none", out=tmp_path / "e2e", epochs=1, batch_size=6, frames=4,
+                                     workers=0, templates=["{}"], temporal_layers=1))
+    cache = tmp_path / "val.h5"
+    run_extraction(ExtractConfig(list_path=sample_data.val, classes=sample_data.classes, out=cache, frames=4, workers=0))
+    with pytest.raises(InputError, match="evaluate it with --videos"):
+        run_eval(EvalConfig(out=tmp_path / "eval", checkpoint=tmp_path / "e2e", features=cache, workers=0))
+    scored = run_eval(EvalConfig(out=tmp_path / "eval", checkpoint=tmp_path / "e2e", videos=sample_data.val,
+                                 views="1x1", workers=0))
+    assert scored.videos == len(pd.read_csv(sample_data.val))

@@ -130,6 +130,9 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     visual = clip.visual if cfg.videos else None
     branch = VideoBranch(head, LogitScale.from_clip(clip), visual).to(device)
     if cfg.checkpoint is not None:
+        if visual is None and any(k.startswith("visual.") for k in ckpt.state_dict):
+            raise InputError(f"{cfg.checkpoint} fine-tuned CLIP's visual encoder (trained end to end); a feature "
+                             "cache holds the original CLIP's features: evaluate it with --videos and --views")
         state = {k: v for k, v in ckpt.state_dict.items() if visual is not None or not k.startswith("visual.")}
         missing, unexpected = branch.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("visual.")]
