@@ -90,3 +90,10 @@ def collate_items(items: list[ClipItem]) -> ClipBatch:
     for item in ok:
         item.frames = None
     return ClipBatch(ok, frames, [item for item in items if item.frames is None and item.error])
+
+
+def merge_batches(batches: list[ClipBatch]) -> ClipBatch:
+    """One ClipBatch of several (the main process groups single-video loader items for the model)."""
+    ok = [item for b in batches for item in b.ok]
+    frames = [b.frames for b in batches if b.frames is not None]
+    return ClipBatch(ok, torch.cat(frames) if frames else None, [item for b in batches for item in b.failed])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli import __version__
-from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items
+from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding import DECODERS
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, parse_views
@@ -213,7 +215,13 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     )
     device = torch.device(cfg.device) if cfg.device else dist.device
     encoder = FrameEncoder(model, spec, device, cfg.precision)
-    _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and cfg.workers > 0:  # leave the cores the decoding workers use to them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.workers))
+    try:
+        _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)
+    finally:
+        torch.set_num_threads(threads)
 
     dist.barrier()
     failures: list[fc.Failure] = []
@@ -251,19 +259,28 @@ def _extract_share(
         mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
         mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder,
     )
+    # One video per loader item, so that the workers share the videos evenly (a batch per worker
+    # would leave one worker decoding the odd batch alone); the main process groups --batch-size
+    # videos for the model and the part file.
     loader = DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+        dataset, batch_size=1, shuffle=False, num_workers=cfg.workers,
         collate_fn=collate_items, worker_init_fn=_worker_init, pin_memory=encoder.device.type == "cuda",
-        prefetch_factor=4 if cfg.workers > 0 else None, persistent_workers=False,
+        prefetch_factor=max(2, math.ceil(cfg.batch_size / cfg.workers)) if cfg.workers > 0 else None,
+        persistent_workers=False,
     )
     writer = fc.PartWriter(fc.parts_dir_for(cfg.out), dist.rank)
     if not dist.is_main:
         progress = Progress()  # rank 0 shows the progress, estimated for all processes
     progress.start(len(mine) * dist.world_size, "extracting")
+    pending: list[ClipBatch] = []
     try:
-        for batch in loader:
-            writer.write(_encode_batch(batch, encoder, video_list, meta))
-            progress.advance((len(batch.ok) + len(batch.failed)) * dist.world_size)
+        for i, item in enumerate(loader, start=1):
+            pending.append(item)
+            if len(pending) == cfg.batch_size or i == len(dataset):
+                batch = merge_batches(pending)
+                writer.write(_encode_batch(batch, encoder, video_list, meta))
+                progress.advance(len(pending) * dist.world_size)
+                pending = []
     finally:
         progress.stop()
 
