@@ -115,3 +115,26 @@ def test_end_to_end_checkpoint_refuses_a_feature_cache(tmp_path, sample_data):
     scored = run_eval(EvalConfig(out=tmp_path / "eval", checkpoint=tmp_path / "e2e", videos=sample_data.val,
                                  views="1x1", workers=0))
     assert scored.videos == len(pd.read_csv(sample_data.val))
+
+
+def test_plots_are_written(tmp_path, trained):
+    _, run, val, attrs = trained
+    summary = run_eval(EvalConfig(out=tmp_path, checkpoint=run, features=val, attributes=attrs, fuse=0.6,
+                                  workers=0, plots=tmp_path / "plots"))
+    from matplotlib.image import imread
+
+    for name in ("per_class_plot", "fusion_plot"):
+        image = imread(summary.files[name])
+        assert image.shape[0] > 200 and image.shape[1] > 300  # a real picture, not an empty file
+
+
+def test_fusion_curve_matches_the_fused_scores(trained, tmp_path):
+    from bike_cli.report.plots import fusion_curve
+
+    _, run, val, attrs = trained
+    summary = run_eval(EvalConfig(out=tmp_path, checkpoint=run, features=val, attributes=attrs, fuse=0.6, workers=0))
+    v, a = read_score_csv(summary.files["video"]), read_score_csv(summary.files["attrs"])
+    lambdas, top1 = fusion_curve(v.scores, a.scores, v.labels, step=0.2)
+    at = int(np.flatnonzero(np.isclose(lambdas, 0.6))[0])
+    assert top1[at] == pytest.approx(summary.metrics["fused"]["top1"], abs=1e-6)
+    assert top1[-1] == pytest.approx(summary.metrics["video"]["top1"], abs=1e-6)

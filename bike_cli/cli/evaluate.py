@@ -38,6 +38,7 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size", help="Videos (cache) per scoring batch."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda if available]."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for PNG plots: per-class accuracy and the fusion-weight curve."),
 ) -> None:
     """Score a test set with the Video branch (and the Attributes branch), fuse them and report metrics.
 
@@ -47,7 +48,7 @@ def evaluate(
                      views=views, attributes=attributes, attrs_checkpoint=attrs_checkpoint, fuse=fuse,
                      protocol=protocol, repeats=repeats, seed=seed, model=model, pretrained=pretrained, head=head,
                      vcs_tokens=vcs_tokens, templates=list(template) if template else [DEFAULT_TEMPLATE],
-                     frames=frames, batch_size=batch_size, workers=workers, device=device)
+                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots)
     print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
 
 

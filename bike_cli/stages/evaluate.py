@@ -77,6 +77,7 @@ class EvalConfig:
     batch_size: int = 64
     workers: int = 2
     device: str | None = None
+    plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
 
 
 @dataclass
@@ -271,12 +272,31 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
+    if cfg.plots is not None:
+        files.update(_plots(cfg, branches, labels, class_names))
     document = {"protocol": cfg.protocol, "fuse": cfg.fuse, "videos": len(ids), "failed": failed,
                 "seconds": time.perf_counter() - started, "config": _plain(asdict(cfg)), "metrics": metrics}
     tmp = cfg.out / "metrics.json.tmp"
     tmp.write_text(json.dumps(document, indent=2, default=_json_default))
     os.replace(tmp, cfg.out / "metrics.json")
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
+
+
+def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict:
+    """Per-class accuracy (single-label sets) and, with both branches, the fusion-weight curve."""
+    from bike_cli.report import plots
+
+    written = {}
+    if labels.ndim == 1:
+        accuracy = plots.per_class_accuracy(branches, labels, class_names)
+        written["per_class_plot"] = plots.plot_per_class_accuracy(accuracy, class_names,
+                                                                  cfg.plots / "per_class_accuracy.png")
+        if "attrs" in branches:
+            lambdas, top1 = plots.fusion_curve(branches["video"], branches["attrs"], labels)
+            written["fusion_plot"] = plots.plot_fusion_curve(lambdas, top1, cfg.fuse, cfg.plots / "fusion_curve.png")
+    else:
+        log.warning("--plots: per-class accuracy and the fusion curve are drawn for single-label sets only")
+    return written
 
 
 def _plain(value):

@@ -1,0 +1,76 @@
+"""Report plots of `bike eval --plots DIR`: per-class accuracy and the fusion-weight curve (PNG).
+
+Drawn on matplotlib `Figure` objects of their own with the Agg canvas (pyplot's global state is not
+touched), each written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    FigureCanvasAgg(figure).print_figure(tmp, dpi=100)
+    os.replace(tmp, path)
+    return path
+
+
+def per_class_accuracy(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Top-1 accuracy (%) of every class, per branch; NaN for classes with no labelled video."""
+    out = {}
+    for branch, probs in scores.items():
+        pred = probs.argmax(1)
+        out[branch] = np.array([100.0 * np.mean(pred[labels == c] == c) if np.any(labels == c) else np.nan
+                                for c in range(len(class_names))])
+    return out
+
+
+def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], class_names: list[str], path: Path) -> Path:
+    """Horizontal bars per class (sorted by the first branch's accuracy), one colour per branch."""
+    first = next(iter(accuracy.values()))
+    order = np.argsort(np.nan_to_num(first, nan=-1.0))
+    height = max(3.0, 0.22 * len(class_names) * max(1, len(accuracy)) / 2 + 1.5)
+    figure = Figure(figsize=(8, min(height, 200)))
+    axes = figure.add_subplot()
+    width = 0.8 / len(accuracy)
+    for i, (branch, values) in enumerate(accuracy.items()):
+        axes.barh(np.arange(len(order)) + i * width, np.nan_to_num(values[order]), height=width, label=branch)
+    axes.set_yticks(np.arange(len(order)) + 0.4 - width / 2, [class_names[c] for c in order], fontsize=7)
+    axes.set_xlabel("top-1 accuracy (%)")
+    axes.set_xlim(0, 100)
+    axes.set_title("per-class accuracy")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 (%) of lambda * S_V + (1 - lambda) * S_A for lambda on a grid from 0 to 1."""
+    lambdas = np.linspace(0.0, 1.0, int(round(1 / step)) + 1)
+    known = labels >= 0
+    top1 = np.array([100.0 * np.mean((lam * video + (1 - lam) * attrs)[known].argmax(1) == labels[known])
+                     for lam in lambdas])
+    return lambdas, top1
+
+
+def plot_fusion_curve(lambdas: np.ndarray, top1: np.ndarray, chosen: float | None, path: Path) -> Path:
+    """The fusion-weight curve, with the lambda used marked."""
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    axes.plot(lambdas, top1, marker="o", markersize=3)
+    if chosen is not None:
+        axes.axvline(chosen, color="#d62728", linestyle="--", label=f"lambda = {chosen:g}")
+        axes.legend()
+    axes.set_xlabel("lambda (weight of the Video branch)")
+    axes.set_ylabel("top-1 (%) on this set")
+    axes.set_title("S = lambda * S_V + (1 - lambda) * S_A")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
