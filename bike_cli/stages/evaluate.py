@@ -44,7 +44,7 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.extract import Progress
+from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,8 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
     vm, class_names = _video_model(cfg, class_names, cache, device)
     started = time.perf_counter()
-    ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
+    with cores_beside_workers(device, cfg.workers):
+        ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     branches = {"video": video_probs}
     if cfg.attributes is not None:
         attr_ids, attr_probs = _attrs_scores(cfg, class_names, vm, device)

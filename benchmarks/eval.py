@@ -1,0 +1,276 @@
+"""Benchmark of `bike eval` from a multi-view feature cache: cache read, scoring, metrics, score CSV.
+
+Issue target: scoring and metrics for 20,000 videos x 12 views (4x3) x 400 classes in under 10 s on
+this machine's CPUs. A synthetic cache is written with h5py in the documented layout
+(bike_cli.io.feature_cache; random fp16 [N, V, T, D] embeddings, random labels) and the Video branch
+is built directly: `VideoHead(D, head, temporal, layers=6, heads=8)` with a logit scale of 100 and
+random class texts (pooled [K, D], tokens [K, M, D], a mask of 1..M real tokens per class).
+
+For each head configuration, the stage's own `_video_scores` (CachedClips -> DataLoader ->
+`VideoBranch.class_probabilities`, views averaged) runs with `class_probabilities` wrapped in a
+timer: model time is the time inside it, cache read is the rest of the loop (waiting on the
+loader's workers). Configurations whose scoring is slow run on the first `--subset` videos and are
+extrapolated linearly to all videos (marked `extrapolated`). Metrics (`run_protocol('full')`) and
+`write_score_csv` run on the full [N, K] probabilities, `--repeats` times (median).
+Also: the head's parts on one batch in memory (temporal transformer vs scoring head, fp32 vs bf16
+autocast), and the whole `bike eval` CLI on a small bike-tiny cache with a vcs+transformer checkpoint.
+
+    .venv/bin/python benchmarks/eval.py --out-json eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from bike_cli.eval.protocols import run_protocol
+from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, save_checkpoint
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.score_csv import ScoreTable, write_score_csv
+from bike_cli.models.heads import VideoHead
+from bike_cli.models.loss import LogitScale
+from bike_cli.models.text import ClassTexts
+from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.evaluate import EvalConfig, _video_scores, _VideoModel
+from bike_cli.stages.extract import Progress
+
+CONFIGS = (("vcs", "transformer"), ("vcs", "none"), ("mean", "none"))
+TARGET_S = 10.0
+_STR = h5py.string_dtype("utf-8")
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def build_cache(path: Path, videos: int, clips: int, crops: int, frames: int, dim: int, classes: int,
+                model: str = "ViT-B-32", seed: int = 0, block: int = 500) -> Path:
+    """Random fp16 embeddings [videos, clips*crops, frames, dim] in the cache layout (chunks (1, V, T, D))."""
+    rng = np.random.default_rng(seed)
+    views = clips * crops
+    meta = CacheMeta(model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False,
+                     image_size=224, embed_dim=dim, frames=frames, clips=clips, crops=crops, sampling_mode="test",
+                     seed=seed, decoder="decord", multilabel=False, num_classes=classes,
+                     class_names=tuple(f"action {k}" for k in range(classes)))
+    with h5py.File(path, "w") as h5:
+        emb = h5.create_dataset("embeddings", shape=(videos, views, frames, dim), dtype=np.float16,
+                                chunks=(1, views, frames, dim))
+        for start in range(0, videos, block):
+            n = min(block, videos - start)
+            emb[start:start + n] = rng.standard_normal((n, views, frames, dim), dtype=np.float32).astype(np.float16)
+        h5.create_dataset("video_ids", data=np.array([f"v{i:06d}" for i in range(videos)], dtype=object), dtype=_STR)
+        h5.create_dataset("labels", data=rng.integers(0, classes, videos).astype(np.int64))
+        h5.create_dataset("num_frames", data=np.full(videos, 300, dtype=np.int64))
+        h5.create_dataset("decoders", data=np.array(["decord"] * videos, dtype=object), dtype=_STR)
+        h5.attrs.update(meta.to_attrs())
+    return path
+
+
+def random_class_texts(classes: int, tokens: int, dim: int, seed: int = 0) -> ClassTexts:
+    """pooled [K, D], tokens [K, M, D] and a mask of 1..M real tokens per class, all random."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(tokens) < torch.randint(1, tokens + 1, (classes, 1), generator=g)  # [K, M]
+    token_emb = torch.randn(classes, tokens, dim, generator=g) * mask.unsqueeze(-1)
+    return ClassTexts(torch.randn(classes, dim, generator=g), token_emb, mask)
+
+
+def make_branch(dim: int, head: str, temporal: str, heads: int, layers: int = 6) -> VideoBranch:
+    torch.manual_seed(0)
+    video_head = VideoHead(dim, head=head, temporal=temporal, layers=layers, heads=heads)
+    return VideoBranch(video_head, LogitScale(math.log(100.0))).eval()
+
+
+class TimedModel:
+    """Wraps `class_probabilities`, adding up the seconds spent inside it."""
+
+    def __init__(self, branch: VideoBranch) -> None:
+        self.seconds, self.clips, self._inner = 0.0, 0, branch.class_probabilities
+        branch.class_probabilities = self  # instance attribute: the stage calls this
+
+    def __call__(self, frames: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
+        started = time.perf_counter()
+        out = self._inner(frames, classes)
+        self.seconds += time.perf_counter() - started
+        self.clips += frames.shape[0] * frames.shape[1]
+        return out
+
+
+def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespace, head: str, temporal: str,
+                 videos: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The stage's `_video_scores` on the first `videos` rows: read and model seconds, probabilities."""
+    branch = make_branch(args.dim, head, temporal, args.heads)
+    timer = TimedModel(branch)
+    cfg = EvalConfig(out=Path("."), batch_size=args.batch_size, workers=args.workers)
+    vm = _VideoModel(branch, texts, None, args.frames, None, list(cache.meta.class_names))
+    view = _Subset(cache, videos)
+    started = time.perf_counter()
+    _, labels, probs, _ = _video_scores(cfg, vm, view, torch.device("cpu"), Progress())
+    wall = time.perf_counter() - started
+    scale = len(cache) / videos
+    figures = {"videos_scored": videos, "clips": timer.clips, "wall_s": wall, "model_s": timer.seconds,
+               "read_s": wall - timer.seconds, "clips_per_s": timer.clips / wall,
+               "model_clips_per_s": timer.clips / timer.seconds, "extrapolated": videos < len(cache),
+               "read_full_s": (wall - timer.seconds) * scale, "model_full_s": timer.seconds * scale}
+    return figures, labels, probs
+
+
+class _Subset(FeatureCache):
+    """The first `n` rows of a cache, seen as a cache (what `_video_scores` reads)."""
+
+    def __init__(self, cache: FeatureCache, n: int) -> None:  # noqa: super().__init__ not called: shares state
+        self.__dict__.update(cache.__getstate__())
+        self.video_ids, self.labels = cache.video_ids[:n], cache.labels[:n]
+
+
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_outputs(tmp: Path, ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str],
+                  repeats: int) -> dict:
+    """Median seconds of the full protocol's metrics and of writing the score CSV, as `run_eval` does."""
+    path = tmp / "video_scores.csv"
+    table = ScoreTable(ids, labels, probs.astype(np.float32), names, path)
+    metrics = median_seconds(lambda: run_protocol("full", table), repeats)
+    csv = median_seconds(lambda: write_score_csv(path, ids, labels, probs, names), repeats)
+    return {"metrics_s": metrics, "csv_s": csv, "csv_mib": path.stat().st_size / 2**20,
+            "top1": run_protocol("full", table)["top1"]}
+
+
+def head_parts(texts: ClassTexts, args: argparse.Namespace) -> dict:
+    """Milliseconds per batch (batch_size x views clips, in memory) of the temporal transformer and of
+    each scoring head, in fp32 and under CPU bf16 autocast."""
+    clips = args.batch_size * args.views_count
+    frames = torch.randn(clips, args.frames, args.dim)
+    branch = make_branch(args.dim, "vcs", "transformer", args.heads)
+    out = {"clips_per_batch": clips}
+    for precision in ("fp32", "bf16"):
+        ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else torch.no_grad
+        with torch.no_grad(), ctx():
+            encoded = branch.head.encode(frames)
+            out[f"transformer_ms_{precision}"] = 1000 * median_seconds(lambda: branch.head.encode(frames), 3)
+            for head in ("vcs", "mean"):
+                branch.head.head = head
+                out[f"{head}_head_ms_{precision}"] = 1000 * median_seconds(
+                    lambda: branch.head.score(encoded, texts), 3)
+    return out
+
+
+def bench_cli(tmp: Path, args: argparse.Namespace) -> dict:
+    """The whole `bike eval` on a bike-tiny (D=64) cache with a vcs+transformer checkpoint; wall seconds."""
+    dim, classes = 64, args.classes
+    cache = build_cache(tmp / "tiny.h5", args.cli_videos, args.clips, args.crops, args.frames, dim, classes,
+                        model="bike-tiny")
+    branch = make_branch(dim, "vcs", "transformer", heads=1)
+    config = {"head": "vcs", "temporal": "transformer", "tau": 0.01, "temporal_layers": 6, "vcs_tokens": "words",
+              "templates": ["{}"], "frames": args.frames}
+    names = [f"action {k}" for k in range(classes)]
+    ckpt = save_checkpoint(tmp / "tiny.pt", BranchCheckpoint(
+        config, {"model_name": "bike-tiny", "pretrained": "none", "quick_gelu": False}, names, 1, {},
+        branch.state_dict()), VIDEO_KIND)
+    out = tmp / "cli-out"
+    command = [sys.executable, "-m", "bike_cli", "eval", "--checkpoint", str(ckpt), "--features", str(cache),
+               "--out", str(out), "--device", "cpu", "--workers", str(args.workers)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - started
+    if done.returncode:
+        return {"error": done.stderr[-2000:], "returncode": done.returncode}
+    document = json.loads((out / "metrics.json").read_text())
+    return {"videos": args.cli_videos, "dim": dim, "command": " ".join(command[1:]), "wall_s": wall,
+            "stage_seconds": document["seconds"], "top1": document["metrics"]["video"]["top1"]}
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor(), "load_average_end": os.getloadavg()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=20_000, help="videos in the synthetic cache [20000]")
+    p.add_argument("--views", default="4x3", help="CxS views per video [4x3]")
+    p.add_argument("--frames", type=int, default=8, help="T frames per clip [8]")
+    p.add_argument("--dim", type=int, default=512, help="embedding size D [512, ViT-B-32's]")
+    p.add_argument("--classes", type=int, default=400, help="K classes [400]")
+    p.add_argument("--tokens", type=int, default=3, help="M, VCS query tokens per class at most [3]")
+    p.add_argument("--heads", type=int, default=8, help="attention heads of the temporal transformer [8]")
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="videos per batch [stage's 64]")
+    p.add_argument("--workers", type=int, default=EvalConfig.workers, help="DataLoader workers [stage's 2]")
+    p.add_argument("--subset", type=int, default=1000,
+                   help="videos scored by the vcs configurations, extrapolated to --videos [1000]")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of metrics and CSV timings (median) [3]")
+    p.add_argument("--cli-videos", type=int, default=2000, help="videos of the bike-tiny CLI run; 0 skips it [2000]")
+    p.add_argument("--configs", default=",".join(f"{h}+{t}" for h, t in CONFIGS),
+                   help="head+temporal configurations to score [all]; mean+none (full size) is always run")
+    p.add_argument("--threads", type=int, help="torch threads of the main process [torch's default]")
+    p.add_argument("--out-json", type=Path, help="write the figures here")
+    args = p.parse_args(argv)
+    args.clips, args.crops = (int(v) for v in args.views.lower().split("x"))
+    args.views_count = args.clips * args.crops
+    args.configs = [tuple(c.split("+")) for c in {"mean+none", *args.configs.split(",")}]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="bike-eval-bench-") as name:
+        tmp = Path(name)
+        progress(f"writing a {args.videos} x {args.views_count} x {args.frames} x {args.dim} fp16 cache")
+        started = time.perf_counter()
+        cache = FeatureCache(build_cache(tmp / "test.h5", args.videos, args.clips, args.crops, args.frames,
+                                         args.dim, args.classes))
+        report["cache"] = {"build_s": time.perf_counter() - started,
+                           "gib": (tmp / "test.h5").stat().st_size / 2**30}
+        texts = random_class_texts(args.classes, args.tokens, args.dim)
+        names = list(cache.meta.class_names)
+        report["configs"] = {}
+        for head, temporal in [c for c in reversed(CONFIGS) if c in args.configs]:  # mean first: its full-size scores feed metrics and CSV
+            videos = len(cache) if head == "mean" and temporal == "none" else min(args.subset, len(cache))
+            progress(f"scoring head={head} temporal={temporal} on {videos} videos")
+            figures, labels, probs = score_config(cache, texts, args, head, temporal, videos)
+            if videos == len(cache) and "outputs" not in report:
+                progress("metrics (full protocol) and score CSV")
+                report["outputs"] = bench_outputs(tmp, cache.video_ids, labels, probs, names, args.repeats)
+            report["configs"][f"{head}+{temporal}"] = figures
+        for figures in report["configs"].values():
+            figures["total_s"] = (figures["read_full_s"] + figures["model_full_s"] + report["outputs"]["metrics_s"]
+                                  + report["outputs"]["csv_s"])
+            figures["target_met"] = figures["total_s"] < TARGET_S
+        progress("head parts on one batch in memory")
+        report["head_parts"] = head_parts(texts, args)
+        if args.cli_videos:
+            progress(f"bike eval CLI on {args.cli_videos} bike-tiny videos")
+            report["cli"] = bench_cli(tmp, args)
+        cache.close()
+    report["machine"]["load_average_end"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+    if args.out_json:
+        args.out_json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
