@@ -10,16 +10,6 @@
 #   VAL_LIST    ActivityNet-v1.3 validation list (the paper's test set)
 #   CLASSES     the 200 class names
 #   DATA_ROOT   folder of the videos, or TRAIN_ROOT and VAL_ROOT
-# Any other recipes/pipeline.sh variable set by the caller wins over the defaults below.
-set -euo pipefail
+# Any other recipes/pipeline.sh variable set by the caller wins over the defaults (finetune_from_k400.sh).
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export MODEL=${MODEL:-ViT-L-14}
-case $MODEL in
-  ViT-L-14) tag=vitl14 ;;
-  ViT-L-14-336) tag=vitl14-336 ;;
-  *) echo "run_anet.sh: MODEL must be ViT-L-14 or ViT-L-14-336 (a recipe each), not '$MODEL'" >&2; exit 2 ;;
-esac
-export PRETRAINED=${PRETRAINED:-openai} FRAMES=${FRAMES:-16} VIEWS=${VIEWS:-4x1}
-export RECIPE=${RECIPE:-$here/anet_${tag}_16f.yaml} OUT=${OUT:-bike-runs/anet_${tag}_16f}
-export INIT_FROM=${INIT_FROM:-bike-runs/k400_${tag}_16f/runs/video} END_TO_END=${END_TO_END:-1}
-exec bash "$here/pipeline.sh"
+exec bash "$here/finetune_from_k400.sh" anet 4x1
