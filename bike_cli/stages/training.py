@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bike_cli.errors import InputError
-from bike_cli.stages.extract import PRECISIONS, Progress
+from bike_cli.stages.extract import PRECISIONS, Progress, cores_beside_workers
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,8 @@ class Trainer:
                 dataset.set_epoch(epoch)
             epoch_start = time.perf_counter()
             progress = progress_factory() if self.is_main else Progress()
-            loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch)
+            with cores_beside_workers(acc.device, s.workers):  # CPU: torch threads beside the loader workers
+                loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch)
             state.step += steps_per_epoch
             metrics = {}
             if validate is not None and (epoch % s.val_every == 0 or epoch == s.epochs):
