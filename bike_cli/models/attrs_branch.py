@@ -74,8 +74,13 @@ class AttributesBranch(nn.Module):
             self.text = text
 
     def encode_attributes(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[b, D] embeddings or [b, L] tokens -> attribute embeddings e_a [b, D] (not normalised)."""
-        return self.sentence_fc(inputs) if self.tune == "head" else self.text(inputs)
+        """[b, D] embeddings or [b, L] tokens -> attribute embeddings e_a [b, D] (not normalised).
+
+        ``head``: the sentence embedding is L2-normalised before `sentence_fc`, as the authors'
+        `train_attributes.py` does (with trained biases the MLP is not scale-invariant)."""
+        if self.tune == "head":
+            return self.sentence_fc(F.normalize(inputs, dim=-1))
+        return self.text(inputs)
 
     def class_side(self, classes: torch.Tensor) -> torch.Tensor:
         return self.query_fc(classes) if self.tune == "head" else classes  # [K, D]

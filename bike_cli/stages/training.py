@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: marks it complete
 KEEP_CHECKPOINTS = 2
+ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Trainer:
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
                             pin_memory=torch.cuda.is_available())
         steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
-        optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), eps=1e-8)
+        optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
         )
