@@ -17,7 +17,7 @@ from bike_cli.stages.evaluate import EvalConfig, EvalSummary, run_eval
 @app.command("eval")
 def evaluate(
     out: Path = typer.Option(..., "--out", help="Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Video-branch run folder (best.pt) or checkpoint file. Without it: zero-shot CLIP."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Video-branch run folder (best.pt) or checkpoint file, bike's or the authors' released one (then give --model and --frames). Without it: zero-shot CLIP."),
     features: Optional[Path] = typer.Option(None, "--features", help="Test feature cache (its views are all scored)."),
     videos: Optional[Path] = typer.Option(None, "--videos", help="Test video list (decoded here with --views)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative paths of --videos start from."),
@@ -29,16 +29,18 @@ def evaluate(
     protocol: str = typer.Option("full", "--protocol", help="full, zero-shot-half (10 seeded half-class draws) or k600-splits."),
     repeats: int = typer.Option(10, "--repeats", help="Repetitions of zero-shot-half."),
     seed: int = typer.Option(0, "--seed", help="Seed of zero-shot-half."),
-    model: Optional[str] = typer.Option(None, "--model", help="Zero-shot: open_clip architecture \\[default: the cache's]."),
+    model: Optional[str] = typer.Option(None, "--model", help="Zero-shot, or an authors' checkpoint: open_clip architecture, e.g. ViT-B-16 \\[default: the cache's]."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Zero-shot: tag, checkpoint file or none \\[default: the cache's]."),
     head: str = typer.Option("vcs", "--head", help="Zero-shot head: mean or vcs."),
-    vcs_tokens: str = typer.Option("words", "--vcs-tokens", help="Zero-shot VCS queries: words or all."),
+    vcs_tokens: Optional[str] = typer.Option(None, "--vcs-tokens", help="VCS queries: words or all \\[default: words zero-shot; all with an authors' checkpoint]."),
     template: Optional[List[str]] = typer.Option(None, "--template", help="Zero-shot class prompt(s) with {}."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-T", help="Frames per clip \\[default: the checkpoint's]."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-T", help="Frames per clip \\[default: the checkpoint's, else the cache's]."),
     batch_size: int = typer.Option(64, "--batch-size", help="Videos (cache) per scoring batch."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda if available]."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for PNG plots: per-class accuracy and the fusion-weight curve."),
+    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the released code's sampling, transform, view rule (softmax of cosines, mean, softmax), fusion 0.7/0.3 and zero-shot scorer."),
+    ignore_visual_weights: bool = typer.Option(False, "--ignore-visual-weights", help="Score a feature cache even though the checkpoint's visual encoder did not make it."),
 ) -> None:
     """Score a test set with the Video branch (and the Attributes branch), fuse them and report metrics.
 
@@ -48,7 +50,8 @@ def evaluate(
                      views=views, attributes=attributes, attrs_checkpoint=attrs_checkpoint, fuse=fuse,
                      protocol=protocol, repeats=repeats, seed=seed, model=model, pretrained=pretrained, head=head,
                      vcs_tokens=vcs_tokens, templates=list(template) if template else [DEFAULT_TEMPLATE],
-                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots)
+                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots,
+                     compat=compat, ignore_visual_weights=ignore_visual_weights)
     print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
 
 

@@ -34,6 +34,7 @@ def extract_features(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16."),
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when any video could not be read."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing cache (and unfinished parts) instead of resuming."),
+    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the released code's frame indices and test transform (256/224 bicubic resize, their crops); recorded in the cache."),
 ) -> None:
     """Decode T frames x C*S views of every video and store their CLIP image embeddings [N, V, T, D].
 
@@ -44,7 +45,7 @@ def extract_features(
         list_path=list_path, out=out, model=model, pretrained=pretrained, root=root, classes=classes,
         frames=frames, views=views, sampling=sampling, seed=seed, failures=failures, decoder=decoder,
         batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
-        quick_gelu=quick_gelu, device=device, precision=precision,
+        quick_gelu=quick_gelu, device=device, precision=precision, compat=compat,
     )
     summary = run_guarded(run_extraction, cfg, RichProgress("videos"))
     if not summary.is_main:  # the other processes of a distributed run: rank 0 reports

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bike_cli.config.compat import AUTHORS, BIKE
+from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
 from bike_cli.data.decoding import read_frames
 from bike_cli.data.lists import VideoEntry
 from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
@@ -46,26 +48,34 @@ class MultiViewClips(Dataset):
         mode: str = "test",
         seed: int = 0,
         decoder: str = "decord",
+        compat: str = BIKE,
     ) -> None:
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
         self.mode, self.seed, self.decoder = mode, seed, decoder
+        self.compat = compat  # "authors": their indices and test transform (bike_cli.data.authors)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:
         rng = np.random.default_rng(video_seed(self.seed, entry.video_id)) if self.mode == "train" else None
+        if self.compat == AUTHORS:
+            if rng is not None:
+                return np.concatenate([authors_train_indices(num_frames, self.frames, rng)
+                                       for _ in range(self.layout.clips)])
+            return authors_test_indices(num_frames, self.frames, self.layout.clips).ravel()
         # [C, T] -> flat [C*T]
         return segment_indices(num_frames, self.frames, mode=self.mode, clips=self.layout.clips, rng=rng).ravel()
 
     def __getitem__(self, i: int) -> ClipItem:
         list_index, entry = self.items[i]
         try:
-            clip = read_frames(
-                entry.path, lambda n: self._indices(entry, n), short_side=self.size, decoder=self.decoder
-            )
-            crops = spatial_crops(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
+            authors = self.compat == AUTHORS  # full-size frames, resized as the authors do
+            clip = read_frames(entry.path, lambda n: self._indices(entry, n),
+                               short_side=None if authors else self.size, decoder=self.decoder)
+            view = authors_views if authors else spatial_crops
+            crops = view(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
         except BikeError as err:
             return ClipItem(list_index, entry, None, error=str(err))
         s, c, t = self.layout.crops, self.layout.clips, self.frames

@@ -91,6 +91,7 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
 class AuthorsCheckpoint:
     clip_state_dict: dict[str, torch.Tensor]  # OpenAI key names, `module.` stripped
     temporal_state_dict: dict[str, torch.Tensor]  # bike TemporalTransformer names ({} without Transf)
+    epoch: int | None = None  # their `epoch` entry, when there is one
 
 
 def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
@@ -100,7 +101,9 @@ def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
     if not isinstance(data, dict) or "model_state_dict" not in data:
         raise InputError(f"{path} has no 'model_state_dict': not a checkpoint of the authors' BIKE code")
     strip = lambda sd: {k.removeprefix("module."): v for k, v in sd.items()}  # noqa: E731
-    return AuthorsCheckpoint(strip(data["model_state_dict"]), strip(data.get("fusion_model_state_dict") or {}))
+    epoch = data.get("epoch")
+    return AuthorsCheckpoint(strip(data["model_state_dict"]), strip(data.get("fusion_model_state_dict") or {}),
+                             int(epoch) if isinstance(epoch, (int, float)) else None)
 
 
 def is_authors_checkpoint(path: str | Path) -> bool:

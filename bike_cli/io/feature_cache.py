@@ -64,12 +64,15 @@ class CacheMeta:
     std: tuple[float, ...] = ()
     bike_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    compat: str = "bike"  # the --compat profile (bike_cli.config.compat); absent in older caches: bike
+    visual_sha256: str | None = None  # digest of the image tower's weights (models.visual_digest)
 
     COMPAT_FIELDS = (
         "model_name", "pretrained", "checkpoint_sha256", "quick_gelu", "image_size", "embed_dim",
         "frames", "clips", "crops", "sampling_mode", "seed", "decoder", "multilabel",
-        "num_classes", "class_names", "schema_version",
+        "num_classes", "class_names", "schema_version", "compat",
     )
+    OPTIONAL_FIELDS = {"compat": "bike", "visual_sha256": None}  # added later: older caches lack them
 
     @property
     def num_views(self) -> int:
@@ -92,12 +95,15 @@ class CacheMeta:
             raise InputError(f"{source} has cache schema version {version}; this bike reads {SCHEMA_VERSION}")
         values = {}
         for f in fields(cls):
+            if f.name in cls.OPTIONAL_FIELDS and f.name not in attrs:
+                values[f.name] = cls.OPTIONAL_FIELDS[f.name]
+                continue
             raw = attrs[f.name]
             if isinstance(raw, bytes):
                 raw = raw.decode()
             if f.name in ("class_names", "mean", "std"):
                 raw = tuple(json.loads(raw))
-            elif f.name == "checkpoint_sha256":
+            elif f.name in ("checkpoint_sha256", "visual_sha256"):
                 raw = raw or None
             elif isinstance(raw, np.generic):
                 raw = raw.item()

@@ -35,15 +35,19 @@ from bike_cli.data.sampling import parse_views
 from bike_cli.errors import InputError
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.attributes_csv import read_attributes_csv
-from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
+from bike_cli.io.checkpoints import is_authors_checkpoint, load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.io.csv_meta import write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.authors import AUTHORS_FUSE, authors_attrs_scores, view_probabilities
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
 from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
@@ -71,13 +75,15 @@ class EvalConfig:
     pretrained: str | None = None
     quick_gelu: bool | None = None
     head: str = "vcs"
-    vcs_tokens: str = "words"
+    vcs_tokens: str | None = None  # zero-shot: words [default]; an authors' checkpoint: all [default]
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
     frames: int | None = None  # default: the checkpoint's, else the cache's, else 8
     batch_size: int = 64
     workers: int = 2
     device: str | None = None
     plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
+    compat: str = BIKE  # bike | authors (bike_cli.config.compat): the authors' view rule, fusion, sampling
+    ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
 
 
 @dataclass
@@ -97,10 +103,13 @@ class _VideoModel:
     frames: int
     clip: torch.nn.Module
     names: list[str]
+    compat: str = BIKE
 
 
 def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None, device) -> tuple[_VideoModel, list[str]]:
     """The Video branch: a trained checkpoint, or zero-shot CLIP with the chosen head."""
+    if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
+        return _authors_model(cfg, class_names, cache, device)
     if cfg.checkpoint is not None:
         ckpt = load_video_checkpoint(cfg.checkpoint)
         settings, names = ckpt.config, ckpt.class_names
@@ -122,7 +131,7 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         if not model_name or not pretrained:
             raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
         settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
-                    "vcs_tokens": cfg.vcs_tokens, "templates": cfg.templates, "frames": cfg.frames or 8}
+                    "vcs_tokens": cfg.vcs_tokens or "words", "templates": cfg.templates, "frames": cfg.frames or 8}
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
     text_width = clip.ln_final.weight.shape[0]
@@ -141,7 +150,21 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
             raise InputError(f"{cfg.checkpoint} does not fit its own settings: missing {missing[:4]}, "
                              f"unexpected {unexpected[:4]}")
     frames = cfg.frames or settings.get("frames") or (cache.meta.frames if cache else 8)
-    return _VideoModel(branch.eval(), texts, spec, int(frames), clip, names), names
+    return _VideoModel(branch.eval(), texts, spec, int(frames), clip, names, cfg.compat), names
+
+
+def _authors_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None, device):
+    """The Video branch of an authors' checkpoint; architecture and frames from options (or the cache)."""
+    if class_names is None:
+        raise InputError(f"{cfg.checkpoint} is an authors' checkpoint, which records no class names: pass --classes")
+    ab = load_authors_branch(cfg.checkpoint, cfg.model or (cache.meta.model_name if cache else None),
+                             cfg.frames or (cache.meta.frames if cache else None), head=cfg.head,
+                             vcs_tokens=cfg.vcs_tokens, with_visual=cfg.videos is not None, device=device)
+    if cache is not None:
+        check_cache_visual_weights(ab, cache.meta, cache.path, cfg.checkpoint, cfg.ignore_visual_weights)
+    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), class_names, ab.settings["templates"],
+                               ab.settings["vcs_tokens"])
+    return _VideoModel(ab.branch, texts, ab.spec, ab.settings["frames"], ab.clip, class_names, cfg.compat), class_names
 
 
 def _pixels(frames: torch.Tensor, spec, device) -> torch.Tensor:
@@ -159,7 +182,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers)
         progress.start(len(dataset), "scoring (cache)")
         for frames, target in loader:  # frames [b, V, T, D]
-            scores.append(vm.branch.class_probabilities(frames.to(device).float(), vm.texts).cpu().numpy())
+            scores.append(view_probabilities(vm.branch, frames.to(device).float(), vm.texts, vm.compat).cpu().numpy())
             labels.append(target.numpy())
             progress.advance(len(target))
         ids = list(cache.video_ids)
@@ -167,7 +190,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
         layout = parse_views(cfg.views or "1x1")
         video_list = read_video_list(cfg.videos, root=cfg.root, class_names=vm.names)
         items = list(enumerate(video_list.entries))
-        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size)
+        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size, compat=cfg.compat)
         loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // layout.num_views), num_workers=cfg.workers,
                             collate_fn=collate_items)
         progress.start(len(dataset), "scoring (videos)")
@@ -180,7 +203,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
                 pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
                 b, v, t = pixels.shape[:3]
                 emb = vm.branch.visual(pixels.flatten(0, 2)).view(b, v, t, -1)
-                scores.append(vm.branch.class_probabilities(emb, vm.texts).cpu().numpy())
+                scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.compat).cpu().numpy())
                 for item in batch.ok:
                     ids.append(item.entry.video_id)
                     if video_list.multilabel:
@@ -217,10 +240,13 @@ def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, devi
         if branch is None:
             emb = torch.nn.functional.normalize(clip.encode_text(tokens).float(), dim=-1)
             logits = emb @ torch.nn.functional.normalize(classes, dim=-1).T
-            probs.append((logits * clip.logit_scale.exp()).softmax(-1).cpu().numpy())
+            scale = clip.logit_scale.exp()
         else:
             inputs = tokens if tune == "full" else clip.encode_text(tokens).float()
-            probs.append(branch.eval().class_probabilities(inputs, classes).cpu().numpy())
+            branch.eval()
+            logits, scale = branch.logits(branch.encode_attributes(inputs).float(), classes), branch.logit_scale().exp()
+        scores = authors_attrs_scores(logits) if cfg.compat == AUTHORS else (logits * scale).softmax(-1)
+        probs.append(scores.cpu().numpy())
     probs = np.concatenate(probs)
     order: dict[str, list[int]] = {}
     for row, vid in enumerate(table.video_ids):
@@ -239,6 +265,7 @@ def _check(cfg: EvalConfig) -> None:
         raise InputError("--attrs-checkpoint needs --attributes ATTRS.csv (the sentences to score)")
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    check_profile(cfg.compat)
 
 
 def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
@@ -247,6 +274,8 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     progress = progress or Progress()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cache = FeatureCache(cfg.features) if cfg.features else None
+    if cache is not None:
+        check_same_profile(cfg.compat, cache.meta.compat, cache.path)
     if cache is not None and cfg.views and str(parse_views(cfg.views)) != f"{cache.meta.clips}x{cache.meta.crops}":
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
@@ -256,6 +285,8 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     with cores_beside_workers(device, cfg.workers):
         ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     branches = {"video": video_probs}
+    authors_default = cfg.fuse is None and cfg.compat == AUTHORS and cfg.attributes is not None
+    fuse = AUTHORS_FUSE if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
     if cfg.attributes is not None:
         attr_ids, attr_probs = _attrs_scores(cfg, class_names, vm, device)
         position = {vid: i for i, vid in enumerate(attr_ids)}
@@ -263,19 +294,20 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         if missing:
             raise InputError(f"{cfg.attributes} has no attributes for {len(missing)} scored videos, e.g. {missing[:3]}")
         branches["attrs"] = attr_probs[[position[vid] for vid in ids]]
-        if cfg.fuse is not None:
-            branches["fused"] = cfg.fuse * branches["video"] + (1.0 - cfg.fuse) * branches["attrs"]
+        if fuse is not None:
+            branches["fused"] = fuse * branches["video"] + (1.0 - fuse) * branches["attrs"]
     cfg.out.mkdir(parents=True, exist_ok=True)
     metrics, files = {}, {}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
     for name, probs in branches.items():
         files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
+        write_csv_meta(files[name], cfg.compat)
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
     if cfg.plots is not None:
         files.update(_plots(cfg, branches, labels, class_names))
-    document = {"protocol": cfg.protocol, "fuse": cfg.fuse, "videos": len(ids), "failed": failed,
+    document = {"protocol": cfg.protocol, "fuse": fuse, "compat": cfg.compat, "videos": len(ids), "failed": failed,
                 "seconds": time.perf_counter() - started, "config": _plain(asdict(cfg)), "metrics": metrics}
     tmp = cfg.out / "metrics.json.tmp"
     tmp.write_text(json.dumps(document, indent=2, default=_json_default))

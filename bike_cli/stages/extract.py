@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli import __version__
+from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding import DECODERS
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
@@ -28,6 +29,8 @@ from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.visual_digest import visual_sha256
+from bike_cli.stages.authors_checkpoint import authors_quick_gelu
 from bike_cli.stages.distributed import DistContext, init_distributed
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,10 @@ class ExtractConfig:
     quick_gelu: bool | None = None
     device: str | None = None
     precision: str = "auto"
+    compat: str = BIKE  # bike | authors: the authors' frame indices and test transform
 
     def validate(self) -> None:
+        check_profile(self.compat)
         if self.frames < 1:
             raise InputError(f"--frames must be at least 1, not {self.frames}")
         if self.batch_size < 1:
@@ -207,14 +212,14 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
     dist = init_distributed()
-    model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu)
+    model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
     meta = fc.CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
         quick_gelu=spec.quick_gelu, image_size=spec.image_size, embed_dim=spec.embed_dim,
         frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
         seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
         class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
-        bike_version=__version__,
+        bike_version=__version__, compat=cfg.compat, visual_sha256=visual_sha256(model.state_dict()),
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     parts = _prepare_outputs(cfg, meta, dist)
@@ -267,7 +272,7 @@ def _extract_share(
         return
     dataset = MultiViewClips(
         mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
-        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder,
+        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, compat=cfg.compat,
     )
     # One video per loader item, so that the workers share the videos evenly (a batch per worker
     # would leave one worker decoding the odd batch alone); the main process groups --batch-size

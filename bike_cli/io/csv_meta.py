@@ -1,0 +1,50 @@
+"""The metadata sidecar of bike's CSV outputs (score CSVs, attributes CSVs): `FILE.csv.meta.json`.
+
+    {"kind": "bike-csv-meta", "schema_version": 1, "compat": "bike" | "authors"}
+
+The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
+cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
+made under the `bike` profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bike_cli.config.compat import recorded_profile
+from bike_cli.errors import InputError
+
+KIND = "bike-csv-meta"
+SCHEMA_VERSION = 1
+
+
+def meta_path(csv_path: str | Path) -> Path:
+    path = Path(csv_path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def write_csv_meta(csv_path: str | Path, compat: str) -> Path:
+    """Write the sidecar of `csv_path` atomically."""
+    path = meta_path(csv_path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_csv_compat(csv_path: str | Path) -> str:
+    """The profile that made `csv_path` (`bike` without a sidecar)."""
+    path = meta_path(csv_path)
+    if not path.is_file():
+        return recorded_profile(None)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path} is not a readable bike CSV sidecar: {err}") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise InputError(f"{path} is not a bike CSV sidecar (no kind={KIND!r})")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path} has sidecar schema {data.get('schema_version')}; bike reads {SCHEMA_VERSION}")
+    return recorded_profile(data.get("compat"))

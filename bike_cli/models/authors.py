@@ -1,0 +1,67 @@
+"""The authors' scoring and loss rules (github whwu95/BIKE), used under `--compat authors`.
+
+- multi-view scores (`test.py`): per view the softmax over classes of the *unscaled* cosine logits,
+  the mean over the views, then a softmax again: `authors_view_scores`;
+- Attributes-branch scores (`train_attributes.py` validation): the softmax of the unscaled cosine
+  logits, averaged over a video's rows: `authors_attrs_scores`;
+- the training loss (`utils/NCELoss.py`, `train.py`): `KLDivLoss(reduction="mean")` between the
+  log-softmax of the scaled logits and softmax(10 x ground truth), times the batch size, for the
+  logits and their transpose, averaged: `authors_kl_loss`;
+- zero-shot half-class scorer (`test_zeroshot.py`): per frame softmax(100 x raw frame embedding .
+  unit class embedding), averaged over the frames: `authors_frame_scores`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
+AUTHORS_ZERO_SHOT_SCALE = 100.0
+
+
+def authors_view_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Unscaled cosine logits [b, V, K] -> softmax(mean over V of softmax(logits)): [b, K]."""
+    return logits.softmax(-1).mean(1).softmax(-1)
+
+
+def authors_attrs_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Unscaled cosine logits [R, K] of attribute sentences -> softmax over K: [R, K]."""
+    return logits.softmax(-1)
+
+
+def _kl_term(scaled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """KLDivLoss(mean)(log_softmax(scaled), softmax(10 * targets)) * len(scaled), rows over dim 1."""
+    probs = F.softmax(targets * 10, 1)
+    # reduction="mean" (their KLDivLoss) averages over every element; spelt out so that torch's planned
+    # change of "mean" to "batchmean" does not change it
+    return F.kl_div(F.log_softmax(scaled, 1), probs, reduction="sum") / probs.numel() * len(scaled)
+
+
+def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """The authors' symmetric loss of cosine logits [B, C] and 0/1 targets [B, C]; log-space `logit_scale`."""
+    scaled = logit_scale.exp() * logits  # [B, C]
+    targets = targets.to(scaled.dtype)
+    return (_kl_term(scaled, targets) + _kl_term(scaled.T, targets.T)) / 2
+
+
+def authors_frame_scores(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """Raw frame embeddings [N, M, D] (M = views x frames) and classes [K, D] -> [N, K].
+
+    softmax over K of 100 x (frame . unit class), the frames NOT normalised (as in test_zeroshot.py),
+    averaged over the M frames."""
+    logits = AUTHORS_ZERO_SHOT_SCALE * frames.float() @ F.normalize(pooled.float(), dim=-1).T  # [N, M, K]
+    return logits.softmax(-1).mean(1)
+
+
+@torch.no_grad()
+def view_probabilities(branch, frames: torch.Tensor, classes, compat: str) -> torch.Tensor:
+    """A Video branch's scores of frame embeddings [b, V, T, D] under a profile: [b, K].
+
+    `bike`: softmax(scale x logits) per view, averaged (`VideoBranch.class_probabilities`);
+    `authors`: `authors_view_scores` of the unscaled logits."""
+    if compat != "authors":
+        return branch.class_probabilities(frames, classes)
+    b, v = frames.shape[:2]
+    logits = branch.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
+    return authors_view_scores(logits.view(b, v, -1))

@@ -1,0 +1,218 @@
+"""An authors'-layout checkpoint (random weights, `module.` prefix) through `bike eval` and `bike predict`.
+
+The reference is the authors' pipeline written out in this file from the formulas of their released
+code (test.py, datasets/video.py, datasets/transforms.py, modules/video_clip.py): their test frame
+indices, PIL bicubic resize + centre crop / three full-resolution crops, the temporal transformer
+(seq-first attention written out by hand, TF-style LayerNorm, QuickGELU), VCS over all 77 token
+positions, and the view rule softmax -> mean -> softmax. CLIP's own towers are open_clip's (the same
+architecture as OpenAI's, loaded with a plain `load_state_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import decord
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as TV
+from PIL import Image
+
+from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.score_csv import read_score_csv
+from bike_cli.models.clip import register_configs
+from bike_cli.models.heads import TemporalTransformer
+
+register_configs()  # bike-tiny, the random-weight test architecture
+
+BIKE = [sys.executable, "-m", "bike_cli"]
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # the authors hard-code OpenAI's
+STD = (0.26862954, 0.26130258, 0.27577711)
+LAYERS, FRAMES, SIZE = 2, 4, 64
+
+
+def _run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*BIKE, *map(str, args)], capture_output=True, text=True, timeout=240)
+    if ok:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def authors_ckpt(tmp_path_factory):
+    """A checkpoint in the authors' layout: DDP `module.` prefixes, epoch and optimiser entries."""
+    root = tmp_path_factory.mktemp("authors")
+    torch.manual_seed(123)
+    clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(42.0))
+    temporal = TemporalTransformer(64, layers=LAYERS, heads=1)
+    with torch.no_grad():  # non-trivial biases and norms, not the zero / one init
+        for name, p in temporal.named_parameters():
+            p.add_(0.05 * torch.randn_like(p)) if "ln_" in name else p.normal_(0, 0.1)
+    path = root / "k400-tiny-f4.pt"
+    torch.save({"epoch": 3,
+                "model_state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()},
+                "fusion_model_state_dict": {f"module.{k}": v for k, v in temporal.state_dict().items()},
+                "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 5e-6, "betas": (0.9, 0.999),
+                                                                         "params": [0, 1]}]}}, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the reference
+
+
+def _ref_indices(n: int, t: int, clips: int) -> list[int]:
+    tick = n / t
+    starts = np.linspace(0, tick - 1, num=clips).astype(int)
+    return [int(s + tick * x) % n for s in starts for x in range(t)]
+
+
+def _ref_crops(img: Image.Image, crops: int) -> list[Image.Image]:
+    scaled = TV.Resize(256 if SIZE == 224 else SIZE, TV.InterpolationMode.BICUBIC)(img)
+    if crops == 1:
+        return [TV.CenterCrop(SIZE)(scaled)]
+    w, h = scaled.size
+    ws, hs = (w - SIZE) // 4, (h - SIZE) // 4
+    return [scaled.crop((x, 2 * hs, x + SIZE, 2 * hs + SIZE)) for x in (0, 4 * ws, 2 * ws)]
+
+
+def _ref_pixels(path, clips: int, crops: int) -> torch.Tensor:
+    """[V, T, 3, S, S] normalised pixels, views in the authors' order (crop-major)."""
+    vr = decord.VideoReader(str(path))
+    images = [Image.fromarray(vr[i].asnumpy()).convert("RGB") for i in _ref_indices(len(vr), FRAMES, clips)]
+    per_crop = list(zip(*[_ref_crops(img, crops) for img in images]))  # [S][C*T]
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    tensors = [(TV.functional.to_tensor(im) - mean) / std for group in per_crop for im in group]
+    return torch.stack(tensors).view(clips * crops, FRAMES, 3, SIZE, SIZE)
+
+
+def _ln(x, state, p):
+    u = x.mean(-1, keepdim=True)
+    s = (x - u).pow(2).mean(-1, keepdim=True)
+    return state[p + ".weight"] * (x - u) / torch.sqrt(s + 1e-12) + state[p + ".bias"]
+
+
+def _attention(x, state, p, heads):  # x [L, N, E], seq-first as their nn.MultiheadAttention
+    length, n, e = x.shape
+    q, k, v = (x @ state[p + ".in_proj_weight"].T + state[p + ".in_proj_bias"]).chunk(3, -1)
+    split = lambda y: y.reshape(length, n * heads, e // heads).transpose(0, 1)  # noqa: E731
+    att = (split(q) @ split(k).transpose(1, 2) / math.sqrt(e // heads)).softmax(-1)
+    out = (att @ split(v)).transpose(0, 1).reshape(length, n, e)
+    return out @ state[p + ".out_proj.weight"].T + state[p + ".out_proj.bias"]
+
+
+def _ref_temporal(x, state):  # x [B, T, D] -> [B, T, D]
+    h = (x + state["frame_position_embeddings.weight"][: x.shape[1]]).permute(1, 0, 2)
+    for i in range(LAYERS):
+        p = f"transformer.resblocks.{i}"
+        h = h + _attention(_ln(h, state, p + ".ln_1"), state, p + ".attn", heads=1)
+        m = _ln(h, state, p + ".ln_2") @ state[p + ".mlp.c_fc.weight"].T + state[p + ".mlp.c_fc.bias"]
+        m = m * torch.sigmoid(1.702 * m)
+        h = h + m @ state[p + ".mlp.c_proj.weight"].T + state[p + ".mlp.c_proj.bias"]
+    return h.permute(1, 0, 2) + x
+
+
+def _ref_vcs(vid, tokens, cls):  # vid [B, T, D], tokens [K, 77, D], cls [K, D] -> [B, K]
+    vid, tokens, cls = (F.normalize(t, dim=-1) for t in (vid, tokens, cls))
+    att = (torch.einsum("awd,btd->abwt", tokens, vid) / 0.01).softmax(-1).mean(-2)  # [K, B, T]
+    return torch.einsum("abd,ad->ab", torch.einsum("abt,btd->abd", att, vid), cls).T
+
+
+@torch.no_grad()
+def authors_reference(ckpt, videos, class_names, clips, crops):
+    """(frame embeddings [N, V, T, D], scores [N, K]) as the authors' test.py computes them."""
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    strip = lambda sd: {k.replace("module.", ""): v for k, v in sd.items()}  # noqa: E731
+    clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
+    clip.load_state_dict(strip(data["model_state_dict"]))
+    clip.eval()
+    fusion = strip(data["fusion_model_state_dict"])
+    text = open_clip.get_tokenizer("bike-tiny")([f"This is a video about {c}" for c in class_names])
+    x = clip.transformer(clip.token_embedding(text) + clip.positional_embedding, attn_mask=clip.attn_mask)
+    tokens = clip.ln_final(x) @ clip.text_projection  # [K, 77, D]
+    cls = tokens[torch.arange(len(text)), text.argmax(-1)]
+    frames, scores = [], []
+    for path in videos:
+        emb = clip.encode_image(_ref_pixels(path, clips, crops).flatten(0, 1)).view(clips * crops, FRAMES, -1)
+        sim = _ref_vcs(_ref_temporal(emb, fusion), tokens, cls)  # [V, K]
+        frames.append(emb)
+        scores.append(sim.softmax(-1).mean(0).softmax(-1))
+    return torch.stack(frames).numpy(), torch.stack(scores).numpy()
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def test_bike_eval_compat_authors_reproduces_the_authors_pipeline(tmp_path, sample_data, authors_ckpt):
+    names = read_class_names(sample_data.classes)
+    videos = [e.path for e in read_video_list(sample_data.val, class_names=names).entries]
+    ref_frames, ref_scores = authors_reference(authors_ckpt, videos, names, clips=2, crops=3)
+    # from the videos, decoded and transformed by bike
+    _run("eval", "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES, "--videos",
+         sample_data.val, "--classes", sample_data.classes, "--views", "2x3", "--compat", "authors",
+         "--workers", "0", "--out", tmp_path / "videos")
+    scored = read_score_csv(tmp_path / "videos" / "video_scores.csv")
+    np.testing.assert_allclose(scored.scores, ref_scores, rtol=1e-5, atol=1e-6)
+    meta = json.loads((tmp_path / "videos" / "video_scores.csv.meta.json").read_text())
+    assert meta["compat"] == "authors"
+    # from a cache extracted with the checkpoint's own visual weights (fp16 storage)
+    cache = tmp_path / "val.h5"
+    _run("extract-features", "--list", sample_data.val, "--classes", sample_data.classes, "--model", "bike-tiny",
+         "--pretrained", authors_ckpt, "--frames", FRAMES, "--views", "2x3", "--compat", "authors",
+         "--workers", "0", "--out", cache)
+    stored = FeatureCache(cache)
+    assert stored.meta.compat == "authors" and stored.meta.quick_gelu
+    cached = np.stack([stored.embeddings(i) for i in range(len(stored))]).astype(np.float32)  # v = c * 3 + s
+    n, _, t, d = ref_frames.shape
+    clip_major = ref_frames.reshape(n, 3, 2, t, d).transpose(0, 2, 1, 3, 4).reshape(n, 6, t, d)  # from s * 2 + c
+    np.testing.assert_allclose(cached, clip_major, rtol=2e-3, atol=2e-3)  # fp16 storage
+    _run("eval", "--checkpoint", authors_ckpt, "--features", cache, "--compat", "authors", "--workers", "0",
+         "--out", tmp_path / "cache")
+    from_cache = read_score_csv(tmp_path / "cache" / "video_scores.csv")
+    np.testing.assert_allclose(from_cache.scores, ref_scores, atol=2e-4)
+    assert (from_cache.scores.argmax(1) == ref_scores.argmax(1)).all()
+
+
+def test_a_cache_of_other_visual_weights_is_refused_naming_both_digests(tmp_path, sample_data, authors_ckpt):
+    cache = tmp_path / "plain.h5"
+    _run("extract-features", "--list", sample_data.val, "--classes", sample_data.classes, "--frames", FRAMES,
+         "--compat", "authors", "--workers", "0", "--out", cache)
+    refused = _run("eval", "--checkpoint", authors_ckpt, "--features", cache, "--compat", "authors",
+                   "--workers", "0", "--out", tmp_path / "no", ok=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert FeatureCache(cache).meta.visual_sha256 in message
+    assert "--pretrained" in message and "--ignore-visual-weights" in message
+    assert not (tmp_path / "no" / "video_scores.csv").exists()
+    _run("eval", "--checkpoint", authors_ckpt, "--features", cache, "--compat", "authors", "--workers", "0",
+         "--ignore-visual-weights", "--out", tmp_path / "yes")
+    assert (tmp_path / "yes" / "video_scores.csv").exists()
+
+
+def test_missing_architecture_of_an_authors_checkpoint_is_named(tmp_path, sample_data, authors_ckpt):
+    result = _run("eval", "--checkpoint", authors_ckpt, "--videos", sample_data.val, "--classes",
+                  sample_data.classes, "--frames", FRAMES, "--workers", "0", "--out", tmp_path, ok=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--model" in result.stderr
+
+
+def test_bike_predict_reads_an_authors_checkpoint(tmp_path, sample_data, authors_ckpt):
+    names = read_class_names(sample_data.classes)
+    video = read_video_list(sample_data.val, class_names=names).entries[0].path
+    _, ref_scores = authors_reference(authors_ckpt, [video], names, clips=1, crops=1)
+    result = _run("predict", video, "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES,
+                  "--classes", sample_data.classes, "--compat", "authors", "--lexicon", "none", "--json")
+    document = json.loads(result.stdout)
+    top = document["videos"][0]["top5"]
+    order = np.argsort(-ref_scores[0])[: len(top)]
+    assert [t["class"] for t in top] == [names[i] for i in order]
+    np.testing.assert_allclose([t["prob"] for t in top], ref_scores[0][order], rtol=1e-5)
+    assert document["model"]["vcs_tokens"] == "all" and document["model"]["temporal"] == "transformer"
