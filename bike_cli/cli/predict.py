@@ -22,7 +22,7 @@ stdout = Console()  # the results; logs and errors go to stderr (`console`)
 @app.command("predict")
 def predict(
     videos: list[Path] = typer.Argument(..., help="Video files to recognise."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A Video-branch run folder (best.pt, else last.pt) or checkpoint file from train-video."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A Video-branch run folder (best.pt, else last.pt) or checkpoint file from train-video, or an authors' released checkpoint (then give --model, --frames and the classes)."),
     model: Optional[str] = typer.Option(None, "--model", help="Zero-shot: open_clip architecture, e.g. ViT-B-16 (or bike-tiny)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Zero-shot: pretrained tag, checkpoint file or none. With --checkpoint: where its CLIP weights file is now, if it moved (same sha256)."),
     quick_gelu: Optional[bool] = typer.Option(None, "--quick-gelu/--no-quick-gelu", help="Zero-shot: force QuickGELU on or off \\[default: as for extract-features]."),
@@ -39,6 +39,7 @@ def predict(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable videos with a message instead of stopping (exit 2) at the first one."),
     decoder: str = typer.Option("decord", "--decoder", help="Video decoder: decord or pyav (the other one is tried on failure)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda when available, else cpu]."),
+    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the released code's frame indices, test transform and scores (softmax of cosines, then softmax)."),
 ) -> None:
     """Recognise videos with a trained Video branch (--checkpoint) or zero-shot CLIP, and explain them.
 
@@ -51,7 +52,7 @@ def predict(
         videos=list(videos), checkpoint=checkpoint, model=model, pretrained=pretrained, quick_gelu=quick_gelu,
         classes=classes, class_names=run_guarded(parse_class_names, class_names) if class_names is not None else None,
         frames=frames, head=head, vcs_tokens=vcs_tokens, lexicon=lexicon, top_k=top_k, top=top, explain=explain,
-        skip_bad=skip_bad, decoder=decoder, device=device,
+        skip_bad=skip_bad, decoder=decoder, device=device, compat=compat,
     )
     result = run_guarded(run_predict, cfg)
     if as_json:

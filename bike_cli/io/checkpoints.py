@@ -109,7 +109,7 @@ def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
 def is_authors_checkpoint(path: str | Path) -> bool:
     """True for a file holding `model_state_dict` (the authors' layout), False for bike's own."""
     path = Path(path)
-    if path.is_dir():
+    if not path.is_file():  # a run folder, or a missing file (its loader names the problem)
         return False
     data = _load(path)
     return isinstance(data, dict) and "model_state_dict" in data and "kind" not in data

@@ -32,17 +32,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bike_cli.config.compat import AUTHORS, BIKE, check_profile
+from bike_cli.data.authors import authors_test_indices, authors_views
 from bike_cli.data.decoding import read_frames
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.sampling import segment_indices, spatial_crops
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
-from bike_cli.io.checkpoints import BranchCheckpoint, load_video_checkpoint
+from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
+from bike_cli.models.authors import view_probabilities
 from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.extract import autocast_for
 from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
 
@@ -74,6 +78,7 @@ class PredictConfig:
     skip_bad: bool = False
     decoder: str = "decord"
     device: str | None = None
+    compat: str = BIKE  # bike | authors: their test sampling, transform and view rule
 
     def validate(self) -> None:
         """Option combinations, checked before anything is loaded."""
@@ -86,6 +91,12 @@ class PredictConfig:
             raise InputError(f"--head {self.head!r} is not one of {', '.join(HEADS)}")
         if self.vcs_tokens is not None and self.vcs_tokens not in VCS_TOKENS:
             raise InputError(f"--vcs-tokens {self.vcs_tokens!r} is not one of {', '.join(VCS_TOKENS)}")
+        check_profile(self.compat)
+        if self.checkpoint is not None and is_authors_checkpoint(self.checkpoint):
+            if not self.model or (self.classes is None) == (not self.class_names):
+                raise InputError(f"{self.checkpoint} is an authors' checkpoint, which records neither the CLIP "
+                                 "architecture nor the classes: pass --model and one of --classes / --class-names")
+            return
         if self.checkpoint is not None:
             given = [o for o, v in (("--model", self.model), ("--classes", self.classes),
                                     ("--class-names", self.class_names), ("--quick-gelu", self.quick_gelu))
@@ -173,8 +184,9 @@ class Predictor:
     """A loaded Video branch (with CLIP's image tower), its classes, and the lexicon's phrases."""
 
     def __init__(self, branch: VideoBranch, spec: ClipSpec, class_names: list[str], class_texts: ClassTexts,
-                 frames: int, description: dict, device: torch.device) -> None:
+                 frames: int, description: dict, device: torch.device, compat: str = BIKE) -> None:
         self.branch = branch.to(device).eval()
+        self.compat = compat
         self.spec, self.class_names, self.class_texts = spec, class_names, class_texts
         self.frames, self.description, self.device = frames, description, device
         self.phrases: list[str] = []
@@ -190,20 +202,22 @@ class Predictor:
 
     def encode_video(self, path: Path, decoder: str = "decord") -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
-        size = self.spec.image_size
-        clip = read_frames(path, lambda n: _centre_indices(n, self.frames), short_side=size, decoder=decoder)
-        pixels = spatial_crops(clip.frames, size, 1)[0]  # [T, 3, S, S]
+        size, authors = self.spec.image_size, self.compat == AUTHORS
+        indices = (lambda n: authors_test_indices(n, self.frames)[0]) if authors else (
+            lambda n: _centre_indices(n, self.frames))
+        clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder)
+        pixels = (authors_views if authors else spatial_crops)(clip.frames, size, 1)[0]  # [T, 3, S, S]
         with torch.no_grad(), autocast_for(self.device, "auto"):
             unit = (pixels.to(self.device).float() - self.mean) / self.std
             emb = self.branch.frame_embeddings(unit.unsqueeze(0))[0].float()  # [T, D]
-        return EncodedVideo(_centre_indices(clip.num_frames, self.frames).tolist(), clip.num_frames, pixels, emb)
+        return EncodedVideo(np.asarray(indices(clip.num_frames)).tolist(), clip.num_frames, pixels, emb)
 
     @torch.no_grad()
     def predict(self, path: Path, top: int = 5, top_k: int = 5, decoder: str = "decord") -> VideoPrediction:
         """Classes, saliency and attributes of one video."""
         video = self.encode_video(path, decoder)
         frames = video.embeddings.unsqueeze(0)  # [1, T, D]
-        probs = self.branch.class_probabilities(frames.unsqueeze(1), self.class_texts)[0].cpu()  # [K]
+        probs = view_probabilities(self.branch, frames.unsqueeze(1), self.class_texts, self.compat)[0].cpu()  # [K]
         order = probs.argsort(descending=True)[:top].tolist()
         saliency, method = self.saliency(frames, order[0])
         attributes, scores = self.attributes(video.embeddings, top_k)
@@ -247,9 +261,25 @@ def _device(name: str | None) -> torch.device:
 def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
     """The predictor of `cfg` (checkpoint or zero-shot) and the CLIP model whose text tower it used."""
     device = _device(cfg.device)
+    if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
+        return _from_authors(cfg, device)
     if cfg.checkpoint is not None:
         return _from_checkpoint(cfg, device)
     return _zero_shot(cfg, device)
+
+
+def _from_authors(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
+    """An authors' checkpoint: architecture and frames from the options, classes from the user."""
+    names = read_class_names(cfg.classes) if cfg.classes is not None else list(cfg.class_names or [])
+    ab = load_authors_branch(cfg.checkpoint, cfg.model, cfg.frames, head=cfg.head, vcs_tokens=cfg.vcs_tokens,
+                             device=device)
+    settings = ab.settings
+    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), names, settings["templates"],
+                               settings["vcs_tokens"])
+    description = {"checkpoint": str(cfg.checkpoint), "model_name": ab.spec.model_name, "pretrained": ab.spec.pretrained,
+                   "head": settings["head"], "temporal": settings["temporal"], "vcs_tokens": settings["vcs_tokens"],
+                   "frames": settings["frames"], "epoch": ab.epoch, "layout": "authors", "compat": cfg.compat}
+    return Predictor(ab.branch, ab.spec, names, texts, settings["frames"], description, device, cfg.compat), ab.clip
 
 
 def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
