@@ -39,6 +39,8 @@ def train_attrs(
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs \\[default: 1]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes \\[default: 0]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last complete checkpoint in --out."),
+    compat: Optional[str] = typer.Option(None, "--compat", help="bike, or authors: the released code's AdamW groups, scheduler steps, loss and no logit-scale cap \\[default: bike]."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bike (Eq. 8) or authors (their KL to softmax(10 x ground truth)) \\[default: the profile's]."),
 ) -> None:
     """Train BIKE's Attributes branch: attribute sentences -> class prompts (Eq. 8).
 

@@ -52,6 +52,9 @@ def train_video(
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs \\[default: 1]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes \\[default: 2]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last complete checkpoint in --out."),
+    compat: Optional[str] = typer.Option(None, "--compat", help="bike, or authors: the released code's AdamW groups (decay on all, logit scale at CLIP's lr), scheduler steps, loss and no logit-scale cap \\[default: bike]."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bike (Eq. 7) or authors (their KL to softmax(10 x ground truth)) \\[default: the profile's]."),
+    ignore_visual_weights: Optional[bool] = typer.Option(None, "--ignore-visual-weights/--no-ignore-visual-weights", help="With --init-from and --features: use the cache even though the checkpoint's visual encoder did not make it."),
 ) -> None:
     """Train BIKE's Video branch (Video Concept Spotting + temporal transformer, Eq. 5-7).
 

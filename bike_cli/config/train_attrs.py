@@ -33,3 +33,5 @@ class TrainAttrsConfig:
     val_every: int = 1
     workers: int = 0  # samples are embeddings or token rows in memory: workers rarely help
     resume: bool = False
+    compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
+    loss: str | None = None  # bike (Eq. 8) | authors (their KL loss) [default: the profile's]

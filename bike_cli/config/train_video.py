@@ -54,3 +54,7 @@ class TrainVideoConfig:
     val_every: int = 1  # validate every N epochs
     workers: int = 2
     resume: bool = False
+    # reproduction (bike_cli.config.compat, docs/reproducing.md)
+    compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
+    loss: str | None = None  # bike (Eq. 7) | authors (their KL loss) [default: the profile's]
+    ignore_visual_weights: bool = False  # --init-from a checkpoint whose visual encoder did not make the cache

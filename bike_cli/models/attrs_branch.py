@@ -20,7 +20,7 @@ from torch import nn
 from bike_cli.errors import InputError
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import param_groups
+from bike_cli.models.param_groups import authors_param_groups, param_groups
 from bike_cli.models.text import pool_text_tokens, text_token_embeddings
 
 TUNES = ("head", "full")
@@ -68,6 +68,7 @@ class AttributesBranch(nn.Module):
             raise InputError("--tune full needs the text encoder")
         self.tune = tune
         self.logit_scale = logit_scale
+        self.loss_fn = bike_contrastive_loss  # Eq. 8; `models.authors.training_loss` names the others
         if tune == "head":
             self.sentence_fc, self.query_fc = _mlp(embed_dim), _mlp(embed_dim)
         else:
@@ -98,7 +99,7 @@ class AttributesBranch(nn.Module):
             logits, positives = self.logits(encoded, classes[targets]), same_label_targets(targets)
         else:
             logits, positives = self.logits(encoded, classes), targets
-        return bike_contrastive_loss(logits.float(), positives.float(), self.logit_scale())
+        return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()
     def class_probabilities(self, inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -106,6 +107,9 @@ class AttributesBranch(nn.Module):
         logits = self.logits(self.encode_attributes(inputs).float(), classes)
         return (logits * self.logit_scale().exp()).softmax(-1)
 
-    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
-        """New layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at `lr * clip_lr_ratio`."""
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
+        """New layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at `lr * clip_lr_ratio`
+        (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
+        if compat == "authors":
+            return authors_param_groups(self, ("text.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
         return param_groups(self, "text.", lr, clip_lr_ratio, weight_decay)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bike_cli.errors import InputError
+from bike_cli.models.loss import bike_contrastive_loss
+
 AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
 AUTHORS_ZERO_SHOT_SCALE = 100.0
 
@@ -65,3 +68,19 @@ def view_probabilities(branch, frames: torch.Tensor, classes, compat: str) -> to
     b, v = frames.shape[:2]
     logits = branch.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
     return authors_view_scores(logits.view(b, v, -1))
+
+
+LOSSES = {"bike": bike_contrastive_loss, "authors": authors_kl_loss}  # --loss
+
+
+def training_loss(name: str):
+    """The loss function of `--loss NAME`: (cosine logits [B, C], 0/1 targets [B, C], log scale) -> 0-d."""
+    if name not in LOSSES:
+        raise InputError(f"--loss {name!r} is not one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def configure_training(branch, compat: str, loss: str | None) -> None:
+    """Set a branch's loss (`loss`, default the profile's) and, under `authors`, no logit-scale cap."""
+    branch.loss_fn = training_loss(loss or compat)
+    branch.logit_scale.clamp = compat != "authors"

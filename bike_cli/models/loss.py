@@ -59,9 +59,10 @@ def shared_label_targets(multi_hot: torch.Tensor) -> torch.Tensor:
 class LogitScale(nn.Module):
     """A learnable log-space logit scale; the forward returns it clamped at log(100)."""
 
-    def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07)) -> None:
+    def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07), clamp: bool = True) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.as_tensor(init, dtype=torch.float32).detach().clone().reshape(()))
+        self.clamp = clamp  # False under --compat authors: their code never clamps the scale
 
     @classmethod
     def from_clip(cls, model: nn.Module) -> LogitScale:
@@ -69,5 +70,5 @@ class LogitScale(nn.Module):
         return cls(model.logit_scale)
 
     def forward(self) -> torch.Tensor:
-        """The 0-d log-space scale, at most log(100) (no gradient while above the cap)."""
-        return self.log_scale.clamp(max=MAX_LOG_SCALE)
+        """The 0-d log-space scale, at most log(100) (no gradient while above the cap) unless `clamp` is off."""
+        return self.log_scale.clamp(max=MAX_LOG_SCALE) if self.clamp else self.log_scale

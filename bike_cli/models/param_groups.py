@@ -25,3 +25,16 @@ def param_groups(module: nn.Module, clip_prefix: str, lr: float, clip_lr_ratio: 
          "name": f"{'clip' if is_clip else 'new'}{'' if decay else '_no_decay'}"}
         for (is_clip, decay), params in sorted(groups.items())
     ]
+
+
+def authors_param_groups(module: nn.Module, clip_prefixes: tuple[str, ...], lr: float, clip_lr_ratio: float,
+                         weight_decay: float) -> list[dict]:
+    """The authors' groups (utils/solver.py): every CLIP parameter, the logit scale included, at
+    `lr * clip_lr_ratio`, the new layers at `lr`; weight decay on every parameter."""
+    clip, new = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            (clip if name.startswith(clip_prefixes) else new).append(param)
+    groups = [("clip", clip, lr * clip_lr_ratio), ("new", new, lr)]
+    return [{"params": p, "lr": group_lr, "weight_decay": weight_decay, "name": name}
+            for name, p, group_lr in groups if p]

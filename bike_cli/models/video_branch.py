@@ -12,7 +12,7 @@ from torch import nn
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import param_groups
+from bike_cli.models.param_groups import authors_param_groups, param_groups
 from bike_cli.models.text import ClassTexts
 
 
@@ -24,6 +24,7 @@ class VideoBranch(nn.Module):
         self.head = head
         self.logit_scale = logit_scale
         self.visual = visual
+        self.loss_fn = bike_contrastive_loss  # Eq. 7; `models.authors.training_loss` names the others
 
     def frame_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised pixels [B, T, 3, S, S] -> frame embeddings [B, T, D] (end-to-end mode)."""
@@ -50,7 +51,7 @@ class VideoBranch(nn.Module):
         else:
             logits = self.head.score(encoded, classes)  # [B, K]
             positives = targets
-        return bike_contrastive_loss(logits.float(), positives.float(), self.logit_scale())
+        return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()
     def class_probabilities(self, frames: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
@@ -60,6 +61,9 @@ class VideoBranch(nn.Module):
         probs = (logits * self.logit_scale().exp()).softmax(-1)
         return probs.view(b, v, -1).mean(1)
 
-    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
-        """AdamW groups: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`."""
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
+        """AdamW groups: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`
+        (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
+        if compat == "authors":
+            return authors_param_groups(self, ("visual.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
         return param_groups(self, "visual.", lr, clip_lr_ratio, weight_decay)

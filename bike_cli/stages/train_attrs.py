@@ -28,7 +28,9 @@ from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
+from bike_cli.models.authors import configure_training
 from bike_cli.models.loss import LogitScale
+from bike_cli.config.compat import check_profile
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.training import (
@@ -97,6 +99,7 @@ def _check(cfg: TrainAttrsConfig) -> None:
         raise InputError("--classes is required: the attributes file holds class indices, not names")
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
+    check_profile(cfg.compat)
 
 
 def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSummary:
@@ -118,6 +121,7 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     rows = _labelled_rows(train_targets)
     text = TextTower(clip_model) if cfg.tune == "full" else None
     model = AttributesBranch(cfg.tune, spec.embed_dim, LogitScale.from_clip(clip_model), text).to(device)
+    configure_training(model, cfg.compat, cfg.loss)
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
@@ -149,10 +153,11 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
 
     trainer = Trainer(settings, accelerator, stage="train-attrs")
     return trainer.fit(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay),
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
         TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
         lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
         validate=validate if val is not None else None, progress_factory=progress_factory, config=cfg,
+        compat=cfg.compat,
     )
 
 

@@ -44,6 +44,9 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
+from bike_cli.models.authors import configure_training
+from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.training import (
     EpochBatches,
@@ -68,6 +71,7 @@ def _check(cfg: TrainVideoConfig) -> None:
         raise InputError("give at most one of --val-features and --val-videos")
     if cfg.frames < 1:
         raise InputError(f"--frames must be at least 1, not {cfg.frames}")
+    check_profile(cfg.compat)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
 
@@ -105,6 +109,9 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     accelerator = make_accelerator(settings)
     device = accelerator.device
     cache = FeatureCache(cfg.features) if cfg.features else None
+    for made in [cache] + ([FeatureCache(cfg.val_features)] if cfg.val_features else []):
+        if made is not None:
+            check_same_profile(cfg.compat, made.meta.compat, made.path)
     class_names = _class_names(cfg, cache)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
@@ -116,9 +123,11 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))
     visual = clip_model.visual if cfg.videos else None
     model = VideoBranch(head, LogitScale.from_clip(clip_model), visual).to(device)
+    configure_training(model, cfg.compat, cfg.loss)
+    cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
-        _init_from(model, cfg.init_from)
+        _init_from(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
     if cfg.grad_checkpointing:
         if visual is not None:
             visual.set_grad_checkpointing(True)
@@ -145,15 +154,20 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
 
     trainer = Trainer(settings, accelerator, stage="train-video")
     return trainer.fit(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay), train_set, batch_inputs,
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), train_set, batch_inputs,
         lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
         validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
         collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
+        compat=cfg.compat,
     )
 
 
-def _init_from(model: VideoBranch, path: Path) -> None:
-    """Start from a trained Video branch: bike's checkpoint, or the authors' released one."""
+def _init_from(model: VideoBranch, path: Path, cache: FeatureCache | None = None, cache_visual: str | None = None,
+               ignore_visual_weights: bool = False) -> None:
+    """Start from a trained Video branch: bike's checkpoint, or the authors' released one.
+
+    On cached features the checkpoint's visual encoder is not used: its weights must be those that
+    made the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`."""
     if is_authors_checkpoint(path):
         authors = read_authors_checkpoint(path)
         state = {f"head.temporal.{k}": v for k, v in authors.temporal_state_dict.items()}
@@ -164,6 +178,9 @@ def _init_from(model: VideoBranch, path: Path) -> None:
         state = load_video_checkpoint(path).state_dict
     own = model.state_dict()
     if model.visual is None:  # cached features: the checkpoint's visual encoder is not used
+        recorded = (cache.meta.visual_sha256 if cache is not None else None) or cache_visual
+        check_visual_weights(visual_sha256(state), recorded, path, cache.path if cache else "the cache",
+                             ignore_visual_weights)
         state = {k: v for k, v in state.items() if not k.startswith("visual.")}
     missing = [k for k in own if k not in state and not (model.visual is not None and k.startswith("visual."))]
     unexpected = [k for k in state if k not in own]

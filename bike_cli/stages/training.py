@@ -124,6 +124,25 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """LR factor per optimiser step as the authors' train.py steps WarmupCosineAnnealingLR.
+
+    Their scheduler is stepped at iteration i of epoch e when i == 0 or (i + 1) % 10 == 0, with the
+    fractional epoch x = e + i / steps_per_epoch; the factor is x / warmup during the warm-up, then
+    (1 + cos(pi * min(1, (x - warmup) / (epochs - warmup)))) / 2, held between two steps."""
+
+    def factor(step: int) -> float:
+        epoch, i = divmod(step, steps_per_epoch)
+        last = 0 if i < 9 else (i + 1) // 10 * 10 - 1  # the iteration of the latest scheduler step
+        x = epoch + last / steps_per_epoch
+        if x < warmup_epochs:
+            return x / warmup_epochs
+        progress = min(1.0, (x - warmup_epochs) / max(1e-12, epochs - warmup_epochs))
+        return (math.cos(math.pi * progress) + 1) / 2
+
+    return factor
+
+
 def make_accelerator(settings: LoopSettings):
     """An Accelerator for this machine (CPU without CUDA; bf16/fp16 autocast on GPU for `auto`)."""
     from accelerate import Accelerator
@@ -186,6 +205,7 @@ class Trainer:
         collate_fn: Callable | None = None,
         progress_factory: Callable[[], Progress] = Progress,
         config=None,
+        compat: str = "bike",
     ) -> TrainSummary:
         """Train `settings.epochs` epochs (resuming if asked); returns the summary on every process."""
         from bike_cli.config.recipe import save_resolved
@@ -199,9 +219,11 @@ class Trainer:
                             pin_memory=torch.cuda.is_available())
         steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
         optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
-        )
+        if compat == "authors":
+            schedule = authors_warmup_cosine(s.warmup_epochs, s.epochs, steps_per_epoch)
+        else:
+            schedule = warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model, optimizer = acc.prepare(model, optimizer)
         acc.register_for_checkpointing(scheduler)  # not prepared: Accelerate would step it once per process
         state = self._resume()

@@ -1,0 +1,96 @@
+"""Training under `--compat authors`: optimiser groups, scheduler steps, loss, logit scale, and
+`train-video --init-from` with an authors' checkpoint on a cache of other visual weights."""
+
+from __future__ import annotations
+
+import math
+
+import open_clip
+import pytest
+import torch
+
+from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.errors import CacheMismatchError
+from bike_cli.io.checkpoints import load_video_checkpoint
+from bike_cli.models.authors import authors_kl_loss, configure_training
+from bike_cli.models.clip import register_configs
+from bike_cli.models.heads import TemporalTransformer, VideoHead
+from bike_cli.models.loss import LogitScale
+from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.train_video import run_train_video
+from bike_cli.stages.training import authors_warmup_cosine
+
+register_configs()
+
+
+def _their_schedule(warmup: float, epochs: int, iters: int) -> list[float]:
+    """The lr factor of every iteration as their train.py steps WarmupCosineAnnealingLR(last_epoch)."""
+    factors, current = [], 0.0  # constructed with last_epoch 0: factor 0 until the first step
+    for epoch in range(epochs):
+        for i in range(iters):
+            if i == 0 or (i + 1) % 10 == 0:
+                x = epoch + i / iters
+                if x < warmup:
+                    current = x / warmup
+                else:
+                    p = min(1.0, (x - warmup) / (epochs - warmup))
+                    current = (math.cos(math.pi * p) + 1) / 2
+            factors.append(current)
+    return factors
+
+
+@pytest.mark.parametrize("warmup,epochs,iters", [(5, 30, 23), (2, 4, 100), (0, 3, 9), (1.5, 3, 10)])
+def test_scheduler_steps_as_theirs(warmup, epochs, iters):
+    factor = authors_warmup_cosine(warmup, epochs, iters)
+    expected = _their_schedule(warmup, epochs, iters)
+    got = [factor(step) for step in range(epochs * iters)]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_authors_groups_decay_everything_and_put_the_scale_with_clip():
+    visual = open_clip.create_model("bike-tiny", pretrained=None).visual
+    branch = VideoBranch(VideoHead(64, temporal="transformer", layers=1), LogitScale(), visual)
+    groups = branch.param_groups(1e-3, 0.1, 0.2, compat="authors")
+    by_name = {g["name"]: g for g in groups}
+    assert {g["weight_decay"] for g in groups} == {0.2}
+    clip_ids = {id(p) for p in by_name["clip"]["params"]}
+    assert id(branch.logit_scale.log_scale) in clip_ids and by_name["clip"]["lr"] == pytest.approx(1e-4)
+    assert all(id(p) in clip_ids for p in visual.parameters())
+    assert {id(p) for p in by_name["new"]["params"]} == {id(p) for p in branch.head.parameters()}
+    bike = branch.param_groups(1e-3, 0.1, 0.2)
+    assert any(g["weight_decay"] == 0.0 for g in bike)  # bike's own: no decay on 1-d parameters
+
+
+def test_profile_sets_the_loss_and_lifts_the_scale_cap():
+    branch = VideoBranch(VideoHead(8), LogitScale(math.log(300.0)))
+    configure_training(branch, "authors", None)
+    assert branch.loss_fn is authors_kl_loss
+    assert float(branch.logit_scale().detach().exp()) == pytest.approx(300.0)
+    configure_training(branch, "bike", None)
+    assert float(branch.logit_scale().detach().exp()) == pytest.approx(100.0)
+
+
+def test_init_from_an_authors_checkpoint_checks_its_visual_weights(tmp_path, motion_caches):
+    data, train, _ = motion_caches
+    torch.manual_seed(7)
+    clip = open_clip.create_model("bike-tiny", pretrained=None)
+    temporal = TemporalTransformer(64, layers=1, heads=1)
+    ckpt = tmp_path / "authors.pt"
+    torch.save({"model_state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()},
+                "fusion_model_state_dict": {f"module.{k}": v for k, v in temporal.state_dict().items()},
+                "epoch": 0}, ckpt)
+    cfg = TrainVideoConfig(features=train, out=tmp_path / "run", epochs=1, batch_size=8, workers=0,
+                           temporal_layers=1, init_from=ckpt, templates=["{}"])
+    with pytest.raises(CacheMismatchError, match="--ignore-visual-weights") as err:
+        run_train_video(cfg)
+    assert "sha256" in str(err.value) and not (tmp_path / "run" / "last.pt").exists()
+    cfg.ignore_visual_weights, cfg.compat = True, "authors"
+    with pytest.raises(CacheMismatchError, match="--compat"):  # a bike-profile cache under the authors' profile
+        run_train_video(cfg)
+    cfg.compat = "bike"
+    cfg.loss = "authors"
+    run_train_video(cfg)
+    saved = load_video_checkpoint(tmp_path / "run")
+    assert saved.config["loss"] == "authors" and saved.config["compat"] == "bike"
+    torch.testing.assert_close(saved.state_dict["head.temporal.frame_position_embeddings.weight"],
+                               temporal.state_dict()["frame_position_embeddings.weight"], atol=1e-2, rtol=0)
