@@ -28,6 +28,7 @@ def fuse(
     repeats: Optional[int] = typer.Option(None, "--repeats", help="zero-shot-half: random halves of the classes (default: 10)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="zero-shot-half: seed of the class draws (default: 0)."),
     splits: Optional[str] = typer.Option(None, "--splits", help="k600-splits: comma-separated class lists (lexicon names or files) (default: k600_split1,k600_split2,k600_split3)."),
+    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the inputs must come from that profile (their sidecars say); authors' default weights are 0.7,0.3."),
 ) -> None:
     """Fuse branch scores linearly, S = sum_i w_i S_i (the paper's Eq. 4: lambda S_V + (1 - lambda) S_A).
 
@@ -39,7 +40,7 @@ def fuse(
     cfg = FuseConfig(
         inputs=list(inputs), out=out, weights=run_guarded(parse_weights, weights) if weights is not None else None,
         search=search, val=list(val or []), grid_step=grid_step, protocol=protocol,
-        protocol_options={k: v for k, v in options.items() if v is not None},
+        protocol_options={k: v for k, v in options.items() if v is not None}, compat=compat,
     )
     summary = run_guarded(run_fuse, cfg)
     if summary.grid is not None:

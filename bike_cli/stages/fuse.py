@@ -27,10 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
+from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
+from bike_cli.models.authors import AUTHORS_FUSE
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class FuseConfig:
     grid_step: float = 0.05
     protocol: str = "full"
     protocol_options: dict = field(default_factory=dict)
+    compat: str = BIKE  # bike | authors: inputs must be of this profile; authors' default weights 0.7 / 0.3
 
     def __post_init__(self) -> None:
         self.inputs, self.val, self.out = [Path(p) for p in self.inputs], [Path(p) for p in self.val], Path(self.out)
@@ -67,6 +71,9 @@ class FuseConfig:
             raise InputError("--val files are only read with --search")
         if self.weights is not None:
             check_weights(self.weights, len(self.inputs))
+        check_profile(self.compat)
+        for path in [*self.inputs, *self.val]:
+            check_same_profile(self.compat, read_csv_compat(path), path)
 
     def _validate_search(self) -> None:
         if self.weights is not None:
@@ -106,6 +113,13 @@ class FuseSummary:
 
 
 # ----------------------------------------------------------------------------- weights
+
+
+def default_weights(count: int, compat: str = BIKE) -> list[float]:
+    """Equal weights; under the authors' profile, their 0.7 / 0.3 for two inputs (video, attributes)."""
+    if compat == AUTHORS and count == 2:
+        return [AUTHORS_FUSE, 1.0 - AUTHORS_FUSE]
+    return [1.0 / count] * count
 
 
 def parse_weights(text: str) -> list[float]:
@@ -283,13 +297,14 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
         weights = list(best_point(grid).weights)
         log.info("search on %s: best weights %s", ", ".join(map(str, cfg.val)), ", ".join(f"{w:g}" for w in weights))
     else:
-        weights = list(cfg.weights) if cfg.weights is not None else [1.0 / len(tables)] * len(tables)
+        weights = list(cfg.weights) if cfg.weights is not None else default_weights(len(tables), cfg.compat)
     _warn_mixed_scales(tables)
     input_metrics = [run_protocol(cfg.protocol, t, **cfg.protocol_options) for t in tables]
     first = tables[0]
     fused = ScoreTable(first.video_ids, first.labels, fuse_scores(tables, weights), first.class_names, cfg.out)
     fused_metrics = run_protocol(cfg.protocol, fused, **cfg.protocol_options)
     write_score_csv(cfg.out, fused.video_ids, fused.labels, fused.scores, fused.class_names)
+    write_csv_meta(cfg.out, cfg.compat)
     summary = FuseSummary(cfg.out, cfg.metrics_json, list(cfg.inputs), weights, input_metrics, fused_metrics,
                           criterion, grid,
                           len(first.video_ids), len(first.class_names))
@@ -320,6 +335,7 @@ def metrics_document(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[Sco
                   "grid": [{"weights": list(p.weights), key: p.score} for p in summary.grid]}
     document = {
         "kind": "bike-fuse-metrics",
+        "compat": cfg.compat,
         "protocol": cfg.protocol,
         "protocol_options": {k: v if isinstance(v, (int, float, str)) else [str(x) for x in v]
                              for k, v in cfg.protocol_options.items()},

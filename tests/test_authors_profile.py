@@ -1,0 +1,64 @@
+"""The `compat` profile recorded in files and checked where stages meet (fuse, eval)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bike_cli.errors import CacheMismatchError, InputError
+from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.score_csv import read_score_csv, write_score_csv
+from bike_cli.stages.evaluate import EvalConfig, run_eval
+from bike_cli.stages.fuse import FuseConfig, run_fuse
+
+
+def _scores(path, seed, compat=None):
+    rng = np.random.default_rng(seed)
+    probs = rng.random((6, 4))
+    probs /= probs.sum(1, keepdims=True)
+    write_score_csv(path, [f"v{i}" for i in range(6)], np.array([0, 1, 2, 3, 0, 1]), probs, list("abcd"))
+    if compat is not None:
+        write_csv_meta(path, compat)
+    return probs
+
+
+def test_fuse_under_authors_uses_their_weights_and_refuses_other_profiles(tmp_path):
+    video = _scores(tmp_path / "video.csv", 0, "authors")
+    attrs = _scores(tmp_path / "attrs.csv", 1, "authors")
+    with pytest.raises(CacheMismatchError, match="--compat authors"):
+        run_fuse(FuseConfig(inputs=[tmp_path / "video.csv", tmp_path / "attrs.csv"], out=tmp_path / "f.csv"))
+    summary = run_fuse(FuseConfig(inputs=[tmp_path / "video.csv", tmp_path / "attrs.csv"], out=tmp_path / "f.csv",
+                                  compat="authors"))
+    assert summary.weights == pytest.approx([0.7, 0.3])
+    np.testing.assert_allclose(read_score_csv(tmp_path / "f.csv").scores, 0.7 * video + 0.3 * attrs, atol=1e-6)
+    assert read_csv_compat(tmp_path / "f.csv") == "authors"
+    assert json.loads(summary.metrics_json.read_text())["compat"] == "authors"
+
+
+def test_a_csv_without_sidecar_reads_as_bike(tmp_path):
+    _scores(tmp_path / "plain.csv", 0)
+    assert read_csv_compat(tmp_path / "plain.csv") == "bike"
+    (tmp_path / "plain.csv.meta.json").write_text("{}")
+    with pytest.raises(InputError, match="sidecar"):
+        read_csv_compat(tmp_path / "plain.csv")
+
+
+def test_old_cache_attributes_read_as_the_bike_profile():
+    meta = CacheMeta(model_name="bike-tiny", pretrained="none", checkpoint_sha256=None, quick_gelu=False,
+                     image_size=64, embed_dim=64, frames=8, clips=1, crops=1, sampling_mode="test", seed=0,
+                     decoder="decord", multilabel=False, num_classes=4)
+    attrs = meta.to_attrs()
+    del attrs["compat"], attrs["visual_sha256"]
+    old = CacheMeta.from_attrs(attrs, "old.h5")
+    assert old.compat == "bike" and old.visual_sha256 is None
+
+
+def test_eval_refuses_a_cache_of_the_other_profile(tmp_path, motion_caches):
+    data, _, val = motion_caches
+    assert FeatureCache(val).meta.compat == "bike"
+    with pytest.raises(CacheMismatchError, match="--compat bike"):
+        run_eval(EvalConfig(out=tmp_path, features=val, classes=data.classes, compat="authors", workers=0))
+    assert not (tmp_path / "video_scores.csv").exists()
