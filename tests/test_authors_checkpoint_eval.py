@@ -25,6 +25,7 @@ import torchvision.transforms as TV
 from PIL import Image
 
 from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv
 from bike_cli.models.clip import register_configs
@@ -128,7 +129,7 @@ def _ref_vcs(vid, tokens, cls):  # vid [B, T, D], tokens [K, 77, D], cls [K, D] 
 
 @torch.no_grad()
 def authors_reference(ckpt, videos, class_names, clips, crops):
-    """(frame embeddings [N, V, T, D], scores [N, K]) as the authors' test.py computes them."""
+    """(frame embeddings [N, V, T, D], scores [N, K], class embeddings [K, D]) as the authors' test.py."""
     data = torch.load(ckpt, map_location="cpu", weights_only=True)
     strip = lambda sd: {k.replace("module.", ""): v for k, v in sd.items()}  # noqa: E731
     clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
@@ -145,7 +146,7 @@ def authors_reference(ckpt, videos, class_names, clips, crops):
         sim = _ref_vcs(_ref_temporal(emb, fusion), tokens, cls)  # [V, K]
         frames.append(emb)
         scores.append(sim.softmax(-1).mean(0).softmax(-1))
-    return torch.stack(frames).numpy(), torch.stack(scores).numpy()
+    return torch.stack(frames).numpy(), torch.stack(scores).numpy(), cls.numpy()
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -154,7 +155,7 @@ def authors_reference(ckpt, videos, class_names, clips, crops):
 def test_bike_eval_compat_authors_reproduces_the_authors_pipeline(tmp_path, sample_data, authors_ckpt):
     names = read_class_names(sample_data.classes)
     videos = [e.path for e in read_video_list(sample_data.val, class_names=names).entries]
-    ref_frames, ref_scores = authors_reference(authors_ckpt, videos, names, clips=2, crops=3)
+    ref_frames, ref_scores, ref_classes = authors_reference(authors_ckpt, videos, names, clips=2, crops=3)
     # from the videos, decoded and transformed by bike
     _run("eval", "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES, "--videos",
          sample_data.val, "--classes", sample_data.classes, "--views", "2x3", "--compat", "authors",
@@ -175,10 +176,18 @@ def test_bike_eval_compat_authors_reproduces_the_authors_pipeline(tmp_path, samp
     clip_major = ref_frames.reshape(n, 3, 2, t, d).transpose(0, 2, 1, 3, 4).reshape(n, 6, t, d)  # from s * 2 + c
     np.testing.assert_allclose(cached, clip_major, rtol=2e-3, atol=2e-3)  # fp16 storage
     _run("eval", "--checkpoint", authors_ckpt, "--features", cache, "--compat", "authors", "--workers", "0",
-         "--out", tmp_path / "cache")
+         "--out", tmp_path / "cache", "--protocol", "zero-shot-half")
     from_cache = read_score_csv(tmp_path / "cache" / "video_scores.csv")
     np.testing.assert_allclose(from_cache.scores, ref_scores, atol=2e-4)
     assert (from_cache.scores.argmax(1) == ref_scores.argmax(1)).all()
+    # test_zeroshot.py's half-classes scorer on the raw frame embeddings (checked in test_authors_rules)
+    zero_shot = json.loads((tmp_path / "cache" / "metrics.json").read_text())["metrics"]["video"]
+    labels = read_score_csv(tmp_path / "videos" / "video_scores.csv").labels
+    reference = authors_zero_shot_half(torch.from_numpy(ref_frames).flatten(1, 2), torch.from_numpy(ref_classes),
+                                       labels)
+    assert zero_shot["scorer"] == "authors"
+    for key in ("full_top1", "top1_mean", "top1_std", "top5_mean"):
+        assert zero_shot[key] == pytest.approx(reference[key], abs=1e-6)
 
 
 def test_a_cache_of_other_visual_weights_is_refused_naming_both_digests(tmp_path, sample_data, authors_ckpt):
@@ -207,7 +216,7 @@ def test_missing_architecture_of_an_authors_checkpoint_is_named(tmp_path, sample
 def test_bike_predict_reads_an_authors_checkpoint(tmp_path, sample_data, authors_ckpt):
     names = read_class_names(sample_data.classes)
     video = read_video_list(sample_data.val, class_names=names).entries[0].path
-    _, ref_scores = authors_reference(authors_ckpt, [video], names, clips=1, crops=1)
+    _, ref_scores, _ = authors_reference(authors_ckpt, [video], names, clips=1, crops=1)
     result = _run("predict", video, "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES,
                   "--classes", sample_data.classes, "--compat", "authors", "--lexicon", "none", "--json")
     document = json.loads(result.stdout)

@@ -25,7 +25,8 @@ from bike_cli.data.authors import (
     authors_views,
 )
 from bike_cli.models.attrs_branch import AttributesBranch
-from bike_cli.models.authors import authors_attrs_scores, authors_frame_scores, authors_kl_loss, authors_view_scores
+from bike_cli.eval.authors_zero_shot import authors_frame_scores, authors_zero_shot_half
+from bike_cli.models.authors import authors_attrs_scores, authors_kl_loss, authors_view_scores
 from bike_cli.models.loss import LogitScale
 
 
@@ -133,3 +134,31 @@ def test_authors_loss_value_and_gradient():
     for a, b in zip(g_got, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
+
+
+def test_zero_shot_half_uses_their_scorer_and_their_seeded_draws():
+    torch.manual_seed(0)
+    frames, classes = torch.randn(40, 8, 16) * 2, torch.randn(12, 16)  # [N, T, D], [K, D]
+    labels = np.random.default_rng(0).integers(0, 12, 40)
+    labels[:12] = np.arange(12)
+    unit = classes / classes.norm(dim=-1, keepdim=True)
+
+    def accuracy(vis, text, label):  # their compute_accuracy + utils.accuracy, written out
+        sim = (100.0 * vis @ text.T).softmax(-1).mean(1)
+        pred = sim.topk(5, 1).indices
+        hit = pred == torch.as_tensor(label)[:, None]
+        return 100 * hit[:, 0].float().mean().item(), 100 * hit.any(1).float().mean().item()
+
+    expected = []
+    for split in range(10):
+        np.random.seed(split)
+        chosen = np.random.permutation(12)[:6]
+        sel = np.array([lab in chosen for lab in labels])
+        sub = np.unique(labels[sel])
+        tl = np.array([int(np.where(lab == sub)[0][0]) for lab in labels[sel]])
+        expected.append(accuracy(frames[torch.from_numpy(sel)], unit[torch.from_numpy(sub)], tl))
+    got = authors_zero_shot_half(frames, classes, labels)
+    np.testing.assert_allclose([(r["top1"], r["top5"]) for r in got["runs"]], expected, atol=1e-4)
+    assert got["top1_mean"] == pytest.approx(np.mean([e[0] for e in expected]), abs=1e-4)
+    assert got["top1_std"] == pytest.approx(np.std([e[0] for e in expected]), abs=1e-4)
+    np.testing.assert_allclose((got["full_top1"], got["full_top5"]), accuracy(frames, unit, labels), atol=1e-4)

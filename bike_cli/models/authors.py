@@ -7,8 +7,7 @@
 - the training loss (`utils/NCELoss.py`, `train.py`): `KLDivLoss(reduction="mean")` between the
   log-softmax of the scaled logits and softmax(10 x ground truth), times the batch size, for the
   logits and their transpose, averaged: `authors_kl_loss`;
-- zero-shot half-class scorer (`test_zeroshot.py`): per frame softmax(100 x raw frame embedding .
-  unit class embedding), averaged over the frames: `authors_frame_scores`.
+- the zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from bike_cli.errors import InputError
 from bike_cli.models.loss import bike_contrastive_loss
 
 AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
-AUTHORS_ZERO_SHOT_SCALE = 100.0
 
 
 def authors_view_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -46,15 +44,6 @@ def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: to
     scaled = logit_scale.exp() * logits  # [B, C]
     targets = targets.to(scaled.dtype)
     return (_kl_term(scaled, targets) + _kl_term(scaled.T, targets.T)) / 2
-
-
-def authors_frame_scores(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-    """Raw frame embeddings [N, M, D] (M = views x frames) and classes [K, D] -> [N, K].
-
-    softmax over K of 100 x (frame . unit class), the frames NOT normalised (as in test_zeroshot.py),
-    averaged over the M frames."""
-    logits = AUTHORS_ZERO_SHOT_SCALE * frames.float() @ F.normalize(pooled.float(), dim=-1).T  # [N, M, K]
-    return logits.softmax(-1).mean(1)
 
 
 @torch.no_grad()

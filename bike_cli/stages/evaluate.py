@@ -33,6 +33,7 @@ from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.sampling import parse_views
 from bike_cli.errors import InputError
+from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
@@ -104,6 +105,7 @@ class _VideoModel:
     clip: torch.nn.Module
     names: list[str]
     compat: str = BIKE
+    kept: list | None = None  # raw frame embeddings [b, V, T, D] of decoded videos, when a protocol needs them
 
 
 def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None, device) -> tuple[_VideoModel, list[str]]:
@@ -204,6 +206,8 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
                 b, v, t = pixels.shape[:3]
                 emb = vm.branch.visual(pixels.flatten(0, 2)).view(b, v, t, -1)
                 scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.compat).cpu().numpy())
+                if vm.kept is not None:
+                    vm.kept.append(emb.float().cpu())
                 for item in batch.ok:
                     ids.append(item.entry.video_id)
                     if video_list.multilabel:
@@ -281,6 +285,8 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
     vm, class_names = _video_model(cfg, class_names, cache, device)
+    authors_zero_shot = cfg.compat == AUTHORS and cfg.protocol == "zero-shot-half"
+    vm.kept = [] if authors_zero_shot and cache is None else None
     started = time.perf_counter()
     with cores_beside_workers(device, cfg.workers):
         ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
@@ -305,6 +311,11 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         write_csv_meta(files[name], cfg.compat)
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
+    if authors_zero_shot:  # their test_zeroshot.py scores frame embeddings, not the branch's scores
+        frames = torch.cat(vm.kept) if cache is None else torch.from_numpy(
+            np.stack([cache.embeddings(i) for i in range(len(cache))]).astype(np.float32))  # [N, V, T, D]
+        metrics["video"] = authors_zero_shot_half(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels,
+                                                  cfg.repeats, cfg.seed)
     if cfg.plots is not None:
         files.update(_plots(cfg, branches, labels, class_names))
     document = {"protocol": cfg.protocol, "fuse": fuse, "compat": cfg.compat, "videos": len(ids), "failed": failed,

@@ -1,0 +1,61 @@
+"""The authors' half-classes zero-shot evaluation (`test_zeroshot.py`, `multi_split_test`).
+
+Their scorer reads frame embeddings, not a branch's scores: per frame, softmax over the classes of
+100 x (raw frame embedding . unit class embedding) (the frames are NOT normalised), averaged over
+the frames (and, here, over the views: their run has one). The splits: for split s = 0..9,
+`np.random.seed(s)`, the first K // 2 classes of `np.random.permutation(K)`; the videos whose label
+is among them, ranked among the classes of the split that occur in those videos; top-1 / top-5 (%)
+per split, then mean and population std. Used by `bike eval --compat authors --protocol zero-shot-half`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bike_cli.errors import InputError
+
+ZERO_SHOT_SCALE = 100.0
+
+
+def authors_frame_scores(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """Raw frame embeddings [N, M, D] (M = views x frames) and classes [K, D] -> scores [N, K]."""
+    logits = ZERO_SHOT_SCALE * frames.float() @ F.normalize(pooled.float(), dim=-1).T  # [N, M, K]
+    return logits.softmax(-1).mean(1)
+
+
+def _topk(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy in % (top-5 over min(5, K) classes)."""
+    order = scores.topk(min(5, scores.shape[1]), dim=1).indices  # [n, k]
+    hit = order == labels[:, None]
+    return float(hit[:, :1].any(1).float().mean() * 100), float(hit.any(1).float().mean() * 100)
+
+
+def authors_zero_shot_half(frames: torch.Tensor, pooled: torch.Tensor, labels: np.ndarray,
+                           repeats: int = 10, seed: int = 0) -> dict:
+    """Their full-classes and half-classes accuracies; split s draws with np.random.seed(seed + s)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise InputError("the authors' half-classes protocol is for single-label sets")
+    known = labels >= 0
+    frames, labels = frames[torch.from_numpy(known)], labels[known]
+    num_classes = pooled.shape[0]
+    top1, top5 = _topk(authors_frame_scores(frames, pooled), torch.from_numpy(labels))
+    runs = []
+    for split in range(repeats):
+        np.random.seed(seed + split)
+        chosen = np.random.permutation(num_classes)[: num_classes // 2]
+        sel = np.isin(labels, chosen)
+        sub = np.unique(labels[sel])
+        if not sub.size:
+            raise InputError(f"split {split}: none of the videos belongs to its {len(chosen)} classes")
+        target = torch.from_numpy(np.searchsorted(sub, labels[sel]))
+        s1, s5 = _topk(authors_frame_scores(frames[torch.from_numpy(sel)], pooled[torch.from_numpy(sub)]), target)
+        runs.append({"run": split, "classes": int(sub.size), "videos": int(sel.sum()), "top1": s1, "top5": s5,
+                     "class_indices": sub.tolist()})
+    values = {k: np.array([r[k] for r in runs]) for k in ("top1", "top5")}
+    return {"protocol": "zero-shot-half", "scorer": "authors", "videos": int(known.sum()), "repeats": repeats,
+            "seed": seed, "full_top1": top1, "full_top5": top5,
+            **{f"{k}_{stat}": float(getattr(v, stat)()) for k, v in values.items() for stat in ("mean", "std")},
+            "runs": runs}
