@@ -225,3 +225,42 @@ def test_bike_predict_reads_an_authors_checkpoint(tmp_path, sample_data, authors
     assert [t["class"] for t in top] == [names[i] for i in order]
     np.testing.assert_allclose([t["prob"] for t in top], ref_scores[0][order], rtol=1e-5)
     assert document["model"]["vcs_tokens"] == "all" and document["model"]["temporal"] == "transformer"
+
+
+def test_attributes_under_the_authors_profile_are_fused_0_7_0_3(tmp_path, sample_data, authors_ckpt):
+    from bike_cli.io.csv_meta import read_csv_compat
+    from bike_cli.stages.evaluate import EvalConfig, run_eval
+    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+
+    cache = tmp_path / "val.h5"
+    run_extraction(ExtractConfig(list_path=sample_data.val, classes=sample_data.classes, out=cache, frames=FRAMES,
+                                 pretrained=str(authors_ckpt), compat="authors", workers=0))
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("red square\nblue circle\nmoving left\nmoving right\n")
+    attrs = tmp_path / "attrs.csv"
+    run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=attrs, top_k=2))
+    assert read_csv_compat(attrs) == "authors"
+    summary = run_eval(EvalConfig(out=tmp_path / "eval", checkpoint=authors_ckpt, features=cache, attributes=attrs,
+                                  compat="authors", workers=0))
+    video, fused = (read_score_csv(summary.files[k]).scores for k in ("video", "fused"))
+    attributes = read_score_csv(summary.files["attrs"]).scores
+    np.testing.assert_allclose(fused, 0.7 * video + 0.3 * attributes, atol=1e-6)
+    # the zero-training attributes branch: softmax of the unscaled cosine to the class prompts
+    clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
+    data = torch.load(authors_ckpt, map_location="cpu", weights_only=True)
+    clip.load_state_dict({k.replace("module.", ""): v for k, v in data["model_state_dict"].items()})
+    tok = open_clip.get_tokenizer("bike-tiny")
+    names = read_class_names(sample_data.classes)
+    with torch.no_grad():
+        sentences = F.normalize(clip.encode_text(tok(_sentences(attrs))), dim=-1)
+        classes = F.normalize(clip.encode_text(tok([f"This is a video about {c}" for c in names])), dim=-1)
+    np.testing.assert_allclose(attributes, (sentences @ classes.T).softmax(-1).numpy(), atol=1e-5)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["fuse"] == 0.7
+
+
+def _sentences(path) -> list[str]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return [row["sentence"] for row in csv.DictReader(fh)]

@@ -31,6 +31,7 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
 from bike_cli.data.decoding import read_frames
 from bike_cli.data.lists import VideoEntry
+from bike_cli.data.authors import authors_train_indices
 from bike_cli.data.sampling import segment_indices, spatial_crops, video_seed
 from bike_cli.errors import DecodeError, InputError
 
@@ -80,6 +81,7 @@ class TrainClips(Dataset):
         seed: int = 0,
         decoder: str = "decord",
         max_retries: int = 5,
+        compat: str = "bike",
     ) -> None:
         if frames < 1 or size < 1 or num_classes < 1 or max_retries < 0:
             raise InputError(
@@ -95,6 +97,7 @@ class TrainClips(Dataset):
         self.seed, self.decoder, self.max_retries = seed, decoder, max_retries
         self.short_side = decode_short_side(size) if augment is not None else size
         self.epoch = 0
+        self.compat = compat  # "authors": frame indices as their _sample_indices
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the frames, crops and substitutes of `epoch` (call before iterating the loader)."""
@@ -111,6 +114,8 @@ class TrainClips(Dataset):
     def frame_indices(self, video_id: str, num_frames: int) -> np.ndarray:
         """The T frame indices [T] this epoch samples from a video of `num_frames` frames."""
         rng = self._rng(video_id, _SAMPLING)
+        if self.compat == "authors":
+            return authors_train_indices(num_frames, self.frames, rng)
         return segment_indices(num_frames, self.frames, mode="train", rng=rng)[0]
 
     def _clip(self, entry: VideoEntry) -> torch.Tensor:

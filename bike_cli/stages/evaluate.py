@@ -38,7 +38,7 @@ from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
 from bike_cli.io.checkpoints import is_authors_checkpoint, load_attrs_checkpoint, load_video_checkpoint
-from bike_cli.io.csv_meta import write_csv_meta
+from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
@@ -225,6 +225,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
 def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, device) -> tuple[list[str], np.ndarray]:
     """(video ids, S_A probabilities [N, K]) from the attributes CSV, rows of a video averaged."""
     table = read_attributes_csv(cfg.attributes)
+    check_same_profile(cfg.compat, read_csv_compat(cfg.attributes), cfg.attributes)
     if cfg.attrs_checkpoint is not None:
         ckpt = load_attrs_checkpoint(cfg.attrs_checkpoint)
         clip, spec = load_clip(ckpt.clip["model_name"], ckpt.clip["pretrained"], quick_gelu=ckpt.clip["quick_gelu"],

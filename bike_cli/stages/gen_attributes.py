@@ -36,6 +36,7 @@ from bike_cli.data.lists import read_class_names
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
+from bike_cli.io.csv_meta import write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
@@ -151,6 +152,7 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     mark = time.perf_counter()
     table = attributes_table(cache, selection, phrases, cfg.sentence_template, cfg.separator)
     write_attributes_csv(cfg.out, table)
+    write_csv_meta(cfg.out, meta.compat)  # the cache's profile (its views were sampled under it)
     seconds["write"] = time.perf_counter() - mark
     log.info("wrote the top-%d attributes of %d rows to %s", cfg.top_k, len(table), cfg.out)
 

@@ -30,7 +30,8 @@ from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
 from bike_cli.models.authors import configure_training
 from bike_cli.models.loss import LogitScale
-from bike_cli.config.compat import check_profile
+from bike_cli.config.compat import check_profile, check_same_profile
+from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.training import (
@@ -112,6 +113,8 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     class_names = read_class_names(cfg.classes)
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
+    for path in filter(None, (cfg.attributes, cfg.val_attributes)):
+        check_same_profile(cfg.compat, read_csv_compat(path), path)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]

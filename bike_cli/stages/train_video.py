@@ -217,7 +217,7 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
     dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
-                         num_classes=len(class_names), multilabel=video_list.multilabel)
+                         num_classes=len(class_names), multilabel=video_list.multilabel, compat=cfg.compat)
     return dataset
 
 
