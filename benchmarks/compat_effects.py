@@ -120,6 +120,7 @@ def main() -> None:
         attrs = torch.rand(b, len(names)).softmax(-1).numpy()  # stand-in attribute scores
         results["fusion_0.7_vs_0.6"] = agreement(0.6 * bike_rule + 0.4 * attrs, 0.7 * authors_rule + 0.3 * attrs)
         results["loss"] = loss_effect()
+        results["attributes_head_input"] = attrs_head_effect(ab.clip, tok, names)
         ours = zero_shot_half(bike_rule, labels)
         theirs = authors_zero_shot_half(frames.flatten(1, 2), texts["all"].pooled, labels)
         results["zero_shot_half_top1_mean"] = {"bike": ours["top1_mean"], "authors": theirs["top1_mean"]}
@@ -127,6 +128,28 @@ def main() -> None:
     print(text)
     if args.out_json:
         args.out_json.write_text(text + "\n")
+
+
+def attrs_head_effect(clip, tok, names) -> dict:
+    """Logits of a `--tune head` branch (weights N(0, 0.02), biases N(0, 0.02)) on the raw vs the
+    L2-normalised sentence embedding, for sentences encoded by the checkpoint's text tower."""
+    from bike_cli.models.attrs_branch import AttributesBranch
+    from bike_cli.models.loss import LogitScale
+
+    torch.manual_seed(0)
+    branch = AttributesBranch("head", 64, LogitScale())
+    with torch.no_grad():
+        for name, p in branch.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.02)
+        sentences = [f"This is a video about {a},{b}" for a in names for b in names]
+        emb = clip.encode_text(tok(sentences)).float()  # [R, D], raw
+        classes = F.normalize(clip.encode_text(tok([f"This is a video about {c}" for c in names])).float(), dim=-1)
+        fixed = branch.logits(branch.encode_attributes(emb), classes)
+        raw = branch.logits(branch.sentence_fc(emb), classes)
+    return {"sentence_norm_mean": emb.norm(dim=-1).mean().item(),
+            "median_relative_logit_difference": ((fixed - raw).abs() / raw.abs().clamp(min=1e-6)).median().item(),
+            "top1_agreement": (fixed.argmax(1) == raw.argmax(1)).float().mean().item()}
 
 
 def loss_effect() -> dict:
