@@ -115,6 +115,9 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     if cfg.checkpoint is not None:
         ckpt = load_video_checkpoint(cfg.checkpoint)
         settings, names = ckpt.config, ckpt.class_names
+        if settings.get("compat", BIKE) != cfg.compat:  # training and scoring rules are separate choices
+            log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint,
+                        settings.get("compat", BIKE), cfg.compat)
         if class_names is not None and class_names != names:
             log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
                         len(class_names), len(names))
