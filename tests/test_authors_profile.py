@@ -91,3 +91,24 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
         kwargs = {"model_name": "bike-tiny", "frames": 8, **missing}
         with pytest.raises(InputError, match=option):
             load_authors_branch(deep, **kwargs)
+
+
+def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_data):
+    import torch
+
+    from bike_cli.data.lists import read_class_names, read_video_list
+    from bike_cli.models.authors import authors_view_scores
+    from bike_cli.stages.predict import PredictConfig, load_predictor
+
+    video = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0].path
+    cfg = PredictConfig(videos=[video], model="bike-tiny", pretrained="none", class_names=["a", "b", "c"],
+                        lexicon="none", compat="authors")
+    predictor, _ = load_predictor(cfg)
+    assert predictor.compat == "authors" and predictor.description["compat"] == "authors"
+    prediction = predictor.predict(video, top=3, top_k=1)
+    encoded = predictor.encode_video(video)
+    with torch.no_grad():
+        logits = predictor.branch.head(encoded.embeddings.unsqueeze(0), predictor.class_texts)  # [1, K]
+    expected = authors_view_scores(logits.unsqueeze(1))[0]
+    torch.testing.assert_close(torch.from_numpy(prediction.probabilities), expected, atol=1e-5, rtol=0)
+    assert encoded.frame_indices[0] == 0  # the authors' single clip starts at the segment start

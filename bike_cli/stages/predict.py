@@ -262,10 +262,14 @@ def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
     """The predictor of `cfg` (checkpoint or zero-shot) and the CLIP model whose text tower it used."""
     device = _device(cfg.device)
     if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
-        return _from_authors(cfg, device)
-    if cfg.checkpoint is not None:
-        return _from_checkpoint(cfg, device)
-    return _zero_shot(cfg, device)
+        predictor, clip_model = _from_authors(cfg, device)
+    elif cfg.checkpoint is not None:
+        predictor, clip_model = _from_checkpoint(cfg, device)
+    else:
+        predictor, clip_model = _zero_shot(cfg, device)
+    predictor.compat = cfg.compat  # sampling, transform and scores of every kind of model
+    predictor.description["compat"] = cfg.compat
+    return predictor, clip_model
 
 
 def _from_authors(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
@@ -278,8 +282,8 @@ def _from_authors(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, 
                                settings["vcs_tokens"])
     description = {"checkpoint": str(cfg.checkpoint), "model_name": ab.spec.model_name, "pretrained": ab.spec.pretrained,
                    "head": settings["head"], "temporal": settings["temporal"], "vcs_tokens": settings["vcs_tokens"],
-                   "frames": settings["frames"], "epoch": ab.epoch, "layout": "authors", "compat": cfg.compat}
-    return Predictor(ab.branch, ab.spec, names, texts, settings["frames"], description, device, cfg.compat), ab.clip
+                   "frames": settings["frames"], "epoch": ab.epoch, "layout": "authors"}
+    return Predictor(ab.branch, ab.spec, names, texts, settings["frames"], description, device), ab.clip
 
 
 def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
