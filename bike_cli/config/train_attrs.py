@@ -32,4 +32,6 @@ class TrainAttrsConfig:
     seed: int = 0
     val_every: int = 1
     workers: int = 0  # samples are embeddings or token rows in memory: workers rarely help
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     resume: bool = False
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)

@@ -53,4 +53,6 @@ class TrainVideoConfig:
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
     workers: int = 2
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     resume: bool = False
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)

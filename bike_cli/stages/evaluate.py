@@ -44,6 +44,7 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
@@ -122,7 +123,8 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         if not model_name or not pretrained:
             raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
         settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
-                    "vcs_tokens": cfg.vcs_tokens, "templates": cfg.templates, "frames": cfg.frames or 8}
+                    "vcs_tokens": cfg.vcs_tokens, "templates": cfg.templates,
+                    "frames": cfg.frames or (cache.meta.frames if cache else 8)}  # zero-shot: the cache's T
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
     text_width = clip.ln_final.weight.shape[0]
@@ -245,7 +247,7 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     """Score, fuse and measure; see the module docstring for the outputs."""
     _check(cfg)
     progress = progress or Progress()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     cache = FeatureCache(cfg.features) if cfg.features else None
     if cache is not None and cfg.views and str(parse_views(cfg.views)) != f"{cache.meta.clips}x{cache.meta.crops}":
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "

@@ -31,6 +31,7 @@ from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
+from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (
     LoopSettings,
     Trainer,
@@ -104,6 +105,9 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     _check(cfg)
     settings = LoopSettings.of(cfg)
     settings.check()
+    finished = check_run_folder(settings, "train-attrs")
+    if finished is not None:
+        return finished
     accelerator = make_accelerator(settings)
     device = accelerator.device
     class_names = read_class_names(cfg.classes)

@@ -44,6 +44,8 @@ class LoopSettings:
     val_every: int
     workers: int
     resume: bool
+    device: str | None = None
+    overwrite: bool = False
 
     @classmethod
     def of(cls, cfg) -> "LoopSettings":
@@ -55,6 +57,8 @@ class LoopSettings:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class TrainSummary:
     last_metrics: dict
     seconds: float
     is_main: bool = True
+    finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
 
 
 @dataclass
@@ -128,7 +133,9 @@ def make_accelerator(settings: LoopSettings):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cuda = torch.cuda.is_available()
+    from bike_cli.stages.distributed import resolve_device
+
+    cuda = resolve_device(settings.device).type == "cuda"
     precision = settings.precision
     if not cuda or precision == "fp32":
         mixed = "no"
@@ -239,7 +246,7 @@ class Trainer:
             return RunState()
         latest = latest_checkpoint(s.out)
         if latest is None:
-            log.warning("--resume: no checkpoint in %s yet; starting from the beginning", s.out / "checkpoints")
+            log.info("--resume: no checkpoint in %s yet; starting from the first epoch", s.out)
             return RunState()
         self.accelerator.load_state(str(latest))
         state = RunState(**json.loads((latest / STATE_FILE).read_text()))
