@@ -119,7 +119,8 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         names = class_names
         model_name = cfg.model or (cache.meta.model_name if cache else None)
         pretrained = cfg.pretrained or (cache.meta.pretrained if cache else None)
-        quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if cache else None)
+        same_model = cache is not None and model_name == cache.meta.model_name  # else open_clip's own choice
+        quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if same_model else None)
         if not model_name or not pretrained:
             raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
         settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
@@ -253,6 +254,9 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
+    if cache is not None and class_names is not None and cache.meta.num_classes > len(class_names):
+        raise InputError(f"--classes {cfg.classes} has {len(class_names)} names but {cache.path} holds labels of "
+                         f"{cache.meta.num_classes} classes: give the class file the cache was extracted with")
     vm, class_names = _video_model(cfg, class_names, cache, device)
     started = time.perf_counter()
     with cores_beside_workers(device, cfg.workers):
