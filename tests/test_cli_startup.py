@@ -8,6 +8,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -47,7 +48,7 @@ def test_commands_are_listed_in_stage_order():
 
 def test_core_imports_no_command():
     core = importlib.import_module("bike_cli.cli.core")
-    tree = ast.parse(open(core.__file__).read())
+    tree = ast.parse(Path(core.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     commands = {command.__module__ for _, command in COMMANDS}

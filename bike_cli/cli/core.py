@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -184,7 +184,7 @@ def _version_callback(value: bool) -> None:
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages (also after the command)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings and errors only (also after the command)."),
-    version: Optional[bool] = typer.Option(  # noqa: UP007 - Typer reads the annotation at run time
+    version: bool | None = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version."
     ),
 ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def config_defaults(ref: str) -> dict[str, Any]:
     raise LookupError(f"no class {name} in {module}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module(module: str) -> tuple[ast.Module, dict[str, Any]]:
     """The parsed module and the values of its simple top-level constants."""
     spec = importlib.util.find_spec(module)

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 
-# ruff: noqa: UP007 - Typer reads the annotations at run time
-
 
 @settings("bike_cli.stages.demo:DemoConfig")
 def demo(
-    out: Optional[Path] = o.out_option("Folder for the generated videos and every stage's outputs."),
+    out: Path | None = o.out_option("Folder for the generated videos and every stage's outputs."),
     model: o.Model = None,
     pretrained: o.Pretrained = None,
-    videos_per_class: Annotated[Optional[int], typer.Option(
+    videos_per_class: Annotated[int | None, typer.Option(
         "--videos-per-class", rich_help_panel=o.INPUT,
         help="Generated videos per class (a third go to validation).")] = None,
     frames: o.Frames = None,

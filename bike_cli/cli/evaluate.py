@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 
 if TYPE_CHECKING:
     from bike_cli.stages.evaluate import EvalSummary
-
-# ruff: noqa: UP007 - Typer reads the annotations at run time
 
 
 
@@ -23,17 +19,17 @@ if TYPE_CHECKING:
 def evaluate(
     out: Path = o.out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
                              required=True),
-    checkpoint: Annotated[Optional[Path], o.option(
+    checkpoint: Annotated[Path | None, o.option(
         "--checkpoint", "Video-branch run folder (best.pt) or checkpoint file. Without it: zero-shot CLIP.",
         o.MODEL)] = None,
-    features: Annotated[Optional[Path], o.option(
+    features: Annotated[Path | None, o.option(
         "--features", "Test feature cache (its views are all scored).", o.INPUT)] = None,
-    videos: Annotated[Optional[Path], o.option("--videos", "Test video list (decoded here with --views).", o.INPUT)] = None,
+    videos: Annotated[Path | None, o.option("--videos", "Test video list (decoded here with --views).", o.INPUT)] = None,
     root: o.Root = None,
     classes: o.Classes = None,
-    attributes: Annotated[Optional[Path], o.option(
+    attributes: Annotated[Path | None, o.option(
         "--attributes", "Attributes CSV of the test videos (adds the Attributes branch).", o.INPUT)] = None,
-    attrs_checkpoint: Annotated[Optional[Path], o.option(
+    attrs_checkpoint: Annotated[Path | None, o.option(
         "--attrs-checkpoint", "train-attrs run folder or checkpoint; without it the Attributes branch is the "
         "zero-training one.", o.MODEL)] = None,
     model: o.Model = None,
@@ -44,13 +40,13 @@ def evaluate(
     templates: o.Templates = None,
     frames: o.Frames = None,
     views: o.Views = None,
-    fuse: Annotated[Optional[float], o.option(
+    fuse: Annotated[float | None, o.option(
         "--fuse", "lambda of S = lambda*S_V + (1-lambda)*S_A, e.g. 0.6.", o.OUTPUT)] = None,
-    protocol: Annotated[Optional[str], o.option(
+    protocol: Annotated[str | None, o.option(
         "--protocol", "full, zero-shot-half (seeded half-class draws) or k600-splits.", o.OUTPUT)] = None,
-    repeats: Annotated[Optional[int], o.option("--repeats", "Repetitions of zero-shot-half.", o.OUTPUT)] = None,
+    repeats: Annotated[int | None, o.option("--repeats", "Repetitions of zero-shot-half.", o.OUTPUT)] = None,
     seed: o.Seed = None,
-    plots: Annotated[Optional[Path], o.option(
+    plots: Annotated[Path | None, o.option(
         "--plots", "Folder for PNG plots: per-class accuracy and the fusion-weight curve.", o.OUTPUT)] = None,
     batch_size: o.BatchSize = None,
     workers: o.Workers = None,

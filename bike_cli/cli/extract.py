@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,14 +31,14 @@ def extract_features(
     quick_gelu: o.QuickGelu = None,
     frames: o.Frames = None,
     views: o.Views = None,
-    sampling: Annotated[Optional[str], typer.Option(  # noqa: UP007
+    sampling: Annotated[str | None, typer.Option(
         "--sampling", rich_help_panel=o.SAMPLING,
         help="test: segment centres (deterministic); train: a random frame per segment, seeded per video.")] = None,
     seed: o.Seed = None,
     decoder: o.Decoder = None,
-    failures: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+    failures: Annotated[Path | None, typer.Option(
         "--failures", rich_help_panel=o.OUTPUT, help="CSV of the videos that could not be read, with the reason.")] = None,
-    strict: Annotated[Optional[bool], typer.Option(  # noqa: UP007
+    strict: Annotated[bool | None, typer.Option(
         "--strict", rich_help_panel=o.OUTPUT, help="Exit with code 1 when any video could not be read.")] = None,
     overwrite: o.Overwrite = None,
     batch_size: o.BatchSize = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,6 @@ from bike_cli.cli.core import console, given, run_guarded, settings
 
 if TYPE_CHECKING:
     from bike_cli.stages.fuse import FuseSummary
-
-# ruff: noqa: UP007 - Typer reads the annotations at run time
 
 GRID_ROWS_SHOWN = 25  # a longer grid is shown as its best rows
 
@@ -27,23 +25,23 @@ def fuse(
                                         "branch): the same videos (any row order) and the same classes in the same order."),
     out: Path = o.out_option("Fused score CSV to write; its metrics go to OUT stem + .metrics.json beside it.",
                              required=True),
-    weights: Annotated[Optional[str], o.option(
+    weights: Annotated[str | None, o.option(
         "--weights", "One weight per input, comma-separated, summing to 1: '0.6,0.4' is Eq. 4 with lambda 0.6.",
         o.MODEL)] = None,
-    search: Annotated[Optional[bool], o.option(
+    search: Annotated[bool | None, o.option(
         "--search", "Choose the weights on --val files: the best top-1 (mAP for multi-label files) over a grid.",
         o.MODEL)] = None,
-    val: Annotated[Optional[list[Path]], o.option(
+    val: Annotated[list[Path] | None, o.option(
         "--val", "Validation score CSV for --search, one per input in the same order: repeat the option "
         "(--val A_val.csv --val B_val.csv).", o.INPUT)] = None,
-    grid_step: Annotated[Optional[float], o.option(
+    grid_step: Annotated[float | None, o.option(
         "--grid-step", "Step of the --search grid over the weights (must divide 1).", o.MODEL)] = None,
-    protocol: Annotated[Optional[str], o.option(
+    protocol: Annotated[str | None, o.option(
         "--protocol", "Evaluation protocol of the inputs and the result: full, zero-shot-half or k600-splits.", o.OUTPUT)] = None,
-    repeats: Annotated[Optional[int], o.option("--repeats", "zero-shot-half: random halves of the classes.",
+    repeats: Annotated[int | None, o.option("--repeats", "zero-shot-half: random halves of the classes.",
                                            o.OUTPUT)] = None,
     seed: o.Seed = None,
-    splits: Annotated[Optional[str], o.option(
+    splits: Annotated[str | None, o.option(
         "--splits", "k600-splits: comma-separated class lists (lexicon names or files).", o.OUTPUT)] = None,
 ) -> None:
     """Fuse branch scores linearly, S = sum_i w_i S_i (the paper's Eq. 4: lambda S_V + (1 - lambda) S_A).

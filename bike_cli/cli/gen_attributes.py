@@ -4,7 +4,7 @@ stages.gen_attributes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,8 +13,6 @@ from bike_cli.cli.core import console, given, run_guarded, settings
 
 if TYPE_CHECKING:
     from bike_cli.stages.gen_attributes import GenAttributesSummary
-
-# ruff: noqa: UP007 - Typer reads the annotations at run time
 
 
 def _text(flag: str, help: str, panel: str = o.MODEL) -> typer.models.OptionInfo:
@@ -35,25 +33,25 @@ def gen_attributes(
     model: o.Model = None,
     pretrained: o.Pretrained = None,
     quick_gelu: o.QuickGelu = None,
-    prompt: Annotated[Optional[str], _text(
+    prompt: Annotated[str | None, _text(
         "--prompt", "Template each phrase is put in before encoding; '{}' = the bare phrase, as in the paper.")] = None,
-    sentence_template: Annotated[Optional[str], _text(
+    sentence_template: Annotated[str | None, _text(
         "--sentence-template", "Attribute sentence; '{}' receives the attributes.")] = None,
-    separator: Annotated[Optional[str], _text(
+    separator: Annotated[str | None, _text(
         "--separator", "Joins the attributes in the sentence (',' as in the authors' code).")] = None,
-    class_prompt: Annotated[Optional[str], _text("--class-prompt", "Prompt of the class names for --scores.")] = None,
-    drop_own_class: Annotated[Optional[bool], _text(
+    class_prompt: Annotated[str | None, _text("--class-prompt", "Prompt of the class names for --scores.")] = None,
+    drop_own_class: Annotated[bool | None, _text(
         "--drop-own-class", "Never choose a video's own class name as its attribute (ablation).")] = None,
-    per_view: Annotated[Optional[bool], _text(
+    per_view: Annotated[bool | None, _text(
         "--per-view", "One row per video and view instead of one per video (views mean-pooled).", o.OUTPUT)] = None,
-    scores: Annotated[Optional[Path], _text(
+    scores: Annotated[Path | None, _text(
         "--scores", "Also write S_A, the zero-training Attributes recognition scores, to this CSV.", o.OUTPUT)] = None,
-    phrase_cache: Annotated[Optional[Path], _text(
+    phrase_cache: Annotated[Path | None, _text(
         "--phrase-cache", "File of the phrase embeddings, reused while model, prompt and lexicon match.",
         o.OUTPUT)] = None,
-    chunk_size: Annotated[Optional[int], _text(
+    chunk_size: Annotated[int | None, _text(
         "--chunk-size", "Rows (videos, or video views) per similarity product.", o.PERFORMANCE)] = None,
-    max_elements: Annotated[Optional[int], _text(
+    max_elements: Annotated[int | None, _text(
         "--max-elements", "Most entries in one block of similarities or of features read: bounds memory "
         "(peak about 6 bytes per entry).", o.PERFORMANCE)] = None,
     device: o.Device = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -21,80 +21,77 @@ from bike_cli.data.lexicons import LEXICONS
 
 F = TypeVar("F", bound=Callable[..., object])
 
-# Typer reads these annotations at run time: `Optional[X]`, not `X | None` (Python 3.10 support).
-# ruff: noqa: UP007
-
 # -- input -------------------------------------------------------------------------------------------
-Classes = Annotated[Optional[Path], typer.Option(
+Classes = Annotated[Path | None, typer.Option(
     "--classes", rich_help_panel=INPUT,
     help="Class names in label order: an `id,name` CSV, one name per line, or Charades' `c000 name` lines.")]
-Root = Annotated[Optional[Path], typer.Option(
+Root = Annotated[Path | None, typer.Option(
     "--root", rich_help_panel=INPUT, help="Folder that relative paths of the video list start from.")]
-Features = Annotated[Optional[Path], typer.Option(
+Features = Annotated[Path | None, typer.Option(
     "--features", rich_help_panel=INPUT, help="Feature cache (HDF5) written by extract-features.")]
-Videos = Annotated[Optional[Path], typer.Option(
+Videos = Annotated[Path | None, typer.Option(
     "--videos", rich_help_panel=INPUT,
     help="Video list (`relpath label` text, a path,label CSV or the official Kinetics CSV), decoded here.")]
-Recipe = Annotated[Optional[Path], typer.Option(
+Recipe = Annotated[Path | None, typer.Option(
     "--recipe", rich_help_panel=INPUT, help="YAML recipe (see recipes/); every option given here overrides it.")]
 LEXICON_HELP = f"Built-in lexicon ({', '.join(LEXICONS)}) or a phrase file: one phrase per line, # comments."
-Lexicon = Annotated[Optional[str], typer.Option("--lexicon", rich_help_panel=INPUT, help=LEXICON_HELP)]
-TopK = Annotated[Optional[int], typer.Option(
+Lexicon = Annotated[str | None, typer.Option("--lexicon", rich_help_panel=INPUT, help=LEXICON_HELP)]
+TopK = Annotated[int | None, typer.Option(
     "--top-k", "-k", rich_help_panel=OUTPUT, help="Attributes per video (the paper uses 5).")]
 
 # -- model -------------------------------------------------------------------------------------------
-Model = Annotated[Optional[str], typer.Option(
+Model = Annotated[str | None, typer.Option(
     "--model", rich_help_panel=MODEL,
     help="open_clip architecture, e.g. ViT-B-16, or bike-tiny (built in: random weights, for tests and the demo).")]
-Pretrained = Annotated[Optional[str], typer.Option(
+Pretrained = Annotated[str | None, typer.Option(
     "--pretrained", rich_help_panel=MODEL,
     help="Weights: a pretrained tag (e.g. openai), a local checkpoint file (.pt state dict, .safetensors, "
     "OpenAI TorchScript), or none (random init).")]
-QuickGelu = Annotated[Optional[bool], typer.Option(
+QuickGelu = Annotated[bool | None, typer.Option(
     "--quick-gelu/--no-quick-gelu", rich_help_panel=MODEL,
     help="Force QuickGELU on or off; by default on for the openai tag, TorchScript archives and -quickgelu names.")]
-Head = Annotated[Optional[str], typer.Option(
+Head = Annotated[str | None, typer.Option(
     "--head", rich_help_panel=MODEL, help="mean (baseline) or vcs (Video Concept Spotting).")]
-VcsTokens = Annotated[Optional[str], typer.Option(
+VcsTokens = Annotated[str | None, typer.Option(
     "--vcs-tokens", rich_help_panel=MODEL,
     help="VCS queries: words (the class name's word tokens, Eq. 5) or all (every context position, as the "
     "authors' code).")]
-Templates = Annotated[Optional[list[str]], typer.Option(
+Templates = Annotated[list[str] | None, typer.Option(
     "--template", rich_help_panel=MODEL, help="Class prompt with {} for the name; repeat to average several.")]
 
 # -- sampling ----------------------------------------------------------------------------------------
-Frames = Annotated[Optional[int], typer.Option(
+Frames = Annotated[int | None, typer.Option(
     "--frames", "-T", rich_help_panel=SAMPLING, help="Frames per clip T (TSN segments).")]
-Views = Annotated[Optional[str], typer.Option(
+Views = Annotated[str | None, typer.Option(
     "--views", rich_help_panel=SAMPLING,
     help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right), e.g. 4x3.")]
-Decoder = Annotated[Optional[str], typer.Option(
+Decoder = Annotated[str | None, typer.Option(
     "--decoder", rich_help_panel=SAMPLING,
     help="Video decoder: decord or pyav. The other one is tried on files the first cannot read.")]
-Seed = Annotated[Optional[int], typer.Option(
+Seed = Annotated[int | None, typer.Option(
     "--seed", rich_help_panel=SAMPLING,
     help="Seed of everything random here (frame sampling, initialisation, data order, class draws).")]
 
 # -- training ----------------------------------------------------------------------------------------
-Epochs = Annotated[Optional[int], typer.Option("--epochs", rich_help_panel=TRAINING, help="Training epochs.")]
-GradAccum = Annotated[Optional[int], typer.Option(
+Epochs = Annotated[int | None, typer.Option("--epochs", rich_help_panel=TRAINING, help="Training epochs.")]
+GradAccum = Annotated[int | None, typer.Option(
     "--grad-accum", rich_help_panel=TRAINING, help="Gradient accumulation steps.")]
-Lr = Annotated[Optional[float], typer.Option(
+Lr = Annotated[float | None, typer.Option(
     "--lr", rich_help_panel=TRAINING, help="Learning rate of the new layers.")]
-ClipLrRatio = Annotated[Optional[float], typer.Option(
+ClipLrRatio = Annotated[float | None, typer.Option(
     "--clip-lr-ratio", rich_help_panel=TRAINING, help="Learning rate of fine-tuned CLIP layers = lr x this.")]
-WeightDecay = Annotated[Optional[float], typer.Option(
+WeightDecay = Annotated[float | None, typer.Option(
     "--weight-decay", rich_help_panel=TRAINING, help="AdamW weight decay.")]
-WarmupEpochs = Annotated[Optional[float], typer.Option(
+WarmupEpochs = Annotated[float | None, typer.Option(
     "--warmup-epochs", rich_help_panel=TRAINING, help="Linear warm-up epochs before the cosine schedule.")]
-ValEvery = Annotated[Optional[int], typer.Option(
+ValEvery = Annotated[int | None, typer.Option(
     "--val-every", rich_help_panel=TRAINING, help="Validate every N epochs.")]
-Resume = Annotated[Optional[bool], typer.Option(
+Resume = Annotated[bool | None, typer.Option(
     "--resume/--no-resume", rich_help_panel=TRAINING,
     help="Continue the run in --out from its last complete epoch.")]
 
 # -- output ------------------------------------------------------------------------------------------
-Overwrite = Annotated[Optional[bool], typer.Option(
+Overwrite = Annotated[bool | None, typer.Option(
     "--overwrite", rich_help_panel=OUTPUT, help="Discard what an earlier run left in --out instead of resuming it.")]
 
 
@@ -104,15 +101,15 @@ def out_option(help: str, required: bool = False) -> typer.models.OptionInfo:
 
 
 # -- performance -------------------------------------------------------------------------------------
-BatchSize = Annotated[Optional[int], typer.Option(
+BatchSize = Annotated[int | None, typer.Option(
     "--batch-size", rich_help_panel=PERFORMANCE,
     help="Videos per batch; training: the global batch B of the B x B contrastive matrix, over all processes.")]
-Workers = Annotated[Optional[int], typer.Option(
+Workers = Annotated[int | None, typer.Option(
     "--workers", rich_help_panel=PERFORMANCE, help="DataLoader worker processes (0 = load in the main process).")]
-Device = Annotated[Optional[str], typer.Option(
+Device = Annotated[str | None, typer.Option(
     "--device", rich_help_panel=PERFORMANCE,
     help="torch device, cpu or cuda (cuda:N); by default this process's GPU when there is one, else cpu.")]
-Precision = Annotated[Optional[str], typer.Option(
+Precision = Annotated[str | None, typer.Option(
     "--precision", rich_help_panel=PERFORMANCE,
     help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16.")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
     from bike_cli.stages.predict import PredictResult, VideoPrediction
 
-# ruff: noqa: UP007 - Typer reads the annotations at run time
-
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -28,7 +26,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
           vcs_tokens="words; a checkpoint's own")
 def predict(
     videos: list[Path] = typer.Argument(..., help="Video files to recognise."),
-    checkpoint: Annotated[Optional[Path], o.option(
+    checkpoint: Annotated[Path | None, o.option(
         "--checkpoint", "A Video-branch run folder (best.pt, else last.pt) or checkpoint file from train-video.",
         o.MODEL)] = None,
     model: o.Model = None,
@@ -37,20 +35,20 @@ def predict(
     head: o.Head = None,
     vcs_tokens: o.VcsTokens = None,
     classes: o.Classes = None,
-    class_names: Annotated[Optional[str], o.option(
+    class_names: Annotated[str | None, o.option(
         "--class-names", "Zero-shot: class names as free text, comma-separated: 'a,b,c'.", o.INPUT)] = None,
     lexicon: o.Lexicon = None,
     frames: o.Frames = None,
     decoder: o.Decoder = None,
     top_k: o.TopK = None,
-    top: Annotated[Optional[int], o.option(
+    top: Annotated[int | None, o.option(
         "--top", "Classes reported per video (the JSON key stays 'top5').", o.OUTPUT)] = None,
     as_json: Annotated[bool, o.option(
         "--json", "Print one JSON document to stdout instead of tables (logs stay on stderr).", o.OUTPUT)] = False,
-    explain: Annotated[Optional[Path], o.option(
+    explain: Annotated[Path | None, o.option(
         "--explain", "Draw the paper's Fig. 3 (frames, saliency, attributes) into this image, one row per video "
         "(.png, .pdf, .svg...).", o.OUTPUT)] = None,
-    skip_bad: Annotated[Optional[bool], o.option(
+    skip_bad: Annotated[bool | None, o.option(
         "--skip-bad", "Skip unreadable videos with a message instead of stopping (exit 1) at the first one.",
         o.INPUT)] = None,
     device: o.Device = None,

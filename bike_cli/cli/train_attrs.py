@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,28 +11,26 @@ from bike_cli.cli import options as o
 from bike_cli.cli.core import given, run_guarded, settings
 from bike_cli.cli.train_video import print_train_summary
 
-# ruff: noqa: UP007 - Typer reads the annotations at run time
-
 
 @o.with_options(o.TRAINING_BLOCK)
 @settings("bike_cli.config.train_attrs:TrainAttrsConfig", model="the one that generated the attributes",
           pretrained="the one that generated the attributes", classes="the names the attributes file records")
 def train_attrs(
-    attributes: Annotated[Optional[Path], typer.Option(
+    attributes: Annotated[Path | None, typer.Option(
         "--attributes", rich_help_panel=o.INPUT, help="Training attributes CSV from gen-attributes.")] = None,
-    val_attributes: Annotated[Optional[Path], typer.Option(
+    val_attributes: Annotated[Path | None, typer.Option(
         "--val-attributes", rich_help_panel=o.INPUT, help="Validation attributes CSV.")] = None,
     classes: o.Classes = None,
     recipe: o.Recipe = None,
     model: o.Model = None,
     pretrained: o.Pretrained = None,
     quick_gelu: o.QuickGelu = None,
-    tune: Annotated[Optional[str], typer.Option(
+    tune: Annotated[str | None, typer.Option(
         "--tune", rich_help_panel=o.MODEL,
         help="head: frozen text encoder + MLPs (cheap; the authors' code); full: the text encoder fine-tuned "
         "(Table 6e).")] = None,
     templates: o.Templates = None,
-    out: Optional[Path] = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
+    out: Path | None = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
     **training: object,  # o.TRAINING_BLOCK
 ) -> None:
     """Train BIKE's Attributes branch: attribute sentences -> class prompts (Eq. 8).

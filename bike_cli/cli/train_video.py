@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
@@ -13,50 +11,48 @@ from bike_cli.cli.core import console, given, run_guarded, settings
 if TYPE_CHECKING:
     from bike_cli.stages.training import TrainSummary
 
-# ruff: noqa: UP007 - Typer reads the annotations at run time
-
 
 
 @o.with_options(o.TRAINING_BLOCK)
 @settings("bike_cli.config.train_video:TrainVideoConfig", model="with --features: the cache's model",
           pretrained="with --features: the cache's weights", classes="those recorded in the cache")
 def train_video(
-    features: Annotated[Optional[Path], o.option(
+    features: Annotated[Path | None, o.option(
         "--features", "Training feature cache from extract-features (CLIP frozen: trains the temporal head and "
         "logit scale).", o.INPUT)] = None,
-    videos: Annotated[Optional[Path], o.option(
+    videos: Annotated[Path | None, o.option(
         "--videos", "Training video list (end to end: CLIP's visual encoder is fine-tuned too).", o.INPUT)] = None,
     root: o.Root = None,
     classes: o.Classes = None,
-    val_features: Annotated[Optional[Path], o.option(
+    val_features: Annotated[Path | None, o.option(
         "--val-features", "Validation feature cache (all its views are scored).", o.INPUT)] = None,
-    val_videos: Annotated[Optional[Path], o.option(
+    val_videos: Annotated[Path | None, o.option(
         "--val-videos", "Validation video list (end-to-end mode).", o.INPUT)] = None,
-    val_root: Annotated[Optional[Path], o.option(
+    val_root: Annotated[Path | None, o.option(
         "--val-root", "Folder that relative paths of --val-videos start from.", o.INPUT)] = None,
     recipe: o.Recipe = None,
     model: o.Model = None,
     pretrained: o.Pretrained = None,
     quick_gelu: o.QuickGelu = None,
-    init_from: Annotated[Optional[Path], o.option(
+    init_from: Annotated[Path | None, o.option(
         "--init-from", "Start from a trained Video branch: a bike run folder or checkpoint, or the authors' "
         "released BIKE checkpoint.", o.MODEL)] = None,
     head: o.Head = None,
-    temporal: Annotated[Optional[str], o.option(
+    temporal: Annotated[str | None, o.option(
         "--temporal", "none or transformer (a temporal transformer before the head).", o.MODEL)] = None,
-    temporal_layers: Annotated[Optional[int], o.option(
+    temporal_layers: Annotated[int | None, o.option(
         "--temporal-layers", "Layers of the temporal transformer.", o.MODEL)] = None,
     vcs_tokens: o.VcsTokens = None,
-    tau: Annotated[Optional[float], o.option("--tau", "VCS softmax temperature.", o.MODEL)] = None,
+    tau: Annotated[float | None, o.option("--tau", "VCS softmax temperature.", o.MODEL)] = None,
     templates: o.Templates = None,
     frames: o.Frames = None,
-    shots: Annotated[Optional[int], o.option(
+    shots: Annotated[int | None, o.option(
         "--shots", "Few-shot: train on K videos per class (a seeded, reproducible sample).", o.TRAINING)] = None,
-    samples_per_epoch: Annotated[Optional[int], o.option(
+    samples_per_epoch: Annotated[int | None, o.option(
         "--samples-per-epoch", "Cycle the training set to this many samples per epoch (few-shot runs: as many "
         "steps as a full-data epoch, as the paper does).", o.TRAINING)] = None,
-    out: Optional[Path] = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
-    grad_checkpointing: Annotated[Optional[bool], o.option(
+    out: Path | None = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
+    grad_checkpointing: Annotated[bool | None, o.option(
         "--grad-checkpointing/--no-grad-checkpointing",
         "Trade compute for memory (visual encoder and temporal transformer).", o.PERFORMANCE)] = None,
     **training: object,  # o.TRAINING_BLOCK

@@ -321,9 +321,9 @@ def metrics_over_processes(scores: list, labels: list) -> dict:
     from bike_cli.eval.metrics import recognition_metrics
 
     mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
-    parts = [(s, l) for s, l in gather_object([mine]) if s is not None]
+    parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
     all_scores = np.concatenate([s for s, _ in parts])
-    all_labels = np.concatenate([l for _, l in parts])
+    all_labels = np.concatenate([y for _, y in parts])
     return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
 
 
