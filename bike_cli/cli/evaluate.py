@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns, metric_cells
 
 if TYPE_CHECKING:
     from bike_cli.stages.evaluate import EvalSummary
@@ -68,14 +69,14 @@ def print_metrics(summary: EvalSummary) -> None:
     from rich.table import Table
 
     branches = list(summary.metrics)
-    names = [k for k, v in summary.metrics[branches[0]].items() if isinstance(v, float)]
-    table = Table(title=f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']})",
+    cells = {branch: metric_cells(summary.metrics[branch]) for branch in branches}
+    names = list(cells[branches[0]])
+    table = Table(title=f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']}, %)",
                   title_justify="left")
-    table.add_column("branch")
-    for name in names:
-        table.add_column(name, justify="right", overflow="fold")
+    add_columns(table, ["branch"], justify="left")
+    add_columns(table, names)
     for branch in branches:
-        table.add_row(branch, *(f"{summary.metrics[branch].get(n, float('nan')):.2f}" for n in names))
+        table.add_row(branch, *(cells[branch].get(n, "") for n in names))
     console.print(table)
     console.print(f"scores and metrics.json in {summary.out}")
     if summary.failed:

@@ -9,6 +9,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import EXIT_USAGE, console, fail, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
 
 if TYPE_CHECKING:
     from bike_cli.stages.extract import ExtractSummary
@@ -70,6 +71,7 @@ def print_summary(summary: ExtractSummary) -> None:
     from rich.table import Table
 
     table = Table(title="extract-features", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("videos in list", str(summary.videos_in_list))
     table.add_row("already cached", str(summary.already_done))
     table.add_row("extracted now", str(summary.extracted))

@@ -10,6 +10,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns, metric_cells
 
 if TYPE_CHECKING:
     from bike_cli.stages.fuse import FuseSummary
@@ -77,9 +78,7 @@ def print_grid(summary: FuseSummary) -> None:
         rows = sorted(rows, key=lambda p: (math.isnan(p.score), -p.score))[:10]
         title += f": the best 10 of {len(summary.grid)} (all in the metrics JSON)"
     table = Table(title=title, title_justify="left")
-    for path in summary.inputs:
-        table.add_column(f"w {path.name}", justify="right")
-    table.add_column(key, justify="right")
+    add_columns(table, [*(f"w {path.name}" for path in summary.inputs), key])
     for point in rows:
         style = "bold green" if point is best else None
         table.add_row(*(f"{w:.2f}" for w in point.weights), f"{point.score:.2f}", style=style)
@@ -92,29 +91,11 @@ def print_metrics(summary: FuseSummary) -> None:
     fused = metric_cells(summary.fused_metrics)
     table = Table(title=f"fuse: {summary.videos} videos, {summary.classes} classes "
                   f"(protocol {summary.fused_metrics['protocol']}, %)", title_justify="left")
-    table.add_column("scores")
-    table.add_column("weight", justify="right")
-    for key in fused:
-        table.add_column(key, justify="right")
+    add_columns(table, ["scores"], justify="left")
+    add_columns(table, ["weight", *fused])
     for path, weight, metrics in zip(summary.inputs, summary.weights, summary.input_metrics):
         cells = metric_cells(metrics)
         table.add_row(str(path), f"{weight:.2f}", *(cells.get(k, "") for k in fused))
     table.add_row("fused", "1.00", *fused.values(), style="bold")
     console.print(table)
     console.print(f"wrote {summary.out} and {summary.metrics_json}", highlight=False)
-
-
-def metric_cells(result: dict) -> dict[str, str]:
-    """Printable metrics of a protocol result: `X_mean` and `X_std` become one `X` cell 'mean ± std'."""
-    from bike_cli.eval.protocols import headline_metrics
-
-    values = headline_metrics(result)
-    cells = {}
-    for key, value in values.items():
-        if key.endswith("_std") and key[:-4] + "_mean" in values:
-            continue
-        if key.endswith("_mean") and key[:-5] + "_std" in values:
-            cells[key[:-5]] = f"{value:.2f} ± {values[key[:-5] + '_std']:.2f}"
-        else:
-            cells[key] = f"{value:.2f}"
-    return cells

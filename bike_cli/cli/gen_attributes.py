@@ -10,6 +10,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
 
 if TYPE_CHECKING:
     from bike_cli.stages.gen_attributes import GenAttributesSummary
@@ -73,6 +74,7 @@ def print_summary(summary: GenAttributesSummary) -> None:
     from rich.table import Table
 
     table = Table(title="gen-attributes", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("videos", f"{summary.videos} ({summary.rows} rows)")
     table.add_row("lexicon", f"{summary.phrases} phrases, top {summary.top_k}")
     reuse = "reused" if summary.phrase_cache_reused else "computed"

@@ -96,7 +96,7 @@ def video_table(p: VideoPrediction) -> Table:
 
     table = Table(title=str(p.video), title_justify="left", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     for rank, (name, prob) in enumerate(p.top, 1):
         table.add_row(f"{rank}. {name}", f"{prob:7.2%}  {'█' * round(prob * 20)}")
     method = "VCS" if p.saliency_method == "vcs" else "uniform: mean head"

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
 
 if TYPE_CHECKING:
     from bike_cli.stages.training import TrainSummary
@@ -81,6 +82,7 @@ def print_train_summary(stage: str, summary: TrainSummary) -> None:
         console.print(f"{stage}: the run in {summary.out} finished all {summary.epochs} epochs before; "
                       "nothing to do (raise --epochs to train on, or --overwrite to start over)", highlight=False)
     table = Table(title=f"{stage}: {summary.out}", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("epochs / steps", f"{summary.epochs} / {summary.steps}")
     table.add_row("best epoch", str(summary.best_epoch))
     for key, value in summary.best_metrics.items():
