@@ -26,17 +26,6 @@ def no_traceback(result) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
 
 
-@pytest.fixture(scope="module")
-def cache4(tmp_path_factory, sample_data):
-    """A 4-frame bike-tiny cache of the sample videos (the model default of eval would be 8 frames)."""
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
-
-    out = tmp_path_factory.mktemp("cache4") / "c.h5"
-    run_extraction(ExtractConfig(list_path=sample_data.train, classes=sample_data.classes, out=out, frames=4,
-                                 workers=0, model="bike-tiny", pretrained="none"))
-    return out
-
-
 def train_args(train: Path, out: Path, *extra: str) -> list[str]:
     return ["train-video", "--features", str(train), "--out", str(out), "--epochs", "1", "--batch-size", "8",
             "--workers", "0", "--template", "{}", "--temporal-layers", "1", *extra]
@@ -102,26 +91,26 @@ def test_mean_head_without_temporal_module_on_a_cache_has_nothing_to_train(tmp_p
     assert not (tmp_path / "run").exists()
 
 
-def test_zero_shot_eval_takes_frames_from_the_cache(tmp_path, cache4):
-    result = runner.invoke(app, ["eval", "--features", str(cache4), "--out", str(tmp_path / "ev"), "--workers", "0"])
+def test_zero_shot_eval_takes_frames_from_the_cache(tmp_path, tiny_cache):
+    result = runner.invoke(app, ["eval", "--features", str(tiny_cache), "--out", str(tmp_path / "ev"), "--workers", "0"])
     assert result.exit_code == 0, result.output  # 8 frames (the old default) from a 4-frame cache was an error
     assert (tmp_path / "ev" / "video_scores.csv").is_file()
 
 
 @pytest.mark.parametrize("command", ["eval", "train-video"])
-def test_device_this_machine_lacks_is_one_line(tmp_path, cache4, command):
-    args = (["eval", "--features", str(cache4), "--out", str(tmp_path / "ev")] if command == "eval"
-            else train_args(cache4, tmp_path / "run"))
+def test_device_this_machine_lacks_is_one_line(tmp_path, tiny_cache, command):
+    args = (["eval", "--features", str(tiny_cache), "--out", str(tmp_path / "ev")] if command == "eval"
+            else train_args(tiny_cache, tmp_path / "run"))
     result = runner.invoke(app, [*args, "--device", "cuda:99"])
     assert result.exit_code == 1
     no_traceback(result)
     assert "--device cuda:99" in flat(result.output)
 
 
-def test_classes_shorter_than_the_labels(tmp_path, cache4, sample_data):
+def test_classes_shorter_than_the_labels(tmp_path, tiny_cache, sample_data):
     short = tmp_path / "short.txt"
     short.write_text("a\nb\n")
-    result = runner.invoke(app, ["eval", "--features", str(cache4), "--classes", str(short), "--out", str(tmp_path / "e")])
+    result = runner.invoke(app, ["eval", "--features", str(tiny_cache), "--classes", str(short), "--out", str(tmp_path / "e")])
     assert result.exit_code == 1
     no_traceback(result)
     assert f"--classes {short} has 2 names" in flat(result.output) and "4 classes" in result.output
@@ -133,11 +122,11 @@ def test_classes_shorter_than_the_labels(tmp_path, cache4, sample_data):
     assert f"{listing}:1: label 3 is out of range for 2 classes" in flat(extract.output)
 
 
-def test_missing_optional_package_is_one_line(tmp_path, cache4, monkeypatch):
+def test_missing_optional_package_is_one_line(tmp_path, tiny_cache, monkeypatch):
     import open_clip.hf_model
 
     monkeypatch.setattr(open_clip.hf_model, "transformers", None)  # as where transformers is not installed
-    result = runner.invoke(app, ["eval", "--features", str(cache4), "--out", str(tmp_path / "e"),
+    result = runner.invoke(app, ["eval", "--features", str(tiny_cache), "--out", str(tmp_path / "e"),
                                  "--model", "roberta-ViT-B-32", "--pretrained", "none"])
     assert result.exit_code == 1
     no_traceback(result)
@@ -148,19 +137,19 @@ def test_missing_optional_package_is_one_line(tmp_path, cache4, monkeypatch):
     ("cache", "{path} is a feature cache (HDF5), not a checkpoint: give it as --features"),
     ("folder", "{path} is not a bike run folder: it holds no best.pt or last.pt"),
 ])
-def test_checkpoint_that_is_not_one(tmp_path, cache4, given, message):
-    path = cache4 if given == "cache" else tmp_path / "somewhere"
+def test_checkpoint_that_is_not_one(tmp_path, tiny_cache, given, message):
+    path = tiny_cache if given == "cache" else tmp_path / "somewhere"
     if given == "folder":
         path.mkdir()
-    result = runner.invoke(app, ["eval", "--checkpoint", str(path), "--features", str(cache4), "--out",
+    result = runner.invoke(app, ["eval", "--checkpoint", str(path), "--features", str(tiny_cache), "--out",
                                  str(tmp_path / "e")])
     assert result.exit_code == 1
     assert message.format(path=path) in flat(result.output)
 
 
-def test_attributes_csv_given_to_fuse(tmp_path, cache4):
+def test_attributes_csv_given_to_fuse(tmp_path, tiny_cache):
     attrs = tmp_path / "attrs.csv"
-    made = runner.invoke(app, ["gen-attributes", "--features", str(cache4), "--lexicon", "hmdb51", "--out", str(attrs)])
+    made = runner.invoke(app, ["gen-attributes", "--features", str(tiny_cache), "--lexicon", "hmdb51", "--out", str(attrs)])
     assert made.exit_code == 0, made.output
     result = runner.invoke(app, ["fuse", str(attrs), str(attrs), "--out", str(tmp_path / "f.csv")])
     assert result.exit_code == 1
@@ -168,10 +157,10 @@ def test_attributes_csv_given_to_fuse(tmp_path, cache4):
     assert not (tmp_path / "f.csv").exists()
 
 
-def test_offline_pretrained_tag_fails_at_once_with_one_message(tmp_path, cache4):
+def test_offline_pretrained_tag_fails_at_once_with_one_message(tmp_path, tiny_cache):
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), COLUMNS="300")  # nothing listens
-    result = subprocess.run([*BIKE, "eval", "--features", str(cache4), "--out", str(tmp_path / "e"), "--model",
+    result = subprocess.run([*BIKE, "eval", "--features", str(tiny_cache), "--out", str(tmp_path / "e"), "--model",
                              "ViT-B-32", "--pretrained", "openai"], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 1
@@ -181,15 +170,15 @@ def test_offline_pretrained_tag_fails_at_once_with_one_message(tmp_path, cache4)
 
 
 @pytest.mark.parametrize("spelling", ["IN-1K", "kinetics400"])
-def test_paper_spellings_of_lexicons(tmp_path, cache4, spelling):
-    result = runner.invoke(app, ["gen-attributes", "--features", str(cache4), "--lexicon", spelling, "--out",
+def test_paper_spellings_of_lexicons(tmp_path, tiny_cache, spelling):
+    result = runner.invoke(app, ["gen-attributes", "--features", str(tiny_cache), "--lexicon", spelling, "--out",
                                  str(tmp_path / "a.csv")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert ("998 phrases" if spelling == "IN-1K" else "400 phrases") in result.output
 
 
-def test_unknown_lexicon_suggests_close_names(tmp_path, cache4):
-    result = runner.invoke(app, ["gen-attributes", "--features", str(cache4), "--lexicon", "k40", "--out",
+def test_unknown_lexicon_suggests_close_names(tmp_path, tiny_cache):
+    result = runner.invoke(app, ["gen-attributes", "--features", str(tiny_cache), "--lexicon", "k40", "--out",
                                  str(tmp_path / "a.csv")])
     assert result.exit_code == 1
     assert "unknown lexicon 'k40'" in flat(result.output) and "did you mean 'k400'?" in flat(result.output)

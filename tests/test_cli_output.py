@@ -6,19 +6,7 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 BIKE = [sys.executable, "-m", "bike_cli"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory, sample_data):
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
-
-    out = tmp_path_factory.mktemp("out80") / "a_cache_with_a_rather_long_file_name_for_80_columns.h5"
-    run_extraction(ExtractConfig(list_path=sample_data.train, classes=sample_data.classes, out=out, frames=4,
-                                 workers=0, model="bike-tiny", pretrained="none"))
-    return out
 
 
 def column(text: str, number: int) -> str:
@@ -31,8 +19,8 @@ def bike80(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "COLUMNS": "80"})
 
 
-def test_zero_shot_half_metrics_fit_80_columns(cache, tmp_path):
-    evaluated = bike80("eval", "--features", str(cache), "--protocol", "zero-shot-half", "--out",
+def test_zero_shot_half_metrics_fit_80_columns(tiny_cache, tmp_path):
+    evaluated = bike80("eval", "--features", str(tiny_cache), "--protocol", "zero-shot-half", "--out",
                        str(tmp_path / "ev"), "--workers", "0")
     assert evaluated.returncode == 0, evaluated.stderr
     lines = evaluated.stderr.splitlines()
@@ -45,8 +33,8 @@ def test_zero_shot_half_metrics_fit_80_columns(cache, tmp_path):
     assert str(scores) in column(fused.stderr, 1)  # the whole input path, folded over lines
 
 
-def test_summary_paths_fold(cache, tmp_path):
-    done = bike80("gen-attributes", "--features", str(cache), "--lexicon", "hmdb51", "--out",
+def test_summary_paths_fold(tiny_cache, tmp_path):
+    done = bike80("gen-attributes", "--features", str(tiny_cache), "--lexicon", "hmdb51", "--out",
                   str(tmp_path / "attributes_with_a_long_name_to_fold_at_eighty_columns.csv"))
     assert done.returncode == 0, done.stderr
     assert "…" not in done.stderr and "attributes_with_a_long_name_to_fold_at_eighty_columns.csv" in column(done.stderr, 2)
