@@ -130,7 +130,7 @@ class BikeCommand(TyperCommand):
         defaults = config_defaults(ref)
         meanings: dict[str, str | None] = getattr(self.callback, "bike_none_means", {})
         for param in params:
-            name = getattr(param, "bike_field", None) or param.name
+            name = param.name
             if param.default is not None or not isinstance(param, TyperOption):
                 continue
             if name in meanings:
@@ -157,10 +157,9 @@ def settings(config: str, **none_means: str | None) -> Callable[[F], F]:
     return mark
 
 
-def given(options: dict[str, Any], *drop: str, rename: dict[str, str] | None = None) -> dict[str, Any]:
-    """The options the user gave (not None), keyed by settings field name."""
-    rename = rename or {}
-    return {rename.get(k, k): v for k, v in options.items() if v is not None and k not in drop}
+def given(options: dict[str, Any], *drop: str) -> dict[str, Any]:
+    """The options the user gave (not None), without those in `drop`: parameter names are field names."""
+    return {k: v for k, v in options.items() if v is not None and k not in drop}
 
 
 app = typer.Typer(
