@@ -37,3 +37,14 @@ def motion_caches(tmp_path_factory):
         run_extraction(ExtractConfig(list_path=getattr(data, split), classes=data.classes,
                                      out=root / f"{split}.h5", frames=8, workers=0))
     return data, root / "train.h5", root / "val.h5"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory, sample_data):
+    """A 4-frame bike-tiny feature cache of the sample videos' train split (8 videos, 4 classes)."""
+    from bike_cli.stages.extract import ExtractConfig, run_extraction
+
+    out = tmp_path_factory.mktemp("tiny_cache") / "train_4f.h5"
+    run_extraction(ExtractConfig(list_path=sample_data.train, classes=sample_data.classes, out=out, frames=4,
+                                 workers=0, model="bike-tiny", pretrained="none"))
+    return out

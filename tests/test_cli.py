@@ -27,7 +27,7 @@ BIKE = [sys.executable, "-m", "bike_cli"]
 
 def extract_args(data, out: Path, *extra: str) -> list[str]:
     return ["extract-features", "--list", str(data.train), "--classes", str(data.classes), "--out", str(out),
-            "--frames", "4", "--workers", "0", *extra]
+            "--frames", "4", "--workers", "0", "--model", "bike-tiny", *extra]
 
 
 def test_help_lists_the_working_commands():
@@ -65,7 +65,7 @@ def test_extract_features_writes_a_cache(tmp_path, sample_data):
 )
 def test_bad_options_are_clear_errors(tmp_path, sample_data, extra, message):
     result = runner.invoke(app, extract_args(sample_data, tmp_path / "c.h5", *extra))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "c.h5").exists()
 
@@ -74,8 +74,8 @@ def test_bad_list_line_names_file_and_line(tmp_path, sample_data):
     listing = tmp_path / "bad.csv"
     listing.write_text("path,label\nvideos/a.mp4,square moving right\nvideos/b.mp4,triangle dancing\n")
     result = runner.invoke(app, ["extract-features", "--list", str(listing), "--classes",
-                                 str(sample_data.classes), "--out", str(tmp_path / "c.h5")])
-    assert result.exit_code == 2
+                                 str(sample_data.classes), "--out", str(tmp_path / "c.h5"), "--model", "bike-tiny"])
+    assert result.exit_code == 1
     assert f"{listing}:3" in " ".join(result.output.split()) and "triangle dancing" in result.output
 
 
@@ -86,7 +86,7 @@ def test_strict_exits_1_when_a_video_fails(tmp_path, sample_data):
     rows["path"] = [str(sample_data.root / p) for p in rows.path]
     rows.to_csv(listing, index=False)
     args = ["extract-features", "--list", str(listing), "--classes", str(sample_data.classes), "--frames", "4",
-            "--workers", "0"]
+            "--workers", "0", "--model", "bike-tiny"]
     lenient = runner.invoke(app, [*args, "--out", str(tmp_path / "a.h5")])
     assert lenient.exit_code == 0
     strict = runner.invoke(app, [*args, "--out", str(tmp_path / "b.h5"), "--strict"])
@@ -104,7 +104,7 @@ def test_real_bike_subprocess_and_python_m(tmp_path, sample_data):
     assert again.returncode == 0 and "already cached" in again.stderr
     bad = subprocess.run([*BIKE, *extract_args(sample_data, tmp_path / "c.h5", "--frames", "6")],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "frames: existing 4 vs now 6" in " ".join(bad.stderr.split())
+    assert bad.returncode == 1 and "frames: existing 4 vs now 6" in " ".join(bad.stderr.split())
 
 
 @pytest.fixture(scope="module")

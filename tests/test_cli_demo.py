@@ -22,6 +22,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Video branch" in result.output and "25.0 %" in result.output  # the final table, with chance
+    assert "WARNING" not in result.output  # a first run warns of nothing (no missing resume checkpoint)
     train, val = FeatureCache(out / "features" / "train.h5"), FeatureCache(out / "features" / "val.h5")
     assert (len(train), len(val)) == (16, 8)
     assert val.meta.num_views == 6 and train.meta.num_views == 1

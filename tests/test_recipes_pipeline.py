@@ -91,6 +91,7 @@ def test_pipeline_runs_every_stage_in_order(pipeline_run):
     headers = [line for line in result.stdout.splitlines() if line.startswith("==> ")]
     assert [h.split()[2] for h in headers] == list(STAGES)
     assert all("->" in h for h in headers)
+    assert "WARNING" not in result.stderr  # e.g. no "--resume: no checkpoint yet" on a first run
 
 
 def test_pipeline_feature_caches_have_the_requested_views(pipeline_run):

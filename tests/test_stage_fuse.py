@@ -294,17 +294,17 @@ def test_cli_weights_option(pair):
     (["--search"], "one --val file per input"),
     (["--protocol", "full", "--seed", "3"], "takes no option 'seed'"),
 ])
-def test_cli_bad_options_exit_2_with_a_message(pair, tmp_path, extra, message):
+def test_cli_bad_options_exit_1_with_a_message(pair, tmp_path, extra, message):
     result = runner.invoke(app, ["fuse", *map(str, pair["test"]), "--out", str(tmp_path / "f.csv"), *extra])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "f.csv").exists()
 
 
-def test_cli_mismatched_files_exit_2_naming_them(tmp_path):
+def test_cli_mismatched_files_exit_1_naming_them(tmp_path):
     a = write(tmp_path / "a.csv", ["v1", "v2"], [0, 1], np.eye(2, 5))
     b = write(tmp_path / "b.csv", ["v1", "v3"], [0, 1], np.eye(2, 5))
     result = runner.invoke(app, ["fuse", str(a), str(b), "--out", str(tmp_path / "f.csv")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "a.csv" in text and "b.csv" in text and "'v2'" in text and "'v3'" in text

@@ -394,5 +394,5 @@ def test_cli_unknown_lexicon_exits_with_the_known_names(tmp_path, extracted, mon
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["gen-attributes", "--features", str(extracted), "--lexicon", "k700",
                                       "--out", str(tmp_path / "a.csv")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "unknown lexicon 'k700'" in result.output and "k400" in result.output

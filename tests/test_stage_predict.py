@@ -158,12 +158,12 @@ def test_explain_draws_one_row_per_video_as_a_valid_png(tmp_path, trained, lexic
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["one.png", "two.png"]
 
 
-def test_missing_video_exits_2_and_names_it(tmp_path, trained):
+def test_missing_video_exits_1_and_names_it(tmp_path, trained):
     run, video, _ = trained
     missing = tmp_path / "no_such_video.mp4"
     result = runner.invoke(app, ["predict", str(video), str(missing), "--checkpoint", str(run), "--json",
                                  "--lexicon", "none", "--explain", str(tmp_path / "x.png")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert str(missing) in result.stderr and result.stdout == ""
     assert not (tmp_path / "x.png").exists()
 

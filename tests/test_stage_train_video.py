@@ -59,11 +59,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, motion_caches, monkeypatch):
 
 def test_checkpoint_records_settings_and_classes(tmp_path, motion_caches):
     data, train, val = motion_caches
-    run_train_video(fast_config(train, val, tmp_path / "run", epochs=1, head="mean", temporal="none"))
+    run_train_video(fast_config(train, val, tmp_path / "run", epochs=1, head="vcs", temporal="none"))
     ckpt = load_video_checkpoint(tmp_path / "run")
-    assert ckpt.config["head"] == "mean" and ckpt.clip["model_name"] == "bike-tiny"
+    assert ckpt.config["head"] == "vcs" and ckpt.clip["model_name"] == "bike-tiny"
     assert ckpt.class_names[0] == "square moving right" and len(ckpt.class_names) == 4
-    assert set(ckpt.state_dict) == {"logit_scale.log_scale"}  # mean + no transformer: only the scale learns
+    assert set(ckpt.state_dict) == {"logit_scale.log_scale"}  # no transformer: only the scale learns
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("#")
 
 

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.cli.progress import RichProgress
-from bike_cli.stages.demo import DemoConfig, run_demo
+from bike_cli.cli import options as o
+from bike_cli.cli.core import console, given, run_guarded, settings
 
 
-@app.command("demo")
+@settings("bike_cli.stages.demo:DemoConfig")
 def demo(
-    out: Path = typer.Option(Path("bike-demo"), "--out", help="Folder for the generated videos and every stage's outputs."),
-    model: str = typer.Option("bike-tiny", "--model", help="open_clip architecture (bike-tiny needs no download)."),
-    pretrained: str = typer.Option("none", "--pretrained", help="Pretrained tag, checkpoint file, or none."),
-    videos_per_class: int = typer.Option(12, "--videos-per-class", help="Generated videos per class (a third go to validation)."),
-    frames: int = typer.Option(8, "--frames", "-T", help="Frames per clip."),
-    workers: int = typer.Option(2, "--workers", help="Decoding worker processes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated dataset."),
+    out: Path | None = o.out_option("Folder for the generated videos and every stage's outputs."),
+    model: o.Model = None,
+    pretrained: o.Pretrained = None,
+    videos_per_class: Annotated[int | None, typer.Option(
+        "--videos-per-class", rich_help_panel=o.INPUT,
+        help="Generated videos per class (a third go to validation).")] = None,
+    frames: o.Frames = None,
+    seed: o.Seed = None,
+    workers: o.Workers = None,
 ) -> None:
     """Generate a small labelled video dataset and run bike's stages on it with the built-in tiny model.
 
@@ -29,18 +30,22 @@ def demo(
     colours and motions (and the zero-training S_A scores); train-attrs; eval of both branches with
     fusion; predict with an explain image. Re-running reuses what is already there.
     """
-    cfg = DemoConfig(out=out, model=model, pretrained=pretrained, videos_per_class=videos_per_class,
-                     frames=frames, seed=seed, workers=workers)
-    summary = run_guarded(run_demo, cfg, lambda: RichProgress("videos"))
+    options = given(locals())
+    from rich.table import Table
+
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.stages.demo import DemoConfig, run_demo
+
+    summary = run_guarded(run_demo, DemoConfig(**options), lambda: RichProgress("videos"))
     table = Table(title=f"bike demo: {summary.out}", title_justify="left")
     for column in ("stage", "videos", "result", "output", "seconds"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for step in summary.steps:
         table.add_row(step.name, str(step.videos or ""), step.result, str(step.output), f"{step.seconds:.1f}")
     console.print(table)
     result = Table(title="top-1 on the held-out videos (2x3 views)", title_justify="left")
     for column in ("Video branch", "Attributes branch", "fused (0.6)", "chance"):
-        result.add_column(column, justify="right")
+        result.add_column(column, justify="right", overflow="fold")
     result.add_row(*(f"{v:.1f} %" for v in (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)))
     console.print(result)
     console.print(f"files: {summary.out} (results/metrics.json, results/explain.png); classes in {summary.classes}")

@@ -3,68 +3,84 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Annotated
 
-import typer
-from rich.table import Table
+from bike_cli.cli import options as o
+from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns, metric_cells
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.cli.progress import RichProgress
-from bike_cli.models.text import DEFAULT_TEMPLATE
-from bike_cli.stages.evaluate import EvalConfig, EvalSummary, run_eval
+if TYPE_CHECKING:
+    from bike_cli.stages.evaluate import EvalSummary
 
 
-@app.command("eval")
+
+@settings("bike_cli.stages.evaluate:EvalConfig", classes="the checkpoint's, else the cache's",
+          model="zero-shot: the cache's", pretrained="zero-shot: the cache's",
+          frames="the checkpoint's, else the cache's, else 8", views="the cache's",
+          vcs_tokens="words zero-shot; all with an authors' checkpoint")
 def evaluate(
-    out: Path = typer.Option(..., "--out", help="Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Video-branch run folder (best.pt) or checkpoint file, bike's or the authors' released one (then give --model and --frames). Without it: zero-shot CLIP."),
-    features: Optional[Path] = typer.Option(None, "--features", help="Test feature cache (its views are all scored)."),
-    videos: Optional[Path] = typer.Option(None, "--videos", help="Test video list (decoded here with --views)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative paths of --videos start from."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names \\[default: the checkpoint's, else the cache's]."),
-    views: Optional[str] = typer.Option(None, "--views", help="CxS views, e.g. 4x3 (with --videos; with --features it must match the cache)."),
-    attributes: Optional[Path] = typer.Option(None, "--attributes", help="Attributes CSV of the test videos (adds the Attributes branch)."),
-    attrs_checkpoint: Optional[Path] = typer.Option(None, "--attrs-checkpoint", help="train-attrs run folder or checkpoint; without it the Attributes branch is the zero-training one."),
-    fuse: Optional[float] = typer.Option(None, "--fuse", help="lambda of S = lambda*S_V + (1-lambda)*S_A, e.g. 0.6."),
-    protocol: str = typer.Option("full", "--protocol", help="full, zero-shot-half (10 seeded half-class draws) or k600-splits."),
-    repeats: int = typer.Option(10, "--repeats", help="Repetitions of zero-shot-half."),
-    seed: int = typer.Option(0, "--seed", help="Seed of zero-shot-half."),
-    model: Optional[str] = typer.Option(None, "--model", help="Zero-shot, or an authors' checkpoint: open_clip architecture, e.g. ViT-B-16 \\[default: the cache's]."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Zero-shot: tag, checkpoint file or none \\[default: the cache's]."),
-    head: str = typer.Option("vcs", "--head", help="Zero-shot head: mean or vcs."),
-    vcs_tokens: Optional[str] = typer.Option(None, "--vcs-tokens", help="VCS queries: words or all \\[default: words zero-shot; all with an authors' checkpoint]."),
-    template: Optional[List[str]] = typer.Option(None, "--template", help="Zero-shot class prompt(s) with {}."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-T", help="Frames per clip \\[default: the checkpoint's, else the cache's]."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Videos (cache) per scoring batch."),
-    workers: int = typer.Option(2, "--workers", help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda if available]."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for PNG plots: per-class accuracy and the fusion-weight curve."),
-    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the released code's sampling, transform, view rule (softmax of cosines, mean, softmax), fusion 0.7/0.3 and zero-shot scorer."),
-    ignore_visual_weights: bool = typer.Option(False, "--ignore-visual-weights", help="Score a feature cache even though the checkpoint's visual encoder did not make it."),
+    out: Path = o.out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
+                             required=True),
+    checkpoint: Annotated[Path | None, o.option(
+        "--checkpoint", "Video-branch run folder (best.pt) or checkpoint file, bike's or the authors' released one "
+        "(then give --model and --frames). Without it: zero-shot CLIP.",
+        o.MODEL)] = None,
+    features: Annotated[Path | None, o.option(
+        "--features", "Test feature cache (its views are all scored).", o.INPUT)] = None,
+    videos: Annotated[Path | None, o.option("--videos", "Test video list (decoded here with --views).", o.INPUT)] = None,
+    root: o.Root = None,
+    classes: o.Classes = None,
+    attributes: Annotated[Path | None, o.option(
+        "--attributes", "Attributes CSV of the test videos (adds the Attributes branch).", o.INPUT)] = None,
+    attrs_checkpoint: Annotated[Path | None, o.option(
+        "--attrs-checkpoint", "train-attrs run folder or checkpoint; without it the Attributes branch is the "
+        "zero-training one.", o.MODEL)] = None,
+    model: o.Model = None,
+    pretrained: o.Pretrained = None,
+    quick_gelu: o.QuickGelu = None,
+    head: o.Head = None,
+    vcs_tokens: o.VcsTokens = None,
+    templates: o.Templates = None,
+    frames: o.Frames = None,
+    views: o.Views = None,
+    fuse: Annotated[float | None, o.option(
+        "--fuse", "lambda of S = lambda*S_V + (1-lambda)*S_A, e.g. 0.6.", o.OUTPUT)] = None,
+    protocol: Annotated[str | None, o.option(
+        "--protocol", "full, zero-shot-half (seeded half-class draws) or k600-splits.", o.OUTPUT)] = None,
+    repeats: Annotated[int | None, o.option("--repeats", "Repetitions of zero-shot-half.", o.OUTPUT)] = None,
+    seed: o.Seed = None,
+    plots: Annotated[Path | None, o.option(
+        "--plots", "Folder for PNG plots: per-class accuracy and the fusion-weight curve.", o.OUTPUT)] = None,
+    batch_size: o.BatchSize = None,
+    workers: o.Workers = None,
+    device: o.Device = None,
+    compat: o.Compat = None,
+    ignore_visual_weights: o.IgnoreVisualWeights = None,
 ) -> None:
     """Score a test set with the Video branch (and the Attributes branch), fuse them and report metrics.
 
-    Views are scored as softmax(scale x logits) and averaged per video.
+    Views are scored as softmax(scale x logits) and averaged per video. Zero-shot (no --checkpoint)
+    from a cache uses the cache's model, weights and frame count unless told otherwise.
     """
-    cfg = EvalConfig(out=out, checkpoint=checkpoint, features=features, videos=videos, root=root, classes=classes,
-                     views=views, attributes=attributes, attrs_checkpoint=attrs_checkpoint, fuse=fuse,
-                     protocol=protocol, repeats=repeats, seed=seed, model=model, pretrained=pretrained, head=head,
-                     vcs_tokens=vcs_tokens, templates=list(template) if template else [DEFAULT_TEMPLATE],
-                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots,
-                     compat=compat, ignore_visual_weights=ignore_visual_weights)
-    print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
+    options = given(locals())
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.stages.evaluate import EvalConfig, run_eval
+
+    print_metrics(run_guarded(run_eval, EvalConfig(**options), RichProgress("videos")))
 
 
 def print_metrics(summary: EvalSummary) -> None:
+    from rich.table import Table
+
     branches = list(summary.metrics)
-    names = [k for k, v in summary.metrics[branches[0]].items() if isinstance(v, float)]
-    table = Table(title=f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']})",
+    cells = {branch: metric_cells(summary.metrics[branch]) for branch in branches}
+    names = list(cells[branches[0]])
+    table = Table(title=f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']}, %)",
                   title_justify="left")
-    table.add_column("branch")
-    for name in names:
-        table.add_column(name, justify="right")
+    add_columns(table, ["branch"], justify="left")
+    add_columns(table, names)
     for branch in branches:
-        table.add_row(branch, *(f"{summary.metrics[branch].get(n, float('nan')):.2f}" for n in names))
+        table.add_row(branch, *(cells[branch].get(n, "") for n in names))
     console.print(table)
     console.print(f"scores and metrics.json in {summary.out}")
     if summary.failed:

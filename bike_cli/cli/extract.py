@@ -3,60 +3,76 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.cli.progress import RichProgress
-from bike_cli.stages.extract import ExtractConfig, ExtractSummary, run_extraction
+from bike_cli.cli import options as o
+from bike_cli.cli.core import EXIT_USAGE, console, fail, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
+
+if TYPE_CHECKING:
+    from bike_cli.stages.extract import ExtractSummary
+
+MODEL_NEEDED = ("extract-features needs --model: an open_clip architecture with its weights, e.g. "
+                "--model ViT-B-16 --pretrained openai, or --model bike-tiny (built in, random weights: tests only)")
 
 
-@app.command("extract-features")
+@settings("bike_cli.stages.extract:ExtractConfig", model=None, root="the list's folder",
+          failures="OUT stem + .failures.csv")
 def extract_features(
-    list_path: Path = typer.Option(..., "--list", help="Video list: `relpath label` text, CSV with path,label, or the official Kinetics CSV."),
-    out: Path = typer.Option(..., "--out", help="Feature cache to write (HDF5, .h5). Re-running resumes it."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative paths in the list start from \\[default: the list's folder]."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names: `id,name` CSV or one name per line. Needed when labels are class names."),
-    model: str = typer.Option("bike-tiny", "--model", help="open_clip architecture, e.g. ViT-B-16, or bike-tiny (built in, for tests and the demo)."),
-    pretrained: str = typer.Option("none", "--pretrained", help="Pretrained tag (e.g. openai), a local checkpoint file (.pt state dict, .safetensors, OpenAI TorchScript), or none (random init)."),
-    quick_gelu: Optional[bool] = typer.Option(None, "--quick-gelu/--no-quick-gelu", help="Force QuickGELU on or off \\[default: on for OpenAI weights (tag openai, TorchScript archives) and -quickgelu names]."),
-    frames: int = typer.Option(8, "--frames", "-T", help="Frames per clip (TSN segments)."),
-    views: str = typer.Option("1x1", "--views", help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right), e.g. 4x3."),
-    sampling: str = typer.Option("test", "--sampling", help="test: segment centres (deterministic); train: a random frame per segment, seeded per video."),
-    seed: int = typer.Option(0, "--seed", help="Seed of train-mode sampling."),
-    failures: Optional[Path] = typer.Option(None, "--failures", help="CSV of videos that could not be read, with the reason \\[default: OUT stem + .failures.csv]."),
-    decoder: str = typer.Option("decord", "--decoder", help="Video decoder: decord or pyav. The other one is tried on files the first cannot read."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Videos per batch: each batch is decoded in parallel, encoded together and written as one unit."),
-    workers: int = typer.Option(2, "--workers", help="DataLoader worker processes that decode videos (0 = decode in the main process)."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: this process's GPU, else cpu]."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16."),
-    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when any video could not be read."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing cache (and unfinished parts) instead of resuming."),
-    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the released code's frame indices and test transform (256/224 bicubic resize, their crops); recorded in the cache."),
+    list_path: Annotated[Path, typer.Option(
+        "--list", rich_help_panel=o.INPUT,
+        help="Video list: `relpath label` text, CSV with path,label, or the official Kinetics CSV.")],
+    out: Path = o.out_option("Feature cache to write (HDF5, .h5). Re-running resumes it.", required=True),
+    root: o.Root = None,
+    classes: o.Classes = None,
+    model: o.Model = None,
+    pretrained: o.Pretrained = None,
+    quick_gelu: o.QuickGelu = None,
+    frames: o.Frames = None,
+    views: o.Views = None,
+    sampling: Annotated[str | None, typer.Option(
+        "--sampling", rich_help_panel=o.SAMPLING,
+        help="test: segment centres (deterministic); train: a random frame per segment, seeded per video.")] = None,
+    seed: o.Seed = None,
+    decoder: o.Decoder = None,
+    failures: Annotated[Path | None, typer.Option(
+        "--failures", rich_help_panel=o.OUTPUT, help="CSV of the videos that could not be read, with the reason.")] = None,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict", rich_help_panel=o.OUTPUT, help="Exit with code 1 when any video could not be read.")] = None,
+    overwrite: o.Overwrite = None,
+    batch_size: o.BatchSize = None,
+    workers: o.Workers = None,
+    device: o.Device = None,
+    precision: o.Precision = None,
+    compat: o.Compat = None,
 ) -> None:
     """Decode T frames x C*S views of every video and store their CLIP image embeddings [N, V, T, D].
 
     Finished videos are skipped when the command is run again; unreadable videos are listed in the
     failures CSV. Several processes: `accelerate launch --num_processes N -m bike_cli extract-features ...`.
     """
-    cfg = ExtractConfig(
-        list_path=list_path, out=out, model=model, pretrained=pretrained, root=root, classes=classes,
-        frames=frames, views=views, sampling=sampling, seed=seed, failures=failures, decoder=decoder,
-        batch_size=batch_size, workers=workers, strict=strict, overwrite=overwrite,
-        quick_gelu=quick_gelu, device=device, precision=precision, compat=compat,
-    )
+    options = given(locals())
+    if model is None:
+        fail(MODEL_NEEDED, EXIT_USAGE)
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.stages.extract import ExtractConfig, run_extraction
+
+    cfg = ExtractConfig(**options)
     summary = run_guarded(run_extraction, cfg, RichProgress("videos"))
     if not summary.is_main:  # the other processes of a distributed run: rank 0 reports
         return
     print_summary(summary)
-    if strict and summary.failed:
+    if cfg.strict and summary.failed:
         raise typer.Exit(code=1)
 
 
 def print_summary(summary: ExtractSummary) -> None:
+    from rich.table import Table
+
     table = Table(title="extract-features", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("videos in list", str(summary.videos_in_list))
     table.add_row("already cached", str(summary.already_done))
     table.add_row("extracted now", str(summary.extracted))

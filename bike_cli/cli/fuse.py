@@ -4,31 +4,47 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.eval.protocols import PROTOCOLS, headline_metrics
-from bike_cli.stages.fuse import FuseConfig, FuseSummary, best_point, parse_weights, run_fuse
+from bike_cli.cli import options as o
+from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns, metric_cells
+
+if TYPE_CHECKING:
+    from bike_cli.stages.fuse import FuseSummary
 
 GRID_ROWS_SHOWN = 25  # a longer grid is shown as its best rows
 
 
-@app.command("fuse")
+
+@settings("bike_cli.stages.fuse:FuseConfig", weights="equal weights", repeats="10", seed="0",
+          splits="k600_split1,k600_split2,k600_split3")
 def fuse(
-    inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes branch): the same videos (any row order) and the same classes in the same order."),
-    out: Path = typer.Option(..., "--out", help="Fused score CSV to write; its metrics go to OUT stem + .metrics.json beside it."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="One weight per input, comma-separated, summing to 1: '0.6,0.4' is Eq. 4 with lambda 0.6 (default: equal weights)."),
-    search: bool = typer.Option(False, "--search", help="Choose the weights on --val files: the best top-1 (mAP for multi-label files) over a grid."),
-    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation score CSV for --search, one per input in the same order: repeat the option (--val A_val.csv --val B_val.csv)."),
-    grid_step: float = typer.Option(0.05, "--grid-step", help="Step of the --search grid over the weights (must divide 1)."),
-    protocol: str = typer.Option("full", "--protocol", help=f"Evaluation protocol of the inputs and the result: {', '.join(PROTOCOLS)}."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="zero-shot-half: random halves of the classes (default: 10)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="zero-shot-half: seed of the class draws (default: 0)."),
-    splits: Optional[str] = typer.Option(None, "--splits", help="k600-splits: comma-separated class lists (lexicon names or files) (default: k600_split1,k600_split2,k600_split3)."),
-    compat: str = typer.Option("bike", "--compat", help="bike, or authors: the inputs must come from that profile (their sidecars say); authors' default weights are 0.7,0.3."),
+    inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes "
+                                        "branch): the same videos (any row order) and the same classes in the same order."),
+    out: Path = o.out_option("Fused score CSV to write; its metrics go to OUT stem + .metrics.json beside it.",
+                             required=True),
+    weights: Annotated[str | None, o.option(
+        "--weights", "One weight per input, comma-separated, summing to 1: '0.6,0.4' is Eq. 4 with lambda 0.6.",
+        o.MODEL)] = None,
+    search: Annotated[bool | None, o.option(
+        "--search", "Choose the weights on --val files: the best top-1 (mAP for multi-label files) over a grid.",
+        o.MODEL)] = None,
+    val: Annotated[list[Path] | None, o.option(
+        "--val", "Validation score CSV for --search, one per input in the same order: repeat the option "
+        "(--val A_val.csv --val B_val.csv).", o.INPUT)] = None,
+    grid_step: Annotated[float | None, o.option(
+        "--grid-step", "Step of the --search grid over the weights (must divide 1).", o.MODEL)] = None,
+    protocol: Annotated[str | None, o.option(
+        "--protocol", "Evaluation protocol of the inputs and the result: full, zero-shot-half or k600-splits.", o.OUTPUT)] = None,
+    repeats: Annotated[int | None, o.option("--repeats", "zero-shot-half: random halves of the classes.",
+                                           o.OUTPUT)] = None,
+    seed: o.Seed = None,
+    splits: Annotated[str | None, o.option(
+        "--splits", "k600-splits: comma-separated class lists (lexicon names or files).", o.OUTPUT)] = None,
+    compat: o.Compat = None,
 ) -> None:
     """Fuse branch scores linearly, S = sum_i w_i S_i (the paper's Eq. 4: lambda S_V + (1 - lambda) S_A).
 
@@ -36,11 +52,13 @@ def fuse(
     probabilities the Video branch writes. Metrics of each input and of the result are printed and
     written to the metrics JSON.
     """
+    from bike_cli.stages.fuse import FuseConfig, parse_weights, run_fuse
+
     options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
     cfg = FuseConfig(
         inputs=list(inputs), out=out, weights=run_guarded(parse_weights, weights) if weights is not None else None,
-        search=search, val=list(val or []), grid_step=grid_step, protocol=protocol,
-        protocol_options={k: v for k, v in options.items() if v is not None}, compat=compat,
+        val=list(val or []), protocol_options=given(options),
+        **given({"search": search, "grid_step": grid_step, "protocol": protocol, "compat": compat}),
     )
     summary = run_guarded(run_fuse, cfg)
     if summary.grid is not None:
@@ -49,6 +67,10 @@ def fuse(
 
 
 def print_grid(summary: FuseSummary) -> None:
+    from rich.table import Table
+
+    from bike_cli.stages.fuse import best_point
+
     key = summary.criterion or "score"
     best = best_point(summary.grid)
     rows = summary.grid
@@ -57,9 +79,7 @@ def print_grid(summary: FuseSummary) -> None:
         rows = sorted(rows, key=lambda p: (math.isnan(p.score), -p.score))[:10]
         title += f": the best 10 of {len(summary.grid)} (all in the metrics JSON)"
     table = Table(title=title, title_justify="left")
-    for path in summary.inputs:
-        table.add_column(f"w {path.name}", justify="right")
-    table.add_column(key, justify="right")
+    add_columns(table, [*(f"w {path.name}" for path in summary.inputs), key])
     for point in rows:
         style = "bold green" if point is best else None
         table.add_row(*(f"{w:.2f}" for w in point.weights), f"{point.score:.2f}", style=style)
@@ -67,30 +87,16 @@ def print_grid(summary: FuseSummary) -> None:
 
 
 def print_metrics(summary: FuseSummary) -> None:
+    from rich.table import Table
+
     fused = metric_cells(summary.fused_metrics)
     table = Table(title=f"fuse: {summary.videos} videos, {summary.classes} classes "
                   f"(protocol {summary.fused_metrics['protocol']}, %)", title_justify="left")
-    table.add_column("scores")
-    table.add_column("weight", justify="right")
-    for key in fused:
-        table.add_column(key, justify="right")
+    add_columns(table, ["scores"], justify="left")
+    add_columns(table, ["weight", *fused])
     for path, weight, metrics in zip(summary.inputs, summary.weights, summary.input_metrics):
         cells = metric_cells(metrics)
         table.add_row(str(path), f"{weight:.2f}", *(cells.get(k, "") for k in fused))
     table.add_row("fused", "1.00", *fused.values(), style="bold")
     console.print(table)
     console.print(f"wrote {summary.out} and {summary.metrics_json}", highlight=False)
-
-
-def metric_cells(result: dict) -> dict[str, str]:
-    """Printable metrics of a protocol result: `X_mean` and `X_std` become one `X` cell 'mean ± std'."""
-    values = headline_metrics(result)
-    cells = {}
-    for key, value in values.items():
-        if key.endswith("_std") and key[:-4] + "_mean" in values:
-            continue
-        if key.endswith("_mean") and key[:-5] + "_std" in values:
-            cells[key[:-5]] = f"{value:.2f} ± {values[key[:-5] + '_std']:.2f}"
-        else:
-            cells[key] = f"{value:.2f}"
-    return cells

@@ -4,56 +4,77 @@ stages.gen_attributes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.cli.progress import RichProgress
-from bike_cli.data.lexicons import LEXICONS
-from bike_cli.models.text import DEFAULT_TEMPLATE
-from bike_cli.stages.gen_attributes import GenAttributesConfig, GenAttributesSummary, run_gen_attributes
+from bike_cli.cli import options as o
+from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
+
+if TYPE_CHECKING:
+    from bike_cli.stages.gen_attributes import GenAttributesSummary
 
 
-@app.command("gen-attributes")
+def _text(flag: str, help: str, panel: str = o.MODEL) -> typer.models.OptionInfo:
+    return o.option(flag, help, panel)
+
+
+@settings("bike_cli.stages.gen_attributes:GenAttributesConfig", model="the cache's", pretrained="the cache's",
+          quick_gelu="as the cache was made", classes="those recorded in the cache",
+          phrase_cache="OUT stem + .phrases.pt")
 def gen_attributes(
-    features: Path = typer.Option(..., "--features", help="Feature cache (HDF5) written by extract-features."),
-    lexicon: str = typer.Option(..., "--lexicon", help=f"Built-in lexicon ({', '.join(LEXICONS)}) or a phrase file: one phrase per line, # comments."),
-    out: Path = typer.Option(..., "--out", help="Attributes CSV to write."),
-    top_k: int = typer.Option(5, "--top-k", "-k", help="Attributes per video (the paper uses 5)."),
-    model: Optional[str] = typer.Option(None, "--model", help="open_clip architecture of the text encoder \\[default: the cache's]."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Pretrained tag, checkpoint file or none \\[default: the cache's]."),
-    quick_gelu: Optional[bool] = typer.Option(None, "--quick-gelu/--no-quick-gelu", help="Force QuickGELU on or off \\[default: as the cache was made]."),
-    prompt: str = typer.Option("{}", "--prompt", help="Template each phrase is put in before encoding; '{}' = the bare phrase, as in the paper."),
-    sentence_template: str = typer.Option(DEFAULT_TEMPLATE, "--sentence-template", help="Attribute sentence; '{}' receives the attributes."),
-    separator: str = typer.Option(",", "--separator", help="Joins the attributes in the sentence (',' as in the authors' code)."),
-    class_prompt: str = typer.Option(DEFAULT_TEMPLATE, "--class-prompt", help="Prompt of the class names for --scores."),
-    drop_own_class: bool = typer.Option(False, "--drop-own-class", help="Never choose a video's own class name as its attribute (ablation)."),
-    per_view: bool = typer.Option(False, "--per-view", help="One row per video and view instead of one per video (views mean-pooled)."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names \\[default: those recorded in the cache]."),
-    scores: Optional[Path] = typer.Option(None, "--scores", help="Also write S_A, the zero-training Attributes recognition scores, to this CSV."),
-    phrase_cache: Optional[Path] = typer.Option(None, "--phrase-cache", help="File of the phrase embeddings, reused while model, prompt and lexicon match \\[default: OUT stem + .phrases.pt]."),
-    chunk_size: int = typer.Option(4096, "--chunk-size", help="Rows (videos, or video views) per similarity product."),
-    max_elements: int = typer.Option(1 << 25, "--max-elements", help="Most entries in one block of similarities or of features read: bounds memory (peak about 6 bytes per entry)."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda when available, else cpu]."),
+    features: Annotated[Path, typer.Option(
+        "--features", rich_help_panel=o.INPUT, help="Feature cache (HDF5) written by extract-features.")],
+    lexicon: Annotated[str, typer.Option(
+        "--lexicon", rich_help_panel=o.INPUT, help=o.LEXICON_HELP)],
+    out: Path = o.out_option("Attributes CSV to write.", required=True),
+    classes: o.Classes = None,
+    top_k: o.TopK = None,
+    model: o.Model = None,
+    pretrained: o.Pretrained = None,
+    quick_gelu: o.QuickGelu = None,
+    prompt: Annotated[str | None, _text(
+        "--prompt", "Template each phrase is put in before encoding; '{}' = the bare phrase, as in the paper.")] = None,
+    sentence_template: Annotated[str | None, _text(
+        "--sentence-template", "Attribute sentence; '{}' receives the attributes.")] = None,
+    separator: Annotated[str | None, _text(
+        "--separator", "Joins the attributes in the sentence (',' as in the authors' code).")] = None,
+    class_prompt: Annotated[str | None, _text("--class-prompt", "Prompt of the class names for --scores.")] = None,
+    drop_own_class: Annotated[bool | None, _text(
+        "--drop-own-class", "Never choose a video's own class name as its attribute (ablation).")] = None,
+    per_view: Annotated[bool | None, _text(
+        "--per-view", "One row per video and view instead of one per video (views mean-pooled).", o.OUTPUT)] = None,
+    scores: Annotated[Path | None, _text(
+        "--scores", "Also write S_A, the zero-training Attributes recognition scores, to this CSV.", o.OUTPUT)] = None,
+    phrase_cache: Annotated[Path | None, _text(
+        "--phrase-cache", "File of the phrase embeddings, reused while model, prompt and lexicon match.",
+        o.OUTPUT)] = None,
+    chunk_size: Annotated[int | None, _text(
+        "--chunk-size", "Rows (videos, or video views) per similarity product.", o.PERFORMANCE)] = None,
+    max_elements: Annotated[int | None, _text(
+        "--max-elements", "Most entries in one block of similarities or of features read: bounds memory "
+        "(peak about 6 bytes per entry).", o.PERFORMANCE)] = None,
+    device: o.Device = None,
 ) -> None:
     """Associate each video of a feature cache with its top-k lexicon phrases (BIKE's attributes).
 
     Writes video_id, label, attr_1..k, score_1..k and the attribute sentence per video; with
     --scores also the Attributes-branch recognition scores S_A, which need no training.
     """
-    cfg = GenAttributesConfig(
-        features=features, lexicon=lexicon, out=out, model=model, pretrained=pretrained, quick_gelu=quick_gelu,
-        top_k=top_k, prompt=prompt, sentence_template=sentence_template, separator=separator,
-        class_prompt=class_prompt, drop_own_class=drop_own_class, per_view=per_view, chunk_size=chunk_size,
-        max_elements=max_elements, classes=classes, scores=scores, phrase_cache=phrase_cache, device=device,
-    )
+    options = given(locals())
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+
+    cfg = GenAttributesConfig(**options)
     print_summary(run_guarded(run_gen_attributes, cfg, RichProgress("videos")))
 
 
 def print_summary(summary: GenAttributesSummary) -> None:
+    from rich.table import Table
+
     table = Table(title="gen-attributes", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("videos", f"{summary.videos} ({summary.rows} rows)")
     table.add_row("lexicon", f"{summary.phrases} phrases, top {summary.top_k}")
     reuse = "reused" if summary.phrase_cache_reused else "computed"

@@ -12,7 +12,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bike_cli.cli.app import console
+from bike_cli.cli.core import console
 
 
 class RichProgress:

@@ -3,69 +3,72 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Annotated
 
-import typer
-from rich.table import Table
+from bike_cli.cli import options as o
+from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.tables import add_columns
 
-from bike_cli.cli.app import app, console, run_guarded
-from bike_cli.cli.progress import RichProgress
-from bike_cli.config.recipe import build_config
-from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.stages.train_video import TrainSummary, run_train_video
+if TYPE_CHECKING:
+    from bike_cli.stages.training import TrainSummary
 
 
-@app.command("train-video")
+
+@o.with_options(o.TRAINING_BLOCK)
+@settings("bike_cli.config.train_video:TrainVideoConfig", model="with --features: the cache's model",
+          pretrained="with --features: the cache's weights", classes="those recorded in the cache")
 def train_video(
-    features: Optional[Path] = typer.Option(None, "--features", help="Training feature cache from extract-features (CLIP frozen: trains the temporal head and logit scale)."),
-    videos: Optional[Path] = typer.Option(None, "--videos", help="Training video list (end to end: CLIP's visual encoder is fine-tuned too)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative paths of --videos start from."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (`id,name` CSV or one per line) \\[default: those recorded in the cache]."),
-    val_features: Optional[Path] = typer.Option(None, "--val-features", help="Validation feature cache (all its views are scored)."),
-    val_videos: Optional[Path] = typer.Option(None, "--val-videos", help="Validation video list (end-to-end mode)."),
-    val_root: Optional[Path] = typer.Option(None, "--val-root", help="Folder that relative paths of --val-videos start from."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/ \\[default: runs/video]."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML recipe (see recipes/); every option given here overrides it."),
-    model: Optional[str] = typer.Option(None, "--model", help="open_clip architecture \\[default with --features: the cache's model]."),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Pretrained tag, checkpoint file or none \\[default with --features: the cache's weights]."),
-    quick_gelu: Optional[bool] = typer.Option(None, "--quick-gelu/--no-quick-gelu", help="Force QuickGELU on or off (OpenAI weights need it)."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from a trained Video branch: a bike run folder or checkpoint, or the authors' released BIKE checkpoint."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-T", help="Frames per clip T \\[default: 8]."),
-    head: Optional[str] = typer.Option(None, "--head", help="mean (baseline) or vcs (Video Concept Spotting) \\[default: vcs]."),
-    temporal: Optional[str] = typer.Option(None, "--temporal", help="none or transformer (6-layer temporal transformer before the head) \\[default: transformer]."),
-    temporal_layers: Optional[int] = typer.Option(None, "--temporal-layers", help="Layers of the temporal transformer \\[default: 6]."),
-    vcs_tokens: Optional[str] = typer.Option(None, "--vcs-tokens", help="VCS queries: words (the class name's word tokens, Eq. 5) or all (every context position, as the authors' code) \\[default: words]."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="VCS softmax temperature \\[default: 0.01]."),
-    template: Optional[List[str]] = typer.Option(None, "--template", help="Class prompt template with {} for the name; repeat to average several \\[default: 'This is a video about {}']."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs \\[default: 30]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch over all processes: the B of the B x B contrastive matrix \\[default: 256]."),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Gradient accumulation steps \\[default: 1]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the new layers \\[default: 5e-5]."),
-    clip_lr_ratio: Optional[float] = typer.Option(None, "--clip-lr-ratio", help="CLIP layers' lr = lr x this (end to end) \\[default: 0.1]."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay \\[default: 0.2]."),
-    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear warm-up before the cosine schedule \\[default: 5]."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16."),
-    grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing", help="Trade compute for memory (visual encoder and temporal transformer)."),
-    shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot: train on K videos per class (a seeded, reproducible sample)."),
-    samples_per_epoch: Optional[int] = typer.Option(None, "--samples-per-epoch", help="Cycle the training set to this many samples per epoch (few-shot runs: as many steps as a full-data epoch, as the paper does)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation, data order, sampling and few-shot draw \\[default: 0]."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs \\[default: 1]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes \\[default: 2]."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last complete checkpoint in --out."),
-    compat: Optional[str] = typer.Option(None, "--compat", help="bike, or authors: the released code's AdamW groups (decay on all, logit scale at CLIP's lr), scheduler steps, loss and no logit-scale cap \\[default: bike]."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="bike (Eq. 7) or authors (their KL to softmax(10 x ground truth)) \\[default: the profile's]."),
-    ignore_visual_weights: Optional[bool] = typer.Option(None, "--ignore-visual-weights/--no-ignore-visual-weights", help="With --init-from and --features: use the cache even though the checkpoint's visual encoder did not make it."),
+    features: Annotated[Path | None, o.option(
+        "--features", "Training feature cache from extract-features (CLIP frozen: trains the temporal head and "
+        "logit scale).", o.INPUT)] = None,
+    videos: Annotated[Path | None, o.option(
+        "--videos", "Training video list (end to end: CLIP's visual encoder is fine-tuned too).", o.INPUT)] = None,
+    root: o.Root = None,
+    classes: o.Classes = None,
+    val_features: Annotated[Path | None, o.option(
+        "--val-features", "Validation feature cache (all its views are scored).", o.INPUT)] = None,
+    val_videos: Annotated[Path | None, o.option(
+        "--val-videos", "Validation video list (end-to-end mode).", o.INPUT)] = None,
+    val_root: Annotated[Path | None, o.option(
+        "--val-root", "Folder that relative paths of --val-videos start from.", o.INPUT)] = None,
+    recipe: o.Recipe = None,
+    model: o.Model = None,
+    pretrained: o.Pretrained = None,
+    quick_gelu: o.QuickGelu = None,
+    init_from: Annotated[Path | None, o.option(
+        "--init-from", "Start from a trained Video branch: a bike run folder or checkpoint, or the authors' "
+        "released BIKE checkpoint.", o.MODEL)] = None,
+    ignore_visual_weights: o.IgnoreVisualWeights = None,
+    head: o.Head = None,
+    temporal: Annotated[str | None, o.option(
+        "--temporal", "none or transformer (a temporal transformer before the head).", o.MODEL)] = None,
+    temporal_layers: Annotated[int | None, o.option(
+        "--temporal-layers", "Layers of the temporal transformer.", o.MODEL)] = None,
+    vcs_tokens: o.VcsTokens = None,
+    tau: Annotated[float | None, o.option("--tau", "VCS softmax temperature.", o.MODEL)] = None,
+    templates: o.Templates = None,
+    frames: o.Frames = None,
+    shots: Annotated[int | None, o.option(
+        "--shots", "Few-shot: train on K videos per class (a seeded, reproducible sample).", o.TRAINING)] = None,
+    samples_per_epoch: Annotated[int | None, o.option(
+        "--samples-per-epoch", "Cycle the training set to this many samples per epoch (few-shot runs: as many "
+        "steps as a full-data epoch, as the paper does).", o.TRAINING)] = None,
+    out: Path | None = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
+    grad_checkpointing: Annotated[bool | None, o.option(
+        "--grad-checkpointing/--no-grad-checkpointing",
+        "Trade compute for memory (visual encoder and temporal transformer).", o.PERFORMANCE)] = None,
+    **training: object,  # o.TRAINING_BLOCK
 ) -> None:
     """Train BIKE's Video branch (Video Concept Spotting + temporal transformer, Eq. 5-7).
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-video ...`.
     """
-    options = dict(locals())
-    options.pop("recipe")
-    templates = options.pop("template")
-    if templates is not None:
-        options["templates"] = templates
-    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides = given({**locals(), **training}, "recipe", "training")
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.config.recipe import build_config
+    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.stages.train_video import run_train_video
+
     cfg = run_guarded(build_config, TrainVideoConfig, recipe, overrides, stage="train-video")
     summary = run_guarded(run_train_video, cfg, lambda: RichProgress("steps"))
     if summary.is_main:
@@ -73,13 +76,21 @@ def train_video(
 
 
 def print_train_summary(stage: str, summary: TrainSummary) -> None:
-    """The final table of a training stage."""
+    """The final table of a training stage (or the line saying the run had finished before)."""
+    from rich.table import Table
+
+    if summary.finished_before:
+        console.print(f"{stage}: the run in {summary.out} finished all {summary.epochs} epochs before; "
+                      "nothing to do (raise --epochs to train on, or --overwrite to start over)", highlight=False)
     table = Table(title=f"{stage}: {summary.out}", show_header=False, title_justify="left")
+    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("epochs / steps", f"{summary.epochs} / {summary.steps}")
     table.add_row("best epoch", str(summary.best_epoch))
     for key, value in summary.best_metrics.items():
         table.add_row(f"best {key}", f"{value:.2f}")
-    table.add_row("last train loss", f"{summary.last_metrics.get('train_loss', float('nan')):.4f}")
+    if "train_loss" in summary.last_metrics:
+        table.add_row("last train loss", f"{summary.last_metrics['train_loss']:.4f}")
     table.add_row("checkpoints", f"{summary.out / 'best.pt'}, {summary.out / 'last.pt'}")
-    table.add_row("time", f"{summary.seconds:.1f} s")
+    if not summary.finished_before:
+        table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)

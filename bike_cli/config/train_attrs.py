@@ -32,6 +32,8 @@ class TrainAttrsConfig:
     seed: int = 0
     val_every: int = 1
     workers: int = 0  # samples are embeddings or token rows in memory: workers rarely help
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     resume: bool = False
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
     loss: str | None = None  # bike (Eq. 8) | authors (their KL loss) [default: the profile's]
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)

@@ -53,8 +53,10 @@ class TrainVideoConfig:
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
     workers: int = 2
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     resume: bool = False
     # reproduction (bike_cli.config.compat, docs/reproducing.md)
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
     loss: str | None = None  # bike (Eq. 7) | authors (their KL loss) [default: the profile's]
     ignore_visual_weights: bool = False  # --init-from a checkpoint whose visual encoder did not make the cache
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)

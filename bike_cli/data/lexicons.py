@@ -14,6 +14,7 @@ to read the file.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -24,7 +25,11 @@ from bike_cli.errors import InputError, location
 
 log = logging.getLogger(__name__)
 
-LEXICON_DIR = Path(bike_cli.__file__).resolve().parents[1] / "lexicons"
+_PACKAGE = Path(bike_cli.__file__).resolve().parent
+# An installed wheel carries the phrase files as package data (bike_cli/lexicons/); a checkout or an
+# editable install reads the repository's lexicons/ folder, their source.
+LEXICON_DIR = next((d for d in (_PACKAGE / "lexicons", _PACKAGE.parent / "lexicons") if d.is_dir()),
+                   _PACKAGE.parent / "lexicons")
 
 LEXICONS: dict[str, str] = {
     "k400": "Kinetics-400: the 400 class names",
@@ -38,6 +43,13 @@ LEXICONS: dict[str, str] = {
     "imagenet1k": "ImageNet-1K: open_clip's 1,000 class names, 998 after merging 2 repeated names (built at run time)",
 }
 _GENERATED = ("imagenet1k",)  # built-in lexicons that have no file
+# The paper's and datasets' own spellings; compared in lower case without '-', '_' and spaces.
+ALIASES: dict[str, str] = {
+    "in1k": "imagenet1k", "imagenet": "imagenet1k", "ilsvrc2012": "imagenet1k",
+    "kinetics400": "k400", "kinetics": "k400", "ucf": "ucf101", "hmdb": "hmdb51",
+    "activitynet": "anet", "activitynet13": "anet",
+    **{f"kinetics600split{i}": f"k600_split{i}" for i in (1, 2, 3)},
+}
 
 
 def normalise_phrase(text: str) -> str:
@@ -50,16 +62,28 @@ def lexicon_sha256(phrases: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(phrases).encode("utf-8")).hexdigest()
 
 
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in "-_ ")
+
+
+def builtin_name(text: str) -> str | None:
+    """The built-in lexicon `text` names (itself, any case, or an alias such as IN-1K), else None."""
+    keys = {_key(name): name for name in LEXICONS} | ALIASES
+    return keys.get(_key(text))
+
+
 def load_lexicon(name_or_path: str | Path) -> list[str]:
-    """The phrases of a built-in lexicon (a name in `LEXICONS`) or of a phrase file, in file order."""
+    """The phrases of a built-in lexicon (a name in `LEXICONS` or `ALIASES`) or of a phrase file, in file order."""
     text = str(name_or_path)
+    if "/" not in text and "\\" not in text and not Path(text).suffix:
+        text = builtin_name(text) or text
     if text in _GENERATED:
         return _imagenet_phrases()
     if text in LEXICONS:
         path = LEXICON_DIR / f"{text}.txt"
         if not path.is_file():
-            raise InputError(f"built-in lexicon {text!r} not found at {path}: bike looks for the repository's "
-                             "lexicons/ folder beside the bike_cli package (a checkout or editable install)")
+            raise InputError(f"built-in lexicon {text!r} not found at {path}: the bike installation is incomplete "
+                             "(reinstall it: pip install bike-cli, or pip install -e . in a checkout)")
         return read_phrase_file(path)
     path = Path(name_or_path)
     if path.is_file():
@@ -68,7 +92,10 @@ def load_lexicon(name_or_path: str | Path) -> list[str]:
         raise InputError(f"lexicon {path} is not a file")
     if "/" in text or "\\" in text or path.suffix:
         raise InputError(f"lexicon file not found: {path}")
-    raise InputError(f"unknown lexicon {text!r} (and no such file); built-in lexicons: {', '.join(LEXICONS)}")
+    close = difflib.get_close_matches(_key(text), [_key(n) for n in LEXICONS] + list(ALIASES), n=3, cutoff=0.6)
+    names = list(dict.fromkeys(builtin_name(c) for c in close))
+    hint = f"did you mean {' or '.join(map(repr, names))}? " if names else ""
+    raise InputError(f"unknown lexicon {text!r} (and no such file); {hint}built-in lexicons: {', '.join(LEXICONS)}")
 
 
 def read_phrase_file(path: str | Path) -> list[str]:

@@ -53,13 +53,21 @@ def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
     return path
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as fh:
+        if fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            raise InputError(f"{path} is a feature cache (HDF5), not a checkpoint: give it as --features; a "
+                             "checkpoint is a train-video/train-attrs run folder or its best.pt")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors have many types
-        raise InputError(f"{path} is not a checkpoint bike can read safely: {err}") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{path} is not a checkpoint bike can read safely: {reason}") from None
 
 
 def load_video_checkpoint(path: str | Path) -> BranchCheckpoint:
@@ -76,7 +84,11 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
     """bike's own checkpoint of `kind` (a file, or a run folder holding best.pt / last.pt)."""
     path = Path(path)
     if path.is_dir():
-        path = next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), path / "best.pt")
+        found = next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), None)
+        if found is None:
+            raise InputError(f"{path} is not a bike run folder: it holds no best.pt or last.pt (give the --out "
+                             "folder of a train-video/train-attrs run that finished an epoch, or a checkpoint file)")
+        path = found
     data = _load(path)
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None

@@ -192,6 +192,9 @@ def _read_header(source: Path) -> list[str]:
             header = next(csv.reader(fh), [])
     except UnicodeDecodeError as e:
         raise InputError(f"{source}: score CSV is not UTF-8 text ({e.reason})") from None
+    if "attr_1" in header and "sentence" in header:
+        raise InputError(f"{source} is an attributes CSV (what gen-attributes writes), not a score CSV: give the "
+                         "scores instead (eval's video_scores.csv / attrs_scores.csv, or gen-attributes --scores)")
     if len(header) < 3 or header[0] != ID_COLUMN or header[1] not in (LABEL_COLUMN, LABELS_COLUMN):
         raise InputError(f"{location(source, 1)}: expected the header 'video_id,label,<class>,...' "
                          f"(or 'labels' for multi-label scores), got {','.join(header)!r}")

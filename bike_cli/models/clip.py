@@ -50,6 +50,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from bike_cli.errors import ModelLoadError
+from bike_cli.models import hub
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _load_tag(name: str, tag: str, quick_gelu: bool | None, device: torch.device
     cfg = open_clip.get_pretrained_cfg(name, tag)
     use_quick_gelu = _required_quick_gelu(bool(cfg.get("quick_gelu", False)), quick_gelu, f"{name} {tag!r}")
     try:
-        checkpoint = open_clip.download_pretrained(cfg)
+        checkpoint = hub.download_pretrained(cfg)
     except Exception as e:  # offline, hub and URL downloads fail with many error types
         reason = str(e).rstrip(".")
         raise ModelLoadError(

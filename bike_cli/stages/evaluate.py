@@ -49,6 +49,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
+from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
@@ -132,11 +133,13 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         names = class_names
         model_name = cfg.model or (cache.meta.model_name if cache else None)
         pretrained = cfg.pretrained or (cache.meta.pretrained if cache else None)
-        quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if cache else None)
+        same_model = cache is not None and model_name == cache.meta.model_name  # else open_clip's own choice
+        quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if same_model else None)
         if not model_name or not pretrained:
             raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
         settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
-                    "vcs_tokens": cfg.vcs_tokens or "words", "templates": cfg.templates, "frames": cfg.frames or 8}
+                    "vcs_tokens": cfg.vcs_tokens or "words", "templates": cfg.templates,
+                    "frames": cfg.frames or (cache.meta.frames if cache else 8)}  # zero-shot: the cache's T
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
     text_width = clip.ln_final.weight.shape[0]
@@ -280,7 +283,7 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     """Score, fuse and measure; see the module docstring for the outputs."""
     _check(cfg)
     progress = progress or Progress()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.device)
     cache = FeatureCache(cfg.features) if cfg.features else None
     if cache is not None:
         check_same_profile(cfg.compat, cache.meta.compat, cache.path)
@@ -288,6 +291,9 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
+    if cache is not None and class_names is not None and cache.meta.num_classes > len(class_names):
+        raise InputError(f"--classes {cfg.classes} has {len(class_names)} names but {cache.path} holds labels of "
+                         f"{cache.meta.num_classes} classes: give the class file the cache was extracted with")
     vm, class_names = _video_model(cfg, class_names, cache, device)
     authors_zero_shot = cfg.compat == AUTHORS and cfg.protocol == "zero-shot-half"
     vm.kept = [] if authors_zero_shot and cache is None else None

@@ -31,7 +31,7 @@ from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.stages.authors_checkpoint import authors_quick_gelu
-from bike_cli.stages.distributed import DistContext, init_distributed
+from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
         len(video_list), cfg.list_path, len(video_list) - len(todo), len(todo),
         f" ({len(mine)} on process {dist.rank} of {dist.world_size})" if dist.world_size > 1 else "",
     )
-    device = torch.device(cfg.device) if cfg.device else dist.device
+    device = resolve_device(cfg.device) if cfg.device else dist.device
     encoder = FrameEncoder(model, spec, device, cfg.precision)
     with cores_beside_workers(device, cfg.workers):
         _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)

@@ -41,6 +41,7 @@ from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
 from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
+from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import Progress
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
         )
     try:
         model, spec = load_clip(name, pretrained, quick_gelu=quick_gelu,
-                                device=cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                                device=resolve_device(cfg.device))
     except ModelLoadError as e:
         if not from_cache:
             raise

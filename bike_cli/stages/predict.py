@@ -47,6 +47,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import load_authors_branch
+from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import autocast_for
 from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
 
@@ -255,7 +256,7 @@ class Predictor:
 
 
 def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return resolve_device(name)
 
 
 def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:

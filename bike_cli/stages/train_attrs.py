@@ -34,6 +34,7 @@ from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
+from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (
     LoopSettings,
     Trainer,
@@ -108,6 +109,9 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     _check(cfg)
     settings = LoopSettings.of(cfg)
     settings.check()
+    finished = check_run_folder(settings, "train-attrs")
+    if finished is not None:
+        return finished
     accelerator = make_accelerator(settings)
     device = accelerator.device
     class_names = read_class_names(cfg.classes)

@@ -48,6 +48,7 @@ from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
 from bike_cli.models.authors import configure_training
 from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.stages.extract import Progress
+from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (
     EpochBatches,
     LoopSettings,
@@ -74,6 +75,10 @@ def _check(cfg: TrainVideoConfig) -> None:
     check_profile(cfg.compat)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
+    if cfg.features is not None and cfg.head == "mean" and cfg.temporal == "none":
+        raise InputError("--head mean --temporal none on a feature cache has nothing to train but the logit "
+                         "scale: add --temporal transformer or --head vcs, train end to end with --videos, or "
+                         "evaluate the frozen CLIP as it is with `bike eval` (zero-shot)")
 
 
 def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
@@ -106,6 +111,9 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     _check(cfg)
     settings = LoopSettings.of(cfg)
     settings.check()
+    finished = check_run_folder(settings, "train-video")
+    if finished is not None:
+        return finished
     accelerator = make_accelerator(settings)
     device = accelerator.device
     cache = FeatureCache(cfg.features) if cfg.features else None

@@ -45,6 +45,8 @@ class LoopSettings:
     val_every: int
     workers: int
     resume: bool
+    device: str | None = None
+    overwrite: bool = False
 
     @classmethod
     def of(cls, cfg) -> "LoopSettings":
@@ -56,6 +58,8 @@ class LoopSettings:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
 
 
 @dataclass
@@ -68,6 +72,7 @@ class TrainSummary:
     last_metrics: dict
     seconds: float
     is_main: bool = True
+    finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
 
 
 @dataclass
@@ -148,7 +153,9 @@ def make_accelerator(settings: LoopSettings):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cuda = torch.cuda.is_available()
+    from bike_cli.stages.distributed import resolve_device
+
+    cuda = resolve_device(settings.device).type == "cuda"
     precision = settings.precision
     if not cuda or precision == "fp32":
         mixed = "no"
@@ -262,7 +269,7 @@ class Trainer:
             return RunState()
         latest = latest_checkpoint(s.out)
         if latest is None:
-            log.warning("--resume: no checkpoint in %s yet; starting from the beginning", s.out / "checkpoints")
+            log.info("--resume: no checkpoint in %s yet; starting from the first epoch", s.out)
             return RunState()
         self.accelerator.load_state(str(latest))
         state = RunState(**json.loads((latest / STATE_FILE).read_text()))
@@ -337,9 +344,9 @@ def metrics_over_processes(scores: list, labels: list) -> dict:
     from bike_cli.eval.metrics import recognition_metrics
 
     mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
-    parts = [(s, l) for s, l in gather_object([mine]) if s is not None]
+    parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
     all_scores = np.concatenate([s for s, _ in parts])
-    all_labels = np.concatenate([l for _, l in parts])
+    all_labels = np.concatenate([y for _, y in parts])
     return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
 
 

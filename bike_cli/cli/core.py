@@ -1,0 +1,208 @@
+"""The shell every command shares: the Typer app, the console, logging, and the one place that turns
+errors into messages and exit codes. It never imports a command (`bike_cli.cli.app` registers them)
+and nothing heavy: `bike --help` must not load torch.
+
+Exit codes: 0 success; 1 a failure bike reports (bad input, unreadable data, `--strict` with
+skipped videos); 2 a usage error (unknown option, missing value: Click's); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from typer.core import TyperCommand, TyperGroup, TyperOption
+
+from bike_cli import __version__
+from bike_cli.errors import BikeError
+
+EXIT_FAILURE = 1  # a problem bike found and reported (BikeError)
+EXIT_USAGE = 2  # Click's code for a bad command line
+EXIT_INTERRUPTED = 130
+
+# Messages and logs go to stderr so that stdout stays clean for machine-readable output.
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Help panels of the options, in the order `--help` shows them.
+INPUT = "Input"
+MODEL = "Model"
+SAMPLING = "Sampling"
+TRAINING = "Training"
+OUTPUT = "Output"
+PERFORMANCE = "Performance"
+PANELS = (INPUT, MODEL, SAMPLING, TRAINING, OUTPUT, PERFORMANCE)
+
+
+def _log_level(verbose: bool, quiet: bool) -> int:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # the other processes of `accelerate launch`: rank 0 talks
+        level = max(level, logging.WARNING)
+    return level
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Route `logging` through Rich on stderr (idempotent)."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_bike", False):
+            root.removeHandler(handler)
+    handler = RichHandler(console=console, show_path=False, show_time=False, rich_tracebacks=False)
+    handler._bike = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("bike_cli").setLevel(level)
+
+
+def _set_verbose(value: bool) -> None:
+    if value:
+        setup_logging(_log_level(True, False))
+
+
+def _set_quiet(value: bool) -> None:
+    if value:
+        setup_logging(_log_level(False, True))
+
+
+def _verbosity_params() -> list:
+    """`-v/-q` for a subcommand (after its name): they override the level the group set."""
+    holder = typer.Typer(add_completion=False)
+
+    @holder.command()
+    def _options(
+        verbose: bool = typer.Option(False, "--verbose", "-v", expose_value=False, callback=_set_verbose,
+                                     help="Log debug messages."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", expose_value=False, callback=_set_quiet,
+                                   help="Log warnings and errors only."),
+    ) -> None:
+        pass
+
+    return list(typer.main.get_command(holder).params)
+
+
+def _hide_flag_types(params: list) -> None:
+    """A flag takes no value: show no `<bool>` after it."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+
+
+class BikeGroup(TyperGroup):
+    """The `bike` group: its help shows flags without a value label."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        _hide_flag_types(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
+class BikeCommand(TyperCommand):
+    """A stage command: `-q/-v` after the subcommand, and help that shows its settings dataclass's defaults.
+
+    A command function decorated with `settings(...)` names its config dataclass; options whose
+    Typer default is None (meaning "not given": the dataclass default applies) show that default.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_verbosity_params())
+        # Panels in PANELS order whatever the signature's order; arguments and unpanelled options first.
+        self.params.sort(key=lambda p: PANELS.index(p.rich_help_panel) + 1 if getattr(p, "rich_help_panel", None)
+                         in PANELS else 0)
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        params = self.get_params(ctx)
+        _hide_flag_types(params)
+        self._show_config_defaults(params)
+        super().format_help(ctx, formatter)
+
+    def _show_config_defaults(self, params: list) -> None:
+        ref = getattr(self.callback, "bike_config", None)
+        if ref is None:
+            return
+        from bike_cli.cli.defaults import config_defaults
+
+        defaults = config_defaults(ref)
+        meanings: dict[str, str | None] = getattr(self.callback, "bike_none_means", {})
+        for param in params:
+            name = param.name
+            if param.default is not None or not isinstance(param, TyperOption):
+                continue
+            if name in meanings:
+                if meanings[name]:
+                    param.help = f"{param.help or ''} \\[default: {meanings[name]}]".strip()
+                continue
+            value = defaults.get(name)
+            if value is not None and value != [] and not (param.is_flag and value is False and not param.secondary_opts):
+                param.default = value
+
+
+def settings(config: str, **none_means: str | None) -> Callable[[F], F]:
+    """Link a command function to its settings dataclass ("module:Class") for the defaults in its help.
+
+    `none_means[field]`: what leaving the option out means, shown instead of the dataclass default
+    (e.g. model="the cache's"); None shows no default.
+    """
+
+    def mark(func: F) -> F:
+        func.bike_config = config  # type: ignore[attr-defined]
+        func.bike_none_means = none_means  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def given(options: dict[str, Any], *drop: str) -> dict[str, Any]:
+    """The options the user gave (not None), without those in `drop`: parameter names are field names."""
+    return {k: v for k, v in options.items() if v is not None and k not in drop}
+
+
+app = typer.Typer(
+    name="bike",
+    cls=BikeGroup,
+    help="BIKE video recognition with CLIP: staged commands that hand HDF5 feature caches and CSV "
+    "files to each other. Run `bike COMMAND --help` for each stage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"bike {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages (also after the command)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings and errors only (also after the command)."),
+    version: bool | None = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    setup_logging(_log_level(verbose, quiet))
+
+
+def run_guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a library function; a BikeError becomes one red line and exit code 1."""
+    try:
+        return func(*args, **kwargs)
+    except BikeError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(code=EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished work is kept; run the same command to resume")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    """Stop with one red line and exit code `code` (a problem the shell itself found)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=code)

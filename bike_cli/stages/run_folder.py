@@ -1,0 +1,72 @@
+"""What a training stage finds in its `--out` folder before it loads anything.
+
+- no run there: train;
+- a run there, neither `--resume` nor `--overwrite`: an error offering both (nothing is touched);
+- `--overwrite`: the run's files are removed (only those: other files in the folder stay), then train;
+- `--resume` of a run whose last complete epoch is the last one asked for: nothing to do; the run's
+  own summary is returned and no file is written (config.yaml stays as it was);
+- `--resume` of an unfinished run, or of a folder with no run yet: train (resuming where it was).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from bike_cli.errors import InputError
+from bike_cli.stages.training import STATE_FILE, LoopSettings, RunState, TrainSummary, latest_checkpoint
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "config.yaml")  # besides checkpoints/ and tensorboard/
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+
+
+def holds_run(out: Path) -> bool:
+    """Whether `out` has what a training run leaves: a complete epoch, metrics or a last checkpoint."""
+    if not out.is_dir():
+        return False
+    return latest_checkpoint(out) is not None or (out / "metrics.jsonl").exists() or (out / "last.pt").exists()
+
+
+def check_run_folder(settings: LoopSettings, stage: str) -> TrainSummary | None:
+    """Apply the rules of the module docstring; a summary means "finished before: do nothing"."""
+    out = settings.out
+    if not holds_run(out):
+        return None
+    if settings.overwrite:
+        if int(os.environ.get("RANK", "0")) == 0:  # one process of a launched run removes the files
+            discard_run(out)
+        return None
+    if not settings.resume:
+        raise InputError(f"{out} already holds a {stage} run: pass --resume to continue it, --overwrite to "
+                         "start it over, or choose another --out")
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return None
+    state = RunState(**json.loads((latest / STATE_FILE).read_text()))
+    if state.epoch < settings.epochs:
+        return None
+    log.info("%s: %s finished epoch %d of %d earlier; nothing to do", stage, out, state.epoch, settings.epochs)
+    return TrainSummary(out, state.epoch, state.step, state.best_epoch, state.best_metrics, _last_line(out), 0.0,
+                        is_main=int(os.environ.get("RANK", "0")) == 0, finished_before=True)
+
+
+def discard_run(out: Path) -> None:
+    """Remove the files a training run wrote into `out` (and nothing else)."""
+    for name in RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    log.info("--overwrite: removed the earlier run in %s", out)
+
+
+def _last_line(out: Path) -> dict:
+    try:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return {}
+    return json.loads(lines[-1]) if lines else {}
