@@ -192,7 +192,7 @@ def test_bike_eval_compat_authors_reproduces_the_authors_pipeline(tmp_path, samp
 
 def test_a_cache_of_other_visual_weights_is_refused_naming_both_digests(tmp_path, sample_data, authors_ckpt):
     cache = tmp_path / "plain.h5"
-    _run("extract-features", "--list", sample_data.val, "--classes", sample_data.classes, "--frames", FRAMES,
+    _run("extract-features", "--list", sample_data.val, "--classes", sample_data.classes, "--model", "bike-tiny", "--frames", FRAMES,
          "--compat", "authors", "--workers", "0", "--out", cache)
     refused = _run("eval", "--checkpoint", authors_ckpt, "--features", cache, "--compat", "authors",
                    "--workers", "0", "--out", tmp_path / "no", ok=False)
