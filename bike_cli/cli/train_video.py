@@ -51,6 +51,7 @@ def train_video(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation, data order, sampling and few-shot draw \\[default: 0]."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs \\[default: 1]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes \\[default: 2]."),
+    cache_in_memory: Optional[str] = typer.Option(None, "--cache-in-memory", help="With --features: hold the training rows in memory (RAM, or GPU memory on CUDA) and batch by indexing, no workers: auto (when under half the free memory), on or off \\[default: auto]."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last complete checkpoint in --out."),
 ) -> None:
     """Train BIKE's Video branch (Video Concept Spotting + temporal transformer, Eq. 5-7).

@@ -53,4 +53,5 @@ class TrainVideoConfig:
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
     workers: int = 2
+    cache_in_memory: str = "auto"  # --features: hold the rows in RAM / GPU memory: auto | on | off
     resume: bool = False
