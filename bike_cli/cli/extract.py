@@ -27,7 +27,7 @@ def extract_features(
     sampling: str = typer.Option("test", "--sampling", help="test: segment centres (deterministic); train: a random frame per segment, seeded per video."),
     seed: int = typer.Option(0, "--seed", help="Seed of train-mode sampling."),
     failures: Optional[Path] = typer.Option(None, "--failures", help="CSV of videos that could not be read, with the reason \\[default: OUT stem + .failures.csv]."),
-    decoder: str = typer.Option("decord", "--decoder", help="Video decoder: decord or pyav. The other one is tried on files the first cannot read."),
+    decoder: str = typer.Option("pyav", "--decoder", help="Video decoder: pyav (decodes only what the sampled frames need, exactly) or decord. The other one is tried on files the first cannot read."),
     batch_size: int = typer.Option(16, "--batch-size", help="Videos per batch: each batch is decoded in parallel, encoded together and written as one unit."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes that decode videos (0 = decode in the main process)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: this process's GPU, else cpu]."),

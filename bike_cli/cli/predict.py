@@ -37,7 +37,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables (logs stay on stderr)."),
     explain: Optional[Path] = typer.Option(None, "--explain", help="Draw the paper's Fig. 3 (frames, saliency, attributes) into this image, one row per video (.png, .pdf, .svg...)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable videos with a message instead of stopping (exit 2) at the first one."),
-    decoder: str = typer.Option("decord", "--decoder", help="Video decoder: decord or pyav (the other one is tried on failure)."),
+    decoder: str = typer.Option("pyav", "--decoder", help="Video decoder: pyav or decord (the other one is tried on failure)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda when available, else cpu]."),
 ) -> None:
     """Recognise videos with a trained Video branch (--checkpoint) or zero-shot CLIP, and explain them.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.data.decoding import read_frames
+from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lists import VideoEntry
 from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
 from bike_cli.errors import BikeError
@@ -45,7 +45,7 @@ class MultiViewClips(Dataset):
         size: int,
         mode: str = "test",
         seed: int = 0,
-        decoder: str = "decord",
+        decoder: str = DEFAULT_DECODER,
     ) -> None:
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
