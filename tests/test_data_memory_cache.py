@@ -78,9 +78,10 @@ def test_memory_batches_equal_the_dataloader_batches(tmp_path, small_slabs, mult
             assert torch.equal(clips, want_clips) and torch.equal(targets, want_targets)
 
 
-def test_slab_batches_equal_the_dataloader_batches(tmp_path, small_slabs):
+@pytest.mark.parametrize("frames, step", [(4, 2), (8, 1)])  # frames sampled, a process's share / all, read direct
+def test_slab_batches_equal_the_dataloader_batches(tmp_path, small_slabs, frames, step):
     cache = write_cache(tmp_path / "c.h5")
-    source = CachedClips(cache, 4, train=False, rows=np.arange(len(cache))[1::2])  # one process's share
+    source = CachedClips(cache, frames, train=False, rows=np.arange(len(cache))[1::step])
     want = list(DataLoader(source, batch_size=4))
     got = list(SlabBatches(source, 4))
     assert len(got) == len(want) == len(SlabBatches(source, 4))

@@ -86,9 +86,14 @@ def read_rows(cache: FeatureCache, rows: Sequence[int], frames: np.ndarray | Non
     if len(rows) > 1 and np.any(np.diff(rows) <= 0):
         raise InputError("cache rows must be increasing to be read in slabs")
     meta = cache.meta
+    if frames is not None and np.array_equal(frames, np.arange(meta.frames)):
+        frames = None  # every frame: no selection, no copy
     t = meta.frames if frames is None else len(frames)
     out = np.empty((len(rows), meta.num_views, t, meta.embed_dim), dtype=np.float16)
     for positions, first, stop in slabs(rows, _slab_rows(cache)):
+        if frames is None and stop - first == len(positions):  # consecutive rows: read straight into `out`
+            cache.dataset().read_direct(out, np.s_[first:stop], np.s_[positions[0] : positions[-1] + 1])
+            continue
         slab = cache.embeddings(slice(first, stop))  # [stop - first, V, Tc, D]
         slab = slab[rows[positions] - first]
         out[positions] = slab if frames is None else slab[:, :, frames]
