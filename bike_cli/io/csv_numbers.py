@@ -21,40 +21,61 @@ _LOW, _HIGH = 10.0**DIGITS / 10, 10.0**DIGITS  # a value with DIGITS digits scal
 
 
 def _python_round(values: np.ndarray) -> np.ndarray:
+    """The `%.7g` decimals of `values` as doubles, by Python's own formatting (the exact reference)."""
     return np.array([float(f"{v:.{DIGITS}g}") for v in values.tolist()], dtype=np.float64)
 
 
 def round_significant(values: np.ndarray) -> np.ndarray:
     """float64 copy of `values` with each element the double nearest its `%.7g` decimal.
 
-    Vectorised where the decimal scaling is exact (a power of ten up to 1e22 in one multiplication or
-    division); values outside (below 1e-16 or above 1e28 in magnitude) and rare near-ties in Python."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    out = np.zeros_like(x)
-    nonzero = np.flatnonzero(x != 0)
-    v = x[nonzero]
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        e = np.floor(np.log10(np.abs(v)))  # decimal exponent, possibly off by one near powers of ten
-        shift = (DIGITS - 1) - e  # scale by 10**shift: positive (multiply) or negative (divide)
-        for _ in range(2):  # correct an off-by-one exponent
-            y = _scaled(v, shift)
-            shift = shift - (np.abs(y) >= _HIGH) + (np.abs(y) < _LOW)
-        y = _scaled(v, shift)
-        m = np.rint(y)
-        frac = np.abs(np.abs(y) - np.floor(np.abs(y)) - 0.5)
-        exact = (shift <= 22) & (shift >= -22) & (frac >= _TIE) & np.isfinite(y)
-        r = np.where(shift >= 0, m / 10.0 ** np.clip(shift, 0, 22), m * 10.0 ** np.clip(-shift, 0, 22))
-    slow = ~exact
-    r[slow] = _python_round(v[slow])
-    out[nonzero] = r
-    return out.reshape(np.shape(values))
+    Vectorised where the decimal scaling is exact (one multiplication or division by a power of ten
+    up to 1e22); values outside (below about 1e-16 or above 1e28 in magnitude) and rare near-ties in
+    Python. Few passes over the data, in place: it is memory-bound."""
+    x = np.array(values, dtype=np.float64).ravel()  # a copy: the result is written into it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.log10(np.abs(x))
+        np.floor(shift, out=shift)
+        np.subtract(DIGITS - 1, shift, out=shift)  # scale by 10**shift so DIGITS digits stay before the point
+    shift[~np.isfinite(shift)] = 0  # zeros
+    shift = shift.astype(np.int64)
+    y = _scale(x, shift)
+    for _ in range(2):  # log10 can be off by one next to powers of ten: fix those few
+        off = np.flatnonzero((np.abs(y) >= _HIGH) | ((np.abs(y) < _LOW) & (x != 0)))
+        if not off.size:
+            break
+        shift[off] += np.where(np.abs(y[off]) >= _HIGH, -1, 1)
+        y[off] = _scale(x[off], shift[off])
+    frac = np.abs(y)
+    frac -= np.floor(frac)
+    frac -= 0.5
+    slow = (np.abs(frac) < _TIE) | (np.abs(shift) > 22)
+    np.rint(y, out=y)
+    _unscale(y, shift)
+    slow_at = np.flatnonzero(slow)
+    y[slow_at] = _python_round(x[slow_at])
+    return y.reshape(np.shape(values))
 
 
-def _scaled(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """v * 10**shift with one correctly rounded operation by an exact power of ten (where |shift| <= 22)."""
-    up = 10.0 ** np.clip(shift, 0, 22)
-    down = 10.0 ** np.clip(-shift, 0, 22)
-    return np.where(shift >= 0, v * up, v / down)
+_POW10 = 10.0 ** np.arange(23)  # exact powers of ten in float64
+
+
+def _scale(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """v * 10**shift, one correctly rounded operation by an exact power of ten (|shift| clipped to 22)."""
+    powers = _POW10[np.minimum(np.abs(shift), 22)]
+    with np.errstate(over="ignore"):  # huge values scaled down are multiplied first, then divided below
+        out = v * powers
+    down = np.flatnonzero(shift < 0)
+    out[down] = v[down] / powers[down]
+    return out
+
+
+def _unscale(m: np.ndarray, shift: np.ndarray) -> None:
+    """m / 10**shift in place (the inverse of `_scale`, again one correctly rounded operation)."""
+    powers = _POW10[np.minimum(np.abs(shift), 22)]
+    down = np.flatnonzero(shift < 0)
+    up = m[down] * powers[down]
+    m /= powers
+    m[down] = up
 
 
 def write_number_rows(fh: BinaryIO, prefixes: Sequence[str], matrix: np.ndarray) -> None:
