@@ -70,7 +70,7 @@ def child(spec: dict) -> dict:
              "loader": lambda: DataLoader(source, batch_sampler=first, num_workers=0)}
     texts = random_class_texts(spec["classes"], spec["tokens"], dim)
     out["heads"] = {}
-    for head_name, temporal in HEADS:
+    for head_name, temporal in [h for h in HEADS if f"{h[0]}+{h[1]}" in spec["heads"]]:
         head = VideoHead(dim, head=head_name, temporal=temporal, tau=cfg.tau, layers=cfg.temporal_layers,
                          heads=max(1, dim // 64))
         rig = make_rig(cfg, VideoBranch(head, LogitScale(), None), texts, None, len(sampler), accelerator)
@@ -91,14 +91,14 @@ def child(spec: dict) -> dict:
 
 
 def run(videos: int, steps: int, repeats: int, frames: int = 8, dim: int = 512, classes: int = 400,
-        batch: int = 256, tokens: int = 8) -> dict:
+        batch: int = 256, tokens: int = 8, heads: tuple[str, ...] = tuple(f"{h}+{t}" for h, t in HEADS)) -> dict:
     """Write the cache, then run `child` in a fresh process; its figures and the targets."""
     with tempfile.TemporaryDirectory(prefix="bike-memcache-") as tmp:
         started = time.perf_counter()
         path = build_cache(Path(tmp) / "cache.h5", videos, 1, 1, frames, dim, classes, block=8192)
         build_s = time.perf_counter() - started
         spec = {"cache": str(path), "frames": frames, "dim": dim, "classes": classes, "batch": batch,
-                "tokens": tokens, "steps": steps, "repeats": repeats}
+                "tokens": tokens, "steps": steps, "repeats": repeats, "heads": list(heads)}
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                               text=True, check=False, cwd=Path(__file__).parent)
         if proc.returncode:
@@ -119,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, default=240_000, help="rows of the synthetic cache [240000]")
     p.add_argument("--steps", type=int, default=3, help="steps of epoch 1 timed per feeding [3]")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median) [3]")
+    p.add_argument("--heads", default=",".join(f"{h}+{t}" for h, t in HEADS), help="head+temporal to time [all]")
     p.add_argument("--out-json", type=Path)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
-    out = run(args.videos, args.steps, args.repeats)
+    out = run(args.videos, args.steps, args.repeats, heads=tuple(args.heads.split(",")))
     text = json.dumps(out, indent=2)
     print(text)
     if args.out_json:

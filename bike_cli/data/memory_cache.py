@@ -136,11 +136,14 @@ class MemoryClips:
         positions = np.asarray(positions, dtype=np.int64)
         items, passes = positions % self.n, positions // self.n
         _, views, cached_t, _ = self.emb.shape
+        index = torch.from_numpy(items)
+        if views == 1 and cached_t == self.source.frames:  # nothing to draw: view 0, every frame
+            clips = self.emb[index.to(self.device, non_blocking=True), 0]  # [b, T, D]
+            return clips, self.targets[index]
         choices = [self.source.train_choice(int(self.source.rows[i]), self.epoch * self.passes + int(p),
                                             views, cached_t) for i, p in zip(items, passes)]
         view = torch.tensor([c[0] for c in choices], dtype=torch.int64)  # [b]
         t_idx = torch.from_numpy(np.stack([c[1] for c in choices]))  # [b, T]
-        index = torch.from_numpy(items)
         if self.device.type != "cpu":
             index, view, t_idx = (x.to(self.device, non_blocking=True) for x in (index, view, t_idx))
         clips = self.emb[index[:, None], view[:, None], t_idx]  # [b, T, D]
