@@ -111,7 +111,9 @@ class MemoryClips:
         if not source.train:
             raise InputError("MemoryClips holds training samples; evaluation streams slabs (SlabBatches)")
         self.source, self.device = source, device
-        self.emb = torch.from_numpy(read_rows(source.cache, source.rows)).to(device)  # float16 [n, V, Tc, D]
+        rows = read_rows(source.cache, source.rows)  # float16 [n, V, Tc, D]
+        self.emb = torch.from_numpy(rows).to(device)  # the same memory on the CPU
+        self.host = rows if device.type == "cpu" else None  # numpy gathers fp16 10-50x faster than torch on CPU
         labels = source.cache.labels[source.rows]
         self.targets = torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.int64)
         self.n = len(source.rows)
@@ -138,15 +140,18 @@ class MemoryClips:
         _, views, cached_t, _ = self.emb.shape
         index = torch.from_numpy(items)
         if views == 1 and cached_t == self.source.frames:  # nothing to draw: view 0, every frame
-            clips = self.emb[index.to(self.device, non_blocking=True), 0]  # [b, T, D]
-            return clips, self.targets[index]
+            if self.host is not None:
+                return torch.from_numpy(self.host[items, 0]), self.targets[index]  # [b, T, D]
+            return self.emb[index.to(self.device, non_blocking=True), 0], self.targets[index]
         choices = [self.source.train_choice(int(self.source.rows[i]), self.epoch * self.passes + int(p),
                                             views, cached_t) for i, p in zip(items, passes)]
-        view = torch.tensor([c[0] for c in choices], dtype=torch.int64)  # [b]
-        t_idx = torch.from_numpy(np.stack([c[1] for c in choices]))  # [b, T]
-        if self.device.type != "cpu":
-            index, view, t_idx = (x.to(self.device, non_blocking=True) for x in (index, view, t_idx))
-        clips = self.emb[index[:, None], view[:, None], t_idx]  # [b, T, D]
+        view = np.array([c[0] for c in choices], dtype=np.int64)  # [b]
+        t_idx = np.stack([c[1] for c in choices])  # [b, T]
+        if self.host is not None:
+            return torch.from_numpy(self.host[items[:, None], view[:, None], t_idx]), self.targets[index]
+        index, view, t_idx = torch.from_numpy(items), torch.from_numpy(view), torch.from_numpy(t_idx)
+        index, view, t_idx = (x.to(self.device, non_blocking=True) for x in (index, view, t_idx))
+        clips = self.emb[index[:, None], view[:, None], t_idx]  # [b, T, D] on the device
         return clips, self.targets[torch.from_numpy(items)]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
