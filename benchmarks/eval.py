@@ -6,10 +6,11 @@ this machine's CPUs. A synthetic cache is written with h5py in the documented la
 is built directly: `VideoHead(D, head, temporal, layers=6, heads=8)` with a logit scale of 100 and
 random class texts (pooled [K, D], tokens [K, M, D], a mask of 1..M real tokens per class).
 
-For each head configuration, the stage's own `_video_scores` (CachedClips -> DataLoader ->
-`VideoBranch.class_probabilities`, views averaged) runs with `class_probabilities` wrapped in a
-timer: model time is the time inside it, cache read is the rest of the loop (waiting on the
-loader's workers). Configurations whose scoring is slow run on the first `--subset` videos and are
+For each head configuration, the stage's own `_video_scores` (CachedClips -> contiguous slab reads
+(`SlabBatches`) -> `VideoBranch.class_probabilities`, views averaged) runs with `class_probabilities`
+wrapped in a timer: model time is the time inside it, cache read is the rest of the loop. Each
+configuration's FLOP (torch's FlopCounterMode on `class_probabilities`) for all videos is set against
+the machine's measured fp32 matmul rate (`matmul_limit_s`: the time at that rate, the physical limit). Configurations whose scoring is slow run on the first `--subset` videos and are
 extrapolated linearly to all videos (marked `extrapolated`). Metrics (`run_protocol('full')`) and
 `write_score_csv` run on the full [N, K] probabilities, `--repeats` times (median).
 Also: the head's parts on one batch in memory (temporal transformer vs scoring head, fp32 vs bf16
@@ -151,8 +152,19 @@ def bench_outputs(tmp: Path, ids: list[str], labels: np.ndarray, probs: np.ndarr
     table = ScoreTable(ids, labels, probs.astype(np.float32), names, path)
     metrics = median_seconds(lambda: run_protocol("full", table), repeats)
     csv = median_seconds(lambda: write_score_csv(path, ids, labels, probs, names), repeats)
+    old = median_seconds(lambda: percent_format_csv(tmp / "old_scores.csv", ids, labels, probs, names), repeats)
     return {"metrics_s": metrics, "csv_s": csv, "csv_mib": path.stat().st_size / 2**20,
+            "csv_percent_format_s": old, "csv_over_percent_format": csv / old,
             "top1": run_protocol("full", table)["top1"]}
+
+
+def percent_format_csv(path: Path, ids: list[str], labels: np.ndarray, probs: np.ndarray, names: list[str]) -> None:
+    """The score-CSV writer before pyarrow, side by side: Python `%.7g` for every score."""
+    row_format = ",".join(["%.7g"] * probs.shape[1])
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(",".join(["video_id", "label", *names]) + "\n")
+        for vid, label, row in zip(ids, labels.tolist(), probs.astype(np.float64).tolist()):
+            fh.write(f"{vid},{label},{row_format % tuple(row)}\n")
 
 
 def head_parts(texts: ClassTexts, args: argparse.Namespace) -> dict:
@@ -199,6 +211,25 @@ def bench_cli(tmp: Path, args: argparse.Namespace) -> dict:
             "stage_seconds": document["seconds"], "top1": document["metrics"]["video"]["top1"]}
 
 
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """This machine's fp32 matmul throughput (GFLOP/s, best of `repeats` n x n products): the physical limit."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    fastest = min(median_seconds(lambda: a @ b, 1) for _ in range(repeats))
+    return 2 * n**3 / fastest / 1e9
+
+
+def flops_per_video(texts: ClassTexts, args: argparse.Namespace, head: str, temporal: str) -> float:
+    """FLOP that `class_probabilities` counts (torch's FlopCounterMode) for one video of all its views."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    branch = make_branch(args.dim, head, temporal, args.heads)
+    frames = torch.randn(4, args.views_count, args.frames, args.dim)  # [b, V, T, D]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        branch.class_probabilities(frames, texts)
+    return counter.get_total_flops() / 4
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -215,7 +246,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=3, help="M, VCS query tokens per class at most [3]")
     p.add_argument("--heads", type=int, default=8, help="attention heads of the temporal transformer [8]")
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="videos per batch [stage's 64]")
-    p.add_argument("--workers", type=int, default=EvalConfig.workers, help="DataLoader workers [stage's 2]")
+    p.add_argument("--workers", type=int, default=EvalConfig.workers, help="DataLoader workers of the CLI run [stage's 2]")
     p.add_argument("--subset", type=int, default=1000,
                    help="videos scored by the vcs configurations, extrapolated to --videos [1000]")
     p.add_argument("--repeats", type=int, default=3, help="repeats of metrics and CSV timings (median) [3]")
@@ -255,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                 progress("metrics (full protocol) and score CSV")
                 report["outputs"] = bench_outputs(tmp, cache.video_ids, labels, probs, names, args.repeats)
             report["configs"][f"{head}+{temporal}"] = figures
+        report["matmul_gflops"] = gflops = matmul_gflops()
+        for name, figures in report["configs"].items():
+            head, temporal = name.split("+")
+            figures["gflop_all_videos"] = flops_per_video(texts, args, head, temporal) * args.videos / 1e9
+            figures["matmul_limit_s"] = figures["gflop_all_videos"] / gflops  # at the machine's matmul rate
         for figures in report["configs"].values():
             figures["total_s"] = (figures["read_full_s"] + figures["model_full_s"] + report["outputs"]["metrics_s"]
                                   + report["outputs"]["csv_s"])

@@ -45,6 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
+from bike_cli.data.decoding import DEFAULT_DECODER
 from bike_cli.data.lists import read_video_list
 from bike_cli.data.sampling import parse_views, segment_indices
 from bike_cli.models.clip import ClipSpec, load_clip
@@ -157,7 +158,7 @@ def time_decode(w: Workload, image_size: int) -> tuple[Stopwatch, list[ClipBatch
     """(a): the stage's decoding path, DataLoader start-up included; returns the batches too."""
     entries = read_video_list(w.list_path, root=w.root).entries
     dataset = MultiViewClips(list(enumerate(entries)), frames=w.frames, layout=parse_views(w.views),
-                             size=image_size, mode="test", seed=0, decoder="decord")
+                             size=image_size, mode="test", seed=0, decoder=DEFAULT_DECODER)  # the stage's
     with Stopwatch() as watch:
         loader = DataLoader(  # as in bike_cli.stages.extract._extract_share: one video per item
             dataset, batch_size=1, shuffle=False, num_workers=w.workers,

@@ -20,6 +20,10 @@ Side by side in one run (device auto: CUDA if available), each timing repeated -
 3. memory  Peak memory of end-to-end training (same model and batch) without and with gradient
            checkpointing, each in a fresh subprocess: ru_maxrss on the CPU (it never decreases, hence
            one process per setting), torch.cuda.max_memory_allocated on CUDA.
+4. memcache  The cache held in memory (`--cache-in-memory`, `MemoryBatches`) on a synthetic cache of
+           --memcache-videos rows (240,000: Kinetics-400) in a fresh process: load time, peak RSS, and
+           the first steps of an epoch with the mean head, VCS and VCS + transformer fed by it, by the
+           same batches gathered beforehand, and by the DataLoader; see benchmarks/train_memcache.py.
 
 The step is the training loop's own `Trainer._epoch` (bike_cli.stages.training), on a model,
 optimiser, scheduler and Accelerator built as `run_train_video` builds them; the batches pass through
@@ -470,6 +474,14 @@ def targets(report: dict) -> list[tuple[str, str, bool | None]]:
                 rows.append((f"cache: (b) {name} <= {CACHE_TARGET} x (a) [median (best)]",
                              f"{f['over_memory']:.3f} ({f['best_over_memory']:.3f}) x",
                              f["over_memory"] <= CACHE_TARGET))
+    memcache = report.get("memcache")
+    if memcache:
+        for key, f in memcache["heads"].items():
+            rows.append((f"memcache {key}: indexed step <= 1.05 x memory step", f"{f['indexed']['over_memory']:.3f} x",
+                         f["indexed"]["over_memory"] <= 1.05))
+        rows.append(("memcache: loading peak RSS <= RSS before + cache + 1 GiB",
+                     f"{memcache['peak_rss_after_load_mib']:.0f} MiB", memcache['peak_rss_after_load_mib']
+                     <= memcache["rss_budget_mib"]))
     for key, result in report.get("e2e", {}).items():
         for name, f in result["figures"].items():
             if name != "memory":
@@ -563,7 +575,9 @@ def _ints(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="cache,e2e,memory", help="which of cache,e2e,memory to run [all]")
+    p.add_argument("--parts", default="cache,e2e,memory,memcache", help="which of cache,e2e,memory,memcache to run [all]")
+    p.add_argument("--memcache-videos", type=int, default=240_000, help="rows of the memcache part's cache [240000]")
+    p.add_argument("--memcache-steps", type=int, default=3, help="steps timed per feeding in memcache [3]")
     p.add_argument("--repeats", type=int, default=3, help="repeats of each timing (median) [3]")
     p.add_argument("--frames", type=int, default=8, help="T frames per clip [8]")
     p.add_argument("--cache-videos", type=int, default=4096, help="videos in the synthetic cache [4096]")
@@ -622,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
             watch = ForeignCpu()
             report["cache"] = bench_cache(args, tmp, accelerator)
             foreign["cache"] = watch.share()
+        if "memcache" in parts:
+            from train_memcache import run as run_memcache  # benchmarks/train_memcache.py, beside this file
+
+            report["memcache"] = run_memcache(args.memcache_videos, args.memcache_steps, args.repeats, args.frames,
+                                              args.dim, args.classes, args.cache_batch, args.tokens)
         if "e2e" in parts and data:
             watch = ForeignCpu()
             report["e2e"] = bench_e2e(args, data, accelerator)

@@ -106,7 +106,7 @@ def test_decord_decodes_each_distinct_index_once_in_one_sorted_batch(
             return super().get_batch(indices)
 
     monkeypatch.setattr(decord, "VideoReader", RecordingReader)
-    clip = read_frames(grey_video, lambda n: [9, 3, 9, 20, 3], fallback=False)
+    clip = read_frames(grey_video, lambda n: [9, 3, 9, 20, 3], decoder="decord", fallback=False)
     assert calls == [[3, 9, 20]]
     assert frame_indices(clip.frames) == [9, 3, 9, 20, 3]
 
@@ -130,7 +130,7 @@ def over_reporting_reader(extra: int, calls: list[list[int]]) -> type:
 def test_decord_retries_lower_when_the_last_frames_fail(grey_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[int]] = []
     monkeypatch.setattr(decord, "VideoReader", over_reporting_reader(2, calls))
-    clip = read_frames(grey_video, lambda n: [n - 1, 4], fallback=False)
+    clip = read_frames(grey_video, lambda n: [n - 1, 4], decoder="decord", fallback=False)
     assert clip.decoder == "decord" and clip.num_frames == NUM_FRAMES + 2
     assert frame_indices(clip.frames) == [NUM_FRAMES - 1, 4]
     assert [max(call) for call in calls] == [NUM_FRAMES + 1, NUM_FRAMES, NUM_FRAMES - 1]
@@ -140,9 +140,9 @@ def test_decord_tail_retries_are_capped(grey_video: Path, monkeypatch: pytest.Mo
     calls: list[list[int]] = []
     monkeypatch.setattr(decord, "VideoReader", over_reporting_reader(20, calls))
     with pytest.raises(DecodeError, match="^corrupt or undecodable.*end of file"):
-        read_frames(grey_video, lambda n: [n - 1, 4], fallback=False)
+        read_frames(grey_video, lambda n: [n - 1, 4], decoder="decord", fallback=False)
     assert 2 <= len(calls) <= 5
-    clip = read_frames(grey_video, lambda n: [n - 1, 4])  # the fallback reads the real last frame
+    clip = read_frames(grey_video, lambda n: [n - 1, 4], decoder="decord")  # the fallback reads the real last frame
     assert clip.decoder == "pyav" and frame_indices(clip.frames) == [NUM_FRAMES - 1, 4]
 
 
@@ -261,10 +261,10 @@ def test_fallback_to_pyav_when_decord_fails(grey_video: Path, monkeypatch: pytes
         raise decord.DECORDError("simulated decord failure")
 
     monkeypatch.setattr(decord, "VideoReader", broken_reader)
-    clip = read_frames(grey_video, lambda n: [6, 2])
+    clip = read_frames(grey_video, lambda n: [6, 2], decoder="decord")
     assert clip.decoder == "pyav" and frame_indices(clip.frames) == [6, 2]
     with pytest.raises(DecodeError, match="simulated decord failure") as error:
-        read_frames(grey_video, lambda n: [6, 2], fallback=False)
+        read_frames(grey_video, lambda n: [6, 2], decoder="decord", fallback=False)
     assert "pyav:" not in str(error.value)
 
 

@@ -75,7 +75,8 @@ Views = Annotated[str | None, typer.Option(
     help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right), e.g. 4x3.")]
 Decoder = Annotated[str | None, typer.Option(
     "--decoder", rich_help_panel=SAMPLING,
-    help="Video decoder: decord or pyav. The other one is tried on files the first cannot read.")]
+    help="Video decoder: pyav (decodes only what the sampled frames need, bit-exactly) or decord. The other one "
+    "is tried on files the first cannot read.")]
 Seed = Annotated[int | None, typer.Option(
     "--seed", rich_help_panel=SAMPLING,
     help="Seed of everything random here (frame sampling, initialisation, data order, class draws).")]

@@ -57,6 +57,9 @@ def train_video(
     grad_checkpointing: Annotated[bool | None, o.option(
         "--grad-checkpointing/--no-grad-checkpointing",
         "Trade compute for memory (visual encoder and temporal transformer).", o.PERFORMANCE)] = None,
+    cache_in_memory: Annotated[str | None, o.option(
+        "--cache-in-memory", "With --features: hold the training rows in memory (RAM, or GPU memory on CUDA) and "
+        "batch by indexing, no workers: auto (when under half the free memory), on or off.", o.PERFORMANCE)] = None,
     **training: object,  # o.TRAINING_BLOCK
 ) -> None:
     """Train BIKE's Video branch (Video Concept Spotting + temporal transformer, Eq. 5-7).

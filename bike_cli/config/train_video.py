@@ -54,6 +54,7 @@ class TrainVideoConfig:
     val_every: int = 1  # validate every N epochs
     workers: int = 2
     device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
+    cache_in_memory: str = "auto"  # --features: hold the rows in RAM / GPU memory: auto | on | off
     resume: bool = False
     # reproduction (bike_cli.config.compat, docs/reproducing.md)
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp

@@ -52,18 +52,25 @@ class CachedClips(Dataset):
         label = self.cache.labels[self.rows[i]]
         return torch.as_tensor(label, dtype=torch.float32 if self.cache.meta.multilabel else torch.int64)
 
+    def train_choice(self, row: int, epoch: int, views: int, cached_t: int) -> tuple[int, np.ndarray]:
+        """The view and the frame indices int64 [T] that training takes from cache row `row` in `epoch`."""
+        rng = np.random.default_rng(video_seed(self.seed * 100_003 + epoch, self.cache.video_ids[row]))
+        view = int(rng.integers(views))
+        t_idx = np.arange(cached_t) if cached_t == self.frames else segment_indices(
+            cached_t, self.frames, mode="train", rng=rng
+        )[0]
+        return view, t_idx
+
+    def eval_frames(self, cached_t: int) -> np.ndarray:
+        """The frame indices int64 [T] that evaluation takes from every row: the segment centres."""
+        return segment_indices(cached_t, self.frames, mode="test")[0]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = int(self.rows[i])
         emb = self.cache.embeddings(row)  # float16 [V, Tc, D]
-        cached_t = emb.shape[1]
         if self.train:
-            rng = np.random.default_rng(video_seed(self.seed * 100_003 + self.epoch, self.cache.video_ids[row]))
-            view = int(rng.integers(emb.shape[0]))
-            t_idx = np.arange(cached_t) if cached_t == self.frames else segment_indices(
-                cached_t, self.frames, mode="train", rng=rng
-            )[0]
+            view, t_idx = self.train_choice(row, self.epoch, emb.shape[0], emb.shape[1])
             clip = emb[view, t_idx]  # [T, D]
         else:
-            t_idx = segment_indices(cached_t, self.frames, mode="test")[0]
-            clip = emb[:, t_idx]  # [V, T, D]
+            clip = emb[:, self.eval_frames(emb.shape[1])]  # [V, T, D]
         return torch.from_numpy(np.ascontiguousarray(clip)), self.target(i)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from bike_cli.config.compat import AUTHORS, BIKE
 from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
-from bike_cli.data.decoding import read_frames
+from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lists import VideoEntry
 from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
 from bike_cli.errors import BikeError
@@ -47,7 +47,7 @@ class MultiViewClips(Dataset):
         size: int,
         mode: str = "test",
         seed: int = 0,
-        decoder: str = "decord",
+        decoder: str = DEFAULT_DECODER,
         compat: str = BIKE,
     ) -> None:
         self.items = list(items)

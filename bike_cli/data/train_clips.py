@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
-from bike_cli.data.decoding import read_frames
+from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lists import VideoEntry
 from bike_cli.data.authors import authors_train_indices
 from bike_cli.data.sampling import segment_indices, spatial_crops, video_seed
@@ -79,7 +79,7 @@ class TrainClips(Dataset):
         num_classes: int,
         multilabel: bool = False,
         seed: int = 0,
-        decoder: str = "decord",
+        decoder: str = DEFAULT_DECODER,
         max_retries: int = 5,
         compat: str = "bike",
     ) -> None:

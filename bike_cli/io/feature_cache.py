@@ -358,6 +358,10 @@ class FeatureCache:
         """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list."""
         return self._file()["embeddings"][rows]
 
+    def dataset(self) -> h5py.Dataset:
+        """The /embeddings dataset itself (float16 [N, V, T, D]), for reads straight into an array."""
+        return self._file()["embeddings"]
+
     def __getstate__(self) -> dict:  # picklable for spawned workers: the handle is reopened there
         state = dict(self.__dict__)
         state["_h5"], state["_pid"] = None, -1

@@ -9,8 +9,8 @@ Columns, in this order:
                   (see `class_columns`): the video's score for that class
 
 Scores are any per-class score where higher means more likely (cosine similarities for the
-Attributes branch S_A, logits or probabilities for the Video branch), written with 7 significant
-digits. The class order is the column order: readers use positions, the names are for people.
+Attributes branch S_A, logits or probabilities for the Video branch), rounded to 7 significant
+digits (the values `%.7g` writes, in the shortest notation: see `bike_cli.io.csv_numbers`). The class order is the column order: readers use positions, the names are for people.
 The file is written under a temporary name and renamed into place.
 
 The label-cell helpers are shared with the attributes CSV (`bike_cli.io.attributes_csv`).
@@ -19,6 +19,7 @@ The label-cell helpers are shared with the attributes CSV (`bike_cli.io.attribut
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bike_cli.errors import InputError, location
+from bike_cli.io.csv_numbers import write_number_rows
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +128,16 @@ def write_score_csv(path: str | Path, video_ids: Sequence[str], labels: np.ndarr
     not_finite = np.flatnonzero(~np.isfinite(scores).all(1))
     if not_finite.size:
         raise InputError(f"{path}: the scores of video {video_ids[not_finite[0]]!r} are not all finite numbers")
-    row_format = ",".join([SCORE_FORMAT] * scores.shape[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh, lineterminator="\n").writerow([ID_COLUMN, label_column(labels.ndim == 2),
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([ID_COLUMN, label_column(labels.ndim == 2),
                                                       *class_columns(class_names)])
-        for vid, indices, row in zip(video_ids, label_tuples(labels), scores.tolist()):
-            fh.write(f"{csv_field(vid)},{format_label_cell(indices)},{row_format % tuple(row)}\n")
+    with open(tmp, "wb") as fh:
+        fh.write(header.getvalue().encode("utf-8"))
+        prefixes = [f"{csv_field(vid)},{format_label_cell(indices)}," for vid, indices in
+                    zip(video_ids, label_tuples(labels))]
+        write_number_rows(fh, prefixes, scores)  # the scores, %.7g-rounded (SCORE_FORMAT)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

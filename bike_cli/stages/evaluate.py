@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import parse_views
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
@@ -187,9 +188,8 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
     ids, labels, scores, failed = [], [], [], []
     if cache is not None:
         dataset = CachedClips(cache, vm.frames, train=False)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers)
         progress.start(len(dataset), "scoring (cache)")
-        for frames, target in loader:  # frames [b, V, T, D]
+        for frames, target in SlabBatches(dataset, cfg.batch_size):  # frames [b, V, T, D], no workers
             scores.append(view_probabilities(vm.branch, frames.to(device).float(), vm.texts, vm.compat).cpu().numpy())
             labels.append(target.numpy())
             progress.advance(len(target))
@@ -298,7 +298,7 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     authors_zero_shot = cfg.compat == AUTHORS and cfg.protocol == "zero-shot-half"
     vm.kept = [] if authors_zero_shot and cache is None else None
     started = time.perf_counter()
-    with cores_beside_workers(device, cfg.workers):
+    with cores_beside_workers(device, 0 if cache is not None else cfg.workers):  # a cache: read here
         ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     branches = {"video": video_probs}
     authors_default = cfg.fuse is None and cfg.compat == AUTHORS and cfg.attributes is not None

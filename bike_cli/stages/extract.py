@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from bike_cli import __version__
 from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.decoding import DECODERS
+from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, parse_views
 from bike_cli.errors import InputError
@@ -54,7 +54,7 @@ class ExtractConfig:
     sampling: str = "test"
     seed: int = 0
     failures: Path | None = None
-    decoder: str = "decord"
+    decoder: str = DEFAULT_DECODER
     batch_size: int = 16
     workers: int = 2
     strict: bool = False

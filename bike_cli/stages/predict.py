@@ -34,7 +34,7 @@ from torch import nn
 
 from bike_cli.config.compat import AUTHORS, BIKE, check_profile
 from bike_cli.data.authors import authors_test_indices, authors_views
-from bike_cli.data.decoding import read_frames
+from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.sampling import segment_indices, spatial_crops
@@ -77,7 +77,7 @@ class PredictConfig:
     top: int = 5  # classes reported per video
     explain: Path | None = None  # figure to draw (report.explain)
     skip_bad: bool = False
-    decoder: str = "decord"
+    decoder: str = DEFAULT_DECODER
     device: str | None = None
     compat: str = BIKE  # bike | authors: their test sampling, transform and view rule
 
@@ -201,7 +201,7 @@ class Predictor:
         tokenizer = get_tokenizer(self.spec.model_name)
         self.phrase_emb = encode_texts(clip_model, tokenizer, self.phrases, batch_size)  # [P, D]
 
-    def encode_video(self, path: Path, decoder: str = "decord") -> EncodedVideo:
+    def encode_video(self, path: Path, decoder: str = DEFAULT_DECODER) -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
         size, authors = self.spec.image_size, self.compat == AUTHORS
         indices = (lambda n: authors_test_indices(n, self.frames)[0]) if authors else (
@@ -214,7 +214,7 @@ class Predictor:
         return EncodedVideo(np.asarray(indices(clip.num_frames)).tolist(), clip.num_frames, pixels, emb)
 
     @torch.no_grad()
-    def predict(self, path: Path, top: int = 5, top_k: int = 5, decoder: str = "decord") -> VideoPrediction:
+    def predict(self, path: Path, top: int = 5, top_k: int = 5, decoder: str = DEFAULT_DECODER) -> VideoPrediction:
         """Classes, saliency and attributes of one video."""
         video = self.encode_video(path, decoder)
         frames = video.embeddings.unsqueeze(0)  # [1, T, D]

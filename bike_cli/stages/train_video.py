@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
+from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
@@ -142,7 +144,10 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
     train_set = _train_dataset(cfg, cache, class_names, spec.image_size)
-    if cfg.samples_per_epoch:
+    memory = _in_memory(cfg, train_set, device)
+    if memory is not None:
+        train_set = memory
+    elif cfg.samples_per_epoch:
         train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
     val = _val_data(cfg, class_names, spec.image_size, accelerator.process_index, accelerator.num_processes)
 
@@ -167,7 +172,18 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
         validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
         collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,
+        batch_loader=(lambda sampler: MemoryBatches(memory, sampler)) if memory is not None else None,
     )
+
+
+def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
+    """The cached training rows held in memory (RAM, or the GPU's), when `--cache-in-memory` asks for it."""
+    if not isinstance(train_set, CachedClips) or not wants_memory(
+            cfg.cache_in_memory, MemoryClips.nbytes(train_set), device):
+        return None
+    memory = MemoryClips(train_set, device, length=cfg.samples_per_epoch)
+    log.info("holding %d cached training rows in %s memory", memory.n, device.type)
+    return memory
 
 
 def _init_from(model: VideoBranch, path: Path, cache: FeatureCache | None = None, cache_visual: str | None = None,
@@ -238,7 +254,7 @@ def _to_unit_pixels(pixels: torch.Tensor, spec, device) -> torch.Tensor:
 
 @dataclass
 class _ValData:
-    loader: DataLoader
+    loader: Iterable  # of batches: SlabBatches (a cache) or a DataLoader (videos)
     from_videos: bool
     multilabel: bool = False
 
@@ -249,7 +265,7 @@ def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: in
         cache = FeatureCache(cfg.val_features)
         rows = np.arange(len(cache))[rank::world]
         dataset = CachedClips(cache, cfg.frames, train=False, rows=rows)
-        return _ValData(DataLoader(dataset, batch_size=64, num_workers=cfg.workers), False)
+        return _ValData(SlabBatches(dataset, batch_size=64), False)
     if cfg.val_videos:
         video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
         items = list(enumerate(video_list.entries))[rank::world]

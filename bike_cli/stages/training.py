@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -213,8 +213,11 @@ class Trainer:
         progress_factory: Callable[[], Progress] = Progress,
         config=None,
         compat: str = "bike",
+        batch_loader: Callable[[Sampler], Iterable] | None = None,
     ) -> TrainSummary:
-        """Train `settings.epochs` epochs (resuming if asked); returns the summary on every process."""
+        """Train `settings.epochs` epochs (resuming if asked); returns the summary on every process.
+
+        `batch_loader(batch_sampler)`: the batches, in the place of a DataLoader (rows held in memory)."""
         from bike_cli.config.recipe import save_resolved
 
         started = time.perf_counter()
@@ -222,8 +225,10 @@ class Trainer:
         batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed)
         if len(batches) == 0:
             raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
-                            pin_memory=torch.cuda.is_available())
+        workers = 0 if batch_loader is not None else s.workers
+        loader = batch_loader(batches) if batch_loader is not None else DataLoader(
+            dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
+            pin_memory=torch.cuda.is_available())
         steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
         optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
         if compat == "authors":
@@ -247,7 +252,7 @@ class Trainer:
                 dataset.set_epoch(epoch)
             epoch_start = time.perf_counter()
             progress = progress_factory() if self.is_main else Progress()
-            with cores_beside_workers(acc.device, s.workers):  # CPU: torch threads beside the loader workers
+            with cores_beside_workers(acc.device, workers):  # CPU: torch threads beside the loader workers
                 loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch)
             state.step += steps_per_epoch
             metrics = {}
