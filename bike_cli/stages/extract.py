@@ -23,12 +23,14 @@ from bike_cli import __version__
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding import DECODERS
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
-from bike_cli.data.sampling import SAMPLING_MODES, parse_views
+from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.lock import lock_path_for
+from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.models.clip import ClipSpec, load_clip
-from bike_cli.stages.distributed import DistContext, init_distributed
+from bike_cli.stages.distributed import DistContext, init_distributed, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,8 @@ class ExtractConfig:
     precision: str = "auto"
 
     def validate(self) -> None:
-        if self.frames < 1:
-            raise InputError(f"--frames must be at least 1, not {self.frames}")
+        check_frames(self.frames)
+        parse_views(self.views)
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.workers < 0:
@@ -75,6 +77,13 @@ class ExtractConfig:
             raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.out.suffix not in (".h5", ".hdf5"):
             raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
+        check_file_output("--out", self.out)
+        check_file_output("--failures", self.failures_path)
+        check_distinct_outputs(
+            {"--list": self.list_path, "--classes": self.classes},
+            {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": fc.parts_dir_for(self.out),
+             "the lock file of --out": lock_path_for(self.out, folder=False)},
+        )
 
     @property
     def failures_path(self) -> Path:
@@ -200,13 +209,20 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     started = time.perf_counter()
     cfg.validate()
     progress = progress or Progress()
-    layout = parse_views(cfg.views)
     class_names = read_class_names(cfg.classes) if cfg.classes else None
     video_list = read_video_list(cfg.list_path, root=cfg.root, class_names=class_names)
     num_classes = len(class_names) if class_names else 1 + max(
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
     dist = init_distributed()
+    with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
+        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started)
+
+
+def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
+                    dist: DistContext, progress: Progress, started: float) -> ExtractSummary:
+    """The extraction proper, while this launch holds the cache's WriterLock."""
+    layout = parse_views(cfg.views)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu)
     meta = fc.CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
