@@ -27,7 +27,7 @@ from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.lists import read_class_names, read_video_list
-from bike_cli.data.sampling import ViewLayout
+from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
@@ -54,6 +54,7 @@ from bike_cli.stages.training import (
     copy_best,
     make_accelerator,
     metrics_over_processes,
+    run_folder_lock,
 )
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
@@ -66,8 +67,7 @@ def _check(cfg: TrainVideoConfig) -> None:
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
-    if cfg.frames < 1:
-        raise InputError(f"--frames must be at least 1, not {cfg.frames}")
+    check_frames(cfg.frames)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
 
@@ -103,6 +103,12 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     settings = LoopSettings.of(cfg)
     settings.check()
     accelerator = make_accelerator(settings)
+    with run_folder_lock(cfg.out, accelerator):
+        return _train_video(cfg, settings, accelerator, progress_factory)
+
+
+def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
     cache = FeatureCache(cfg.features) if cfg.features else None
     class_names = _class_names(cfg, cache)
