@@ -39,6 +39,7 @@ def evaluate(
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda if available]."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for PNG plots: per-class accuracy and the fusion-weight curve."),
+    allow_model_mismatch: bool = typer.Option(False, "--allow-model-mismatch", help="Warn instead of refusing when the checkpoint or model is not the one that made the cache (experts only)."),
 ) -> None:
     """Score a test set with the Video branch (and the Attributes branch), fuse them and report metrics.
 
@@ -48,7 +49,8 @@ def evaluate(
                      views=views, attributes=attributes, attrs_checkpoint=attrs_checkpoint, fuse=fuse,
                      protocol=protocol, repeats=repeats, seed=seed, model=model, pretrained=pretrained, head=head,
                      vcs_tokens=vcs_tokens, templates=list(template) if template else [DEFAULT_TEMPLATE],
-                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots)
+                     frames=frames, batch_size=batch_size, workers=workers, device=device, plots=plots,
+                     allow_model_mismatch=allow_model_mismatch)
     print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
 
 

@@ -37,6 +37,7 @@ def gen_attributes(
     chunk_size: int = typer.Option(4096, "--chunk-size", help="Rows (videos, or video views) per similarity product."),
     max_elements: int = typer.Option(1 << 25, "--max-elements", help="Most entries in one block of similarities or of features read: bounds memory (peak about 6 bytes per entry)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device \\[default: cuda when available, else cpu]."),
+    allow_model_mismatch: bool = typer.Option(False, "--allow-model-mismatch", help="Warn instead of refusing when the text encoder is not the model that made the cache (experts only)."),
 ) -> None:
     """Associate each video of a feature cache with its top-k lexicon phrases (BIKE's attributes).
 
@@ -48,6 +49,7 @@ def gen_attributes(
         top_k=top_k, prompt=prompt, sentence_template=sentence_template, separator=separator,
         class_prompt=class_prompt, drop_own_class=drop_own_class, per_view=per_view, chunk_size=chunk_size,
         max_elements=max_elements, classes=classes, scores=scores, phrase_cache=phrase_cache, device=device,
+        allow_model_mismatch=allow_model_mismatch,
     )
     print_summary(run_guarded(run_gen_attributes, cfg, RichProgress("videos")))
 

@@ -29,6 +29,7 @@ def train_video(
     model: Optional[str] = typer.Option(None, "--model", help="open_clip architecture \\[default with --features: the cache's model]."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Pretrained tag, checkpoint file or none \\[default with --features: the cache's weights]."),
     quick_gelu: Optional[bool] = typer.Option(None, "--quick-gelu/--no-quick-gelu", help="Force QuickGELU on or off (OpenAI weights need it)."),
+    allow_model_mismatch: Optional[bool] = typer.Option(None, "--allow-model-mismatch", help="Warn instead of refusing when --pretrained is not the model that made the cache (experts only)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from a trained Video branch: a bike run folder or checkpoint, or the authors' released BIKE checkpoint."),
     frames: Optional[int] = typer.Option(None, "--frames", "-T", help="Frames per clip T \\[default: 8]."),
     head: Optional[str] = typer.Option(None, "--head", help="mean (baseline) or vcs (Video Concept Spotting) \\[default: vcs]."),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bike_cli.errors import InputError, location
+from bike_cli.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,11 @@ def write_score_csv(path: str | Path, video_ids: Sequence[str], labels: np.ndarr
     if not_finite.size:
         raise InputError(f"{path}: the scores of video {video_ids[not_finite[0]]!r} are not all finite numbers")
     row_format = ",".join([SCORE_FORMAT] * scores.shape[1])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh, lineterminator="\n").writerow([ID_COLUMN, label_column(labels.ndim == 2),
                                                       *class_columns(class_names)])
         for vid, indices, row in zip(video_ids, label_tuples(labels), scores.tolist()):
             fh.write(f"{csv_field(vid)},{format_label_cell(indices)},{row_format % tuple(row)}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

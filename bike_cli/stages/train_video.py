@@ -31,6 +31,7 @@ from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.identity import check_same_model
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
     BranchCheckpoint,
@@ -114,8 +115,10 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     class_names = _class_names(cfg, cache)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
-    if cache is not None and spec.embed_dim != cache.meta.embed_dim:
-        raise InputError(f"{cache.path} holds {cache.meta.embed_dim}-d features; {model_name} makes {spec.embed_dim}-d")
+    for features in (cache, FeatureCache(cfg.val_features) if cfg.val_features else None):
+        if features is not None:
+            check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
+                             cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
     text_width = clip_model.ln_final.weight.shape[0]
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
