@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Optional
 
 import typer
@@ -61,16 +63,41 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("bike_cli").setLevel(level)
 
 
+# What to do after an interruption, for the stages that resume; the others simply run again.
+_RESUME_ADVICE = {
+    "run_extraction": "run the same command to resume",
+    "run_train_video": "run the same command with --resume to continue",
+    "run_train_attrs": "run the same command with --resume to continue",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, stopped the same clean way as Ctrl-C."""
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise like Ctrl-C (unwinding: locks released, temporary files removed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _raise(signum, frame):
+            raise _Terminated()
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def run_guarded(func, *args, **kwargs):
     """Call a library function; a BikeError becomes a red message and exit code 2."""
+    _stop_cleanly_on_sigterm()
     try:
         return func(*args, **kwargs)
     except BikeError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(code=2) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished work is kept; run the same command to resume")
-        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt as err:
+        advice = _RESUME_ADVICE.get(getattr(func, "__name__", ""), "nothing finished was overwritten; run it again")
+        what = "terminated" if isinstance(err, _Terminated) else "interrupted"
+        console.print(f"[yellow]{what}[/]: finished work is kept; {advice}")
+        raise typer.Exit(code=128 + signal.SIGTERM if isinstance(err, _Terminated) else 130) from None
 
 
 def _register() -> None:

@@ -140,11 +140,18 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def torch_save(obj: object, path: str | Path) -> Path:
-    """`torch.save` through the atomic-write rule."""
+    """`torch.save` through the atomic-write rule.
+
+    Serialised in memory first: torch's own file writer reports a full disk as an unrelated
+    RuntimeError, a plain write reports ENOSPC."""
+    import io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_write(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
     return Path(path)
 
 
