@@ -54,8 +54,9 @@ def is_disk_full(err: BaseException) -> bool:
     if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
         return True
     text = str(err)
-    return isinstance(err, (OSError, RuntimeError)) and (
-        "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text or "File too large" in text
+    return isinstance(err, (OSError, RuntimeError)) and any(
+        mark in text for mark in ("No space left", "Disk quota exceeded", "File too large",
+                                  *(f"errno = {code}" for code in FULL_ERRNOS))
     )
 
 
@@ -169,6 +170,16 @@ def append_line(path: str | Path, line: str) -> None:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def remove_temps_of(path: Path) -> None:
+    """Remove the temporary files of writers of `path` that died (call while holding its lock)."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def remove_stale_temps(folder: Path) -> None:

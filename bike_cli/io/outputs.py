@@ -15,12 +15,15 @@ from bike_cli.errors import InputError
 PathOptions = Mapping[str, "Path | Iterable[Path] | None"]
 
 
-def _identity(path: Path) -> tuple:
+def _keys(path: Path) -> set[tuple]:
+    """The resolved path, and the device and inode where the file exists (hard links share them)."""
+    keys = {("path", os.path.realpath(path))}
     try:
         st = os.stat(path)
-        return ("inode", st.st_dev, st.st_ino)
-    except OSError:
-        return ("path", str(path.resolve()))
+        keys.add(("inode", st.st_dev, st.st_ino))
+    except (OSError, ValueError):
+        pass
+    return keys
 
 
 def _flatten(options: PathOptions) -> list[tuple[str, Path]]:
@@ -37,14 +40,17 @@ def check_distinct_outputs(inputs: PathOptions, outputs: PathOptions) -> None:
     """InputError naming both options when an output is an input or another output of the same run."""
     seen: dict[tuple, tuple[str, Path, str]] = {}
     for option, path in _flatten(inputs):
-        seen.setdefault(_identity(path), (option, path, "input"))
+        for key in _keys(path):
+            seen.setdefault(key, (option, path, "input"))
     for option, path in _flatten(outputs):
-        key = _identity(path)
-        if key in seen:
-            other, other_path, role = seen[key]
+        keys = _keys(path)
+        hit = next((seen[key] for key in keys if key in seen), None)
+        if hit is not None:
+            other, other_path, role = hit
             raise InputError(f"{option} {path} is the same file as {other} {other_path} (an {role} of this run): "
                              f"writing it would destroy the {role}; choose another {option}")
-        seen[key] = (option, path, "output")
+        for key in keys:
+            seen[key] = (option, path, "output")
 
 
 def check_file_output(option: str, path: Path) -> None:

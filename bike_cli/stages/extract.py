@@ -26,6 +26,7 @@ from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
+from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.lock import lock_path_for
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
@@ -198,6 +199,8 @@ def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) 
     if dist.is_main:
         fc.write_meta_file(parts_dir, meta)
         fc.remove_stale_tmp(parts_dir)
+        for path in (cfg.out, cfg.failures_path):
+            remove_temps_of(path)
     dist.barrier()
     parts = fc.scan_parts(parts_dir)
     dist.barrier()  # every process has read the same parts before anyone writes a new one

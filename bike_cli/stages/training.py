@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import append_line, copy_file, write_text
+from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
 from bike_cli.io.outputs import check_folder_output
 from bike_cli.io.train_state import STATE_FILE
 from bike_cli.stages.distributed import writer_lock
@@ -341,6 +341,8 @@ def run_folder_lock(out: Path, accelerator):
     """Hold the run folder's WriterLock (rank 0 for the whole launch) while a stage writes into it."""
     check_folder_output("--out", out)
     with writer_lock(out, folder=True, is_main=accelerator.is_main_process, world_size=accelerator.num_processes):
+        if accelerator.is_main_process and out.is_dir():
+            remove_stale_temps(out)  # of a writer killed mid-write: the lock says none is alive
         yield
 
 
