@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
-FREE_ON_RESUME = {"resume", "workers", "allow_model_mismatch"}  # settings that do not change what the run computes
+FREE_ON_RESUME = {"resume", "workers", "allow_model_mismatch", "out"}  # cannot change what the run computes
 
 
 def check_resume_config(config, out: Path) -> None:
