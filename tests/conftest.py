@@ -37,3 +37,12 @@ def motion_caches(tmp_path_factory):
         run_extraction(ExtractConfig(list_path=getattr(data, split), classes=data.classes,
                                      out=root / f"{split}.h5", frames=8, workers=0))
     return data, root / "train.h5", root / "val.h5"
+
+
+@pytest.fixture(scope="session")
+def slow_videos(tmp_path_factory):
+    """Videos slow enough to decode (larger, longer) that a test can stop a run in the middle."""
+    from bike_cli.data.synthetic import make_sample_dataset
+
+    return make_sample_dataset(tmp_path_factory.mktemp("slow"), videos_per_class=4, num_frames=32,
+                               size=(96, 128), val_fraction=0.0, seed=4)

@@ -125,18 +125,10 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, motion_caches):
     assert not (run / "metrics.jsonl").exists()
 
 
-@pytest.fixture(scope="module")
-def slow_data(tmp_path_factory):
-    from bike_cli.data.synthetic import make_sample_dataset
-
-    return make_sample_dataset(tmp_path_factory.mktemp("slow"), videos_per_class=4, num_frames=32,
-                               size=(96, 128), val_fraction=0.0, seed=4)
-
-
 @pytest.mark.slow
-def test_two_writers_started_together_lose_nothing(tmp_path, slow_data):
+def test_two_writers_started_together_lose_nothing(tmp_path, slow_videos):
     out = tmp_path / "both.h5"
-    args = extract_args(slow_data, out, "--frames", "8", "--views", "2x3", "--batch-size", "1")
+    args = extract_args(slow_videos, out, "--frames", "8", "--views", "2x3", "--batch-size", "1")
     procs = [subprocess.Popen([*BIKE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
@@ -145,15 +137,16 @@ def test_two_writers_started_together_lose_nothing(tmp_path, slow_data):
         assert "Traceback" not in err, err[-3000:]
         if code != 0:
             assert "is being written by process" in " ".join(err.split())
-    listed = [e.video_id for e in read_video_list(slow_data.train, class_names=read_class_names(slow_data.classes))]
+    names = read_class_names(slow_videos.classes)
+    listed = [e.video_id for e in read_video_list(slow_videos.train, class_names=names)]
     with h5py.File(out, "r") as h5:
         assert list(h5["video_ids"].asstr()[()]) == listed  # every video once, in list order
 
 
 @pytest.mark.slow
-def test_the_lock_of_a_killed_writer_is_taken_over(tmp_path, slow_data):
+def test_the_lock_of_a_killed_writer_is_taken_over(tmp_path, slow_videos):
     out = tmp_path / "killed.h5"
-    args = extract_args(slow_data, out, "--frames", "8", "--views", "2x3", "--batch-size", "1")
+    args = extract_args(slow_videos, out, "--frames", "8", "--views", "2x3", "--batch-size", "1")
     proc = subprocess.Popen([*BIKE, "-q", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(parts_dir_for(out).glob("*.h5")) and proc.poll() is None and time.monotonic() < deadline:

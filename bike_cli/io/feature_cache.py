@@ -21,6 +21,7 @@ what is done, and the final merge orders rows as in the video list.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.atomic import atomic_path, ensure_free_space, remove_stale_temps, write_text
+from bike_cli.io.atomic import atomic_path, ensure_free_space, remove_stale_temps, write_bytes, write_text
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ class PartWriter:
     def write(self, rows: Batch) -> Path:
         final = self.parts_dir / f"rank{self.rank:03d}-{self._next:07d}.h5"
         ensure_free_space(final, rows.embeddings.nbytes + 64 * len(rows.video_ids) + (64 << 10))
-        with atomic_path(final) as tmp, h5py.File(tmp, "w") as h5:
+        image = io.BytesIO()  # built in memory: HDF5 itself handles a failing write badly
+        with h5py.File(image, "w") as h5:
             _write_rows(h5, rows)
             h5.create_dataset("list_index", data=rows.list_index.astype(np.int64))
             fail = rows.failures
@@ -182,6 +184,7 @@ class PartWriter:
             for name in ("video_id", "path", "reason"):
                 values = np.array([getattr(f, name) for f in fail], dtype=object)
                 h5.create_dataset(f"failure_{name}", data=values, dtype=_STR, shape=(len(fail),))
+        write_bytes(final, image.getbuffer())
         self._next += 1
         return final
 
