@@ -5,6 +5,7 @@ writers started together, a killed writer's lock taken over)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,15 @@ def test_out_that_is_an_existing_file_or_folder_is_refused(tmp_path, sample_data
     (tmp_path / "dir.h5").mkdir()
     done = cli(*extract_args(sample_data, tmp_path / "dir.h5"))
     assert done.returncode != 0 and "dir.h5 is a folder; give a file name" in one_line(done)
+
+
+def test_a_training_input_may_not_be_a_file_of_the_run_folder(tmp_path, motion_caches):
+    _, train, _ = motion_caches
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(train, run / "best.pt")
+    done = cli("train-video", "--features", str(run / "best.pt"), "--out", str(run), "--epochs", "1")
+    assert done.returncode != 0 and "is the same file as --features" in one_line(done)
 
 
 # ----------------------------------------------------------------------------- 2. one writer per output

@@ -35,6 +35,7 @@ from bike_cli.stages.training import (
     LoopSettings,
     Trainer,
     TrainSummary,
+    check_run_outputs,
     copy_best,
     make_accelerator,
     metrics_over_processes,
@@ -107,6 +108,8 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
 
 
 def _check(cfg: TrainAttrsConfig) -> None:
+    check_run_outputs(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
+                                "--classes": cfg.classes})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if not cfg.model or not cfg.pretrained:

@@ -52,6 +52,7 @@ from bike_cli.stages.training import (
     RepeatedDataset,
     Trainer,
     TrainSummary,
+    check_run_outputs,
     copy_best,
     make_accelerator,
     metrics_over_processes,
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 
 
 def _check(cfg: TrainVideoConfig) -> None:
+    check_run_outputs(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
+                                "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
+                                "--init-from": cfg.init_from})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
-from bike_cli.io.outputs import check_folder_output
+from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.train_state import STATE_FILE
 from bike_cli.stages.distributed import writer_lock
 from bike_cli.stages.extract import PRECISIONS, Progress, cores_beside_workers
@@ -334,6 +334,15 @@ def copy_best(out: Path, improved: bool) -> None:
     """best.pt follows last.pt whenever the epoch improved on the best so far (an atomic copy)."""
     if improved:
         copy_file(out / "last.pt", out / "best.pt")
+
+
+RUN_FILES = ("last.pt", "best.pt", METRICS_FILE, CONFIG_FILE)
+
+
+def check_run_outputs(out: Path, inputs: dict) -> None:
+    """Refuse a run whose input is one of the files it writes into its run folder."""
+    check_folder_output("--out", out)
+    check_distinct_outputs(inputs, {f"--out's {name}": out / name for name in RUN_FILES})
 
 
 @contextlib.contextmanager
