@@ -48,3 +48,12 @@ def tiny_cache(tmp_path_factory, sample_data):
     run_extraction(ExtractConfig(list_path=sample_data.train, classes=sample_data.classes, out=out, frames=4,
                                  workers=0, model="bike-tiny", pretrained="none"))
     return out
+
+
+@pytest.fixture(scope="session")
+def slow_videos(tmp_path_factory):
+    """Videos slow enough to decode (larger, longer) that a test can stop a run in the middle."""
+    from bike_cli.data.synthetic import make_sample_dataset
+
+    return make_sample_dataset(tmp_path_factory.mktemp("slow"), videos_per_class=4, num_frames=32,
+                               size=(96, 128), val_fraction=0.0, seed=4)

@@ -60,7 +60,9 @@ def test_extract_features_writes_a_cache(tmp_path, sample_data):
         (["--decoder", "opencv"], "'opencv' is not one of decord, pyav"),
         (["--model", "ViT-Q-99"], "ViT-Q-99"),
         (["--pretrained", "nowhere/weights.pt"], "nowhere/weights.pt"),
-        (["--frames", "0"], "--frames must be at least 1"),
+        (["--frames", "0"], "--frames must be between 1 and 256, not 0"),
+        (["--frames", "100000"], "--frames must be between 1 and 256, not 100000"),
+        (["--views", "1000000x1"], "at most 64 temporal clips"),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path, sample_data, extra, message):

@@ -142,8 +142,11 @@ def test_bad_options_are_refused_before_reading(tmp_path, kwargs, message):
 
 def test_out_may_not_overwrite_an_input(pair):
     a, b = pair["test"]
-    with pytest.raises(InputError, match="is one of the input files"):
+    with pytest.raises(InputError, match=r"--out .* is the same file as an input"):
         run_fuse(FuseConfig([a, b], a))
+    (a.parent / "link.csv").symlink_to(b)
+    with pytest.raises(InputError, match=r"--out .*link.csv is the same file as an input"):
+        run_fuse(FuseConfig([a, b], a.parent / "." / "link.csv"))
 
 
 def test_parse_weights_names_the_bad_item():

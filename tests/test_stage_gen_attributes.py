@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.errors import InputError
+from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.eval.metrics import topk_accuracy
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
@@ -248,14 +248,18 @@ def test_cache_of_another_embedding_size_is_a_clear_error(tmp_path, cache, lexic
     assert not (tmp_path / "a.csv").exists()
 
 
-def test_same_size_but_other_model_warns(tmp_path, cache, lexicon, caplog):
+def test_same_size_but_other_model_is_refused_unless_allowed(tmp_path, cache, lexicon, caplog):
     config = json.loads((CONFIG_DIR / "bike-tiny.json").read_text())
     config["text_cfg"]["layers"] = 1
     (tmp_path / "bike-tiny-other.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / "bike-tiny-other.json")
-    with caplog.at_level(logging.WARNING, logger="bike_cli"):
+    with pytest.raises(CacheMismatchError, match="model_name: 'bike-tiny-other' in the text encoder, 'bike-tiny' in"):
         run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv",
                                                model="bike-tiny-other"))
+    assert not (tmp_path / "a.csv").exists()
+    with caplog.at_level(logging.WARNING, logger="bike_cli"):
+        run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv",
+                                               model="bike-tiny-other", allow_model_mismatch=True))
     assert any("is not the model that made" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="bike_cli"):

@@ -76,10 +76,10 @@ def test_sentence_embeddings_are_cached_and_reused(tmp_path, attrs_files, monkey
     cached = torch.load(tmp_path / "run" / "sentence_embeddings_train.pt", weights_only=True)
     assert cached["embeddings"].shape == (40, 64)
     monkeypatch.setattr(stage, "SENTENCE_BATCH", 0)  # encoding anything now raises
-    run_train_attrs(config(attrs_files, tmp_path / "run", epochs=2, resume=True))  # reused: no encoding
+    run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, resume=True))  # reused: no encoding
     attributes_file(attrs_files[0], 10, seed=7)  # other attributes: the cache no longer matches
     with pytest.raises(ValueError):
-        run_train_attrs(config(attrs_files, tmp_path / "run", epochs=3, resume=True))
+        run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, resume=True))
 
 
 def test_full_tuning_updates_the_text_encoder(tmp_path, attrs_files):
@@ -133,3 +133,21 @@ def test_cli_trains_and_reports(tmp_path, attrs_files):
     ], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "best val_top1" in result.output
+
+
+def test_an_unreadable_sentence_embedding_cache_is_encoded_again(tmp_path, attrs_files, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sentence_embeddings_train.pt").write_bytes(b"not a torch file")
+    with caplog.at_level("WARNING", logger="bike_cli"):
+        run_train_attrs(config(attrs_files, run, epochs=1, val_attributes=None))
+    assert any("unreadable sentence-embedding cache" in r.getMessage() for r in caplog.records)
+    stored = torch.load(run / "sentence_embeddings_train.pt", weights_only=True)
+    assert stored["embeddings"].shape == (40, 64)
+
+
+def test_labels_beyond_the_class_list_are_a_clear_error(tmp_path, attrs_files):
+    train, val, classes = attrs_files
+    classes.write_text("\n".join(CLASSES[:3]) + "\n")  # class 3 (climbing) is no longer listed
+    with pytest.raises(InputError, match=r"train.csv: video 'climbing_0.mp4' has label 3, beyond the 3 classes"):
+        run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -190,16 +192,42 @@ def _root(
     setup_logging(_log_level(verbose, quiet))
 
 
+# What to do after an interruption, for the stages that resume; the others simply run again.
+_RESUME_ADVICE = {
+    "run_extraction": "run the same command to resume",
+    "run_train_video": "run the same command with --resume to continue",
+    "run_train_attrs": "run the same command with --resume to continue",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, stopped the same clean way as Ctrl-C."""
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise like Ctrl-C (unwinding: locks released, temporary files removed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def _raise(signum: int, frame: object) -> None:
+            raise _Terminated()
+        signal.signal(signal.SIGTERM, _raise)
+
+
 def run_guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a library function; a BikeError becomes one red line and exit code 1."""
+    """Call a library function; a BikeError becomes one red line and exit code 1, SIGTERM and Ctrl-C
+    a clean stop (exit 143 and 130)."""
+    _stop_cleanly_on_sigterm()
     try:
         return func(*args, **kwargs)
     except BikeError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(code=EXIT_FAILURE) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished work is kept; run the same command to resume")
-        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as err:
+        advice = _RESUME_ADVICE.get(getattr(func, "__name__", ""), "nothing finished was overwritten; run it again")
+        terminated = isinstance(err, _Terminated)
+        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: finished work is kept; {advice}")
+        raise typer.Exit(code=128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED) from None
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:

@@ -56,6 +56,7 @@ def evaluate(
     device: o.Device = None,
     compat: o.Compat = None,
     ignore_visual_weights: o.IgnoreVisualWeights = None,
+    allow_model_mismatch: o.AllowModelMismatch = None,
 ) -> None:
     """Score a test set with the Video branch (and the Attributes branch), fuse them and report metrics.
 

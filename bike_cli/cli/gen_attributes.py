@@ -56,6 +56,7 @@ def gen_attributes(
         "--max-elements", "Most entries in one block of similarities or of features read: bounds memory "
         "(peak about 6 bytes per entry).", o.PERFORMANCE)] = None,
     device: o.Device = None,
+    allow_model_mismatch: o.AllowModelMismatch = None,
 ) -> None:
     """Associate each video of a feature cache with its top-k lexicon phrases (BIKE's attributes).
 

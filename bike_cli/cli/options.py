@@ -64,6 +64,9 @@ IgnoreVisualWeights = Annotated[bool | None, typer.Option(
     "--ignore-visual-weights", rich_help_panel=MODEL,
     help="Use a checkpoint whose visual encoder did not make the feature cache, keeping the cache's "
     "features (its visual weights are not used).")]
+AllowModelMismatch = Annotated[bool | None, typer.Option(
+    "--allow-model-mismatch", rich_help_panel=MODEL,
+    help="Warn instead of refusing when the model is not the one that made the feature cache (experts only).")]
 Templates = Annotated[list[str] | None, typer.Option(
     "--template", rich_help_panel=MODEL, help="Class prompt with {} for the name; repeat to average several.")]
 

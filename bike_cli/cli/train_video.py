@@ -39,6 +39,7 @@ def train_video(
         "--init-from", "Start from a trained Video branch: a bike run folder or checkpoint, or the authors' "
         "released BIKE checkpoint.", o.MODEL)] = None,
     ignore_visual_weights: o.IgnoreVisualWeights = None,
+    allow_model_mismatch: o.AllowModelMismatch = None,
     head: o.Head = None,
     temporal: Annotated[str | None, o.option(
         "--temporal", "none or transformer (a temporal transformer before the head).", o.MODEL)] = None,

@@ -26,6 +26,7 @@ class TrainVideoConfig:
     pretrained: str | None = None  # tag, checkpoint file or none; from a cache: the cache's weights
     init_from: Path | None = None  # start from a trained Video branch (bike run folder / best.pt)
     quick_gelu: bool | None = None
+    allow_model_mismatch: bool = False  # train on a cache made by another CLIP than --pretrained (warn only)
     frames: int = 8  # T frames per clip
     head: str = "vcs"  # mean | vcs
     temporal: str = "transformer"  # none | transformer

@@ -78,6 +78,8 @@ class MultiViewClips(Dataset):
             crops = view(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
         except BikeError as err:
             return ClipItem(list_index, entry, None, error=str(err))
+        except OSError as err:  # read errors after opening (an I/O error, a file removed meanwhile)
+            return ClipItem(list_index, entry, None, error=f"not a readable file: {entry.path} ({err})")
         s, c, t = self.layout.crops, self.layout.clips, self.frames
         views = crops.view(s, c, t, 3, self.size, self.size).transpose(0, 1)  # [C, S, T, 3, s, s]
         views = views.reshape(c * s, t, 3, self.size, self.size)  # [V, T, 3, s, s], v = c*S + s

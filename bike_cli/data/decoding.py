@@ -44,12 +44,13 @@ DECODERS = ("decord", "pyav")
 DEFAULT_DECODER = "pyav"
 
 NOT_FOUND = "file not found"
+NOT_READABLE = "not a readable file"
 NO_VIDEO = "no video stream"
 ZERO_FRAMES = "zero frames"
 CORRUPT = "corrupt or undecodable"
 UNAVAILABLE = "decoder unavailable"
 # most specific first: the reason a DecodeError leads with when the two backends disagree
-REASONS = (NOT_FOUND, NO_VIDEO, ZERO_FRAMES, CORRUPT, UNAVAILABLE)
+REASONS = (NOT_FOUND, NOT_READABLE, NO_VIDEO, ZERO_FRAMES, CORRUPT, UNAVAILABLE)
 
 _TAIL_RETRIES = 4  # decord: lower the last index allowed to n-2, n-3, n-5, n-9 before giving up
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")  # "[18:26:17] /src/video_reader.cc:151: "
@@ -173,11 +174,26 @@ def _pyav_frame_count(path: Path, stream: av.video.stream.VideoStream) -> int:
         return sum(1 for packet in container.demux(_video_stream(container)) if packet.size)
 
 
+def check_video_file(path: Path) -> None:
+    """DecodeError for a path that is missing, a folder, unreadable or not even a valid name.
+
+    Any OS error (a name too long for the file system, no permission, an I/O error) is the
+    video's failure, recorded as a skip, never the run's."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise DecodeError(f"{NOT_FOUND}: {path}") from None
+    except IsADirectoryError:
+        raise DecodeError(f"{NOT_READABLE}: {path} is a folder") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        raise DecodeError(f"{NOT_READABLE}: {path} ({getattr(err, 'strerror', None) or err})") from None
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Frame count, upright size and fps of a video, read with PyAV."""
     path = Path(path)
-    if not path.is_file():
-        raise DecodeError(f"{NOT_FOUND}: {path}")
+    check_video_file(path)
     try:
         height, width = _upright_size(path)
         with _as_failure(), av.open(str(path)) as container:
@@ -336,8 +352,7 @@ def read_frames(
     if num_threads < 0:
         raise InputError(f"num_threads must be >= 0 (0: automatic), got {num_threads}")
     path = Path(path)
-    if not path.is_file():
-        raise DecodeError(f"{NOT_FOUND}: {path}")
+    check_video_file(path)
     failures: dict[str, _Failure] = {}
     for name in [decoder] + [other for other in DECODERS if other != decoder and fallback]:
         try:

@@ -47,6 +47,7 @@ from __future__ import annotations
 import csv
 import difflib
 import gc
+import io
 import logging
 import os
 import re
@@ -352,7 +353,7 @@ def _parse_text(
         parts = line.split(None, 1)
         if parts:
             video, labels = parts[0], parser.labels(parts[1] if len(parts) > 1 else "", number)
-            entries.append(VideoEntry(video, root / video, labels, number))
+            entries.append(VideoEntry(video, check_path(source, number, root / video), labels, number))
     return entries
 
 
@@ -369,19 +370,46 @@ def _csv_table(
 
 
 def _csv_rows(source: Path, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line, cells) of the non-blank CSV rows, each as wide as the first (the header)."""
-    reader = csv.reader(lines)
-    width = 0
+    """(line, cells) of the non-blank CSV rows, each as wide as the first (the header).
+
+    The csv module reads the file's text as a whole, so a quoted field may hold a line break (kept
+    in the path) and a quote left open is reported at the line where it opens, not taken silently
+    as one long path swallowing the rest of the file."""
+    reader = csv.reader(io.StringIO("\n".join(lines)), strict=True)
+    width, start = 0, 1
     try:
         for cells in reader:
             if not cells or (len(cells) == 1 and not cells[0].strip()):
+                start = reader.line_num + 1
                 continue
             width = width or len(cells)  # the header's
             if len(cells) != width:
                 cells = _fit(source, reader.line_num, cells, width)
-            yield reader.line_num, cells
+            yield start, cells
+            start = reader.line_num + 1
     except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise InputError(f"{location(source, start)}: a quoted field opened on this line is never closed "
+                             "(unbalanced '\"'): it runs to the end of the file") from None
         raise InputError(f"{location(source, reader.line_num)}: malformed CSV ({e})") from None
+
+
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
+
+
+def check_path(source: Path, number: int, path: Path) -> Path:
+    """`path`, after checking it is a name the file system can take; InputError naming file:line."""
+    text = str(path)
+    where = location(source, number)
+    if "\0" in text:
+        raise InputError(f"{where}: the path {text!r} holds a NUL byte")
+    if len(text) > MAX_NAME_BYTES // 4:  # shorter names cannot exceed the limits, even in 4-byte UTF-8
+        if len(os.fsencode(text)) > MAX_PATH_BYTES:
+            raise InputError(f"{where}: the path is longer than {MAX_PATH_BYTES} bytes ({text[:80]!r}...)")
+        long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
+        if long is not None:
+            raise InputError(f"{where}: the path component {long[:60]!r}... is longer than {MAX_NAME_BYTES} bytes")
+    return path
 
 
 def _fit(source: Path, number: int, cells: list[str], width: int) -> list[str]:
@@ -408,7 +436,7 @@ def _parse_csv(
         if not video:
             raise InputError(f"{location(source, number)}: row has no path (column {path_name!r})")
         labels = parser.labels(cells[label_i], number, ";") if label_i is not None else ()
-        entries.append(VideoEntry(video, root / video, labels, number))
+        entries.append(VideoEntry(video, check_path(source, number, root / video), labels, number))
     return entries
 
 
@@ -425,7 +453,7 @@ def _parse_kinetics(
         stem = _kinetics_stem(source, number, cells[id_i], cells[start_i], cells[end_i])
         label = cells[label_i].strip() if label_i is not None else ""
         labels = (parser.index(label, number),) if label else ()
-        entries.append(VideoEntry(stem, finder.find(stem + ".mp4", label), labels, number))
+        entries.append(VideoEntry(stem, check_path(source, number, finder.find(stem + ".mp4", label)), labels, number))
     return entries
 
 

@@ -41,6 +41,16 @@ class ViewLayout:
         return f"{self.clips}x{self.crops}"
 
 
+MAX_CLIPS = 64  # temporal clips per video: beyond this one video's pixels alone fill the memory
+MAX_FRAMES = 256  # frames per clip (the paper uses 8, 16 or 32)
+
+
+def check_frames(frames: int, option: str = "--frames") -> None:
+    """InputError unless 1 <= frames <= MAX_FRAMES."""
+    if not 1 <= frames <= MAX_FRAMES:
+        raise InputError(f"{option} must be between 1 and {MAX_FRAMES}, not {frames}")
+
+
 def parse_views(text: str) -> ViewLayout:
     """Parse `CxS` (e.g. `4x3`); S must be 1 or 3."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -49,6 +59,8 @@ def parse_views(text: str) -> ViewLayout:
     clips, crops = int(match.group(1)), int(match.group(2))
     if clips < 1:
         raise InputError(f"views {text!r}: the number of temporal clips must be at least 1")
+    if clips > MAX_CLIPS:
+        raise InputError(f"views {text!r}: at most {MAX_CLIPS} temporal clips (the paper uses up to 4)")
     if crops not in (1, 3):
         raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}")
     return ViewLayout(clips, crops)

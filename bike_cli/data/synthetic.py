@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bike_cli.errors import InputError
+from bike_cli.io.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _slug(name: str) -> str:
 
 def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[object, object]]) -> None:
     """Write a two-column CSV file with a header row."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)

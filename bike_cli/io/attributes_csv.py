@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bike_cli.errors import InputError, location
+from bike_cli.io.atomic import atomic_write
 from bike_cli.io.score_csv import (
     ID_COLUMN,
     LABEL_COLUMN,
@@ -73,9 +73,7 @@ def write_attributes_csv(path: str | Path, table: AttributesTable) -> Path:
     lengths = {len(table.labels), len(table.attributes), len(table.sentences), table.scores.shape[0]}
     if lengths != {rows} or (table.views is not None and len(table.views) != rows):
         raise InputError(f"attributes table for {path}: columns of different lengths {sorted(lengths)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(columns_for(table.top_k, table.views is not None, table.multilabel))
         views = table.views if table.views is not None else [None] * rows
@@ -85,9 +83,6 @@ def write_attributes_csv(path: str | Path, table: AttributesTable) -> Path:
             lead = [vid] if view is None else [vid, view]
             writer.writerow([*lead, format_label_cell(labels), *attrs, *(SCORE_FORMAT % s for s in scores),
                              sentence])
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -15,7 +15,6 @@ and `transformer.resblocks.*`, the same names as bike's temporal transformer).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from bike_cli import __version__
 from bike_cli.errors import InputError
+from bike_cli.io.atomic import torch_save
 
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
@@ -47,10 +47,7 @@ def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
         "epoch": ckpt.epoch, "metrics": ckpt.metrics,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return torch_save(payload, path)
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

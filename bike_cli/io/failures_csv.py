@@ -8,10 +8,10 @@ anew at the end of every run (header only when nothing failed), so it never list
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Iterable
 
+from bike_cli.io.atomic import atomic_write
 from bike_cli.io.feature_cache import Failure
 
 COLUMNS = ("video_id", "path", "reason")
@@ -19,12 +19,9 @@ COLUMNS = ("video_id", "path", "reason")
 
 def write_failures_csv(path: Path, failures: Iterable[Failure]) -> Path:
     """Write the failures (sorted by list position) atomically to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
         for f in sorted(failures, key=lambda f: f.list_index):
             writer.writerow([f.video_id, f.path, f.reason])
-    os.replace(tmp, path)
     return path

@@ -21,6 +21,7 @@ what is done, and the final merge orders rows as in the video list.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
+from bike_cli.io.atomic import atomic_path, ensure_free_space, remove_stale_temps, write_bytes, write_text
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +180,9 @@ class PartWriter:
 
     def write(self, rows: Batch) -> Path:
         final = self.parts_dir / f"rank{self.rank:03d}-{self._next:07d}.h5"
-        tmp = final.with_suffix(".h5.tmp")
-        with h5py.File(tmp, "w") as h5:
+        ensure_free_space(final, rows.embeddings.nbytes + 64 * len(rows.video_ids) + (64 << 10))
+        image = io.BytesIO()  # built in memory: HDF5 itself handles a failing write badly
+        with h5py.File(image, "w") as h5:
             _write_rows(h5, rows)
             h5.create_dataset("list_index", data=rows.list_index.astype(np.int64))
             fail = rows.failures
@@ -187,9 +190,7 @@ class PartWriter:
             for name in ("video_id", "path", "reason"):
                 values = np.array([getattr(f, name) for f in fail], dtype=object)
                 h5.create_dataset(f"failure_{name}", data=values, dtype=_STR, shape=(len(fail),))
-        with open(tmp, "rb+") as fh:  # make the bytes durable before the rename publishes them
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        write_bytes(final, image.getbuffer())
         self._next += 1
         return final
 
@@ -197,19 +198,22 @@ class PartWriter:
 def write_meta_file(parts_dir: Path, meta: CacheMeta) -> None:
     """Record the run's settings in the parts folder (atomically), for resume checks."""
     parts_dir.mkdir(parents=True, exist_ok=True)
-    tmp = parts_dir / "meta.json.tmp"
-    tmp.write_text(json.dumps(asdict(meta), indent=2))
-    os.replace(tmp, parts_dir / "meta.json")
+    write_text(parts_dir / "meta.json", json.dumps(asdict(meta), indent=2))
 
 
 def read_meta_file(parts_dir: Path) -> CacheMeta | None:
+    """The settings of an interrupted run, or None; InputError for a corrupt file."""
     path = parts_dir / "meta.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    for key in ("class_names", "mean", "std"):
-        data[key] = tuple(data[key])
-    return CacheMeta(**data)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("class_names", "mean", "std"):
+            data[key] = tuple(data[key])
+        return CacheMeta(**data)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise InputError(f"{path} is corrupt ({type(err).__name__}: {err}); remove the folder {parts_dir} "
+                         "(its unfinished work is redone) or pass --overwrite") from None
 
 
 @dataclass
@@ -245,8 +249,9 @@ def _read_failures(h5: h5py.File) -> list[Failure]:
 
 
 def remove_stale_tmp(parts_dir: Path) -> None:
-    for tmp in parts_dir.glob("*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Temporary files of writers that died (call only while holding the cache's WriterLock)."""
+    if parts_dir.is_dir():
+        remove_stale_temps(parts_dir)
 
 
 def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
@@ -272,8 +277,8 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
                     new_rows.append((int(index), file_no, row))
     new_rows.sort()
     total = len(existing_ids) + len(new_rows)
-    tmp = cache_path.with_name(cache_path.name + ".tmp")
-    with h5py.File(tmp, "w") as out:
+    ensure_free_space(cache_path, total * meta.num_views * meta.frames * meta.embed_dim * 2 + total * 256)
+    with atomic_path(cache_path) as tmp, h5py.File(tmp, "w") as out:
         shape = (meta.num_views, meta.frames, meta.embed_dim)
         emb = out.create_dataset("embeddings", shape=(total, *shape), maxshape=(None, *shape),
                                  dtype=np.float16, chunks=(1, *shape))
@@ -304,9 +309,6 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
                 ids[d] = src_ids[i]
                 nframes[d] = src["num_frames"][i]
                 decoders[d] = src_dec[i]
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, cache_path)
     return total
 
 
@@ -328,6 +330,27 @@ def finish(parts_dir: Path) -> None:
     shutil.rmtree(parts_dir, ignore_errors=True)
 
 
+_DATASETS = ("embeddings", "video_ids", "labels", "num_frames", "decoders")
+
+
+def validate_layout(h5: h5py.File, meta: CacheMeta, path: Path) -> None:
+    """InputError unless every dataset is there, with N rows and the shapes `meta` describes."""
+    missing = [name for name in _DATASETS if name not in h5]
+    if missing:
+        raise InputError(f"{path} is a malformed feature cache: dataset(s) {', '.join(missing)} missing")
+    rows = {name: h5[name].shape[0] if h5[name].shape else 0 for name in _DATASETS}
+    if len(set(rows.values())) != 1:
+        raise InputError(f"{path} is a malformed feature cache: datasets of different lengths {rows}")
+    expected = (meta.num_views, meta.frames, meta.embed_dim)
+    if h5["embeddings"].shape[1:] != expected:
+        raise InputError(f"{path} is a malformed feature cache: embeddings of shape {h5['embeddings'].shape[1:]} "
+                         f"per video, its attributes say (views, frames, dim) = {expected}")
+    label_shape = (meta.num_classes,) if meta.multilabel else ()
+    if h5["labels"].shape[1:] != label_shape:
+        raise InputError(f"{path} is a malformed feature cache: labels of shape {h5['labels'].shape[1:]} per "
+                         f"video, expected {label_shape}")
+
+
 class FeatureCache:
     """Read access to a cache. Opens the file lazily, once per process (safe with DataLoader workers)."""
 
@@ -335,13 +358,18 @@ class FeatureCache:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"feature cache {self.path} does not exist")
+        if not self.path.is_file():
+            raise InputError(f"feature cache {self.path} is not a file")
         try:
             with h5py.File(self.path, "r") as h5:
                 self.meta = CacheMeta.from_attrs(dict(h5.attrs), self.path)
+                validate_layout(h5, self.meta, self.path)
                 self.video_ids: list[str] = list(h5["video_ids"].asstr()[()])
                 self.labels: np.ndarray = h5["labels"][()]  # int64 [N] or uint8 [N, K]
         except OSError as err:
             raise InputError(f"{self.path} is not a readable HDF5 file: {err}") from None
+        except (KeyError, ValueError, TypeError) as err:  # attributes missing or of the wrong type
+            raise InputError(f"{self.path} is a malformed feature cache ({type(err).__name__}: {err})") from None
         self._h5: h5py.File | None = None
         self._pid = -1
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 
 from bike_cli.errors import InputError, location
 from bike_cli.io.csv_numbers import write_number_rows
+from bike_cli.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +128,14 @@ def write_score_csv(path: str | Path, video_ids: Sequence[str], labels: np.ndarr
     not_finite = np.flatnonzero(~np.isfinite(scores).all(1))
     if not_finite.size:
         raise InputError(f"{path}: the scores of video {video_ids[not_finite[0]]!r} are not all finite numbers")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow([ID_COLUMN, label_column(labels.ndim == 2),
                                                       *class_columns(class_names)])
-    with open(tmp, "wb") as fh:
+    prefixes = [f"{csv_field(vid)},{format_label_cell(indices)}," for vid, indices in
+                zip(video_ids, label_tuples(labels))]
+    with atomic_write(path, "wb") as fh:
         fh.write(header.getvalue().encode("utf-8"))
-        prefixes = [f"{csv_field(vid)},{format_label_cell(indices)}," for vid, indices in
-                    zip(video_ids, label_tuples(labels))]
         write_number_rows(fh, prefixes, scores)  # the scores, %.7g-rounded (SCORE_FORMAT)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -13,7 +13,6 @@ written under a temporary name and renamed, so an interrupted run leaves no half
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, SubFigure
 
 from bike_cli.errors import InputError
+from bike_cli.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     from bike_cli.stages.predict import VideoPrediction
@@ -93,11 +93,6 @@ def _draw_row(row: SubFigure, p: VideoPrediction, wrap: int) -> None:
 
 def _save(fig: Figure, out: Path, dpi: int) -> Path:
     """Write atomically: a temporary name beside `out`, then a rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        fig.savefig(tmp, format=out.suffix.lower().lstrip("."), dpi=dpi)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out, "wb") as fh:
+        fig.savefig(fh, format=out.suffix.lower().lstrip("."), dpi=dpi)
     return out

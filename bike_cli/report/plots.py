@@ -6,19 +6,18 @@ touched), each written under a temporary name and renamed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bike_cli.io.atomic import atomic_write
+
 
 def _save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    FigureCanvasAgg(figure).print_figure(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as fh:
+        FigureCanvasAgg(figure).print_figure(fh, dpi=100, format=path.suffix.lstrip(".") or "png")
     return path
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
+from bike_cli.io.atomic import write_text
 from bike_cli.stages.extract import ExtractConfig, ExtractSummary, Progress, run_extraction
 from bike_cli.stages.evaluate import EvalConfig, run_eval
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
@@ -120,7 +121,7 @@ def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: 
                        progress_factory) -> dict[str, Path]:
     """gen-attributes on both caches (S_A without training on val), then train-attrs."""
     lexicon = cfg.out / "data" / "lexicon.txt"
-    lexicon.write_text("\n".join(DEMO_LEXICON) + "\n")
+    write_text(lexicon, "\n".join(DEMO_LEXICON) + "\n")
     attributes = {}
     for name in ("train", "val"):
         gen = GenAttributesConfig(features=caches[name], lexicon=str(lexicon), out=cfg.out / "attributes" / f"{name}.csv",

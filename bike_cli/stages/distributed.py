@@ -6,12 +6,16 @@ several), every process runs the same stage and takes its share of the work.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from bike_cli.errors import BikeError, InputError
+from bike_cli.io.lock import OutputLockedError, WriterLock
 
 
 @dataclass
@@ -69,3 +73,29 @@ def resolve_device(requested: str | None) -> torch.device:
     elif device.type != "cpu":
         raise InputError(f"--device {requested!r}: bike runs on cpu or cuda")
     return device
+
+
+@contextlib.contextmanager
+def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -> Iterator[None]:
+    """Hold the WriterLock of `output` for the block: rank 0 takes it for all the ranks of one launch.
+
+    Every rank learns whether rank 0 got it and raises the same OutputLockedError if not, so that
+    no rank waits at a barrier for a rank 0 that has stopped.
+    """
+    lock = WriterLock(output, folder=folder)
+    message = None
+    if is_main:
+        try:
+            lock.acquire()
+        except OutputLockedError as err:
+            message = str(err)
+    if world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([message], from_process=0)[0]
+    if message is not None:
+        raise OutputLockedError(message)
+    try:
+        yield
+    finally:
+        lock.release()

@@ -32,15 +32,18 @@ from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.memory_cache import SlabBatches
-from bike_cli.data.sampling import parse_views
+from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
+from bike_cli.io.atomic import write_text
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
 from bike_cli.io.checkpoints import is_authors_checkpoint, load_attrs_checkpoint, load_video_checkpoint
-from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
+from bike_cli.io.csv_meta import meta_path, read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.identity import check_same_model
+from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import AUTHORS_FUSE, authors_attrs_scores, view_probabilities
@@ -50,7 +53,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
-from bike_cli.stages.distributed import resolve_device
+from bike_cli.stages.distributed import resolve_device, writer_lock
 from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
@@ -87,6 +90,7 @@ class EvalConfig:
     plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
     compat: str = BIKE  # bike | authors (bike_cli.config.compat): the authors' view rule, fusion, sampling
     ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
+    allow_model_mismatch: bool = False  # a checkpoint or model other than the cache's: warn instead of refusing
 
 
 @dataclass
@@ -141,7 +145,13 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
                     "vcs_tokens": cfg.vcs_tokens or "words", "templates": cfg.templates,
                     "frames": cfg.frames or (cache.meta.frames if cache else 8)}  # zero-shot: the cache's T
+    if cache is not None:  # the cache's features must come from the CLIP this branch was trained on
+        what = f"--checkpoint {cfg.checkpoint}" if cfg.checkpoint is not None else "the zero-shot model"
+        check_same_model(ckpt.clip if cfg.checkpoint is not None else _zero_shot_identity(model_name),
+                         what, cache.meta, str(cache.path), cfg.allow_model_mismatch)
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
+    if cache is not None and cfg.checkpoint is None:
+        check_same_model(spec, what, cache.meta, str(cache.path), cfg.allow_model_mismatch)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
     text_width = clip.ln_final.weight.shape[0]
     head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
@@ -174,6 +184,11 @@ def _authors_model(cfg: EvalConfig, class_names: list[str] | None, cache: Featur
     texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), class_names, ab.settings["templates"],
                                ab.settings["vcs_tokens"])
     return _VideoModel(ab.branch, texts, ab.spec, ab.settings["frames"], ab.clip, class_names, cfg.compat), class_names
+
+
+def _zero_shot_identity(model_name: str) -> dict:
+    """What is known of the zero-shot model before loading it (the rest is checked once it is loaded)."""
+    return {"model_name": model_name}
 
 
 def _pixels(frames: torch.Tensor, spec, device) -> torch.Tensor:
@@ -277,11 +292,36 @@ def _check(cfg: EvalConfig) -> None:
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     check_profile(cfg.compat)
+    if cfg.frames is not None:
+        check_frames(cfg.frames)
+    if cfg.views:
+        parse_views(cfg.views)
+    check_folder_output("--out", cfg.out)
+    outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
+    check_distinct_outputs({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
+                            "--classes": cfg.classes, "--attributes": cfg.attributes,
+                            "--attrs-checkpoint": cfg.attrs_checkpoint}, outputs)
+
+
+OUTPUT_FILES = ("video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove the outputs of an earlier eval in `out`, metrics.json first: a run never mixes with another."""
+    for name in reversed(OUTPUT_FILES):
+        (out / name).unlink(missing_ok=True)
+        meta_path(out / name).unlink(missing_ok=True)
 
 
 def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     """Score, fuse and measure; see the module docstring for the outputs."""
     _check(cfg)
+    with writer_lock(cfg.out, folder=True, is_main=True, world_size=1):
+        return _run_eval(cfg, progress)
+
+
+def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
+    """The evaluation proper, while this process holds the output folder's lock."""
     progress = progress or Progress()
     device = resolve_device(cfg.device)
     cache = FeatureCache(cfg.features) if cfg.features else None
@@ -313,6 +353,7 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         if fuse is not None:
             branches["fused"] = fuse * branches["video"] + (1.0 - fuse) * branches["attrs"]
     cfg.out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(cfg.out)
     metrics, files = {}, {}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
@@ -330,9 +371,7 @@ def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
         files.update(_plots(cfg, branches, labels, class_names))
     document = {"protocol": cfg.protocol, "fuse": fuse, "compat": cfg.compat, "videos": len(ids), "failed": failed,
                 "seconds": time.perf_counter() - started, "config": _plain(asdict(cfg)), "metrics": metrics}
-    tmp = cfg.out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2, default=_json_default))
-    os.replace(tmp, cfg.out / "metrics.json")
+    write_text(cfg.out / "metrics.json", json.dumps(document, indent=2, default=_json_default))
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
 
 

@@ -24,14 +24,17 @@ from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
-from bike_cli.data.sampling import SAMPLING_MODES, parse_views
+from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
+from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.lock import lock_path_for
+from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.stages.authors_checkpoint import authors_quick_gelu
-from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device
+from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,8 @@ class ExtractConfig:
 
     def validate(self) -> None:
         check_profile(self.compat)
-        if self.frames < 1:
-            raise InputError(f"--frames must be at least 1, not {self.frames}")
+        check_frames(self.frames)
+        parse_views(self.views)
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.workers < 0:
@@ -80,6 +83,13 @@ class ExtractConfig:
             raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.out.suffix not in (".h5", ".hdf5"):
             raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
+        check_file_output("--out", self.out)
+        check_file_output("--failures", self.failures_path)
+        check_distinct_outputs(
+            {"--list": self.list_path, "--classes": self.classes},
+            {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": fc.parts_dir_for(self.out),
+             "the lock file of --out": lock_path_for(self.out, folder=False)},
+        )
 
     @property
     def failures_path(self) -> Path:
@@ -194,6 +204,8 @@ def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) 
     if dist.is_main:
         fc.write_meta_file(parts_dir, meta)
         fc.remove_stale_tmp(parts_dir)
+        for path in (cfg.out, cfg.failures_path):
+            remove_temps_of(path)
     dist.barrier()
     parts = fc.scan_parts(parts_dir)
     dist.barrier()  # every process has read the same parts before anyone writes a new one
@@ -205,13 +217,20 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     started = time.perf_counter()
     cfg.validate()
     progress = progress or Progress()
-    layout = parse_views(cfg.views)
     class_names = read_class_names(cfg.classes) if cfg.classes else None
     video_list = read_video_list(cfg.list_path, root=cfg.root, class_names=class_names)
     num_classes = len(class_names) if class_names else 1 + max(
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
     dist = init_distributed()
+    with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
+        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started)
+
+
+def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
+                    dist: DistContext, progress: Progress, started: float) -> ExtractSummary:
+    """The extraction proper, while this launch holds the cache's WriterLock."""
+    layout = parse_views(cfg.views)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
     meta = fc.CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,8 @@ from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
+from bike_cli.io.atomic import write_text
+from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
 from bike_cli.models.authors import AUTHORS_FUSE
 
@@ -63,8 +64,9 @@ class FuseConfig:
             raise InputError(f"fuse needs two or more score CSVs, got {len(self.inputs)}")
         if self.protocol not in PROTOCOLS:
             raise InputError(f"--protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-        if self.out.resolve() in {p.resolve() for p in [*self.inputs, *self.val]}:
-            raise InputError(f"--out {self.out} is one of the input files: choose a new file")
+        check_file_output("--out", self.out)
+        check_distinct_outputs({"an input": self.inputs, "--val": self.val},
+                               {"--out": self.out, "the metrics JSON of --out": self.metrics_json})
         if self.search:
             self._validate_search()
         elif self.val:
@@ -354,10 +356,7 @@ def metrics_document(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[Sco
 def write_metrics_json(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[ScoreTable]) -> Path:
     """Write `metrics_document` atomically to `summary.metrics_json`."""
     path = summary.metrics_json
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics_document(cfg, summary, tables), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(metrics_document(cfg, summary, tables), indent=2) + "\n")
 
 
 def _json_safe(value):

@@ -35,9 +35,12 @@ from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phras
 from bike_cli.data.lists import read_class_names
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
+from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.csv_meta import write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.identity import check_same_model
+from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
 from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
@@ -74,6 +77,7 @@ class GenAttributesConfig:
     phrase_cache: Path | None = None
     device: str | None = None
     text_batch_size: int = 256
+    allow_model_mismatch: bool = False  # a text encoder other than the cache's model: warn instead of refusing
 
     def validate(self) -> None:
         for option, value in (("--top-k", self.top_k), ("--chunk-size", self.chunk_size),
@@ -87,6 +91,13 @@ class GenAttributesConfig:
         for option, path in (("--out", self.out), ("--scores", self.scores)):
             if path is not None and path.suffix != ".csv":
                 raise InputError(f"{option} {path} should end in .csv")
+        outputs = {"--out": self.out, "--scores": self.scores, "--phrase-cache": self.phrase_cache_path}
+        for option, path in outputs.items():
+            if path is not None:
+                check_file_output(option, path)
+        lexicon_file = Path(self.lexicon) if Path(self.lexicon).is_file() else None
+        check_distinct_outputs({"--features": self.features, "--classes": self.classes, "--lexicon": lexicon_file},
+                               outputs)
 
     @property
     def phrase_cache_path(self) -> Path:
@@ -227,6 +238,7 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
         log.warning("the text encoder (%s, %s) is not the model that made %s (%s, %s): attributes are only "
                     "meaningful when both towers come from one CLIP", spec.model_name, spec.pretrained,
                     cfg.features, meta.model_name, meta.pretrained)
+    check_same_model(spec, "the text encoder", meta, str(cfg.features), cfg.allow_model_mismatch)
     return model, spec
 
 
@@ -283,11 +295,8 @@ def phrase_embeddings(model: nn.Module, tokenizer: Tokenizer, phrases: Sequence[
         log.info("%s was made for another model, prompt or lexicon: encoding the phrases again", path)
     log.info("encoding %d phrases with %s's text encoder", len(phrases), spec.model_name)
     emb = encode_texts(model, tokenizer, [fill_template(prompt, p) for p in phrases], batch_size).cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"kind": PHRASE_CACHE_KIND, "schema_version": PHRASE_CACHE_VERSION, "key": key,
-                "phrases": list(phrases), "embeddings": emb}, tmp)
-    tmp.replace(path)
+    torch_save({"kind": PHRASE_CACHE_KIND, "schema_version": PHRASE_CACHE_VERSION, "key": key,
+                "phrases": list(phrases), "embeddings": emb}, path)
     return emb, False
 
 

@@ -12,7 +12,6 @@ docs/formats.md), `checkpoints/epoch_NNNN/`, and `sentence_embeddings.pt` (the c
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.errors import InputError
+from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
@@ -39,9 +39,11 @@ from bike_cli.stages.training import (
     LoopSettings,
     Trainer,
     TrainSummary,
+    check_run_outputs,
     copy_best,
     make_accelerator,
     metrics_over_processes,
+    run_folder_lock,
 )
 
 log = logging.getLogger(__name__)
@@ -66,19 +68,37 @@ def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path, key: dict) -> torch.Tensor:
     """Frozen text embeddings [R, D] of the attribute sentences, reused from `cache` when `key` matches."""
-    if cache.exists():
-        stored = torch.load(cache, map_location="cpu", weights_only=True)
-        if stored.get("key") == key:
-            log.info("sentence embeddings reused from %s", cache)
-            return stored["embeddings"]
+    stored = _read_sentence_cache(cache)
+    if stored is not None and stored.get("key") == key and isinstance(stored.get("embeddings"), torch.Tensor):
+        log.info("sentence embeddings reused from %s", cache)
+        return stored["embeddings"]
     device = clip_model.token_embedding.weight.device
     out = [clip_model.encode_text(tokenizer(sentences[i : i + SENTENCE_BATCH]).to(device)).float().cpu()
            for i in range(0, len(sentences), SENTENCE_BATCH)]
     embeddings = torch.cat(out)  # [R, D]
-    tmp = cache.with_name(cache.name + ".tmp")
-    torch.save({"key": key, "embeddings": embeddings}, tmp)
-    os.replace(tmp, cache)
+    torch_save({"key": key, "embeddings": embeddings}, cache)
     return embeddings
+
+
+def _read_sentence_cache(cache: Path) -> dict | None:
+    """The stored sentence embeddings, or None when absent or unreadable (then they are encoded again)."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as err:  # a torn or foreign file (loading runs no code: weights_only)
+        log.warning("ignoring the unreadable sentence-embedding cache %s (%s)", cache, err)
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _check_labels(table: AttributesTable, num_classes: int, classes: Path) -> None:
+    """InputError naming the first label beyond the class list."""
+    for row, labels in enumerate(table.labels):
+        beyond = [i for i in labels if i >= num_classes]
+        if beyond:
+            raise InputError(f"{table.source}: video {table.video_ids[row]!r} has label {beyond[0]}, beyond the "
+                             f"{num_classes} classes of {classes}")
 
 
 def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer, spec, split: str) -> torch.Tensor:
@@ -92,6 +112,8 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
 
 
 def _check(cfg: TrainAttrsConfig) -> None:
+    check_run_outputs(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
+                                "--classes": cfg.classes})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if not cfg.model or not cfg.pretrained:
@@ -113,12 +135,21 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     if finished is not None:
         return finished
     accelerator = make_accelerator(settings)
+    with run_folder_lock(cfg.out, accelerator):
+        return _train_attrs(cfg, settings, accelerator, progress_factory)
+
+
+def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
     class_names = read_class_names(cfg.classes)
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
         check_same_profile(cfg.compat, read_csv_compat(path), path)
+    for table in (train_table, val_table):
+        if table is not None:
+            _check_labels(table, len(class_names), cfg.classes)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]

@@ -29,10 +29,11 @@ from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.lists import read_class_names, read_video_list
-from bike_cli.data.sampling import ViewLayout
+from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.identity import check_same_model
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
     BranchCheckpoint,
@@ -57,9 +58,11 @@ from bike_cli.stages.training import (
     RepeatedDataset,
     Trainer,
     TrainSummary,
+    check_run_outputs,
     copy_best,
     make_accelerator,
     metrics_over_processes,
+    run_folder_lock,
 )
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
@@ -68,12 +71,14 @@ log = logging.getLogger(__name__)
 
 
 def _check(cfg: TrainVideoConfig) -> None:
+    check_run_outputs(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
+                                "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
+                                "--init-from": cfg.init_from})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
-    if cfg.frames < 1:
-        raise InputError(f"--frames must be at least 1, not {cfg.frames}")
+    check_frames(cfg.frames)
     check_profile(cfg.compat)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
@@ -117,6 +122,12 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     if finished is not None:
         return finished
     accelerator = make_accelerator(settings)
+    with run_folder_lock(cfg.out, accelerator):
+        return _train_video(cfg, settings, accelerator, progress_factory)
+
+
+def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
     cache = FeatureCache(cfg.features) if cfg.features else None
     for made in [cache] + ([FeatureCache(cfg.val_features)] if cfg.val_features else []):
@@ -125,8 +136,10 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     class_names = _class_names(cfg, cache)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
-    if cache is not None and spec.embed_dim != cache.meta.embed_dim:
-        raise InputError(f"{cache.path} holds {cache.meta.embed_dim}-d features; {model_name} makes {spec.embed_dim}-d")
+    for features in (cache, FeatureCache(cfg.val_features) if cfg.val_features else None):
+        if features is not None:
+            check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
+                             cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
     text_width = clip_model.ln_final.weight.shape[0]
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,

@@ -8,6 +8,7 @@ Accelerate state per epoch, and best/last checkpoints written by the stage.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,11 +23,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bike_cli.errors import InputError
+from bike_cli.io import train_state
+from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
+from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
+from bike_cli.io.train_state import STATE_FILE
+from bike_cli.stages.distributed import writer_lock
 from bike_cli.stages.extract import PRECISIONS, Progress, cores_beside_workers
+from bike_cli.stages.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"  # written last into a checkpoint folder: marks it complete
 KEEP_CHECKPOINTS = 2
 ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
 
@@ -236,12 +242,12 @@ class Trainer:
         else:
             schedule = warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        model, optimizer = acc.prepare(model, optimizer)
-        acc.register_for_checkpointing(scheduler)  # not prepared: Accelerate would step it once per process
-        state = self._resume()
+        model, optimizer = acc.prepare(model, optimizer)  # the scheduler is not: it would step once per process
+        state = self._resume(model, optimizer, scheduler, config)
         if self.is_main:
+            trim_metrics(s.out, state.epoch)
             if config is not None:
-                save_resolved(config, s.out / "config.yaml", stage=self.stage)
+                save_resolved(config, s.out / CONFIG_FILE, stage=self.stage)
             log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
                      len(dataset), acc.num_processes, batches.global_batch, steps_per_epoch)
         board = _tensorboard(s.out) if self.is_main else None
@@ -260,24 +266,37 @@ class Trainer:
                 metrics = validate(acc.unwrap_model(model))
             line = {"epoch": epoch, "step": state.step, "train_loss": loss, "lr": scheduler.get_last_lr()[0],
                     **metrics, "seconds": time.perf_counter() - epoch_start}
-            self._end_epoch(model, state, line, metrics, save_checkpoint, board)
+            self._end_epoch(model, state, line, metrics, save_checkpoint, board, optimizer, scheduler)
         acc.wait_for_everyone()
         if board is not None:
             board.close()
         return TrainSummary(s.out, s.epochs, state.step, state.best_epoch, state.best_metrics, line,
                             time.perf_counter() - started, self.is_main)
 
-    def _resume(self) -> RunState:
-        s = self.settings
+    def _resume(self, model, optimizer, scheduler, config) -> RunState:
+        """Load the latest complete checkpoint folder (only bike's own, code-free state files)."""
+        s, acc = self.settings, self.accelerator
         s.out.mkdir(parents=True, exist_ok=True)
         if not s.resume:
             return RunState()
+        if config is not None:
+            check_resume_config(config, s.out)
         latest = latest_checkpoint(s.out)
         if latest is None:
             log.info("--resume: no checkpoint in %s yet; starting from the first epoch", s.out)
             return RunState()
-        self.accelerator.load_state(str(latest))
-        state = RunState(**json.loads((latest / STATE_FILE).read_text()))
+        loaded = train_state.load_state(latest, acc.process_index)
+        try:
+            acc.unwrap_model(model).load_state_dict(loaded["model"])
+            optimizer.load_state_dict(loaded["optimizer"])
+            scheduler.load_state_dict(loaded["scheduler"])
+            if loaded["scaler"] is not None and getattr(acc, "scaler", None) is not None:
+                acc.scaler.load_state_dict(loaded["scaler"])
+            state = RunState(**loaded["trainer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"{latest} does not fit this run ({type(err).__name__}: {err})") from None
+        if loaded["rng"] is not None:
+            train_state.restore_rng(loaded["rng"])
         log.info("resumed from %s (epoch %d done)", latest, state.epoch)
         return state
 
@@ -304,7 +323,22 @@ class Trainer:
             progress.stop()
         return total / max(1, count)
 
-    def _end_epoch(self, model, state: RunState, line: dict, metrics: dict, save_checkpoint, board) -> None:
+    def _save_state(self, folder: Path, model, optimizer, scheduler) -> None:
+        """The resumable state of every process (bike's code-free format, `bike_cli.io.train_state`)."""
+        acc = self.accelerator
+        if self.is_main:  # a folder of an earlier run goes first: the state file marks a complete one
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        train_state.save_process_state(folder, acc.process_index)
+        if self.is_main:
+            scaler = getattr(acc, "scaler", None)
+            train_state.save_shared_state(folder, acc.unwrap_model(model).state_dict(), optimizer.state_dict(),
+                                          scheduler.state_dict(), scaler.state_dict() if scaler is not None else None)
+        acc.wait_for_everyone()
+
+    def _end_epoch(self, model, state: RunState, line: dict, metrics: dict, save_checkpoint, board,
+                   optimizer=None, scheduler=None) -> None:
         """Log the epoch, write the stage's checkpoints and the resumable Accelerate state."""
         acc, out = self.accelerator, self.settings.out
         key = "val_mAP" if "val_mAP" in metrics else "val_top1"
@@ -314,14 +348,13 @@ class Trainer:
         if improved:
             state.best_epoch, state.best_metrics, state.best_score = line["epoch"], metrics, score
         folder = out / "checkpoints" / f"epoch_{line['epoch']:04d}"
-        acc.save_state(str(folder))
+        self._save_state(folder, model, optimizer, scheduler)
         if self.is_main:
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(line) + "\n")
+            append_line(out / METRICS_FILE, json.dumps(line))
             log.info("epoch %d: %s", line["epoch"],
                      ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
             save_checkpoint(acc.unwrap_model(model), line, improved)
-            (folder / STATE_FILE).write_text(json.dumps(state.__dict__))  # last: marks the folder complete
+            write_text(folder / STATE_FILE, json.dumps(state.__dict__))  # last: marks the folder complete
             for old in sorted((out / "checkpoints").glob("epoch_*"))[:-KEEP_CHECKPOINTS]:
                 shutil.rmtree(old, ignore_errors=True)
             if board is not None:
@@ -333,9 +366,28 @@ class Trainer:
 
 
 def copy_best(out: Path, improved: bool) -> None:
-    """best.pt follows last.pt whenever the epoch improved on the best so far."""
+    """best.pt follows last.pt whenever the epoch improved on the best so far (an atomic copy)."""
     if improved:
-        shutil.copyfile(out / "last.pt", out / "best.pt")
+        copy_file(out / "last.pt", out / "best.pt")
+
+
+RUN_FILES = ("last.pt", "best.pt", METRICS_FILE, CONFIG_FILE)
+
+
+def check_run_outputs(out: Path, inputs: dict) -> None:
+    """Refuse a run whose input is one of the files it writes into its run folder."""
+    check_folder_output("--out", out)
+    check_distinct_outputs(inputs, {f"--out's {name}": out / name for name in RUN_FILES})
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path, accelerator):
+    """Hold the run folder's WriterLock (rank 0 for the whole launch) while a stage writes into it."""
+    check_folder_output("--out", out)
+    with writer_lock(out, folder=True, is_main=accelerator.is_main_process, world_size=accelerator.num_processes):
+        if accelerator.is_main_process and out.is_dir():
+            remove_stale_temps(out)  # of a writer killed mid-write: the lock says none is alive
+        yield
 
 
 def metrics_over_processes(scores: list, labels: list) -> dict:

@@ -1,0 +1,68 @@
+"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it.
+
+Where two files meet (a cache and a checkpoint, a cache and the CLIP a stage loads) their
+identities must agree, or the numbers mean nothing (another CLIP's features are another space):
+
+    compat       "bike" or "authors" (whose code conventions the file follows; absent = "bike")
+    model_name   the open_clip architecture
+    weights      the checkpoint file's sha256 where both sides have one, else the pretrained tag
+    quick_gelu   the activation the weights were trained with
+    embed_dim    the embedding width
+    image_size   the input side
+
+`--allow-model-mismatch` turns a mismatch into a warning, for experts who know the spaces agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from bike_cli.errors import CacheMismatchError
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("compat", "model_name", "weights", "quick_gelu", "embed_dim", "image_size")
+
+
+def identity_of(record: object) -> dict:
+    """The identity of a CacheMeta, a ClipSpec, or their dict form (a checkpoint's `clip`)."""
+    get = record.get if isinstance(record, Mapping) else (lambda key, default=None: getattr(record, key, default))
+    return {
+        "compat": get("compat", None) or "bike",
+        "model_name": get("model_name"),
+        "pretrained": get("pretrained"),
+        "sha256": get("checkpoint_sha256", None) or None,
+        "quick_gelu": get("quick_gelu"),
+        "embed_dim": get("embed_dim"),
+        "image_size": get("image_size"),
+    }
+
+
+def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(field, value in a, value in b) for every identity field that differs."""
+    out = []
+    for name in FIELDS:
+        if name == "weights":
+            if a["sha256"] and b["sha256"]:
+                va, vb = a["sha256"], b["sha256"]
+            else:
+                va, vb = a["pretrained"], b["pretrained"]
+        else:
+            va, vb = a[name], b[name]
+        if va is not None and vb is not None and va != vb:
+            out.append((name, va, vb))
+    return out
+
+
+def check_same_model(a: object, a_name: str, b: object, b_name: str, allow: bool = False) -> None:
+    """CacheMismatchError naming both values of each differing field (a warning with `allow`)."""
+    diffs = differences(identity_of(a), identity_of(b))
+    if not diffs:
+        return
+    shown = "; ".join(f"{name}: {va!r} in {a_name}, {vb!r} in {b_name}" for name, va, vb in diffs)
+    if allow:
+        log.warning("model mismatch allowed by --allow-model-mismatch: %s", shown)
+        return
+    raise CacheMismatchError(f"{a_name} and {b_name} come from different models ({shown}); use files made by "
+                             "one model, or --allow-model-mismatch if you know they agree")

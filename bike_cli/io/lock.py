@@ -1,0 +1,95 @@
+"""One writer per output: an exclusive lock on each feature cache and each run folder.
+
+The lock is a file (`CACHE.h5.lock` beside a cache, `OUT/.bike.lock` inside a run or eval folder)
+held with `fcntl.flock` for the life of the writer. It records the holder (`{"pid", "host",
+"started"}`) so that a second writer is told who holds it. The kernel releases a flock when its
+process dies, so a lock left by a crash (SIGKILL, power loss) is simply taken over by the next run.
+
+The file is removed on release while still locked; a process that opened the old file before the
+removal notices (the inode it locked is no longer the one at the path) and tries again, so the
+removal never lets two writers in.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from bike_cli.errors import BikeError
+
+LOCK_NAME = ".bike.lock"  # inside a folder output
+
+
+class OutputLockedError(BikeError):
+    """Another process is writing the same output."""
+
+
+def lock_path_for(output: Path, folder: bool) -> Path:
+    """Where the lock of `output` lives: inside a folder output, beside a file output."""
+    return output / LOCK_NAME if folder else output.with_name(output.name + ".lock")
+
+
+class WriterLock:
+    """Exclusive, non-blocking lock on `output` (a cache file, or a run folder with `folder`)."""
+
+    def __init__(self, output: str | Path, folder: bool = False) -> None:
+        self.output = Path(output)
+        self.path = lock_path_for(self.output, folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> "WriterLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise OutputLockedError(f"{self.output} is being written by {holder}; wait for it to finish "
+                                        "or choose another output") from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder removed the file after we opened it: lock the new one
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if _same_file(self._fd, self.path):
+                self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {record['pid']} on {record['host']} (started {record['started']})"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "another process (it has just started)"
