@@ -1,7 +1,8 @@
 """A torch Dataset that turns list entries into multi-view uint8 clips, decoding in DataLoader workers.
 
 Each item is decoded with one batched decoder call (all views' frames at once), resized during
-decoding so that the short side equals the model's input size, and cropped into the view layout.
+decoding so that the short side equals the model's input size, and cropped into the view layout
+(a single-crop layout uses the model's own resize mode instead: see `bike_cli.data.views`).
 Frames stay uint8 until they reach the model: converting and normalising there (on the GPU where
 there is one) moves 4x fewer bytes between processes.
 """
@@ -17,7 +18,8 @@ from torch.utils.data import Dataset
 
 from bike_cli.data.decoding import read_frames
 from bike_cli.data.lists import VideoEntry
-from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
+from bike_cli.data.views import square_views, view_resize_mode
+from bike_cli.data.sampling import ViewLayout, segment_indices, video_seed
 from bike_cli.errors import BikeError
 
 
@@ -46,10 +48,12 @@ class MultiViewClips(Dataset):
         mode: str = "test",
         seed: int = 0,
         decoder: str = "decord",
+        resize_mode: str = "shortest",
     ) -> None:
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
         self.mode, self.seed, self.decoder = mode, seed, decoder
+        self.resize = view_resize_mode(resize_mode, layout.crops)  # the model's mode for a single crop
 
     def __len__(self) -> int:
         return len(self.items)
@@ -63,9 +67,10 @@ class MultiViewClips(Dataset):
         list_index, entry = self.items[i]
         try:
             clip = read_frames(
-                entry.path, lambda n: self._indices(entry, n), short_side=self.size, decoder=self.decoder
+                entry.path, lambda n: self._indices(entry, n), short_side=self.size, decoder=self.decoder,
+                resize=self.resize,
             )
-            crops = spatial_crops(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
+            crops = square_views(clip.frames, self.size, self.layout.crops, self.resize)  # [S, C*T, 3, s, s]
         except BikeError as err:
             return ClipItem(list_index, entry, None, error=str(err))
         s, c, t = self.layout.crops, self.layout.clips, self.frames

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 KIND = "bike-feature-cache"
 _STR = h5py.string_dtype("utf-8")
+_ADDED_LATER = ("resize_mode", "interpolation")  # attributes older caches lack: their defaults apply
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,14 @@ class CacheMeta:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     bike_version: str = ""
+    resize_mode: str = "shortest"  # how the model's centre view was made (single-crop layouts)
+    interpolation: str = "bicubic"  # the model's preprocess config, recorded (the decoder's scaler resized)
     schema_version: int = SCHEMA_VERSION
 
     COMPAT_FIELDS = (
         "model_name", "pretrained", "checkpoint_sha256", "quick_gelu", "image_size", "embed_dim",
         "frames", "clips", "crops", "sampling_mode", "seed", "decoder", "multilabel",
-        "num_classes", "class_names", "schema_version",
+        "num_classes", "class_names", "resize_mode", "schema_version",
     )
 
     @property
@@ -92,6 +95,8 @@ class CacheMeta:
             raise InputError(f"{source} has cache schema version {version}; this bike reads {SCHEMA_VERSION}")
         values = {}
         for f in fields(cls):
+            if f.name not in attrs and f.name in _ADDED_LATER:  # caches written before the field existed
+                continue
             raw = attrs[f.name]
             if isinstance(raw, bytes):
                 raw = raw.decode()

@@ -50,6 +50,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from bike_cli.errors import ModelLoadError
+from bike_cli.models.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class ClipSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     embed_dim: int
+    interpolation: str = "bicubic"  # the model's preprocess config (recorded; bike resizes in the decoder)
+    resize_mode: str = "shortest"  # shortest / squash / longest: how the centre view is made
 
 
 def file_sha256(path: str | Path) -> str:
@@ -104,9 +107,32 @@ def resolve_model_name(model_name: str) -> str:
     raise ModelLoadError(f"unknown model architecture {model_name!r}; {hint}")
 
 
+HF_EXTRA = "pip install 'bike-cli[hf]'"  # the optional packages Hugging Face towers and tokenizers need
+
+
+def _missing_package(exc: BaseException) -> str | None:
+    """The optional package an open_clip error says is missing (transformers, sentencepiece), if any."""
+    text = f"{type(exc).__name__}: {exc}"
+    for package in ("transformers", "sentencepiece", "tokenizers"):
+        if package in text and ("No module named" in text or "pip install" in text or "requires" in text):
+            return package
+    return None
+
+
 def get_tokenizer(model_name: str) -> Callable[[str | list[str]], torch.Tensor]:
-    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline)."""
-    return open_clip.get_tokenizer(resolve_model_name(model_name))
+    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline).
+
+    Hugging Face and SentencePiece tokenizers (SigLIP, roberta, mT5, ...) need `transformers` and
+    are downloaded by it on first use; ModelLoadError when that is not possible."""
+    name = resolve_model_name(model_name)
+    try:
+        return open_clip.get_tokenizer(name)
+    except Exception as e:  # ImportError, OSError (offline hub), ValueError, ...
+        package = _missing_package(e)
+        if package:
+            raise ModelLoadError(f"{name}'s tokenizer needs the {package} package: {HF_EXTRA}") from e
+        raise ModelLoadError(f"cannot load the tokenizer of {name} (downloaded from the Hugging Face hub on "
+                             f"first use): {type(e).__name__}: {e}") from e
 
 
 def load_clip(
@@ -184,6 +210,9 @@ def _create(name: str, quick_gelu: bool, device: torch.device, checkpoint: str |
         return open_clip.create_model(name, pretrained=checkpoint, device=device, quick_gelu=quick_gelu,
                                       force_preprocess_cfg=dict(preprocess or {}))
     except Exception as e:
+        package = _missing_package(e)
+        if package:
+            raise ModelLoadError(f"{name}'s text tower needs the {package} package: {HF_EXTRA}") from e
         weights = f" with the weights in {checkpoint}" if checkpoint else ""
         raise ModelLoadError(f"cannot build {name}{weights}: {e}") from e
 
@@ -324,17 +353,16 @@ def _check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
 
 
 def _make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, quick_gelu: bool) -> ClipSpec:
-    size = model.visual.image_size
-    height, width = (size, size) if isinstance(size, int) else size
-    if height != width:
-        raise ModelLoadError(f"{name} takes {height}x{width} images; bike needs a square input")
+    pre = PreprocessSpec.from_model(model.visual)
     return ClipSpec(
         model_name=name,
         pretrained=pretrained,
         checkpoint_sha256=sha256,
         quick_gelu=quick_gelu,
-        image_size=int(height),
-        mean=tuple(float(v) for v in model.visual.image_mean),
-        std=tuple(float(v) for v in model.visual.image_std),
+        image_size=pre.image_size,
+        mean=pre.mean,
+        std=pre.std,
         embed_dim=int(open_clip.get_model_config(name)["embed_dim"]),
+        interpolation=pre.interpolation,
+        resize_mode=pre.resize_mode,
     )

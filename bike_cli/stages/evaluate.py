@@ -3,7 +3,9 @@
 Video branch: from a multi-view feature cache or from videos (`CxS` views decoded here). Each view
 is scored as softmax(logit_scale * cosine logits) over the K classes and the views are averaged per
 video (the authors' multi-view protocol). Without `--checkpoint` the branch is zero-shot CLIP (the
-chosen head on the pretrained model, no temporal transformer).
+chosen head on the pretrained model, no temporal transformer) scored with the model's own logit scale,
+uncapped. A SigLIP model's `logit_bias` is one number added to every class's logit: it cancels in the
+softmax over classes, so bike's softmax-based scores, views average and fusion need no change.
 
 Attributes branch (optional, from an attributes CSV): S_A = the same softmax of the attribute
 sentence's logits, from a train-attrs checkpoint or, without one, the plug-and-play zero-training
@@ -41,9 +43,10 @@ from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale
+from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
-from bike_cli.models.video_branch import VideoBranch
+from bike_cli.models.text_towers import text_width as text_tower_width
+from bike_cli.models.video_branch import VideoBranch, image_features
 from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
@@ -125,11 +128,13 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
                     "vcs_tokens": cfg.vcs_tokens, "templates": cfg.templates, "frames": cfg.frames or 8}
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
-    text_width = clip.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip)
     head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
                      layers=settings["temporal_layers"], heads=max(1, text_width // 64))
     visual = clip.visual if cfg.videos else None
-    branch = VideoBranch(head, LogitScale.from_clip(clip), visual).to(device)
+    # Zero-shot: the model's own scale, uncapped (SigLIP's exceeds 100); a checkpoint's is loaded below.
+    scale = LogitScale.from_clip(clip, cap=None if cfg.checkpoint is None else MAX_LOG_SCALE)
+    branch = VideoBranch(head, scale, visual).to(device)
     if cfg.checkpoint is not None:
         if visual is None and any(k.startswith("visual.") for k in ckpt.state_dict):
             raise InputError(f"{cfg.checkpoint} fine-tuned CLIP's visual encoder (trained end to end); a feature "
@@ -167,7 +172,8 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
         layout = parse_views(cfg.views or "1x1")
         video_list = read_video_list(cfg.videos, root=cfg.root, class_names=vm.names)
         items = list(enumerate(video_list.entries))
-        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size)
+        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size,
+                                 resize_mode=vm.spec.resize_mode)
         loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // layout.num_views), num_workers=cfg.workers,
                             collate_fn=collate_items)
         progress.start(len(dataset), "scoring (videos)")
@@ -179,7 +185,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
             if batch.frames is not None:
                 pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
                 b, v, t = pixels.shape[:3]
-                emb = vm.branch.visual(pixels.flatten(0, 2)).view(b, v, t, -1)
+                emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
                 scores.append(vm.branch.class_probabilities(emb, vm.texts).cpu().numpy())
                 for item in batch.ok:
                     ids.append(item.entry.video_id)

@@ -24,10 +24,12 @@ from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items,
 from bike_cli.data.decoding import DECODERS
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, parse_views
+from bike_cli.data.views import view_resize_mode
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.video_branch import image_features
 from bike_cli.stages.distributed import DistContext, init_distributed
 
 log = logging.getLogger(__name__)
@@ -159,7 +161,7 @@ class FrameEncoder:
             if self.device.type == "cuda":
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                out.append(self.model.encode_image(chunk).float().half().cpu())  # [n, D]
+                out.append(image_features(self.model.visual, chunk).float().half().cpu())  # [n, D], not normalised
         emb = torch.cat(out)
         return emb.view(*lead, emb.shape[-1])
 
@@ -214,7 +216,8 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
         frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
         seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
         class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
-        bike_version=__version__,
+        bike_version=__version__, resize_mode=view_resize_mode(spec.resize_mode, layout.crops),
+        interpolation=spec.interpolation,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     parts = _prepare_outputs(cfg, meta, dist)
@@ -267,7 +270,7 @@ def _extract_share(
         return
     dataset = MultiViewClips(
         mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
-        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder,
+        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, resize_mode=meta.resize_mode,
     )
     # One video per loader item, so that the workers share the videos evenly (a batch per worker
     # would leave one worker decoding the odd batch alone); the main process groups --batch-size

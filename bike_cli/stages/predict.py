@@ -35,13 +35,15 @@ from torch import nn
 from bike_cli.data.decoding import read_frames
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists import read_class_names
-from bike_cli.data.sampling import segment_indices, spatial_crops
+from bike_cli.data.sampling import segment_indices
+from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, load_video_checkpoint
 from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
+from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import autocast_for
 from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
@@ -191,8 +193,9 @@ class Predictor:
     def encode_video(self, path: Path, decoder: str = "decord") -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
         size = self.spec.image_size
-        clip = read_frames(path, lambda n: _centre_indices(n, self.frames), short_side=size, decoder=decoder)
-        pixels = spatial_crops(clip.frames, size, 1)[0]  # [T, 3, S, S]
+        clip = read_frames(path, lambda n: _centre_indices(n, self.frames), short_side=size, decoder=decoder,
+                           resize=self.spec.resize_mode)
+        pixels = square_views(clip.frames, size, 1, self.spec.resize_mode)[0]  # [T, 3, S, S], the model's resize
         with torch.no_grad(), autocast_for(self.device, "auto"):
             unit = (pixels.to(self.device).float() - self.mean) / self.std
             emb = self.branch.frame_embeddings(unit.unsqueeze(0))[0].float()  # [T, D]
@@ -275,7 +278,7 @@ def _from_checkpoint(cfg: PredictConfig, device: torch.device) -> tuple[Predicto
     clip_model, spec = _checkpoint_clip(ckpt, cfg.checkpoint, cfg.pretrained, device)
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), ckpt.class_names,
                                settings["templates"], settings["vcs_tokens"])
-    text_width = clip_model.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip_model)
     head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
                      layers=settings["temporal_layers"], heads=max(1, text_width // 64))
     branch = VideoBranch(head, LogitScale.from_clip(clip_model), clip_model.visual)

@@ -43,6 +43,7 @@ from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
+from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.training import (
@@ -111,7 +112,7 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     if cache is not None and spec.embed_dim != cache.meta.embed_dim:
         raise InputError(f"{cache.path} holds {cache.meta.embed_dim}-d features; {model_name} makes {spec.embed_dim}-d")
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
-    text_width = clip_model.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip_model)
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))
     visual = clip_model.visual if cfg.videos else None
@@ -127,7 +128,7 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     train_set = _train_dataset(cfg, cache, class_names, spec.image_size)
     if cfg.samples_per_epoch:
         train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
-    val = _val_data(cfg, class_names, spec.image_size, accelerator.process_index, accelerator.num_processes)
+    val = _val_data(cfg, class_names, spec, accelerator.process_index, accelerator.num_processes)
 
     def batch_inputs(batch) -> tuple:
         inputs, targets = batch
@@ -218,7 +219,7 @@ class _ValData:
     multilabel: bool = False
 
 
-def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: int, world: int) -> _ValData | None:
+def _val_data(cfg: TrainVideoConfig, class_names: list[str], spec, rank: int, world: int) -> _ValData | None:
     """This process's share of the validation set (every world-th video), all views, test sampling."""
     if cfg.val_features:
         cache = FeatureCache(cfg.val_features)
@@ -228,7 +229,8 @@ def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: in
     if cfg.val_videos:
         video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
         items = list(enumerate(video_list.entries))[rank::world]
-        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=size)
+        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
+                                 resize_mode=spec.resize_mode)
         loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)
         return _ValData(loader, True, video_list.multilabel)
     return None
