@@ -114,7 +114,7 @@ def _missing_package(exc: BaseException) -> str | None:
     """The optional package an open_clip error says is missing (transformers, sentencepiece), if any."""
     text = f"{type(exc).__name__}: {exc}"
     for package in ("transformers", "sentencepiece", "tokenizers"):
-        if package in text and ("No module named" in text or "pip install" in text or "requires" in text):
+        if package in text and (isinstance(exc, ImportError) or "pip install" in text):
             return package
     return None
 
