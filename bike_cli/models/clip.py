@@ -27,6 +27,9 @@ mismatch), so bike chooses the activation:
   end in `-quickgelu`. A state-dict file does not record its activation: pass `quick_gelu=True` for
   OpenAI weights saved as a plain state dict.
 
+Preprocessing (mean/std, resize mode): a tag's own; for a state-dict file or `none`, what all the
+architecture's tags agree on (`bike_cli.models.preprocess.agreed_preprocess`).
+
 An explicit `quick_gelu` that contradicts what a tag or TorchScript archive needs is an error.
 """
 
@@ -50,7 +53,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from bike_cli.errors import ModelLoadError
-from bike_cli.models.preprocess import PreprocessSpec
+from bike_cli.models.preprocess import PreprocessSpec, agreed_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ def load_clip(
         recorded, use_quick_gelu = "none", _auto_quick_gelu(name, quick_gelu)
         with torch.random.fork_rng(devices=[]), _without_random_init_warning():  # asked for: no warning
             torch.default_generator.manual_seed(RANDOM_INIT_SEED)  # the caller's RNG state is kept
-            model = _create(name, use_quick_gelu, device)
+            model = _create(name, use_quick_gelu, device, preprocess=agreed_preprocess(name))
     elif open_clip.get_pretrained_cfg(name, pretrained):
         recorded = pretrained.lower().replace("-", "_")  # open_clip's normal form of a tag
         model, use_quick_gelu = _load_tag(name, recorded, quick_gelu, device)
@@ -165,7 +168,7 @@ def load_clip(
         else:
             use_quick_gelu = _auto_quick_gelu(name, quick_gelu)
             with _without_random_init_warning():  # weights follow at once
-                model = _create(name, use_quick_gelu, device)
+                model = _create(name, use_quick_gelu, device, preprocess=agreed_preprocess(name))
             _load_state_dict_file(model, name, path)
     model.eval()
     spec = _make_spec(model, name, recorded, sha256, use_quick_gelu)

@@ -1,0 +1,177 @@
+"""Which open_clip families bike runs end to end: extract-features, zero-shot eval, one train-video epoch.
+
+For every family of `open_clip.list_models()` (grouped by name, see `family`), the smallest
+architecture (fewest parameters, counted on the meta device) is run with random weights
+(`--pretrained none`, so it works offline) through the real CLI, each stage a subprocess:
+
+1. `extract-features` of 2 generated clips (4 frames, 1x1 view);
+2. `eval --head vcs` zero-shot on that cache;
+3. `train-video --head vcs --temporal transformer` for one epoch on that cache.
+
+A stage that fails records the last line bike printed (its error message). Architectures over
+`--max-params` are listed as not run (CPU budget). The table goes to docs/models.md (`--out`).
+
+    .venv/bin/python benchmarks/models_matrix.py --out docs/models.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+from bike_cli.data.synthetic import make_sample_dataset
+from bike_cli.models.clip import register_configs
+
+BIKE = [sys.executable, "-m", "bike_cli"]
+
+
+def family(name: str) -> str:
+    """A family label from an architecture name (one row of the matrix per family)."""
+    rules = [
+        (r"^coca_roberta", "CoCa + RoBERTa (HF text)"), (r"^coca", "CoCa"),
+        (r"SigLIP2", "SigLIP2"), (r"SigLIP", "SigLIP"), (r"^nllb.*siglip", "NLLB-SigLIP (HF text)"),
+        (r"^nllb", "NLLB-CLIP (HF text)"), (r"^xlm-roberta", "XLM-RoBERTa CLIP (HF text)"),
+        (r"^roberta", "RoBERTa CLIP (HF text)"), (r"^mt5", "mT5 CLIP (HF text)"),
+        (r"^EVA01", "EVA01-CLIP"), (r"^EVA02", "EVA02-CLIP"), (r"^MobileCLIP2", "MobileCLIP2"),
+        (r"^MobileCLIP", "MobileCLIP"), (r"^PE-Core", "PE-Core"), (r"^ViTamin", "ViTamin"),
+        (r"CLIPA", "CLIPA"), (r"worldwide", "MetaCLIP 2 worldwide"), (r"^RN", "ResNet (OpenAI CLIP)"),
+        (r"^convnext", "ConvNeXt"), (r"^swin", "Swin (timm)"), (r"^vit_", "timm ViT"),
+        (r"^ViT", "ViT (OpenAI-style CLIP)"), (r"^bike-", "bike test configs"),
+    ]
+    return next((label for pattern, label in rules if re.search(pattern, name)), name)
+
+
+def tokenizer_kind(name: str) -> str:
+    text = open_clip.get_model_config(name).get("text_cfg", {})
+    if text.get("hf_tokenizer_name"):
+        return f"HF `{text['hf_tokenizer_name']}` (downloaded)"
+    if "siglip" in name.lower():
+        return "SigLIP SentencePiece (downloaded)"
+    return "CLIP BPE (bundled)"
+
+
+def parameter_count(name: str) -> float:
+    """Parameters of the architecture, built on the meta device (no memory); inf when it cannot be."""
+    try:
+        with torch.device("meta"):
+            model = open_clip.create_model(name, pretrained=None, device="meta")
+        return float(sum(p.numel() for p in model.parameters()))
+    except Exception:  # e.g. HF towers without transformers
+        return float("inf")
+
+
+def smallest_per_family() -> dict[str, tuple[str, float]]:
+    best: dict[str, tuple[str, float]] = {}
+    for name in open_clip.list_models():
+        label = family(name)
+        if label == "bike test configs" or name.endswith("-quickgelu"):
+            continue
+        count = parameter_count(name)
+        key = (count, "base" not in name, len(name))  # uncountable (HF) towers: prefer a "base" one
+        if label not in best or key < (best[label][1], "base" not in best[label][0], len(best[label][0])):
+            best[label] = (name, count)
+    return best
+
+
+def run_stage(args: list[str], timeout: int) -> tuple[bool, str, float]:
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([*BIKE, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout} s", time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if proc.returncode == 0:
+        return True, "", seconds
+    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
+    reason = " ".join(" ".join(errors[-1:] or lines[-1:]).split())
+    return False, reason[:300] or f"exit {proc.returncode}", seconds
+
+
+def run_family(name: str, data, work: Path, timeout: int) -> list[tuple[bool, str, float]]:
+    cache, common = work / f"{name}.h5", ["--frames", "4", "--workers", "0"]
+    extract = run_stage(["extract-features", "--list", str(data), "--classes", str(data.parent / "classes.csv"),
+                         "--out", str(cache), "--model", name, "--pretrained", "none", *common], timeout)
+    if not extract[0]:
+        return [extract, (False, "no cache (extract failed)", 0.0), (False, "no cache (extract failed)", 0.0)]
+    evaluate = run_stage(["eval", "--features", str(cache), "--out", str(work / f"{name}-eval"), "--head", "vcs",
+                          *common], timeout)
+    train = run_stage(["train-video", "--features", str(cache), "--out", str(work / f"{name}-run"), "--epochs", "1",
+                       "--batch-size", "2", "--head", "vcs", "--temporal", "transformer", "--temporal-layers", "1",
+                       *common], timeout)
+    return [extract, evaluate, train]
+
+
+def two_clip_list(root: Path) -> Path:
+    data = make_sample_dataset(root, videos_per_class=1, val_fraction=0.0, num_frames=8, seed=0)
+    lines = data.train.read_text().splitlines()
+    header = [lines[0]] if not lines[0].split(",")[-1].strip().lstrip("-").isdigit() else []
+    listing = root / "two.csv"
+    listing.write_text("\n".join(header + lines[len(header):len(header) + 2]) + "\n")
+    return listing
+
+
+def cell(result: tuple[bool, str, float]) -> str:
+    ok, reason, seconds = result
+    return f"pass ({seconds:.0f} s)" if ok else f"FAIL: {reason.replace('|', '/')}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/models.md"))
+    parser.add_argument("--max-params", type=float, default=4e8, help="skip architectures larger than this")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per stage")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these families (labels)")
+    args = parser.parse_args()
+    register_configs()
+    rows, started = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        listing = two_clip_list(Path(tmp) / "data")
+        for label, (name, count) in sorted(smallest_per_family().items()):
+            if args.only is not None and label not in args.only:
+                continue
+            size = "?" if count == float("inf") else f"{count / 1e6:.0f} M"
+            if count != float("inf") and count > args.max_params:
+                skipped = (False, f"not run: {size} parameters, over this matrix's CPU budget", 0.0)
+                rows.append((label, name, size, tokenizer_kind(name), [skipped] * 3))
+                continue
+            print(f"{label}: {name} ({size})", flush=True)
+            rows.append((label, name, size, tokenizer_kind(name), run_family(name, listing, Path(tmp), args.timeout)))
+    write_table(args.out, rows, time.perf_counter() - started)
+
+
+def write_table(out: Path, rows: list, seconds: float) -> None:
+    hf = "installed" if importlib.util.find_spec("transformers") else "not installed"
+    lines = [
+        "# Models: which open_clip families bike runs",
+        "",
+        "Produced by `python benchmarks/models_matrix.py --out docs/models.md`: for each family of",
+        "`open_clip.list_models()`, its smallest architecture with random weights (`--pretrained none`)",
+        "through `extract-features` (2 generated clips, 4 frames), zero-shot `eval --head vcs` and one",
+        "epoch of `train-video --head vcs --temporal transformer`, each a subprocess of the real CLI.",
+        f"Machine: {platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
+        f"open_clip {open_clip.__version__}, transformers {hf}; whole run {seconds / 60:.0f} min.",
+        "A failure shows the message bike printed. Families whose tokenizer is downloaded from the",
+        "Hugging Face hub cannot be evaluated offline (their text-tower adapters are tested with tokenizers",
+        "and towers the tests build themselves: tests/test_models_text_towers.py).",
+        "",
+        "| family | example architecture | parameters | tokenizer | extract | eval | train-video |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, name, size, tok, results in rows:
+        lines.append(f"| {label} | `{name}` | {size} | {tok} | " + " | ".join(cell(r) for r in results) + " |")
+    out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
