@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import re
 import subprocess
@@ -86,16 +87,17 @@ def smallest_per_family() -> dict[str, tuple[str, float]]:
 def run_stage(args: list[str], timeout: int) -> tuple[bool, str, float]:
     started = time.perf_counter()
     try:
-        proc = subprocess.run([*BIKE, *args], capture_output=True, text=True, timeout=timeout)
+        env = {**os.environ, "COLUMNS": "1000"}  # one line per message: the reason is read from it
+        proc = subprocess.run([*BIKE, *args], capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout} s", time.perf_counter() - started
     seconds = time.perf_counter() - started
     if proc.returncode == 0:
         return True, "", seconds
     lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
-    reason = " ".join(" ".join(errors[-1:] or lines[-1:]).split())
-    return False, reason[:300] or f"exit {proc.returncode}", seconds
+    start = max((i for i, ln in enumerate(lines) if ln.startswith("error:")), default=len(lines) - 1)
+    reason = " ".join(" ".join(lines[start:]).split()).removeprefix("error: ")
+    return False, reason[:400] or f"exit {proc.returncode}", seconds
 
 
 def run_family(name: str, data, work: Path, timeout: int) -> list[tuple[bool, str, float]]:
@@ -123,7 +125,9 @@ def two_clip_list(root: Path) -> Path:
 
 def cell(result: tuple[bool, str, float]) -> str:
     ok, reason, seconds = result
-    return f"pass ({seconds:.0f} s)" if ok else f"FAIL: {reason.replace('|', '/')}"
+    if ok:
+        return f"pass ({seconds:.0f} s)"
+    return reason if reason.startswith(("not run", "no cache")) else f"FAIL: {reason.replace('|', '/')}"
 
 
 def main() -> None:
@@ -143,7 +147,8 @@ def main() -> None:
             size = "?" if count == float("inf") else f"{count / 1e6:.0f} M"
             if count != float("inf") and count > args.max_params:
                 skipped = (False, f"not run: {size} parameters, over this matrix's CPU budget", 0.0)
-                rows.append((label, name, size, tokenizer_kind(name), [skipped] * 3))
+                rows.append((label, name, size, tokenizer_kind(name), [skipped, (False, "not run", 0.0),
+                                                                       (False, "not run", 0.0)]))
                 continue
             print(f"{label}: {name} ({size})", flush=True)
             rows.append((label, name, size, tokenizer_kind(name), run_family(name, listing, Path(tmp), args.timeout)))
@@ -170,7 +175,37 @@ def write_table(out: Path, rows: list, seconds: float) -> None:
     ]
     for label, name, size, tok, results in rows:
         lines.append(f"| {label} | `{name}` | {size} | {tok} | " + " | ".join(cell(r) for r in results) + " |")
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines + ["", NOTES]) + "\n")
+
+
+NOTES = """## How bike adapts to a model
+
+- **Text side** (`bike_cli/models/text_towers.py`): the kind of text tower is read from the model
+  object: CLIP's built-in tower (OpenAI CLIP, RN, ConvNeXt, timm towers), an open_clip
+  `TextTransformer` (EVA02, SigLIP, PE-Core, MobileCLIP, ViTamin: argmax / last / first / eos
+  pooling, causal or bidirectional, projection matrix / `nn.Linear` / none), CoCa's tower (pooled =
+  its appended CLS row) or a Hugging Face tower (`HFTextEncoder`). Each gives the pooled class
+  embedding (equal to the model's `encode_text`) and the per-token embeddings through the same
+  final norm and projection, which VCS uses as queries.
+- **VCS word tokens** are found by tokenising each prompt with and without the class name (any
+  tokenizer: CLIP's BPE, SentencePiece, byte-level BPE, with or without start/end tokens).
+  `--vcs-tokens all` keeps every context position with CLIP's BPE (the authors' code) and drops the
+  pad tokens of tokenizers that pad with one.
+- **Image side** (`bike_cli/models/preprocess.py`, `bike_cli/data/views.py`): input size, mean/std
+  and resize mode from the model's preprocess config (a tag's own; for a checkpoint file or random
+  weights what all the architecture's tags agree on). A single-crop view is made in that resize
+  mode (`squash` for SigLIP and PE-Core, `shortest` for CLIP, `longest` pads); three-crop views stay
+  square crops of the short-side resize. The decoder resizes with its own scaler: the model's
+  `interpolation` is recorded in the cache, not applied. Training crops are unchanged.
+- **Scores**: zero-shot `eval` scales the cosine logits by the model's own logit scale, uncapped
+  (SigLIP's is above CLIP's 100). A `logit_bias` (SigLIP) adds the same number to every class: it
+  cancels in the softmax over classes, so bike's softmax-based scores, view averaging and fusion are
+  unchanged. Training stays Eq. 7 with bike's learnable scale (capped at 100).
+- **Optional packages**: Hugging Face towers and tokenizers need `pip install 'bike-cli[hf]'`
+  (transformers, sentencepiece); without it bike says so in one line. Their tokenizers (and the
+  HF towers' configs) are downloaded from the Hugging Face hub on first use, so they fail on a
+  machine without that access even with the extra installed.
+"""
 
 
 if __name__ == "__main__":

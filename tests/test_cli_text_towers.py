@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import h5py
 import pytest
@@ -43,3 +47,13 @@ def test_end_to_end_training_with_coca_whose_image_tower_returns_tokens_too(tmp_
     assert result.exit_code == 0, result.output
     ckpt = load_video_checkpoint(tmp_path / "run" / "last.pt")
     assert any(k.startswith("visual.") for k in ckpt.state_dict)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None,
+                    reason="transformers is installed: the message is for machines without it")
+def test_missing_transformers_is_one_line_naming_the_extra_not_a_traceback(tmp_path, sample_data):
+    result = subprocess.run([sys.executable, "-m", "bike_cli", "extract-features", "--list", str(sample_data.train),
+                             "--classes", str(sample_data.classes), "--out", str(tmp_path / "c.h5"), "--model", "roberta-ViT-B-32", "--workers", "0"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode != 0
+    assert "pip install 'bike-cli[hf]'" in result.stderr and "Traceback" not in result.stderr + result.stdout

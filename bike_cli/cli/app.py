@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from bike_cli import __version__
 from bike_cli.errors import BikeError
@@ -66,7 +67,7 @@ def run_guarded(func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     except BikeError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # "[hf]" is no markup
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is kept; run the same command to resume")

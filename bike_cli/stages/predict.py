@@ -261,7 +261,7 @@ def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.
     head_name, vcs_tokens = cfg.head or "vcs", cfg.vcs_tokens or "words"
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, [DEFAULT_TEMPLATE], vcs_tokens)
     head = VideoHead(spec.embed_dim, head=head_name, temporal="none", tau=DEFAULT_TAU)
-    branch = VideoBranch(head, LogitScale.from_clip(clip_model), clip_model.visual)
+    branch = VideoBranch(head, LogitScale.from_clip(clip_model, cap=None), clip_model.visual)  # the model's own scale
     frames = cfg.frames or DEFAULT_FRAMES
     description = {"checkpoint": None, "model_name": spec.model_name, "pretrained": spec.pretrained,
                    "head": head_name, "temporal": "none", "vcs_tokens": vcs_tokens, "frames": frames}
