@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--max-params", type=float, default=4e8, help="skip architectures larger than this")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per stage")
     parser.add_argument("--only", nargs="*", default=None, help="run only these families (labels)")
+    parser.add_argument("--append", action="store_true",
+                        help="append the table as a section of --out (e.g. a second run with transformers installed)")
     args = parser.parse_args()
     register_configs()
     rows, started = [], time.perf_counter()
@@ -152,11 +154,32 @@ def main() -> None:
                 continue
             print(f"{label}: {name} ({size})", flush=True)
             rows.append((label, name, size, tokenizer_kind(name), run_family(name, listing, Path(tmp), args.timeout)))
-    write_table(args.out, rows, time.perf_counter() - started)
+    write_table(args.out, rows, time.perf_counter() - started, args.append)
 
 
-def write_table(out: Path, rows: list, seconds: float) -> None:
-    hf = "installed" if importlib.util.find_spec("transformers") else "not installed"
+def _table(rows: list) -> list[str]:
+    lines = ["| family | example architecture | parameters | tokenizer | extract | eval | train-video |",
+             "|---|---|---|---|---|---|---|"]
+    for label, name, size, tok, results in rows:
+        lines.append(f"| {label} | `{name}` | {size} | {tok} | " + " | ".join(cell(r) for r in results) + " |")
+    return lines
+
+
+def _machine(seconds: float) -> str:
+    spec = importlib.util.find_spec("transformers")
+    hf = f"transformers installed ({Path(spec.origin).parents[3]})" if spec else "transformers not installed"
+    return (f"Machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"open_clip {open_clip.__version__}, {hf}; this run {seconds / 60:.0f} min.")
+
+
+def write_table(out: Path, rows: list, seconds: float, append: bool = False) -> None:
+    if append:
+        section = ["", "## The families that need transformers, with it installed", "",
+                   "Produced by the same script with `--append --only ...` in a virtual environment that has",
+                   "`pip install '.[hf]'` (offline here: Hugging Face hub downloads fail).", _machine(seconds), "",
+                   *_table(rows)]
+        out.write_text(out.read_text().rstrip("\n") + "\n" + "\n".join(section) + "\n")
+        return
     lines = [
         "# Models: which open_clip families bike runs",
         "",
@@ -164,17 +187,13 @@ def write_table(out: Path, rows: list, seconds: float) -> None:
         "`open_clip.list_models()`, its smallest architecture with random weights (`--pretrained none`)",
         "through `extract-features` (2 generated clips, 4 frames), zero-shot `eval --head vcs` and one",
         "epoch of `train-video --head vcs --temporal transformer`, each a subprocess of the real CLI.",
-        f"Machine: {platform.machine()}, {platform.python_version()}, torch {torch.__version__}, "
-        f"open_clip {open_clip.__version__}, transformers {hf}; whole run {seconds / 60:.0f} min.",
+        _machine(seconds),
         "A failure shows the message bike printed. Families whose tokenizer is downloaded from the",
         "Hugging Face hub cannot be evaluated offline (their text-tower adapters are tested with tokenizers",
         "and towers the tests build themselves: tests/test_models_text_towers.py).",
         "",
-        "| family | example architecture | parameters | tokenizer | extract | eval | train-video |",
-        "|---|---|---|---|---|---|---|",
+        *_table(rows),
     ]
-    for label, name, size, tok, results in rows:
-        lines.append(f"| {label} | `{name}` | {size} | {tok} | " + " | ".join(cell(r) for r in results) + " |")
     out.write_text("\n".join(lines + ["", NOTES]) + "\n")
 
 

@@ -168,7 +168,7 @@ def test_hf_text_tower_from_a_local_config(tmp_path):
                         intermediate_size=64, max_position_embeddings=32, pad_token_id=0)
     torch.manual_seed(0)
     text = open_clip.hf_model.HFTextEncoder("unused", output_dim=16, config=config, pooler_type="mean_pooler",
-                                            proj_type="linear")
+                                            proj_type="linear").eval()  # no dropout
     model = torch.nn.Module()
     model.text = text
     tokens = torch.tensor([[5, 6, 7, 2, 0, 0], [8, 9, 2, 0, 0, 0]])

@@ -210,8 +210,10 @@ def _create(name: str, quick_gelu: bool, device: torch.device, checkpoint: str |
             preprocess: Mapping | None = None) -> nn.Module:
     """open_clip.create_model, with its errors (many types) turned into ModelLoadError."""
     try:
+        # pretrained_hf=False: a Hugging Face text tower gets bike's weights (or random ones for 'none'),
+        # never a download of the HF model's own weights that would be overwritten anyway
         return open_clip.create_model(name, pretrained=checkpoint, device=device, quick_gelu=quick_gelu,
-                                      force_preprocess_cfg=dict(preprocess or {}))
+                                      force_preprocess_cfg=dict(preprocess or {}), pretrained_hf=False)
     except Exception as e:
         package = _missing_package(e)
         if package:
