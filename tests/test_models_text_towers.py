@@ -203,3 +203,15 @@ def test_zero_shot_scores_are_the_models_own_softmax_with_scale_above_100_and_a_
         image_logits, _ = vm.clip.get_logits(pixels, get_tokenizer("bike-tiny-bidir")(NAMES))
     assert vm.clip.logit_bias is not None and vm.branch.logit_scale().exp() > 119
     torch.testing.assert_close(probs, image_logits.softmax(-1), atol=1e-5, rtol=0)
+
+
+def test_attributes_text_tower_copy_encodes_like_the_model_and_trains_apart(tiny):
+    from bike_cli.models.attrs_branch import TextTower
+
+    _, model, tokenizer = tiny
+    tower = TextTower(model)
+    tokens = _prompts(tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(tower(tokens), model.encode_text(tokens, normalize=False), atol=1e-5, rtol=0)
+    first = next(tower.parameters())
+    assert all(first is not p for p in model.parameters())  # a deep copy: fine-tuning leaves the model alone
