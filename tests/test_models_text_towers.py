@@ -215,3 +215,12 @@ def test_attributes_text_tower_copy_encodes_like_the_model_and_trains_apart(tiny
         torch.testing.assert_close(tower(tokens), model.encode_text(tokens, normalize=False), atol=1e-5, rtol=0)
     first = next(tower.parameters())
     assert all(first is not p for p in model.parameters())  # a deep copy: fine-tuning leaves the model alone
+
+
+def test_unreachable_hub_is_one_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the hub to load the files, and couldn't find them in the cached files.")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", offline)
+    with pytest.raises(ModelLoadError, match="cannot be reached from here: run once on a machine"):
+        get_tokenizer("ViT-B-16-SigLIP2")

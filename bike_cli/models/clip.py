@@ -122,6 +122,16 @@ def _missing_package(exc: BaseException) -> str | None:
     return None
 
 
+def _hub_unreachable(exc: BaseException) -> bool:
+    """Whether transformers / huggingface_hub failed to download files (no network, offline mode)."""
+    text = str(exc).lower()
+    return "couldn't connect" in text or "offline mode" in text or "cannot find the requested files" in text
+
+
+HUB_HINT = ("it is downloaded from the Hugging Face hub on first use, and the hub cannot be reached from here: "
+            "run once on a machine that can reach it (the files are cached in ~/.cache/huggingface)")
+
+
 def get_tokenizer(model_name: str) -> Callable[[str | list[str]], torch.Tensor]:
     """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline).
 
@@ -134,6 +144,8 @@ def get_tokenizer(model_name: str) -> Callable[[str | list[str]], torch.Tensor]:
         package = _missing_package(e)
         if package:
             raise ModelLoadError(f"{name}'s tokenizer needs the {package} package: {HF_EXTRA}") from e
+        if _hub_unreachable(e):
+            raise ModelLoadError(f"cannot load the tokenizer of {name}: {HUB_HINT}") from e
         raise ModelLoadError(f"cannot load the tokenizer of {name} (downloaded from the Hugging Face hub on "
                              f"first use): {type(e).__name__}: {e}") from e
 
@@ -218,6 +230,8 @@ def _create(name: str, quick_gelu: bool, device: torch.device, checkpoint: str |
         package = _missing_package(e)
         if package:
             raise ModelLoadError(f"{name}'s text tower needs the {package} package: {HF_EXTRA}") from e
+        if _hub_unreachable(e):
+            raise ModelLoadError(f"cannot build {name}: the configuration of its Hugging Face text tower: {HUB_HINT}") from e
         weights = f" with the weights in {checkpoint}" if checkpoint else ""
         raise ModelLoadError(f"cannot build {name}{weights}: {e}") from e
 
