@@ -22,8 +22,13 @@ DATA_FIELDS = ("features", "videos", "root", "classes", "val_features", "val_vid
 
 
 def _video_recipes() -> list[Path]:
-    """Every YAML recipe under recipes/ except those marked for another stage."""
-    return [p for p in sorted(RECIPES.rglob("*.y*ml")) if load_recipe(p).get("stage", STAGE) == STAGE]
+    """Every YAML recipe of the paper's experiments under recipes/ (not recipes/modern/), except those
+    marked for another stage."""
+    return [p for p in sorted(RECIPES.rglob("*.y*ml"))
+            if load_recipe(p).get("stage", STAGE) == STAGE and "modern" not in p.relative_to(RECIPES).parts]
+
+
+MODERN = sorted((RECIPES / "modern").glob("*.yaml"))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -118,6 +123,27 @@ def test_readme_table_lists_every_experiment_recipe():
     rows = set(re.findall(r"^\| `([^`]+\.yaml)` \|", readme, flags=re.MULTILINE))
     experiments = {p.name for p in _video_recipes() if not p.name.startswith("base_")}
     assert rows == experiments
+
+
+@pytest.mark.parametrize("path", MODERN, ids=lambda p: p.name)
+def test_modern_backbone_recipes_name_a_real_tag_and_keep_table_a1(path):
+    config = build_config(TrainVideoConfig, path, {}, stage=STAGE)
+    tag = open_clip.get_pretrained_cfg(config.model, config.pretrained)
+    assert tag, f"{config.model} has no pretrained tag {config.pretrained!r}"
+    assert config.quick_gelu is None and not tag.get("quick_gelu", False)  # the tag decides: off
+    assert all(getattr(config, name) is None for name in DATA_FIELDS)
+    assert (config.batch_size, config.lr, config.clip_lr_ratio, config.head) == (256, 5e-5, 0.1, "vcs")
+    assert config.out == Path("runs") / path.stem
+
+
+def test_modern_recipes_come_in_frozen_and_end_to_end_pairs_marked_unmeasured():
+    stems = {p.stem for p in MODERN}
+    backbones = {s.rsplit("_8f_", 1)[0] for s in stems}
+    assert len(backbones) == 3 and stems == {f"{b}_8f_{m}" for b in backbones for m in ("frozen", "end_to_end")}
+    readme = (RECIPES / "README.md").read_text(encoding="utf-8")
+    for path in MODERN:
+        row = next(line for line in readme.splitlines() if f"`modern/{path.name}`" in line)
+        assert "unmeasured" in row
 
 
 # ---- precedence, extends, stage ------------------------------------------------------------------

@@ -156,7 +156,6 @@ def test_batching_does_not_change_results(tiny):
         ({"templates": ()}, "no prompt templates"),
         ({"class_names": ["ok", ""]}, "no tokens"),
         ({"class_names": ["long " * 80]}, "truncated"),
-        ({"templates": ("{}s",)}, "neighbouring"),
     ],
 )
 def test_bad_inputs_raise_input_error(tiny, kwargs, message):
@@ -166,9 +165,22 @@ def test_bad_inputs_raise_input_error(tiny, kwargs, message):
         encode_class_texts(model, tokenizer, **args)
 
 
-def test_words_need_a_tokenizer_with_an_end_of_text_id():
-    def tokenizer(texts):
-        return torch.zeros(len(texts), 77, dtype=torch.long)
+def test_span_of_a_name_glued_to_the_template_covers_the_changed_tokens(tiny):
+    _, tokenizer = tiny
+    (start, end), = class_name_spans(tokenizer, "{}s", ["tai chi"])
+    ids = tokenizer(["tai chis"])[0].tolist()
+    assert (start, end) == (1, 1 + len(tokenizer.encode("tai chis")))
+    assert tokenizer.decoder[ids[start]].startswith("tai")
 
-    with pytest.raises(ModelLoadError, match="end-of-text"):
-        class_name_spans(tokenizer, DEFAULT_TEMPLATE, NAMES)
+
+def test_spans_with_a_tokenizer_without_start_or_end_tokens():
+    vocab: dict[str, int] = {}
+
+    def tokenizer(texts):  # one id per word, 1-based, zero padding, no SOT / EOT
+        rows = [[vocab.setdefault(w, len(vocab) + 1) for w in t.split()] for t in texts]
+        return torch.tensor([r + [0] * (16 - len(r)) for r in rows])
+
+    spans = class_name_spans(tokenizer, "a video of {} today", ["playing guitar", "juggling"])
+    assert spans == [(3, 5), (3, 4)]
+    with pytest.raises(InputError, match="no tokens"):
+        class_name_spans(tokenizer, "a video of {} today", [""])

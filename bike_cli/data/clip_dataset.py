@@ -1,7 +1,8 @@
 """A torch Dataset that turns list entries into multi-view uint8 clips, decoding in DataLoader workers.
 
 Each item is decoded with one batched decoder call (all views' frames at once), resized during
-decoding so that the short side equals the model's input size, and cropped into the view layout.
+decoding so that the short side equals the model's input size, and cropped into the view layout
+(a single-crop layout uses the model's own resize mode instead: see `bike_cli.data.views`).
 Frames stay uint8 until they reach the model: converting and normalising there (on the GPU where
 there is one) moves 4x fewer bytes between processes.
 """
@@ -19,7 +20,8 @@ from bike_cli.config.compat import AUTHORS, BIKE
 from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
 from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lists import VideoEntry
-from bike_cli.data.sampling import ViewLayout, segment_indices, spatial_crops, video_seed
+from bike_cli.data.views import square_views, view_resize_mode
+from bike_cli.data.sampling import ViewLayout, segment_indices, video_seed
 from bike_cli.errors import BikeError
 
 
@@ -49,11 +51,13 @@ class MultiViewClips(Dataset):
         seed: int = 0,
         decoder: str = DEFAULT_DECODER,
         compat: str = BIKE,
+        resize_mode: str = "shortest",
     ) -> None:
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
         self.mode, self.seed, self.decoder = mode, seed, decoder
         self.compat = compat  # "authors": their indices and test transform (bike_cli.data.authors)
+        self.resize = view_resize_mode(resize_mode, layout.crops)  # the model's mode for a single crop
 
     def __len__(self) -> int:
         return len(self.items)
@@ -72,10 +76,12 @@ class MultiViewClips(Dataset):
         list_index, entry = self.items[i]
         try:
             authors = self.compat == AUTHORS  # full-size frames, resized as the authors do
-            clip = read_frames(entry.path, lambda n: self._indices(entry, n),
-                               short_side=None if authors else self.size, decoder=self.decoder)
-            view = authors_views if authors else spatial_crops
-            crops = view(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
+            clip = read_frames(entry.path, lambda n: self._indices(entry, n), short_side=None if authors else self.size,
+                               decoder=self.decoder, resize=self.resize)
+            if authors:
+                crops = authors_views(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
+            else:
+                crops = square_views(clip.frames, self.size, self.layout.crops, self.resize)  # [S, C*T, 3, s, s]
         except BikeError as err:
             return ClipItem(list_index, entry, None, error=str(err))
         except OSError as err:  # read errors after opening (an I/O error, a file removed meanwhile)

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 DECODERS = ("decord", "pyav")
 DEFAULT_DECODER = "pyav"
+RESIZES = ("shortest", "squash", "longest")
 
 NOT_FOUND = "file not found"
 NOT_READABLE = "not a readable file"
@@ -105,10 +106,17 @@ def _as_failure() -> Iterator[None]:
         raise _Failure(reason, detail) from exc
 
 
-def resized_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the shorter side equal to `short_side` and the aspect kept (long side rounded)."""
+def resized_size(height: int, width: int, short_side: int | None, resize: str = "shortest") -> tuple[int, int]:
+    """(H, W) with the shorter side equal to `short_side` and the aspect kept (long side rounded);
+    `resize="squash"`: `short_side` x `short_side`; `"longest"`: the longer side equal to it."""
     if short_side is None:
         return height, width
+    if resize == "squash":
+        return short_side, short_side
+    if resize == "longest":
+        if height >= width:
+            return short_side, max(1, int(width * short_side / height + 0.5))
+        return max(1, int(height * short_side / width + 0.5)), short_side
     if height <= width:
         return short_side, int(width * short_side / height + 0.5)
     return int(height * short_side / width + 0.5), short_side
@@ -214,14 +222,14 @@ def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
 
 
 def _decode_sequentially(
-    stream_frames: Iterator[av.VideoFrame], wanted: set[int], short_side: int | None
+    stream_frames: Iterator[av.VideoFrame], wanted: set[int], short_side: int | None, resize: str = "shortest"
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decode in order up to max(wanted); keep the wanted frames as rgb [H, W, 3], plus the last one
     decoded when the video ends early. Returns ({index: rgb}, frames decoded)."""
     top, kept, decoded, last, size = max(wanted), {}, 0, None, (0, 0)
     for last in stream_frames:
         if decoded == 0:
-            size = resized_size(*_upright_hw(last), short_side)
+            size = resized_size(*_upright_hw(last), short_side, resize)
         if decoded in wanted:
             kept[decoded] = _to_rgb(last, size)
         decoded += 1
@@ -235,7 +243,7 @@ def _decode_sequentially(
 
 
 def _read_pyav(
-    path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int
+    path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int, resize: str
 ) -> DecodedClip:
     """PyAV backend: decode only what the kept frames need (`fast_decode`: the same frames as a full
     decode), or, where timestamps do not allow that, sequentially up to the highest index needed."""
@@ -251,7 +259,7 @@ def _read_pyav(
             raise _Failure(ZERO_FRAMES, "the video stream holds no frames")
         requested = _requested_indices(choose_indices, num_frames)
         wanted = set(requested.tolist())
-        convert = lambda frame: _to_rgb(frame, resized_size(*_upright_hw(frame), short_side))  # noqa: E731
+        convert = lambda frame: _to_rgb(frame, resized_size(*_upright_hw(frame), short_side, resize))  # noqa: E731
         try:
             if num_frames != len(packets.packets):
                 raise PlanError("the container's frame count differs from its packets")
@@ -261,7 +269,7 @@ def _read_pyav(
             logger.debug("%s: decoding sequentially (%s)", path, why)
             with _as_failure(), av.open(str(path)) as again:
                 _threads(again.streams.video[0], num_threads)
-                kept, decoded = _decode_sequentially(again.decode(video=0), wanted, short_side)
+                kept, decoded = _decode_sequentially(again.decode(video=0), wanted, short_side, resize)
             decoded -= 1  # the highest index decoded
         else:
             decoded = num_frames - 1
@@ -299,7 +307,7 @@ def _decord_batch(
 
 
 def _read_decord(
-    path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int
+    path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int, resize: str
 ) -> DecodedClip:
     """decord backend: a reader opened here (never shared across fork), resizing while decoding."""
     try:
@@ -309,7 +317,7 @@ def _read_decord(
     height, width = -1, -1  # decord: keep the original size
     if short_side is not None:  # decord's width=/height= need the original size: ask PyAV first
         try:
-            height, width = resized_size(*_upright_size(path), short_side)
+            height, width = resized_size(*_upright_size(path), short_side, resize)
         except _Failure as failure:
             detail = f"probing the size with PyAV: {failure.detail}"
             raise _Failure(failure.reason, detail) from failure
@@ -336,19 +344,23 @@ def read_frames(
     decoder: str = DEFAULT_DECODER,
     fallback: bool = True,
     num_threads: int = 1,
+    resize: str = "shortest",
 ) -> DecodedClip:
     """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed).
 
     Each distinct index is decoded once; indices past the end are clamped to the last frame.
     `short_side` resizes while decoding so the shorter side has that length (aspect kept; None keeps
-    the original size). `num_threads`: decoder threads (0: the library decides). With `fallback` a
-    file the chosen backend fails on is tried with the other one. Raises DecodeError whose message
+    the original size; `resize` "squash" / "longest": see `resized_size`). `num_threads`: decoder
+    threads (0: the library decides). With `fallback` a file the chosen backend fails on is tried
+    with the other one. Raises DecodeError whose message
     starts with the reason (see REASONS) and names the path and each backend's error.
     """
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
     if short_side is not None and short_side < 1:
         raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
+    if resize not in RESIZES:
+        raise InputError(f"unknown resize mode {resize!r}: choose one of {', '.join(RESIZES)}")
     if num_threads < 0:
         raise InputError(f"num_threads must be >= 0 (0: automatic), got {num_threads}")
     path = Path(path)
@@ -356,7 +368,7 @@ def read_frames(
     failures: dict[str, _Failure] = {}
     for name in [decoder] + [other for other in DECODERS if other != decoder and fallback]:
         try:
-            clip = _BACKENDS[name](path, choose_indices, short_side, num_threads)
+            clip = _BACKENDS[name](path, choose_indices, short_side, num_threads, resize)
         except _Failure as failure:
             failures[name] = failure
             continue

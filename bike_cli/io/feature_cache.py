@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 KIND = "bike-feature-cache"
 _STR = h5py.string_dtype("utf-8")
+_ADDED_LATER = ("resize_mode", "interpolation")  # attributes older caches lack: their defaults apply
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class CacheMeta:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     bike_version: str = ""
+    resize_mode: str = "shortest"  # how the model's centre view was made (single-crop layouts)
+    interpolation: str = "bicubic"  # the model's preprocess config, recorded (the decoder's scaler resized)
     schema_version: int = SCHEMA_VERSION
     compat: str = "bike"  # the --compat profile (bike_cli.config.compat); absent in older caches: bike
     visual_sha256: str | None = None  # digest of the image tower's weights (models.visual_digest)
@@ -72,7 +75,7 @@ class CacheMeta:
     COMPAT_FIELDS = (
         "model_name", "pretrained", "checkpoint_sha256", "quick_gelu", "image_size", "embed_dim",
         "frames", "clips", "crops", "sampling_mode", "seed", "decoder", "multilabel",
-        "num_classes", "class_names", "schema_version", "compat",
+        "num_classes", "class_names", "resize_mode", "schema_version", "compat",
     )
     OPTIONAL_FIELDS = {"compat": "bike", "visual_sha256": None}  # added later: older caches lack them
 
@@ -99,6 +102,8 @@ class CacheMeta:
         for f in fields(cls):
             if f.name in cls.OPTIONAL_FIELDS and f.name not in attrs:
                 values[f.name] = cls.OPTIONAL_FIELDS[f.name]
+                continue
+            if f.name not in attrs and f.name in _ADDED_LATER:  # caches written before the field existed
                 continue
             raw = attrs[f.name]
             if isinstance(raw, bytes):

@@ -21,18 +21,23 @@ from bike_cli.errors import InputError
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
 from bike_cli.models.param_groups import authors_param_groups, param_groups
-from bike_cli.models.text import pool_text_tokens, text_token_embeddings
+from bike_cli.models.text_towers import CLIP_TEXT_PARTS, encode_text_tokens, text_tower_kind
 
 TUNES = ("head", "full")
-_TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection", "attn_mask")
 
 
 class TextTower(nn.Module):
-    """CLIP's text encoder alone (a deep copy, so the original stays frozen): tokens [N, L] -> [N, D]."""
+    """CLIP's text encoder alone (a deep copy, so the original stays frozen): tokens [N, L] -> [N, D].
+
+    CLIP's built-in tower is copied part by part (parameter names `token_embedding.*`, ...); any
+    other text tower is copied whole as `text.*`, the model's own layout."""
 
     def __init__(self, clip_model: nn.Module) -> None:
         super().__init__()
-        for name in _TEXT_PARTS:
+        if text_tower_kind(clip_model) != "clip":
+            self.text = copy.deepcopy(clip_model.text)
+            return
+        for name in CLIP_TEXT_PARTS:
             value = copy.deepcopy(getattr(clip_model, name))
             if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
                 self.register_buffer(name, value, persistent=False)
@@ -42,7 +47,7 @@ class TextTower(nn.Module):
         self.text_eos_id = getattr(clip_model, "text_eos_id", None)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return pool_text_tokens(self, text_token_embeddings(self, tokens), tokens)  # [N, D]
+        return encode_text_tokens(self, tokens)[1]  # [N, D]
 
 
 def _mlp(dim: int) -> nn.Sequential:

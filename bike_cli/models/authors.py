@@ -72,4 +72,5 @@ def training_loss(name: str):
 def configure_training(branch, compat: str, loss: str | None) -> None:
     """Set a branch's loss (`loss`, default the profile's) and, under `authors`, no logit-scale cap."""
     branch.loss_fn = training_loss(loss or compat)
-    branch.logit_scale.clamp = compat != "authors"
+    if compat == "authors":
+        branch.logit_scale.cap = None

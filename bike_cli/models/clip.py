@@ -27,6 +27,9 @@ mismatch), so bike chooses the activation:
   end in `-quickgelu`. A state-dict file does not record its activation: pass `quick_gelu=True` for
   OpenAI weights saved as a plain state dict.
 
+Preprocessing (mean/std, resize mode): a tag's own; for a state-dict file or `none`, what all the
+architecture's tags agree on (`bike_cli.models.preprocess.agreed_preprocess`).
+
 An explicit `quick_gelu` that contradicts what a tag or TorchScript archive needs is an error.
 """
 
@@ -51,6 +54,7 @@ from torch import nn
 
 from bike_cli.errors import ModelLoadError
 from bike_cli.models import hub
+from bike_cli.models.preprocess import PreprocessSpec, agreed_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,8 @@ class ClipSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     embed_dim: int
+    interpolation: str = "bicubic"  # the model's preprocess config (recorded; bike resizes in the decoder)
+    resize_mode: str = "shortest"  # shortest / squash / longest: how the centre view is made
 
 
 def file_sha256(path: str | Path) -> str:
@@ -105,9 +111,44 @@ def resolve_model_name(model_name: str) -> str:
     raise ModelLoadError(f"unknown model architecture {model_name!r}; {hint}")
 
 
+HF_EXTRA = "pip install 'bike-cli[hf]'"  # the optional packages Hugging Face towers and tokenizers need
+
+
+def _missing_package(exc: BaseException) -> str | None:
+    """The optional package an open_clip error says is missing (transformers, sentencepiece), if any."""
+    text = f"{type(exc).__name__}: {exc}"
+    for package in ("transformers", "sentencepiece", "tokenizers"):
+        if package in text and (isinstance(exc, ImportError) or "pip install" in text):
+            return package
+    return None
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """Whether transformers / huggingface_hub failed to download files (no network, offline mode)."""
+    text = str(exc).lower()
+    return "couldn't connect" in text or "offline mode" in text or "cannot find the requested files" in text
+
+
+HUB_HINT = ("it is downloaded from the Hugging Face hub on first use, and the hub cannot be reached from here: "
+            "run once on a machine that can reach it (the files are cached in ~/.cache/huggingface)")
+
+
 def get_tokenizer(model_name: str) -> Callable[[str | list[str]], torch.Tensor]:
-    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline)."""
-    return open_clip.get_tokenizer(resolve_model_name(model_name))
+    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline).
+
+    Hugging Face and SentencePiece tokenizers (SigLIP, roberta, mT5, ...) need `transformers` and
+    are downloaded by it on first use; ModelLoadError when that is not possible."""
+    name = resolve_model_name(model_name)
+    try:
+        return open_clip.get_tokenizer(name)
+    except Exception as e:  # ImportError, OSError (offline hub), ValueError, ...
+        package = _missing_package(e)
+        if package:
+            raise ModelLoadError(f"{name}'s tokenizer needs the {package} package: {HF_EXTRA}") from e
+        if _hub_unreachable(e):
+            raise ModelLoadError(f"cannot load the tokenizer of {name}: {HUB_HINT}") from e
+        raise ModelLoadError(f"cannot load the tokenizer of {name} (downloaded from the Hugging Face hub on "
+                             f"first use): {type(e).__name__}: {e}") from e
 
 
 def load_clip(
@@ -128,7 +169,7 @@ def load_clip(
         recorded, use_quick_gelu = "none", _auto_quick_gelu(name, quick_gelu)
         with torch.random.fork_rng(devices=[]), _without_random_init_warning():  # asked for: no warning
             torch.default_generator.manual_seed(RANDOM_INIT_SEED)  # the caller's RNG state is kept
-            model = _create(name, use_quick_gelu, device)
+            model = _create(name, use_quick_gelu, device, preprocess=agreed_preprocess(name))
     elif open_clip.get_pretrained_cfg(name, pretrained):
         recorded = pretrained.lower().replace("-", "_")  # open_clip's normal form of a tag
         model, use_quick_gelu = _load_tag(name, recorded, quick_gelu, device)
@@ -140,7 +181,7 @@ def load_clip(
         else:
             use_quick_gelu = _auto_quick_gelu(name, quick_gelu)
             with _without_random_init_warning():  # weights follow at once
-                model = _create(name, use_quick_gelu, device)
+                model = _create(name, use_quick_gelu, device, preprocess=agreed_preprocess(name))
             _load_state_dict_file(model, name, path)
     model.eval()
     spec = _make_spec(model, name, recorded, sha256, use_quick_gelu)
@@ -182,9 +223,16 @@ def _create(name: str, quick_gelu: bool, device: torch.device, checkpoint: str |
             preprocess: Mapping | None = None) -> nn.Module:
     """open_clip.create_model, with its errors (many types) turned into ModelLoadError."""
     try:
+        # pretrained_hf=False: a Hugging Face text tower gets bike's weights (or random ones for 'none'),
+        # never a download of the HF model's own weights that would be overwritten anyway
         return open_clip.create_model(name, pretrained=checkpoint, device=device, quick_gelu=quick_gelu,
-                                      force_preprocess_cfg=dict(preprocess or {}))
+                                      force_preprocess_cfg=dict(preprocess or {}), pretrained_hf=False)
     except Exception as e:
+        package = _missing_package(e)
+        if package:
+            raise ModelLoadError(f"{name}'s text tower needs the {package} package: {HF_EXTRA}") from e
+        if _hub_unreachable(e):
+            raise ModelLoadError(f"cannot build {name}: the configuration of its Hugging Face text tower: {HUB_HINT}") from e
         weights = f" with the weights in {checkpoint}" if checkpoint else ""
         raise ModelLoadError(f"cannot build {name}{weights}: {e}") from e
 
@@ -325,17 +373,16 @@ def _check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
 
 
 def _make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, quick_gelu: bool) -> ClipSpec:
-    size = model.visual.image_size
-    height, width = (size, size) if isinstance(size, int) else size
-    if height != width:
-        raise ModelLoadError(f"{name} takes {height}x{width} images; bike needs a square input")
+    pre = PreprocessSpec.from_model(model.visual)
     return ClipSpec(
         model_name=name,
         pretrained=pretrained,
         checkpoint_sha256=sha256,
         quick_gelu=quick_gelu,
-        image_size=int(height),
-        mean=tuple(float(v) for v in model.visual.image_mean),
-        std=tuple(float(v) for v in model.visual.image_std),
+        image_size=pre.image_size,
+        mean=pre.mean,
+        std=pre.std,
         embed_dim=int(open_clip.get_model_config(name)["embed_dim"]),
+        interpolation=pre.interpolation,
+        resize_mode=pre.resize_mode,
     )

@@ -57,18 +57,23 @@ def shared_label_targets(multi_hot: torch.Tensor) -> torch.Tensor:
 
 
 class LogitScale(nn.Module):
-    """A learnable log-space logit scale; the forward returns it clamped at log(100)."""
+    """A learnable log-space logit scale; the forward returns it clamped at `cap` (log(100)).
 
-    def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07), clamp: bool = True) -> None:
+    `cap=None` leaves it as it is: zero-shot scoring uses the model's own scale, which for SigLIP
+    models is above CLIP's cap (their sigmoid loss has no such limit); `--compat authors` training
+    sets it to None too (the authors' code never clamps the scale).
+    """
+
+    def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07), cap: float | None = MAX_LOG_SCALE) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.as_tensor(init, dtype=torch.float32).detach().clone().reshape(()))
-        self.clamp = clamp  # False under --compat authors: their code never clamps the scale
+        self.cap = cap
 
     @classmethod
-    def from_clip(cls, model: nn.Module) -> LogitScale:
+    def from_clip(cls, model: nn.Module, cap: float | None = MAX_LOG_SCALE) -> LogitScale:
         """Initialised from CLIP's own (log-space) `model.logit_scale`."""
-        return cls(model.logit_scale)
+        return cls(model.logit_scale, cap)
 
     def forward(self) -> torch.Tensor:
-        """The 0-d log-space scale, at most log(100) (no gradient while above the cap) unless `clamp` is off."""
-        return self.log_scale.clamp(max=MAX_LOG_SCALE) if self.clamp else self.log_scale
+        """The 0-d log-space scale, at most `cap` (no gradient while above the cap)."""
+        return self.log_scale if self.cap is None else self.log_scale.clamp(max=self.cap)

@@ -12,10 +12,12 @@ For each class name and prompt template the frozen text encoder gives
 - ``"words"``: the real tokens of the class name inside the prompt, as in Eq. 5 (the N words of the
   class name); SOT, EOT, padding and the template's own words are masked out;
 - ``"all"``: every one of the context positions (SOT, template words, EOT and padding included),
-  which is what the authors' released code does (no mask at all).
+  which is what the authors' released code does (no mask at all) with CLIP's BPE; for tokenizers
+  that pad with a pad token (Hugging Face and SentencePiece ones), every position but the padding.
 
-Only open_clip's `CLIP` class (a built-in text transformer, as in every OpenAI-style model) is
-supported: the per-token path mirrors `CLIP.encode_text` of open_clip 3.3 step by step.
+Every open_clip text tower is supported (`bike_cli.models.text_towers`: CLIP's built-in tower,
+`TextTransformer`, CoCa, Hugging Face towers), and any open_clip tokenizer: the class name's
+positions are found by tokenising the prompt with and without the name (`class_name_spans`).
 """
 
 from __future__ import annotations
@@ -26,18 +28,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from torch import nn
 
-from bike_cli.errors import InputError, ModelLoadError
+from bike_cli.errors import InputError
+from bike_cli.models.text_towers import encode_text_tokens, text_device
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "This is a video about {}"
 VCS_TOKENS = ("words", "all")
-_TEXT_ATTRS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection",
-               "attn_mask", "text_pool_type")
-_POOLS = ("argmax", "eos", "first", "last")  # text_global_pool types that give one row per text
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> LongTensor [N, L]
 
@@ -64,40 +63,10 @@ class ClassTexts:
 
 
 def text_token_embeddings(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-token text embeddings [N, L, D] of `tokens` [N, L]: `CLIP.encode_text` without the pooling.
+    """Per-token text embeddings [N, L, D] of `tokens` [N, L], projected like `encode_text`'s output.
 
-    `pool_text_tokens` of the result equals `model.encode_text(tokens)`.
-    """
-    _check_text_tower(model)
-    cast_dtype = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast_dtype)  # [N, L, W]
-    x = x + model.positional_embedding.to(cast_dtype)  # [L, W] broadcast
-    x = model.transformer(x, attn_mask=model.attn_mask)  # causal mask [L, L]
-    x = model.ln_final(x)  # [N, L, W]
-    projection = model.text_projection
-    if projection is None:
-        return x
-    if isinstance(projection, nn.Linear):
-        return projection(x)  # [N, L, D]
-    return x @ projection  # [N, L, W] @ [W, D] -> [N, L, D]
-
-
-def pool_text_tokens(model: nn.Module, token_embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The pooled rows [N, D] of `token_embeddings` [N, L, D], chosen as `encode_text` chooses them."""
-    return text_global_pool(token_embeddings, tokens, model.text_pool_type,
-                            eos_token_id=getattr(model, "text_eos_id", None))
-
-
-def _check_text_tower(model: nn.Module) -> None:
-    missing = [a for a in _TEXT_ATTRS if not hasattr(model, a)]
-    if missing:
-        raise ModelLoadError(
-            f"{type(model).__name__} has no built-in CLIP text transformer (missing {', '.join(missing)}); "
-            "bike's per-token text embeddings need an open_clip CLIP model (e.g. ViT-B-32, ViT-B-16, ViT-L-14)"
-        )
-    if model.text_pool_type not in _POOLS:
-        raise ModelLoadError(f"text pool type {model.text_pool_type!r} gives no single class embedding; "
-                             f"supported: {', '.join(_POOLS)}")
+    Any open_clip text tower (see `bike_cli.models.text_towers`)."""
+    return encode_text_tokens(model, tokens)[0]
 
 
 def fill_template(template: str, class_name: str) -> str:
@@ -110,39 +79,72 @@ def fill_template(template: str, class_name: str) -> str:
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
     """Per class, the token positions [start, end) of the class name inside its tokenized prompt.
 
-    The class name is tokenized alone and its ids are located in the prompt's ids, searching from
-    the position just after the template's prefix (so template words equal to a class word are
-    not taken). Needs a tokenizer that marks the end of text (`eot_token_id`, as CLIP's BPE does).
+    Found from the tokenizer itself, for any tokenizer (CLIP's BPE, SentencePiece, byte-level BPE,
+    with or without start/end tokens): the prompt is tokenized with the class name and with an empty
+    name; the positions between their common prefix and their common suffix are the name's tokens
+    (a template that glues the name to its neighbours, as in "{}s", gives the glued tokens).
     """
-    eot = getattr(tokenizer, "eot_token_id", None)
-    if eot is None:
-        raise ModelLoadError(f"vcs_tokens='words' needs a tokenizer with an end-of-text id "
-                             f"(CLIP's BPE); {type(tokenizer).__name__} has none")
-    prefix = template.split("{}", 1)[0]
-    prompts = tokenizer([fill_template(template, n) for n in class_names])  # [K, L]
-    names = tokenizer(list(class_names))  # [K, L]
-    start = 1 + len(_content_ids(tokenizer([prefix])[0], eot))  # after SOT and the prefix
-    return [_locate(_content_ids(name, eot), prompt.tolist(), start, name_str, template, eot)
-            for name, prompt, name_str in zip(names, prompts, class_names)]
+    base = _real_ids(tokenizer, [fill_template(template, "")])[0]
+    prompts = _real_ids(tokenizer, [fill_template(template, n) for n in class_names])
+    return [_changed_span(ids, base, name) for ids, name in zip(prompts, class_names)]
 
 
-def _content_ids(row: torch.Tensor, eot: int) -> list[int]:
-    """The ids between SOT (position 0) and the first EOT of one tokenized text."""
-    ids = row.tolist()
-    return ids[1:ids.index(eot)] if eot in ids else ids[1:]
+def _pad_id(tokenizer: Tokenizer) -> int | None:
+    """The pad id of a tokenizer that pads with a pad token (open_clip's HFTokenizer, SigLipTokenizer)."""
+    return getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
 
 
-def _locate(name_ids: list[int], prompt_ids: list[int], start: int, name: str, template: str,
-            eot: int) -> tuple[int, int]:
-    if not name_ids:
+def _real_length(ids: list[int], fill: int, eos: int | None) -> int:
+    """Positions before the trailing run of `fill` ids (the end-of-text kept when it equals `fill`)."""
+    n = len(ids)
+    while n and ids[n - 1] == fill:
+        n -= 1
+    return min(len(ids), n + 1) if eos is not None and eos == fill and n < len(ids) else n
+
+
+def _real_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's ids without padding, tokenized with 4x the context so truncation shows (InputError)."""
+    context = tokenizer(texts[:1]).shape[1]
+    try:
+        long = tokenizer(texts, context_length=4 * context)  # [N, 4L] (open_clip tokenizers take it)
+    except TypeError:  # a plain callable: texts -> [N, L]
+        long = tokenizer(texts)
+    pad = _pad_id(tokenizer)
+    fill = 0 if pad is None else pad  # CLIP's BPE fills with 0 after its end-of-text
+    eos = getattr(getattr(tokenizer, "tokenizer", None), "eos_token_id", None)
+    rows = [row[:_real_length(row, fill, eos)] for row in long.tolist()]
+    for row, text in zip(rows, texts):
+        if len(row) > context:
+            raise InputError(f"the prompt {text!r} is {len(row)} tokens, longer than the text context "
+                             f"({context}): it would be truncated")
+    return rows
+
+
+def _changed_span(ids: list[int], base: list[int], name: str) -> tuple[int, int]:
+    """[start, end) of `ids` between its common prefix and common suffix with `base`."""
+    start = 0
+    while start < min(len(ids), len(base)) and ids[start] == base[start]:
+        start += 1
+    suffix = 0
+    while suffix < min(len(ids), len(base)) - start and ids[-1 - suffix] == base[-1 - suffix]:
+        suffix += 1
+    end = len(ids) - suffix
+    if end <= start:
         raise InputError(f"class name {name!r} has no tokens (empty class name?)")
-    n = len(name_ids)
-    for i in range(start, len(prompt_ids) - n + 1):
-        if prompt_ids[i:i + n] == name_ids:
-            return i, i + n
-    reason = ("the prompt is longer than the text context and was truncated" if eot not in prompt_ids[:-1]
-              else "the template joins the class name to its neighbouring characters")
-    raise InputError(f"cannot find the tokens of class name {name!r} in prompt template {template!r}: {reason}")
+    return start, end
+
+
+def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tensor:
+    """Bool [N, L]: every position except the pad tokens of a tokenizer that pads with one.
+
+    CLIP's BPE fills with zeros after its end-of-text but has no pad token (id 0 is "!"): there every
+    position is kept, as in the authors' code (`vcs_tokens="all"`)."""
+    pad = _pad_id(tokenizer)
+    if pad is None:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    eos = getattr(tokenizer.tokenizer, "eos_token_id", None)
+    lengths = torch.tensor([_real_length(row, pad, eos) for row in tokens.tolist()], device=tokens.device)
+    return torch.arange(tokens.shape[1], device=tokens.device) < lengths.unsqueeze(1)  # [N, L]
 
 
 def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -170,15 +172,14 @@ def encode_class_texts(
         raise InputError("no class names to encode")
     if not templates:
         raise InputError("no prompt templates given")
-    _check_text_tower(model)
-    device = model.token_embedding.weight.device
+    device = text_device(model)
     pooled, tokens, masks = [], [], []
     for template in templates:
         prompt_tokens = tokenizer([fill_template(template, n) for n in class_names]).to(device)  # [K, L]
         if vcs_tokens == "words":
             mask = word_token_mask(prompt_tokens, class_name_spans(tokenizer, template, class_names))
         else:
-            mask = torch.ones_like(prompt_tokens, dtype=torch.bool)  # [K, L]
+            mask = padding_free_mask(tokenizer, prompt_tokens)  # [K, L]
         per_token, per_prompt = _encode_batched(model, prompt_tokens, batch_size)
         pooled.append(F.normalize(per_prompt, dim=-1))  # [K, D], unit norm per template
         tokens.append(per_token)
@@ -194,9 +195,9 @@ def _encode_batched(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> 
     """Per-token [K, L, D] and pooled [K, D] float32 embeddings of `tokens` [K, L], in batches."""
     per_token, pooled = [], []
     for batch in tokens.split(batch_size):
-        x = text_token_embeddings(model, batch).float()  # [b, L, D]
-        per_token.append(x)
-        pooled.append(pool_text_tokens(model, x, batch))  # [b, D]
+        x, pooled_rows = encode_text_tokens(model, batch)  # [b, L, D], [b, D]
+        per_token.append(x.float())
+        pooled.append(pooled_rows.float())
     return torch.cat(per_token), torch.cat(pooled)
 
 

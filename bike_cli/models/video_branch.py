@@ -16,6 +16,13 @@ from bike_cli.models.param_groups import authors_param_groups, param_groups
 from bike_cli.models.text import ClassTexts
 
 
+def image_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Image embeddings [N, D] of pixels [N, 3, S, S] from a CLIP image tower (CoCa's tower also
+    returns its token embeddings: the pooled latent is the first of the pair)."""
+    out = visual(pixels)
+    return out[0] if isinstance(out, tuple) else out
+
+
 class VideoBranch(nn.Module):
     """Trainable parts of the Video branch. Parameter names: `head.*`, `logit_scale.*`, `visual.*`."""
 
@@ -31,7 +38,7 @@ class VideoBranch(nn.Module):
         if self.visual is None:
             raise RuntimeError("this Video branch has no visual encoder (it was built for cached features)")
         b, t = pixels.shape[:2]
-        return self.visual(pixels.flatten(0, 1)).view(b, t, -1)
+        return image_features(self.visual, pixels.flatten(0, 1)).view(b, t, -1)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
         """The training loss (Eq. 7) of this process's batch against the whole (gathered) batch.

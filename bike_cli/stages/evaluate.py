@@ -3,7 +3,9 @@
 Video branch: from a multi-view feature cache or from videos (`CxS` views decoded here). Each view
 is scored as softmax(logit_scale * cosine logits) over the K classes and the views are averaged per
 video (the authors' multi-view protocol). Without `--checkpoint` the branch is zero-shot CLIP (the
-chosen head on the pretrained model, no temporal transformer).
+chosen head on the pretrained model, no temporal transformer) scored with the model's own logit scale,
+uncapped. A SigLIP model's `logit_bias` is one number added to every class's logit: it cancels in the
+softmax over classes, so bike's softmax-based scores, views average and fusion need no change.
 
 Attributes branch (optional, from an attributes CSV): S_A = the same softmax of the attribute
 sentence's logits, from a train-attrs checkpoint or, without one, the plug-and-play zero-training
@@ -49,9 +51,10 @@ from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import AUTHORS_FUSE, authors_attrs_scores, view_probabilities
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale
+from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
-from bike_cli.models.video_branch import VideoBranch
+from bike_cli.models.text_towers import text_width as text_tower_width
+from bike_cli.models.video_branch import VideoBranch, image_features
 from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
 from bike_cli.stages.distributed import resolve_device, writer_lock
 from bike_cli.stages.extract import Progress, cores_beside_workers
@@ -153,11 +156,13 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     if cache is not None and cfg.checkpoint is None:
         check_same_model(spec, what, cache.meta, str(cache.path), cfg.allow_model_mismatch)
     texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
-    text_width = clip.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip)
     head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
                      layers=settings["temporal_layers"], heads=max(1, text_width // 64))
     visual = clip.visual if cfg.videos else None
-    branch = VideoBranch(head, LogitScale.from_clip(clip), visual).to(device)
+    # Zero-shot: the model's own scale, uncapped (SigLIP's exceeds 100); a checkpoint's is loaded below.
+    scale = LogitScale.from_clip(clip, cap=None if cfg.checkpoint is None else MAX_LOG_SCALE)
+    branch = VideoBranch(head, scale, visual).to(device)
     if cfg.checkpoint is not None:
         if visual is None and any(k.startswith("visual.") for k in ckpt.state_dict):
             raise InputError(f"{cfg.checkpoint} fine-tuned CLIP's visual encoder (trained end to end); a feature "
@@ -213,7 +218,8 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
         layout = parse_views(cfg.views or "1x1")
         video_list = read_video_list(cfg.videos, root=cfg.root, class_names=vm.names)
         items = list(enumerate(video_list.entries))
-        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size, compat=cfg.compat)
+        dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size,
+                                 compat=cfg.compat, resize_mode=vm.spec.resize_mode)
         loader = DataLoader(dataset, batch_size=max(1, cfg.batch_size // layout.num_views), num_workers=cfg.workers,
                             collate_fn=collate_items)
         progress.start(len(dataset), "scoring (videos)")
@@ -225,7 +231,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
             if batch.frames is not None:
                 pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
                 b, v, t = pixels.shape[:3]
-                emb = vm.branch.visual(pixels.flatten(0, 2)).view(b, v, t, -1)
+                emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
                 scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.compat).cpu().numpy())
                 if vm.kept is not None:
                     vm.kept.append(emb.float().cpu())

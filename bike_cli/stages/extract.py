@@ -25,6 +25,7 @@ from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items,
 from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
+from bike_cli.data.views import view_resize_mode
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.atomic import remove_temps_of
@@ -32,6 +33,7 @@ from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.lock import lock_path_for
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.stages.authors_checkpoint import authors_quick_gelu
 from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device, writer_lock
@@ -174,7 +176,7 @@ class FrameEncoder:
             if self.device.type == "cuda":
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                out.append(self.model.encode_image(chunk).float().half().cpu())  # [n, D]
+                out.append(image_features(self.model.visual, chunk).float().half().cpu())  # [n, D], not normalised
         emb = torch.cat(out)
         return emb.view(*lead, emb.shape[-1])
 
@@ -239,6 +241,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
         class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
         bike_version=__version__, compat=cfg.compat, visual_sha256=visual_sha256(model.state_dict()),
+        resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     parts = _prepare_outputs(cfg, meta, dist)
@@ -291,7 +294,7 @@ def _extract_share(
         return
     dataset = MultiViewClips(
         mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
-        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, compat=cfg.compat,
+        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
     )
     # One video per loader item, so that the workers share the videos evenly (a batch per worker
     # would leave one worker decoding the odd batch alone); the main process groups --batch-size

@@ -37,7 +37,8 @@ from bike_cli.data.authors import authors_test_indices, authors_views
 from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists import read_class_names
-from bike_cli.data.sampling import segment_indices, spatial_crops
+from bike_cli.data.sampling import segment_indices
+from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
 from bike_cli.models.authors import view_probabilities
@@ -45,6 +46,7 @@ from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
+from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.distributed import resolve_device
@@ -206,8 +208,12 @@ class Predictor:
         size, authors = self.spec.image_size, self.compat == AUTHORS
         indices = (lambda n: authors_test_indices(n, self.frames)[0]) if authors else (
             lambda n: _centre_indices(n, self.frames))
-        clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder)
-        pixels = (authors_views if authors else spatial_crops)(clip.frames, size, 1)[0]  # [T, 3, S, S]
+        clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder,
+                           resize=self.spec.resize_mode)
+        if authors:
+            pixels = authors_views(clip.frames, size, 1)[0]  # [T, 3, S, S]
+        else:
+            pixels = square_views(clip.frames, size, 1, self.spec.resize_mode)[0]  # [T, 3, S, S], the model's resize
         with torch.no_grad(), autocast_for(self.device, "auto"):
             unit = (pixels.to(self.device).float() - self.mean) / self.std
             emb = self.branch.frame_embeddings(unit.unsqueeze(0))[0].float()  # [T, D]
@@ -293,7 +299,7 @@ def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.
     head_name, vcs_tokens = cfg.head or "vcs", cfg.vcs_tokens or "words"
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, [DEFAULT_TEMPLATE], vcs_tokens)
     head = VideoHead(spec.embed_dim, head=head_name, temporal="none", tau=DEFAULT_TAU)
-    branch = VideoBranch(head, LogitScale.from_clip(clip_model), clip_model.visual)
+    branch = VideoBranch(head, LogitScale.from_clip(clip_model, cap=None), clip_model.visual)  # the model's own scale
     frames = cfg.frames or DEFAULT_FRAMES
     description = {"checkpoint": None, "model_name": spec.model_name, "pretrained": spec.pretrained,
                    "head": head_name, "temporal": "none", "vcs_tokens": vcs_tokens, "frames": frames}
@@ -310,7 +316,7 @@ def _from_checkpoint(cfg: PredictConfig, device: torch.device) -> tuple[Predicto
     clip_model, spec = _checkpoint_clip(ckpt, cfg.checkpoint, cfg.pretrained, device)
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), ckpt.class_names,
                                settings["templates"], settings["vcs_tokens"])
-    text_width = clip_model.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip_model)
     head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
                      layers=settings["temporal_layers"], heads=max(1, text_width // 64))
     branch = VideoBranch(head, LogitScale.from_clip(clip_model), clip_model.visual)

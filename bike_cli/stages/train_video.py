@@ -46,6 +46,7 @@ from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
+from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
 from bike_cli.models.authors import configure_training
@@ -141,7 +142,7 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
                              cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
-    text_width = clip_model.ln_final.weight.shape[0]
+    text_width = text_tower_width(clip_model)
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))
     visual = clip_model.visual if cfg.videos else None
@@ -162,7 +163,7 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         train_set = memory
     elif cfg.samples_per_epoch:
         train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
-    val = _val_data(cfg, class_names, spec.image_size, accelerator.process_index, accelerator.num_processes)
+    val = _val_data(cfg, class_names, spec, accelerator.process_index, accelerator.num_processes)
 
     def batch_inputs(batch) -> tuple:
         inputs, targets = batch
@@ -272,7 +273,7 @@ class _ValData:
     multilabel: bool = False
 
 
-def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: int, world: int) -> _ValData | None:
+def _val_data(cfg: TrainVideoConfig, class_names: list[str], spec, rank: int, world: int) -> _ValData | None:
     """This process's share of the validation set (every world-th video), all views, test sampling."""
     if cfg.val_features:
         cache = FeatureCache(cfg.val_features)
@@ -282,7 +283,8 @@ def _val_data(cfg: TrainVideoConfig, class_names: list[str], size: int, rank: in
     if cfg.val_videos:
         video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
         items = list(enumerate(video_list.entries))[rank::world]
-        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=size)
+        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
+                                 resize_mode=spec.resize_mode)
         loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)
         return _ValData(loader, True, video_list.multilabel)
     return None
