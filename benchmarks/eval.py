@@ -131,7 +131,7 @@ def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespac
 class _Subset(FeatureCache):
     """The first `n` rows of a cache, seen as a cache (what `_video_scores` reads)."""
 
-    def __init__(self, cache: FeatureCache, n: int) -> None:  # noqa: super().__init__ not called: shares state
+    def __init__(self, cache: FeatureCache, n: int) -> None:  # super().__init__ not called: shares state
         self.__dict__.update(cache.__getstate__())
         self.video_ids, self.labels = cache.video_ids[:n], cache.labels[:n]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ HEADS = (("mean", "none"), ("vcs", "none"), ("vcs", "transformer"))
 def child(spec: dict) -> dict:
     """In a fresh process: load the cache into memory, then time the three feedings per head."""
     from torch.utils.data import DataLoader
+    from train_video import make_rig, median_figures, peak_rss_mib, random_class_texts
 
     from bike_cli.config.train_video import TrainVideoConfig
     from bike_cli.data.memory_cache import MemoryBatches, MemoryClips
@@ -48,7 +48,6 @@ def child(spec: dict) -> dict:
     from bike_cli.models.video_branch import VideoBranch
     from bike_cli.stages.train_video import _train_dataset
     from bike_cli.stages.training import EpochBatches, LoopSettings, make_accelerator
-    from train_video import make_rig, median_figures, peak_rss_mib, random_class_texts
 
     path, dim, steps = Path(spec["cache"]), spec["dim"], spec["steps"]
     cfg = TrainVideoConfig(features=path, frames=spec["frames"], batch_size=spec["batch"], workers=0)

@@ -24,8 +24,8 @@ from bike_cli.data.authors import (
     authors_train_indices,
     authors_views,
 )
-from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.eval.authors_zero_shot import authors_frame_scores, authors_zero_shot_half
+from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import authors_attrs_scores, authors_kl_loss, authors_view_scores
 from bike_cli.models.loss import LogitScale
 

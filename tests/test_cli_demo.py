@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.io.attributes_csv import read_attributes_csv
-from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.checkpoints import load_video_checkpoint
+from bike_cli.io.feature_cache import FeatureCache
 
 runner = CliRunner()
 

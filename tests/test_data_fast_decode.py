@@ -3,6 +3,7 @@ bit-identical to a full sequential decode: on every shared clip, for the samplin
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import av
@@ -39,8 +40,8 @@ def test_kept_frames_are_bit_identical_to_a_full_decode(name: str) -> None:
     path = CLIPS / name
     reference = full_decode(path, 224)
     for frames, mode, clips in SAMPLINGS:
-        clip = read_frames(path, lambda n: sampled(n, frames, mode, clips, name), short_side=224,
-                           decoder="pyav", fallback=False)
+        chooser = partial(sampled, frames=frames, mode=mode, clips=clips, name=name)
+        clip = read_frames(path, chooser, short_side=224, decoder="pyav", fallback=False)
         wanted = np.minimum(sampled(clip.num_frames, frames, mode, clips, name), len(reference) - 1)
         assert clip.decoder == "pyav" and len(clip.frames) == len(wanted)
         for got, index in zip(clip.frames.numpy(), wanted):

@@ -23,7 +23,7 @@ def awkward_values() -> np.ndarray:
 
 def test_rounding_gives_the_double_of_the_7_digit_decimal():
     values = awkward_values()
-    expected = np.array([float("%.7g" % v) for v in values])
+    expected = np.array([float(f"{v:.7g}") for v in values])
     np.testing.assert_array_equal(round_significant(values), expected)
     assert round_significant(values.reshape(-1, 2)).shape == (len(values) // 2, 2)
 
@@ -34,7 +34,7 @@ def write_with_percent_format(path, ids, labels, scores, names):
         csv.writer(fh, lineterminator="\n").writerow(["video_id", "label", *class_columns(names)])
         writer = csv.writer(fh, lineterminator="\n")
         for vid, label, row in zip(ids, labels, scores):
-            writer.writerow([vid, int(label), *("%.7g" % v for v in row)])
+            writer.writerow([vid, int(label), *(f"{v:.7g}" for v in row)])
 
 
 def test_score_csv_reads_back_as_the_percent_format_writer_wrote(tmp_path):
@@ -51,5 +51,5 @@ def test_score_csv_reads_back_as_the_percent_format_writer_wrote(tmp_path):
     table = read_score_csv(new)
     assert table.video_ids == ids and table.class_names == names
     np.testing.assert_array_equal(table.labels, labels)
-    np.testing.assert_array_equal(table.scores, np.array([[float("%.7g" % v) for v in row] for row in scores],
+    np.testing.assert_array_equal(table.scores, np.array([[float(f"{v:.7g}") for v in row] for row in scores],
                                                           dtype=np.float32))

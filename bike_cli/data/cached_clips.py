@@ -9,7 +9,7 @@ workers or processes, and a resumed run sees the same samples as an uninterrupte
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -9,8 +9,8 @@ there is one) moves 4x fewer bytes between processes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from bike_cli.config.compat import AUTHORS, BIKE
 from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
 from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lists import VideoEntry
-from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.data.sampling import ViewLayout, segment_indices, video_seed
+from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.errors import BikeError
 
 

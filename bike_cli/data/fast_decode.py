@@ -17,8 +17,8 @@ decoded pts that go backwards) `PlanError` is raised and the caller decodes sequ
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import av
 import numpy as np

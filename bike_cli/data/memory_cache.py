@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch

@@ -122,10 +122,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file for writing; on success it is fsync'ed and renamed over `path`."""
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, **open_kwargs) as fh:
-            yield fh
-            fh.flush()
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
+        yield fh
+        fh.flush()
 
 
 def write_text(path: str | Path, text: str) -> Path:

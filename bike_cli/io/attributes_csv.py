@@ -118,7 +118,7 @@ class _Layout:
     sentence: int
 
     @classmethod
-    def from_header(cls, header: list[str], source: Path) -> "_Layout":
+    def from_header(cls, header: list[str], source: Path) -> _Layout:
         where = location(source, 1)
         index = {name.strip(): i for i, name in enumerate(header)}
         if len(index) != len(header):

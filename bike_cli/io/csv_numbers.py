@@ -11,7 +11,8 @@ very small or large numbers differs (`0.00001234567` or `1.5e+22` where `%.7g` w
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 

@@ -8,8 +8,8 @@ anew at the end of every run (header only when nothing failed), so it never list
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from bike_cli.io.atomic import atomic_write
 from bike_cli.io.feature_cache import Failure

@@ -26,9 +26,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -92,7 +92,7 @@ class CacheMeta:
         return attrs
 
     @classmethod
-    def from_attrs(cls, attrs: dict, source: Path) -> "CacheMeta":
+    def from_attrs(cls, attrs: dict, source: Path) -> CacheMeta:
         if attrs.get("kind") != KIND:
             raise InputError(f"{source} is not a bike feature cache (no kind={KIND!r} attribute)")
         version = int(attrs.get("schema_version", -1))
@@ -117,7 +117,7 @@ class CacheMeta:
             values[f.name] = raw
         return cls(**values)
 
-    def check_compatible(self, other: "CacheMeta", where: Path) -> None:
+    def check_compatible(self, other: CacheMeta, where: Path) -> None:
         """Raise CacheMismatchError naming each setting that differs from `other` (found at `where`)."""
         names = list(self.COMPAT_FIELDS)
         if self.sampling_mode == other.sampling_mode == "test":
@@ -147,7 +147,7 @@ class Batch:
     labels: np.ndarray  # int64 [n] or uint8 [n, K]
     num_frames: np.ndarray  # int64 [n]
     decoders: list[str]  # [n]
-    failures: list["Failure"] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -405,7 +405,7 @@ class FeatureCache:
             self._h5.close()
             self._h5 = None
 
-    def __enter__(self) -> "FeatureCache":
+    def __enter__(self) -> FeatureCache:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from bike_cli.errors import InputError, location
-from bike_cli.io.csv_numbers import write_number_rows
 from bike_cli.io.atomic import atomic_write
+from bike_cli.io.csv_numbers import write_number_rows
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ class PreprocessSpec:
     resize_mode: str = "shortest"
 
     @classmethod
-    def from_model(cls, visual: Any) -> "PreprocessSpec":
+    def from_model(cls, visual: Any) -> PreprocessSpec:
         """Read from an open_clip image tower (`model.visual`: `image_size`, `preprocess_cfg`)."""
         size = visual.image_size
         height, width = (size, size) if isinstance(size, int) else size

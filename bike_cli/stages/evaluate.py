@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
@@ -40,7 +41,6 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.atomic import write_text
 from bike_cli.io.attributes_csv import read_attributes_csv
-from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
 from bike_cli.io.checkpoints import is_authors_checkpoint, load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache

@@ -30,8 +30,8 @@ from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_prof
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
-from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
 from bike_cli.io.atomic import write_text
+from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
 from bike_cli.models.authors import AUTHORS_FUSE

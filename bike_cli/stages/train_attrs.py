@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
@@ -26,12 +27,11 @@ from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
-from bike_cli.models.attrs_branch import AttributesBranch, TextTower
-from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
-from bike_cli.models.authors import configure_training
-from bike_cli.models.loss import LogitScale
-from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.io.csv_meta import read_csv_compat
+from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.authors import configure_training
+from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
+from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder

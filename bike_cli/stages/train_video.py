@@ -13,27 +13,26 @@ model, optimiser, scheduler, RNG; what `--resume` continues from).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
-from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
-from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.identity import check_same_model
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
     BranchCheckpoint,
@@ -42,6 +41,9 @@ from bike_cli.io.checkpoints import (
     read_authors_checkpoint,
     save_checkpoint,
 )
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.identity import check_same_model
+from bike_cli.models.authors import configure_training
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
@@ -49,8 +51,6 @@ from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
-from bike_cli.models.authors import configure_training
-from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (

@@ -14,9 +14,9 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class LoopSettings:
     overwrite: bool = False
 
     @classmethod
-    def of(cls, cfg) -> "LoopSettings":
+    def of(cls, cfg) -> LoopSettings:
         return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
 
     def check(self) -> None:
