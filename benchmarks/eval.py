@@ -62,8 +62,13 @@ def build_cache(path: Path, videos: int, clips: int, crops: int, frames: int, di
     """Random fp16 embeddings [videos, clips*crops, frames, dim] in the cache layout (chunks (1, V, T, D))."""
     rng = np.random.default_rng(seed)
     views = clips * crops
+    import open_clip
+
+    import bike_cli.models.clip  # noqa: F401  (registers bike's own configs, e.g. bike-tiny)
+
+    image_size = open_clip.get_model_config(model)["vision_cfg"]["image_size"]  # as the model's own cache records
     meta = CacheMeta(model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False,
-                     image_size=224, embed_dim=dim, frames=frames, clips=clips, crops=crops, sampling_mode="test",
+                     image_size=image_size, embed_dim=dim, frames=frames, clips=clips, crops=crops, sampling_mode="test",
                      seed=seed, decoder="decord", multilabel=False, num_classes=classes,
                      class_names=tuple(f"action {k}" for k in range(classes)))
     with h5py.File(path, "w") as h5:

@@ -78,7 +78,7 @@ def test_the_cache_records_the_models_resize_mode(tmp_path, sample_data, monkeyp
     assert (spec.resize_mode, spec.mean, spec.interpolation) == ("squash", (0.5, 0.5, 0.5), "bilinear")
     for views in ("1x1", "1x3"):
         out = tmp_path / f"{views}.h5"
-        result = runner.invoke(app, ["extract-features", "--list", str(sample_data.train), "--classes",
+        result = runner.invoke(app, ["extract-features", "--model", "bike-tiny", "--list", str(sample_data.train), "--classes",
                                      str(sample_data.classes), "--out", str(out), "--frames", "2", "--workers", "0",
                                      "--views", views])
         assert result.exit_code == 0, result.output

@@ -27,7 +27,7 @@ BIKE = [sys.executable, "-m", "bike_cli"]
 
 
 def extract_args(list_path: Path, out: Path, classes: Path, *extra: str) -> list[str]:
-    return ["extract-features", "--list", str(list_path), "--classes", str(classes), "--out", str(out),
+    return ["extract-features", "--model", "bike-tiny", "--list", str(list_path), "--classes", str(classes), "--out", str(out),
             "--frames", "4", "--workers", "0", *extra]
 
 
@@ -219,7 +219,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path, slow_videos):
 def test_resume_advice_only_from_stages_that_resume(capsys):
     import typer
 
-    from bike_cli.cli.app import run_guarded
+    from bike_cli.cli.core import run_guarded
 
     def run_extraction():
         raise KeyboardInterrupt

@@ -48,7 +48,7 @@ def one_line(done: subprocess.CompletedProcess) -> str:
 
 
 def extract_args(data, out: Path, *extra: str) -> list[str]:
-    return ["extract-features", "--list", str(data.train), "--classes", str(data.classes), "--out", str(out),
+    return ["extract-features", "--model", "bike-tiny", "--list", str(data.train), "--classes", str(data.classes), "--out", str(out),
             "--frames", "4", "--workers", "0", *extra]
 
 

@@ -206,5 +206,5 @@ def test_eval_clears_the_outputs_of_an_earlier_eval(tmp_path, motion_caches, str
         (out / name).write_text("from an earlier eval with other options\n")
     done = bike("eval", "--checkpoint", str(straight), "--features", str(val), "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "video_scores.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "video_scores.csv", "video_scores.csv.meta.json"]
     assert json.loads((out / "metrics.json").read_text())["metrics"].keys() == {"video"}

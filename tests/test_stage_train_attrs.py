@@ -76,10 +76,10 @@ def test_sentence_embeddings_are_cached_and_reused(tmp_path, attrs_files, monkey
     cached = torch.load(tmp_path / "run" / "sentence_embeddings_train.pt", weights_only=True)
     assert cached["embeddings"].shape == (40, 64)
     monkeypatch.setattr(stage, "SENTENCE_BATCH", 0)  # encoding anything now raises
-    run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, resume=True))  # reused: no encoding
+    run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, overwrite=True))  # reused: no encoding
     attributes_file(attrs_files[0], 10, seed=7)  # other attributes: the cache no longer matches
     with pytest.raises(ValueError):
-        run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, resume=True))
+        run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, overwrite=True))
 
 
 def test_full_tuning_updates_the_text_encoder(tmp_path, attrs_files):

@@ -3,7 +3,7 @@
 Where two files meet (a cache and a checkpoint, a cache and the CLIP a stage loads) their
 identities must agree, or the numbers mean nothing (another CLIP's features are another space):
 
-    compat       "bike" or "authors" (whose code conventions the file follows; absent = "bike")
+    compat       "bike" or "authors" (whose code conventions the file follows; where both record one)
     model_name   the open_clip architecture
     weights      the checkpoint file's sha256 where both sides have one, else the pretrained tag
     quick_gelu   the activation the weights were trained with
@@ -29,7 +29,7 @@ def identity_of(record: object) -> dict:
     """The identity of a CacheMeta, a ClipSpec, or their dict form (a checkpoint's `clip`)."""
     get = record.get if isinstance(record, Mapping) else (lambda key, default=None: getattr(record, key, default))
     return {
-        "compat": get("compat", None) or "bike",
+        "compat": get("compat", None),  # compared only where both sides record a profile
         "model_name": get("model_name"),
         "pretrained": get("pretrained"),
         "sha256": get("checkpoint_sha256", None) or None,

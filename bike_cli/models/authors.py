@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bike_cli.errors import InputError
-from bike_cli.models.loss import bike_contrastive_loss
+from bike_cli.models.loss import MAX_LOG_SCALE, bike_contrastive_loss
 
 AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
 
@@ -72,5 +72,4 @@ def training_loss(name: str):
 def configure_training(branch, compat: str, loss: str | None) -> None:
     """Set a branch's loss (`loss`, default the profile's) and, under `authors`, no logit-scale cap."""
     branch.loss_fn = training_loss(loss or compat)
-    if compat == "authors":
-        branch.logit_scale.cap = None
+    branch.logit_scale.cap = None if compat == "authors" else MAX_LOG_SCALE

@@ -17,7 +17,9 @@ import shutil
 from pathlib import Path
 
 from bike_cli.errors import InputError
-from bike_cli.stages.training import STATE_FILE, LoopSettings, RunState, TrainSummary, latest_checkpoint
+from bike_cli.io import train_state
+from bike_cli.stages.resume import check_resume_config
+from bike_cli.stages.training import LoopSettings, RunState, TrainSummary, latest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,11 @@ def holds_run(out: Path) -> bool:
     return latest_checkpoint(out) is not None or (out / "metrics.jsonl").exists() or (out / "last.pt").exists()
 
 
-def check_run_folder(settings: LoopSettings, stage: str) -> TrainSummary | None:
-    """Apply the rules of the module docstring; a summary means "finished before: do nothing"."""
+def check_run_folder(settings: LoopSettings, stage: str, config: object = None) -> TrainSummary | None:
+    """Apply the rules of the module docstring; a summary means "finished before: do nothing".
+
+    A finished run is read as `--resume` reads any run (`check_resume_config`, then the state files
+    through the code-free loader): changed settings and foreign files are refused here too."""
     out = settings.out
     if not holds_run(out):
         return None
@@ -44,10 +49,12 @@ def check_run_folder(settings: LoopSettings, stage: str) -> TrainSummary | None:
     if not settings.resume:
         raise InputError(f"{out} already holds a {stage} run: pass --resume to continue it, --overwrite to "
                          "start it over, or choose another --out")
+    if config is not None:
+        check_resume_config(config, out)
     latest = latest_checkpoint(out)
     if latest is None:
         return None
-    state = RunState(**json.loads((latest / STATE_FILE).read_text()))
+    state = RunState(**train_state.load_state(latest, 0)["trainer"])  # every file read safely, as by --resume
     if state.epoch < settings.epochs:
         return None
     log.info("%s: %s finished epoch %d of %d earlier; nothing to do", stage, out, state.epoch, settings.epochs)

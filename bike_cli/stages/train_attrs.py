@@ -131,7 +131,7 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     _check(cfg)
     settings = LoopSettings.of(cfg)
     settings.check()
-    finished = check_run_folder(settings, "train-attrs")
+    finished = check_run_folder(settings, "train-attrs", cfg)
     if finished is not None:
         return finished
     accelerator = make_accelerator(settings)

@@ -119,7 +119,7 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     _check(cfg)
     settings = LoopSettings.of(cfg)
     settings.check()
-    finished = check_run_folder(settings, "train-video")
+    finished = check_run_folder(settings, "train-video", cfg)
     if finished is not None:
         return finished
     accelerator = make_accelerator(settings)
