@@ -52,7 +52,9 @@ def evaluate(
     plots: Annotated[Path | None, o.option(
         "--plots", "Folder for PNG plots: per-class accuracy and the fusion-weight curve.", o.OUTPUT)] = None,
     batch_size: o.BatchSize = None,
-    workers: o.Workers = None,
+    workers: Annotated[int | None, o.option(
+        "--workers", "DataLoader worker processes that decode --videos (0 = decode in the main process); a "
+        "feature cache is read in large slabs in the main process.", o.PERFORMANCE)] = None,
     device: o.Device = None,
     compat: o.Compat = None,
     ignore_visual_weights: o.IgnoreVisualWeights = None,
