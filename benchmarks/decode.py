@@ -111,7 +111,7 @@ def run_method(name: str, path: Path, indices: np.ndarray) -> tuple[float, float
 
 
 def bench_clip(path: Path, args: argparse.Namespace) -> dict:
-    num_frames = decoding._read_pyav(path, lambda n: [0], None, 1).num_frames
+    num_frames = decoding._read_pyav(path, lambda n: [0], None, 1, "shortest").num_frames
     results = {}
     for frames in args.frames:
         for mode in ("test", "train"):
