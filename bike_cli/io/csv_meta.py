@@ -10,11 +10,11 @@ made under the `bike` profile.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from bike_cli.config.compat import recorded_profile
 from bike_cli.errors import InputError
+from bike_cli.io.atomic import write_text
 
 KIND = "bike-csv-meta"
 SCHEMA_VERSION = 1
@@ -27,11 +27,8 @@ def meta_path(csv_path: str | Path) -> Path:
 
 def write_csv_meta(csv_path: str | Path, compat: str) -> Path:
     """Write the sidecar of `csv_path` atomically."""
-    path = meta_path(csv_path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(meta_path(csv_path),
+                      json.dumps({"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}) + "\n")
 
 
 def read_csv_compat(csv_path: str | Path) -> str:
