@@ -128,18 +128,23 @@ def _ref_vcs(vid, tokens, cls):  # vid [B, T, D], tokens [K, 77, D], cls [K, D] 
 
 
 @torch.no_grad()
-def authors_reference(ckpt, videos, class_names, clips, crops):
-    """(frame embeddings [N, V, T, D], scores [N, K], class embeddings [K, D]) as the authors' test.py."""
+def _authors_model(ckpt, class_names):
+    """(CLIP, temporal state, class tokens [K, 77, D], class embeddings [K, D]) of an authors' checkpoint."""
     data = torch.load(ckpt, map_location="cpu", weights_only=True)
     strip = lambda sd: {k.replace("module.", ""): v for k, v in sd.items()}  # noqa: E731
     clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
     clip.load_state_dict(strip(data["model_state_dict"]))
     clip.eval()
-    fusion = strip(data["fusion_model_state_dict"])
     text = open_clip.get_tokenizer("bike-tiny")([f"This is a video about {c}" for c in class_names])
     x = clip.transformer(clip.token_embedding(text) + clip.positional_embedding, attn_mask=clip.attn_mask)
     tokens = clip.ln_final(x) @ clip.text_projection  # [K, 77, D]
-    cls = tokens[torch.arange(len(text)), text.argmax(-1)]
+    return clip, strip(data["fusion_model_state_dict"]), tokens, tokens[torch.arange(len(text)), text.argmax(-1)]
+
+
+@torch.no_grad()
+def authors_reference(ckpt, videos, class_names, clips, crops):
+    """(frame embeddings [N, V, T, D], scores [N, K], class embeddings [K, D]) as the authors' test.py."""
+    clip, fusion, tokens, cls = _authors_model(ckpt, class_names)
     frames, scores = [], []
     for path in videos:
         emb = clip.encode_image(_ref_pixels(path, clips, crops).flatten(0, 1)).view(clips * crops, FRAMES, -1)
@@ -264,3 +269,73 @@ def _sentences(path) -> list[str]:
 
     with open(path, newline="") as fh:
         return [row["sentence"] for row in csv.DictReader(fh)]
+
+
+@torch.no_grad()
+def _fusion_acc_inputs(ckpt, videos, class_names, clips):
+    """(per-view cosine logits [N, V, K] of the authors' pipeline, unscaled as their video_head's; CLIP)."""
+    clip, fusion, tokens, cls = _authors_model(ckpt, class_names)
+    sims = []
+    for path in videos:
+        emb = clip.encode_image(_ref_pixels(path, clips, 1).flatten(0, 1)).view(clips, FRAMES, -1)
+        sims.append(_ref_vcs(_ref_temporal(emb, fusion), tokens, cls))  # [V, K]
+    return torch.stack(sims), clip
+
+
+def test_fused_scores_under_the_authors_profile_equal_their_fusion_acc(tmp_path, sample_data, authors_ckpt):
+    """utils.fusion_acc: 0.7 x validate()'s scores (softmax per view, view mean) + 0.3 x the sentences'."""
+    names = read_class_names(sample_data.classes) + [f"unrelated class {i}" for i in range(396)]
+    classes = tmp_path / "classes400.txt"
+    classes.write_text("".join(f"{name}\n" for name in names))
+    videos = [e.path for e in read_video_list(sample_data.val, class_names=names).entries]
+    cache = tmp_path / "val.h5"
+    _run("extract-features", "--list", sample_data.val, "--classes", classes, "--model", "bike-tiny",
+         "--pretrained", authors_ckpt, "--frames", FRAMES, "--views", "2x1", "--compat", "authors",
+         "--workers", "0", "--out", cache)
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("red square\nblue circle\nmoving left\nmoving right\nstanding still\n")
+    attrs = tmp_path / "attrs.csv"
+    _run("gen-attributes", "--features", cache, "--lexicon", lexicon, "--top-k", "2", "--out", attrs)
+    _run("eval", "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES, "--videos",
+         sample_data.val, "--classes", classes, "--views", "2x1", "--compat", "authors", "--workers", "0",
+         "--attributes", attrs, "--out", tmp_path / "eval")
+    # the reference: their per-view logits, their validate() rule, their sentence rule, 0.7 / 0.3
+    sims, clip = _fusion_acc_inputs(authors_ckpt, videos, names, clips=2)  # [N, V, K]
+    video_sims = sims.softmax(-1).mean(1)  # validate(): no second softmax
+    tok = open_clip.get_tokenizer("bike-tiny")
+    rows = {}
+    with torch.no_grad():
+        prompts = F.normalize(clip.encode_text(tok([f"This is a video about {c}" for c in names])), dim=-1)
+        import csv
+
+        with open(attrs, newline="") as fh:
+            for row in csv.DictReader(fh):
+                emb = F.normalize(clip.encode_text(tok([row["sentence"]])), dim=-1)
+                rows.setdefault(row["video_id"], []).append((emb @ prompts.T).softmax(-1)[0])
+    ids = read_score_csv(tmp_path / "eval" / "video_scores.csv").video_ids
+    sentence_sims = torch.stack([torch.stack(rows[v]).mean(0) for v in ids])
+    reference = (0.7 * video_sims + 0.3 * sentence_sims).numpy()
+    fused = read_score_csv(tmp_path / "eval" / "fused_scores.csv")
+    np.testing.assert_allclose(fused.scores, reference, rtol=1e-5, atol=1e-9)
+    # the test.py double softmax would give other fused scores on these 400 classes
+    double = (0.7 * sims.softmax(-1).mean(1).softmax(-1) + 0.3 * sentence_sims).numpy()
+    assert np.abs(double - reference).max() > 100 * 1e-5 * np.abs(reference).max()
+    # bike fuse of eval's two files gives the same; the sidecar names the rule
+    meta = json.loads((tmp_path / "eval" / "video_scores.csv.meta.json").read_text())
+    assert meta["scores"] == "authors-validate"
+    _run("fuse", tmp_path / "eval" / "video_scores.csv", tmp_path / "eval" / "attrs_scores.csv", "--compat",
+         "authors", "--out", tmp_path / "fused.csv")
+    np.testing.assert_allclose(read_score_csv(tmp_path / "fused.csv").scores, reference, rtol=1e-5, atol=1e-9)
+
+
+def test_fuse_under_the_authors_profile_refuses_test_py_double_softmax_scores(tmp_path, sample_data, authors_ckpt):
+    _run("eval", "--checkpoint", authors_ckpt, "--model", "bike-tiny", "--frames", FRAMES, "--videos",
+         sample_data.val, "--classes", sample_data.classes, "--compat", "authors", "--workers", "0",
+         "--out", tmp_path / "video")
+    video = tmp_path / "video" / "video_scores.csv"
+    assert json.loads((tmp_path / "video" / "video_scores.csv.meta.json").read_text())["scores"] == "authors-test"
+    refused = _run("fuse", video, video, "--compat", "authors", "--out", tmp_path / "fused.csv", ok=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    message = "".join(refused.stderr.split())  # Rich folds long lines, even inside a path
+    assert str(video) in message and "fusion_acc" in message and "--attributes" in message
+    assert not (tmp_path / "fused.csv").exists()

@@ -14,6 +14,13 @@ BIKE = "bike"
 AUTHORS = "authors"
 PROFILES = (BIKE, AUTHORS)
 
+# How a score CSV's scores were made from a branch's cosine logits (the "scores" field of its sidecar)
+BIKE_SOFTMAX = "bike-softmax"  # softmax over classes of logit_scale x logits per view, mean over views
+AUTHORS_TEST = "authors-test"  # their test.py: softmax of the cosines per view, view mean, softmax again
+AUTHORS_VALIDATE = "authors-validate"  # their validate(): softmax of the cosines per view, view mean
+COSINE = "cosine"  # plain cosine similarities (gen-attributes --scores)
+FUSED = "fused"  # a weighted sum of other score files
+
 
 def check_profile(name: str) -> str:
     """`name` if it is a profile, else InputError listing them."""
@@ -33,4 +40,22 @@ def check_same_profile(own: str, recorded: str, source: object) -> None:
         raise CacheMismatchError(
             f"{source} was made with --compat {recorded}, but this command runs with --compat {own}: "
             f"pass --compat {recorded}, or remake {source} with --compat {own}"
+        )
+
+
+def video_score_rule(profile: str, fusing: bool) -> str:
+    """The Video branch's score rule under `profile`: the authors' fusion (`utils.fusion_acc`) fuses
+    `validate()`'s single-softmax scores, their multi-view test (`test.py`) reports the double softmax."""
+    if profile != AUTHORS:
+        return BIKE_SOFTMAX
+    return AUTHORS_VALIDATE if fusing else AUTHORS_TEST
+
+
+def check_fusable(profile: str, rule: str | None, source: object) -> None:
+    """InputError when `source` holds scores that the profile's fusion does not fuse."""
+    if profile == AUTHORS and rule == AUTHORS_TEST:
+        raise InputError(
+            f"{source} holds the authors' test.py scores (softmax of the view mean of softmaxes, nearly flat "
+            f"over many classes); their fusion (utils.fusion_acc) fuses validate()'s single-softmax scores: "
+            f"rerun bike eval --compat authors with --attributes, whose video_scores.csv holds those"
         )

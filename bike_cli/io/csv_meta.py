@@ -1,6 +1,10 @@
 """The metadata sidecar of bike's CSV outputs (score CSVs, attributes CSVs): `FILE.csv.meta.json`.
 
-    {"kind": "bike-csv-meta", "schema_version": 1, "compat": "bike" | "authors"}
+    {"kind": "bike-csv-meta", "schema_version": 1, "compat": "bike" | "authors", "scores": RULE}
+
+`scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
+from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
+(bike_cli.config.compat).
 
 The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
 cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
@@ -10,6 +14,7 @@ made under the `bike` profile.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from bike_cli.config.compat import recorded_profile
@@ -25,17 +30,30 @@ def meta_path(csv_path: str | Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
-def write_csv_meta(csv_path: str | Path, compat: str) -> Path:
+@dataclass(frozen=True)
+class CsvMeta:
+    compat: str  # the profile that made the file
+    scores: str | None = None  # the score rule of a score CSV; None: not recorded
+
+
+def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None) -> Path:
     """Write the sidecar of `csv_path` atomically."""
-    return write_text(meta_path(csv_path),
-                      json.dumps({"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}) + "\n")
+    document = {"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}
+    if scores is not None:
+        document["scores"] = scores
+    return write_text(meta_path(csv_path), json.dumps(document) + "\n")
 
 
 def read_csv_compat(csv_path: str | Path) -> str:
     """The profile that made `csv_path` (`bike` without a sidecar)."""
+    return read_csv_meta(csv_path).compat
+
+
+def read_csv_meta(csv_path: str | Path) -> CsvMeta:
+    """The sidecar of `csv_path` (the `bike` profile and no score rule without one)."""
     path = meta_path(csv_path)
     if not path.is_file():
-        return recorded_profile(None)
+        return CsvMeta(recorded_profile(None))
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -44,4 +62,5 @@ def read_csv_compat(csv_path: str | Path) -> str:
         raise InputError(f"{path} is not a bike CSV sidecar (no kind={KIND!r})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} has sidecar schema {data.get('schema_version')}; bike reads {SCHEMA_VERSION}")
-    return recorded_profile(data.get("compat"))
+    scores = data.get("scores")
+    return CsvMeta(recorded_profile(data.get("compat")), str(scores) if scores else None)

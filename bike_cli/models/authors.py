@@ -2,6 +2,8 @@
 
 - multi-view scores (`test.py`): per view the softmax over classes of the *unscaled* cosine logits,
   the mean over the views, then a softmax again: `authors_view_scores`;
+- the scores their fusion (`utils.fusion_acc`) takes, as `train.py: validate()` writes them: the same
+  without the second softmax: `authors_validate_scores`;
 - Attributes-branch scores (`train_attributes.py` validation): the softmax of the unscaled cosine
   logits, averaged over a video's rows: `authors_attrs_scores`;
 - the training loss (`utils/NCELoss.py`, `train.py`): `KLDivLoss(reduction="mean")` between the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bike_cli.config.compat import AUTHORS_TEST, AUTHORS_VALIDATE, BIKE_SOFTMAX
 from bike_cli.errors import InputError
 from bike_cli.models.loss import MAX_LOG_SCALE, bike_contrastive_loss
 
@@ -24,6 +27,11 @@ AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
 def authors_view_scores(logits: torch.Tensor) -> torch.Tensor:
     """Unscaled cosine logits [b, V, K] -> softmax(mean over V of softmax(logits)): [b, K]."""
     return logits.softmax(-1).mean(1).softmax(-1)
+
+
+def authors_validate_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Unscaled cosine logits [b, V, K] -> mean over V of softmax(logits): [b, K] (their validate())."""
+    return logits.softmax(-1).mean(1)
 
 
 def authors_attrs_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -46,17 +54,21 @@ def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: to
     return (_kl_term(scaled, targets) + _kl_term(scaled.T, targets.T)) / 2
 
 
-@torch.no_grad()
-def view_probabilities(branch, frames: torch.Tensor, classes, compat: str) -> torch.Tensor:
-    """A Video branch's scores of frame embeddings [b, V, T, D] under a profile: [b, K].
+AUTHORS_RULES = {AUTHORS_TEST: authors_view_scores, AUTHORS_VALIDATE: authors_validate_scores}
 
-    `bike`: softmax(scale x logits) per view, averaged (`VideoBranch.class_probabilities`);
-    `authors`: `authors_view_scores` of the unscaled logits."""
-    if compat != "authors":
+
+@torch.no_grad()
+def view_probabilities(branch, frames: torch.Tensor, classes, rule: str) -> torch.Tensor:
+    """A Video branch's scores of frame embeddings [b, V, T, D] by a score rule: [b, K].
+
+    `bike-softmax`: softmax(scale x logits) per view, averaged (`VideoBranch.class_probabilities`);
+    `authors-test` / `authors-validate`: `authors_view_scores` / `authors_validate_scores` of the
+    unscaled logits (bike_cli.config.compat.video_score_rule picks one)."""
+    if rule == BIKE_SOFTMAX:
         return branch.class_probabilities(frames, classes)
     b, v = frames.shape[:2]
     logits = branch.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
-    return authors_view_scores(logits.view(b, v, -1))
+    return AUTHORS_RULES[rule](logits.view(b, v, -1))
 
 
 LOSSES = {"bike": bike_contrastive_loss, "authors": authors_kl_loss}  # --loss

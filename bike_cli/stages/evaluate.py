@@ -30,7 +30,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
+from bike_cli.config.compat import (
+    AUTHORS,
+    AUTHORS_VALIDATE,
+    BIKE,
+    BIKE_SOFTMAX,
+    FUSED,
+    check_profile,
+    check_same_profile,
+    video_score_rule,
+)
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
@@ -114,6 +123,7 @@ class _VideoModel:
     clip: torch.nn.Module
     names: list[str]
     compat: str = BIKE
+    rule: str = BIKE_SOFTMAX  # how view logits become scores (bike_cli.config.compat.video_score_rule)
     kept: list | None = None  # raw frame embeddings [b, V, T, D] of decoded videos, when a protocol needs them
 
 
@@ -210,7 +220,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
         dataset = CachedClips(cache, vm.frames, train=False)
         progress.start(len(dataset), "scoring (cache)")
         for frames, target in SlabBatches(dataset, cfg.batch_size):  # frames [b, V, T, D], no workers
-            scores.append(view_probabilities(vm.branch, frames.to(device).float(), vm.texts, vm.compat).cpu().numpy())
+            scores.append(view_probabilities(vm.branch, frames.to(device).float(), vm.texts, vm.rule).cpu().numpy())
             labels.append(target.numpy())
             progress.advance(len(target))
         ids = list(cache.video_ids)
@@ -232,7 +242,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
                 pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
                 b, v, t = pixels.shape[:3]
                 emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
-                scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.compat).cpu().numpy())
+                scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.rule).cpu().numpy())
                 if vm.kept is not None:
                     vm.kept.append(emb.float().cpu())
                 for item in batch.ok:
@@ -341,6 +351,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
         raise InputError(f"--classes {cfg.classes} has {len(class_names)} names but {cache.path} holds labels of "
                          f"{cache.meta.num_classes} classes: give the class file the cache was extracted with")
     vm, class_names = _video_model(cfg, class_names, cache, device)
+    vm.rule = video_score_rule(cfg.compat, fusing=cfg.attributes is not None)
     authors_zero_shot = cfg.compat == AUTHORS and cfg.protocol == "zero-shot-half"
     vm.kept = [] if authors_zero_shot and cache is None else None
     started = time.perf_counter()
@@ -361,11 +372,12 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
     cfg.out.mkdir(parents=True, exist_ok=True)
     clear_outputs(cfg.out)
     metrics, files = {}, {}
+    rules = {"video": vm.rule, "attrs": AUTHORS_VALIDATE if cfg.compat == AUTHORS else BIKE_SOFTMAX, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
     for name, probs in branches.items():
         files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
-        write_csv_meta(files[name], cfg.compat)
+        write_csv_meta(files[name], cfg.compat, rules[name])
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
     if authors_zero_shot:  # their test_zeroshot.py scores frame embeddings, not the branch's scores

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.config.compat import AUTHORS, BIKE, check_profile, check_same_profile
+from bike_cli.config.compat import AUTHORS, BIKE, FUSED, check_fusable, check_profile, check_same_profile
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.atomic import write_text
-from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
+from bike_cli.io.csv_meta import read_csv_meta, write_csv_meta
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
 from bike_cli.models.authors import AUTHORS_FUSE
@@ -75,7 +75,9 @@ class FuseConfig:
             check_weights(self.weights, len(self.inputs))
         check_profile(self.compat)
         for path in [*self.inputs, *self.val]:
-            check_same_profile(self.compat, read_csv_compat(path), path)
+            meta = read_csv_meta(path)
+            check_same_profile(self.compat, meta.compat, path)
+            check_fusable(self.compat, meta.scores, path)
 
     def _validate_search(self) -> None:
         if self.weights is not None:
@@ -306,7 +308,7 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     fused = ScoreTable(first.video_ids, first.labels, fuse_scores(tables, weights), first.class_names, cfg.out)
     fused_metrics = run_protocol(cfg.protocol, fused, **cfg.protocol_options)
     write_score_csv(cfg.out, fused.video_ids, fused.labels, fused.scores, fused.class_names)
-    write_csv_meta(cfg.out, cfg.compat)
+    write_csv_meta(cfg.out, cfg.compat, FUSED)
     summary = FuseSummary(cfg.out, cfg.metrics_json, list(cfg.inputs), weights, input_metrics, fused_metrics,
                           criterion, grid,
                           len(first.video_ids), len(first.class_names))

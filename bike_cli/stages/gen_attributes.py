@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bike_cli.config.compat import COSINE
 from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
 from bike_cli.data.lists import read_class_names
 from bike_cli.errors import InputError, ModelLoadError
@@ -469,7 +470,7 @@ def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table:
                                  cfg.chunk_size, progress).numpy()  # [N, K]
     labels = _score_labels(cache, len(class_names))
     write_score_csv(cfg.scores, cache.video_ids, labels, per_video, class_names)
-    write_csv_meta(cfg.scores, cache.meta.compat)
+    write_csv_meta(cfg.scores, cache.meta.compat, COSINE)
     log.info("wrote S_A (%d classes) to %s", len(class_names), cfg.scores)
     known = labels.any(1) if labels.ndim == 2 else labels >= 0
     return recognition_metrics(per_video[known], labels[known]) if known.any() else {}

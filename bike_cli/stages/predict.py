@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.config.compat import AUTHORS, BIKE, check_profile
+from bike_cli.config.compat import AUTHORS, BIKE, check_profile, video_score_rule
 from bike_cli.data.authors import authors_test_indices, authors_views
 from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
 from bike_cli.data.lexicons import load_lexicon
@@ -224,7 +224,8 @@ class Predictor:
         """Classes, saliency and attributes of one video."""
         video = self.encode_video(path, decoder)
         frames = video.embeddings.unsqueeze(0)  # [1, T, D]
-        probs = view_probabilities(self.branch, frames.unsqueeze(1), self.class_texts, self.compat)[0].cpu()  # [K]
+        probs = view_probabilities(self.branch, frames.unsqueeze(1), self.class_texts,
+                                   video_score_rule(self.compat, fusing=False))[0].cpu()  # [K]
         order = probs.argsort(descending=True)[:top].tolist()
         saliency, method = self.saliency(frames, order[0])
         attributes, scores = self.attributes(video.embeddings, top_k)
