@@ -75,7 +75,8 @@ Frames = Annotated[int | None, typer.Option(
     "--frames", "-T", rich_help_panel=SAMPLING, help="Frames per clip T (TSN segments).")]
 Views = Annotated[str | None, typer.Option(
     "--views", rich_help_panel=SAMPLING,
-    help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right), e.g. 4x3.")]
+    help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right; --compat authors also "
+         "5 = corners + centre, 10 = those and their mirror images), e.g. 4x3.")]
 Decoder = Annotated[str | None, typer.Option(
     "--decoder", rich_help_panel=SAMPLING,
     help="Video decoder: pyav (decodes only what the sampled frames need, bit-exactly) or decord. The other one "

@@ -12,9 +12,11 @@ Frame indices of a video of `n` frames, `T` frames per clip:
 
 Test transform: the short side is resized to 256 px for a 224 px input and to the input size
 otherwise (`GroupScale`, PIL bicubic, long side `int(scale * long / short)` as torchvision computes
-it), then one centre crop (`GroupCenterCrop`: torchvision's rounding) or three crops as
+it), then one centre crop (`GroupCenterCrop`: torchvision's rounding), three crops as
 `GroupFullResSample` (steps of `(W - size) // 4` and `(H - size) // 4` on the resized frame; order
-left, right, centre; no flips).
+left, right, centre; no flips), or five / ten as `GroupOverSample` (the offsets of
+`GroupMultiScaleCrop.fill_fix_offset(False, ...)` on the same steps: upper left, upper right, lower
+left, lower right, centre; ten adds after each crop its left-right mirror image).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from PIL import Image
 
 from bike_cli.errors import InputError
 
-AUTHORS_CROPS = (1, 3)
+AUTHORS_CROPS = (1, 3, 5, 10)  # test.py --test_crops
 
 
 def authors_test_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:
@@ -67,10 +69,20 @@ def authors_crop_boxes(height: int, width: int, size: int, crops: int) -> list[t
         raise InputError(f"frame {height}x{width} is smaller than the crop size {size}")
     if crops == 1:  # torchvision CenterCrop
         return [(int(round((height - size) / 2.0)), int(round((width - size) / 2.0)))]
+    w_step, h_step = (width - size) // 4, (height - size) // 4
     if crops == 3:  # GroupFullResSample: left, right, centre
-        w_step, h_step = (width - size) // 4, (height - size) // 4
         return [(2 * h_step, 0), (2 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]
-    raise InputError(f"the authors' test transform takes 1 or 3 crops, not {crops}")
+    if crops in (5, 10):  # GroupOverSample: fill_fix_offset's five; ten: each box again, for its flip
+        five = [(0, 0), (0, 4 * w_step), (4 * h_step, 0), (4 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]
+        return five if crops == 5 else [box for box in five for _ in range(2)]
+    raise InputError(f"the authors' test transform takes 1, 3, 5 or 10 crops, not {crops}")
+
+
+def authors_flips(crops: int) -> list[bool]:
+    """Per view of `authors_crop_boxes`: True where the crop is mirrored left-right (10 crops: every second)."""
+    if crops not in AUTHORS_CROPS:
+        raise InputError(f"the authors' test transform takes 1, 3, 5 or 10 crops, not {crops}")
+    return [crops == 10 and v % 2 == 1 for v in range(crops)]
 
 
 def authors_views(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
@@ -84,5 +96,7 @@ def authors_views(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
         np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BICUBIC)) for frame in frames.numpy()
     ])  # [N, h, w, 3]
     chw = torch.from_numpy(resized).permute(0, 3, 1, 2)  # [N, 3, h, w]
-    out = [chw[:, :, y : y + size, x : x + size] for y, x in authors_crop_boxes(new_h, new_w, size, crops)]
+    boxes = authors_crop_boxes(new_h, new_w, size, crops)
+    out = [chw[:, :, y : y + size, x : x + size] for y, x in boxes]  # S x [N, 3, size, size]
+    out = [view.flip(-1) if flip else view for view, flip in zip(out, authors_flips(crops))]  # mirror the columns
     return torch.stack(out).contiguous()

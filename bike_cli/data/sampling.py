@@ -10,6 +10,7 @@ Videos shorter than `T` frames repeat frames (the same formulas, with segments s
 Spatial views: the frame is resized so that its short side equals the model's input size, then `S`
 square crops are taken along the long side: `S = 1` centre; `S = 3` start, centre, end (left, centre,
 right for landscape video; top, centre, bottom for portrait), as in the paper's "4x3" protocol.
+`--compat authors` also takes the authors' `S = 5` and `S = 10` (`bike_cli.data.authors`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bike_cli.config.compat import AUTHORS, BIKE
+from bike_cli.data.authors import AUTHORS_CROPS
 from bike_cli.errors import InputError
 
 SAMPLING_MODES = ("test", "train")
@@ -51,8 +54,8 @@ def check_frames(frames: int, option: str = "--frames") -> None:
         raise InputError(f"{option} must be between 1 and {MAX_FRAMES}, not {frames}")
 
 
-def parse_views(text: str) -> ViewLayout:
-    """Parse `CxS` (e.g. `4x3`); S must be 1 or 3."""
+def parse_views(text: str, compat: str = BIKE) -> ViewLayout:
+    """Parse `CxS` (e.g. `4x3`); S must be 1 or 3 (under `--compat authors` also 5 or 10, as their test.py)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
         raise InputError(f"views {text!r} is not of the form CxS (for example 1x1 or 4x3)")
@@ -61,8 +64,11 @@ def parse_views(text: str) -> ViewLayout:
         raise InputError(f"views {text!r}: the number of temporal clips must be at least 1")
     if clips > MAX_CLIPS:
         raise InputError(f"views {text!r}: at most {MAX_CLIPS} temporal clips (the paper uses up to 4)")
-    if crops not in (1, 3):
-        raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}")
+    if compat == AUTHORS and crops not in AUTHORS_CROPS:
+        raise InputError(f"views {text!r}: the authors' test transform takes 1, 3, 5 or 10 spatial crops, not {crops}")
+    if compat != AUTHORS and crops not in (1, 3):
+        hint = " (5 and 10 are the authors' crops: --compat authors)" if crops in AUTHORS_CROPS else ""
+        raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}{hint}")
     return ViewLayout(clips, crops)
 
 

@@ -225,7 +225,7 @@ def _video_scores(cfg: EvalConfig, vm: _VideoModel, cache: FeatureCache | None, 
             progress.advance(len(target))
         ids = list(cache.video_ids)
     else:
-        layout = parse_views(cfg.views or "1x1")
+        layout = parse_views(cfg.views or "1x1", cfg.compat)
         video_list = read_video_list(cfg.videos, root=cfg.root, class_names=vm.names)
         items = list(enumerate(video_list.entries))
         dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size,
@@ -311,7 +311,7 @@ def _check(cfg: EvalConfig) -> None:
     if cfg.frames is not None:
         check_frames(cfg.frames)
     if cfg.views:
-        parse_views(cfg.views)
+        parse_views(cfg.views, cfg.compat)
     check_folder_output("--out", cfg.out)
     outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
     check_distinct_outputs({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
@@ -343,7 +343,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
     cache = FeatureCache(cfg.features) if cfg.features else None
     if cache is not None:
         check_same_profile(cfg.compat, cache.meta.compat, cache.path)
-    if cache is not None and cfg.views and str(parse_views(cfg.views)) != f"{cache.meta.clips}x{cache.meta.crops}":
+    if cache is not None and cfg.views and str(parse_views(cfg.views, cfg.compat)) != f"{cache.meta.clips}x{cache.meta.crops}":
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)

@@ -72,7 +72,7 @@ class ExtractConfig:
     def validate(self) -> None:
         check_profile(self.compat)
         check_frames(self.frames)
-        parse_views(self.views)
+        parse_views(self.views, self.compat)
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.workers < 0:
@@ -232,7 +232,7 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
 def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
                     dist: DistContext, progress: Progress, started: float) -> ExtractSummary:
     """The extraction proper, while this launch holds the cache's WriterLock."""
-    layout = parse_views(cfg.views)
+    layout = parse_views(cfg.views, cfg.compat)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
     meta = fc.CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
@@ -293,7 +293,7 @@ def _extract_share(
     if not mine:
         return
     dataset = MultiViewClips(
-        mine, frames=cfg.frames, layout=parse_views(cfg.views), size=meta.image_size,
+        mine, frames=cfg.frames, layout=parse_views(cfg.views, cfg.compat), size=meta.image_size,
         mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
     )
     # One video per loader item, so that the workers share the videos evenly (a batch per worker
