@@ -122,7 +122,7 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     finished = check_run_folder(settings, "train-video", cfg)
     if finished is not None:
         return finished
-    accelerator = make_accelerator(settings)
+    accelerator = make_accelerator(settings, cfg.compat)
     with run_folder_lock(cfg.out, accelerator):
         return _train_video(cfg, settings, accelerator, progress_factory)
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bike_cli.config.compat import AUTHORS
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
@@ -154,21 +155,31 @@ def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: in
     return factor
 
 
-def make_accelerator(settings: LoopSettings):
-    """An Accelerator for this machine (CPU without CUDA; bf16/fp16 autocast on GPU for `auto`)."""
+def accelerate_precision(precision: str, cuda: bool, compat: str = "bike", bf16_supported: bool = True) -> str:
+    """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
+
+    The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
+    is kept. `auto` on CUDA: bf16 where supported, else fp16 (fp16 comes with a GradScaler); under
+    `--compat authors` always fp16, as their train.py (`--precision amp`: torch.cuda.amp autocast and
+    GradScaler)."""
+    if not cuda or precision == "fp32":
+        return "no"
+    if precision != "auto":
+        return precision
+    if compat == AUTHORS:
+        return "fp16"
+    return "bf16" if bf16_supported else "fp16"
+
+
+def make_accelerator(settings: LoopSettings, compat: str = "bike"):
+    """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from bike_cli.stages.distributed import resolve_device
 
     cuda = resolve_device(settings.device).type == "cuda"
-    precision = settings.precision
-    if not cuda or precision == "fp32":
-        mixed = "no"
-    elif precision == "auto":
-        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        mixed = precision
+    mixed = accelerate_precision(settings.precision, cuda, compat, cuda and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     return accelerator
