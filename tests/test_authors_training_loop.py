@@ -151,3 +151,46 @@ def test_authors_profile_on_cuda_trains_under_fp16_with_a_grad_scaler(tmp_path):
         model, [{"params": list(model.parameters())}], _Rows(N), lambda b: (b.to(acc.device),), lr=LR,
         weight_decay=0.0, save_checkpoint=lambda m, line, improved: None, compat="authors")
     assert math.isfinite(acc.scaler.get_scale())
+
+
+def _authors_ckpt_and_cache(tmp_path, train):
+    """A tiny random authors'-layout checkpoint, and a copy of `train` marked as made under their profile."""
+    import shutil
+
+    import h5py
+    import open_clip
+
+    from bike_cli.models.clip import register_configs
+    from bike_cli.models.heads import TemporalTransformer
+
+    register_configs()
+    torch.manual_seed(7)
+    clip = open_clip.create_model("bike-tiny", pretrained=None)
+    ckpt = tmp_path / "authors.pt"
+    torch.save({"model_state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()},
+                "fusion_model_state_dict": {f"module.{k}": v for k, v in
+                                            TemporalTransformer(64, layers=1, heads=1).state_dict().items()},
+                "epoch": 0}, ckpt)
+    cache = tmp_path / "train_authors.h5"
+    shutil.copy(train, cache)
+    with h5py.File(cache, "r+") as f:
+        f.attrs["compat"] = "authors"
+    return ckpt, cache
+
+
+@pytest.mark.parametrize("given,expected", [(None, "all"), ("words", "words")])
+def test_init_from_an_authors_checkpoint_queries_all_tokens_unless_told(tmp_path, motion_caches, caplog,
+                                                                        given, expected):
+    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.io.checkpoints import load_video_checkpoint
+    from bike_cli.stages.train_video import run_train_video
+
+    ckpt, cache = _authors_ckpt_and_cache(tmp_path, motion_caches[1])
+    cfg = TrainVideoConfig(features=cache, out=tmp_path / "run", epochs=1, batch_size=8, workers=0,
+                           temporal_layers=1, init_from=ckpt, templates=["{}"], compat="authors",
+                           ignore_visual_weights=True, vcs_tokens=given)
+    with caplog.at_level("INFO", logger="bike_cli.stages.train_video"):
+        run_train_video(cfg)
+    assert load_video_checkpoint(tmp_path / "run").config["vcs_tokens"] == expected
+    said = [r.getMessage() for r in caplog.records if "--vcs-tokens" in r.getMessage()]
+    assert len(said) == (1 if given is None else 0)
