@@ -360,7 +360,8 @@ def build_e2e(cfg: TrainVideoConfig, accelerator) -> tuple[Rig, object]:
     device = accelerator.device
     class_names = read_class_names(cfg.classes)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
-    class_texts = encode_class_texts(clip_model, get_tokenizer(cfg.model), class_names, cfg.templates, cfg.vcs_tokens)
+    class_texts = encode_class_texts(clip_model, get_tokenizer(cfg.model), class_names, cfg.templates,
+                                     cfg.vcs_tokens or "words")
     text_width = clip_model.ln_final.weight.shape[0]
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 @o.with_options(o.TRAINING_BLOCK)
 @settings("bike_cli.config.train_video:TrainVideoConfig", model="with --features: the cache's model",
-          pretrained="with --features: the cache's weights", classes="those recorded in the cache")
+          pretrained="with --features: the cache's weights", classes="those recorded in the cache",
+          vcs_tokens="words; all with an authors' --init-from under --compat authors")
 def train_video(
     features: Annotated[Path | None, o.option(
         "--features", "Training feature cache from extract-features (CLIP frozen: trains the temporal head and "

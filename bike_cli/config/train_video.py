@@ -31,7 +31,8 @@ class TrainVideoConfig:
     head: str = "vcs"  # mean | vcs
     temporal: str = "transformer"  # none | transformer
     temporal_layers: int = 6
-    vcs_tokens: str = "words"  # words (Eq. 5) | all (the authors' released code)
+    vcs_tokens: str | None = None  # words (Eq. 5) | all (the authors' code) [default: words; all under
+    # --compat authors with an authors' --init-from checkpoint]
     tau: float = 0.01  # VCS softmax temperature
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
     # optimisation

@@ -134,7 +134,7 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     finished = check_run_folder(settings, "train-attrs", cfg)
     if finished is not None:
         return finished
-    accelerator = make_accelerator(settings)
+    accelerator = make_accelerator(settings, cfg.compat)
     with run_folder_lock(cfg.out, accelerator):
         return _train_attrs(cfg, settings, accelerator, progress_factory)
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.compat import check_profile, check_same_profile
+from bike_cli.config.compat import AUTHORS, check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
@@ -51,6 +51,7 @@ from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
+from bike_cli.stages.authors_checkpoint import AUTHORS_VCS_TOKENS
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (
@@ -89,6 +90,17 @@ def _check(cfg: TrainVideoConfig) -> None:
                          "evaluate the frozen CLIP as it is with `bike eval` (zero-shot)")
 
 
+def _vcs_tokens(cfg: TrainVideoConfig) -> str:
+    """--vcs-tokens as given; else all under --compat authors from an authors' checkpoint, else words."""
+    if cfg.vcs_tokens is not None:
+        return cfg.vcs_tokens
+    if cfg.compat == AUTHORS and cfg.init_from is not None and is_authors_checkpoint(cfg.init_from):
+        log.info("authors' checkpoint %s: VCS queries are all token positions (--vcs-tokens all), as the "
+                 "authors' code computes them; pass --vcs-tokens words for Eq. 5's class-name words", cfg.init_from)
+        return AUTHORS_VCS_TOKENS
+    return "words"
+
+
 def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
     from_file = read_class_names(cfg.classes) if cfg.classes else None
     from_cache = list(cache.meta.class_names) if cache is not None else []
@@ -117,12 +129,13 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Video branch; see the module docstring for the outputs."""
     _check(cfg)
+    cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
     settings = LoopSettings.of(cfg)
     settings.check()
     finished = check_run_folder(settings, "train-video", cfg)
     if finished is not None:
         return finished
-    accelerator = make_accelerator(settings)
+    accelerator = make_accelerator(settings, cfg.compat)
     with run_folder_lock(cfg.out, accelerator):
         return _train_video(cfg, settings, accelerator, progress_factory)
 

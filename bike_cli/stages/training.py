@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bike_cli.config.compat import AUTHORS
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
@@ -96,11 +98,12 @@ class EpochBatches(Sampler[list[int]]):
     """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
 
     Every process sees batches of the same size (the gathered loss needs that): a last batch is cut
-    to a multiple of the world size, and dropped when smaller than it.
+    to a multiple of the world size, and dropped when smaller than it; `drop_last` drops every last
+    batch smaller than the global batch (the authors' training DataLoader, `drop_last=True`).
     """
 
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int) -> None:
-        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, drop_last: bool = False) -> None:
+        self.n, self.rank, self.world, self.seed, self.drop_last = n, rank, world, seed, drop_last
         self.global_batch = max(world, min(global_batch, n) // world * world)
         self.epoch = 0
 
@@ -109,7 +112,7 @@ class EpochBatches(Sampler[list[int]]):
 
     def _sizes(self) -> list[int]:
         full, rest = divmod(self.n, self.global_batch)
-        rest -= rest % self.world
+        rest = 0 if self.drop_last else rest - rest % self.world
         return [self.global_batch] * full + ([rest] if rest else [])
 
     def __len__(self) -> int:
@@ -154,24 +157,42 @@ def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: in
     return factor
 
 
-def make_accelerator(settings: LoopSettings):
-    """An Accelerator for this machine (CPU without CUDA; bf16/fp16 autocast on GPU for `auto`)."""
+def accelerate_precision(precision: str, cuda: bool, compat: str = "bike", bf16_supported: bool = True) -> str:
+    """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
+
+    The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
+    is kept. `auto` on CUDA: bf16 where supported, else fp16 (fp16 comes with a GradScaler); under
+    `--compat authors` always fp16, as their train.py (`--precision amp`: torch.cuda.amp autocast and
+    GradScaler)."""
+    if not cuda or precision == "fp32":
+        return "no"
+    if precision != "auto":
+        return precision
+    if compat == AUTHORS:
+        return "fp16"
+    return "bf16" if bf16_supported else "fp16"
+
+
+def make_accelerator(settings: LoopSettings, compat: str = "bike"):
+    """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from bike_cli.stages.distributed import resolve_device
 
     cuda = resolve_device(settings.device).type == "cuda"
-    precision = settings.precision
-    if not cuda or precision == "fp32":
-        mixed = "no"
-    elif precision == "auto":
-        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        mixed = precision
+    mixed = accelerate_precision(settings.precision, cuda, compat, cuda and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     return accelerator
+
+
+def _step_before_optimizer(scheduler) -> None:
+    """Step the schedule per batch, where the first optimiser step may come later (accumulation):
+    intended, so torch's warning about that order is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -228,18 +249,25 @@ class Trainer:
 
         started = time.perf_counter()
         s, acc = self.settings, self.accelerator
-        batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed)
+        authors = compat == AUTHORS
+        batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed,
+                               drop_last=authors)
         if len(batches) == 0:
             raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
         workers = 0 if batch_loader is not None else s.workers
         loader = batch_loader(batches) if batch_loader is not None else DataLoader(
             dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
             pin_memory=torch.cuda.is_available())
-        steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
         optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
-        if compat == "authors":
-            schedule = authors_warmup_cosine(s.warmup_epochs, s.epochs, steps_per_epoch)
+        if authors:  # their cadence: the factor of the batch index; a step per `grad_accum` batches of an epoch
+            steps_per_epoch = len(batches) // s.grad_accum
+            if steps_per_epoch == 0:
+                log.warning("--grad-accum %d is more than the %d batches of an epoch: under --compat authors an "
+                            "epoch's accumulation starts afresh, so no optimiser step is taken", s.grad_accum,
+                            len(batches))
+            schedule = authors_warmup_cosine(s.warmup_epochs, s.epochs, len(batches))
         else:
+            steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
             schedule = warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model, optimizer = acc.prepare(model, optimizer)  # the scheduler is not: it would step once per process
@@ -259,7 +287,7 @@ class Trainer:
             epoch_start = time.perf_counter()
             progress = progress_factory() if self.is_main else Progress()
             with cores_beside_workers(acc.device, workers):  # CPU: torch threads beside the loader workers
-                loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch)
+                loss = self._epoch(model, loader, optimizer, scheduler, batch_inputs, progress, epoch, authors)
             state.step += steps_per_epoch
             metrics = {}
             if validate is not None and (epoch % s.val_every == 0 or epoch == s.epochs):
@@ -300,9 +328,15 @@ class Trainer:
         log.info("resumed from %s (epoch %d done)", latest, state.epoch)
         return state
 
-    def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int) -> float:
+    def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
+               authors: bool = False) -> float:
+        """One epoch. bike steps the schedule per optimiser step; `authors` per batch (their train.py),
+        and counts the accumulation from each epoch's first batch (an epoch's last incomplete group
+        steps nothing: its gradients join the next epoch's first step, as theirs do)."""
         acc = self.accelerator
         model.train()
+        if authors:
+            acc.step = 0  # Accelerate's accumulation counter: (i + 1) % grad_accum == 0 within the epoch
         total, count = 0.0, 0
         progress.start(len(loader), f"epoch {epoch}")
         try:
@@ -313,7 +347,9 @@ class Trainer:
                         loss = model(*inputs)
                     acc.backward(loss)
                     optimizer.step()
-                    if acc.sync_gradients:
+                    if authors:
+                        _step_before_optimizer(scheduler)
+                    elif acc.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 total += loss.item()
