@@ -16,7 +16,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,8 +25,18 @@ from matplotlib.figure import Figure, SubFigure
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import atomic_write
 
-if TYPE_CHECKING:
-    from bike_cli.stages.predict import VideoPrediction
+
+
+class ExplainedVideo(Protocol):
+    """What a row of the figure shows of one video (`bike_cli.stages.predict.VideoPrediction` has it)."""
+
+    video: Path
+    top: list[tuple[str, float]]  # (class name, probability), best first
+    saliency: list[float]  # [T] temporal saliency of the predicted class
+    saliency_method: str  # "vcs" or "uniform"
+    frame_indices: list[int]  # [T]
+    sentence: str | None  # the attribute sentence (None without a lexicon)
+    thumbnails: np.ndarray  # uint8 [T, S, S, 3]
 
 FRAME_INCHES = 1.5  # width of one frame in the strip
 ROW_INCHES = 3.1  # one video: title, frames, saliency bars, caption
@@ -46,7 +56,7 @@ def check_figure_path(path: Path) -> None:
                          f"{', '.join('.' + s for s in supported_formats())} (e.g. out.png)")
 
 
-def draw_explanation(predictions: Sequence[VideoPrediction], out: Path, dpi: int = 100) -> Path:
+def draw_explanation(predictions: Sequence[ExplainedVideo], out: Path, dpi: int = 100) -> Path:
     """Draw Fig. 3 for `predictions` (one row each) into `out` (format from its suffix); returns `out`."""
     if not predictions:
         raise InputError("no predictions to explain")
@@ -61,7 +71,7 @@ def draw_explanation(predictions: Sequence[VideoPrediction], out: Path, dpi: int
     return _save(fig, Path(out), dpi)
 
 
-def _draw_row(row: SubFigure, p: VideoPrediction, wrap: int) -> None:
+def _draw_row(row: SubFigure, p: ExplainedVideo, wrap: int) -> None:
     """One video: the frame strip over the saliency bars, titled and captioned."""
     saliency = np.asarray(p.saliency, dtype=np.float64)  # [T]
     vcs = p.saliency_method == "vcs"
