@@ -26,7 +26,6 @@ from bike_cli.errors import InputError
 from bike_cli.io.atomic import atomic_write
 
 
-
 class ExplainedVideo(Protocol):
     """What a row of the figure shows of one video (`bike_cli.stages.predict.VideoPrediction` has it)."""
 
