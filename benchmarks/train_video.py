@@ -57,7 +57,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
 from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts

@@ -23,7 +23,9 @@ from bike_cli import __version__
 from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
-from bike_cli.data.lists import VideoList, read_class_names, read_video_list
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.entries import VideoList
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
 from bike_cli.errors import InputError
