@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bike_cli.data.decoding import read_frames
+from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices
 from bike_cli.data.synthetic import write_corrupt_video
 from bike_cli.errors import CacheMismatchError

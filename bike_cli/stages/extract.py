@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from bike_cli import __version__
 from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
+from bike_cli.data.decoding.read import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.entries import VideoList
 from bike_cli.data.lists.read import read_video_list
