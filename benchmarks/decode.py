@@ -40,8 +40,8 @@ import numpy as np
 
 from bike_cli.data.decoding.frames import resized_size
 from bike_cli.data.decoding.pyav_backend import decode_sequentially, read_pyav, to_rgb, upright_hw
+from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.fast_decode import PlanError, decode_kept, read_packets
 from bike_cli.data.sampling import segment_indices, video_seed
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bike_cli.data.fast_decode import PlanError
+from bike_cli.data.decoding.pyav_fast import PlanError
 from bike_cli.errors import DecodeError
 
 NOT_FOUND = "file not found"
@@ -43,7 +43,7 @@ def as_failure() -> Iterator[None]:
     Wrap decoder calls only, never the caller's `choose_indices`, whose errors must propagate."""
     try:
         yield
-    except (BackendFailure, PlanError):  # PlanError: fast_decode's own signal to decode sequentially
+    except (BackendFailure, PlanError):  # PlanError: pyav_fast's own signal to decode sequentially
         raise
     except Exception as exc:  # decord: DECORDError/RuntimeError; PyAV: FFmpegError, EOFError, ...
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]

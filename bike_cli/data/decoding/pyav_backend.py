@@ -1,6 +1,6 @@
 """The PyAV backend (the default): decode only the kept frames and the reference frames they need.
 
-Frames are bit-identical to a full sequential decode (see `fast_decode`); measured 0.53-0.68x
+Frames are bit-identical to a full sequential decode (see `pyav_fast`); measured 0.53-0.68x
 decord's time on the shared clips by benchmarks/decode.py. Where timestamps do not allow that, the
 video is decoded sequentially up to the highest index needed.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from bike_cli.data.decoding.failures import NO_VIDEO, ZERO_FRAMES, BackendFailure, as_failure
 from bike_cli.data.decoding.frames import DecodedClip, IndexChooser, gather, requested_indices, resized_size
-from bike_cli.data.fast_decode import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def decode_sequentially(
 def read_pyav(
     path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int, resize: str
 ) -> DecodedClip:
-    """PyAV backend: decode only what the kept frames need (`fast_decode`: the same frames as a full
+    """PyAV backend: decode only what the kept frames need (`pyav_fast`: the same frames as a full
     decode), or, where timestamps do not allow that, sequentially up to the highest index needed."""
     with as_failure():
         container = av.open(str(path))
