@@ -78,9 +78,11 @@ class CacheMeta:
 
     @property
     def num_views(self) -> int:
+        """V = clips * crops: the views of each video."""
         return self.clips * self.crops
 
     def to_attrs(self) -> dict:
+        """The HDF5 attributes of a cache made this way (lists as JSON strings, None as an empty string)."""
         attrs = {"kind": KIND}
         for key, value in asdict(self).items():
             if isinstance(value, (tuple, list)):
@@ -90,6 +92,7 @@ class CacheMeta:
 
     @classmethod
     def from_attrs(cls, attrs: dict, source: Path) -> CacheMeta:
+        """Read back `to_attrs`; fields older caches lack take their defaults; InputError unless a bike cache of this schema."""
         if attrs.get("kind") != KIND:
             raise InputError(f"{source} is not a bike feature cache (no kind={KIND!r} attribute)")
         version = int(attrs.get("schema_version", -1))
@@ -181,6 +184,7 @@ class FeatureCache:
         return len(self.video_ids)
 
     def _file(self) -> h5py.File:
+        """The open file of this process (reopened after a fork or in a spawned worker)."""
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
@@ -200,6 +204,7 @@ class FeatureCache:
         return state
 
     def close(self) -> None:
+        """Close this process's handle (it reopens on the next read)."""
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None

@@ -73,6 +73,7 @@ class PartWriter:
         self._next = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
 
     def write(self, rows: Batch) -> Path:
+        """Write `rows` as the next part file of this rank (built in memory, renamed into place)."""
         final = self.parts_dir / f"rank{self.rank:03d}-{self._next:07d}.h5"
         ensure_free_space(final, rows.embeddings.nbytes + 64 * len(rows.video_ids) + (64 << 10))
         image = io.BytesIO()  # built in memory: HDF5 itself handles a failing write badly

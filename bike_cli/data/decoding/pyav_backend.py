@@ -127,5 +127,6 @@ def read_pyav(
 
 
 def _threads(stream: av.video.stream.VideoStream, num_threads: int) -> None:
+    """Let the decoder use `num_threads` threads (0: FFmpeg decides), frame and slice threading."""
     stream.thread_type = "AUTO"  # frame and slice threads
     stream.codec_context.thread_count = num_threads

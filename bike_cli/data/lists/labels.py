@@ -53,6 +53,7 @@ class LabelParser:
         return found
 
     def _parse(self, token: str, where: str) -> int:
+        """The class index of a token not seen before; InputError (at `where`) when it names none."""
         if _INT.fullmatch(token):
             return self._check_range(int(token), where)
         if self.names is None:
@@ -71,6 +72,7 @@ class LabelParser:
         return hits[0]
 
     def _check_range(self, index: int, where: str) -> int:
+        """`index`, after checking it is a valid class index."""
         if index < 0:
             raise InputError(f"{where}: label {index} is negative (class indices start at 0)")
         if self.names is not None and index >= len(self.names):
@@ -81,6 +83,7 @@ class LabelParser:
         return index
 
     def _unknown(self, token: str, where: str) -> str:
+        """The message for an unknown class name, with up to three close matches."""
         originals = {normalise(name): name for name in reversed(self.names or ())}
         close = difflib.get_close_matches(normalise(token), list(originals), n=3, cutoff=0.6)
         hint = ", ".join(repr(originals[c]) for c in close)
