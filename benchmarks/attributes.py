@@ -34,7 +34,9 @@ import numpy as np
 import open_clip
 import torch
 
-from bike_cli.io import feature_cache as fc
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_merge import merge
+from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
 from bike_cli.models.clip import resolve_model_name
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes, select_attributes
 
@@ -47,24 +49,24 @@ WRITE_BATCH = 1000
 def make_cache(path: Path, videos: int, views: int, frames: int, model: str, classes: int, seed: int) -> Path:
     """A feature cache of random frame embeddings, written through the cache's own part-and-merge path."""
     dim = open_clip.get_model_config(resolve_model_name(model))["embed_dim"]
-    meta = fc.CacheMeta(
+    meta = CacheMeta(
         model_name=resolve_model_name(model), pretrained="none", checkpoint_sha256=None, quick_gelu=False,
         image_size=64, embed_dim=dim, frames=frames, clips=views, crops=1, sampling_mode="test", seed=0,
         decoder="decord", multilabel=False, num_classes=classes,
         class_names=tuple(f"{WORDS[i % len(WORDS)]} class {i}" for i in range(classes)),
     )
     rng = np.random.default_rng(seed)
-    parts = fc.parts_dir_for(path)
-    fc.write_meta_file(parts, meta)
-    writer = fc.PartWriter(parts, 0)
+    parts = parts_dir_for(path)
+    write_meta_file(parts, meta)
+    writer = PartWriter(parts, 0)
     for start in range(0, videos, WRITE_BATCH):
         n = min(WRITE_BATCH, videos - start)
-        writer.write(fc.Batch(
+        writer.write(Batch(
             list_index=np.arange(start, start + n), video_ids=[f"video_{i:07d}" for i in range(start, start + n)],
             embeddings=rng.normal(size=(n, views, frames, dim)).astype(np.float16),
             labels=rng.integers(0, classes, n), num_frames=np.full(n, 100), decoders=["decord"] * n))
-    fc.merge(path, fc.scan_parts(parts), meta)
-    fc.finish(parts)
+    merge(path, scan_parts(parts), meta)
+    finish(parts)
     return path
 
 
@@ -87,7 +89,7 @@ def median_seconds(fn, repeats: int) -> tuple[float, list]:
 
 def naive_topk(cache_path: Path, phrase_file: Path, k: int) -> np.ndarray:
     """Mean-pool every video, one [N, P] matrix, a full argsort: what the stage computes in chunks."""
-    with fc.FeatureCache(cache_path) as cache:
+    with FeatureCache(cache_path) as cache:
         emb = cache.embeddings(slice(0, len(cache))).astype(np.float32).mean((1, 2))  # [N, D]
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     phrases = torch.load(phrase_file, weights_only=True)["embeddings"].numpy()  # [P, D]
@@ -102,7 +104,7 @@ def _status_kib(field: str) -> int:
 def _probe_peak_mib(cache_path: Path, phrases: int, dim: int, k: int, chunk: int, max_elements: int) -> float:
     """In a fresh process: MiB the resident high-water mark rises while `select_attributes` runs."""
     phrase_emb = torch.nn.functional.normalize(torch.randn(phrases, dim), dim=1)
-    with fc.FeatureCache(cache_path) as cache:
+    with FeatureCache(cache_path) as cache:
         select_attributes(cache, phrase_emb, k, chunk_size=16, max_elements=max_elements)  # warm-up: imports, file
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # reset VmHWM to the current RSS
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
 
         naive_s, naive = median_seconds(lambda: naive_topk(cache, cfg.phrase_cache_path, args.top_k), args.repeats)
         phrase_emb = torch.load(cfg.phrase_cache_path, weights_only=True)["embeddings"]
-        with fc.FeatureCache(cache) as opened:
+        with FeatureCache(cache) as opened:
             chosen = select_attributes(opened, phrase_emb, args.top_k, chunk_size=args.chunk_size).indices
         report["naive"] = {"seconds": naive_s, "ms_per_video": 1000 * naive_s / args.videos,
                            "same_top_k": float((naive[0] == chosen).all(1).mean())}

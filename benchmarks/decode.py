@@ -38,8 +38,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bike_cli.data import decoding
-from bike_cli.data.fast_decode import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.frames import resized_size
+from bike_cli.data.decoding.pyav_backend import decode_sequentially, read_pyav, to_rgb, upright_hw
+from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, video_seed
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -54,7 +56,7 @@ def sampling(num_frames: int, frames: int, mode: str, name: str) -> np.ndarray:
 
 
 def convert(frame: av.VideoFrame) -> np.ndarray:
-    return decoding._to_rgb(frame, decoding.resized_size(*decoding._upright_hw(frame), SIZE))
+    return to_rgb(frame, resized_size(*upright_hw(frame), SIZE))
 
 
 def pyav(path: Path, wanted: set[int], threads: int, method: str) -> tuple[dict, int]:
@@ -64,7 +66,7 @@ def pyav(path: Path, wanted: set[int], threads: int, method: str) -> tuple[dict,
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         if method == "seq":
-            return decoding._decode_sequentially(container.decode(stream), wanted, SIZE)
+            return decode_sequentially(container.decode(stream), wanted, SIZE)
         packets = read_packets(container, stream)
         try:
             return decode_kept(stream, packets, wanted, convert, skip=True, jump=method == "fast")
@@ -102,8 +104,8 @@ def run_method(name: str, path: Path, indices: np.ndarray) -> tuple[float, float
     started, cpu = time.perf_counter(), time.process_time()
     kept, decoded = None, None
     if name.startswith("decord"):
-        decoding.read_frames(path, lambda n: indices, short_side=SIZE, decoder="decord", fallback=False,
-                             num_threads=threads)
+        read_frames(path, lambda n: indices, short_side=SIZE, decoder="decord", fallback=False,
+                    num_threads=threads)
     else:
         method = "seq" if "seq" in name else "nonref" if "nonref" in name else "fast"
         kept, decoded = pyav(path, set(indices.tolist()), threads, method)
@@ -111,7 +113,7 @@ def run_method(name: str, path: Path, indices: np.ndarray) -> tuple[float, float
 
 
 def bench_clip(path: Path, args: argparse.Namespace) -> dict:
-    num_frames = decoding._read_pyav(path, lambda n: [0], None, 1, "shortest").num_frames
+    num_frames = read_pyav(path, lambda n: [0], None, 1, "shortest").num_frames
     results = {}
     for frames in args.frames:
         for mode in ("test", "train"):

@@ -45,8 +45,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.decoding import DEFAULT_DECODER
-from bike_cli.data.lists import read_video_list
+from bike_cli.data.decoding.read import DEFAULT_DECODER
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import parse_views, segment_indices
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.stages.extract import ExtractConfig, FrameEncoder, _worker_init, run_extraction

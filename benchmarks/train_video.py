@@ -57,10 +57,12 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
-from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_merge import merge
+from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale

@@ -96,7 +96,8 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
 def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_data):
     import torch
 
-    from bike_cli.data.lists import read_class_names, read_video_list
+    from bike_cli.data.lists.classes import read_class_names
+    from bike_cli.data.lists.read import read_video_list
     from bike_cli.models.authors import authors_view_scores
     from bike_cli.stages.predict import PredictConfig, load_predictor
 

@@ -1,4 +1,4 @@
-"""Tests for bike_cli.data.decoding: the right frames, in order, at the right size, from both backends."""
+"""Tests for the bike_cli.data.decoding modules: the right frames, in order, at the right size, from both backends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from bike_cli.data.decoding import DECODERS, probe, read_frames
+from bike_cli.data.decoding.probe import probe
+from bike_cli.data.decoding.read import DECODERS, read_frames
 from bike_cli.data.synthetic import write_corrupt_video, write_video
 from bike_cli.errors import DecodeError, InputError
 

@@ -15,7 +15,7 @@ from bike_cli.data.lexicons import (
     load_lexicon,
     normalise_phrase,
 )
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.errors import InputError
 
 # class counts of the datasets (public facts)

@@ -1,4 +1,4 @@
-"""Tests for bike_cli.data.lists: video lists (text, CSV, Kinetics) and class-name files."""
+"""Tests for the bike_cli.data.lists modules: video lists (text, CSV, Kinetics) and class-name files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bike_cli.data.lists import VideoEntry, read_class_names, read_video_list
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.entries import VideoEntry
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.errors import InputError
 
 SHARED_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "labels"

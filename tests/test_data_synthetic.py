@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bike_cli.data.decoding import DECODERS, read_frames
+from bike_cli.data.decoding.read import DECODERS, read_frames
 from bike_cli.data.synthetic import (
     SAMPLE_CLASSES,
     SampleDataset,

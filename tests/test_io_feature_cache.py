@@ -8,11 +8,21 @@ import pandas as pd
 import pytest
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io import feature_cache as fc
 from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_merge import merge
+from bike_cli.io.feature_cache_parts import (
+    Batch,
+    Failure,
+    PartWriter,
+    parts_dir_for,
+    remove_stale_tmp,
+    scan_parts,
+    write_meta_file,
+)
 
 
-def make_meta(**overrides) -> fc.CacheMeta:
+def make_meta(**overrides) -> CacheMeta:
     values = dict(
         model_name="bike-tiny", pretrained="none", checkpoint_sha256=None, quick_gelu=False,
         image_size=64, embed_dim=4, frames=3, clips=1, crops=1, sampling_mode="test",
@@ -20,12 +30,12 @@ def make_meta(**overrides) -> fc.CacheMeta:
         mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), bike_version="test",
     )
     values.update(overrides)
-    return fc.CacheMeta(**values)
+    return CacheMeta(**values)
 
 
-def make_batch(indices, rng, meta, failures=()) -> fc.Batch:
+def make_batch(indices, rng, meta, failures=()) -> Batch:
     n = len(indices)
-    return fc.Batch(
+    return Batch(
         list_index=np.array(indices, dtype=np.int64),
         video_ids=[f"v{i}.mp4" for i in indices],
         embeddings=rng.standard_normal((n, meta.num_views, meta.frames, meta.embed_dim)).astype(np.float16),
@@ -42,20 +52,20 @@ def test_meta_attrs_round_trip(tmp_path):
     with h5py.File(path, "w") as h5:
         h5.attrs.update(meta.to_attrs())
     with h5py.File(path, "r") as h5:
-        assert fc.CacheMeta.from_attrs(dict(h5.attrs), path) == meta
+        assert CacheMeta.from_attrs(dict(h5.attrs), path) == meta
 
 
 def test_parts_merge_in_list_order_with_plain_h5py(tmp_path):
     rng = np.random.default_rng(0)
     meta = make_meta()
     cache = tmp_path / "c.h5"
-    parts_dir = fc.parts_dir_for(cache)
-    fc.write_meta_file(parts_dir, meta)
+    parts_dir = parts_dir_for(cache)
+    write_meta_file(parts_dir, meta)
     # two "processes" interleave the list: rank 0 has 0, 2, 4; rank 1 has 1, 3
     b0, b1 = make_batch([0, 2, 4], rng, meta), make_batch([1, 3], rng, meta)
-    fc.PartWriter(parts_dir, 0).write(b0)
-    fc.PartWriter(parts_dir, 1).write(b1)
-    total = fc.merge(cache, fc.scan_parts(parts_dir), meta)
+    PartWriter(parts_dir, 0).write(b0)
+    PartWriter(parts_dir, 1).write(b1)
+    total = merge(cache, scan_parts(parts_dir), meta)
     assert total == 5
     with h5py.File(cache, "r") as h5:  # readable with plain h5py
         assert h5["embeddings"].shape == (5, 1, 3, 4)
@@ -64,8 +74,8 @@ def test_parts_merge_in_list_order_with_plain_h5py(tmp_path):
         assert h5["labels"][()].tolist() == [0, 1, 2, 3, 4]
         np.testing.assert_array_equal(h5["embeddings"][1], b1.embeddings[0])
         np.testing.assert_array_equal(h5["embeddings"][4], b0.embeddings[2])
-        assert fc.CacheMeta.from_attrs(dict(h5.attrs), cache) == meta
-    with fc.FeatureCache(cache) as reader:
+        assert CacheMeta.from_attrs(dict(h5.attrs), cache) == meta
+    with FeatureCache(cache) as reader:
         assert len(reader) == 5
         np.testing.assert_array_equal(reader.embeddings(3), b1.embeddings[1])
 
@@ -74,13 +84,13 @@ def test_part_writer_numbers_continue_and_tmp_files_are_ignored(tmp_path):
     rng, meta = np.random.default_rng(1), make_meta()
     parts_dir = tmp_path / "p"
     parts_dir.mkdir()
-    first = fc.PartWriter(parts_dir, 0).write(make_batch([0], rng, meta))
-    second = fc.PartWriter(parts_dir, 0).write(make_batch([1], rng, meta))
+    first = PartWriter(parts_dir, 0).write(make_batch([0], rng, meta))
+    second = PartWriter(parts_dir, 0).write(make_batch([1], rng, meta))
     assert first.name < second.name
     (parts_dir / "rank000-0000099.h5.tmp").write_bytes(b"half written")
-    index = fc.scan_parts(parts_dir)
+    index = scan_parts(parts_dir)
     assert index.done_ids == {"v0.mp4", "v1.mp4"}
-    fc.remove_stale_tmp(parts_dir)
+    remove_stale_tmp(parts_dir)
     assert not list(parts_dir.glob("*.tmp"))
 
 
@@ -88,9 +98,9 @@ def test_unreadable_part_is_dropped_and_redone(tmp_path):
     rng, meta = np.random.default_rng(2), make_meta()
     parts_dir = tmp_path / "p"
     parts_dir.mkdir()
-    fc.PartWriter(parts_dir, 0).write(make_batch([0], rng, meta))
+    PartWriter(parts_dir, 0).write(make_batch([0], rng, meta))
     (parts_dir / "rank000-0000005.h5").write_bytes(b"\x89HDF garbage")
-    index = fc.scan_parts(parts_dir)
+    index = scan_parts(parts_dir)
     assert index.done_ids == {"v0.mp4"}
     assert len(list(parts_dir.glob("*.h5"))) == 1
 
@@ -98,14 +108,14 @@ def test_unreadable_part_is_dropped_and_redone(tmp_path):
 def test_merge_appends_to_existing_cache_and_drops_rows_it_already_has(tmp_path):
     rng, meta = np.random.default_rng(3), make_meta()
     cache = tmp_path / "c.h5"
-    parts_dir = fc.parts_dir_for(cache)
+    parts_dir = parts_dir_for(cache)
     parts_dir.mkdir()
-    fc.PartWriter(parts_dir, 0).write(make_batch([0, 1], rng, meta))
-    fc.merge(cache, fc.scan_parts(parts_dir), meta)
+    PartWriter(parts_dir, 0).write(make_batch([0, 1], rng, meta))
+    merge(cache, scan_parts(parts_dir), meta)
     # a later run: one part repeats video 1 (killed after the rename, before the cleanup)
-    fc.PartWriter(parts_dir, 0).write(make_batch([2, 3], rng, meta))
-    assert fc.merge(cache, fc.scan_parts(parts_dir), meta) == 4
-    with fc.FeatureCache(cache) as reader:
+    PartWriter(parts_dir, 0).write(make_batch([2, 3], rng, meta))
+    assert merge(cache, scan_parts(parts_dir), meta) == 4
+    with FeatureCache(cache) as reader:
         assert reader.video_ids == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
 
 
@@ -114,11 +124,11 @@ def test_multilabel_labels_are_multi_hot(tmp_path):
     batch = make_batch([0, 1], rng, meta)
     batch.labels = np.array([[1, 0, 1], [0, 1, 0]], dtype=np.uint8)
     cache = tmp_path / "c.h5"
-    parts_dir = fc.parts_dir_for(cache)
+    parts_dir = parts_dir_for(cache)
     parts_dir.mkdir()
-    fc.PartWriter(parts_dir, 0).write(batch)
-    fc.merge(cache, fc.scan_parts(parts_dir), meta)
-    with fc.FeatureCache(cache) as reader:
+    PartWriter(parts_dir, 0).write(batch)
+    merge(cache, scan_parts(parts_dir), meta)
+    with FeatureCache(cache) as reader:
         assert reader.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
         assert reader.meta.multilabel
 
@@ -138,16 +148,16 @@ def test_reader_rejects_other_files(tmp_path):
     with h5py.File(other, "w") as h5:
         h5["x"] = [1]
     with pytest.raises(InputError, match="not a bike feature cache"):
-        fc.FeatureCache(other)
+        FeatureCache(other)
     with pytest.raises(InputError, match="does not exist"):
-        fc.FeatureCache(tmp_path / "missing.h5")
+        FeatureCache(tmp_path / "missing.h5")
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(InputError, match="not a readable HDF5"):
-        fc.FeatureCache(tmp_path / "text.h5")
+        FeatureCache(tmp_path / "text.h5")
 
 
 def test_failures_csv_in_list_order(tmp_path):
-    fails = [fc.Failure(3, "b", "/x/b", "no video stream: b"), fc.Failure(1, "a", "/x/a", "file not found: a")]
+    fails = [Failure(3, "b", "/x/b", "no video stream: b"), Failure(1, "a", "/x/a", "file not found: a")]
     path = write_failures_csv(tmp_path / "f.csv", fails)
     table = pd.read_csv(path)
     assert table.columns.tolist() == ["video_id", "path", "reason"]

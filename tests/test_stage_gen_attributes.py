@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import app
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.eval.metrics import topk_accuracy
-from bike_cli.io import feature_cache as fc
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_merge import merge
+from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
 from bike_cli.models.clip import CONFIG_DIR, get_tokenizer, load_clip
 from bike_cli.stages import gen_attributes as ga
@@ -33,19 +35,19 @@ PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", 
 def write_cache(path, emb, labels, class_names=(), model="bike-tiny", multilabel=False):
     """A feature cache [N, V, T, D] made through the cache's own part-and-merge writer."""
     n, views, frames, dim = emb.shape
-    meta = fc.CacheMeta(
+    meta = CacheMeta(
         model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False, image_size=64,
         embed_dim=dim, frames=frames, clips=views, crops=1, sampling_mode="test", seed=0, decoder="decord",
         multilabel=multilabel, num_classes=len(class_names) or int(np.max(labels)) + 1,
         class_names=tuple(class_names),
     )
-    parts = fc.parts_dir_for(path)
-    fc.write_meta_file(parts, meta)
-    fc.PartWriter(parts, 0).write(fc.Batch(
+    parts = parts_dir_for(path)
+    write_meta_file(parts, meta)
+    PartWriter(parts, 0).write(Batch(
         list_index=np.arange(n), video_ids=[f"vid{i:03d}" for i in range(n)], embeddings=emb.astype(np.float16),
         labels=np.asarray(labels), num_frames=np.full(n, frames), decoders=["decord"] * n))
-    fc.merge(path, fc.scan_parts(parts), meta)
-    fc.finish(parts)
+    merge(path, scan_parts(parts), meta)
+    finish(parts)
     return path
 
 
@@ -74,7 +76,7 @@ def brute_force_topk(video, phrase, k, banned=()):
 
 
 def mean_features(path, per_view=False):
-    with fc.FeatureCache(path) as cache:
+    with FeatureCache(path) as cache:
         emb = cache.embeddings(slice(0, len(cache))).astype(np.float64)  # [N, V, T, D]
     pooled = emb.mean(2) if per_view else emb.mean((1, 2))
     return pooled.reshape(-1, emb.shape[-1])
@@ -128,7 +130,7 @@ def test_stage_top_k_matches_brute_force(tmp_path, cache, lexicon, tiny):
     order, expected = brute_force_topk(mean_features(cache), encode(tiny, PHRASES), 4)
     assert table.attributes == [[PHRASES[i] for i in row] for row in order]
     np.testing.assert_allclose(table.scores, expected, atol=2e-6)
-    assert table.video_ids == fc.FeatureCache(cache).video_ids
+    assert table.video_ids == FeatureCache(cache).video_ids
     assert summary.rows == summary.videos == 23
 
 
@@ -204,11 +206,11 @@ def test_attribute_scores_are_sentence_class_cosines_with_metrics(tmp_path, cach
     summary = run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv",
                                                      top_k=3, scores=tmp_path / "s.csv"))
     table, scores = read_attributes_csv(tmp_path / "a.csv"), read_score_csv(tmp_path / "s.csv")
-    names = list(fc.FeatureCache(cache).meta.class_names)
+    names = list(FeatureCache(cache).meta.class_names)
     expected = encode(tiny, table.sentences) @ encode(tiny, [f"This is a video about {n}" for n in names]).T
     np.testing.assert_allclose(scores.scores, expected, atol=1e-5)
     assert scores.class_names == names and scores.video_ids == table.video_ids
-    np.testing.assert_array_equal(scores.labels, fc.FeatureCache(cache).labels)
+    np.testing.assert_array_equal(scores.labels, FeatureCache(cache).labels)
     accuracy = topk_accuracy(expected, scores.labels)
     assert summary.metrics["top1"] == pytest.approx(accuracy["top1"])
     assert summary.metrics["top5"] == pytest.approx(accuracy["top5"])
@@ -384,7 +386,7 @@ def test_cli_writes_attributes_and_scores_for_an_extracted_cache(tmp_path, extra
     result = CliRunner().invoke(app, ["gen-attributes", "--features", str(extracted), "--lexicon", str(lexicon),
                                       "--out", str(attrs), "--top-k", "3", "--scores", str(scores)])
     assert result.exit_code == 0, result.output
-    cache = fc.FeatureCache(extracted)
+    cache = FeatureCache(extracted)
     table, sa = read_attributes_csv(attrs), read_score_csv(scores)
     assert table.video_ids == sa.video_ids == cache.video_ids
     assert table.labels == [(int(label),) for label in cache.labels]

@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from bike_cli.config.compat import AUTHORS, BIKE
 from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
-from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
-from bike_cli.data.lists import VideoEntry
+from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.lists.entries import VideoEntry
 from bike_cli.data.sampling import ViewLayout, segment_indices, video_seed
 from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.errors import BikeError

@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.authors import authors_train_indices
 from bike_cli.data.clip_dataset import ClipItem
-from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
-from bike_cli.data.lists import VideoEntry
+from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.lists.entries import VideoEntry
 from bike_cli.data.sampling import segment_indices, spatial_crops, video_seed
 from bike_cli.errors import DecodeError, InputError
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bike_cli.io.atomic import atomic_write
-from bike_cli.io.feature_cache import Failure
+from bike_cli.io.feature_cache_parts import Failure
 
 COLUMNS = ("video_id", "path", "reason")
 

@@ -1,4 +1,7 @@
-"""The HDF5 frame-feature cache that `bike extract-features` writes and later stages read.
+"""The HDF5 frame-feature cache that `bike extract-features` writes and later stages read: its
+layout (below, the one place it is described), `CacheMeta` and the reader `FeatureCache`.
+`feature_cache_parts` writes and scans the part files of a run, `feature_cache_merge` folds them
+into the cache.
 
 Layout (schema version 1; documented for users in docs/formats.md):
 
@@ -21,26 +24,20 @@ what is done, and the final merge orders rows as in the video list.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.atomic import atomic_path, ensure_free_space, remove_stale_temps, write_bytes, write_text
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 KIND = "bike-feature-cache"
-_STR = h5py.string_dtype("utf-8")
+STR_DTYPE = h5py.string_dtype("utf-8")  # the strings of every dataset
 _ADDED_LATER = ("resize_mode", "interpolation")  # attributes older caches lack: their defaults apply
 
 
@@ -81,9 +78,11 @@ class CacheMeta:
 
     @property
     def num_views(self) -> int:
+        """V = clips * crops: the views of each video."""
         return self.clips * self.crops
 
     def to_attrs(self) -> dict:
+        """The HDF5 attributes of a cache made this way (lists as JSON strings, None as an empty string)."""
         attrs = {"kind": KIND}
         for key, value in asdict(self).items():
             if isinstance(value, (tuple, list)):
@@ -93,6 +92,7 @@ class CacheMeta:
 
     @classmethod
     def from_attrs(cls, attrs: dict, source: Path) -> CacheMeta:
+        """Read back `to_attrs`; fields older caches lack take their defaults; InputError unless a bike cache of this schema."""
         if attrs.get("kind") != KIND:
             raise InputError(f"{source} is not a bike feature cache (no kind={KIND!r} attribute)")
         version = int(attrs.get("schema_version", -1))
@@ -135,204 +135,6 @@ class CacheMeta:
                 f"{where} was made with other settings ({shown}). Use another --out, or --overwrite "
                 "to discard it."
             )
-
-
-@dataclass
-class Batch:
-    """Rows of finished videos and the failures of one batch, as handed to `PartWriter.write`."""
-
-    list_index: np.ndarray  # int64 [n]  position of each video in the list
-    video_ids: list[str]  # [n]
-    embeddings: np.ndarray  # float16 [n, V, T, D]
-    labels: np.ndarray  # int64 [n] or uint8 [n, K]
-    num_frames: np.ndarray  # int64 [n]
-    decoders: list[str]  # [n]
-    failures: list[Failure] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A video that could not be turned into features, and why."""
-
-    list_index: int
-    video_id: str
-    path: str
-    reason: str
-
-
-def parts_dir_for(cache_path: Path) -> Path:
-    return cache_path.with_name(cache_path.name + ".parts")
-
-
-def _write_rows(h5: h5py.File, rows: Batch) -> None:
-    n = len(rows.video_ids)
-    emb = rows.embeddings
-    h5.create_dataset("embeddings", data=emb, chunks=(1, *emb.shape[1:]) if n else None)
-    h5.create_dataset("video_ids", data=np.array(rows.video_ids, dtype=object), dtype=_STR)
-    h5.create_dataset("labels", data=rows.labels)
-    h5.create_dataset("num_frames", data=rows.num_frames.astype(np.int64))
-    h5.create_dataset("decoders", data=np.array(rows.decoders, dtype=object), dtype=_STR)
-
-
-class PartWriter:
-    """Writes each finished batch of one process as its own part file, atomically."""
-
-    def __init__(self, parts_dir: Path, rank: int) -> None:
-        self.parts_dir = parts_dir
-        self.rank = rank
-        existing = sorted(parts_dir.glob(f"rank{rank:03d}-*.h5"))
-        self._next = 1 + max((int(p.stem.split("-")[1]) for p in existing), default=-1)
-
-    def write(self, rows: Batch) -> Path:
-        final = self.parts_dir / f"rank{self.rank:03d}-{self._next:07d}.h5"
-        ensure_free_space(final, rows.embeddings.nbytes + 64 * len(rows.video_ids) + (64 << 10))
-        image = io.BytesIO()  # built in memory: HDF5 itself handles a failing write badly
-        with h5py.File(image, "w") as h5:
-            _write_rows(h5, rows)
-            h5.create_dataset("list_index", data=rows.list_index.astype(np.int64))
-            fail = rows.failures
-            h5.create_dataset("failure_index", data=np.array([f.list_index for f in fail], dtype=np.int64))
-            for name in ("video_id", "path", "reason"):
-                values = np.array([getattr(f, name) for f in fail], dtype=object)
-                h5.create_dataset(f"failure_{name}", data=values, dtype=_STR, shape=(len(fail),))
-        write_bytes(final, image.getbuffer())
-        self._next += 1
-        return final
-
-
-def write_meta_file(parts_dir: Path, meta: CacheMeta) -> None:
-    """Record the run's settings in the parts folder (atomically), for resume checks."""
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    write_text(parts_dir / "meta.json", json.dumps(asdict(meta), indent=2))
-
-
-def read_meta_file(parts_dir: Path) -> CacheMeta | None:
-    """The settings of an interrupted run, or None; InputError for a corrupt file."""
-    path = parts_dir / "meta.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("class_names", "mean", "std"):
-            data[key] = tuple(data[key])
-        return CacheMeta(**data)
-    except (ValueError, TypeError, KeyError, OSError) as err:
-        raise InputError(f"{path} is corrupt ({type(err).__name__}: {err}); remove the folder {parts_dir} "
-                         "(its unfinished work is redone) or pass --overwrite") from None
-
-
-@dataclass
-class PartsIndex:
-    """What the part files of an interrupted run hold."""
-
-    files: list[Path]
-    done_ids: set[str]
-    failures: dict[str, Failure]  # latest failure per video id
-
-
-def scan_parts(parts_dir: Path) -> PartsIndex:
-    """Read the ids in every complete part file; unreadable parts are removed (their work redone)."""
-    files, done, failures = [], set(), {}
-    for path in sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []:
-        try:
-            with h5py.File(path, "r") as h5:
-                ids = [s.decode() if isinstance(s, bytes) else s for s in h5["video_ids"][()]]
-                fails = _read_failures(h5)
-        except (OSError, KeyError) as err:
-            log.warning("part file %s is unreadable (%s); its videos will be redone", path, err)
-            path.unlink(missing_ok=True)
-            continue
-        files.append(path)
-        done.update(ids)
-        failures.update({f.video_id: f for f in fails})
-    return PartsIndex(files, done, failures)
-
-
-def _read_failures(h5: h5py.File) -> list[Failure]:
-    cols = [h5[f"failure_{n}"].asstr()[()] for n in ("video_id", "path", "reason")]
-    return [Failure(int(i), *row) for i, *row in zip(h5["failure_index"][()], *cols)]
-
-
-def remove_stale_tmp(parts_dir: Path) -> None:
-    """Temporary files of writers that died (call only while holding the cache's WriterLock)."""
-    if parts_dir.is_dir():
-        remove_stale_temps(parts_dir)
-
-
-def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
-    """Fold the part files (and an existing cache) into `cache_path`, atomically.
-
-    Rows of an existing cache come first, in their order; new rows follow in list order. Part rows
-    whose id the existing cache already holds (a kill after the last merge's rename) are dropped.
-    Returns the number of videos in the merged cache.
-    """
-    existing_ids: list[str] = []
-    if cache_path.exists():
-        with h5py.File(cache_path, "r") as h5:
-            existing_ids = list(h5["video_ids"].asstr()[()])
-    seen = set(existing_ids)
-    # (list_index, part file, row in part) for every new row, in list order
-    new_rows: list[tuple[int, int, int]] = []
-    for file_no, path in enumerate(parts.files):
-        with h5py.File(path, "r") as h5:
-            ids = h5["video_ids"].asstr()[()]
-            for row, (index, vid) in enumerate(zip(h5["list_index"][()], ids)):
-                if vid not in seen:
-                    seen.add(vid)
-                    new_rows.append((int(index), file_no, row))
-    new_rows.sort()
-    total = len(existing_ids) + len(new_rows)
-    ensure_free_space(cache_path, total * meta.num_views * meta.frames * meta.embed_dim * 2 + total * 256)
-    with atomic_path(cache_path) as tmp, h5py.File(tmp, "w") as out:
-        shape = (meta.num_views, meta.frames, meta.embed_dim)
-        emb = out.create_dataset("embeddings", shape=(total, *shape), maxshape=(None, *shape),
-                                 dtype=np.float16, chunks=(1, *shape))
-        label_shape = (meta.num_classes,) if meta.multilabel else ()
-        labels = out.create_dataset("labels", shape=(total, *label_shape),
-                                    dtype=np.uint8 if meta.multilabel else np.int64)
-        ids = out.create_dataset("video_ids", shape=(total,), dtype=_STR)
-        nframes = out.create_dataset("num_frames", shape=(total,), dtype=np.int64)
-        decoders = out.create_dataset("decoders", shape=(total,), dtype=_STR)
-        out.attrs.update(meta.to_attrs())
-        offset = 0
-        if existing_ids:
-            offset = _copy_existing(cache_path, emb, labels, ids, nframes, decoders)
-        # position of each new row in the output, grouped per part file (increasing within a part)
-        per_file: dict[int, list[tuple[int, int]]] = {}
-        for position, (_, file_no, row) in enumerate(new_rows, start=offset):
-            per_file.setdefault(file_no, []).append((row, position))
-        for file_no, pairs in per_file.items():
-            with h5py.File(parts.files[file_no], "r") as part:
-                rows = np.array([r for r, _ in pairs])
-                dest = np.array([p for _, p in pairs])
-                src = {k: part[k][()][rows] for k in ("embeddings", "labels", "num_frames")}
-                src_ids = part["video_ids"].asstr()[()][rows]
-                src_dec = part["decoders"].asstr()[()][rows]
-            for i, d in enumerate(dest):  # rows of one part land in increasing positions
-                emb[d] = src["embeddings"][i]
-                labels[d] = src["labels"][i]
-                ids[d] = src_ids[i]
-                nframes[d] = src["num_frames"][i]
-                decoders[d] = src_dec[i]
-    return total
-
-
-def _copy_existing(path: Path, emb, labels, ids, nframes, decoders, block: int = 256) -> int:
-    with h5py.File(path, "r") as src:
-        n = len(src["video_ids"])
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            emb[start:stop] = src["embeddings"][start:stop]
-            labels[start:stop] = src["labels"][start:stop]
-            ids[start:stop] = src["video_ids"].asstr()[start:stop]
-            nframes[start:stop] = src["num_frames"][start:stop]
-            decoders[start:stop] = src["decoders"].asstr()[start:stop]
-    return n
-
-
-def finish(parts_dir: Path) -> None:
-    """Remove the parts folder once its rows are merged."""
-    shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 _DATASETS = ("embeddings", "video_ids", "labels", "num_frames", "decoders")
@@ -382,6 +184,7 @@ class FeatureCache:
         return len(self.video_ids)
 
     def _file(self) -> h5py.File:
+        """The open file of this process (reopened after a fork or in a spawned worker)."""
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
@@ -401,6 +204,7 @@ class FeatureCache:
         return state
 
     def close(self) -> None:
+        """Close this process's handle (it reopens on the next read)."""
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None

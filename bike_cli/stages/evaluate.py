@@ -42,7 +42,8 @@ from bike_cli.config.compat import (
 )
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
-from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.errors import InputError

@@ -22,14 +22,29 @@ from torch.utils.data import DataLoader
 from bike_cli import __version__
 from bike_cli.config.compat import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
-from bike_cli.data.lists import VideoList, read_class_names, read_video_list
+from bike_cli.data.decoding.read import DECODERS, DEFAULT_DECODER
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.entries import VideoList
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
 from bike_cli.errors import InputError
-from bike_cli.io import feature_cache as fc
 from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_merge import merge
+from bike_cli.io.feature_cache_parts import (
+    Batch,
+    Failure,
+    PartsIndex,
+    PartWriter,
+    finish,
+    parts_dir_for,
+    read_meta_file,
+    remove_stale_tmp,
+    scan_parts,
+    write_meta_file,
+)
 from bike_cli.io.lock import lock_path_for
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.models.clip import ClipSpec, load_clip
@@ -89,7 +104,7 @@ class ExtractConfig:
         check_file_output("--failures", self.failures_path)
         check_distinct_outputs(
             {"--list": self.list_path, "--classes": self.classes},
-            {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": fc.parts_dir_for(self.out),
+            {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": parts_dir_for(self.out),
              "the lock file of --out": lock_path_for(self.out, folder=False)},
         )
 
@@ -110,7 +125,7 @@ class ExtractSummary:
     failed: int
     cached: int
     seconds: float
-    failures: list[fc.Failure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
 
 
@@ -191,25 +206,25 @@ def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -
     return hot
 
 
-def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) -> fc.PartsIndex:
+def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> PartsIndex:
     """Check an existing cache and parts against `meta`, then index what is already done."""
-    parts_dir = fc.parts_dir_for(cfg.out)
+    parts_dir = parts_dir_for(cfg.out)
     if dist.is_main and cfg.overwrite:
         cfg.out.unlink(missing_ok=True)
-        fc.finish(parts_dir)
+        finish(parts_dir)
     dist.barrier()
     if cfg.out.exists():
-        meta.check_compatible(fc.FeatureCache(cfg.out).meta, cfg.out)
-    parts_meta = fc.read_meta_file(parts_dir)
+        meta.check_compatible(FeatureCache(cfg.out).meta, cfg.out)
+    parts_meta = read_meta_file(parts_dir)
     if parts_meta is not None:
         meta.check_compatible(parts_meta, parts_dir)
     if dist.is_main:
-        fc.write_meta_file(parts_dir, meta)
-        fc.remove_stale_tmp(parts_dir)
+        write_meta_file(parts_dir, meta)
+        remove_stale_tmp(parts_dir)
         for path in (cfg.out, cfg.failures_path):
             remove_temps_of(path)
     dist.barrier()
-    parts = fc.scan_parts(parts_dir)
+    parts = scan_parts(parts_dir)
     dist.barrier()  # every process has read the same parts before anyone writes a new one
     return parts
 
@@ -234,7 +249,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
     """The extraction proper, while this launch holds the cache's WriterLock."""
     layout = parse_views(cfg.views, cfg.compat)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
-    meta = fc.CacheMeta(
+    meta = CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
         quick_gelu=spec.quick_gelu, image_size=spec.image_size, embed_dim=spec.embed_dim,
         frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
@@ -247,7 +262,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
     parts = _prepare_outputs(cfg, meta, dist)
     done = set(parts.done_ids)
     if cfg.out.exists():
-        done.update(fc.FeatureCache(cfg.out).video_ids)
+        done.update(FeatureCache(cfg.out).video_ids)
     todo = [(i, e) for i, e in enumerate(video_list.entries) if e.video_id not in done]
     mine = todo[dist.rank :: dist.world_size]
     log.info(
@@ -261,16 +276,16 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)
 
     dist.barrier()
-    failures: list[fc.Failure] = []
+    failures: list[Failure] = []
     cached = 0
     if dist.is_main:
-        parts = fc.scan_parts(fc.parts_dir_for(cfg.out))
-        cached = fc.merge(cfg.out, parts, meta) if (parts.files or not cfg.out.exists()) else len(
-            fc.FeatureCache(cfg.out)
+        parts = scan_parts(parts_dir_for(cfg.out))
+        cached = merge(cfg.out, parts, meta) if (parts.files or not cfg.out.exists()) else len(
+            FeatureCache(cfg.out)
         )
         failures = [f for vid, f in parts.failures.items() if vid not in parts.done_ids]
         write_failures_csv(cfg.failures_path, failures)
-        fc.finish(fc.parts_dir_for(cfg.out))
+        finish(parts_dir_for(cfg.out))
     dist.barrier()
     summary = ExtractSummary(
         cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
@@ -282,7 +297,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
 
 def _extract_share(
     cfg: ExtractConfig,
-    meta: fc.CacheMeta,
+    meta: CacheMeta,
     video_list: VideoList,
     mine: list,
     encoder: FrameEncoder,
@@ -305,7 +320,7 @@ def _extract_share(
         prefetch_factor=max(2, math.ceil(cfg.batch_size / cfg.workers)) if cfg.workers > 0 else None,
         persistent_workers=False,
     )
-    writer = fc.PartWriter(fc.parts_dir_for(cfg.out), dist.rank)
+    writer = PartWriter(parts_dir_for(cfg.out), dist.rank)
     if not dist.is_main:
         progress = Progress()  # rank 0 shows the progress, estimated for all processes
     progress.start(len(mine) * dist.world_size, "extracting")
@@ -322,7 +337,7 @@ def _extract_share(
         progress.stop()
 
 
-def _encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList, meta: fc.CacheMeta) -> fc.Batch:
+def _encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList, meta: CacheMeta) -> Batch:
     ok = batch.ok
     if batch.frames is not None:
         emb = encoder(batch.frames).numpy()  # [B, V, T, D] float16
@@ -330,14 +345,14 @@ def _encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList
         emb = np.zeros((0, meta.num_views, meta.frames, meta.embed_dim), dtype=np.float16)
     for item in batch.failed:
         log.warning("skipped %s: %s", item.entry.video_id, item.error)
-    return fc.Batch(
+    return Batch(
         list_index=np.array([i.list_index for i in ok], dtype=np.int64),
         video_ids=[i.entry.video_id for i in ok],
         embeddings=emb,
         labels=_labels_array(video_list, meta.num_classes, [i.list_index for i in ok]),
         num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
         decoders=[i.decoder for i in ok],
-        failures=[fc.Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed],
+        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed],
     )
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from bike_cli.config.compat import COSINE
 from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.atomic import torch_save

@@ -34,9 +34,9 @@ from torch import nn
 
 from bike_cli.config.compat import AUTHORS, BIKE, check_profile, video_score_rule
 from bike_cli.data.authors import authors_test_indices, authors_views
-from bike_cli.data.decoding import DEFAULT_DECODER, read_frames
+from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.sampling import segment_indices
 from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError

@@ -22,7 +22,7 @@ from torch.utils.data import TensorDataset
 from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
-from bike_cli.data.lists import read_class_names
+from bike_cli.data.lists.classes import read_class_names
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv

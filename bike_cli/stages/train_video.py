@@ -28,7 +28,8 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
-from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets

@@ -17,7 +17,7 @@ decoded pts that go backwards) `PlanError` is raised and the caller decodes sequ
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import av
@@ -43,6 +43,7 @@ class Packets:
 
     @property
     def plannable(self) -> bool:
+        """Whether timestamps can match frames to indices (else: decode sequentially)."""
         return bool(self.index)
 
 
@@ -74,7 +75,8 @@ def decode_kept(
     kept: dict[int, np.ndarray] = {}
     state = {"decoded": 0, "last": -1}
 
-    def take(frames) -> None:
+    def take(frames: Iterable[av.VideoFrame]) -> None:
+        """Record decoded frames: check their order, keep the wanted ones converted."""
         for frame in frames:
             index = packets.index.get(frame.pts, -1) if frame.pts is not None else -1
             if index <= state["last"]:

@@ -10,9 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from bike_cli.data import decoding
-from bike_cli.data.decoding import read_frames
-from bike_cli.data.fast_decode import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.frames import resized_size
+from bike_cli.data.decoding.pyav_backend import to_rgb, upright_hw
+from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, video_seed
 from bike_cli.data.synthetic import write_video
 
@@ -26,7 +27,7 @@ def full_decode(path: Path, short_side: int | None) -> list[np.ndarray]:
     """Every frame, decoded in order with nothing skipped, converted as the PyAV backend converts."""
     with av.open(str(path)) as container:
         frames = list(container.decode(video=0))
-    return [decoding._to_rgb(f, decoding.resized_size(*decoding._upright_hw(f), short_side)) for f in frames]
+    return [to_rgb(f, resized_size(*upright_hw(f), short_side)) for f in frames]
 
 
 def sampled(num_frames: int, frames: int, mode: str, clips: int, name: str) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""The front of decoding (`read_frames`): checks, the backend asked for, the fallback, the DecodeError.
+
+With `fallback=True` a file the chosen backend cannot read is tried with the other one; when all
+fail, the DecodeError leads with the most specific reason (see `failures.REASONS`) and names each
+backend's error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bike_cli.data.decoding.decord_backend import read_decord
+from bike_cli.data.decoding.failures import REASONS, BackendFailure, check_video_file
+from bike_cli.data.decoding.frames import RESIZES, DecodedClip, IndexChooser
+from bike_cli.data.decoding.pyav_backend import read_pyav
+from bike_cli.errors import DecodeError, InputError
+
+logger = logging.getLogger(__name__)
+
+DECODERS = ("decord", "pyav")
+DEFAULT_DECODER = "pyav"
+
+_BACKENDS = {"decord": read_decord, "pyav": read_pyav}
+
+
+def read_frames(
+    path: str | Path,
+    choose_indices: IndexChooser,
+    *,
+    short_side: int | None = None,
+    decoder: str = DEFAULT_DECODER,
+    fallback: bool = True,
+    num_threads: int = 1,
+    resize: str = "shortest",
+) -> DecodedClip:
+    """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed).
+
+    Each distinct index is decoded once; indices past the end are clamped to the last frame.
+    `short_side` resizes while decoding so the shorter side has that length (aspect kept; None keeps
+    the original size; `resize` "squash" / "longest": see `resized_size`). `num_threads`: decoder
+    threads (0: the library decides). With `fallback` a file the chosen backend fails on is tried
+    with the other one. Raises DecodeError whose message
+    starts with the reason (see REASONS) and names the path and each backend's error.
+    """
+    if decoder not in DECODERS:
+        raise InputError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
+    if short_side is not None and short_side < 1:
+        raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
+    if resize not in RESIZES:
+        raise InputError(f"unknown resize mode {resize!r}: choose one of {', '.join(RESIZES)}")
+    if num_threads < 0:
+        raise InputError(f"num_threads must be >= 0 (0: automatic), got {num_threads}")
+    path = Path(path)
+    check_video_file(path)
+    failures: dict[str, BackendFailure] = {}
+    for name in [decoder] + [other for other in DECODERS if other != decoder and fallback]:
+        try:
+            clip = _BACKENDS[name](path, choose_indices, short_side, num_threads, resize)
+        except BackendFailure as failure:
+            failures[name] = failure
+            continue
+        if failures:
+            logger.warning(
+                "%s: %s failed (%s); decoded with %s instead", path, decoder, failures[decoder], name
+            )
+        return clip
+    reason = min((failure.reason for failure in failures.values()), key=REASONS.index)
+    details = "; ".join(f"{name}: {failure.detail}" for name, failure in failures.items())
+    raise DecodeError(f"{reason}: {path} ({details})")

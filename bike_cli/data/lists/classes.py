@@ -1,0 +1,95 @@
+"""Class-name files (``read_class_names``), detected from the first non-blank line.
+
+An ``id,name`` CSV with that header (ids 0..K-1 in order; every ``.csv`` file must have it); the
+Charades style ``c000 Holding some clothes`` when every line starts with an id token
+``[a-z]?<digits>`` and some line has a name after it (ids also 0..K-1 in order, so 1-based files
+such as UCF101's ``classInd.txt`` are refused rather than shifted); otherwise one name per line.
+Duplicate class names are an error. Blank lines are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from bike_cli.data.lists.lines import nonblank, read_lines
+from bike_cli.errors import InputError, location
+
+CLASS_HEADER = ["id", "name"]
+
+_ID_TOKEN = re.compile(r"[a-z]?(\d+)")
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names, in index order, from an `id,name` CSV, a Charades-style or a plain file."""
+    source = Path(path)
+    lines = list(nonblank(read_lines(source, "class-name file")))
+    if not lines:
+        raise InputError(f"{source}: the class-name file is empty")
+    first_line, first = lines[0]
+    if [c.strip().lower() for c in next(csv.reader([first]))] == CLASS_HEADER:
+        rows = _check_ids(source, [_csv_class_row(source, n, s) for n, s in lines[1:]])
+    elif source.suffix.lower() == ".csv":
+        where = location(source, first_line)
+        raise InputError(f"{where}: expected the header 'id,name', got {first!r}")
+    elif _charades_style(lines):
+        rows = _check_ids(source, [_id_class_row(source, n, s) for n, s in lines])
+    else:
+        rows = lines
+    if not rows:
+        raise InputError(f"{source}: the class-name file has a header but no class names")
+    _check_unique_names(source, rows)
+    return [name for _, name in rows]
+
+
+def _charades_style(lines: list[tuple[int, str]]) -> bool:
+    """Every line starts with an id token (`c000`, `12`) and some line has a name after it."""
+    parts = [text.split(maxsplit=1) for _, text in lines]
+    return all(_ID_TOKEN.fullmatch(p[0]) for p in parts) and any(len(p) > 1 for p in parts)
+
+
+def _csv_class_row(source: Path, number: int, text: str) -> tuple[int, str, str]:
+    """(line, id token, name) of an `id,name` row."""
+    cells = next(csv.reader([text]))
+    if len(cells) != 2:
+        raise InputError(
+            f"{location(source, number)}: expected 'id,name', got {text!r} "
+            "(quote names that contain commas)"
+        )
+    return number, cells[0].strip(), cells[1].strip()
+
+
+def _id_class_row(source: Path, number: int, text: str) -> tuple[int, str, str]:
+    """(line, id token, name) of a Charades-style `c000 name` line."""
+    parts = text.split(maxsplit=1)
+    if len(parts) < 2:
+        raise InputError(f"{location(source, number)}: class id {parts[0]!r} has no name")
+    return number, parts[0], parts[1].strip()
+
+
+def _check_ids(source: Path, rows: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    """(line, name) rows after checking the ids count 0, 1, ..., K-1 in order."""
+    for expected, (number, token, name) in enumerate(rows):
+        match = _ID_TOKEN.fullmatch(token)
+        if match is None or int(match.group(1)) != expected:
+            raise InputError(
+                f"{location(source, number)}: class id {token!r} out of order: expected id "
+                f"{expected} (ids must be 0..K-1 in order; for 1-based files such as UCF101's "
+                "classInd.txt, subtract 1 from the ids and from the list labels)"
+            )
+        if not name:
+            raise InputError(f"{location(source, number)}: class id {token!r} has an empty name")
+    return [(number, name) for number, _, name in rows]
+
+
+def _check_unique_names(source: Path, rows: list[tuple[int, str]]) -> None:
+    """InputError naming both lines when a class name appears twice."""
+    seen: dict[str, int] = {}
+    for number, name in rows:
+        first = seen.setdefault(name, number)
+        if first != number:
+            raise InputError(
+                f"{location(source, number)}: class name {name!r} appears twice "
+                f"(lines {first} and {number})"
+            )

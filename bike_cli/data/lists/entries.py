@@ -1,0 +1,68 @@
+"""The entries of a video list, and the checks every entry passes (a usable path, a unique id)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bike_cli.errors import InputError, location
+
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list."""
+
+    video_id: str  # unique key: the path as written in the list (Kinetics: the file stem)
+    path: Path  # resolved file path
+    labels: tuple[int, ...]  # class indices; () when unknown
+    line: int  # 1-based line number in the list file (for messages)
+
+
+@dataclass(frozen=True)
+class VideoList:
+    """The videos of a list file, in file order."""
+
+    entries: list[VideoEntry]
+    source: Path
+    format: str  # 'text' | 'csv' | 'kinetics'
+    multilabel: bool  # True when any entry has more than one label
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[VideoEntry]:
+        return iter(self.entries)
+
+    def __getitem__(self, index: int) -> VideoEntry:
+        return self.entries[index]
+
+
+def check_path(source: Path, number: int, path: Path) -> Path:
+    """`path`, after checking it is a name the file system can take; InputError naming file:line."""
+    text = str(path)
+    where = location(source, number)
+    if "\0" in text:
+        raise InputError(f"{where}: the path {text!r} holds a NUL byte")
+    if len(text) > MAX_NAME_BYTES // 4:  # shorter names cannot exceed the limits, even in 4-byte UTF-8
+        if len(os.fsencode(text)) > MAX_PATH_BYTES:
+            raise InputError(f"{where}: the path is longer than {MAX_PATH_BYTES} bytes ({text[:80]!r}...)")
+        long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
+        if long is not None:
+            raise InputError(f"{where}: the path component {long[:60]!r}... is longer than {MAX_NAME_BYTES} bytes")
+    return path
+
+
+def check_unique_videos(source: Path, entries: list[VideoEntry]) -> None:
+    """InputError naming both lines when a video id appears twice."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        first = seen.setdefault(entry.video_id, entry.line)
+        if first != entry.line:
+            raise InputError(
+                f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
+                f"(lines {first} and {entry.line})"
+            )

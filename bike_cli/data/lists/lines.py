@@ -1,0 +1,31 @@
+"""The lines of a list or class-name file: UTF-8 text (a BOM and CR/LF line ends are accepted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from bike_cli.errors import InputError
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; InputError when it is missing or unreadable."""
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "not found"
+        raise InputError(f"{what} {state}: {path}")
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
+            return f.read().split("\n")
+    except UnicodeDecodeError as e:
+        reason = f"{e.reason} at byte {e.start}"
+        raise InputError(f"{path}: {what} is not UTF-8 text ({reason})") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped text) of every non-blank line."""
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text:
+            yield number, text
