@@ -261,6 +261,38 @@ def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third
     assert indices(third("bike", test_indices=pf.TICK_STARTS)) == [authors[0], *bike[1:]]
 
 
+def test_the_test_transform_of_a_third_profile_is_honoured_by_multiview_clips(third, sample_data):
+    from bike_cli.data.clip_dataset import MultiViewClips
+    from bike_cli.data.lists import read_class_names, read_video_list
+    from bike_cli.data.sampling import ViewLayout
+
+    entry = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0]
+
+    def pixels(compat: str) -> torch.Tensor:
+        item = MultiViewClips([(0, entry)], frames=4, layout=ViewLayout(1, 3), size=48, compat=compat)[0]
+        assert item.error is None, item.error
+        return item.frames
+
+    # the transform alone changed: equal to the other side's profile with the indices alone changed
+    theirs_ours = pixels(third("bike", test_transform=pf.PIL_SCALE))
+    assert torch.equal(theirs_ours, pixels(third("authors", test_indices=pf.SEGMENT_CENTRES)))
+    assert not torch.equal(theirs_ours, pixels("bike"))
+    ours_theirs = pixels(third("authors", test_transform=pf.DECODE_RESIZE))
+    assert torch.equal(ours_theirs, pixels(third("bike", test_indices=pf.TICK_STARTS)))
+    assert not torch.equal(ours_theirs, pixels("authors"))
+
+
+def test_the_video_score_rules_of_a_third_profile_are_honoured(third):
+    name = third("bike", fused_video_scores=pf.AUTHORS_VALIDATE, video_scores=pf.AUTHORS_TEST)
+    assert (video_score_rule(name, fusing=True), video_score_rule(name, fusing=False)) == \
+        ("authors-validate", "authors-test")
+    with pytest.raises(InputError, match="test.py scores"):
+        check_fusable(name, "authors-test", "v.csv")
+    name = third("authors", fused_video_scores=pf.AUTHORS_TEST)  # a profile that fuses test.py's scores
+    assert video_score_rule(name, fusing=True) == "authors-test"
+    check_fusable(name, "authors-test", "v.csv")
+
+
 def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(third):
     from bike_cli.models.attrs_branch import AttributesBranch
     from bike_cli.models.video_branch import VideoBranch
