@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.compat import AUTHORS
+from bike_cli.config.profile import AUTHORS
 from bike_cli.data.authors import authors_crop_boxes, authors_flips, authors_views
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.read import read_video_list

@@ -58,7 +58,7 @@ class TrainVideoConfig:
     device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     cache_in_memory: str = "auto"  # --features: hold the rows in RAM / GPU memory: auto | on | off
     resume: bool = False
-    # reproduction (bike_cli.config.compat, docs/reproducing.md)
+    # reproduction (bike_cli.config.profile, docs/reproducing.md)
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
     loss: str | None = None  # bike (Eq. 7) | authors (their KL loss) [default: the profile's]
     ignore_visual_weights: bool = False  # --init-from a checkpoint whose visual encoder did not make the cache

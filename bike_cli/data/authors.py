@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bike_cli.config.profile import AUTHORS_CROPS  # test.py --test_crops
 from bike_cli.errors import InputError
-
-AUTHORS_CROPS = (1, 3, 5, 10)  # test.py --test_crops
 
 
 def authors_test_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:

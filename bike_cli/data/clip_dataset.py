@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.config.compat import AUTHORS, BIKE
-from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
+from bike_cli.config.profile import BIKE, PIL_SCALE, get_profile
+from bike_cli.data.authors import authors_views
 from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
 from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.sampling import ViewLayout, segment_indices, video_seed
+from bike_cli.data.sampling import ViewLayout, video_seed
 from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.errors import BikeError
 
@@ -56,7 +57,7 @@ class MultiViewClips(Dataset):
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
         self.mode, self.seed, self.decoder = mode, seed, decoder
-        self.compat = compat  # "authors": their indices and test transform (bike_cli.data.authors)
+        self.compat = compat  # the profile's indices and test transform (bike_cli.config.profile)
         self.resize = view_resize_mode(resize_mode, layout.crops)  # the model's mode for a single crop
 
     def __len__(self) -> int:
@@ -64,18 +65,15 @@ class MultiViewClips(Dataset):
 
     def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:
         rng = np.random.default_rng(video_seed(self.seed, entry.video_id)) if self.mode == "train" else None
-        if self.compat == AUTHORS:
-            if rng is not None:
-                return np.concatenate([authors_train_indices(num_frames, self.frames, rng)
-                                       for _ in range(self.layout.clips)])
-            return authors_test_indices(num_frames, self.frames, self.layout.clips).ravel()
-        # [C, T] -> flat [C*T]
-        return segment_indices(num_frames, self.frames, mode=self.mode, clips=self.layout.clips, rng=rng).ravel()
+        profile = get_profile(self.compat)
+        if rng is not None:  # [C, T] -> flat [C*T]
+            return TRAIN_INDICES[profile.train_indices](num_frames, self.frames, self.layout.clips, rng).ravel()
+        return TEST_INDICES[profile.test_indices](num_frames, self.frames, self.layout.clips).ravel()
 
     def __getitem__(self, i: int) -> ClipItem:
         list_index, entry = self.items[i]
         try:
-            authors = self.compat == AUTHORS  # full-size frames, resized as the authors do
+            authors = get_profile(self.compat).test_transform == PIL_SCALE  # full-size frames, their resize
             clip = read_frames(entry.path, lambda n: self._indices(entry, n), short_side=None if authors else self.size,
                                decoder=self.decoder, resize=self.resize)
             if authors:

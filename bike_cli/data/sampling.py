@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bike_cli.config.compat import AUTHORS, BIKE
-from bike_cli.data.authors import AUTHORS_CROPS
+from bike_cli.config.profile import AUTHORS_CROPS, BIKE, PIL_SCALE, get_profile
 from bike_cli.errors import InputError
 
 SAMPLING_MODES = ("test", "train")
@@ -64,9 +63,9 @@ def parse_views(text: str, compat: str = BIKE) -> ViewLayout:
         raise InputError(f"views {text!r}: the number of temporal clips must be at least 1")
     if clips > MAX_CLIPS:
         raise InputError(f"views {text!r}: at most {MAX_CLIPS} temporal clips (the paper uses up to 4)")
-    if compat == AUTHORS and crops not in AUTHORS_CROPS:
+    if get_profile(compat).test_transform == PIL_SCALE and crops not in get_profile(compat).crops:
         raise InputError(f"views {text!r}: the authors' test transform takes 1, 3, 5 or 10 spatial crops, not {crops}")
-    if compat != AUTHORS and crops not in (1, 3):
+    if crops not in get_profile(compat).crops:
         hint = " (5 and 10 are the authors' crops: --compat authors)" if crops in AUTHORS_CROPS else ""
         raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}{hint}")
     return ViewLayout(clips, crops)

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bike_cli.config.profile import get_profile
 from bike_cli.data.augment import ClipAugment
-from bike_cli.data.authors import authors_train_indices
 from bike_cli.data.clip_dataset import ClipItem
 from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.indices import TRAIN_INDICES
 from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.sampling import segment_indices, spatial_crops, video_seed
+from bike_cli.data.sampling import spatial_crops, video_seed
 from bike_cli.errors import DecodeError, InputError
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class TrainClips(Dataset):
         self.seed, self.decoder, self.max_retries = seed, decoder, max_retries
         self.short_side = decode_short_side(size) if augment is not None else size
         self.epoch = 0
-        self.compat = compat  # "authors": frame indices as their _sample_indices
+        self.compat = compat  # the profile's training frame indices (bike_cli.config.profile)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the frames, crops and substitutes of `epoch` (call before iterating the loader)."""
@@ -114,9 +115,7 @@ class TrainClips(Dataset):
     def frame_indices(self, video_id: str, num_frames: int) -> np.ndarray:
         """The T frame indices [T] this epoch samples from a video of `num_frames` frames."""
         rng = self._rng(video_id, _SAMPLING)
-        if self.compat == "authors":
-            return authors_train_indices(num_frames, self.frames, rng)
-        return segment_indices(num_frames, self.frames, mode="train", rng=rng)[0]
+        return TRAIN_INDICES[get_profile(self.compat).train_indices](num_frames, self.frames, 1, rng)[0]
 
     def _clip(self, entry: VideoEntry) -> torch.Tensor:
         """Decode and augment one video: uint8 [T, 3, size, size]; DecodeError when it cannot."""

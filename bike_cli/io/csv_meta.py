@@ -4,7 +4,7 @@
 
 `scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
 from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
-(bike_cli.config.compat).
+(bike_cli.config.profile).
 
 The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
 cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.compat import recorded_profile
+from bike_cli.config.profile import recorded_profile
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import write_text
 

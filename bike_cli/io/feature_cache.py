@@ -66,7 +66,7 @@ class CacheMeta:
     resize_mode: str = "shortest"  # how the model's centre view was made (single-crop layouts)
     interpolation: str = "bicubic"  # the model's preprocess config, recorded (the decoder's scaler resized)
     schema_version: int = SCHEMA_VERSION
-    compat: str = "bike"  # the --compat profile (bike_cli.config.compat); absent in older caches: bike
+    compat: str = "bike"  # the --compat profile (bike_cli.config.profile); absent in older caches: bike
     visual_sha256: str | None = None  # digest of the image tower's weights (models.visual_digest)
 
     COMPAT_FIELDS = (

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bike_cli.config.profile import DECAY_ALL, get_profile
 from bike_cli.errors import InputError
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
@@ -115,6 +116,6 @@ class AttributesBranch(nn.Module):
     def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
         """New layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at `lr * clip_lr_ratio`
         (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
-        if compat == "authors":
+        if get_profile(compat).optimizer_groups == DECAY_ALL:
             return authors_param_groups(self, ("text.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
         return param_groups(self, "text.", lr, clip_lr_ratio, weight_decay)

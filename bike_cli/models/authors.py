@@ -17,11 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bike_cli.config.compat import AUTHORS_TEST, AUTHORS_VALIDATE, BIKE_SOFTMAX
+from bike_cli.config.profile import AUTHORS_TEST, AUTHORS_VALIDATE, BIKE_SOFTMAX, get_profile
 from bike_cli.errors import InputError
-from bike_cli.models.loss import MAX_LOG_SCALE, bike_contrastive_loss
-
-AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
+from bike_cli.models.loss import bike_contrastive_loss
 
 
 def authors_view_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -55,6 +53,9 @@ def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: to
 
 
 AUTHORS_RULES = {AUTHORS_TEST: authors_view_scores, AUTHORS_VALIDATE: authors_validate_scores}
+# the Attributes branch's score rules (Profile.attrs_scores): (cosine logits [R, K], exp(log scale)) -> [R, K]
+ATTRS_RULES = {BIKE_SOFTMAX: lambda logits, scale: (logits * scale).softmax(-1),
+               AUTHORS_VALIDATE: lambda logits, scale: authors_attrs_scores(logits)}
 
 
 @torch.no_grad()
@@ -63,7 +64,7 @@ def view_probabilities(branch, frames: torch.Tensor, classes, rule: str) -> torc
 
     `bike-softmax`: softmax(scale x logits) per view, averaged (`VideoBranch.class_probabilities`);
     `authors-test` / `authors-validate`: `authors_view_scores` / `authors_validate_scores` of the
-    unscaled logits (bike_cli.config.compat.video_score_rule picks one)."""
+    unscaled logits (bike_cli.config.profile.video_score_rule picks one)."""
     if rule == BIKE_SOFTMAX:
         return branch.class_probabilities(frames, classes)
     b, v = frames.shape[:2]
@@ -82,6 +83,6 @@ def training_loss(name: str):
 
 
 def configure_training(branch, compat: str, loss: str | None) -> None:
-    """Set a branch's loss (`loss`, default the profile's) and, under `authors`, no logit-scale cap."""
-    branch.loss_fn = training_loss(loss or compat)
-    branch.logit_scale.cap = None if compat == "authors" else MAX_LOG_SCALE
+    """Set a branch's loss (`loss`, default the profile's) and the profile's logit-scale cap."""
+    branch.loss_fn = training_loss(loss or get_profile(compat).loss)
+    branch.logit_scale.cap = get_profile(compat).logit_scale_cap

@@ -13,9 +13,10 @@ import math
 import torch
 from torch import nn
 
+from bike_cli.config.profile import CLIP_LOGIT_CAP
 from bike_cli.errors import InputError
 
-MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale (exp(scale) <= 100)
+MAX_LOG_SCALE = CLIP_LOGIT_CAP  # CLIP's cap on the logit scale (exp(scale) <= 100)
 
 
 def bike_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bike_cli.config.profile import DECAY_ALL, get_profile
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
@@ -71,6 +72,6 @@ class VideoBranch(nn.Module):
     def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
         """AdamW groups: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`
         (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
-        if compat == "authors":
+        if get_profile(compat).optimizer_groups == DECAY_ALL:
             return authors_param_groups(self, ("visual.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
         return param_groups(self, "visual.", lr, clip_lr_ratio, weight_decay)

@@ -30,14 +30,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.compat import (
-    AUTHORS,
-    AUTHORS_VALIDATE,
+from bike_cli.config.profile import (
     BIKE,
     BIKE_SOFTMAX,
+    FRAME_SOFTMAX,
     FUSED,
     check_profile,
     check_same_profile,
+    get_profile,
+    recorded_profile,
     video_score_rule,
 )
 from bike_cli.data.cached_clips import CachedClips
@@ -58,7 +59,7 @@ from bike_cli.io.identity import check_same_model
 from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
-from bike_cli.models.authors import AUTHORS_FUSE, authors_attrs_scores, view_probabilities
+from bike_cli.models.authors import ATTRS_RULES, view_probabilities
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
@@ -101,7 +102,7 @@ class EvalConfig:
     workers: int = 2
     device: str | None = None
     plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
-    compat: str = BIKE  # bike | authors (bike_cli.config.compat): the authors' view rule, fusion, sampling
+    compat: str = BIKE  # bike | authors (bike_cli.config.profile): the authors' view rule, fusion, sampling
     ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
     allow_model_mismatch: bool = False  # a checkpoint or model other than the cache's: warn instead of refusing
 
@@ -124,7 +125,7 @@ class _VideoModel:
     clip: torch.nn.Module
     names: list[str]
     compat: str = BIKE
-    rule: str = BIKE_SOFTMAX  # how view logits become scores (bike_cli.config.compat.video_score_rule)
+    rule: str = BIKE_SOFTMAX  # how view logits become scores (bike_cli.config.profile.video_score_rule)
     kept: list | None = None  # raw frame embeddings [b, V, T, D] of decoded videos, when a protocol needs them
 
 
@@ -135,9 +136,9 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     if cfg.checkpoint is not None:
         ckpt = load_video_checkpoint(cfg.checkpoint)
         settings, names = ckpt.config, ckpt.class_names
-        if settings.get("compat", BIKE) != cfg.compat:  # training and scoring rules are separate choices
+        if recorded_profile(settings.get("compat")) != cfg.compat:  # training and scoring rules are separate choices
             log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint,
-                        settings.get("compat", BIKE), cfg.compat)
+                        recorded_profile(settings.get("compat")), cfg.compat)
         if class_names is not None and class_names != names:
             log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
                         len(class_names), len(names))
@@ -288,7 +289,7 @@ def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, devi
             inputs = tokens if tune == "full" else clip.encode_text(tokens).float()
             branch.eval()
             logits, scale = branch.logits(branch.encode_attributes(inputs).float(), classes), branch.logit_scale().exp()
-        scores = authors_attrs_scores(logits) if cfg.compat == AUTHORS else (logits * scale).softmax(-1)
+        scores = ATTRS_RULES[get_profile(cfg.compat).attrs_scores](logits, scale)
         probs.append(scores.cpu().numpy())
     probs = np.concatenate(probs)
     order: dict[str, list[int]] = {}
@@ -353,14 +354,14 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
                          f"{cache.meta.num_classes} classes: give the class file the cache was extracted with")
     vm, class_names = _video_model(cfg, class_names, cache, device)
     vm.rule = video_score_rule(cfg.compat, fusing=cfg.attributes is not None)
-    authors_zero_shot = cfg.compat == AUTHORS and cfg.protocol == "zero-shot-half"
+    authors_zero_shot = get_profile(cfg.compat).zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"
     vm.kept = [] if authors_zero_shot and cache is None else None
     started = time.perf_counter()
     with cores_beside_workers(device, 0 if cache is not None else cfg.workers):  # a cache: read here
         ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     branches = {"video": video_probs}
-    authors_default = cfg.fuse is None and cfg.compat == AUTHORS and cfg.attributes is not None
-    fuse = AUTHORS_FUSE if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
+    authors_default = cfg.fuse is None and get_profile(cfg.compat).fuse_weight is not None and cfg.attributes is not None
+    fuse = get_profile(cfg.compat).fuse_weight if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
     if cfg.attributes is not None:
         attr_ids, attr_probs = _attrs_scores(cfg, class_names, vm, device)
         position = {vid: i for i, vid in enumerate(attr_ids)}
@@ -373,7 +374,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
     cfg.out.mkdir(parents=True, exist_ok=True)
     clear_outputs(cfg.out)
     metrics, files = {}, {}
-    rules = {"video": vm.rule, "attrs": AUTHORS_VALIDATE if cfg.compat == AUTHORS else BIKE_SOFTMAX, "fused": FUSED}
+    rules = {"video": vm.rule, "attrs": get_profile(cfg.compat).attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
     for name, probs in branches.items():

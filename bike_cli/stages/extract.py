@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli import __version__
-from bike_cli.config.compat import BIKE, check_profile
+from bike_cli.config.profile import BIKE, check_profile
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.decoding.read import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists.classes import read_class_names

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.config.compat import AUTHORS, BIKE, FUSED, check_fusable, check_profile, check_same_profile
+from bike_cli.config.profile import BIKE, FUSED, check_fusable, check_profile, check_same_profile, get_profile
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
@@ -34,7 +34,6 @@ from bike_cli.io.atomic import write_text
 from bike_cli.io.csv_meta import read_csv_meta, write_csv_meta
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
-from bike_cli.models.authors import AUTHORS_FUSE
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,8 @@ class FuseSummary:
 
 def default_weights(count: int, compat: str = BIKE) -> list[float]:
     """Equal weights; under the authors' profile, their 0.7 / 0.3 for two inputs (video, attributes)."""
-    if compat == AUTHORS and count == 2:
-        return [AUTHORS_FUSE, 1.0 - AUTHORS_FUSE]
+    if get_profile(compat).fuse_weight is not None and count == 2:
+        return [get_profile(compat).fuse_weight, 1.0 - get_profile(compat).fuse_weight]
     return [1.0 / count] * count
 
 

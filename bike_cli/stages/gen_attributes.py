@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.config.compat import COSINE
+from bike_cli.config.profile import COSINE
 from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.errors import InputError, ModelLoadError

@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.config.compat import AUTHORS, BIKE, check_profile, video_score_rule
-from bike_cli.data.authors import authors_test_indices, authors_views
+from bike_cli.config.profile import BIKE, PIL_SCALE, check_profile, get_profile, video_score_rule
+from bike_cli.data.authors import authors_views
 from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.indices import TEST_INDICES
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.sampling import segment_indices
 from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
@@ -81,7 +81,7 @@ class PredictConfig:
     skip_bad: bool = False
     decoder: str = DEFAULT_DECODER
     device: str | None = None
-    compat: str = BIKE  # bike | authors: their test sampling, transform and view rule
+    compat: str = BIKE  # bike | authors (bike_cli.config.profile): test sampling, transform and view rule
 
     def validate(self) -> None:
         """Option combinations, checked before anything is loaded."""
@@ -178,11 +178,6 @@ class PredictResult:
         }
 
 
-def _centre_indices(num_frames: int, frames: int) -> np.ndarray:
-    """Test sampling, one clip: the centre frame of each of `frames` segments, int64 [T]."""
-    return segment_indices(num_frames, frames, mode="test", clips=1)[0]
-
-
 class Predictor:
     """A loaded Video branch (with CLIP's image tower), its classes, and the lexicon's phrases."""
 
@@ -205,9 +200,9 @@ class Predictor:
 
     def encode_video(self, path: Path, decoder: str = DEFAULT_DECODER) -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
-        size, authors = self.spec.image_size, self.compat == AUTHORS
-        indices = (lambda n: authors_test_indices(n, self.frames)[0]) if authors else (
-            lambda n: _centre_indices(n, self.frames))
+        size, authors = self.spec.image_size, get_profile(self.compat).test_transform == PIL_SCALE
+        def indices(n: int) -> np.ndarray:  # [T]: one test clip by the profile's rule
+            return TEST_INDICES[get_profile(self.compat).test_indices](n, self.frames, 1)[0]
         clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder,
                            resize=self.spec.resize_mode)
         if authors:

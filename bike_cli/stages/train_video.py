@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.compat import AUTHORS, check_profile, check_same_profile
+from bike_cli.config.profile import check_profile, check_same_profile, get_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
@@ -95,7 +95,7 @@ def _vcs_tokens(cfg: TrainVideoConfig) -> str:
     """--vcs-tokens as given; else all under --compat authors from an authors' checkpoint, else words."""
     if cfg.vcs_tokens is not None:
         return cfg.vcs_tokens
-    if cfg.compat == AUTHORS and cfg.init_from is not None and is_authors_checkpoint(cfg.init_from):
+    if get_profile(cfg.compat).authors_init_all_tokens and cfg.init_from is not None and is_authors_checkpoint(cfg.init_from):
         log.info("authors' checkpoint %s: VCS queries are all token positions (--vcs-tokens all), as the "
                  "authors' code computes them; pass --vcs-tokens words for Eq. 5's class-name words", cfg.init_from)
         return AUTHORS_VCS_TOKENS

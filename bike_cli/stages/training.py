@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bike_cli.config.compat import AUTHORS
+from bike_cli.config.profile import FP16, PER_BATCH, get_profile
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
@@ -168,7 +168,7 @@ def accelerate_precision(precision: str, cuda: bool, compat: str = "bike", bf16_
         return "no"
     if precision != "auto":
         return precision
-    if compat == AUTHORS:
+    if get_profile(compat).auto_precision == FP16:
         return "fp16"
     return "bf16" if bf16_supported else "fp16"
 
@@ -249,9 +249,9 @@ class Trainer:
 
         started = time.perf_counter()
         s, acc = self.settings, self.accelerator
-        authors = compat == AUTHORS
+        authors = get_profile(compat).lr_cadence == PER_BATCH
         batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed,
-                               drop_last=authors)
+                               drop_last=get_profile(compat).drop_last)
         if len(batches) == 0:
             raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
         workers = 0 if batch_loader is not None else s.workers
