@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bike_cli.config.prompts import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError
 from bike_cli.models.text_towers import encode_text_tokens, text_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "This is a video about {}"
 VCS_TOKENS = ("words", "all")
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> LongTensor [N, L]
