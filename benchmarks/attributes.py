@@ -35,7 +35,7 @@ import open_clip
 import torch
 
 from bike_cli.io import feature_cache as fc
-from bike_cli.models.clip import resolve_model_name
+from bike_cli.models.registry import resolve_model_name
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes, select_attributes
 
 WORDS = ("red", "blue", "small", "large", "old", "young", "happy", "wet", "dog", "cat", "car", "ball", "tree",

@@ -34,9 +34,9 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.authors import authors_kl_loss, authors_view_scores
-from bike_cli.models.clip import get_tokenizer, register_configs
 from bike_cli.models.heads import TemporalTransformer
 from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
+from bike_cli.models.registry import get_tokenizer, register_configs
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.extract import ExtractConfig, run_extraction

@@ -61,9 +61,10 @@ from bike_cli.data.lists import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
 from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
-from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import Progress

@@ -68,8 +68,8 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
     import open_clip
     import torch
 
-    from bike_cli.models.clip import register_configs
     from bike_cli.models.heads import TemporalTransformer
+    from bike_cli.models.registry import register_configs
     from bike_cli.stages.authors_checkpoint import load_authors_branch
 
     register_configs()

@@ -18,7 +18,8 @@ from bike_cli.eval.metrics import topk_accuracy
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
-from bike_cli.models.clip import CONFIG_DIR, get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
 from bike_cli.stages import gen_attributes as ga
 from bike_cli.stages.extract import ExtractConfig, run_extraction
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes, topk_cosine

@@ -21,7 +21,8 @@ from torch import nn
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.checkpoints import is_authors_checkpoint, read_authors_checkpoint
 from bike_cli.io.feature_cache import CacheMeta
-from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU, VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import DEFAULT_TEMPLATE

@@ -58,9 +58,10 @@ from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import AUTHORS_FUSE, authors_attrs_scores, view_probabilities
-from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch, image_features

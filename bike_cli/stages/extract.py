@@ -32,7 +32,8 @@ from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.lock import lock_path_for
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
-from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.stages.authors_checkpoint import authors_quick_gelu

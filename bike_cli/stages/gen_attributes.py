@@ -43,7 +43,9 @@ from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
-from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.registry import get_tokenizer, resolve_model_name
 from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
 from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import Progress

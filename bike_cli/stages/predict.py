@@ -42,9 +42,11 @@ from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
 from bike_cli.models.authors import view_probabilities
-from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec, file_sha256
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
 from bike_cli.models.loss import LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch

@@ -30,8 +30,10 @@ from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoin
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import configure_training
-from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import file_sha256
 from bike_cli.models.loss import LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder

@@ -44,9 +44,10 @@ from bike_cli.io.checkpoints import (
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.authors import configure_training
-from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
