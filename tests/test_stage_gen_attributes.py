@@ -20,9 +20,10 @@ from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, wri
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
+from bike_cli.models.retrieval import topk_cosine
 from bike_cli.stages import gen_attributes as ga
 from bike_cli.stages.extract import ExtractConfig, run_extraction
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes, topk_cosine
+from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
 
 PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", "noise", "dancing",
            "cooking", "a dog", "playing guitar", "reading a book", "snow"]

@@ -76,6 +76,11 @@ def fill_template(template: str, class_name: str) -> str:
     return template.replace("{}", class_name)
 
 
+def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLATE, separator: str = ",") -> str:
+    """The attribute sentence: `template` filled with the attributes joined by `separator`."""
+    return fill_template(template, separator.join(attributes))
+
+
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
     """Per class, the token positions [start, end) of the class name inside its tokenized prompt.
 

@@ -62,13 +62,13 @@ from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch, image_features
 from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
 from bike_cli.stages.distributed import resolve_device, writer_lock
 from bike_cli.stages.extract import Progress, cores_beside_workers
-from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
 log = logging.getLogger(__name__)
 

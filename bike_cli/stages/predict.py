@@ -47,13 +47,13 @@ from bike_cli.models.clip_spec import ClipSpec, file_sha256
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
+from bike_cli.models.retrieval import encode_texts, topk_cosine
+from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, attribute_sentence, encode_class_texts
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import autocast_for
-from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
 
 log = logging.getLogger(__name__)
 

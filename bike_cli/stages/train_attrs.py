@@ -34,6 +34,7 @@ from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import file_sha256
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder
@@ -49,8 +50,6 @@ from bike_cli.stages.training import (
 )
 
 log = logging.getLogger(__name__)
-
-SENTENCE_BATCH = 512
 
 
 def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
