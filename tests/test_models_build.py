@@ -113,3 +113,20 @@ def test_model_args_of_another_spec_are_refused(tmp_path, tiny):
     torch.save({"kind": VIDEO_KIND, "schema_version": 3}, path)
     with pytest.raises(InputError, match="schema 3"):
         load_video_checkpoint(path)
+
+
+def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, motion_caches, tiny):
+    """model_args of a new run = the spec a schema-1 reader derives from the same run's config + clip."""
+    from dataclasses import replace
+
+    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.stages.train_video import run_train_video
+
+    _, train, _ = motion_caches
+    run_train_video(TrainVideoConfig(features=train, out=tmp_path / "run", epochs=1, batch_size=8, workers=0,
+                                     templates=["{}"], temporal_layers=2, warmup_epochs=0))
+    ckpt = load_video_checkpoint(tmp_path / "run")
+    assert ckpt.model_args is not None
+    legacy = resolve_video_spec(video_spec_of(replace(ckpt, model_args=None), "old"), tiny[0])
+    assert video_spec_of(ckpt, "new") == legacy
+    assert legacy.temporal == "transformer" and legacy.temporal_layers == 2 and legacy.frames == 8
