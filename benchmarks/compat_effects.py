@@ -35,11 +35,11 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.authors import authors_kl_loss, authors_view_scores
-from bike_cli.models.clip import get_tokenizer, register_configs
+from bike_cli.models.authors_branch import load_authors_branch
 from bike_cli.models.heads import TemporalTransformer
 from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
+from bike_cli.models.registry import get_tokenizer, register_configs
 from bike_cli.models.text import encode_class_texts
-from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.extract import ExtractConfig, run_extraction
 
 register_configs()
@@ -109,7 +109,7 @@ def main() -> None:
         frames = torch.from_numpy(np.stack([stored.embeddings(i) for i in range(len(stored))]).astype(np.float32))
         labels = stored.labels
         tok = get_tokenizer("bike-tiny")
-        texts = {v: encode_class_texts(ab.clip, tok, names, ab.settings["templates"], v) for v in ("all", "words")}
+        texts = {v: encode_class_texts(ab.clip, tok, names, ab.branch_spec.templates, v) for v in ("all", "words")}
         b, v = frames.shape[:2]
         with torch.no_grad():
             logits = {k: ab.branch.head(frames.flatten(0, 1), t).view(b, v, -1) for k, t in texts.items()}

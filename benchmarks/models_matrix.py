@@ -33,7 +33,7 @@ import open_clip
 import torch
 
 from bike_cli.data.synthetic import make_sample_dataset
-from bike_cli.models.clip import register_configs
+from bike_cli.models.registry import register_configs
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 

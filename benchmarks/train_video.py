@@ -63,9 +63,10 @@ from bike_cli.data.train_clips import collate_train
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts
-from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import Progress

@@ -29,8 +29,8 @@ from bike_cli.data.lists.read import read_video_list
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv
-from bike_cli.models.clip import register_configs
 from bike_cli.models.heads import TemporalTransformer
+from bike_cli.models.registry import register_configs
 
 register_configs()  # bike-tiny, the random-weight test architecture
 

@@ -160,8 +160,8 @@ def _authors_ckpt_and_cache(tmp_path, train):
     import h5py
     import open_clip
 
-    from bike_cli.models.clip import register_configs
     from bike_cli.models.heads import TemporalTransformer
+    from bike_cli.models.registry import register_configs
 
     register_configs()
     torch.manual_seed(7)

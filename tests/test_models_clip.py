@@ -14,7 +14,9 @@ from safetensors.torch import save_file
 
 from bike_cli.errors import ModelLoadError
 from bike_cli.models import hub
-from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec, file_sha256
+from bike_cli.models.registry import get_tokenizer
 
 TINY = "bike-tiny"
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # [2, 3, 64, 64]

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
 from bike_cli.errors import InputError, ModelLoadError
-from bike_cli.models.clip import get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import vcs_logits
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import (
     DEFAULT_TEMPLATE,
     class_name_spans,

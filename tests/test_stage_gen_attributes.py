@@ -20,10 +20,12 @@ from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
-from bike_cli.models.clip import CONFIG_DIR, get_tokenizer, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
+from bike_cli.models.retrieval import topk_cosine
 from bike_cli.stages import gen_attributes as ga
 from bike_cli.stages.extract import ExtractConfig, run_extraction
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes, topk_cosine
+from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
 
 PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", "noise", "dancing",
            "cooking", "a dog", "playing guitar", "reading a book", "snow"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bike_cli.models.text import DEFAULT_TEMPLATE
+from bike_cli.config.prompts import DEFAULT_TEMPLATE
 
 
 @dataclass

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bike_cli.config.prompts import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError
 from bike_cli.models.text_towers import encode_text_tokens, text_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "This is a video about {}"
 VCS_TOKENS = ("words", "all")
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> LongTensor [N, L]
@@ -74,6 +74,11 @@ def fill_template(template: str, class_name: str) -> str:
     if template.count("{}") != 1:
         raise InputError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
     return template.replace("{}", class_name)
+
+
+def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLATE, separator: str = ",") -> str:
+    """The attribute sentence: `template` filled with the attributes joined by `separator`."""
+    return fill_template(template, separator.join(attributes))
 
 
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:

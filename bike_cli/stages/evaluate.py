@@ -52,24 +52,25 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.atomic import write_text
 from bike_cli.io.attributes_csv import read_attributes_csv
-from bike_cli.io.checkpoints import is_authors_checkpoint, load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.io.authors_checkpoint import is_authors_checkpoint
+from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
-from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import ATTRS_RULES, view_probabilities
-from bike_cli.models.clip import get_tokenizer, load_clip
-from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
+from bike_cli.models.authors_branch import check_cache_visual_weights, load_authors_branch
+from bike_cli.models.build import VideoBranchSpec, attrs_spec_of, build_attrs_branch, build_video_branch, video_spec_of
+from bike_cli.models.clip import load_clip
+from bike_cli.models.heads import DEFAULT_TAU
+from bike_cli.models.loss import MAX_LOG_SCALE
+from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
-from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch, image_features
-from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
 from bike_cli.stages.distributed import resolve_device, writer_lock
 from bike_cli.stages.extract import Progress, cores_beside_workers
-from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     if cfg.checkpoint is not None:
         ckpt = load_video_checkpoint(cfg.checkpoint)
         settings, names = ckpt.config, ckpt.class_names
+        branch_spec = video_spec_of(ckpt, cfg.checkpoint)
         if recorded_profile(settings.get("compat")) != cfg.compat:  # training and scoring rules are separate choices
             log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint,
                         recorded_profile(settings.get("compat")), cfg.compat)
@@ -143,7 +145,7 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
             log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
                         len(class_names), len(names))
             names = class_names
-        model_name, pretrained, quick = ckpt.clip["model_name"], ckpt.clip["pretrained"], ckpt.clip["quick_gelu"]
+        model_name, pretrained, quick = branch_spec.model_name, branch_spec.pretrained, branch_spec.quick_gelu
         if pretrained not in ("none",) and os.sep in pretrained and not Path(pretrained).exists():
             raise InputError(f"the checkpoint's CLIP weights {pretrained} are missing (moved?); "
                              f"{cfg.checkpoint} needs them for the text encoder")
@@ -157,9 +159,7 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         quick = cfg.quick_gelu if cfg.quick_gelu is not None else (cache.meta.quick_gelu if same_model else None)
         if not model_name or not pretrained:
             raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
-        settings = {"head": cfg.head, "temporal": "none", "tau": 0.01, "temporal_layers": 1,
-                    "vcs_tokens": cfg.vcs_tokens or "words", "templates": cfg.templates,
-                    "frames": cfg.frames or (cache.meta.frames if cache else 8)}  # zero-shot: the cache's T
+        branch_spec = None  # zero-shot: made once the model is loaded (its embedding size)
     if cache is not None:  # the cache's features must come from the CLIP this branch was trained on
         what = f"--checkpoint {cfg.checkpoint}" if cfg.checkpoint is not None else "the zero-shot model"
         check_same_model(ckpt.clip if cfg.checkpoint is not None else _zero_shot_identity(model_name),
@@ -167,14 +167,15 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     if cache is not None and cfg.checkpoint is None:
         check_same_model(spec, what, cache.meta, str(cache.path), cfg.allow_model_mismatch)
-    texts = encode_class_texts(clip, get_tokenizer(model_name), names, settings["templates"], settings["vcs_tokens"])
-    text_width = text_tower_width(clip)
-    head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
-                     layers=settings["temporal_layers"], heads=max(1, text_width // 64))
-    visual = clip.visual if cfg.videos else None
+    if branch_spec is None:
+        branch_spec = VideoBranchSpec.of(spec, head=cfg.head, temporal="none", tau=DEFAULT_TAU, temporal_layers=1,
+                                         vcs_tokens=cfg.vcs_tokens or "words", templates=cfg.templates,
+                                         frames=cfg.frames or (cache.meta.frames if cache else 8))  # the cache's T
+    texts = encode_class_texts(clip, get_tokenizer(model_name), names, branch_spec.templates, branch_spec.vcs_tokens)
     # Zero-shot: the model's own scale, uncapped (SigLIP's exceeds 100); a checkpoint's is loaded below.
-    scale = LogitScale.from_clip(clip, cap=None if cfg.checkpoint is None else MAX_LOG_SCALE)
-    branch = VideoBranch(head, scale, visual).to(device)
+    branch = build_video_branch(branch_spec, clip, with_visual=bool(cfg.videos),
+                                cap=None if cfg.checkpoint is None else MAX_LOG_SCALE).to(device)
+    visual = branch.visual
     if cfg.checkpoint is not None:
         if visual is None and any(k.startswith("visual.") for k in ckpt.state_dict):
             raise InputError(f"{cfg.checkpoint} fine-tuned CLIP's visual encoder (trained end to end); a feature "
@@ -185,7 +186,7 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
         if missing or unexpected:
             raise InputError(f"{cfg.checkpoint} does not fit its own settings: missing {missing[:4]}, "
                              f"unexpected {unexpected[:4]}")
-    frames = cfg.frames or settings.get("frames") or (cache.meta.frames if cache else 8)
+    frames = cfg.frames or branch_spec.frames or (cache.meta.frames if cache else 8)
     return _VideoModel(branch.eval(), texts, spec, int(frames), clip, names, cfg.compat), names
 
 
@@ -198,9 +199,9 @@ def _authors_model(cfg: EvalConfig, class_names: list[str] | None, cache: Featur
                              vcs_tokens=cfg.vcs_tokens, with_visual=cfg.videos is not None, device=device)
     if cache is not None:
         check_cache_visual_weights(ab, cache.meta, cache.path, cfg.checkpoint, cfg.ignore_visual_weights)
-    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), class_names, ab.settings["templates"],
-                               ab.settings["vcs_tokens"])
-    return _VideoModel(ab.branch, texts, ab.spec, ab.settings["frames"], ab.clip, class_names, cfg.compat), class_names
+    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), class_names, ab.branch_spec.templates,
+                               ab.branch_spec.vcs_tokens)
+    return _VideoModel(ab.branch, texts, ab.spec, ab.branch_spec.frames, ab.clip, class_names, cfg.compat), class_names
 
 
 def _zero_shot_identity(model_name: str) -> dict:
@@ -267,11 +268,11 @@ def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, devi
     check_same_profile(cfg.compat, read_csv_compat(cfg.attributes), cfg.attributes)
     if cfg.attrs_checkpoint is not None:
         ckpt = load_attrs_checkpoint(cfg.attrs_checkpoint)
-        clip, spec = load_clip(ckpt.clip["model_name"], ckpt.clip["pretrained"], quick_gelu=ckpt.clip["quick_gelu"],
+        attrs_spec = attrs_spec_of(ckpt, cfg.attrs_checkpoint)
+        clip, spec = load_clip(attrs_spec.model_name, attrs_spec.pretrained, quick_gelu=attrs_spec.quick_gelu,
                                device=device)
-        tune, templates = ckpt.config["tune"], ckpt.config["templates"]
-        branch = AttributesBranch(tune, spec.embed_dim, LogitScale.from_clip(clip),
-                                  TextTower(clip) if tune == "full" else None).to(device)
+        tune, templates = attrs_spec.tune, attrs_spec.templates
+        branch = build_attrs_branch(attrs_spec, clip).to(device)
         branch.load_state_dict(ckpt.state_dict)
     else:  # plug-and-play: the frozen text encoder of the Video branch's CLIP, no training
         clip, spec, tune, templates = vm.clip, vm.spec, "none", [DEFAULT_TEMPLATE]

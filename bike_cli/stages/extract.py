@@ -30,6 +30,7 @@ from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import remove_temps_of
+from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
@@ -47,10 +48,10 @@ from bike_cli.io.feature_cache_parts import (
 )
 from bike_cli.io.lock import lock_path_for
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
-from bike_cli.models.clip import ClipSpec, load_clip
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
-from bike_cli.stages.authors_checkpoint import authors_quick_gelu
 from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device, writer_lock
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.config.profile import COSINE
@@ -43,8 +42,11 @@ from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
-from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
-from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.registry import get_tokenizer, resolve_model_name
+from bike_cli.models.retrieval import encode_texts, topk_cosine
+from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, attribute_sentence, fill_template
 from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import Progress
 
@@ -257,20 +259,6 @@ def own_class_phrases(class_names: Sequence[str], phrases: Sequence[str]) -> np.
 # ----------------------------------------------------------------------------- text embeddings
 
 
-@torch.no_grad()
-def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int,
-                 progress: Progress | None = None) -> torch.Tensor:
-    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start:start + batch_size])).to(device)  # [b, L]
-        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))  # [b, D]
-        if progress is not None:
-            progress.advance(tokens.shape[0])
-    return torch.cat(out)
-
-
 def phrase_cache_key(spec: ClipSpec, prompt: str, phrases: Sequence[str]) -> dict:
     """What phrase embeddings depend on: the text encoder's weights, the prompt and the lexicon's content."""
     return {
@@ -320,31 +308,6 @@ def _read_phrase_cache(path: Path) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- selection
-
-
-def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
-                max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k].
-
-    Keys are taken in blocks so that no block of scores exceeds `max_elements` entries (at least k
-    keys per block). `exclude` [m, 2] lists (row, key index) pairs that may not be chosen.
-    """
-    n, num_keys = queries.shape[0], keys.shape[0]
-    block = max(k, max_elements // max(n, 1))
-    best_values = queries.new_empty((n, 0))
-    best_indices = torch.empty((n, 0), dtype=torch.long, device=queries.device)
-    for start in range(0, num_keys, block):
-        scores = queries @ keys[start:start + block].T  # [n, b]
-        if exclude is not None:
-            inside = exclude[(exclude[:, 1] >= start) & (exclude[:, 1] < start + scores.shape[1])]
-            scores[inside[:, 0], inside[:, 1] - start] = float("-inf")
-        values, indices = scores.topk(min(k, scores.shape[1]), dim=1)  # [n, k']
-        merged_values = torch.cat([best_values, values], dim=1)  # [n, k + k']
-        merged_indices = torch.cat([best_indices, indices + start], dim=1)
-        best_values, order = merged_values.topk(min(k, merged_values.shape[1]), dim=1)  # [n, k]
-        best_indices = merged_indices.gather(1, order)
-        del scores  # before the next block is allocated: one block of scores alive at a time
-    return best_values, best_indices
 
 
 def video_embeddings(features: np.ndarray, per_view: bool) -> torch.Tensor:
@@ -410,11 +373,6 @@ def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views:
 
 
 # ----------------------------------------------------------------------------- outputs
-
-
-def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLATE, separator: str = ",") -> str:
-    """The attribute sentence: `template` filled with the attributes joined by `separator`."""
-    return fill_template(template, separator.join(attributes))
 
 
 def attributes_table(cache: FeatureCache, selection: Selection, phrases: Sequence[str], template: str,

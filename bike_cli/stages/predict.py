@@ -40,18 +40,20 @@ from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.views import square_views
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
-from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
+from bike_cli.io.authors_checkpoint import is_authors_checkpoint
+from bike_cli.io.checkpoints import BranchCheckpoint, load_video_checkpoint
 from bike_cli.models.authors import view_probabilities
-from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
-from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
-from bike_cli.models.loss import LogitScale
-from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encode_class_texts
-from bike_cli.models.text_towers import text_width as text_tower_width
+from bike_cli.models.authors_branch import load_authors_branch
+from bike_cli.models.build import VideoBranchSpec, build_video_branch, video_spec_of
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import ClipSpec, file_sha256
+from bike_cli.models.heads import DEFAULT_TAU, HEADS, vcs_saliency
+from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import encode_texts, topk_cosine
+from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, attribute_sentence, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.authors_checkpoint import load_authors_branch
 from bike_cli.stages.distributed import resolve_device
 from bike_cli.stages.extract import autocast_for
-from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +282,13 @@ def _from_authors(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, 
     names = read_class_names(cfg.classes) if cfg.classes is not None else list(cfg.class_names or [])
     ab = load_authors_branch(cfg.checkpoint, cfg.model, cfg.frames, head=cfg.head, vcs_tokens=cfg.vcs_tokens,
                              device=device)
-    settings = ab.settings
-    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), names, settings["templates"],
-                               settings["vcs_tokens"])
+    settings = ab.branch_spec
+    texts = encode_class_texts(ab.clip, get_tokenizer(ab.spec.model_name), names, settings.templates,
+                               settings.vcs_tokens)
     description = {"checkpoint": str(cfg.checkpoint), "model_name": ab.spec.model_name, "pretrained": ab.spec.pretrained,
-                   "head": settings["head"], "temporal": settings["temporal"], "vcs_tokens": settings["vcs_tokens"],
-                   "frames": settings["frames"], "epoch": ab.epoch, "layout": "authors"}
-    return Predictor(ab.branch, ab.spec, names, texts, settings["frames"], description, device), ab.clip
+                   "head": settings.head, "temporal": settings.temporal, "vcs_tokens": settings.vcs_tokens,
+                   "frames": settings.frames, "epoch": ab.epoch, "layout": "authors"}
+    return Predictor(ab.branch, ab.spec, names, texts, settings.frames, description, device), ab.clip
 
 
 def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
@@ -294,9 +296,10 @@ def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     head_name, vcs_tokens = cfg.head or "vcs", cfg.vcs_tokens or "words"
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, [DEFAULT_TEMPLATE], vcs_tokens)
-    head = VideoHead(spec.embed_dim, head=head_name, temporal="none", tau=DEFAULT_TAU)
-    branch = VideoBranch(head, LogitScale.from_clip(clip_model, cap=None), clip_model.visual)  # the model's own scale
     frames = cfg.frames or DEFAULT_FRAMES
+    branch_spec = VideoBranchSpec.of(spec, head=head_name, temporal="none", tau=DEFAULT_TAU, vcs_tokens=vcs_tokens,
+                                     frames=frames)
+    branch = build_video_branch(branch_spec, clip_model, with_visual=True, cap=None)  # the model's own scale
     description = {"checkpoint": None, "model_name": spec.model_name, "pretrained": spec.pretrained,
                    "head": head_name, "temporal": "none", "vcs_tokens": vcs_tokens, "frames": frames}
     return Predictor(branch, spec, names, texts, frames, description, device), clip_model
@@ -304,24 +307,22 @@ def _zero_shot(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.
 
 def _from_checkpoint(cfg: PredictConfig, device: torch.device) -> tuple[Predictor, nn.Module]:
     ckpt = load_video_checkpoint(cfg.checkpoint)
-    settings = ckpt.config
-    for option, key, given in (("--head", "head", cfg.head), ("--vcs-tokens", "vcs_tokens", cfg.vcs_tokens)):
-        if given is not None and given != settings[key]:
-            raise InputError(f"{option} {given} differs from {settings[key]!r}, the setting {cfg.checkpoint} was "
+    settings = video_spec_of(ckpt, cfg.checkpoint)
+    for option, given, trained in (("--head", cfg.head, settings.head), ("--vcs-tokens", cfg.vcs_tokens,
+                                                                         settings.vcs_tokens)):
+        if given is not None and given != trained:
+            raise InputError(f"{option} {given} differs from {trained!r}, the setting {cfg.checkpoint} was "
                              f"trained with; leave {option} out with --checkpoint")
     clip_model, spec = _checkpoint_clip(ckpt, cfg.checkpoint, cfg.pretrained, device)
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), ckpt.class_names,
-                               settings["templates"], settings["vcs_tokens"])
-    text_width = text_tower_width(clip_model)
-    head = VideoHead(spec.embed_dim, head=settings["head"], temporal=settings["temporal"], tau=settings["tau"],
-                     layers=settings["temporal_layers"], heads=max(1, text_width // 64))
-    branch = VideoBranch(head, LogitScale.from_clip(clip_model), clip_model.visual)
+                               settings.templates, settings.vcs_tokens)
+    branch = build_video_branch(settings, clip_model, with_visual=True)
     _load_branch_state(branch, ckpt, cfg.checkpoint)
-    frames = cfg.frames or int(settings["frames"])
-    if frames != settings["frames"]:
-        log.warning("predicting with %d frames; %s was trained with %d", frames, cfg.checkpoint, settings["frames"])
+    frames = cfg.frames or settings.frames
+    if frames != settings.frames:
+        log.warning("predicting with %d frames; %s was trained with %d", frames, cfg.checkpoint, settings.frames)
     description = {"checkpoint": str(cfg.checkpoint), "model_name": spec.model_name, "pretrained": spec.pretrained,
-                   "head": settings["head"], "temporal": settings["temporal"], "vcs_tokens": settings["vcs_tokens"],
+                   "head": settings.head, "temporal": settings.temporal, "vcs_tokens": settings.vcs_tokens,
                    "frames": frames, "epoch": ckpt.epoch}
     return Predictor(branch, spec, ckpt.class_names, texts, frames, description, device), clip_model
 

@@ -28,10 +28,13 @@ from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.csv_meta import read_csv_compat
-from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
-from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
-from bike_cli.models.loss import LogitScale
+from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
+from bike_cli.models.clip import load_clip
+from bike_cli.models.clip_spec import file_sha256
+from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder
@@ -47,8 +50,6 @@ from bike_cli.stages.training import (
 )
 
 log = logging.getLogger(__name__)
-
-SENTENCE_BATCH = 512
 
 
 def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
@@ -157,8 +158,8 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _targets(train_table, len(class_names))
     rows = _labelled_rows(train_targets)
-    text = TextTower(clip_model) if cfg.tune == "full" else None
-    model = AttributesBranch(cfg.tune, spec.embed_dim, LogitScale.from_clip(clip_model), text).to(device)
+    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates)
+    model = build_attrs_branch(branch_spec, clip_model).to(device)
     configure_training(model, cfg.compat, cfg.loss)
     val = None
     if val_table is not None:
@@ -172,7 +173,8 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
 
     def save(unwrapped: AttributesBranch, line: dict, improved: bool) -> None:
         ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
+                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict(),
+                               model_args=branch_spec.to_dict())
         save_checkpoint(cfg.out / "last.pt", ckpt, ATTRS_KIND)
         copy_best(cfg.out, improved)
 

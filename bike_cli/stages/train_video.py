@@ -34,25 +34,22 @@ from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, 
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.errors import InputError
-from bike_cli.io.checkpoints import (
-    VIDEO_KIND,
-    BranchCheckpoint,
+from bike_cli.io.authors_checkpoint import (
+    AUTHORS_VCS_TOKENS,
+    authors_branch_state,
     is_authors_checkpoint,
-    load_video_checkpoint,
     read_authors_checkpoint,
-    save_checkpoint,
 )
+from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, load_video_checkpoint, save_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.authors import configure_training
-from bike_cli.models.clip import get_tokenizer, load_clip
-from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale
+from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_video_spec
+from bike_cli.models.clip import load_clip
+from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
-from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
-from bike_cli.stages.authors_checkpoint import AUTHORS_VCS_TOKENS
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.run_folder import check_run_folder
 from bike_cli.stages.training import (
@@ -156,11 +153,11 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
                              cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
-    text_width = text_tower_width(clip_model)
-    head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
-                     layers=cfg.temporal_layers, heads=max(1, text_width // 64))
-    visual = clip_model.visual if cfg.videos else None
-    model = VideoBranch(head, LogitScale.from_clip(clip_model), visual).to(device)
+    branch_spec = resolve_video_spec(VideoBranchSpec.of(
+        spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
+        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames), clip_model)
+    model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
+    head, visual = model.head, model.visual
     configure_training(model, cfg.compat, cfg.loss)
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
@@ -189,7 +186,8 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
 
     def save(unwrapped: VideoBranch, line: dict, improved: bool) -> None:
         ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
+                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict(),
+                               model_args=branch_spec.to_dict())
         save_checkpoint(cfg.out / "last.pt", ckpt, VIDEO_KIND)
         copy_best(cfg.out, improved)
 
@@ -221,11 +219,7 @@ def _init_from(model: VideoBranch, path: Path, cache: FeatureCache | None = None
     On cached features the checkpoint's visual encoder is not used: its weights must be those that
     made the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`."""
     if is_authors_checkpoint(path):
-        authors = read_authors_checkpoint(path)
-        state = {f"head.temporal.{k}": v for k, v in authors.temporal_state_dict.items()}
-        state.update({k: v for k, v in authors.clip_state_dict.items() if k.startswith("visual.")})
-        if "logit_scale" in authors.clip_state_dict:
-            state["logit_scale.log_scale"] = authors.clip_state_dict["logit_scale"].reshape(())
+        state = authors_branch_state(read_authors_checkpoint(path))
     else:
         state = load_video_checkpoint(path).state_dict
     own = model.state_dict()

@@ -1,0 +1,63 @@
+"""Text embeddings in batches, and the top-k cosine search of queries against many keys.
+
+Shared by `gen-attributes` (lexicon phrases against video embeddings), `predict` (a video's
+attributes), `train-attrs` and `eval` (attribute sentences through the text encoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bike_cli.models.text import Tokenizer
+
+SENTENCE_BATCH = 512  # attribute sentences per text-encoder call (train-attrs, eval)
+
+
+class Advances(Protocol):
+    """What `encode_texts` reports to (a stage's progress display)."""
+
+    def advance(self, n: int) -> None: ...
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int,
+                 progress: Advances | None = None) -> torch.Tensor:
+    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[start:start + batch_size])).to(device)  # [b, L]
+        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))  # [b, D]
+        if progress is not None:
+            progress.advance(tokens.shape[0])
+    return torch.cat(out)
+
+
+def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
+                max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k].
+
+    Keys are taken in blocks so that no block of scores exceeds `max_elements` entries (at least k
+    keys per block). `exclude` [m, 2] lists (row, key index) pairs that may not be chosen.
+    """
+    n, num_keys = queries.shape[0], keys.shape[0]
+    block = max(k, max_elements // max(n, 1))
+    best_values = queries.new_empty((n, 0))
+    best_indices = torch.empty((n, 0), dtype=torch.long, device=queries.device)
+    for start in range(0, num_keys, block):
+        scores = queries @ keys[start:start + block].T  # [n, b]
+        if exclude is not None:
+            inside = exclude[(exclude[:, 1] >= start) & (exclude[:, 1] < start + scores.shape[1])]
+            scores[inside[:, 0], inside[:, 1] - start] = float("-inf")
+        values, indices = scores.topk(min(k, scores.shape[1]), dim=1)  # [n, k']
+        merged_values = torch.cat([best_values, values], dim=1)  # [n, k + k']
+        merged_indices = torch.cat([best_indices, indices + start], dim=1)
+        best_values, order = merged_values.topk(min(k, merged_values.shape[1]), dim=1)  # [n, k]
+        best_indices = merged_indices.gather(1, order)
+        del scores  # before the next block is allocated: one block of scores alive at a time
+    return best_values, best_indices
