@@ -25,7 +25,7 @@ Side by side in one run (device auto: CUDA if available), each timing repeated -
            the first steps of an epoch with the mean head, VCS and VCS + transformer fed by it, by the
            same batches gathered beforehand, and by the DataLoader; see benchmarks/train_memcache.py.
 
-The step is the training loop's own `Trainer._epoch` (bike_cli.stages.training), on a model,
+The step is the training loop's own `Trainer._epoch` (bike_cli.engine.training_loop), on a model,
 optimiser, scheduler and Accelerator built as `run_train_video` builds them; the batches pass through
 a wrapper that times each `next()`. The CPU time other processes used during each part is recorded
 ("foreign CPU"): timings taken while the machine was shared are not to be trusted.
@@ -60,6 +60,7 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
+from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead
@@ -68,7 +69,6 @@ from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.extract import Progress
 from bike_cli.stages.train_video import _to_unit_pixels, _train_dataset
-from bike_cli.stages.training import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 READABLE_CLIPS = (  # the clips with a video stream (nasa_audio_only.mp3 has none)

@@ -26,6 +26,7 @@ from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
+from bike_cli.engine.distributed import DistContext, init_distributed, resolve_device, writer_lock
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.atomic import remove_temps_of
@@ -36,7 +37,6 @@ from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.stages.authors_checkpoint import authors_quick_gelu
-from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device, writer_lock
 
 log = logging.getLogger(__name__)
 

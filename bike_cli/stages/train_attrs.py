@@ -23,6 +23,17 @@ from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
+from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.training_loop import (
+    LoopSettings,
+    Trainer,
+    TrainSummary,
+    check_run_outputs,
+    copy_best,
+    make_accelerator,
+    metrics_over_processes,
+    run_folder_lock,
+)
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
@@ -34,17 +45,6 @@ from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import Progress
-from bike_cli.stages.run_folder import check_run_folder
-from bike_cli.stages.training import (
-    LoopSettings,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
 
 log = logging.getLogger(__name__)
 

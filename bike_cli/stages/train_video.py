@@ -32,6 +32,19 @@ from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
+from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.training_loop import (
+    EpochBatches,
+    LoopSettings,
+    RepeatedDataset,
+    Trainer,
+    TrainSummary,
+    check_run_outputs,
+    copy_best,
+    make_accelerator,
+    metrics_over_processes,
+    run_folder_lock,
+)
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
@@ -53,19 +66,6 @@ from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
 from bike_cli.stages.authors_checkpoint import AUTHORS_VCS_TOKENS
 from bike_cli.stages.extract import Progress
-from bike_cli.stages.run_folder import check_run_folder
-from bike_cli.stages.training import (
-    EpochBatches,
-    LoopSettings,
-    RepeatedDataset,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 

@@ -16,10 +16,10 @@ import os
 import shutil
 from pathlib import Path
 
+from bike_cli.engine.resume import check_resume_config
+from bike_cli.engine.training_loop import LoopSettings, RunState, TrainSummary, latest_checkpoint
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.stages.resume import check_resume_config
-from bike_cli.stages.training import LoopSettings, RunState, TrainSummary, latest_checkpoint
 
 log = logging.getLogger(__name__)
 
