@@ -60,6 +60,7 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
+from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
 from bike_cli.models.clip import get_tokenizer, load_clip
@@ -67,7 +68,6 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.extract import Progress
 from bike_cli.stages.train_video import _to_unit_pixels, _train_dataset
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

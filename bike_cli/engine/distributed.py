@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bike_cli.errors import BikeError, InputError
+from bike_cli.errors import BikeError
 from bike_cli.io.lock import OutputLockedError, WriterLock
 
 
@@ -53,26 +53,6 @@ def init_distributed() -> DistContext:
             f"--num_processes {launched} ..."
         )
     return DistContext(state.process_index, state.num_processes, state.device, state)
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    """`--device` as a torch device (None: cuda when available, else cpu); one this machine lacks is an error."""
-    if requested is None:
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {requested!r} is not a torch device: use cpu or cuda (cuda:N)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"--device {requested}: this machine has no CUDA GPU that torch can use; "
-                             "use --device cpu (or leave --device out)")
-        if device.index is not None and device.index >= count:
-            raise InputError(f"--device {requested}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
-    elif device.type != "cpu":
-        raise InputError(f"--device {requested!r}: bike runs on cpu or cuda")
-    return device
 
 
 @contextlib.contextmanager

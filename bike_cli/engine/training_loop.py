@@ -26,12 +26,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from bike_cli.config.compat import AUTHORS
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
+from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
 from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 from bike_cli.io.train_state import STATE_FILE
-from bike_cli.stages.extract import PRECISIONS, Progress, cores_beside_workers
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def make_accelerator(settings: LoopSettings, compat: str = "bike"):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from bike_cli.engine.distributed import resolve_device
+    from bike_cli.engine.runtime import resolve_device
 
     cuda = resolve_device(settings.device).type == "cuda"
     mixed = accelerate_precision(settings.precision, cuda, compat, cuda and torch.cuda.is_bf16_supported())

@@ -45,7 +45,8 @@ from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import check_frames, parse_views
-from bike_cli.engine.distributed import resolve_device, writer_lock
+from bike_cli.engine.distributed import writer_lock
+from bike_cli.engine.runtime import Progress, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
@@ -66,7 +67,6 @@ from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_text
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch, image_features
 from bike_cli.stages.authors_checkpoint import check_cache_visual_weights, load_authors_branch
-from bike_cli.stages.extract import Progress, cores_beside_workers
 from bike_cli.stages.train_attrs import SENTENCE_BATCH
 
 log = logging.getLogger(__name__)

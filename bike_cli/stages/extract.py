@@ -7,10 +7,8 @@ files; rank 0 merges them in list order, so the result equals a single-process r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,8 @@ from bike_cli.data.decoding import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists import VideoList, read_class_names, read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
-from bike_cli.engine.distributed import DistContext, init_distributed, resolve_device, writer_lock
+from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
+from bike_cli.engine.runtime import PRECISIONS, Progress, autocast_for, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
 from bike_cli.io.atomic import remove_temps_of
@@ -112,44 +111,6 @@ class ExtractSummary:
     seconds: float
     failures: list[fc.Failure] = field(default_factory=list)
     is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
-
-
-class Progress:
-    """What the stage reports while it runs; the CLI passes a Rich implementation."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@contextlib.contextmanager
-def cores_beside_workers(device: torch.device, workers: int):
-    """On the CPU, give this process's torch ops the cores the DataLoader workers do not use.
-
-    Measured on 2 cores: 2 torch threads next to 2 decoding workers made the model 5-20x slower.
-    """
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def autocast_for(device: torch.device, precision: str):
-    """Autocast context: bf16 (or fp16 where bf16 is unsupported) on CUDA for `auto`; fp32 on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class FrameEncoder:

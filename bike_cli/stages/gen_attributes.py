@@ -34,7 +34,7 @@ from torch import nn
 from bike_cli.config.compat import COSINE
 from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
 from bike_cli.data.lists import read_class_names
-from bike_cli.engine.distributed import resolve_device
+from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.atomic import torch_save
@@ -46,7 +46,6 @@ from bike_cli.io.outputs import check_distinct_outputs, check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.clip import ClipSpec, get_tokenizer, load_clip, resolve_model_name
 from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, fill_template
-from bike_cli.stages.extract import Progress
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.sampling import segment_indices
 from bike_cli.data.views import square_views
-from bike_cli.engine.distributed import resolve_device
+from bike_cli.engine.runtime import autocast_for, resolve_device
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
 from bike_cli.models.authors import view_probabilities
@@ -50,7 +50,6 @@ from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, encod
 from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.authors_checkpoint import load_authors_branch
-from bike_cli.stages.extract import autocast_for
 from bike_cli.stages.gen_attributes import attribute_sentence, encode_texts, topk_cosine
 
 log = logging.getLogger(__name__)

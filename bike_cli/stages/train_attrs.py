@@ -24,6 +24,7 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import (
     LoopSettings,
     Trainer,
@@ -44,7 +45,6 @@ from bike_cli.models.authors import configure_training
 from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import encode_class_texts
-from bike_cli.stages.extract import Progress
 
 log = logging.getLogger(__name__)
 

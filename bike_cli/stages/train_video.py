@@ -33,6 +33,7 @@ from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, 
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import (
     EpochBatches,
     LoopSettings,
@@ -65,7 +66,6 @@ from bike_cli.models.text_towers import text_width as text_tower_width
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
 from bike_cli.stages.authors_checkpoint import AUTHORS_VCS_TOKENS
-from bike_cli.stages.extract import Progress
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 
