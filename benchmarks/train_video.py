@@ -60,8 +60,10 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
+from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
+from bike_cli.engine.schedule import EpochBatches, warmup_cosine
+from bike_cli.engine.training_loop import Trainer
 from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
 from bike_cli.models.clip import get_tokenizer, load_clip
 from bike_cli.models.heads import VideoHead

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.engine.training_loop import authors_warmup_cosine
+from bike_cli.engine.schedule import authors_warmup_cosine
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.authors import authors_kl_loss, configure_training

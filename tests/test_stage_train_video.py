@@ -136,7 +136,7 @@ def test_samples_per_epoch_cycles_a_few_shot_set(tmp_path, motion_caches):
 
 
 def test_repeated_dataset_gives_each_pass_its_own_epoch():
-    from bike_cli.engine.training_loop import RepeatedDataset
+    from bike_cli.engine.schedule import RepeatedDataset
 
     class Recorder:
         epoch = -1

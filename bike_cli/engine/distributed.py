@@ -79,3 +79,20 @@ def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -
         yield
     finally:
         lock.release()
+
+
+def metrics_over_processes(scores: list, labels: list) -> dict:
+    """`val_*` metrics (in %) of the whole validation set from every process's share of it.
+
+    scores: this process's float [n, K] arrays; labels: its int [n] or multi-hot [n, K] arrays.
+    """
+    import numpy as np
+    from accelerate.utils import gather_object
+
+    from bike_cli.eval.metrics import recognition_metrics
+
+    mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
+    parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
+    all_scores = np.concatenate([s for s, _ in parts])
+    all_labels = np.concatenate([y for _, y in parts])
+    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}

@@ -10,16 +10,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from bike_cli.engine.resume import check_resume_config
-from bike_cli.engine.training_loop import LoopSettings, RunState, TrainSummary, latest_checkpoint
+from bike_cli.engine.distributed import writer_lock
+from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint
+from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
+from bike_cli.io.atomic import remove_stale_temps
+from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +81,22 @@ def _last_line(out: Path) -> dict:
     except OSError:
         return {}
     return json.loads(lines[-1]) if lines else {}
+
+
+RUN_OUTPUTS = ("last.pt", "best.pt", METRICS_FILE, CONFIG_FILE)
+
+
+def check_run_outputs(out: Path, inputs: dict) -> None:
+    """Refuse a run whose input is one of the files it writes into its run folder."""
+    check_folder_output("--out", out)
+    check_distinct_outputs(inputs, {f"--out's {name}": out / name for name in RUN_OUTPUTS})
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path, accelerator):
+    """Hold the run folder's WriterLock (rank 0 for the whole launch) while a stage writes into it."""
+    check_folder_output("--out", out)
+    with writer_lock(out, folder=True, is_main=accelerator.is_main_process, world_size=accelerator.num_processes):
+        if accelerator.is_main_process and out.is_dir():
+            remove_stale_temps(out)  # of a writer killed mid-write: the lock says none is alive
+        yield

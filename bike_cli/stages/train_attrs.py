@@ -23,18 +23,11 @@ from bike_cli.config.compat import check_profile, check_same_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
-from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary, make_accelerator
+from bike_cli.engine.run_folder import check_run_folder, check_run_outputs, run_folder_lock
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.training_loop import (
-    LoopSettings,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
+from bike_cli.engine.training_loop import Trainer, copy_best
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv

@@ -32,20 +32,12 @@ from bike_cli.data.lists import read_class_names, read_video_list
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
-from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary, make_accelerator
+from bike_cli.engine.run_folder import check_run_folder, check_run_outputs, run_folder_lock
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.training_loop import (
-    EpochBatches,
-    LoopSettings,
-    RepeatedDataset,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
+from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
+from bike_cli.engine.training_loop import Trainer, copy_best
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
