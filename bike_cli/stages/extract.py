@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +29,10 @@ from bike_cli.engine.distributed import DistContext, init_distributed, writer_lo
 from bike_cli.engine.runtime import PRECISIONS, Progress, autocast_for, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io import feature_cache as fc
-from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.failures_csv import write_failures_csv
-from bike_cli.io.lock import lock_path_for
-from bike_cli.io.outputs import check_distinct_outputs, check_file_output
+from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.lock import WriterLock
+from bike_cli.io.outputs import check_file_output
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
@@ -86,10 +87,15 @@ class ExtractConfig:
             raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
         check_file_output("--out", self.out)
         check_file_output("--failures", self.failures_path)
-        check_distinct_outputs(
-            {"--list": self.list_path, "--classes": self.classes},
+        self.guard()
+
+    def guard(self, videos: Iterable[Path] = ()) -> PathGuard:
+        """The run's paths, checked: no output is an input (the listed `videos` too) or another output."""
+        return PathGuard(
+            {"--list": self.list_path, "--classes": self.classes, "--pretrained": file_or_none(self.pretrained)},
             {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": fc.parts_dir_for(self.out),
-             "the lock file of --out": lock_path_for(self.out, folder=False)},
+             "the lock file of --out": WriterLock(self.out).path},
+            listed={"a video of --list": videos},
         )
 
     @property
@@ -152,12 +158,11 @@ def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -
     return hot
 
 
-def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) -> fc.PartsIndex:
+def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext, guard: PathGuard) -> fc.PartsIndex:
     """Check an existing cache and parts against `meta`, then index what is already done."""
     parts_dir = fc.parts_dir_for(cfg.out)
     if dist.is_main and cfg.overwrite:
-        cfg.out.unlink(missing_ok=True)
-        fc.finish(parts_dir)
+        guard.discard(cfg.out, parts_dir)
     dist.barrier()
     if cfg.out.exists():
         meta.check_compatible(fc.FeatureCache(cfg.out).meta, cfg.out)
@@ -168,7 +173,7 @@ def _prepare_outputs(cfg: ExtractConfig, meta: fc.CacheMeta, dist: DistContext) 
         fc.write_meta_file(parts_dir, meta)
         fc.remove_stale_tmp(parts_dir)
         for path in (cfg.out, cfg.failures_path):
-            remove_temps_of(path)
+            guard.sweep_temps_of(path)
     dist.barrier()
     parts = fc.scan_parts(parts_dir)
     dist.barrier()  # every process has read the same parts before anyone writes a new one
@@ -185,13 +190,14 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     num_classes = len(class_names) if class_names else 1 + max(
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
+    guard = cfg.guard([e.path for e in video_list.entries])
     dist = init_distributed()
     with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
-        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started)
+        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started, guard)
 
 
 def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
-                    dist: DistContext, progress: Progress, started: float) -> ExtractSummary:
+                    dist: DistContext, progress: Progress, started: float, guard: PathGuard) -> ExtractSummary:
     """The extraction proper, while this launch holds the cache's WriterLock."""
     layout = parse_views(cfg.views, cfg.compat)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
@@ -205,7 +211,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    parts = _prepare_outputs(cfg, meta, dist)
+    parts = _prepare_outputs(cfg, meta, dist, guard)
     done = set(parts.done_ids)
     if cfg.out.exists():
         done.update(fc.FeatureCache(cfg.out).video_ids)

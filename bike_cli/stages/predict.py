@@ -42,6 +42,7 @@ from bike_cli.data.views import square_views
 from bike_cli.engine.runtime import autocast_for, resolve_device
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import BranchCheckpoint, is_authors_checkpoint, load_video_checkpoint
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.authors import view_probabilities
 from bike_cli.models.clip import ClipSpec, file_sha256, get_tokenizer, load_clip
 from bike_cli.models.heads import DEFAULT_TAU, HEADS, VideoHead, vcs_saliency
@@ -413,6 +414,8 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
         from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
 
         check_figure_path(cfg.explain)
+        PathGuard({"a video": cfg.videos, "--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
+                   "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain})
     skipped = _check_inputs(cfg)
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):

@@ -24,8 +24,8 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
-from bike_cli.engine.loop_settings import LoopSettings, TrainSummary, make_accelerator
-from bike_cli.engine.run_folder import check_run_folder, check_run_outputs, run_folder_lock
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import Trainer, copy_best
 from bike_cli.errors import InputError
@@ -33,6 +33,7 @@ from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.csv_meta import read_csv_compat
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import configure_training
 from bike_cli.models.clip import file_sha256, get_tokenizer, load_clip
@@ -104,9 +105,9 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
                                cfg.out / f"sentence_embeddings_{split}.pt", key)
 
 
-def _check(cfg: TrainAttrsConfig) -> None:
-    check_run_outputs(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
-                                "--classes": cfg.classes})
+def _check(cfg: TrainAttrsConfig) -> PathGuard:
+    guard = run_guard(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
+                                "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if not cfg.model or not cfg.pretrained:
@@ -117,19 +118,14 @@ def _check(cfg: TrainAttrsConfig) -> None:
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
     check_profile(cfg.compat)
+    return guard
 
 
 def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Attributes branch; see the module docstring for the outputs."""
-    _check(cfg)
-    settings = LoopSettings.of(cfg)
-    settings.check()
-    finished = check_run_folder(settings, "train-attrs", cfg)
-    if finished is not None:
-        return finished
-    accelerator = make_accelerator(settings, cfg.compat)
-    with run_folder_lock(cfg.out, accelerator):
-        return _train_attrs(cfg, settings, accelerator, progress_factory)
+    guard = _check(cfg)
+    return run_training(cfg, "train-attrs", guard,
+                        lambda settings, accelerator: _train_attrs(cfg, settings, accelerator, progress_factory))
 
 
 def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:

@@ -33,8 +33,8 @@ from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, 
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
 from bike_cli.engine.distributed import metrics_over_processes
-from bike_cli.engine.loop_settings import LoopSettings, TrainSummary, make_accelerator
-from bike_cli.engine.run_folder import check_run_folder, check_run_outputs, run_folder_lock
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
 from bike_cli.engine.training_loop import Trainer, copy_best
@@ -48,6 +48,7 @@ from bike_cli.io.checkpoints import (
     save_checkpoint,
 )
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.authors import configure_training
 from bike_cli.models.clip import get_tokenizer, load_clip
@@ -64,10 +65,10 @@ __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 log = logging.getLogger(__name__)
 
 
-def _check(cfg: TrainVideoConfig) -> None:
-    check_run_outputs(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
+def _check(cfg: TrainVideoConfig) -> PathGuard:
+    guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
                                 "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
-                                "--init-from": cfg.init_from})
+                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained)})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
@@ -80,6 +81,7 @@ def _check(cfg: TrainVideoConfig) -> None:
         raise InputError("--head mean --temporal none on a feature cache has nothing to train but the logit "
                          "scale: add --temporal transformer or --head vcs, train end to end with --videos, or "
                          "evaluate the frozen CLIP as it is with `bike eval` (zero-shot)")
+    return guard
 
 
 def _vcs_tokens(cfg: TrainVideoConfig) -> str:
@@ -120,16 +122,10 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
 
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Video branch; see the module docstring for the outputs."""
-    _check(cfg)
+    guard = _check(cfg)
     cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
-    settings = LoopSettings.of(cfg)
-    settings.check()
-    finished = check_run_folder(settings, "train-video", cfg)
-    if finished is not None:
-        return finished
-    accelerator = make_accelerator(settings, cfg.compat)
-    with run_folder_lock(cfg.out, accelerator):
-        return _train_video(cfg, settings, accelerator, progress_factory)
+    return run_training(cfg, "train-video", guard,
+                        lambda settings, accelerator: _train_video(cfg, settings, accelerator, progress_factory))
 
 
 def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
