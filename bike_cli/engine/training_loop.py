@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bike_cli.config.compat import AUTHORS
+from bike_cli.config.recipe import config_to_dict
 from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint
 from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
 from bike_cli.engine.runtime import Progress, cores_beside_workers
@@ -28,6 +29,7 @@ from bike_cli.engine.schedule import EpochBatches, authors_warmup_cosine, step_b
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, write_text
+from bike_cli.io.checkpoints import BranchCheckpoint, save_checkpoint
 from bike_cli.io.train_state import STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -243,3 +245,15 @@ def copy_best(out: Path, improved: bool) -> None:
     """best.pt follows last.pt whenever the epoch improved on the best so far (an atomic copy)."""
     if improved:
         copy_file(out / "last.pt", out / "best.pt")
+
+
+def branch_saver(out: Path, kind: str, config, clip: dict, class_names: list[str]) -> Callable[[nn.Module, dict, bool], None]:
+    """The `save_checkpoint` of a branch's run: `last.pt` (bike's format) every epoch, `best.pt` when it improved."""
+
+    def save(unwrapped: nn.Module, line: dict, improved: bool) -> None:
+        ckpt = BranchCheckpoint(config=config_to_dict(config), clip=clip, class_names=class_names,
+                                epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
+        save_checkpoint(out / "last.pt", ckpt, kind)
+        copy_best(out, improved)
+
+    return save

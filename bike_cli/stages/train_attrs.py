@@ -20,18 +20,17 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.compat import check_profile, check_same_profile
-from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists import read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.training_loop import Trainer, copy_best
+from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
-from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
+from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
@@ -159,11 +158,6 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         inputs, targets = batch
         return inputs.to(device), targets.to(device), classes
 
-    def save(unwrapped: AttributesBranch, line: dict, improved: bool) -> None:
-        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
-        save_checkpoint(cfg.out / "last.pt", ckpt, ATTRS_KIND)
-        copy_best(cfg.out, improved)
 
     def validate(unwrapped: AttributesBranch) -> dict:
         table, inputs, targets = val
@@ -182,7 +176,8 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     return trainer.fit(
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
         TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        save_checkpoint=branch_saver(cfg.out, ATTRS_KIND, cfg, asdict(spec), class_names),
         validate=validate if val is not None else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,
     )

@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.config.compat import AUTHORS, check_profile, check_same_profile
-from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
@@ -37,15 +36,13 @@ from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
-from bike_cli.engine.training_loop import Trainer, copy_best
+from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import (
     VIDEO_KIND,
-    BranchCheckpoint,
     is_authors_checkpoint,
     load_video_checkpoint,
     read_authors_checkpoint,
-    save_checkpoint,
 )
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
@@ -174,16 +171,12 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), class_texts
 
-    def save(unwrapped: VideoBranch, line: dict, improved: bool) -> None:
-        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict())
-        save_checkpoint(cfg.out / "last.pt", ckpt, VIDEO_KIND)
-        copy_best(cfg.out, improved)
 
     trainer = Trainer(settings, accelerator, stage="train-video")
     return trainer.fit(
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), train_set, batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        save_checkpoint=branch_saver(cfg.out, VIDEO_KIND, cfg, asdict(spec), class_names),
         validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
         collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,
