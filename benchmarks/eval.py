@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 import torch
 
+from bike_cli.engine.runtime import Progress
 from bike_cli.eval.protocols import run_protocol
 from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
@@ -46,7 +47,6 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.evaluate import EvalConfig, _video_scores, _VideoModel
-from bike_cli.stages.extract import Progress
 
 CONFIGS = (("vcs", "transformer"), ("vcs", "none"), ("mean", "none"))
 TARGET_S = 10.0

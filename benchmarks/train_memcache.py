@@ -42,12 +42,13 @@ def child(spec: dict) -> dict:
 
     from bike_cli.config.train_video import TrainVideoConfig
     from bike_cli.data.memory_cache import MemoryBatches, MemoryClips
+    from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
+    from bike_cli.engine.schedule import EpochBatches
     from bike_cli.io.feature_cache import FeatureCache
     from bike_cli.models.heads import VideoHead
     from bike_cli.models.loss import LogitScale
     from bike_cli.models.video_branch import VideoBranch
     from bike_cli.stages.train_video import _train_dataset
-    from bike_cli.stages.training import EpochBatches, LoopSettings, make_accelerator
 
     path, dim, steps = Path(spec["cache"]), spec["dim"], spec["steps"]
     cfg = TrainVideoConfig(features=path, frames=spec["frames"], batch_size=spec["batch"], workers=0)

@@ -25,7 +25,7 @@ Side by side in one run (device auto: CUDA if available), each timing repeated -
            the first steps of an epoch with the mean head, VCS and VCS + transformer fed by it, by the
            same batches gathered beforehand, and by the DataLoader; see benchmarks/train_memcache.py.
 
-The step is the training loop's own `Trainer._epoch` (bike_cli.stages.training), on a model,
+The step is the training loop's own `Trainer._epoch` (bike_cli.engine.training_loop), on a model,
 optimiser, scheduler and Accelerator built as `run_train_video` builds them; the batches pass through
 a wrapper that times each `next()`. The CPU time other processes used during each part is recorded
 ("foreign CPU"): timings taken while the machine was shared are not to be trusted.
@@ -60,6 +60,10 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
+from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
+from bike_cli.engine.runtime import Progress
+from bike_cli.engine.schedule import EpochBatches, warmup_cosine
+from bike_cli.engine.training_loop import Trainer
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts
@@ -69,9 +73,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.extract import Progress
 from bike_cli.stages.train_video import _to_unit_pixels, _train_dataset
-from bike_cli.stages.training import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 READABLE_CLIPS = (  # the clips with a video stream (nasa_audio_only.mp3 has none)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.engine.schedule import authors_warmup_cosine
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.authors import authors_kl_loss, configure_training
@@ -18,7 +19,6 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import register_configs
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.stages.train_video import run_train_video
-from bike_cli.stages.training import authors_warmup_cosine
 
 register_configs()
 

@@ -12,7 +12,9 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import Dataset
 
-from bike_cli.stages.training import EpochBatches, LoopSettings, Trainer, accelerate_precision, make_accelerator
+from bike_cli.engine.loop_settings import LoopSettings, accelerate_precision, make_accelerator
+from bike_cli.engine.schedule import EpochBatches
+from bike_cli.engine.training_loop import Trainer
 
 LR = 1e-2
 N, BATCH, EPOCHS, WARMUP = 47, 2, 3, 1.0  # 23 full batches an epoch and one partial batch of 1

@@ -161,7 +161,8 @@ class _Rows(Dataset):
 
 def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int]:
     """The batch sizes one epoch of Trainer.fit feeds under `compat` (an in-memory loader, CPU)."""
-    from bike_cli.stages.training import LoopSettings, Trainer, make_accelerator
+    from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
+    from bike_cli.engine.training_loop import Trainer
 
     seen: list[int] = []
     rows = _Rows(n)
@@ -214,7 +215,7 @@ def test_the_fusion_weight_of_a_third_profile_is_honoured_by_fuse(third):
 
 
 def test_the_precision_rule_of_a_third_profile_is_honoured(third):
-    from bike_cli.stages.training import accelerate_precision
+    from bike_cli.engine.loop_settings import accelerate_precision
 
     assert accelerate_precision("auto", True, "bike", True) == "bf16"
     assert accelerate_precision("auto", True, third("bike", auto_precision=pf.FP16), True) == "fp16"

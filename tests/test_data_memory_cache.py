@@ -12,11 +12,11 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data import memory_cache
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, read_rows, wants_memory
+from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.stages.train_video import run_train_video
-from bike_cli.stages.training import EpochBatches, RepeatedDataset
 
 STR = h5py.string_dtype("utf-8")
 

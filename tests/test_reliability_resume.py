@@ -64,7 +64,7 @@ def straight(motion_caches, tmp_path_factory) -> Path:
 
 KILL_AFTER_METRICS_OF_EPOCH_2 = """
 import os, signal
-from bike_cli.stages import training
+from bike_cli.engine import training_loop as training
 _append = training.append_line
 def append_then_die(path, line):
     _append(path, line)

@@ -94,7 +94,7 @@ def test_full_tuning_updates_the_text_encoder(tmp_path, attrs_files):
 
 
 def test_resume_equals_uninterrupted(tmp_path, attrs_files):
-    from bike_cli.stages.training import Trainer
+    from bike_cli.engine.training_loop import Trainer
 
     run_train_attrs(config(attrs_files, tmp_path / "a", epochs=3, val_attributes=None))
     finish = Trainer._end_epoch

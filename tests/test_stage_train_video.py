@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.heads import TemporalTransformer
 from bike_cli.stages.train_video import EpochBatches, run_train_video
-from bike_cli.stages.training import Trainer
 
 # bike-tiny's text tower is random: with the paper's prompt prefix every class embedding is nearly the
 # same vector, so the tests prompt with the bare class name (real CLIP does not need this).
@@ -136,7 +136,7 @@ def test_samples_per_epoch_cycles_a_few_shot_set(tmp_path, motion_caches):
 
 
 def test_repeated_dataset_gives_each_pass_its_own_epoch():
-    from bike_cli.stages.training import RepeatedDataset
+    from bike_cli.engine.schedule import RepeatedDataset
 
     class Recorder:
         epoch = -1

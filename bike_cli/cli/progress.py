@@ -1,4 +1,4 @@
-"""Rich progress bars for long stages (the library reports through `bike_cli.stages.extract.Progress`)."""
+"""Rich progress bars for long stages (the library reports through `bike_cli.engine.runtime.Progress`)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from bike_cli.cli.core import console, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns
 
 if TYPE_CHECKING:
-    from bike_cli.stages.training import TrainSummary
+    from bike_cli.engine.loop_settings import TrainSummary
 
 
 

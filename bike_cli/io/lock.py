@@ -1,6 +1,7 @@
 """One writer per output: an exclusive lock on each feature cache and each run folder.
 
 The lock is a file (`CACHE.h5.lock` beside a cache, `OUT/.bike.lock` inside a run or eval folder)
+of the output's resolved path (a symlink to a cache and the cache itself share one lock),
 held with `fcntl.flock` for the life of the writer. It records the holder (`{"pid", "host",
 "started"}`) so that a second writer is told who holds it. The kernel releases a flock when its
 process dies, so a lock left by a crash (SIGKILL, power loss) is simply taken over by the next run.
@@ -38,7 +39,7 @@ class WriterLock:
 
     def __init__(self, output: str | Path, folder: bool = False) -> None:
         self.output = Path(output)
-        self.path = lock_path_for(self.output, folder)
+        self.path = lock_path_for(Path(os.path.realpath(self.output)), folder)  # one lock whatever the route
         self._fd: int | None = None
 
     def acquire(self) -> WriterLock:

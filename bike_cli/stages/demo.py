@@ -15,9 +15,10 @@ from pathlib import Path
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
+from bike_cli.engine.runtime import Progress
 from bike_cli.io.atomic import write_text
 from bike_cli.stages.evaluate import EvalConfig, run_eval
-from bike_cli.stages.extract import ExtractConfig, ExtractSummary, Progress, run_extraction
+from bike_cli.stages.extract import ExtractConfig, ExtractSummary, run_extraction
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
 from bike_cli.stages.predict import PredictConfig, run_predict
 from bike_cli.stages.train_attrs import run_train_attrs

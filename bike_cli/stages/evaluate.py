@@ -47,6 +47,8 @@ from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import check_frames, parse_views
+from bike_cli.engine.distributed import writer_lock
+from bike_cli.engine.runtime import Progress, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
@@ -56,8 +58,9 @@ from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
-from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
+from bike_cli.io.outputs import check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.authors import ATTRS_RULES, view_probabilities
 from bike_cli.models.authors_branch import check_cache_visual_weights, load_authors_branch
@@ -69,8 +72,6 @@ from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import DEFAULT_TEMPLATE, ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch, image_features
-from bike_cli.stages.distributed import resolve_device, writer_lock
-from bike_cli.stages.extract import Progress, cores_beside_workers
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def _attrs_scores(cfg: EvalConfig, class_names: list[str], vm: _VideoModel, devi
     return list(order), np.stack([probs[rows].mean(0) for rows in order.values()])
 
 
-def _check(cfg: EvalConfig) -> None:
+def _check(cfg: EvalConfig) -> PathGuard:
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.fuse is not None and not 0.0 <= cfg.fuse <= 1.0:
@@ -317,29 +318,30 @@ def _check(cfg: EvalConfig) -> None:
         parse_views(cfg.views, cfg.compat)
     check_folder_output("--out", cfg.out)
     outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
-    check_distinct_outputs({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
-                            "--classes": cfg.classes, "--attributes": cfg.attributes,
-                            "--attrs-checkpoint": cfg.attrs_checkpoint}, outputs)
+    outputs.update({f"--out's {meta_path(name)}": meta_path(cfg.out / name) for name in OUTPUT_FILES})
+    return PathGuard({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
+                      "--classes": cfg.classes, "--attributes": cfg.attributes,
+                      "--attrs-checkpoint": cfg.attrs_checkpoint, "--pretrained": file_or_none(cfg.pretrained)},
+                     outputs)
 
 
 OUTPUT_FILES = ("video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
 
 
-def clear_outputs(out: Path) -> None:
+def clear_outputs(out: Path, guard: PathGuard) -> None:
     """Remove the outputs of an earlier eval in `out`, metrics.json first: a run never mixes with another."""
     for name in reversed(OUTPUT_FILES):
-        (out / name).unlink(missing_ok=True)
-        meta_path(out / name).unlink(missing_ok=True)
+        guard.discard(out / name, meta_path(out / name))
 
 
 def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
     """Score, fuse and measure; see the module docstring for the outputs."""
-    _check(cfg)
+    guard = _check(cfg)
     with writer_lock(cfg.out, folder=True, is_main=True, world_size=1):
-        return _run_eval(cfg, progress)
+        return _run_eval(cfg, progress, guard)
 
 
-def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
+def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> EvalSummary:
     """The evaluation proper, while this process holds the output folder's lock."""
     progress = progress or Progress()
     device = resolve_device(cfg.device)
@@ -373,7 +375,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None) -> EvalSummary:
         if fuse is not None:
             branches["fused"] = fuse * branches["video"] + (1.0 - fuse) * branches["attrs"]
     cfg.out.mkdir(parents=True, exist_ok=True)
-    clear_outputs(cfg.out)
+    clear_outputs(cfg.out, guard)
     metrics, files = {}, {}
     rules = {"video": vm.rule, "attrs": get_profile(cfg.compat).attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},

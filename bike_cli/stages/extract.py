@@ -7,11 +7,10 @@ files; rank 0 merges them in list order, so the result equals a single-process r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +27,9 @@ from bike_cli.data.lists.entries import VideoList
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
+from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
+from bike_cli.engine.runtime import PRECISIONS, Progress, autocast_for, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
-from bike_cli.io.atomic import remove_temps_of
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
@@ -46,13 +46,13 @@ from bike_cli.io.feature_cache_parts import (
     scan_parts,
     write_meta_file,
 )
-from bike_cli.io.lock import lock_path_for
-from bike_cli.io.outputs import check_distinct_outputs, check_file_output
+from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.lock import WriterLock
+from bike_cli.io.outputs import check_file_output
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
-from bike_cli.stages.distributed import DistContext, init_distributed, resolve_device, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,15 @@ class ExtractConfig:
             raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
         check_file_output("--out", self.out)
         check_file_output("--failures", self.failures_path)
-        check_distinct_outputs(
-            {"--list": self.list_path, "--classes": self.classes},
+        self.guard()
+
+    def guard(self, videos: Iterable[Path] = ()) -> PathGuard:
+        """The run's paths, checked: no output is an input (the listed `videos` too) or another output."""
+        return PathGuard(
+            {"--list": self.list_path, "--classes": self.classes, "--pretrained": file_or_none(self.pretrained)},
             {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": parts_dir_for(self.out),
-             "the lock file of --out": lock_path_for(self.out, folder=False)},
+             "the lock file of --out": WriterLock(self.out).path},
+            listed={"a video of --list": videos},
         )
 
     @property
@@ -128,44 +133,6 @@ class ExtractSummary:
     seconds: float
     failures: list[Failure] = field(default_factory=list)
     is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
-
-
-class Progress:
-    """What the stage reports while it runs; the CLI passes a Rich implementation."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@contextlib.contextmanager
-def cores_beside_workers(device: torch.device, workers: int):
-    """On the CPU, give this process's torch ops the cores the DataLoader workers do not use.
-
-    Measured on 2 cores: 2 torch threads next to 2 decoding workers made the model 5-20x slower.
-    """
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def autocast_for(device: torch.device, precision: str):
-    """Autocast context: bf16 (or fp16 where bf16 is unsupported) on CUDA for `auto`; fp32 on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class FrameEncoder:
@@ -207,12 +174,11 @@ def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -
     return hot
 
 
-def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> PartsIndex:
+def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext, guard: PathGuard) -> PartsIndex:
     """Check an existing cache and parts against `meta`, then index what is already done."""
     parts_dir = parts_dir_for(cfg.out)
     if dist.is_main and cfg.overwrite:
-        cfg.out.unlink(missing_ok=True)
-        finish(parts_dir)
+        guard.discard(cfg.out, parts_dir)
     dist.barrier()
     if cfg.out.exists():
         meta.check_compatible(FeatureCache(cfg.out).meta, cfg.out)
@@ -223,7 +189,7 @@ def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> 
         write_meta_file(parts_dir, meta)
         remove_stale_tmp(parts_dir)
         for path in (cfg.out, cfg.failures_path):
-            remove_temps_of(path)
+            guard.sweep_temps_of(path)
     dist.barrier()
     parts = scan_parts(parts_dir)
     dist.barrier()  # every process has read the same parts before anyone writes a new one
@@ -240,13 +206,14 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     num_classes = len(class_names) if class_names else 1 + max(
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
+    guard = cfg.guard([e.path for e in video_list.entries])
     dist = init_distributed()
     with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
-        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started)
+        return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started, guard)
 
 
 def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
-                    dist: DistContext, progress: Progress, started: float) -> ExtractSummary:
+                    dist: DistContext, progress: Progress, started: float, guard: PathGuard) -> ExtractSummary:
     """The extraction proper, while this launch holds the cache's WriterLock."""
     layout = parse_views(cfg.views, cfg.compat)
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
@@ -260,7 +227,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    parts = _prepare_outputs(cfg, meta, dist)
+    parts = _prepare_outputs(cfg, meta, dist, guard)
     done = set(parts.done_ids)
     if cfg.out.exists():
         done.update(FeatureCache(cfg.out).video_ids)

@@ -31,8 +31,9 @@ from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.atomic import write_text
-from bike_cli.io.csv_meta import read_csv_meta, write_csv_meta
-from bike_cli.io.outputs import check_distinct_outputs, check_file_output
+from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta
+from bike_cli.io.guard import PathGuard
+from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import ScoreTable, read_score_csv, write_score_csv
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,9 @@ class FuseConfig:
         if self.protocol not in PROTOCOLS:
             raise InputError(f"--protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         check_file_output("--out", self.out)
-        check_distinct_outputs({"an input": self.inputs, "--val": self.val},
-                               {"--out": self.out, "the metrics JSON of --out": self.metrics_json})
+        PathGuard({"an input": self.inputs, "--val": self.val},
+                  {"--out": self.out, "the metrics JSON of --out": self.metrics_json,
+                   "the .meta.json sidecar of --out": meta_path(self.out)})
         if self.search:
             self._validate_search()
         elif self.val:

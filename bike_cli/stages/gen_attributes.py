@@ -33,22 +33,22 @@ from torch import nn
 from bike_cli.config.profile import COSINE
 from bike_cli.data.lexicons import lexicon_sha256, load_lexicon, normalise_phrase
 from bike_cli.data.lists.classes import read_class_names
+from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
-from bike_cli.io.csv_meta import write_csv_meta
+from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
-from bike_cli.io.outputs import check_distinct_outputs, check_file_output
+from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.registry import get_tokenizer, resolve_model_name
 from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, attribute_sentence, fill_template
-from bike_cli.stages.distributed import resolve_device
-from bike_cli.stages.extract import Progress
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,10 @@ class GenAttributesConfig:
             if path is not None:
                 check_file_output(option, path)
         lexicon_file = Path(self.lexicon) if Path(self.lexicon).is_file() else None
-        check_distinct_outputs({"--features": self.features, "--classes": self.classes, "--lexicon": lexicon_file},
-                               outputs)
+        PathGuard({"--features": self.features, "--classes": self.classes, "--lexicon": lexicon_file,
+                   "--pretrained": file_or_none(self.pretrained)},
+                  {**outputs, **{f"the .meta.json sidecar of {o}": meta_path(p) for o, p in outputs.items()
+                                 if p is not None and p.suffix == ".csv"}})
 
     @property
     def phrase_cache_path(self) -> Path:

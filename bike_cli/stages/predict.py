@@ -39,9 +39,11 @@ from bike_cli.data.indices import TEST_INDICES
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.views import square_views
+from bike_cli.engine.runtime import autocast_for, resolve_device
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.checkpoints import BranchCheckpoint, load_video_checkpoint
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.authors import view_probabilities
 from bike_cli.models.authors_branch import load_authors_branch
 from bike_cli.models.build import VideoBranchSpec, build_video_branch, video_spec_of
@@ -52,8 +54,6 @@ from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import DEFAULT_TEMPLATE, VCS_TOKENS, ClassTexts, attribute_sentence, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.distributed import resolve_device
-from bike_cli.stages.extract import autocast_for
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +410,8 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
         from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
 
         check_figure_path(cfg.explain)
+        PathGuard({"a video": cfg.videos, "--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
+                   "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain})
     skipped = _check_inputs(cfg)
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):

@@ -20,14 +20,19 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import check_profile, check_same_profile
-from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists.classes import read_class_names
+from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import run_guard, run_training
+from bike_cli.engine.runtime import Progress
+from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
-from bike_cli.io.checkpoints import ATTRS_KIND, BranchCheckpoint, save_checkpoint
+from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import read_csv_compat
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
@@ -36,18 +41,6 @@ from bike_cli.models.clip_spec import file_sha256
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import encode_class_texts
-from bike_cli.stages.extract import Progress
-from bike_cli.stages.run_folder import check_run_folder
-from bike_cli.stages.training import (
-    LoopSettings,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +105,9 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
                                cfg.out / f"sentence_embeddings_{split}.pt", key)
 
 
-def _check(cfg: TrainAttrsConfig) -> None:
-    check_run_outputs(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
-                                "--classes": cfg.classes})
+def _check(cfg: TrainAttrsConfig) -> PathGuard:
+    guard = run_guard(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
+                                "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if not cfg.model or not cfg.pretrained:
@@ -125,19 +118,14 @@ def _check(cfg: TrainAttrsConfig) -> None:
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
     check_profile(cfg.compat)
+    return guard
 
 
 def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Attributes branch; see the module docstring for the outputs."""
-    _check(cfg)
-    settings = LoopSettings.of(cfg)
-    settings.check()
-    finished = check_run_folder(settings, "train-attrs", cfg)
-    if finished is not None:
-        return finished
-    accelerator = make_accelerator(settings, cfg.compat)
-    with run_folder_lock(cfg.out, accelerator):
-        return _train_attrs(cfg, settings, accelerator, progress_factory)
+    guard = _check(cfg)
+    return run_training(cfg, "train-attrs", guard,
+                        lambda settings, accelerator: _train_attrs(cfg, settings, accelerator, progress_factory))
 
 
 def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
@@ -171,12 +159,6 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         inputs, targets = batch
         return inputs.to(device), targets.to(device), classes
 
-    def save(unwrapped: AttributesBranch, line: dict, improved: bool) -> None:
-        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict(),
-                               model_args=branch_spec.to_dict())
-        save_checkpoint(cfg.out / "last.pt", ckpt, ATTRS_KIND)
-        copy_best(cfg.out, improved)
 
     def validate(unwrapped: AttributesBranch) -> dict:
         table, inputs, targets = val
@@ -195,7 +177,8 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     return trainer.fit(
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
         TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        save_checkpoint=branch_saver(cfg.out, ATTRS_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
         validate=validate if val is not None else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,
     )

@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.config.profile import check_profile, check_same_profile, get_profile
-from bike_cli.config.recipe import config_to_dict
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
@@ -33,6 +32,12 @@ from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
 from bike_cli.data.sampling import ViewLayout, check_frames
 from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
+from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import run_guard, run_training
+from bike_cli.engine.runtime import Progress
+from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
+from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import (
     AUTHORS_VCS_TOKENS,
@@ -40,8 +45,9 @@ from bike_cli.io.authors_checkpoint import (
     is_authors_checkpoint,
     read_authors_checkpoint,
 )
-from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, load_video_checkpoint, save_checkpoint
+from bike_cli.io.checkpoints import VIDEO_KIND, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.authors import configure_training
 from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_video_spec
@@ -50,30 +56,16 @@ from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
 from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
-from bike_cli.stages.extract import Progress
-from bike_cli.stages.run_folder import check_run_folder
-from bike_cli.stages.training import (
-    EpochBatches,
-    LoopSettings,
-    RepeatedDataset,
-    Trainer,
-    TrainSummary,
-    check_run_outputs,
-    copy_best,
-    make_accelerator,
-    metrics_over_processes,
-    run_folder_lock,
-)
 
 __all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
 
 log = logging.getLogger(__name__)
 
 
-def _check(cfg: TrainVideoConfig) -> None:
-    check_run_outputs(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
+def _check(cfg: TrainVideoConfig) -> PathGuard:
+    guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
                                 "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
-                                "--init-from": cfg.init_from})
+                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained)})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
@@ -86,6 +78,7 @@ def _check(cfg: TrainVideoConfig) -> None:
         raise InputError("--head mean --temporal none on a feature cache has nothing to train but the logit "
                          "scale: add --temporal transformer or --head vcs, train end to end with --videos, or "
                          "evaluate the frozen CLIP as it is with `bike eval` (zero-shot)")
+    return guard
 
 
 def _vcs_tokens(cfg: TrainVideoConfig) -> str:
@@ -126,16 +119,10 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
 
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Video branch; see the module docstring for the outputs."""
-    _check(cfg)
+    guard = _check(cfg)
     cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
-    settings = LoopSettings.of(cfg)
-    settings.check()
-    finished = check_run_folder(settings, "train-video", cfg)
-    if finished is not None:
-        return finished
-    accelerator = make_accelerator(settings, cfg.compat)
-    with run_folder_lock(cfg.out, accelerator):
-        return _train_video(cfg, settings, accelerator, progress_factory)
+    return run_training(cfg, "train-video", guard,
+                        lambda settings, accelerator: _train_video(cfg, settings, accelerator, progress_factory))
 
 
 def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
@@ -184,17 +171,12 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), class_texts
 
-    def save(unwrapped: VideoBranch, line: dict, improved: bool) -> None:
-        ckpt = BranchCheckpoint(config=config_to_dict(cfg), clip=asdict(spec), class_names=class_names,
-                               epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict(),
-                               model_args=branch_spec.to_dict())
-        save_checkpoint(cfg.out / "last.pt", ckpt, VIDEO_KIND)
-        copy_best(cfg.out, improved)
 
     trainer = Trainer(settings, accelerator, stage="train-video")
     return trainer.fit(
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), train_set, batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, save_checkpoint=save,
+        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        save_checkpoint=branch_saver(cfg.out, VIDEO_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
         validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
         collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bike_cli.errors import BikeError, InputError
+from bike_cli.errors import BikeError
 from bike_cli.io.lock import OutputLockedError, WriterLock
 
 
@@ -55,26 +55,6 @@ def init_distributed() -> DistContext:
     return DistContext(state.process_index, state.num_processes, state.device, state)
 
 
-def resolve_device(requested: str | None) -> torch.device:
-    """`--device` as a torch device (None: cuda when available, else cpu); one this machine lacks is an error."""
-    if requested is None:
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {requested!r} is not a torch device: use cpu or cuda (cuda:N)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"--device {requested}: this machine has no CUDA GPU that torch can use; "
-                             "use --device cpu (or leave --device out)")
-        if device.index is not None and device.index >= count:
-            raise InputError(f"--device {requested}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
-    elif device.type != "cpu":
-        raise InputError(f"--device {requested!r}: bike runs on cpu or cuda")
-    return device
-
-
 @contextlib.contextmanager
 def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -> Iterator[None]:
     """Hold the WriterLock of `output` for the block: rank 0 takes it for all the ranks of one launch.
@@ -99,3 +79,20 @@ def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -
         yield
     finally:
         lock.release()
+
+
+def metrics_over_processes(scores: list, labels: list) -> dict:
+    """`val_*` metrics (in %) of the whole validation set from every process's share of it.
+
+    scores: this process's float [n, K] arrays; labels: its int [n] or multi-hot [n, K] arrays.
+    """
+    import numpy as np
+    from accelerate.utils import gather_object
+
+    from bike_cli.eval.metrics import recognition_metrics
+
+    mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
+    parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
+    all_scores = np.concatenate([s for s, _ in parts])
+    all_labels = np.concatenate([y for _, y in parts])
+    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}

@@ -1,203 +1,41 @@
-"""The training machinery that `train-video` and `train-attrs` share.
+"""The training loop that `train-video` and `train-attrs` share.
 
-Accelerate (devices, processes, mixed precision, gradient accumulation, checkpoint state), AdamW
-with the model's parameter groups, cosine schedule with linear warm-up, a seeded per-epoch batch
+Accelerate (devices, processes, mixed precision, gradient accumulation), AdamW with the model's
+parameter groups, cosine schedule with linear warm-up (`engine.schedule`), a seeded per-epoch batch
 sampler, validation every N epochs, `metrics.jsonl` (and TensorBoard where installed), resumable
-Accelerate state per epoch, and best/last checkpoints written by the stage.
+state per epoch, and best/last checkpoints written by the stage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import shutil
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bike_cli.config.profile import FP16, PER_BATCH, get_profile
+from bike_cli.config.profile import PER_BATCH, get_profile
+from bike_cli.config.recipe import config_to_dict
+from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint
+from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
+from bike_cli.engine.runtime import Progress, cores_beside_workers
+from bike_cli.engine.schedule import EpochBatches, authors_warmup_cosine, step_before_optimizer, warmup_cosine
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import append_line, copy_file, remove_stale_temps, write_text
-from bike_cli.io.outputs import check_distinct_outputs, check_folder_output
+from bike_cli.io.atomic import append_line, copy_file, write_text
+from bike_cli.io.checkpoints import BranchCheckpoint, save_checkpoint
 from bike_cli.io.train_state import STATE_FILE
-from bike_cli.stages.distributed import writer_lock
-from bike_cli.stages.extract import PRECISIONS, Progress, cores_beside_workers
-from bike_cli.stages.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
 
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
 ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
-
-
-@dataclass
-class LoopSettings:
-    """The settings every training stage has (its config dataclass provides them)."""
-
-    out: Path
-    epochs: int
-    batch_size: int
-    grad_accum: int
-    warmup_epochs: float
-    precision: str
-    seed: int
-    val_every: int
-    workers: int
-    resume: bool
-    device: str | None = None
-    overwrite: bool = False
-
-    @classmethod
-    def of(cls, cfg) -> LoopSettings:
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
-
-    def check(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.resume and self.overwrite:
-            raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
-
-
-@dataclass
-class TrainSummary:
-    out: Path
-    epochs: int
-    steps: int
-    best_epoch: int
-    best_metrics: dict
-    last_metrics: dict
-    seconds: float
-    is_main: bool = True
-    finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
-
-
-@dataclass
-class RunState:
-    """What a checkpoint folder records besides the Accelerate state."""
-
-    epoch: int = 0
-    step: int = 0
-    best_epoch: int = 0
-    best_metrics: dict = field(default_factory=dict)
-    best_score: float = -math.inf
-
-
-class EpochBatches(Sampler[list[int]]):
-    """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
-
-    Every process sees batches of the same size (the gathered loss needs that): a last batch is cut
-    to a multiple of the world size, and dropped when smaller than it; `drop_last` drops every last
-    batch smaller than the global batch (the authors' training DataLoader, `drop_last=True`).
-    """
-
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, drop_last: bool = False) -> None:
-        self.n, self.rank, self.world, self.seed, self.drop_last = n, rank, world, seed, drop_last
-        self.global_batch = max(world, min(global_batch, n) // world * world)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _sizes(self) -> list[int]:
-        full, rest = divmod(self.n, self.global_batch)
-        rest = 0 if self.drop_last else rest - rest % self.world
-        return [self.global_batch] * full + ([rest] if rest else [])
-
-    def __len__(self) -> int:
-        return len(self._sizes())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        start = 0
-        for size in self._sizes():
-            yield perm[start : start + size][self.rank :: self.world].tolist()
-            start += size
-
-
-def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
-    """LR factor per optimiser step: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
-    """LR factor per optimiser step as the authors' train.py steps WarmupCosineAnnealingLR.
-
-    Their scheduler is stepped at iteration i of epoch e when i == 0 or (i + 1) % 10 == 0, with the
-    fractional epoch x = e + i / steps_per_epoch; the factor is x / warmup during the warm-up, then
-    (1 + cos(pi * min(1, (x - warmup) / (epochs - warmup)))) / 2, held between two steps."""
-
-    def factor(step: int) -> float:
-        epoch, i = divmod(step, steps_per_epoch)
-        last = 0 if i < 9 else (i + 1) // 10 * 10 - 1  # the iteration of the latest scheduler step
-        x = epoch + last / steps_per_epoch
-        if x < warmup_epochs:
-            return x / warmup_epochs
-        progress = min(1.0, (x - warmup_epochs) / max(1e-12, epochs - warmup_epochs))
-        return (math.cos(math.pi * progress) + 1) / 2
-
-    return factor
-
-
-def accelerate_precision(precision: str, cuda: bool, compat: str = "bike", bf16_supported: bool = True) -> str:
-    """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
-
-    The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
-    is kept. `auto` on CUDA: bf16 where supported, else fp16 (fp16 comes with a GradScaler); under
-    `--compat authors` always fp16, as their train.py (`--precision amp`: torch.cuda.amp autocast and
-    GradScaler)."""
-    if not cuda or precision == "fp32":
-        return "no"
-    if precision != "auto":
-        return precision
-    if get_profile(compat).auto_precision == FP16:
-        return "fp16"
-    return "bf16" if bf16_supported else "fp16"
-
-
-def make_accelerator(settings: LoopSettings, compat: str = "bike"):
-    """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from bike_cli.stages.distributed import resolve_device
-
-    cuda = resolve_device(settings.device).type == "cuda"
-    mixed = accelerate_precision(settings.precision, cuda, compat, cuda and torch.cuda.is_bf16_supported())
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
-    set_seed(settings.seed)
-    return accelerator
-
-
-def _step_before_optimizer(scheduler) -> None:
-    """Step the schedule per batch, where the first optimiser step may come later (accumulation):
-    intended, so torch's warning about that order is not shown."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-        scheduler.step()
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p.parent for p in (out / "checkpoints").glob(f"epoch_*/{STATE_FILE}"))
-    return done[-1] if done else None
 
 
 def _tensorboard(out: Path):
@@ -207,7 +45,6 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(str(out / "tensorboard"))
-
 
 class Trainer:
     """Runs the epochs of one training stage.
@@ -259,16 +96,7 @@ class Trainer:
             dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
             pin_memory=torch.cuda.is_available())
         optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
-        if authors:  # their cadence: the factor of the batch index; a step per `grad_accum` batches of an epoch
-            steps_per_epoch = len(batches) // s.grad_accum
-            if steps_per_epoch == 0:
-                log.warning("--grad-accum %d is more than the %d batches of an epoch: under --compat authors an "
-                            "epoch's accumulation starts afresh, so no optimiser step is taken", s.grad_accum,
-                            len(batches))
-            schedule = authors_warmup_cosine(s.warmup_epochs, s.epochs, len(batches))
-        else:
-            steps_per_epoch = math.ceil(len(batches) / s.grad_accum)
-            schedule = warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
+        steps_per_epoch, schedule = self._schedule(len(batches), authors)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model, optimizer = acc.prepare(model, optimizer)  # the scheduler is not: it would step once per process
         state = self._resume(model, optimizer, scheduler, config)
@@ -300,6 +128,19 @@ class Trainer:
             board.close()
         return TrainSummary(s.out, s.epochs, state.step, state.best_epoch, state.best_metrics, line,
                             time.perf_counter() - started, self.is_main)
+
+    def _schedule(self, batches: int, authors: bool) -> tuple[int, Callable[[int], float]]:
+        """Optimiser steps per epoch and the LR factor per step (bike's, or the authors' per-batch one)."""
+        s = self.settings
+        if authors:  # their cadence: the factor of the batch index; a step per `grad_accum` batches of an epoch
+            steps_per_epoch = batches // s.grad_accum
+            if steps_per_epoch == 0:
+                log.warning("--grad-accum %d is more than the %d batches of an epoch: under --compat authors an "
+                            "epoch's accumulation starts afresh, so no optimiser step is taken", s.grad_accum,
+                            batches)
+            return steps_per_epoch, authors_warmup_cosine(s.warmup_epochs, s.epochs, batches)
+        steps_per_epoch = math.ceil(batches / s.grad_accum)
+        return steps_per_epoch, warmup_cosine(round(s.warmup_epochs * steps_per_epoch), s.epochs * steps_per_epoch)
 
     def _resume(self, model, optimizer, scheduler, config) -> RunState:
         """Load the latest complete checkpoint folder (only bike's own, code-free state files)."""
@@ -348,7 +189,7 @@ class Trainer:
                     acc.backward(loss)
                     optimizer.step()
                     if authors:
-                        _step_before_optimizer(scheduler)
+                        step_before_optimizer(scheduler)
                     elif acc.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -400,67 +241,22 @@ class Trainer:
                 board.flush()
         acc.wait_for_everyone()
 
-
 def copy_best(out: Path, improved: bool) -> None:
     """best.pt follows last.pt whenever the epoch improved on the best so far (an atomic copy)."""
     if improved:
         copy_file(out / "last.pt", out / "best.pt")
 
 
-RUN_FILES = ("last.pt", "best.pt", METRICS_FILE, CONFIG_FILE)
+def branch_saver(out: Path, kind: str, config, clip: dict, class_names: list[str],
+                 model_args: dict) -> Callable[[nn.Module, dict, bool], None]:
+    """The `save_checkpoint` of a branch's run: `last.pt` (bike's format, with the `model_args` that
+    rebuild the branch) every epoch, `best.pt` when it improved."""
 
+    def save(unwrapped: nn.Module, line: dict, improved: bool) -> None:
+        ckpt = BranchCheckpoint(config=config_to_dict(config), clip=clip, class_names=class_names,
+                                epoch=line["epoch"], metrics=line, state_dict=unwrapped.state_dict(),
+                                model_args=model_args)
+        save_checkpoint(out / "last.pt", ckpt, kind)
+        copy_best(out, improved)
 
-def check_run_outputs(out: Path, inputs: dict) -> None:
-    """Refuse a run whose input is one of the files it writes into its run folder."""
-    check_folder_output("--out", out)
-    check_distinct_outputs(inputs, {f"--out's {name}": out / name for name in RUN_FILES})
-
-
-@contextlib.contextmanager
-def run_folder_lock(out: Path, accelerator):
-    """Hold the run folder's WriterLock (rank 0 for the whole launch) while a stage writes into it."""
-    check_folder_output("--out", out)
-    with writer_lock(out, folder=True, is_main=accelerator.is_main_process, world_size=accelerator.num_processes):
-        if accelerator.is_main_process and out.is_dir():
-            remove_stale_temps(out)  # of a writer killed mid-write: the lock says none is alive
-        yield
-
-
-def metrics_over_processes(scores: list, labels: list) -> dict:
-    """`val_*` metrics (in %) of the whole validation set from every process's share of it.
-
-    scores: this process's float [n, K] arrays; labels: its int [n] or multi-hot [n, K] arrays.
-    """
-    import numpy as np
-    from accelerate.utils import gather_object
-
-    from bike_cli.eval.metrics import recognition_metrics
-
-    mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
-    parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
-    all_scores = np.concatenate([s for s, _ in parts])
-    all_labels = np.concatenate([y for _, y in parts])
-    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
-
-
-class RepeatedDataset(Dataset):
-    """`length` samples per epoch drawn by cycling through `dataset` (few-shot: as many steps per
-    epoch as a full-data epoch). Each pass over the data sees its own random augmentation: pass r
-    of epoch e runs the underlying dataset as epoch e * passes + r."""
-
-    def __init__(self, dataset: Dataset, length: int) -> None:
-        self.dataset, self.length = dataset, max(length, len(dataset))
-        self.passes = math.ceil(self.length / len(dataset))
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        n = len(self.dataset)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch * self.passes + i // n)
-        return self.dataset[i % n]
+    return save

@@ -1,4 +1,6 @@
-"""What a training stage finds in its `--out` folder before it loads anything.
+"""The run folder (`--out`) of a training stage: its guard, its lock, and what an earlier run left there.
+
+Under the folder's writer lock (taken first: another process's live run is never touched):
 
 - no run there: train;
 - a run there, neither `--resume` nor `--overwrite`: an error offering both (nothing is touched);
@@ -13,18 +15,46 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from bike_cli.engine.distributed import writer_lock
+from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint, make_accelerator
+from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.stages.resume import check_resume_config
-from bike_cli.stages.training import LoopSettings, RunState, TrainSummary, latest_checkpoint
+from bike_cli.io.guard import PathGuard, PathOptions
+from bike_cli.io.outputs import check_folder_output
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "config.yaml")  # besides checkpoints/ and tensorboard/
 RUN_FOLDERS = ("checkpoints", "tensorboard")
+RUN_OUTPUTS = ("last.pt", "best.pt", METRICS_FILE, CONFIG_FILE)  # the order the guard names them in
+
+
+def run_guard(out: Path, inputs: PathOptions) -> PathGuard:
+    """The guard of a training run: no input is a file it writes or a folder it replaces in `out`."""
+    check_folder_output("--out", out)
+    return PathGuard(inputs, {f"--out's {name}": out / name for name in RUN_OUTPUTS},
+                     trees={f"--out's {name}": out / name for name in RUN_FOLDERS})
+
+
+def run_training(cfg, stage: str, guard: PathGuard, train: Callable[[LoopSettings, object], TrainSummary]) -> TrainSummary:
+    """What train-video and train-attrs share around their training: settings, Accelerator, the run
+    folder's lock, then (under it) the earlier run's rules, the temp sweep, and `train(settings, acc)`."""
+    settings = LoopSettings.of(cfg)
+    settings.check()
+    accelerator = make_accelerator(settings, cfg.compat)
+    main = accelerator.is_main_process
+    with writer_lock(cfg.out, folder=True, is_main=main, world_size=accelerator.num_processes):
+        finished = check_run_folder(settings, stage, cfg, guard)
+        accelerator.wait_for_everyone()  # rank 0 has removed an --overwrite'n run before any rank reads
+        if finished is not None:
+            return finished
+        if main:  # of a writer killed mid-write: the lock says none is alive
+            guard.sweep_temps(cfg.out, RUN_FILES)
+        return train(settings, accelerator)
 
 
 def holds_run(out: Path) -> bool:
@@ -34,8 +64,9 @@ def holds_run(out: Path) -> bool:
     return latest_checkpoint(out) is not None or (out / "metrics.jsonl").exists() or (out / "last.pt").exists()
 
 
-def check_run_folder(settings: LoopSettings, stage: str, config: object = None) -> TrainSummary | None:
-    """Apply the rules of the module docstring; a summary means "finished before: do nothing".
+def check_run_folder(settings: LoopSettings, stage: str, config: object = None,
+                     guard: PathGuard | None = None) -> TrainSummary | None:
+    """Apply the rules of the module docstring (hold the lock); a summary means "finished before: do nothing".
 
     A finished run is read as `--resume` reads any run (`check_resume_config`, then the state files
     through the code-free loader): changed settings and foreign files are refused here too."""
@@ -44,7 +75,7 @@ def check_run_folder(settings: LoopSettings, stage: str, config: object = None) 
         return None
     if settings.overwrite:
         if int(os.environ.get("RANK", "0")) == 0:  # one process of a launched run removes the files
-            discard_run(out)
+            discard_run(out, guard or run_guard(out, {}))
         return None
     if not settings.resume:
         raise InputError(f"{out} already holds a {stage} run: pass --resume to continue it, --overwrite to "
@@ -62,12 +93,9 @@ def check_run_folder(settings: LoopSettings, stage: str, config: object = None) 
                         is_main=int(os.environ.get("RANK", "0")) == 0, finished_before=True)
 
 
-def discard_run(out: Path) -> None:
-    """Remove the files a training run wrote into `out` (and nothing else)."""
-    for name in RUN_FOLDERS:
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+def discard_run(out: Path, guard: PathGuard) -> None:
+    """Remove the files a training run wrote into `out` (and nothing else), through its guard."""
+    guard.discard(*(out / name for name in RUN_FOLDERS), *(out / name for name in RUN_FILES))
     log.info("--overwrite: removed the earlier run in %s", out)
 
 

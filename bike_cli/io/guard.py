@@ -1,0 +1,184 @@
+"""One guard for every path a command reads and writes.
+
+A stage builds a `PathGuard` from its inputs and outputs before it reads or writes anything. The
+guard resolves every path (symlinks, `.` and `..`, and device and inode where the file exists, which
+catches hard links) together with the files an input owns:
+
+- a CSV's `.meta.json` sidecar (`bike_cli.io.csv_meta`);
+- a feature cache's `*.h5.parts/` folder, its default failures CSV and its lock file;
+- a run folder's `best.pt` and `last.pt` (what a checkpoint folder is read from).
+
+It refuses an output that is an input, a file an input owns, or another output, and an input inside
+an output folder the command replaces (`trees`). Under the writer lock (`WriterLock`, on the resolved
+path), it deletes only what the command declared as its outputs (`discard`) and only the temporary
+files of bike's own atomic writer (`sweep_temps`), never a user's file that merely looks alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from bike_cli.errors import BikeError, InputError
+from bike_cli.io.atomic import TMP_SUFFIX
+from bike_cli.io.csv_meta import meta_path
+from bike_cli.io.lock import lock_path_for
+
+PathOptions = Mapping[str, "Path | str | Iterable[Path | str] | None"]
+
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run-folder checkpoint is read from (io.checkpoints)
+CACHE_SUFFIXES = (".h5", ".hdf5")
+# `.NAME.PID.HEX.tmp`: the temporary file of bike's atomic writer (io.atomic.temp_path)
+BIKE_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
+
+
+def file_or_none(value: str | Path | None) -> Path | None:
+    """`value` as an input path when it names an existing file (`--pretrained` may be a tag)."""
+    return Path(value) if value and Path(value).is_file() else None
+
+
+def _keys(path: Path) -> set[tuple]:
+    """The resolved path, and the device and inode where the file exists (hard links share them)."""
+    keys = {("path", os.path.realpath(path))}
+    try:
+        st = os.stat(path)
+        keys.add(("inode", st.st_dev, st.st_ino))
+    except (OSError, ValueError):
+        pass
+    return keys
+
+
+def _flatten(options: PathOptions | None) -> list[tuple[str, Path]]:
+    pairs = []
+    for option, value in (options or {}).items():
+        if value is None:
+            continue
+        values = [value] if isinstance(value, (str, Path)) else list(value)
+        pairs += [(option, Path(v)) for v in values if v is not None]
+    return pairs
+
+
+def owned_files(path: Path) -> list[tuple[str, Path]]:
+    """The files an input owns besides itself, each with what it is to the input."""
+    if path.is_dir():
+        return [(f"the checkpoint {name} in", path / name) for name in CHECKPOINT_NAMES]
+    if path.suffix == ".csv":
+        return [("the .meta.json sidecar of", meta_path(path))]
+    if path.suffix in CACHE_SUFFIXES:
+        return [("the parts folder of", path.with_name(path.name + ".parts")),
+                ("the failures CSV of", path.with_name(path.stem + ".failures.csv")),
+                ("the lock file of", lock_path_for(path, folder=False))]
+    return []
+
+
+def _under(path: str, folder: str) -> bool:
+    return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class PathGuard:
+    """The checked inputs and outputs of one command (see the module docstring).
+
+    inputs/outputs: option name -> path(s); listed: inputs named in a list file (videos), compared
+    by device and inode with the outputs that exist; trees: output folders the command replaces."""
+
+    def __init__(self, inputs: PathOptions, outputs: PathOptions, *, listed: PathOptions | None = None,
+                 trees: PathOptions | None = None) -> None:
+        self.inputs, self.outputs, self.trees = _flatten(inputs), _flatten(outputs), _flatten(trees)
+        self._declared = {os.path.realpath(p) for _, p in self.outputs + self.trees}
+        self._check_outputs()
+        self._check_trees()
+        self._check_listed(_flatten(listed))
+
+    def _check_outputs(self) -> None:
+        seen: dict[tuple, tuple[str, str, Path]] = {}
+        for option, path in self.inputs:
+            for key in _keys(path):
+                seen.setdefault(key, ("is the same file as", option, path))
+        for option, path in self.inputs:
+            for what, owned in owned_files(path):
+                for key in _keys(owned):
+                    seen.setdefault(key, (f"is {what}", option, path))
+        roles = {}
+        for option, path in self.outputs:
+            keys = _keys(path)
+            hit = next((seen[key] for key in keys if key in seen), None)
+            if hit is not None:
+                relation, other, other_path = hit
+                role = roles.get((other, other_path), "input")
+                raise InputError(f"{option} {path} {relation} {other} {other_path} (an {role} of this run): "
+                                 f"writing it would destroy the {role}; choose another {option}")
+            for key in keys:
+                seen[key] = ("is the same file as", option, path)
+            roles[(option, path)] = "output"
+
+    def _check_trees(self) -> None:
+        for option, tree in self.trees:
+            folder = os.path.realpath(tree)
+            for other, path in self.inputs:
+                if _under(os.path.realpath(path), folder):
+                    raise InputError(f"{other} {path} is inside {option} {tree}, which this run replaces: "
+                                     f"it would destroy the input; move it out of {tree}")
+
+    def _check_listed(self, listed: list[tuple[str, Path]]) -> None:
+        existing = {}
+        for option, path in self.outputs:
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError):
+                continue
+            existing[(st.st_dev, st.st_ino)] = (option, path)
+        if not existing:
+            return  # an output that does not exist yet cannot be a file that is read
+        for other, path in listed:
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError):
+                continue
+            hit = existing.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                option, out = hit
+                raise InputError(f"{option} {out} is the same file as {path}, {other} (an input of this run): "
+                                 f"writing it would destroy the input; choose another {option}")
+
+    def _is_declared(self, path: Path) -> bool:
+        resolved = os.path.realpath(path)
+        return resolved in self._declared or any(_under(resolved, os.path.realpath(t)) for _, t in self.trees)
+
+    def discard(self, *paths: Path) -> None:
+        """Delete outputs of an earlier run (files, or folders of `trees`); only declared outputs."""
+        for path in paths:
+            if not self._is_declared(path):
+                raise BikeError(f"internal error: {path} is not an output of this command; not deleting it")
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def sweep_temps(self, folder: Path, names: Iterable[str] = ()) -> list[Path]:
+        """Remove the temporary files bike's writers left in `folder` when they died (hold its lock).
+
+        Only bike's own: `.NAME.PID.HEX.tmp`, and the fixed `NAME.tmp` of older bike for the output
+        names given; a user's `notes.tmp` stays."""
+        legacy = {f"{name}{TMP_SUFFIX}" for name in names}
+        removed = []
+        if not folder.is_dir():
+            return removed
+        for entry in folder.iterdir():
+            if entry.is_file() and (BIKE_TEMP.match(entry.name) or entry.name in legacy):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+        return removed
+
+    def sweep_temps_of(self, path: Path) -> list[Path]:
+        """Remove the temporary files of dead writers of the one output `path` (hold its lock)."""
+        if not path.parent.is_dir():
+            return []
+        stale = [entry for entry in path.parent.iterdir() if entry.is_file()
+                 and ((m := BIKE_TEMP.match(entry.name)) and m["name"] == path.name
+                      or entry.name == f"{path.name}{TMP_SUFFIX}")]
+        for entry in stale:
+            entry.unlink(missing_ok=True)
+        return stale
