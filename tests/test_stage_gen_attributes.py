@@ -19,11 +19,12 @@ from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, wri
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
+from bike_cli.io.phrase_cache import PHRASE_CACHE_KIND
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
+from bike_cli.models import attributes as ma
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
-from bike_cli.stages import gen_attributes as ga
 from bike_cli.stages.extract import ExtractConfig, run_extraction
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
 
@@ -276,8 +277,8 @@ def test_same_size_but_other_model_is_refused_unless_allowed(tmp_path, cache, le
 
 def test_phrase_embeddings_are_reused_and_redone_when_the_lexicon_changes(tmp_path, cache, lexicon, monkeypatch):
     calls = []
-    real = ga.encode_texts
-    monkeypatch.setattr(ga, "encode_texts", lambda model, tok, texts, *a, **k: calls.append(len(texts)) or
+    real = ma.encode_texts
+    monkeypatch.setattr(ma, "encode_texts", lambda model, tok, texts, *a, **k: calls.append(len(texts)) or
                         real(model, tok, texts, *a, **k))
     cfg = GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv", top_k=2)
     first = run_gen_attributes(cfg)
@@ -295,7 +296,7 @@ def test_phrase_embeddings_are_reused_and_redone_when_the_lexicon_changes(tmp_pa
 
 def test_phrase_cache_file_with_pickled_code_is_ignored(tmp_path, cache, lexicon, caplog):
     cfg = GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv", top_k=2)
-    torch.save({"kind": ga.PHRASE_CACHE_KIND, "payload": logging.LogRecord}, cfg.phrase_cache_path)
+    torch.save({"kind": PHRASE_CACHE_KIND, "payload": logging.LogRecord}, cfg.phrase_cache_path)
     with caplog.at_level(logging.WARNING, logger="bike_cli"):
         summary = run_gen_attributes(cfg)
     assert not summary.phrase_cache_reused

@@ -15,7 +15,8 @@ from bike_cli.cli.core import console, given, run_guarded, settings
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from bike_cli.stages.predict import PredictResult, VideoPrediction
+    from bike_cli.engine.predictor import VideoPrediction
+    from bike_cli.stages.predict import PredictResult
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

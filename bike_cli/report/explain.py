@@ -27,7 +27,7 @@ from bike_cli.io.atomic import atomic_write
 
 
 class ExplainedVideo(Protocol):
-    """What a row of the figure shows of one video (`bike_cli.stages.predict.VideoPrediction` has it)."""
+    """What a row of the figure shows of one video (`bike_cli.engine.predictor.VideoPrediction` has it)."""
 
     video: Path
     top: list[tuple[str, float]]  # (class name, probability), best first
