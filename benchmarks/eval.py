@@ -6,9 +6,9 @@ this machine's CPUs. A synthetic cache is written with h5py in the documented la
 is built directly: `VideoHead(D, head, temporal, layers=6, heads=8)` with a logit scale of 100 and
 random class texts (pooled [K, D], tokens [K, M, D], a mask of 1..M real tokens per class).
 
-For each head configuration, the stage's own `_video_scores` (CachedClips -> contiguous slab reads
-(`SlabBatches`) -> `VideoBranch.class_probabilities`, views averaged) runs with `class_probabilities`
-wrapped in a timer: model time is the time inside it, cache read is the rest of the loop. Each
+For each head configuration, eval's own cache loop (bike_cli.engine.evaluation.cache_scores: CachedClips
+-> contiguous slab reads (`SlabBatches`) -> `VideoBranch.class_probabilities`, views averaged) runs with
+`class_probabilities` wrapped in a timer: model time is the time inside it, cache read is the rest of the loop. Each
 configuration's FLOP (torch's FlopCounterMode on `class_probabilities`) for all videos is set against
 the machine's measured fp32 matmul rate (`matmul_limit_s`: the time at that rate, the physical limit). Configurations whose scoring is slow run on the first `--subset` videos and are
 extrapolated linearly to all videos (marked `extrapolated`). Metrics (`run_protocol('full')`) and
@@ -37,16 +37,18 @@ import h5py
 import numpy as np
 import torch
 
+from bike_cli.engine.evaluation import cache_scores
 from bike_cli.engine.runtime import Progress
 from bike_cli.eval.protocols import run_protocol
 from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
+from bike_cli.models.eval_branch import VideoModel
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.evaluate import EvalConfig, _video_scores, _VideoModel
+from bike_cli.stages.evaluate import EvalConfig
 
 CONFIGS = (("vcs", "transformer"), ("vcs", "none"), ("mean", "none"))
 TARGET_S = 10.0
@@ -116,14 +118,13 @@ class TimedModel:
 
 def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespace, head: str, temporal: str,
                  videos: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The stage's `_video_scores` on the first `videos` rows: read and model seconds, probabilities."""
+    """Eval's `cache_scores` on the first `videos` rows: read and model seconds, probabilities."""
     branch = make_branch(args.dim, head, temporal, args.heads)
     timer = TimedModel(branch)
-    cfg = EvalConfig(out=Path("."), batch_size=args.batch_size, workers=args.workers)
-    vm = _VideoModel(branch, texts, None, args.frames, None, list(cache.meta.class_names))
+    vm = VideoModel(branch, texts, None, args.frames, None, list(cache.meta.class_names))
     view = _Subset(cache, videos)
     started = time.perf_counter()
-    _, labels, probs, _ = _video_scores(cfg, vm, view, torch.device("cpu"), Progress())
+    _, labels, probs, _ = cache_scores(vm, view, args.batch_size, torch.device("cpu"), Progress())
     wall = time.perf_counter() - started
     scale = len(cache) / videos
     figures = {"videos_scored": videos, "clips": timer.clips, "wall_s": wall, "model_s": timer.seconds,
@@ -134,7 +135,7 @@ def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespac
 
 
 class _Subset(FeatureCache):
-    """The first `n` rows of a cache, seen as a cache (what `_video_scores` reads)."""
+    """The first `n` rows of a cache, seen as a cache (what `cache_scores` reads)."""
 
     def __init__(self, cache: FeatureCache, n: int) -> None:  # super().__init__ not called: shares state
         self.__dict__.update(cache.__getstate__())

@@ -206,7 +206,7 @@ def test_the_crops_of_a_third_profile_are_honoured_by_parse_views(third):
 
 
 def test_the_fusion_weight_of_a_third_profile_is_honoured_by_fuse(third):
-    from bike_cli.stages.fuse import default_weights
+    from bike_cli.eval.fusion import default_weights
 
     assert default_weights(2, "bike") == [0.5, 0.5]
     assert default_weights(2, third("bike", fuse_weight=0.7)) == pytest.approx([0.7, 0.3])

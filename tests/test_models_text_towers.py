@@ -185,6 +185,7 @@ def test_hf_text_tower_from_a_local_config(tmp_path):
 def test_zero_shot_scores_are_the_models_own_softmax_with_scale_above_100_and_a_bias(tmp_path, monkeypatch):
     """SigLIP-like model (logit_bias, learned scale above CLIP's cap): bike's zero-shot probabilities
     for one frame equal the softmax over classes of the model's own get_logits."""
+    from bike_cli.models import eval_branch
     from bike_cli.stages import evaluate
 
     def raised_scale(*args, **kwargs):
@@ -193,10 +194,10 @@ def test_zero_shot_scores_are_the_models_own_softmax_with_scale_above_100_and_a_
             model.logit_scale.fill_(float(torch.log(torch.tensor(120.0))))
         return model, spec
 
-    monkeypatch.setattr(evaluate, "load_clip", raised_scale)
+    monkeypatch.setattr(eval_branch, "load_clip", raised_scale)
     cfg = evaluate.EvalConfig(out=tmp_path, model="bike-tiny-bidir", pretrained="none", head="mean",
                               templates=["{}"], features=tmp_path / "unused.h5")
-    vm, _ = evaluate._video_model(cfg, NAMES, None, torch.device("cpu"))
+    vm, _ = eval_branch.video_model(cfg, NAMES, None, torch.device("cpu"))
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         frames = vm.clip.encode_image(pixels).view(2, 1, 1, -1)  # [b, V, T, D]

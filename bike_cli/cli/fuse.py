@@ -52,7 +52,8 @@ def fuse(
     probabilities the Video branch writes. Metrics of each input and of the result are printed and
     written to the metrics JSON.
     """
-    from bike_cli.stages.fuse import FuseConfig, parse_weights, run_fuse
+    from bike_cli.eval.fusion import parse_weights
+    from bike_cli.stages.fuse import FuseConfig, run_fuse
 
     options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
     cfg = FuseConfig(
@@ -69,7 +70,7 @@ def fuse(
 def print_grid(summary: FuseSummary) -> None:
     from rich.table import Table
 
-    from bike_cli.stages.fuse import best_point
+    from bike_cli.eval.fusion import best_point
 
     key = summary.criterion or "score"
     best = best_point(summary.grid)

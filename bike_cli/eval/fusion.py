@@ -1,0 +1,143 @@
+"""Linear fusion of branch scores (the paper's Eq. 4 over M inputs) and the search for its weights.
+
+S = sum_i w_i S_i with w_i >= 0 and sum_i w_i = 1; for the Video and Attributes branches,
+S = lambda S_V + (1 - lambda) S_A. Scores are added as they are (no softmax). A search scores every
+weight vector of a simplex grid of step `step` (for two inputs: lambda = 0, 0.05, ..., 1) by top-1
+(mAP for multi-label tables) on aligned validation tables (bike_cli.eval.align); the best one is the
+first in grid order on ties.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bike_cli.config.profile import BIKE, get_profile
+from bike_cli.errors import InputError
+from bike_cli.eval.align import table_name
+from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
+from bike_cli.io.score_csv import ScoreTable
+
+MAX_GRID_POINTS = 5000  # weight vectors a --search may score
+WEIGHT_SUM_TOLERANCE = 1e-6
+
+
+@dataclass
+class GridPoint:
+    """One weight vector of a search and its validation score."""
+
+    weights: tuple[float, ...]
+    score: float
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def default_weights(count: int, compat: str = BIKE) -> list[float]:
+    """Equal weights; under the authors' profile, their 0.7 / 0.3 for two inputs (video, attributes)."""
+    if get_profile(compat).fuse_weight is not None and count == 2:
+        return [get_profile(compat).fuse_weight, 1.0 - get_profile(compat).fuse_weight]
+    return [1.0 / count] * count
+
+
+def parse_weights(text: str) -> list[float]:
+    """`0.6,0.4` -> [0.6, 0.4]; InputError naming the bad item."""
+    weights = []
+    for item in text.split(","):
+        try:
+            weights.append(float(item))
+        except ValueError:
+            raise InputError(f"--weights {text!r}: {item.strip()!r} is not a number") from None
+    return weights
+
+
+def check_weights(weights: Sequence[float], inputs: int) -> None:
+    """One finite, non-negative weight per input, summing to 1."""
+    shown = ",".join(f"{w:g}" for w in weights)
+    if len(weights) != inputs:
+        raise InputError(f"--weights {shown}: {len(weights)} weights for {inputs} input files")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise InputError(f"--weights {shown}: weights must be finite and non-negative")
+    if abs(sum(weights) - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise InputError(f"--weights {shown} sum to {sum(weights):g}, not 1")
+
+
+def simplex_size(parts: int, step: float) -> int:
+    """Grid points of `simplex_grid(parts, step)`; InputError for a bad step or a grid too large."""
+    if not 0 < step <= 1 or abs(round(1 / step) * step - 1) > 1e-9:
+        raise InputError(f"--grid-step {step:g} must divide 1 (e.g. 0.05, 0.1, 0.25)")
+    size = math.comb(round(1 / step) + parts - 1, parts - 1)
+    if size > MAX_GRID_POINTS:
+        raise InputError(f"--grid-step {step:g} over {parts} inputs gives {size} weight vectors, more than "
+                         f"{MAX_GRID_POINTS}: use a coarser --grid-step (e.g. 0.1 or 0.2)")
+    return size
+
+
+def simplex_grid(parts: int, step: float) -> np.ndarray:
+    """float64 [G, parts]: every weight vector with entries in multiples of `step` summing to 1, in
+    lexicographic order (for two parts: [0, 1], [0.05, 0.95], ..., [1, 0])."""
+    simplex_size(parts, step)
+    n = round(1 / step)
+    return np.array(list(_compositions(n, parts)), dtype=np.float64) / n
+
+
+def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(total + 1):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first, *rest)
+
+
+# ----------------------------------------------------------------------------- fusing
+
+
+def looks_like_probabilities(scores: np.ndarray, tolerance: float = 1e-3) -> bool:
+    """Whether every row lies in [0, 1] and sums to 1 (within `tolerance`): softmax outputs."""
+    scores = np.asarray(scores, dtype=np.float64)
+    in_range = bool(((scores >= -tolerance) & (scores <= 1 + tolerance)).all())
+    return in_range and bool(np.allclose(scores.sum(1), 1.0, atol=tolerance))
+
+
+def fuse_scores(tables: Sequence[ScoreTable], weights: Sequence[float]) -> np.ndarray:
+    """float64 [N, K]: sum_i weights[i] * scores_i of aligned tables."""
+    fused = np.zeros(tables[0].scores.shape, dtype=np.float64)
+    for table, weight in zip(tables, weights):
+        fused += weight * table.scores.astype(np.float64)
+    return fused
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def search_criterion(table: ScoreTable) -> str:
+    """The metric a search maximises: mAP for a multi-label table, else top1."""
+    return "mAP" if table.multilabel else "top1"
+
+
+def criterion_value(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 (single-label) or mAP (multi-label) over all classes, in %."""
+    if labels.ndim == 2:
+        return mean_average_precision(scores, labels)
+    return topk_accuracy(scores, labels, ks=(1,))["top1"]
+
+
+def search_weights(val_tables: Sequence[ScoreTable], step: float) -> list[GridPoint]:
+    """Every weight vector of `simplex_grid` scored by `criterion_value` on aligned validation tables."""
+    labels = val_tables[0].labels
+    known = labels.any(1) if labels.ndim == 2 else labels >= 0
+    if not known.any():
+        names = ", ".join(table_name(t, i) for i, t in enumerate(val_tables))
+        raise InputError(f"--search needs labelled validation videos; {names} have none")
+    return [GridPoint(tuple(float(w) for w in weights), criterion_value(fuse_scores(val_tables, weights), labels))
+            for weights in simplex_grid(len(val_tables), step)]
+
+
+def best_point(grid: Sequence[GridPoint]) -> GridPoint:
+    """The highest score; the first in grid order on ties (NaN never wins over a number)."""
+    scores = np.array([p.score for p in grid], dtype=np.float64)
+    return grid[int(np.nanargmax(scores))] if np.isfinite(scores).any() else grid[0]
