@@ -28,7 +28,8 @@ from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
-from bike_cli.engine.runtime import PRECISIONS, Progress, autocast_for, cores_beside_workers, resolve_device
+from bike_cli.engine.frame_encoder import FrameEncoder
+from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
@@ -50,15 +51,9 @@ from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.lock import WriterLock
 from bike_cli.io.outputs import check_file_output
 from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
-from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
 
 log = logging.getLogger(__name__)
-
-# Frames per encode_image call: bounds activation memory whatever the batch and view settings.
-FRAMES_PER_FORWARD = 512
-
 
 @dataclass
 class ExtractConfig:
@@ -133,35 +128,6 @@ class ExtractSummary:
     seconds: float
     failures: list[Failure] = field(default_factory=list)
     is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
-
-
-class FrameEncoder:
-    """uint8 frames -> CLIP image embeddings, normalised on the model's device in large batches."""
-
-    def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str) -> None:
-        self.model = model.to(device).eval()
-        self.device = device
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
-        self.autocast = lambda: autocast_for(device, precision)
-
-    @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU."""
-        lead = frames.shape[:-3]
-        flat = frames.reshape(-1, *frames.shape[-3:])  # [N, 3, S, S]
-        out = []
-        for start in range(0, flat.shape[0], FRAMES_PER_FORWARD):
-            chunk = flat[start : start + FRAMES_PER_FORWARD].to(self.device, non_blocking=True)
-            chunk = (chunk.float() - self.mean) / self.std
-            if self.device.type == "cuda":
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                out.append(image_features(self.model.visual, chunk).float().half().cpu())  # [n, D], not normalised
-        emb = torch.cat(out)
-        return emb.view(*lead, emb.shape[-1])
 
 
 def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -> np.ndarray:
