@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bike_cli.data.lists import read_class_names, read_video_list
+from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.lock import OutputLockedError, WriterLock
