@@ -1,4 +1,4 @@
-"""uint8 video frames -> CLIP image embeddings on the model's device (autocast, large batches)."""
+"""uint8 video frames on the model's device: CLIP image embeddings (autocast, large batches), normalised pixels."""
 
 from __future__ import annotations
 
@@ -40,3 +40,9 @@ class FrameEncoder:
         emb = torch.cat(out)
         return emb.view(*lead, emb.shape[-1])
 
+
+def to_unit_pixels(pixels: torch.Tensor, spec: ClipSpec, device: torch.device) -> torch.Tensor:
+    """uint8 [..., 3, S, S] -> normalised float [..., 3, S, S] on `device` (the training input)."""
+    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
+    return (pixels.to(device, non_blocking=True).float() / 255.0 - mean) / std
