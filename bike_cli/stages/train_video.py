@@ -25,6 +25,7 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.entries import labels_array
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
 from bike_cli.data.sampling import check_frames
@@ -33,7 +34,7 @@ from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
+from bike_cli.engine.schedule import RepeatedDataset
 from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.engine.validation import val_data, validate
 from bike_cli.errors import InputError
@@ -50,7 +51,7 @@ from bike_cli.models.text import encode_class_texts
 from bike_cli.models.video_init import init_from
 from bike_cli.models.visual_digest import visual_sha256
 
-__all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
+__all__ = ["TrainSummary", "run_train_video"]
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +200,7 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
     entries = [(i, e) for i, e in enumerate(video_list.entries) if e.labels]
     if cfg.shots:
-        if video_list.multilabel:
-            hot = np.zeros((len(entries), len(class_names)), dtype=np.uint8)
-            for row, (_, e) in enumerate(entries):
-                hot[row, list(e.labels)] = 1
-            labels = hot
-        else:
-            labels = np.array([e.labels[0] for _, e in entries])
+        labels = labels_array([e for _, e in entries], len(class_names), video_list.multilabel)
         entries = [entries[i] for i in few_shot_indices(labels, cfg.shots, cfg.seed)]
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
