@@ -68,8 +68,9 @@ def sync(device: torch.device) -> None:
 
 
 def check_extract(tmp: Path, s: dict, clips: Path) -> dict:
+    from bike_cli.engine.frame_encoder import FrameEncoder
     from bike_cli.models.clip import load_clip
-    from bike_cli.stages.extract import ExtractConfig, FrameEncoder, run_extraction
+    from bike_cli.stages.extract import ExtractConfig, run_extraction
 
     device = torch.device(s["device"])
     cfg = ExtractConfig(list_path=video_list(tmp, s["videos"], clips), root=tmp / "videos", out=tmp / "extract.h5",

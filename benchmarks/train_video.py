@@ -60,6 +60,7 @@ from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
+from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import EpochBatches, warmup_cosine
@@ -73,7 +74,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.train_video import _to_unit_pixels, _train_dataset
+from bike_cli.stages.train_video import _train_dataset
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 READABLE_CLIPS = (  # the clips with a video stream (nasa_audio_only.mp3 has none)
@@ -164,7 +165,7 @@ def make_rig(cfg: TrainVideoConfig, model: VideoBranch, class_texts: ClassTexts,
     def batch_inputs(batch) -> tuple:  # the stage's own, in run_train_video
         inputs, targets = batch
         if inputs.dtype == torch.uint8:  # decoded pixels (end to end)
-            inputs = _to_unit_pixels(inputs, spec, device)
+            inputs = to_unit_pixels(inputs, spec, device)
         else:
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), texts

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.engine.schedule import EpochBatches
 from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.heads import TemporalTransformer
-from bike_cli.stages.train_video import EpochBatches, run_train_video
+from bike_cli.stages.train_video import run_train_video
 
 # bike-tiny's text tower is random: with the paper's prompt prefix every class embedding is nearly the
 # same vector, so the tests prompt with the bare class name (real CLIP does not need this).

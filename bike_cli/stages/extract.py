@@ -8,19 +8,14 @@ files; rank 0 merges them in list order, so the result equals a single-process r
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from bike_cli import __version__
 from bike_cli.config.profile import BIKE, check_profile
-from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
+from bike_cli.data.clip_dataset import MultiViewClips
 from bike_cli.data.decoding.read import DECODERS, DEFAULT_DECODER
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.entries import VideoList
@@ -28,17 +23,17 @@ from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
 from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
-from bike_cli.engine.runtime import PRECISIONS, Progress, autocast_for, cores_beside_workers, resolve_device
+from bike_cli.engine.extraction import extract_share
+from bike_cli.engine.frame_encoder import FrameEncoder
+from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import (
-    Batch,
     Failure,
     PartsIndex,
-    PartWriter,
     finish,
     parts_dir_for,
     read_meta_file,
@@ -50,15 +45,9 @@ from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.lock import WriterLock
 from bike_cli.io.outputs import check_file_output
 from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
-from bike_cli.models.video_branch import image_features
 from bike_cli.models.visual_digest import visual_sha256
 
 log = logging.getLogger(__name__)
-
-# Frames per encode_image call: bounds activation memory whatever the batch and view settings.
-FRAMES_PER_FORWARD = 512
-
 
 @dataclass
 class ExtractConfig:
@@ -135,45 +124,6 @@ class ExtractSummary:
     is_main: bool = True  # False on the other processes of a distributed run (they merge nothing)
 
 
-class FrameEncoder:
-    """uint8 frames -> CLIP image embeddings, normalised on the model's device in large batches."""
-
-    def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str) -> None:
-        self.model = model.to(device).eval()
-        self.device = device
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
-        self.autocast = lambda: autocast_for(device, precision)
-
-    @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU."""
-        lead = frames.shape[:-3]
-        flat = frames.reshape(-1, *frames.shape[-3:])  # [N, 3, S, S]
-        out = []
-        for start in range(0, flat.shape[0], FRAMES_PER_FORWARD):
-            chunk = flat[start : start + FRAMES_PER_FORWARD].to(self.device, non_blocking=True)
-            chunk = (chunk.float() - self.mean) / self.std
-            if self.device.type == "cuda":
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                out.append(image_features(self.model.visual, chunk).float().half().cpu())  # [n, D], not normalised
-        emb = torch.cat(out)
-        return emb.view(*lead, emb.shape[-1])
-
-
-def _labels_array(video_list: VideoList, num_classes: int, indices: list[int]) -> np.ndarray:
-    entries = [video_list.entries[i] for i in indices]
-    if not video_list.multilabel:
-        return np.array([e.labels[0] if e.labels else -1 for e in entries], dtype=np.int64)
-    hot = np.zeros((len(entries), num_classes), dtype=np.uint8)  # [n, K]
-    for row, e in enumerate(entries):
-        hot[row, list(e.labels)] = 1
-    return hot
-
-
 def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext, guard: PathGuard) -> PartsIndex:
     """Check an existing cache and parts against `meta`, then index what is already done."""
     parts_dir = parts_dir_for(cfg.out)
@@ -241,8 +191,26 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
     device = resolve_device(cfg.device) if cfg.device else dist.device
     encoder = FrameEncoder(model, spec, device, cfg.precision)
     with cores_beside_workers(device, cfg.workers):
-        _extract_share(cfg, meta, video_list, mine, encoder, dist, progress)
+        if mine:
+            clips = MultiViewClips(
+                mine, frames=cfg.frames, layout=layout, size=meta.image_size, mode=cfg.sampling, seed=cfg.seed,
+                decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
+            )
+            extract_share(clips, encoder, parts_dir_for(cfg.out), video_list, meta, batch_size=cfg.batch_size,
+                          workers=cfg.workers, dist=dist, progress=progress)
+    cached, failures = _merge_shares(cfg, meta, dist)
+    summary = ExtractSummary(
+        cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
+        already_done=len(video_list) - len(todo), extracted=len(todo) - len(failures), failed=len(failures),
+        cached=cached, seconds=time.perf_counter() - started, failures=failures, is_main=dist.is_main,
+    )
+    return summary
 
+
+
+def _merge_shares(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> tuple[int, list[Failure]]:
+    """Once every process wrote its share, rank 0 merges the parts into the cache and writes the failures
+    CSV; returns (videos cached, failures), (0, []) on the other processes."""
     dist.barrier()
     failures: list[Failure] = []
     cached = 0
@@ -255,74 +223,4 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         write_failures_csv(cfg.failures_path, failures)
         finish(parts_dir_for(cfg.out))
     dist.barrier()
-    summary = ExtractSummary(
-        cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
-        already_done=len(video_list) - len(todo), extracted=len(todo) - len(failures), failed=len(failures),
-        cached=cached, seconds=time.perf_counter() - started, failures=failures, is_main=dist.is_main,
-    )
-    return summary
-
-
-def _extract_share(
-    cfg: ExtractConfig,
-    meta: CacheMeta,
-    video_list: VideoList,
-    mine: list,
-    encoder: FrameEncoder,
-    dist: DistContext,
-    progress: Progress,
-) -> None:
-    """Decode (in workers) and encode this process's videos, writing one part file per batch."""
-    if not mine:
-        return
-    dataset = MultiViewClips(
-        mine, frames=cfg.frames, layout=parse_views(cfg.views, cfg.compat), size=meta.image_size,
-        mode=cfg.sampling, seed=cfg.seed, decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
-    )
-    # One video per loader item, so that the workers share the videos evenly (a batch per worker
-    # would leave one worker decoding the odd batch alone); the main process groups --batch-size
-    # videos for the model and the part file.
-    loader = DataLoader(
-        dataset, batch_size=1, shuffle=False, num_workers=cfg.workers,
-        collate_fn=collate_items, worker_init_fn=_worker_init, pin_memory=encoder.device.type == "cuda",
-        prefetch_factor=max(2, math.ceil(cfg.batch_size / cfg.workers)) if cfg.workers > 0 else None,
-        persistent_workers=False,
-    )
-    writer = PartWriter(parts_dir_for(cfg.out), dist.rank)
-    if not dist.is_main:
-        progress = Progress()  # rank 0 shows the progress, estimated for all processes
-    progress.start(len(mine) * dist.world_size, "extracting")
-    pending: list[ClipBatch] = []
-    try:
-        for i, item in enumerate(loader, start=1):
-            pending.append(item)
-            if len(pending) == cfg.batch_size or i == len(dataset):
-                batch = merge_batches(pending)
-                writer.write(_encode_batch(batch, encoder, video_list, meta))
-                progress.advance(len(pending) * dist.world_size)
-                pending = []
-    finally:
-        progress.stop()
-
-
-def _encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList, meta: CacheMeta) -> Batch:
-    ok = batch.ok
-    if batch.frames is not None:
-        emb = encoder(batch.frames).numpy()  # [B, V, T, D] float16
-    else:
-        emb = np.zeros((0, meta.num_views, meta.frames, meta.embed_dim), dtype=np.float16)
-    for item in batch.failed:
-        log.warning("skipped %s: %s", item.entry.video_id, item.error)
-    return Batch(
-        list_index=np.array([i.list_index for i in ok], dtype=np.int64),
-        video_ids=[i.entry.video_id for i in ok],
-        embeddings=emb,
-        labels=_labels_array(video_list, meta.num_classes, [i.list_index for i in ok]),
-        num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
-        decoders=[i.decoder for i in ok],
-        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed],
-    )
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decoding threads, not BLAS threads, do the work in workers
+    return cached, failures

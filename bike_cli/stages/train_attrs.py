@@ -28,11 +28,11 @@ from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
-from bike_cli.io.atomic import torch_save
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
@@ -62,28 +62,16 @@ def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path, key: dict) -> torch.Tensor:
     """Frozen text embeddings [R, D] of the attribute sentences, reused from `cache` when `key` matches."""
-    stored = _read_sentence_cache(cache)
-    if stored is not None and stored.get("key") == key and isinstance(stored.get("embeddings"), torch.Tensor):
+    stored = read_sentence_cache(cache, key)
+    if stored is not None:
         log.info("sentence embeddings reused from %s", cache)
-        return stored["embeddings"]
+        return stored
     device = clip_model.token_embedding.weight.device
     out = [clip_model.encode_text(tokenizer(sentences[i : i + SENTENCE_BATCH]).to(device)).float().cpu()
            for i in range(0, len(sentences), SENTENCE_BATCH)]
     embeddings = torch.cat(out)  # [R, D]
-    torch_save({"key": key, "embeddings": embeddings}, cache)
+    write_sentence_cache(cache, key, embeddings)
     return embeddings
-
-
-def _read_sentence_cache(cache: Path) -> dict | None:
-    """The stored sentence embeddings, or None when absent or unreadable (then they are encoded again)."""
-    if not cache.is_file():
-        return None
-    try:
-        stored = torch.load(cache, map_location="cpu", weights_only=True)
-    except Exception as err:  # a torn or foreign file (loading runs no code: weights_only)
-        log.warning("ignoring the unreadable sentence-embedding cache %s (%s)", cache, err)
-        return None
-    return stored if isinstance(stored, dict) else None
 
 
 def _check_labels(table: AttributesTable, num_classes: int, classes: Path) -> None:

@@ -13,39 +13,33 @@ model, optimiser, scheduler, RNG; what `--resume` continues from).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from bike_cli.config.profile import check_profile, check_same_profile, get_profile
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips
-from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.entries import labels_array
 from bike_cli.data.lists.read import read_video_list
-from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, wants_memory
-from bike_cli.data.sampling import ViewLayout, check_frames
-from bike_cli.data.train_clips import TrainClips, collate_train, val_targets
-from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
+from bike_cli.data.sampling import check_frames
+from bike_cli.data.train_clips import TrainClips, collate_train
+from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
+from bike_cli.engine.schedule import RepeatedDataset
 from bike_cli.engine.training_loop import Trainer, branch_saver
+from bike_cli.engine.validation import val_data, validate
 from bike_cli.errors import InputError
-from bike_cli.io.authors_checkpoint import (
-    AUTHORS_VCS_TOKENS,
-    authors_branch_state,
-    is_authors_checkpoint,
-    read_authors_checkpoint,
-)
-from bike_cli.io.checkpoints import VIDEO_KIND, load_video_checkpoint
+from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
+from bike_cli.io.checkpoints import VIDEO_KIND
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
@@ -53,11 +47,11 @@ from bike_cli.models.authors import configure_training
 from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_video_spec
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import ClassTexts, encode_class_texts
-from bike_cli.models.video_branch import VideoBranch
-from bike_cli.models.visual_digest import check_visual_weights, visual_sha256
+from bike_cli.models.text import encode_class_texts
+from bike_cli.models.video_init import init_from
+from bike_cli.models.visual_digest import visual_sha256
 
-__all__ = ["EpochBatches", "TrainSummary", "run_train_video"]
+__all__ = ["TrainSummary", "run_train_video"]
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +143,7 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
-        _init_from(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
+        init_from(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
     if cfg.grad_checkpointing:
         if visual is not None:
             visual.set_grad_checkpointing(True)
@@ -161,12 +155,12 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         train_set = memory
     elif cfg.samples_per_epoch:
         train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
-    val = _val_data(cfg, class_names, spec, accelerator.process_index, accelerator.num_processes)
+    val = val_data(cfg, class_names, spec, accelerator.process_index, accelerator.num_processes)
 
     def batch_inputs(batch) -> tuple:
         inputs, targets = batch
         if inputs.dtype == torch.uint8:  # decoded pixels (end to end)
-            inputs = _to_unit_pixels(inputs, spec, device)
+            inputs = to_unit_pixels(inputs, spec, device)
         else:
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), class_texts
@@ -177,7 +171,7 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), train_set, batch_inputs,
         lr=cfg.lr, weight_decay=cfg.weight_decay,
         save_checkpoint=branch_saver(cfg.out, VIDEO_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
-        validate=(lambda m: _validate(m, val, class_texts, spec, device)) if val is not None else None,
+        validate=(lambda m: validate(m, val, class_texts, spec, device)) if val is not None else None,
         collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
         compat=cfg.compat,
         batch_loader=(lambda sampler: MemoryBatches(memory, sampler)) if memory is not None else None,
@@ -194,34 +188,6 @@ def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
     return memory
 
 
-def _init_from(model: VideoBranch, path: Path, cache: FeatureCache | None = None, cache_visual: str | None = None,
-               ignore_visual_weights: bool = False) -> None:
-    """Start from a trained Video branch: bike's checkpoint, or the authors' released one.
-
-    On cached features the checkpoint's visual encoder is not used: its weights must be those that
-    made the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`."""
-    if is_authors_checkpoint(path):
-        state = authors_branch_state(read_authors_checkpoint(path))
-    else:
-        state = load_video_checkpoint(path).state_dict
-    own = model.state_dict()
-    if model.visual is None:  # cached features: the checkpoint's visual encoder is not used
-        recorded = (cache.meta.visual_sha256 if cache is not None else None) or cache_visual
-        check_visual_weights(visual_sha256(state), recorded, path, cache.path if cache else "the cache",
-                             ignore_visual_weights)
-        state = {k: v for k, v in state.items() if not k.startswith("visual.")}
-    missing = [k for k in own if k not in state and not (model.visual is not None and k.startswith("visual."))]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise InputError(
-            f"--init-from {path} does not fit this Video branch (head/temporal settings differ?): "
-            f"missing {missing[:4]}, unexpected {unexpected[:4]}, other shapes {shapes[:4]}"
-        )
-    model.load_state_dict(state, strict=False)
-    log.info("initialised from %s (%d tensors)", path, len(state))
-
-
 def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str], size: int):
     """The training set (cached clips or decoded, augmented videos) and its targets."""
     if cache is not None:
@@ -234,13 +200,7 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
     entries = [(i, e) for i, e in enumerate(video_list.entries) if e.labels]
     if cfg.shots:
-        if video_list.multilabel:
-            hot = np.zeros((len(entries), len(class_names)), dtype=np.uint8)
-            for row, (_, e) in enumerate(entries):
-                hot[row, list(e.labels)] = 1
-            labels = hot
-        else:
-            labels = np.array([e.labels[0] for _, e in entries])
+        labels = labels_array([e for _, e in entries], len(class_names), video_list.multilabel)
         entries = [entries[i] for i in few_shot_indices(labels, cfg.shots, cfg.seed)]
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
@@ -248,54 +208,3 @@ def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_name
                          num_classes=len(class_names), multilabel=video_list.multilabel, compat=cfg.compat)
     return dataset
 
-
-def _to_unit_pixels(pixels: torch.Tensor, spec, device) -> torch.Tensor:
-    """uint8 [..., 3, S, S] -> normalised float on `device`."""
-    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
-    return (pixels.to(device, non_blocking=True).float() / 255.0 - mean) / std
-
-
-@dataclass
-class _ValData:
-    loader: Iterable  # of batches: SlabBatches (a cache) or a DataLoader (videos)
-    from_videos: bool
-    multilabel: bool = False
-
-
-def _val_data(cfg: TrainVideoConfig, class_names: list[str], spec, rank: int, world: int) -> _ValData | None:
-    """This process's share of the validation set (every world-th video), all views, test sampling."""
-    if cfg.val_features:
-        cache = FeatureCache(cfg.val_features)
-        rows = np.arange(len(cache))[rank::world]
-        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows)
-        return _ValData(SlabBatches(dataset, batch_size=64), False)
-    if cfg.val_videos:
-        video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
-        items = list(enumerate(video_list.entries))[rank::world]
-        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
-                                 resize_mode=spec.resize_mode)
-        loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)
-        return _ValData(loader, True, video_list.multilabel)
-    return None
-
-
-@torch.no_grad()
-def _validate(model: VideoBranch, val: _ValData, class_texts: ClassTexts, spec, device) -> dict:
-    """Top-1/top-5 (or mAP) over the whole validation set, gathered from every process."""
-    model.eval()
-    scores, labels = [], []
-    for batch in val.loader:
-        if val.from_videos:
-            if batch.frames is None:
-                continue
-            pixels = _to_unit_pixels(batch.frames, spec, device)  # [b, V, T, 3, S, S]
-            b, v, t = pixels.shape[:3]
-            frames = model.frame_embeddings(pixels.flatten(0, 1)).view(b, v, t, -1)
-            target = val_targets(batch.ok, class_texts.pooled.shape[0], val.multilabel)
-        else:
-            frames, target = batch
-        probs = model.class_probabilities(frames.to(device).float(), class_texts)  # [b, K]
-        scores.append(probs.cpu().numpy())
-        labels.append(target.numpy())
-    return metrics_over_processes(scores, labels)

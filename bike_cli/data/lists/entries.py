@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from bike_cli.errors import InputError, location
 
@@ -39,6 +41,16 @@ class VideoList:
 
     def __getitem__(self, index: int) -> VideoEntry:
         return self.entries[index]
+
+
+def labels_array(entries: Sequence[VideoEntry], num_classes: int, multilabel: bool) -> np.ndarray:
+    """The entries' labels: int64 [n] (-1 when unknown), or uint8 multi-hot [n, K] when `multilabel`."""
+    if not multilabel:
+        return np.array([e.labels[0] if e.labels else -1 for e in entries], dtype=np.int64)
+    hot = np.zeros((len(entries), num_classes), dtype=np.uint8)  # [n, K]
+    for row, e in enumerate(entries):
+        hot[row, list(e.labels)] = 1
+    return hot
 
 
 def check_path(source: Path, number: int, path: Path) -> Path:

@@ -1,0 +1,73 @@
+"""The Video branch's validation during `train-video`: this process's share of the validation set,
+and the class probabilities of the whole set, measured by `bike_cli.eval.metrics` over every process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.data.cached_clips import CachedClips
+from bike_cli.data.clip_dataset import MultiViewClips, collate_items
+from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.memory_cache import SlabBatches
+from bike_cli.data.sampling import ViewLayout
+from bike_cli.data.train_clips import val_targets
+from bike_cli.engine.distributed import metrics_over_processes
+from bike_cli.engine.frame_encoder import to_unit_pixels
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.text import ClassTexts
+from bike_cli.models.video_branch import VideoBranch
+
+
+@dataclass
+class ValData:
+    """The batches of this process's validation share, and what they hold."""
+
+    loader: Iterable  # of batches: SlabBatches (a cache) or a DataLoader (videos)
+    from_videos: bool
+    multilabel: bool = False
+
+
+def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank: int, world: int) -> ValData | None:
+    """This process's share of the validation set (every world-th video), all views, test sampling."""
+    if cfg.val_features:
+        cache = FeatureCache(cfg.val_features)
+        rows = np.arange(len(cache))[rank::world]
+        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows)
+        return ValData(SlabBatches(dataset, batch_size=64), False)
+    if cfg.val_videos:
+        video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
+        items = list(enumerate(video_list.entries))[rank::world]
+        dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
+                                 resize_mode=spec.resize_mode)
+        loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)
+        return ValData(loader, True, video_list.multilabel)
+    return None
+
+
+@torch.no_grad()
+def validate(model: VideoBranch, val: ValData, class_texts: ClassTexts, spec: ClipSpec,
+             device: torch.device) -> dict:
+    """Top-1/top-5 (or mAP) over the whole validation set, gathered from every process."""
+    model.eval()
+    scores, labels = [], []
+    for batch in val.loader:
+        if val.from_videos:
+            if batch.frames is None:
+                continue
+            pixels = to_unit_pixels(batch.frames, spec, device)  # [b, V, T, 3, S, S]
+            b, v, t = pixels.shape[:3]
+            frames = model.frame_embeddings(pixels.flatten(0, 1)).view(b, v, t, -1)
+            target = val_targets(batch.ok, class_texts.pooled.shape[0], val.multilabel)
+        else:
+            frames, target = batch
+        probs = model.class_probabilities(frames.to(device).float(), class_texts)  # [b, K]
+        scores.append(probs.cpu().numpy())
+        labels.append(target.numpy())
+    return metrics_over_processes(scores, labels)
