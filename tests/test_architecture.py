@@ -1,0 +1,111 @@
+"""The import structure of bike_cli, read with `ast` (docs/architecture.md draws it).
+
+Layers, from the top: cli -> stages -> {engine, models, data, eval, report} -> io -> config -> errors.
+A module imports only from its own package or from a lower layer; the middle layer's packages import
+one another without a circle; no stage imports another (demo, which runs the others, aside).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bike_cli"
+LAYERS = {"errors": 0, "config": 1, "io": 2, "engine": 3, "models": 3, "data": 3, "eval": 3, "report": 3,
+          "stages": 4, "cli": 5, "__main__": 6, "__init__": 6}
+MAX_LINES = 300
+PROFILE_HOMES = ("config/profile.py", "cli/")  # where the profile may be chosen by its name
+PROFILE_NAMES = {"bike", "authors"}
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path) -> set[str]:
+    """Every bike_cli module that `path` imports, at any depth of its code (lazy imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bike_cli"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from bike_cli.io import x`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("bike_cli"))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_no_module_import_circle():
+    graph, state, circles = _graph(), {}, []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                circles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert circles == []
+
+
+def test_no_package_import_circle_in_the_middle_layer():
+    edges = {(_package(a), _package(b)) for a, targets in _graph().items() for b in targets}
+    middle = {p for p, rank in LAYERS.items() if rank == 3}
+    both_ways = sorted((a, b) for a, b in edges if a in middle and b in middle and a < b and (b, a) in edges)
+    assert both_ways == []
+
+
+def test_no_stage_imports_another_stage():
+    offenders = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets
+                       if _package(a) == _package(b) == "stages" and not a.endswith(".demo"))
+    assert offenders == []
+
+
+def test_imports_run_down_the_layers():
+    offenders = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets
+                       if _package(a) != _package(b) and LAYERS[_package(b)] >= LAYERS[_package(a)]
+                       and not (LAYERS[_package(a)] == LAYERS[_package(b)] == 3))
+    assert offenders == []
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_library_file_is_at_most_300_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines: split it by job"
+
+
+def _names_a_profile(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in PROFILE_NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_profile(e) for e in node.elts)
+    name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+    return name in {"AUTHORS", "BIKE"}
+
+
+def test_the_profile_is_never_tested_by_name_outside_its_home():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith(PROFILE_HOMES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(_names_a_profile(n) for n in [node.left, *node.comparators]):
+                offenders.append(f"{relative}:{node.lineno}")
+    assert sorted(offenders) == []
