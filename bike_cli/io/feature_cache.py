@@ -194,6 +194,10 @@ class FeatureCache:
         """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list."""
         return self._file()["embeddings"][rows]
 
+    def num_frames(self) -> np.ndarray:
+        """int64 [N]: the frames of each source video, as the decoder counted them."""
+        return self._file()["num_frames"][()]
+
     def dataset(self) -> h5py.Dataset:
         """The /embeddings dataset itself (float16 [N, V, T, D]), for reads straight into an array."""
         return self._file()["embeddings"]
