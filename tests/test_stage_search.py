@@ -202,3 +202,17 @@ def test_eval_reports_ap_and_recall_for_both_rules(tmp_path):
     assert result["classes"] == 3 and set(result["rules"]) == {"vcs", "mean"}
     for rule in ("vcs", "mean"):
         assert result["rules"][rule]["mean"] == {"AP": 100.0, "R@1": 10.0, "R@5": 50.0, "R@10": 100.0}
+
+
+def test_vcs_scores_match_the_heads_saliency():
+    from bike_cli.models.heads import vcs_saliency
+
+    frames = torch.randn(6, 1, 8, DIM)
+    texts = random_texts(1, seed=9)
+    _, saliency = vcs_scores(frames, texts.tokens[0], texts.token_mask[0], texts.pooled[0])
+    torch.testing.assert_close(saliency[:, 0], vcs_saliency(frames[:, 0], texts.tokens, texts.token_mask)[:, 0])
+
+
+def test_read_rows_equals_point_selection(big_cache):
+    rows = np.array([0, 1, 2, 70, 71, 200, 299])
+    np.testing.assert_array_equal(big_cache.read_rows(rows), big_cache.embeddings(rows.tolist()))

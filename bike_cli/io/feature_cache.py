@@ -194,6 +194,17 @@ class FeatureCache:
         """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list."""
         return self._file()["embeddings"][rows]
 
+    def read_rows(self, rows: np.ndarray, gap: int = 64) -> np.ndarray:
+        """float16 [n, V, T, D] of the increasing, unique `rows`, read as slices of nearby rows (rows less
+        than `gap` apart share one read): far faster than h5py's point selection of a row list."""
+        out = np.empty((len(rows), *self.dataset().shape[1:]), dtype=np.float16)
+        breaks = np.flatnonzero(np.diff(rows) >= gap) + 1
+        for run in np.split(np.arange(len(rows)), breaks):
+            if run.size:
+                start, stop = int(rows[run[0]]), int(rows[run[-1]]) + 1
+                out[run] = self.dataset()[start:stop][rows[run] - start]
+        return out
+
     def num_frames(self) -> np.ndarray:
         """int64 [N]: the frames of each source video, as the decoder counted them."""
         return self._file()["num_frames"][()]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bike_cli.models.heads import DEFAULT_TAU, vcs_saliency
+from bike_cli.models.heads import DEFAULT_TAU
 
 RULES = ("vcs", "mean")
 
@@ -45,9 +45,12 @@ def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask
     tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]."""
     frames = _tensor(embeddings)
     n, views, steps, dim = frames.shape
-    flat = frames.reshape(n * views, steps, dim)  # [nV, T, D]
-    saliency = vcs_saliency(flat, tokens[None].float(), mask[None], tau)[:, 0]  # [nV, T], rows sum to 1
-    enhanced = torch.einsum("bt,btd->bd", saliency, F.normalize(flat, dim=-1))  # e_v: [nV, D]
+    flat = F.normalize(frames.reshape(n * views, steps, dim), dim=-1)  # v_t: [nV, T, D]
+    words = F.normalize(tokens[mask].float(), dim=-1)  # t_n: [N, D], the real tokens only
+    # One query: one matrix product, where heads.vcs_saliency (the same numbers) batches many classes.
+    sim = (flat.reshape(-1, dim) @ words.T).view(n * views, steps, -1) / tau  # [nV, T, N]
+    saliency = sim.softmax(1).mean(2)  # S_t = (1/N) sum_n softmax_t(v_t . t_n / tau): [nV, T]
+    enhanced = torch.bmm(saliency.unsqueeze(1), flat)[:, 0]  # e_v = sum_t S_t v_t: [nV, D]
     scores = F.normalize(enhanced, dim=-1) @ F.normalize(pooled.float(), dim=-1)  # [nV]
     return scores.view(n, views).mean(1), saliency.view(n, views, steps)
 

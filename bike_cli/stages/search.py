@@ -211,7 +211,7 @@ def search(cache: FeatureCache, vectors: torch.Tensor, texts: ClassTexts, rule: 
     keep = min(len(cache), candidates if rule == "vcs" else top)
     first_scores, first_rows = topk_cosine(pooled, vectors, keep)  # [Q, keep]
     wanted = np.unique(first_rows.numpy())
-    slab = cache.embeddings(wanted.tolist())  # one sorted read: [n, V, T, D]
+    slab = cache.read_rows(wanted)  # one sorted read: [n, V, T, D]
     at = {int(r): i for i, r in enumerate(wanted)}
     found = []
     for q in range(pooled.shape[0]):
