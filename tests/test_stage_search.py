@@ -107,13 +107,24 @@ def test_two_stage_returns_the_exhaustive_top_k(big_cache):
     texts.tokens = torch.from_numpy(emb[[5, 17, 29], 0, :4]) * texts.token_mask[..., None]
     every = stage.search(big_cache, vectors, texts, "vcs", 5, len(big_cache))
     some = stage.search(big_cache, vectors, texts, "vcs", 5, 40)
-    first = (vectors @ texts.pooled.T).numpy()  # [N, Q] stage 1
+    first = (vectors.float() @ texts.pooled.T).numpy()  # [N, Q] stage 1 (in float32: a margin for fp16)
     for q in range(3):
         best = exhaustive(big_cache, texts, q, 5)
         assert every[q].rows.tolist() == best.tolist()
-        assert set(best) <= set(np.argsort(-first[:, q])[:40])  # the best are among the 40 candidates
+        assert set(best) <= set(np.argsort(-first[:, q])[:30])  # the best are well among the 40 candidates
         assert some[q].rows.tolist() == best.tolist()
         np.testing.assert_allclose(some[q].scores, every[q].scores, rtol=1e-6)
+
+
+def test_mean_rule_scores_are_the_exact_cosines_in_float32(big_cache):
+    vectors, _ = stage.load_index(big_cache, stage.Progress())
+    texts = random_texts(2, seed=8)
+    found = stage.search(big_cache, vectors, texts, "mean", 5, len(big_cache))
+    exact = video_vectors(big_cache.embeddings(slice(None))).half().float() @ texts.pooled.T  # [N, Q]
+    for q in range(2):
+        best = torch.argsort(exact[:, q], descending=True, stable=True)[:5]
+        assert found[q].rows.tolist() == best.tolist()
+        np.testing.assert_allclose(found[q].scores, exact[best, q].numpy(), rtol=1e-5)
 
 
 def test_salient_frame_is_the_argmax_of_s_and_its_frame_number_follows_the_sampling_rule(tmp_path):
@@ -148,7 +159,7 @@ def test_index_is_reused_when_fresh_and_rebuilt_when_the_cache_changes(tmp_path,
     changed, info = stage.load_index(FeatureCache(path), stage.Progress())
     assert info["built"] and changed.shape[0] == 25
     cache = FeatureCache(path)
-    torch.testing.assert_close(changed, video_vectors(cache.embeddings(slice(None))), atol=1e-3, rtol=0)
+    torch.testing.assert_close(changed.float(), video_vectors(cache.embeddings(slice(None))), atol=1e-3, rtol=0)
     assert read_search_index(index_path(path), {"cache_size": 0, "cache_mtime_ns": 0, "cache_meta_sha256": "",
                                                 "rows": 25}) is None  # stale
 

@@ -5,12 +5,12 @@ query's word tokens as VCS queries (`models.text.encode_class_texts`, vcs_tokens
 
 Two stages, so that a large cache answers in about a second:
 
-1. the search index (`io.search_index`, built once beside the cache and rebuilt when the cache
-   changes; held in memory for the process): per video the mean over views of the unit mean-pooled
-   view vectors, so one matrix product gives the `mean` rule's score (the views' mean cosine) of
-   every video; the best `candidates` are kept;
-2. `rule="vcs"`: Eq. 5-6 (`models.search.vcs_scores`) on those candidates only, their frames read
-   from the cache in one sorted slab read; `rule="mean"` keeps stage 1's scores.
+1. the search index (`io.search_index`: per video the mean over views of the unit mean-pooled view
+   vectors, built once beside the cache, rebuilt when it changes, held in memory as float16): one
+   fp16 matrix product scores every video by the `mean` rule (the views' mean cosine); the best
+   `candidates` are kept;
+2. those are scored in float32: `mean` by the index's cosine, `vcs` by Eq. 5-6
+   (`models.search.vcs_scores`) on their frames, read from the cache in one sorted pass.
 
 The most salient frame: t* = argmax_t of the view mean of S_t (`vcs`) or of the frames' cosine with
 the query (`mean`), in the clip whose crops peak there; its number in the video follows the cache's
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 SLAB = 4096  # videos per read while the index is built
 RECALL_AT = (1, 5, 10)
-_MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity -> float32 [N, D], this process
+_MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity -> float16 [N, D], this process
 
 
 @dataclass
@@ -165,7 +165,7 @@ def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
 
 
 def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, dict]:
-    """The cache's index as float32 [N, D]: from memory, from its file when fresh, else built (and kept)."""
+    """The cache's index as float16 [N, D]: from memory, from its file when fresh, else built (and kept)."""
     path = index_path(cache.path)
     identity = cache_identity(cache.path, cache.meta, len(cache))
     key = (str(path.resolve()), tuple(sorted(identity.items())))
@@ -180,7 +180,7 @@ def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, d
         except (OSError, BikeError) as err:  # a read-only folder, a full disk: keep it in memory only
             log.warning("search index kept in memory only: cannot write %s (%s)", path, err)
     _MEMO.clear()  # one cache's index at a time
-    _MEMO[key] = torch.from_numpy(stored).float()
+    _MEMO[key] = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float16))  # fp16: half the memory
     return _MEMO[key], {"path": str(path), "built": built, "seconds": time.perf_counter() - tic}
 
 
@@ -206,30 +206,33 @@ class Found:
 
 def search(cache: FeatureCache, vectors: torch.Tensor, texts: ClassTexts, rule: str, top: int,
            candidates: int) -> list[Found]:
-    """The `top` videos of each query: stage 1 over the index, stage 2 (vcs) on the candidates."""
+    """The `top` videos of each query: stage 1 (fp16) picks `candidates` from the index; they are scored
+    in float32, by the index's cosine (mean) or by VCS on their frames, read in one sorted pass."""
     pooled = torch.nn.functional.normalize(texts.pooled.float().cpu(), dim=-1)  # [Q, D]
-    keep = min(len(cache), candidates if rule == "vcs" else top)
-    first_scores, first_rows = topk_cosine(pooled, vectors, keep)  # [Q, keep]
-    wanted = np.unique(first_rows.numpy())
-    slab = cache.read_rows(wanted)  # one sorted read: [n, V, T, D]
-    at = {int(r): i for i, r in enumerate(wanted)}
+    first = topk_cosine(pooled.to(vectors.dtype), vectors, min(len(cache), candidates))[1].numpy()  # [Q, c]
+    if rule == "mean":  # exact cosines of the candidates; only the top rows' frames are read
+        exact = [(vectors[rows].float() @ pooled[q]).numpy() for q, rows in enumerate(first)]
+        orders = [np.argsort(-e, kind="stable")[:top] for e in exact]
+        picked = [(rows[o], e[o]) for rows, e, o in zip(first, exact, orders)]
+    slab_rows = np.unique(first if rule == "vcs" else np.concatenate([rows for rows, _ in picked]))
+    slab, at = cache.read_rows(slab_rows), {int(r): i for i, r in enumerate(slab_rows)}
     found = []
-    for q in range(pooled.shape[0]):
-        rows = first_rows[q].numpy()
-        frames = slab[[at[int(r)] for r in rows]]
+    for q, rows in enumerate(first):
         if rule == "vcs":
+            frames = slab[[at[int(r)] for r in rows]]
             scores, weights = vcs_scores(frames, texts.tokens[q].cpu(), texts.token_mask[q].cpu(), pooled[q])
             order = torch.argsort(scores, descending=True, stable=True)[:top].numpy()
             found.append(Found(rows[order], scores.numpy()[order], weights.numpy()[order]))
         else:
-            found.append(Found(rows[:top], first_scores[q, :top].numpy(), frame_cosines(frames, pooled[q]).numpy()))
+            rows, scores = picked[q]
+            frames = slab[[at[int(r)] for r in rows]]
+            found.append(Found(rows, scores.astype(np.float32), frame_cosines(frames, pooled[q]).numpy()))
     return found
 
 
 def frame_numbers(cache: FeatureCache, row: int, num_frames: int) -> np.ndarray:
     """int64 [C, T]: the frames the cache sampled from video `row` (its sampling rule and frame count)."""
-    meta = cache.meta
-    profile = get_profile(meta.compat)
+    meta, profile = cache.meta, get_profile(cache.meta.compat)
     if meta.sampling_mode == "train":
         rng = np.random.default_rng(video_seed(meta.seed, cache.video_ids[row]))
         return TRAIN_INDICES[profile.train_indices](num_frames, meta.frames, meta.clips, rng)
@@ -275,26 +278,23 @@ def evaluate_retrieval(cache: FeatureCache, vectors: torch.Tensor, encode, cfg: 
     relevant = labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(len(names))  # [N, K]
     present = [k for k in range(len(names)) if relevant[:, k].any()]
     texts = encode([fill_template(cfg.template, names[k]) for k in present])
+    pooled = torch.nn.functional.normalize(texts.pooled.float().cpu(), dim=-1).to(vectors.dtype)
+    first = (vectors @ pooled.T).float().numpy()  # [N, K'] stage-1 scores
     out = {}
     for rule in RULES:
         ranked = search(cache, vectors, texts, rule, min(len(cache), cfg.candidates), cfg.candidates)
-        per_class = {names[k]: _retrieval_metrics(_full_order(f.rows, vectors, texts.pooled[i]), relevant[:, k])
+        per_class = {names[k]: _retrieval_metrics(f.rows, first[:, i], relevant[:, k])
                      for i, (k, f) in enumerate(zip(present, ranked))}
         mean = {m: float(np.mean([v[m] for v in per_class.values()])) for m in next(iter(per_class.values()))}
         out[rule] = {"mean": mean, "per_class": per_class}
     return {"classes": len(present), "videos": len(cache), "candidates": cfg.candidates, "rules": out}
 
 
-def _full_order(top_rows: np.ndarray, vectors: torch.Tensor, pooled: torch.Tensor) -> np.ndarray:
-    """All rows: `top_rows` first, then the others by their stage-1 score."""
-    first = (vectors @ torch.nn.functional.normalize(pooled.float().cpu(), dim=-1)).numpy()
+def _retrieval_metrics(top_rows: np.ndarray, first: np.ndarray, relevant: np.ndarray) -> dict:
+    """AP and recall@k (in %) of the ranking: `top_rows` first, then the other rows by stage-1 score `first`."""
     rest = np.setdiff1d(np.argsort(-first, kind="stable"), top_rows, assume_unique=True)  # order kept
-    return np.concatenate([top_rows, rest])
-
-
-def _retrieval_metrics(order: np.ndarray, relevant: np.ndarray) -> dict:
-    hits = relevant[order]
-    metrics = {"AP": 100.0 * average_precision(-np.arange(len(order), dtype=np.float64), hits)}
+    hits = relevant[np.concatenate([top_rows, rest])]
+    metrics = {"AP": 100.0 * average_precision(-np.arange(len(hits), dtype=np.float64), hits)}
     for k in RECALL_AT:
         metrics[f"R@{k}"] = 100.0 * float(hits[:k].sum()) / float(hits.sum())
     return metrics
