@@ -17,7 +17,7 @@ from bike_cli.cli.app import COMMANDS, app
 from bike_cli.cli.defaults import config_defaults
 
 runner = CliRunner()
-STAGE_ORDER = ["extract-features", "gen-attributes", "train-video", "train-attrs", "eval", "fuse", "predict", "demo"]
+STAGE_ORDER = ["extract-features", "gen-attributes", "train-video", "train-attrs", "eval", "fuse", "predict", "search", "demo"]
 HEAVY = ("torch", "open_clip", "torchvision")
 
 

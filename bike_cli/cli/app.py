@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, predict, train_attrs, train_video
+from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, predict, search, train_attrs, train_video
 from bike_cli.cli.core import BikeCommand, app
 
 COMMANDS = (  # the order of `bike --help`: the order the stages run in
@@ -20,6 +20,7 @@ COMMANDS = (  # the order of `bike --help`: the order the stages run in
     ("eval", evaluate.evaluate),
     ("fuse", fuse.fuse),
     ("predict", predict.predict),
+    ("search", search.search),
     ("demo", demo.demo),
 )
 

@@ -28,7 +28,7 @@ def demo(
     Stages: extract-features (train split 1x1 view, val split 2x3 views); train-video (VCS head and
     temporal transformer) validated on every view; gen-attributes with a small lexicon of shapes,
     colours and motions (and the zero-training S_A scores); train-attrs; eval of both branches with
-    fusion; predict with an explain image. Re-running reuses what is already there.
+    fusion; predict with an explain image; search the val cache for one text (its top 3). Re-running reuses what is already there.
     """
     options = given(locals())
     from rich.table import Table
@@ -48,4 +48,7 @@ def demo(
         result.add_column(column, justify="right", overflow="fold")
     result.add_row(*(f"{v:.1f} %" for v in (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)))
     console.print(result)
+    if summary.search:
+        console.print("search: " + "  ".join(f"{rank}. {video} ({score:.3f})"
+                                             for rank, (video, score) in enumerate(summary.search, 1)), highlight=False)
     console.print(f"files: {summary.out} (results/metrics.json, results/explain.png); classes in {summary.classes}")

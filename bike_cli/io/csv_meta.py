@@ -4,7 +4,8 @@
 
 `scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
 from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
-(bike_cli.config.profile).
+(bike_cli.config.profile); a hits CSV of `bike search` has `search-vcs` or `search-mean`
+(bike_cli.io.hits_csv).
 
 The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
 cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as

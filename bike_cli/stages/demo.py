@@ -21,6 +21,7 @@ from bike_cli.stages.evaluate import EvalConfig, run_eval
 from bike_cli.stages.extract import ExtractConfig, ExtractSummary, run_extraction
 from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
 from bike_cli.stages.predict import PredictConfig, run_predict
+from bike_cli.stages.search import SearchConfig, run_search
 from bike_cli.stages.train_attrs import run_train_attrs
 from bike_cli.stages.train_video import TrainSummary, run_train_video
 
@@ -30,6 +31,8 @@ DEMO_LEXICON = (
     "moving to the left", "moving to the right", "moving up", "moving down", "sliding across",
     "a grey background", "a noisy picture", "a still scene", "a bright colour", "a dark colour",
 )
+
+DEMO_QUERY = "a red square moving to the right"  # searched in the val cache with `bike search`'s VCS rule
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class DemoSummary:
     fused_top1: float
     chance: float
     explain: Path | None = None
+    search: list[tuple[str, float]] | None = None  # the demo query's top 3: (video id, score)
 
 
 def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
@@ -109,8 +113,13 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
                                           top_k=3, explain=cfg.out / "results" / "explain.png"))
     name, prob = predicted.predictions[0].top[0]
     steps.append(DemoStep("predict --explain (one val video)", predicted.explain, 1, 0.0, f"{name} (p={prob:.2f})"))
+    found = run_search(SearchConfig(features=caches["val"], queries=[DEMO_QUERY], top=3, root=data.root,
+                                    out=cfg.out / "results" / "search_hits.csv"))
+    top3 = [(hit.video_id, hit.score) for hit in found.queries[0].hits]
+    steps.append(DemoStep(f"search {DEMO_QUERY!r} (VCS, top 3)", found.out, len(top3), found.seconds["total"],
+                          ", ".join(Path(v).stem for v, _ in top3)))
     return DemoSummary(cfg.out, data.classes, steps, top1["video"], top1["attrs"], top1["fused"],
-                       100.0 / len(SAMPLE_CLASSES), predicted.explain)
+                       100.0 / len(SAMPLE_CLASSES), predicted.explain, top3)
 
 
 def read_csv_column(path: Path, column: str) -> list[str]:

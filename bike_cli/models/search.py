@@ -1,0 +1,61 @@
+"""Text-to-video search scores over cached frame embeddings (`bike search`).
+
+Two rules score a video of V views x T frames (embeddings v_t, L2-normalised here) against a query q
+(pooled embedding, and the embeddings t_n of its N word tokens):
+
+- ``mean``: per view, the cosine of the mean-pooled frames with the pooled query, averaged over the
+  views. Because the view vectors are unit, this is one dot product with `video_vectors`' row
+  (the mean over views of the unit per-view means), which is what the search index stores.
+- ``vcs``: Video Concept Spotting (Eq. 5-6) with the query's word tokens as the queries:
+  S_t = (1/N) sum_n softmax_t(v_t . t_n / tau), e_v = sum_t S_t v_t, score = cos(e_v, q), per view,
+  averaged over the views. (The recognition head `heads.vcs_logits` uses e_v . q without
+  renormalising e_v, as the authors' code; across videos a cosine compares fairly, so search
+  renormalises.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bike_cli.models.heads import DEFAULT_TAU
+
+RULES = ("vcs", "mean")
+
+
+def _tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(embeddings) if not torch.is_tensor(embeddings) else embeddings).float()
+
+
+@torch.no_grad()
+def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """float32 [n, D]: the mean over views of unit(mean over T of the frames) of [n, V, T, D] embeddings.
+
+    Its dot product with a unit query is the mean over views of the per-view cosines (the mean rule)."""
+    per_view = F.normalize(_tensor(embeddings).mean(2), dim=-1)  # [n, V, D]
+    return per_view.mean(1)  # [n, D], unit for one view
+
+
+@torch.no_grad()
+def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+               pooled: torch.Tensor, tau: float = DEFAULT_TAU) -> tuple[torch.Tensor, torch.Tensor]:
+    """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
+
+    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]."""
+    frames = _tensor(embeddings)
+    n, views, steps, dim = frames.shape
+    flat = F.normalize(frames.reshape(n * views, steps, dim), dim=-1)  # v_t: [nV, T, D]
+    words = F.normalize(tokens[mask].float(), dim=-1)  # t_n: [N, D], the real tokens only
+    # One query: one matrix product, where heads.vcs_saliency (the same numbers) batches many classes.
+    sim = (flat.reshape(-1, dim) @ words.T).view(n * views, steps, -1) / tau  # [nV, T, N]
+    saliency = sim.softmax(1).mean(2)  # S_t = (1/N) sum_n softmax_t(v_t . t_n / tau): [nV, T]
+    enhanced = torch.bmm(saliency.unsqueeze(1), flat)[:, 0]  # e_v = sum_t S_t v_t: [nV, D]
+    scores = F.normalize(enhanced, dim=-1) @ F.normalize(pooled.float(), dim=-1)  # [nV]
+    return scores.view(n, views).mean(1), saliency.view(n, views, steps)
+
+
+@torch.no_grad()
+def frame_cosines(embeddings: np.ndarray | torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """[n, V, T]: each frame's cosine with the pooled query (the mean rule's most telling frame)."""
+    return F.normalize(_tensor(embeddings), dim=-1) @ F.normalize(pooled.float(), dim=-1)

@@ -1,0 +1,74 @@
+"""The contact sheet of `bike search --sheet`: one row per query, its top videos' most salient frames.
+
+Under each frame its score and video id; a video that could not be read is drawn as a grey blank
+labelled "unreadable" (never an error). Drawn with matplotlib's Agg canvas on a `Figure` of its own,
+written under a temporary name and renamed (as `report.explain`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bike_cli.errors import InputError
+from bike_cli.io.atomic import atomic_write
+
+TILE_INCHES = 1.8
+BLANK = 0.85  # grey level of an unreadable video's tile
+
+
+@dataclass
+class SheetTile:
+    image: np.ndarray | None  # uint8 [H, W, 3], None: the video could not be read
+    score: float
+    video_id: str
+    frame: int  # the frame's number in the video
+
+
+def check_sheet_path(path: Path) -> None:
+    """InputError unless `path` ends in a format matplotlib writes (checked before any work)."""
+    formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
+    if Path(path).suffix.lower().lstrip(".") not in formats:
+        raise InputError(f"--sheet {path}: the file name must end in one of "
+                         f"{', '.join('.' + s for s in formats)} (e.g. hits.png)")
+
+
+def draw_sheet(rows: Sequence[tuple[str, Sequence[SheetTile]]], out: Path, dpi: int = 100) -> Path:
+    """Draw one row per (query, tiles) into `out` (format from its suffix); returns `out`."""
+    if not rows:
+        raise InputError("no queries to draw")
+    check_sheet_path(out)
+    width = max(1, max(len(tiles) for _, tiles in rows))
+    fig = Figure(figsize=(max(4.0, TILE_INCHES * width), (TILE_INCHES + 0.8) * len(rows)), layout="constrained")
+    FigureCanvasAgg(fig)
+    for row, (query, tiles) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
+        axes = row.subplots(1, width, squeeze=False)[0]
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.axis("off")
+        for ax, tile in zip(axes, tiles):
+            _draw_tile(ax, tile)
+        row.suptitle(textwrap.fill(f"\u201c{query}\u201d", 18 * width), fontsize=10)
+    with atomic_write(out, "wb") as fh:
+        fig.savefig(fh, format=Path(out).suffix.lower().lstrip("."), dpi=dpi)
+    return Path(out)
+
+
+def _draw_tile(ax, tile: SheetTile) -> None:
+    ax.axis("on")
+    if tile.image is None:
+        ax.imshow(np.full((9, 16, 3), BLANK))
+        ax.text(0.5, 0.5, "unreadable", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    else:
+        ax.imshow(tile.image)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    label = tile.video_id if len(tile.video_id) <= 28 else "..." + tile.video_id[-25:]
+    ax.set_xlabel(f"{tile.score:.3f}  frame {tile.frame}\n{label}", fontsize=7)

@@ -1,0 +1,300 @@
+"""Stage `search`: text-to-video retrieval over a feature cache, with Video Concept Spotting.
+
+Queries are encoded by the cache's own CLIP (identity checked), each wrapped in `template`, with the
+query's word tokens as VCS queries (`models.text.encode_class_texts`, vcs_tokens="words").
+
+Two stages, so that a large cache answers in about a second:
+
+1. the search index (`io.search_index`: per video the mean over views of the unit mean-pooled view
+   vectors, built once beside the cache, rebuilt when it changes, held in memory as float16): one
+   fp16 matrix product scores every video by the `mean` rule (the views' mean cosine); the best
+   `candidates` are kept;
+2. those are scored in float32: `mean` by the index's cosine, `vcs` by Eq. 5-6
+   (`models.search.vcs_scores`) on their frames, read from the cache in one sorted pass.
+
+The most salient frame: t* = argmax_t of the view mean of S_t (`vcs`) or of the frames' cosine with
+the query (`mean`), in the clip whose crops peak there; its number in the video follows the cache's
+sampling rule and frame count. `evaluate`: class names as queries, per class AP and recall@1/5/10
+of its videos over the two-stage ranking (candidates by their rule, then the rest by stage 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bike_cli.config.profile import get_profile
+from bike_cli.data.decoding.read import read_frames
+from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
+from bike_cli.data.sampling import video_seed
+from bike_cli.engine.runtime import Progress, resolve_device
+from bike_cli.errors import BikeError, InputError
+from bike_cli.eval.metrics import average_precision
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.hits_csv import Hit, write_hits_csv
+from bike_cli.io.identity import check_same_model
+from bike_cli.io.search_index import cache_identity, index_path, read_search_index, write_search_index
+from bike_cli.models.clip import load_clip
+from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.retrieval import topk_cosine
+from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
+from bike_cli.models.text import ClassTexts, encode_class_texts, fill_template
+from bike_cli.report.search_sheet import SheetTile, check_sheet_path, draw_sheet
+
+log = logging.getLogger(__name__)
+
+SLAB = 4096  # videos per read while the index is built
+RECALL_AT = (1, 5, 10)
+_MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity -> float16 [N, D], this process
+
+
+@dataclass
+class SearchConfig:
+    """Options of `bike search` (see its --help)."""
+
+    features: Path
+    queries: tuple[str, ...] | list[str] = ()
+    queries_file: Path | None = None  # one query a line
+    model: str | None = None  # default: the cache's
+    pretrained: str | None = None  # default: the cache's
+    quick_gelu: bool | None = None
+    template: str = "{}"
+    rule: str = "vcs"
+    top: int = 10
+    candidates: int = 1000
+    root: Path | None = None  # the folder video ids are paths under (for `path` and the sheet)
+    out: Path | None = None  # hits CSV
+    sheet: Path | None = None  # contact sheet image
+    evaluate: bool = False
+    device: str | None = None
+    allow_model_mismatch: bool = False
+
+    def validate(self) -> list[str]:
+        """The queries, after every option check (before anything is loaded)."""
+        if self.rule not in RULES:
+            raise InputError(f"--rule {self.rule!r} is not one of {', '.join(RULES)}")
+        if self.top < 1:
+            raise InputError(f"--top must be at least 1, not {self.top}")
+        if self.candidates < self.top:
+            raise InputError(f"--candidates ({self.candidates}) must be at least --top ({self.top})")
+        fill_template(self.template, "x")
+        queries = list(self.queries)
+        if self.queries_file is not None:
+            if not Path(self.queries_file).is_file():
+                raise InputError(f"--queries {self.queries_file}: no such file")
+            queries += [line.strip() for line in Path(self.queries_file).read_text().splitlines() if line.strip()]
+        for i, query in enumerate(queries, 1):
+            if not query.strip():
+                raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
+        if not queries and not self.evaluate:
+            raise InputError("no query given: pass one or more texts, --queries FILE, or --eval")
+        if self.sheet is not None:
+            check_sheet_path(self.sheet)
+        return [q.strip() for q in queries]
+
+
+@dataclass
+class QueryHits:
+    query: str  # as encoded, after the template
+    hits: list[Hit]
+
+
+@dataclass
+class SearchResult:
+    rule: str
+    queries: list[QueryHits]
+    index: dict  # path, built (bool), seconds
+    seconds: dict
+    evaluation: dict | None = None
+    out: Path | None = None
+    sheet: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "index": self.index, "seconds": self.seconds, "evaluation": self.evaluation,
+                "out": str(self.out) if self.out else None, "sheet": str(self.sheet) if self.sheet else None,
+                "queries": [{"query": q.query, "hits": [vars(h) for h in q.hits]} for q in self.queries]}
+
+
+def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
+    """Search the cache for every query (and with `evaluate`, its class names); write --out / --sheet."""
+    queries = cfg.validate()
+    started = time.perf_counter()
+    cache = FeatureCache(cfg.features)
+    PathGuard({"--features": cache.path}, {"--out": cfg.out, "--sheet": cfg.sheet,
+                                            "the search index": index_path(cache.path),
+                                            "--pretrained": file_or_none(cfg.pretrained)})
+    encode = _text_encoder(cfg, cache)
+    vectors, index = load_index(cache, progress or Progress())
+    timings = {"model_and_index": time.perf_counter() - started}
+    result = SearchResult(cfg.rule, [], index, timings)
+    if queries:
+        prompts = [fill_template(cfg.template, q) for q in queries]
+        texts = encode(prompts)
+        tic = time.perf_counter()
+        found = search(cache, vectors, texts, cfg.rule, cfg.top, cfg.candidates)
+        timings["query"] = time.perf_counter() - tic
+        result.queries = [QueryHits(p, _hits(cache, cfg, p, f)) for p, f in zip(prompts, found)]
+    if cfg.evaluate:
+        result.evaluation = evaluate_retrieval(cache, vectors, encode, cfg)
+    if cfg.out is not None and result.queries:
+        result.out = write_hits_csv(cfg.out, [h for q in result.queries for h in q.hits], cache.meta.compat, cfg.rule)
+    if cfg.sheet is not None and result.queries:
+        result.sheet = draw_sheet([(q.query, [_tile(h) for h in q.hits]) for q in result.queries], cfg.sheet)
+    timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
+    """texts -> ClassTexts with the cache's CLIP (or --model/--pretrained, identity-checked)."""
+    meta = cache.meta
+    model_name, pretrained = cfg.model or meta.model_name, cfg.pretrained or meta.pretrained
+    what = f"--model {model_name} --pretrained {pretrained}"
+    check_same_model({"model_name": model_name}, what, meta, str(cache.path), cfg.allow_model_mismatch)
+    quick = cfg.quick_gelu if cfg.quick_gelu is not None else (meta.quick_gelu if model_name == meta.model_name
+                                                                 else None)
+    clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=resolve_device(cfg.device))
+    check_same_model(spec, what, meta, str(cache.path), cfg.allow_model_mismatch)
+    tokenizer = get_tokenizer(model_name)
+    return lambda texts: encode_class_texts(clip, tokenizer, texts, ("{}",), "words")
+
+
+def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, dict]:
+    """The cache's index as float16 [N, D]: from memory, from its file when fresh, else built (and kept)."""
+    path = index_path(cache.path)
+    identity = cache_identity(cache.path, cache.meta, len(cache))
+    key = (str(path.resolve()), tuple(sorted(identity.items())))
+    tic = time.perf_counter()
+    if key in _MEMO:
+        return _MEMO[key], {"path": str(path), "built": False, "seconds": time.perf_counter() - tic}
+    stored, built = read_search_index(path, identity), False
+    if stored is None:
+        stored, built = build_index(cache, progress), True
+        try:
+            write_search_index(path, stored, identity)
+        except (OSError, BikeError) as err:  # a read-only folder, a full disk: keep it in memory only
+            log.warning("search index kept in memory only: cannot write %s (%s)", path, err)
+    _MEMO.clear()  # one cache's index at a time
+    _MEMO[key] = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float16))  # fp16: half the memory
+    return _MEMO[key], {"path": str(path), "built": built, "seconds": time.perf_counter() - tic}
+
+
+def build_index(cache: FeatureCache, progress: Progress) -> np.ndarray:
+    """float16 [N, D] `video_vectors` of every video, read in slabs of SLAB rows."""
+    data = cache.dataset()
+    out = np.empty((len(cache), cache.meta.embed_dim), dtype=np.float16)
+    progress.start(len(cache), "search index")
+    for start in range(0, len(cache), SLAB):
+        stop = min(len(cache), start + SLAB)
+        out[start:stop] = video_vectors(data[start:stop]).numpy()
+        progress.advance(stop - start)
+    progress.stop()
+    return out
+
+
+@dataclass
+class Found:
+    rows: np.ndarray  # int64 [k] cache rows, best first
+    scores: np.ndarray  # float32 [k]
+    weights: np.ndarray  # float32 [k, V, T]: saliency (vcs) or frame cosines (mean), to pick the frame
+
+
+def search(cache: FeatureCache, vectors: torch.Tensor, texts: ClassTexts, rule: str, top: int,
+           candidates: int) -> list[Found]:
+    """The `top` videos of each query: stage 1 (fp16) picks `candidates` from the index; they are scored
+    in float32, by the index's cosine (mean) or by VCS on their frames, read in one sorted pass."""
+    pooled = torch.nn.functional.normalize(texts.pooled.float().cpu(), dim=-1)  # [Q, D]
+    first = topk_cosine(pooled.to(vectors.dtype), vectors, min(len(cache), candidates))[1].numpy()  # [Q, c]
+    if rule == "mean":  # exact cosines of the candidates; only the top rows' frames are read
+        exact = [(vectors[rows].float() @ pooled[q]).numpy() for q, rows in enumerate(first)]
+        orders = [np.argsort(-e, kind="stable")[:top] for e in exact]
+        picked = [(rows[o], e[o]) for rows, e, o in zip(first, exact, orders)]
+    slab_rows = np.unique(first if rule == "vcs" else np.concatenate([rows for rows, _ in picked]))
+    slab, at = cache.read_rows(slab_rows), {int(r): i for i, r in enumerate(slab_rows)}
+    found = []
+    for q, rows in enumerate(first):
+        if rule == "vcs":
+            frames = slab[[at[int(r)] for r in rows]]
+            scores, weights = vcs_scores(frames, texts.tokens[q].cpu(), texts.token_mask[q].cpu(), pooled[q])
+            order = torch.argsort(scores, descending=True, stable=True)[:top].numpy()
+            found.append(Found(rows[order], scores.numpy()[order], weights.numpy()[order]))
+        else:
+            rows, scores = picked[q]
+            frames = slab[[at[int(r)] for r in rows]]
+            found.append(Found(rows, scores.astype(np.float32), frame_cosines(frames, pooled[q]).numpy()))
+    return found
+
+
+def frame_numbers(cache: FeatureCache, row: int, num_frames: int) -> np.ndarray:
+    """int64 [C, T]: the frames the cache sampled from video `row` (its sampling rule and frame count)."""
+    meta, profile = cache.meta, get_profile(cache.meta.compat)
+    if meta.sampling_mode == "train":
+        rng = np.random.default_rng(video_seed(meta.seed, cache.video_ids[row]))
+        return TRAIN_INDICES[profile.train_indices](num_frames, meta.frames, meta.clips, rng)
+    return TEST_INDICES[profile.test_indices](num_frames, meta.frames, meta.clips)
+
+
+def salient(weights: np.ndarray, clips: int) -> tuple[int, int]:
+    """(t*, clip) of [V, T] weights: t* = argmax of the view mean; the clip whose crops peak there."""
+    step = int(weights.mean(0).argmax())
+    per_clip = weights.reshape(clips, -1, weights.shape[-1]).mean(1)  # [C, T]
+    return step, int(per_clip[:, step].argmax())
+
+
+def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found) -> list[Hit]:
+    counts = cache.num_frames()
+    hits = []
+    for rank, (row, score, weights) in enumerate(zip(found.rows, found.scores, found.weights), 1):
+        step, clip = salient(weights, cache.meta.clips)
+        frame = int(frame_numbers(cache, int(row), int(counts[row]))[clip, step])
+        video_id = cache.video_ids[int(row)]
+        path = str(Path(cfg.root) / video_id) if cfg.root is not None else video_id
+        hits.append(Hit(query, rank, video_id, path, float(score), step, frame))
+    return hits
+
+
+def _tile(hit: Hit) -> SheetTile:
+    """The hit's salient frame, decoded (None when the video cannot be read: a labelled blank)."""
+    try:
+        clip = read_frames(hit.path, lambda n: [min(hit.salient_frame, n - 1)], short_side=160)
+        image = clip.frames[0].numpy()
+    except (BikeError, OSError, RuntimeError, ValueError) as err:
+        log.warning("sheet: %s cannot be read (%s); drawn blank", hit.path, err)
+        image = None
+    return SheetTile(image, hit.score, hit.video_id, hit.salient_frame)
+
+
+def evaluate_retrieval(cache: FeatureCache, vectors: torch.Tensor, encode, cfg: SearchConfig) -> dict:
+    """Per class AP and recall@1/5/10 of its videos with the class names as queries, both rules (in %)."""
+    names = list(cache.meta.class_names)
+    labels = np.asarray(cache.labels)
+    if not names or (labels.ndim == 1 and (labels < 0).all()):
+        raise InputError(f"--eval needs a labelled cache with class names; {cache.path} has none")
+    relevant = labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(len(names))  # [N, K]
+    present = [k for k in range(len(names)) if relevant[:, k].any()]
+    texts = encode([fill_template(cfg.template, names[k]) for k in present])
+    pooled = torch.nn.functional.normalize(texts.pooled.float().cpu(), dim=-1).to(vectors.dtype)
+    first = (vectors @ pooled.T).float().numpy()  # [N, K'] stage-1 scores
+    out = {}
+    for rule in RULES:
+        ranked = search(cache, vectors, texts, rule, min(len(cache), cfg.candidates), cfg.candidates)
+        per_class = {names[k]: _retrieval_metrics(f.rows, first[:, i], relevant[:, k])
+                     for i, (k, f) in enumerate(zip(present, ranked))}
+        mean = {m: float(np.mean([v[m] for v in per_class.values()])) for m in next(iter(per_class.values()))}
+        out[rule] = {"mean": mean, "per_class": per_class}
+    return {"classes": len(present), "videos": len(cache), "candidates": cfg.candidates, "rules": out}
+
+
+def _retrieval_metrics(top_rows: np.ndarray, first: np.ndarray, relevant: np.ndarray) -> dict:
+    """AP and recall@k (in %) of the ranking: `top_rows` first, then the other rows by stage-1 score `first`."""
+    rest = np.setdiff1d(np.argsort(-first, kind="stable"), top_rows, assume_unique=True)  # order kept
+    hits = relevant[np.concatenate([top_rows, rest])]
+    metrics = {"AP": 100.0 * average_precision(-np.arange(len(hits), dtype=np.float64), hits)}
+    for k in RECALL_AT:
+        metrics[f"R@{k}"] = 100.0 * float(hits[:k].sum()) / float(hits.sum())
+    return metrics
