@@ -93,3 +93,34 @@ def _check_unique_names(source: Path, rows: list[tuple[int, str]]) -> None:
                 f"{location(source, number)}: class name {name!r} appears twice "
                 f"(lines {first} and {number})"
             )
+
+
+def label_order(names: list[str], recorded: list[str] | None, names_source: object,
+                recorded_source: object) -> list[int] | None:
+    """Where each class `recorded_source` numbers its labels by (`recorded`) sits in `names`, the class
+    file in use: None when nothing needs mapping (the same names in the same order, or none recorded).
+    The one rule for a class file meeting a cache, checkpoint or score CSV: the same names in another
+    order (or a superset) are mapped by name; a recorded name the file lacks is an InputError."""
+    if not recorded or list(recorded) == list(names):
+        return None
+    position = {name: i for i, name in enumerate(names)}
+    missing = [name for name in recorded if name not in position]
+    if missing:
+        raise InputError(f"{names_source} lacks the class {missing[0]!r} that {recorded_source} numbers its "
+                         f"labels by ({len(missing)} of {len(recorded)} missing): its labels cannot be mapped")
+    return [position[name] for name in recorded]
+
+
+def relabel(labels, order: list[int] | None, num_classes: int):
+    """Labels numbered by the recorded classes renumbered by the class file (`label_order`): integer
+    labels [N] through `order` (the unknown marker -1 kept), multi-hot rows [N, K] moved column by column."""
+    import numpy as np
+
+    if order is None:
+        return labels
+    index = np.asarray(order, dtype=np.int64)
+    if labels.ndim == 2:
+        moved = np.zeros((len(labels), num_classes), dtype=labels.dtype)
+        moved[:, index] = labels
+        return moved
+    return np.where(labels >= 0, index[np.clip(labels, 0, len(index) - 1)], labels)
