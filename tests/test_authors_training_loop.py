@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from torch.utils.data import Dataset
+from training_rig import Quadratic, Rows
 
 from bike_cli.engine.loop_settings import LoopSettings, accelerate_precision, make_accelerator
 from bike_cli.engine.schedule import EpochBatches
@@ -20,24 +19,6 @@ LR = 1e-2
 N, BATCH, EPOCHS, WARMUP = 47, 2, 3, 1.0  # 23 full batches an epoch and one partial batch of 1
 
 
-class _Quadratic(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w(x).pow(2).mean()
-
-
-class _Rows(Dataset):
-    def __init__(self, n: int) -> None:
-        self.x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
 
 
 def _settings(out, grad_accum: int, epochs: int = EPOCHS, resume: bool = False, **kw) -> LoopSettings:
@@ -48,12 +29,12 @@ def _settings(out, grad_accum: int, epochs: int = EPOCHS, resume: bool = False, 
 def _fit(out, compat: str, grad_accum: int, epochs: int = EPOCHS, resume: bool = False, batch_loader=None):
     """The lr of every optimiser step that ran, and the `step` of every metrics line."""
     settings = _settings(out, grad_accum, epochs, resume)
-    model = _Quadratic()
+    model = Quadratic()
     lrs: list[float] = []
     handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
     try:
         Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
-            model, [{"params": list(model.parameters())}], _Rows(N), lambda b: (b,), lr=LR, weight_decay=0.0,
+            model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b,), lr=LR, weight_decay=0.0,
             save_checkpoint=lambda m, line, improved: None, compat=compat, batch_loader=batch_loader)
     finally:
         handle.remove()
@@ -116,7 +97,7 @@ def test_authors_profile_drops_the_partial_batch_of_an_in_memory_loader(tmp_path
             def __iter__(self):
                 for positions in sampler:
                     seen.append(len(positions))
-                    yield _Rows(N).x[positions]
+                    yield Rows(N).x[positions]
         return _Batches()
 
     _fit(tmp_path / "a", "authors", 1, epochs=1, batch_loader=loader)
@@ -148,9 +129,9 @@ def test_authors_profile_on_cuda_trains_under_fp16_with_a_grad_scaler(tmp_path):
                             precision="auto", seed=0, val_every=1, workers=0, resume=False, device="cuda")
     acc = make_accelerator(settings, "authors")
     assert acc.mixed_precision == "fp16" and isinstance(acc.scaler, torch.amp.GradScaler)
-    model = _Quadratic()
+    model = Quadratic()
     Trainer(settings, acc, "train-video").fit(
-        model, [{"params": list(model.parameters())}], _Rows(N), lambda b: (b.to(acc.device),), lr=LR,
+        model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b.to(acc.device),), lr=LR,
         weight_decay=0.0, save_checkpoint=lambda m, line, improved: None, compat="authors")
     assert math.isfinite(acc.scaler.get_scale())
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from training_rig import Quadratic, Rows
 
 from bike_cli.config import profile as pf
 from bike_cli.config.profile import PROFILES, Profile, check_fusable, check_profile, get_profile, video_score_rule
@@ -139,24 +139,6 @@ def third(monkeypatch):
     return make
 
 
-class _Quadratic(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Linear(3, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w(x).pow(2).mean()
-
-
-class _Rows(Dataset):
-    def __init__(self, n: int) -> None:
-        self.x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
 
 
 def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int]:
@@ -165,7 +147,7 @@ def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int
     from bike_cli.engine.training_loop import Trainer
 
     seen: list[int] = []
-    rows = _Rows(n)
+    rows = Rows(n)
 
     def loader(sampler):
         class _Batches:
@@ -180,7 +162,7 @@ def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int
 
     settings = LoopSettings(out=out, epochs=1, batch_size=batch, grad_accum=1, warmup_epochs=0.0, precision="fp32",
                             seed=0, val_every=1, workers=0, resume=False, device="cpu")
-    model = _Quadratic()
+    model = Quadratic()
     Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
         model, [{"params": list(model.parameters())}], rows, lambda b: (b,), lr=1e-2, weight_decay=0.0,
         save_checkpoint=lambda m, line, improved: None, compat=compat, batch_loader=loader)
