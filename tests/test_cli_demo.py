@@ -32,5 +32,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     assert metrics["video"]["top1"] > 25.0  # the trained Video branch beats chance on held-out videos
     assert len(read_attributes_csv(out / "attributes" / "val.csv").video_ids) == 8
     assert (out / "results" / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "search: 1. " in result.output and " 3. " in result.output  # one query over the val cache, its top 3
+    assert (out / "results" / "search_hits.csv").is_file()
     again = runner.invoke(app, ["demo", "--out", str(out), "--videos-per-class", "6", "--workers", "0"])
     assert again.exit_code == 0, again.output
