@@ -1,0 +1,42 @@
+"""The README and docs/ say what bike does: names they give are the names bike computes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bike_cli.stages.extract import ExtractConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+FORMATS = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+SETUP = (ROOT / "setup.py").read_text(encoding="utf-8")
+
+
+def test_the_failures_csv_example_in_the_docs_is_the_name_extract_features_writes():
+    for text in (README, FORMATS):
+        example = re.search(r"`--out (\S+\.h5)` writes `(\S+\.csv)`", text)
+        assert example, "the failures CSV default has a worked example"
+        out, failures = example.groups()
+        assert ExtractConfig(list_path=Path("list.csv"), out=Path(out)).failures_path == Path(failures)
+        assert "OUT.failures.csv" not in text
+
+
+def test_the_lexicons_readme_says_the_wheel_carries_the_lexicons():
+    assert '"bike_cli.lexicons": "lexicons"' in SETUP  # the wheel ships lexicons/ as package data
+    text = (ROOT / "lexicons" / "README.md").read_text(encoding="utf-8")
+    assert "does not include" not in text
+    assert "bike_cli/lexicons" in text
+
+
+def test_the_cpu_only_torch_note_comes_before_the_two_commands():
+    cpu_note = README.index("download.pytorch.org/whl/cpu")
+    demo = README.index("pip install -e . && bike demo")
+    tests = README.index("pip install -e '.[test]' && ruff check && pytest")
+    assert cpu_note < demo < tests
+
+
+def test_the_readme_says_where_shared_comes_from_and_that_its_tests_skip():
+    section = README[:README.index("## The stages")]
+    assert "../shared" in section
+    assert re.search(r"skip", section)
