@@ -312,3 +312,52 @@ def test_cli_mismatched_files_exit_1_naming_them(tmp_path):
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "a.csv" in text and "b.csv" in text and "'v2'" in text and "'v3'" in text
+
+
+# ----------------------------------------------------------------------------- ties in the search
+
+
+def tie_files(tmp_path, wrong: float):
+    """Validation files where branch A alone is right and B puts `wrong` on another class: every lambda above
+    a threshold gives 100 % top-1, every lambda below it 0 %."""
+    labels = np.array([0, 1, 2, 3, 4, 0, 1, 2])
+    a = np.full((8, 5), 0.05)
+    a[np.arange(8), labels] = 0.8
+    b = np.full((8, 5), (1 - wrong) / 4)
+    b[np.arange(8), (labels + 1) % 5] = wrong
+    ids = [f"v{i}" for i in range(8)]
+    return [write(tmp_path / "a.csv", ids, labels, a), write(tmp_path / "b.csv", ids, labels, b)]
+
+
+@pytest.mark.parametrize("wrong, chosen", [(0.6, 0.5), (0.9, 0.55)])
+def test_search_on_a_partial_tie_takes_the_best_point_nearest_the_default(tmp_path, wrong, chosen):
+    val = tie_files(tmp_path, wrong)
+    summary = run_fuse(FuseConfig(val, tmp_path / "f.csv", search=True, val=val))
+    best = max(p.score for p in summary.grid)
+    tied = [p.weights[0] for p in summary.grid if p.score == best]
+    assert len(tied) > 1 and min(tied) <= chosen < max(tied), "the case is a partial tie around the choice"
+    assert summary.weights == pytest.approx([chosen, 1 - chosen])
+    assert summary.grid_tied is False
+
+
+@pytest.mark.parametrize("compat, default", [("bike", [0.5, 0.5]), ("authors", [0.7, 0.3])])
+def test_search_where_every_point_ties_keeps_the_default_weights_and_says_so(tmp_path, caplog, compat, default):
+    ids, labels = [f"v{i}" for i in range(6)], np.array([0, 1, 2, 3, 4, 0])
+    scores = branch_scores(np.random.default_rng(3), labels, 1.0)
+    val = [write(tmp_path / "a.csv", ids, labels, scores), write(tmp_path / "b.csv", ids, labels, scores)]
+    for path in val:
+        (path.parent / (path.name + ".meta.json")).write_text(json.dumps(
+            {"kind": "bike-csv-meta", "schema_version": 1, "compat": compat}))
+    out = tmp_path / "f.csv"
+    with caplog.at_level(logging.INFO):
+        summary = run_fuse(FuseConfig(val, out, search=True, val=val, compat=compat))
+    assert len({p.score for p in summary.grid}) == 1, "the same scores twice: every lambda gives one result"
+    assert summary.weights == pytest.approx(default) and summary.grid_tied is True
+    assert "tied" in caplog.text
+    doc = json.loads(out.with_name("f.metrics.json").read_text())
+    assert doc["search"]["tied"] is True and doc["search"]["best"]["weights"] == pytest.approx(default)
+    assert doc["weights"] == pytest.approx(default)
+    printed = runner.invoke(app, ["fuse", *map(str, val), "--out", str(tmp_path / "g.csv"), "--search",
+                                  "--val", str(val[0]), "--val", str(val[1]), "--compat", compat])
+    assert printed.exit_code == 0, printed.output
+    assert "every point of the grid ties" in " ".join(printed.output.split())

@@ -41,7 +41,8 @@ def demo(
     for column in ("stage", "videos", "result", "output", "seconds"):
         table.add_column(column, overflow="fold")
     for step in summary.steps:
-        table.add_row(step.name, str(step.videos or ""), step.result, str(step.output), f"{step.seconds:.1f}")
+        table.add_row(step.name, str(step.videos or ""), step.result, str(step.output),
+                      f"{step.seconds:.1f}" if step.seconds >= 10 else f"{step.seconds:.2f}")
     console.print(table)
     result = Table(title="top-1 on the held-out videos (2x3 views)", title_justify="left")
     for column in ("Video branch", "Attributes branch", "fused (0.6)", "chance"):

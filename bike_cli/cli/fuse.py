@@ -70,10 +70,8 @@ def fuse(
 def print_grid(summary: FuseSummary) -> None:
     from rich.table import Table
 
-    from bike_cli.eval.fusion import best_point
-
     key = summary.criterion or "score"
-    best = best_point(summary.grid)
+    best = summary.best
     rows = summary.grid
     title = f"weight search on the validation files ({key}, %)"
     if len(rows) > GRID_ROWS_SHOWN:
@@ -82,9 +80,12 @@ def print_grid(summary: FuseSummary) -> None:
     table = Table(title=title, title_justify="left")
     add_columns(table, [*(f"w {path.name}" for path in summary.inputs), key])
     for point in rows:
-        style = "bold green" if point is best else None
+        style = "bold green" if point == best else None
         table.add_row(*(f"{w:.2f}" for w in point.weights), f"{point.score:.2f}", style=style)
     console.print(table)
+    if summary.grid_tied:
+        console.print(f"every point of the grid ties at {best.score:.2f}: the validation files cannot choose, so "
+                      f"the default weights {', '.join(f'{w:g}' for w in best.weights)} are kept", highlight=False)
 
 
 def print_metrics(summary: FuseSummary) -> None:

@@ -25,6 +25,7 @@ def train_attrs(
     model: o.Model = None,
     pretrained: o.Pretrained = None,
     quick_gelu: o.QuickGelu = None,
+    allow_model_mismatch: o.AllowModelMismatch = None,
     tune: Annotated[str | None, typer.Option(
         "--tune", rich_help_panel=o.MODEL,
         help="head: frozen text encoder + MLPs (cheap; the authors' code); full: the text encoder fine-tuned "

@@ -19,6 +19,7 @@ class TrainAttrsConfig:
     model: str | None = None  # text encoder's CLIP [default: the one that generated the attributes]
     pretrained: str | None = None
     quick_gelu: bool | None = None
+    allow_model_mismatch: bool = False  # a --model other than the one that generated the attributes (warn only)
     tune: str = "head"  # head (frozen encoder + MLPs, the authors' code) | full (Table 6e: fine-tuned)
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])  # class prompts
     epochs: int = 30

@@ -7,7 +7,9 @@ Under the folder's writer lock (taken first: another process's live run is never
 - `--overwrite`: the run's files are removed (only those: other files in the folder stay), then train;
 - `--resume` of a run whose last complete epoch is the last one asked for: nothing to do; the run's
   own summary is returned and no file is written (config.yaml stays as it was);
-- `--resume` of an unfinished run, or of a folder with no run yet: train (resuming where it was).
+- `--resume` with fewer `--epochs` than the run has trained: an error (nothing is touched);
+- `--resume` of an unfinished run, of a finished one with a larger `--epochs`, or of a folder with no
+  run yet: train (resuming where it was, on the schedule of the total now asked for).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint, make_accelerator
-from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config
+from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, check_resume_epochs
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.guard import PathGuard, PathOptions
@@ -86,6 +88,7 @@ def check_run_folder(settings: LoopSettings, stage: str, config: object = None,
     if latest is None:
         return None
     state = RunState(**train_state.load_state(latest, 0)["trainer"])  # every file read safely, as by --resume
+    check_resume_epochs(out, state.epoch, settings.epochs)
     if state.epoch < settings.epochs:
         return None
     log.info("%s: %s finished epoch %d of %d earlier; nothing to do", stage, out, state.epoch, settings.epochs)

@@ -23,7 +23,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from bike_cli.config.profile import PER_BATCH, get_profile
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, latest_checkpoint
-from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, trim_metrics
+from bike_cli.engine.resume import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    apply_schedule,
+    check_resume_config,
+    check_resume_epochs,
+    log_new_total,
+    trim_metrics,
+)
 from bike_cli.engine.runtime import Progress, cores_beside_workers
 from bike_cli.engine.schedule import EpochBatches, authors_warmup_cosine, step_before_optimizer, warmup_cosine
 from bike_cli.errors import InputError
@@ -148,8 +156,7 @@ class Trainer:
         s.out.mkdir(parents=True, exist_ok=True)
         if not s.resume:
             return RunState()
-        if config is not None:
-            check_resume_config(config, s.out)
+        was = check_resume_config(config, s.out) if config is not None else None
         latest = latest_checkpoint(s.out)
         if latest is None:
             log.info("--resume: no checkpoint in %s yet; starting from the first epoch", s.out)
@@ -164,6 +171,10 @@ class Trainer:
             state = RunState(**loaded["trainer"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InputError(f"{latest} does not fit this run ({type(err).__name__}: {err})") from None
+        check_resume_epochs(s.out, state.epoch, s.epochs)
+        apply_schedule(optimizer, scheduler)  # the lr of the total asked for now (a larger --epochs)
+        if self.is_main:
+            log_new_total(s.out, was, s.epochs, state.epoch)
         if loaded["rng"] is not None:
             train_state.restore_rng(loaded["rng"])
         log.info("resumed from %s (epoch %d done)", latest, state.epoch)

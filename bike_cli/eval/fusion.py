@@ -3,8 +3,10 @@
 S = sum_i w_i S_i with w_i >= 0 and sum_i w_i = 1; for the Video and Attributes branches,
 S = lambda S_V + (1 - lambda) S_A. Scores are added as they are (no softmax). A search scores every
 weight vector of a simplex grid of step `step` (for two inputs: lambda = 0, 0.05, ..., 1) by top-1
-(mAP for multi-label tables) on aligned validation tables (bike_cli.eval.align); the best one is the
-first in grid order on ties.
+(mAP for multi-label tables) on aligned validation tables (bike_cli.eval.align). On a tie for the best
+score the tied point nearest the default weights wins (the first in grid order between equally near
+ones); when every point of the grid ties, the validation files cannot choose and the default weights
+are kept (`grid_tied`), on the grid or not.
 """
 
 from __future__ import annotations
@@ -137,7 +139,29 @@ def search_weights(val_tables: Sequence[ScoreTable], step: float) -> list[GridPo
             for weights in simplex_grid(len(val_tables), step)]
 
 
-def best_point(grid: Sequence[GridPoint]) -> GridPoint:
-    """The highest score; the first in grid order on ties (NaN never wins over a number)."""
+TIE_TOLERANCE = 1e-9  # %-points: scores this close are one score (mAP sums in another order)
+
+
+def _tied_best(grid: Sequence[GridPoint]) -> np.ndarray:
+    """Whether each point has the best score (NaN never wins over a number; all NaN: every point)."""
     scores = np.array([p.score for p in grid], dtype=np.float64)
-    return grid[int(np.nanargmax(scores))] if np.isfinite(scores).any() else grid[0]
+    if not np.isfinite(scores).any():
+        return np.ones(len(grid), dtype=bool)
+    return np.isfinite(scores) & (scores >= np.nanmax(scores) - TIE_TOLERANCE)
+
+
+def grid_tied(grid: Sequence[GridPoint]) -> bool:
+    """Whether every point of the grid has the best score (the validation files cannot choose)."""
+    return bool(_tied_best(grid).all())
+
+
+def best_point(grid: Sequence[GridPoint], default: Sequence[float]) -> GridPoint:
+    """The highest score; on a tie the tied point nearest `default` (the first in grid order between
+    equally near ones); when every point ties, `default` itself with the score they share."""
+    tied = _tied_best(grid)
+    if tied.all():
+        return GridPoint(tuple(float(w) for w in default), grid[0].score)
+    candidates = [p for p, t in zip(grid, tied) if t]
+    distance = [float(np.linalg.norm(np.subtract(p.weights, default))) for p in candidates]
+    nearest = min(distance)
+    return next(p for p, d in zip(candidates, distance) if d <= nearest + WEIGHT_SUM_TOLERANCE)

@@ -1,11 +1,15 @@
 """The metadata sidecar of bike's CSV outputs (score CSVs, attributes CSVs): `FILE.csv.meta.json`.
 
-    {"kind": "bike-csv-meta", "schema_version": 1, "compat": "bike" | "authors", "scores": RULE}
+    {"kind": "bike-csv-meta", "schema_version": 2, "compat": "bike" | "authors", "scores": RULE,
+     "model": {"model_name": ..., "pretrained": ..., "checkpoint_sha256": ..., "quick_gelu": ...,
+               "embed_dim": ..., "image_size": ...}}
 
 `scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
 from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
 (bike_cli.config.profile); a hits CSV of `bike search` has `search-vcs` or `search-mean`
-(bike_cli.io.hits_csv).
+(bike_cli.io.hits_csv). `model` (schema 2, attributes CSVs of `gen-attributes`) is the identity of
+the CLIP that generated the file (bike_cli.io.identity): train-attrs's default model, and what the
+identity check compares. Schema 1 sidecars (no `model`) are still read.
 
 The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
 cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
@@ -21,9 +25,11 @@ from pathlib import Path
 from bike_cli.config.profile import recorded_profile
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import write_text
+from bike_cli.io.identity import RECORD_TYPES
 
 KIND = "bike-csv-meta"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READS = (1, 2)  # schema 1: no `model`
 
 
 def meta_path(csv_path: str | Path) -> Path:
@@ -35,13 +41,16 @@ def meta_path(csv_path: str | Path) -> Path:
 class CsvMeta:
     compat: str  # the profile that made the file
     scores: str | None = None  # the score rule of a score CSV; None: not recorded
+    model: dict | None = None  # the identity of the CLIP that generated the file; None: not recorded
 
 
-def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None) -> Path:
-    """Write the sidecar of `csv_path` atomically."""
+def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None, model: dict | None = None) -> Path:
+    """Write the sidecar of `csv_path` atomically (`model`: an `identity_record`)."""
     document = {"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}
     if scores is not None:
         document["scores"] = scores
+    if model is not None:
+        document["model"] = model
     return write_text(meta_path(csv_path), json.dumps(document) + "\n")
 
 
@@ -61,7 +70,22 @@ def read_csv_meta(csv_path: str | Path) -> CsvMeta:
         raise InputError(f"{path} is not a readable bike CSV sidecar: {err}") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise InputError(f"{path} is not a bike CSV sidecar (no kind={KIND!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{path} has sidecar schema {data.get('schema_version')}; bike reads {SCHEMA_VERSION}")
+    if data.get("schema_version") not in READS:
+        raise InputError(f"{path} has sidecar schema {data.get('schema_version')}; bike reads "
+                         f"{' and '.join(map(str, READS))}")
     scores = data.get("scores")
-    return CsvMeta(recorded_profile(data.get("compat")), str(scores) if scores else None)
+    return CsvMeta(recorded_profile(data.get("compat")), str(scores) if scores else None,
+                   _model(data.get("model"), path))
+
+
+def _model(record: object, path: Path) -> dict | None:
+    """The `model` of a sidecar, every field of the type it has (InputError naming the first that is not)."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: `model` is not a record of a model (it holds a {type(record).__name__})")
+    for key, types in RECORD_TYPES.items():
+        value = record.get(key)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise InputError(f"{path}: `model.{key}` is {value!r}, not a {' or '.join(t.__name__ for t in types)}")
+    return {key: record[key] for key in RECORD_TYPES}

@@ -1,7 +1,8 @@
 """Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it.
 
-Where two files meet (a cache and a checkpoint, a cache and the CLIP a stage loads) their
-identities must agree, or the numbers mean nothing (another CLIP's features are another space):
+Where two files meet (a cache and a checkpoint, a cache and the CLIP a stage loads, the train and
+val attributes CSVs, whose sidecars record `identity_record`) their identities must agree, or the
+numbers mean nothing (another CLIP's features are another space):
 
     compat       "bike" or "authors" (whose code conventions the file follows; where both record one)
     model_name   the open_clip architecture
@@ -23,11 +24,23 @@ from bike_cli.errors import CacheMismatchError
 log = logging.getLogger(__name__)
 
 FIELDS = ("compat", "model_name", "weights", "quick_gelu", "embed_dim", "image_size")
+RECORD_TYPES = {"model_name": (str,), "pretrained": (str,), "checkpoint_sha256": (str, type(None)),
+                "quick_gelu": (bool,), "embed_dim": (int,), "image_size": (int,)}  # what a file records
+
+
+def _getter(record: object):
+    return record.get if isinstance(record, Mapping) else (lambda key, default=None: getattr(record, key, default))
+
+
+def identity_record(record: object) -> dict:
+    """The identity of a ClipSpec (or CacheMeta) as a file records it (the attributes CSV's sidecar)."""
+    get = _getter(record)
+    return {key: get(key, None) for key in RECORD_TYPES}
 
 
 def identity_of(record: object) -> dict:
     """The identity of a CacheMeta, a ClipSpec, or their dict form (a checkpoint's `clip`)."""
-    get = record.get if isinstance(record, Mapping) else (lambda key, default=None: getattr(record, key, default))
+    get = _getter(record)
     return {
         "compat": get("compat", None),  # compared only where both sides record a profile
         "model_name": get("model_name"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,19 +101,8 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     steps.append(DemoStep("train-video (VCS + transformer)", train.out / "best.pt", 0, trained.seconds,
                           f"val top-1 {top1:.1f} % (epoch {trained.best_epoch})"))
     attributes = _attributes_branch(cfg, caches, data.classes, train.templates, steps, progress_factory)
-    evaluation = EvalConfig(out=cfg.out / "results", checkpoint=train.out, features=caches["val"],
-                            attributes=attributes["val"], attrs_checkpoint=cfg.out / "runs" / "attrs", fuse=0.6,
-                            workers=0)
-    log.info("eval: both branches on every view of %s, fused with lambda 0.6 -> %s", caches["val"], evaluation.out)
-    evaluated = run_eval(evaluation, progress_factory())
-    top1 = {branch: result["top1"] for branch, result in evaluated.metrics.items()}
-    steps.append(DemoStep("eval (2x3 views, fuse 0.6)", evaluation.out / "metrics.json", evaluated.videos, 0.0,
-                          ", ".join(f"{b} {v:.1f} %" for b, v in top1.items())))
-    first_val = data.root / read_csv_column(data.val, "path")[0]
-    predicted = run_predict(PredictConfig(videos=[first_val], checkpoint=train.out, lexicon=str(cfg.out / "data" / "lexicon.txt"),
-                                          top_k=3, explain=cfg.out / "results" / "explain.png"))
-    name, prob = predicted.predictions[0].top[0]
-    steps.append(DemoStep("predict --explain (one val video)", predicted.explain, 1, 0.0, f"{name} (p={prob:.2f})"))
+    top1, predicted = _eval_and_predict(cfg, data, caches["val"], attributes["val"], train.out, steps,
+                                        progress_factory)
     found = run_search(SearchConfig(features=caches["val"], queries=[DEMO_QUERY], top=3, root=data.root,
                                     out=cfg.out / "results" / "search_hits.csv"))
     top3 = [(hit.video_id, hit.score) for hit in found.queries[0].hits]
@@ -120,6 +110,33 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
                           ", ".join(Path(v).stem for v, _ in top3)))
     return DemoSummary(cfg.out, data.classes, steps, top1["video"], top1["attrs"], top1["fused"],
                        100.0 / len(SAMPLE_CLASSES), predicted.explain, top3)
+
+
+def _eval_and_predict(cfg: DemoConfig, data, val_cache: Path, val_attributes: Path, video_run: Path,
+                      steps: list, progress_factory) -> tuple[dict[str, float], object]:
+    """eval of both branches with fusion, then predict --explain on one val video; each step timed."""
+    evaluation = EvalConfig(out=cfg.out / "results", checkpoint=video_run, features=val_cache,
+                            attributes=val_attributes, attrs_checkpoint=cfg.out / "runs" / "attrs", fuse=0.6,
+                            workers=0)
+    log.info("eval: both branches on every view of %s, fused with lambda 0.6 -> %s", val_cache, evaluation.out)
+    evaluated, seconds = _timed(run_eval, evaluation, progress_factory())
+    top1 = {branch: result["top1"] for branch, result in evaluated.metrics.items()}
+    steps.append(DemoStep("eval (2x3 views, fuse 0.6)", evaluation.out / "metrics.json", evaluated.videos, seconds,
+                          ", ".join(f"{b} {v:.1f} %" for b, v in top1.items())))
+    first_val = data.root / read_csv_column(data.val, "path")[0]
+    predicted, seconds = _timed(run_predict, PredictConfig(
+        videos=[first_val], checkpoint=video_run, lexicon=str(cfg.out / "data" / "lexicon.txt"), top_k=3,
+        explain=cfg.out / "results" / "explain.png"))
+    name, prob = predicted.predictions[0].top[0]
+    steps.append(DemoStep("predict --explain (one val video)", predicted.explain, 1, seconds, f"{name} (p={prob:.2f})"))
+    return top1, predicted
+
+
+def _timed(call, *args):
+    """`call(*args)` and the seconds it took."""
+    started = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - started
 
 
 def read_csv_column(path: Path, column: str) -> list[str]:

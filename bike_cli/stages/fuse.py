@@ -11,8 +11,9 @@ records what each input looks like.
 
 The weights are given (`--weights`, default equal) or searched (`--search`): every weight vector on a
 simplex grid of step `grid_step` (for two inputs: lambda = 0, 0.05, ..., 1) is scored on validation
-score files, by top-1 (mAP for multi-label files) over all their classes; the best one (the first in
-grid order on ties, i.e. the smallest weight on the first input) is applied to the test files.
+score files, by top-1 (mAP for multi-label files) over all their classes; the best one (on a tie the
+one nearest the default weights; where the whole grid ties, the default weights, and the summary and
+the metrics JSON say that the grid tied) is applied to the test files.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bike_cli.eval.fusion import (
     check_weights,
     default_weights,
     fuse_scores,
+    grid_tied,
     looks_like_probabilities,
     search_criterion,
     search_weights,
@@ -111,18 +113,23 @@ class FuseSummary:
     grid: list[GridPoint] | None = None
     videos: int = 0
     classes: int = 0
+    best: GridPoint | None = None  # the chosen point of a search
+    grid_tied: bool = False  # every point of the search tied: the default weights were kept
 
 
 def run_fuse(cfg: FuseConfig) -> FuseSummary:
     """Read, check and align the inputs, choose the weights, write the fused CSV and its metrics JSON."""
     cfg.validate()
     tables = read_aligned(cfg.inputs)
-    grid, criterion = None, None
+    grid, criterion, best = None, None, None
     if cfg.search:
         val_tables = read_aligned(cfg.val)
         grid, criterion = search_weights(val_tables, cfg.grid_step), search_criterion(val_tables[0])
-        weights = list(best_point(grid).weights)
-        log.info("search on %s: best weights %s", ", ".join(map(str, cfg.val)), ", ".join(f"{w:g}" for w in weights))
+        best = best_point(grid, default_weights(len(tables), cfg.compat))
+        weights = list(best.weights)
+        log.info("search on %s: %s weights %s", ", ".join(map(str, cfg.val)),
+                 "every grid point tied, kept the default" if grid_tied(grid) else "best",
+                 ", ".join(f"{w:g}" for w in weights))
     else:
         weights = list(cfg.weights) if cfg.weights is not None else default_weights(len(tables), cfg.compat)
     _warn_mixed_scales(tables)
@@ -134,7 +141,7 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     write_csv_meta(cfg.out, cfg.compat, FUSED)
     summary = FuseSummary(cfg.out, cfg.metrics_json, list(cfg.inputs), weights, input_metrics, fused_metrics,
                           criterion, grid,
-                          len(first.video_ids), len(first.class_names))
+                          len(first.video_ids), len(first.class_names), best, grid is not None and grid_tied(grid))
     write_fuse_metrics(summary.metrics_json, metrics_document(cfg, summary, tables))
     return summary
 
@@ -155,10 +162,10 @@ def metrics_document(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[Sco
     """The content of the metrics JSON (its writer turns NaN into null)."""
     search = None
     if summary.grid is not None:
-        best = best_point(summary.grid)
+        best = summary.best
         key = summary.criterion
         search = {"val": [str(p) for p in cfg.val], "criterion": key, "grid_step": cfg.grid_step,
-                  "best": {"weights": list(best.weights), key: best.score},
+                  "tied": summary.grid_tied, "best": {"weights": list(best.weights), key: best.score},
                   "grid": [{"weights": list(p.weights), key: p.score} for p in summary.grid]}
     document = {
         "kind": FUSE_METRICS_KIND,

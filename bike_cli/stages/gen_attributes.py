@@ -42,7 +42,7 @@ from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
-from bike_cli.io.identity import check_same_model
+from bike_cli.io.identity import check_same_model, identity_record
 from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.attributes import (
@@ -163,7 +163,7 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     mark = time.perf_counter()
     table = attributes_table(cache, selection, phrases, cfg.sentence_template, cfg.separator)
     write_attributes_csv(cfg.out, table)
-    write_csv_meta(cfg.out, meta.compat)  # the cache's profile (its views were sampled under it)
+    write_csv_meta(cfg.out, meta.compat, model=identity_record(spec))  # the cache's profile, the text encoder
     seconds["write"] = time.perf_counter() - mark
     log.info("wrote the top-%d attributes of %d rows to %s", cfg.top_k, len(table), cfg.out)
 

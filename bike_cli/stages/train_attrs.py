@@ -12,7 +12,7 @@ docs/formats.md), `checkpoints/epoch_NNNN/`, and `sentence_embeddings.pt` (the c
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,9 @@ from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
-from bike_cli.io.csv_meta import read_csv_compat
+from bike_cli.io.csv_meta import read_csv_compat, read_csv_meta
 from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
@@ -98,9 +99,6 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
                                 "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
-    if not cfg.model or not cfg.pretrained:
-        raise InputError("train-attrs needs --model and --pretrained: the CLIP whose text encoder reads the "
-                         "sentences (the attributes file records phrases, not the model)")
     if cfg.classes is None:
         raise InputError("--classes is required: the attributes file holds class indices, not names")
     if cfg.lr <= 0:
@@ -109,9 +107,44 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
     return guard
 
 
+def _recorded_model(cfg: TrainAttrsConfig) -> TrainAttrsConfig:
+    """`--model`/`--pretrained` (and `--quick-gelu`) default to the CLIP that generated the attributes,
+    which the attributes CSV's sidecar records (bike_cli.io.csv_meta, schema 2)."""
+    if cfg.model and cfg.pretrained:
+        return cfg
+    if not Path(cfg.attributes).is_file():
+        read_attributes_csv(cfg.attributes)  # its one-line error: not found, or not a file
+    recorded = read_csv_meta(cfg.attributes).model
+    if recorded is None:
+        raise InputError(f"{cfg.attributes} does not record the model that generated it (a hand-made file, or one "
+                         "of a bike before its sidecar recorded it): pass --model and --pretrained, the CLIP whose "
+                         "text encoder reads the sentences")
+    same = cfg.model is None or cfg.model == recorded["model_name"]
+    return replace(cfg, model=cfg.model or recorded["model_name"],
+                   pretrained=cfg.pretrained or (recorded["pretrained"] if same else None),
+                   quick_gelu=recorded["quick_gelu"] if cfg.quick_gelu is None and same else cfg.quick_gelu)
+
+
+def _check_recorded_model(cfg: TrainAttrsConfig, spec) -> None:
+    """The attributes CSVs come from one CLIP (or --allow-model-mismatch); a text encoder other than it
+    is allowed (the paper generates attributes with a larger CLIP than it trains with): a log line says so."""
+    paths = [path for path in (cfg.attributes, cfg.val_attributes) if path is not None]
+    recorded = [(path, read_csv_meta(path).model) for path in paths]
+    recorded = [(path, model) for path, model in recorded if model is not None]
+    for path, model in recorded[1:]:
+        check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch)
+    if recorded and differences(identity_of(spec), identity_of(recorded[0][1])):
+        log.info("the text encoder (%s, %s) is not the CLIP that generated %s (%s, %s): its sentences are read "
+                 "as text", spec.model_name, spec.pretrained, recorded[0][0], recorded[0][1]["model_name"],
+                 recorded[0][1]["pretrained"])
+
+
 def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Attributes branch; see the module docstring for the outputs."""
     guard = _check(cfg)
+    cfg = _recorded_model(cfg)
+    if not cfg.pretrained:
+        raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
     return run_training(cfg, "train-attrs", guard,
                         lambda settings, accelerator: _train_attrs(cfg, settings, accelerator, progress_factory))
 
@@ -128,6 +161,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         if table is not None:
             _check_labels(table, len(class_names), cfg.classes)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
+    _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
     cfg.out.mkdir(parents=True, exist_ok=True)
