@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
@@ -65,7 +66,7 @@ def test_predict_checkpoint_of_the_wrong_kind_says_what_it_is(tmp_path, tiny_cac
 
 def test_a_pickle_of_other_objects_is_refused_without_torch_advice(tmp_path, tiny_cache):
     path = tmp_path / "best.pt"
-    path.write_bytes(pickle.dumps({"state": Path("x")}))  # a pickle of a class weights_only does not allow
+    torch.save({"state": Path("x")}, path)  # a checkpoint holding a class weights_only does not allow
     result = runner.invoke(app, ["eval", "--checkpoint", str(path), "--features", str(tiny_cache), "--out",
                                  str(tmp_path / "e")])
     assert_one_error(result, path, "can read safely", "pathlib")

@@ -103,7 +103,7 @@ def wrong_kind(path: str | Path, expected: str, hint: str = "",
                error: type[BikeError] = InputError) -> BikeError:
     """The error for `path` given where `expected` belongs: "PATH is WHAT, not EXPECTED[; HINT]"."""
     if sniff(path) == MISSING:
-        return error(f"{expected} not found: {path}")
+        return error(f"{path} does not exist; expected {expected}")
     return error(f"{path} is {describe_file(path)}, not {expected}{'; ' + hint if hint else ''}")
 
 
