@@ -135,7 +135,8 @@ def test_missing_optional_package_is_one_line(tmp_path, tiny_cache, monkeypatch)
 
 
 @pytest.mark.parametrize("given, message", [
-    ("cache", "{path} is a feature cache (HDF5), not a checkpoint: give it as --features"),
+    ("cache", "{path} is an HDF5 file (such as a feature cache), not a checkpoint (a torch.save file); give it as "
+              "--features"),
     ("folder", "{path} is not a bike run folder: it holds no best.pt or last.pt"),
 ])
 def test_checkpoint_that_is_not_one(tmp_path, tiny_cache, given, message):

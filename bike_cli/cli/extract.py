@@ -65,7 +65,8 @@ def extract_features(
         return
     print_summary(summary)
     if cfg.strict and summary.failed:
-        raise typer.Exit(code=1)
+        fail(f"--strict: {summary.failed} of {summary.videos_in_list} videos could not be read (listed in "
+             f"{summary.failures_csv}); {summary.cache} holds the {summary.cached} that could")
 
 
 def print_summary(summary: ExtractSummary) -> None:

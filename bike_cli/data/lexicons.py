@@ -22,6 +22,7 @@ from pathlib import Path
 
 import bike_cli
 from bike_cli.errors import InputError, location
+from bike_cli.io.file_kind import not_text
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def read_phrase_file(path: str | Path) -> list[str]:
         with open(source, encoding="utf-8-sig") as f:
             lines = f.read().split("\n")
     except UnicodeDecodeError as e:
-        raise InputError(f"{source}: lexicon is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise not_text(source, "lexicon", e) from None
     except OSError as e:
         raise InputError(f"cannot read lexicon {source}: {e.strerror}") from None
     phrases, seen = [], {}  # seen: normalised phrase -> its line

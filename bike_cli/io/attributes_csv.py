@@ -26,6 +26,7 @@ import numpy as np
 
 from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import atomic_write
+from bike_cli.io.file_kind import not_text
 from bike_cli.io.score_csv import (
     ID_COLUMN,
     LABEL_COLUMN,
@@ -100,7 +101,7 @@ def read_attributes_csv(path: str | Path) -> AttributesTable:
             layout = _Layout.from_header(header, source)
             return _read_rows(reader, layout, source)
     except UnicodeDecodeError as e:
-        raise InputError(f"{source}: attributes CSV is not UTF-8 text ({e.reason})") from None
+        raise not_text(source, "attributes CSV", e) from None
     except csv.Error as e:
         raise InputError(f"{source}: malformed CSV ({e})") from None
 

@@ -17,14 +17,18 @@ builder derives the spec from `config` and `clip`).
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bike_cli import __version__
-from bike_cli.errors import InputError
+from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import torch_save
+from bike_cli.io.file_kind import HDF5, TORCH_KINDS, describe_file, sniff, wrong_kind
 
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
@@ -54,22 +58,44 @@ def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
     return torch_save(payload, path)
 
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+CHECKPOINT = "a checkpoint (a torch.save file)"
+_SAFE = "bike loads only tensors and plain containers, so that no code from a file runs"
 
 
-def read_torch_file(path: Path) -> dict:
-    """A checkpoint file's content, loaded with weights_only=True; InputError for what is none."""
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    with open(path, "rb") as fh:
-        if fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
-            raise InputError(f"{path} is a feature cache (HDF5), not a checkpoint: give it as --features; a "
-                             "checkpoint is a train-video/train-attrs run folder or its best.pt")
+def read_torch_file(path: Path, expected: str = CHECKPOINT, error: type[BikeError] = InputError) -> object:
+    """A torch.save file's content, loaded with weights_only=True (no pickled code runs); for any other
+    file, `error` naming it, the `expected` content and what the file is (io.file_kind)."""
+    kind = sniff(path)
+    if kind not in TORCH_KINDS:
+        hint = ("give it as --features (a checkpoint is a train-video/train-attrs run folder or its best.pt)"
+                if kind == HDF5 and expected == CHECKPOINT else "")
+        raise wrong_kind(path, expected, hint, error)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors have many types
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"{path} is not a checkpoint bike can read safely: {reason}") from None
+        with warnings.catch_warnings():  # torch's "please file an issue" about a pickle protocol
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(f"{path} is not {_bare(expected)} bike can read safely: {_refused(err)}") from None
+    except Exception as err:  # a broken zip, a cut file: RuntimeError, EOFError, ...
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise error(f"{path} is {describe_file(path)}, but not {_bare(expected)} bike can read: "
+                    f"{type(err).__name__}{': ' + reason if reason else ''}") from None
+
+
+def _bare(expected: str) -> str:
+    """ "a checkpoint (a torch.save file)" -> "a checkpoint" """
+    return expected.split(" (", 1)[0]
+
+
+def _refused(err: pickle.UnpicklingError) -> str:
+    """What the safe unpickler refused, without torch's advice to load the file unsafely."""
+    text = str(err)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if found:
+        return f"it holds a pickled {found[1]}; {_SAFE}"
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    what = detail[1].strip().rstrip(".") if detail else type(err).__name__
+    return f"its pickle has what the safe loader does not read ({what}); {_SAFE}"
 
 
 def load_video_checkpoint(path: str | Path) -> BranchCheckpoint:

@@ -26,6 +26,7 @@ from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import write_text
 from bike_cli.io.csv_meta import read_csv_meta, write_csv_meta
 from bike_cli.io.csv_numbers import round_significant
+from bike_cli.io.file_kind import not_text
 
 SCHEMA_VERSION = 1
 COLUMNS = ("query", "rank", "video_id", "path", "score", "salient_step", "salient_frame")
@@ -78,8 +79,11 @@ def read_hits_csv(path: str | Path) -> HitsTable:
     if meta.scores is not None and meta.scores not in rules:
         raise InputError(f"{source}: its sidecar's scores {meta.scores!r} are not a search rule "
                          f"({', '.join(rules)}): not a hits CSV")
-    with open(source, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(source, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as e:
+        raise not_text(source, "hits CSV", e) from None
     if not rows or tuple(rows[0]) != COLUMNS:
         raise InputError(f"{location(source, 1)}: expected the header {','.join(COLUMNS)!r} (hits CSV schema "
                          f"{SCHEMA_VERSION}), got {','.join(rows[0]) if rows else ''!r}")

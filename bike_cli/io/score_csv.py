@@ -31,6 +31,7 @@ import pandas as pd
 from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import atomic_write
 from bike_cli.io.csv_numbers import write_number_rows
+from bike_cli.io.file_kind import not_text
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def _read_header(source: Path) -> list[str]:
         with open(source, newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), [])
     except UnicodeDecodeError as e:
-        raise InputError(f"{source}: score CSV is not UTF-8 text ({e.reason})") from None
+        raise not_text(source, "score CSV", e) from None
     if "attr_1" in header and "sentence" in header:
         raise InputError(f"{source} is an attributes CSV (what gen-attributes writes), not a score CSV: give the "
                          "scores instead (eval's video_scores.csv / attrs_scores.csv, or gen-attributes --scores)")

@@ -48,11 +48,12 @@ import torch
 from torch import nn
 
 from bike_cli.errors import ModelLoadError
+from bike_cli.io.file_kind import wrong_kind
 from bike_cli.models import hub
 from bike_cli.models.clip_spec import ClipSpec, file_sha256, make_spec
 from bike_cli.models.preprocess import agreed_preprocess
 from bike_cli.models.registry import HF_EXTRA, HUB_HINT, hub_unreachable, missing_package, resolve_model_name
-from bike_cli.models.weights import is_torchscript, load_state_dict_file, load_torchscript
+from bike_cli.models.weights import CLIP_WEIGHTS, is_torchscript, load_state_dict_file, load_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _existing_file(name: str, pretrained: str) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise ModelLoadError(f"pretrained checkpoint {pretrained} is not a file")
+        raise wrong_kind(path, CLIP_WEIGHTS, error=ModelLoadError)
     if "/" in pretrained or "\\" in pretrained or path.suffix:
         raise ModelLoadError(f"checkpoint file not found: {pretrained}")
     tags = open_clip.list_pretrained_tags_by_model(name)

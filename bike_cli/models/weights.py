@@ -9,7 +9,6 @@ fitted to the model as open_clip's own loader does, and a misfit names the offen
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +21,13 @@ from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from bike_cli.errors import ModelLoadError
+from bike_cli.io.checkpoints import read_torch_file
+from bike_cli.io.file_kind import SAFETENSORS, sniff
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")  # where training checkpoints keep the CLIP weights
 _OPENAI_JIT_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # in OpenAI's archives, not weights
 _SHOW = 5  # how many offending keys an error message names
+CLIP_WEIGHTS = "CLIP weights (a torch.save state dict, .safetensors file or OpenAI TorchScript archive)"
 
 
 def is_torchscript(path: Path) -> bool:
@@ -65,22 +67,13 @@ def load_state_dict_file(model: nn.Module, name: str, path: Path) -> None:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from training-checkpoint nesting and `module.`."""
-    try:
-        if path.suffix == ".safetensors":
+    if sniff(path) == SAFETENSORS:
+        try:
             obj = load_safetensors(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler" in ln), "")
-        raise ModelLoadError(
-            f"refusing {path}: it holds pickled objects other than tensors, and bike loads checkpoints "
-            f"with weights_only=True so that no code from the file runs. {detail}"
-        ) from e
-    except Exception as e:  # torch.load reports a non-checkpoint as EOFError, KeyError, RuntimeError...
-        raise ModelLoadError(
-            f"{path} is not a checkpoint bike can read (torch.save state dict, .safetensors or OpenAI "
-            f"TorchScript archive): {type(e).__name__}: {e}"
-        ) from e
+        except Exception as e:  # a cut or malformed file: SafetensorError
+            raise ModelLoadError(f"{path} is a safetensors file bike cannot read: {e}") from None
+    else:
+        obj = read_torch_file(path, CLIP_WEIGHTS, ModelLoadError)
     while isinstance(obj, Mapping):
         nested = next((k for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
         if nested is None:

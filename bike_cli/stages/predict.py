@@ -31,6 +31,7 @@ from pathlib import Path
 from torch import nn
 
 from bike_cli.config.profile import BIKE, check_profile
+from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.decoding.read import DEFAULT_DECODER
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.lists.classes import read_class_names
@@ -179,11 +180,17 @@ def resolve_lexicon(lexicon: str | None) -> tuple[str | None, list[str]]:
 
 
 def _check_inputs(cfg: PredictConfig) -> list[tuple[Path, str]]:
-    """Videos that do not exist: an error naming them, or (skip_bad) the ones to skip."""
-    missing = [v for v in cfg.videos if not Path(v).is_file()]
-    if missing and not cfg.skip_bad:
-        raise DecodeError(f"file not found: {', '.join(map(str, missing))}")
-    return [(v, f"file not found: {v}") for v in missing]
+    """Videos that cannot be opened (missing, a folder, unreadable): an error naming each and why, or
+    (skip_bad) the ones to skip."""
+    bad = []
+    for video in cfg.videos:
+        try:
+            check_video_file(Path(video))
+        except DecodeError as err:
+            bad.append((video, str(err)))
+    if bad and not cfg.skip_bad:
+        raise DecodeError("; ".join(reason for _, reason in bad))
+    return bad
 
 
 def run_predict(cfg: PredictConfig) -> PredictResult:

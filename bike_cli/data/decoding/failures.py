@@ -63,6 +63,6 @@ def check_video_file(path: Path) -> None:
     except FileNotFoundError:
         raise DecodeError(f"{NOT_FOUND}: {path}") from None
     except IsADirectoryError:
-        raise DecodeError(f"{NOT_READABLE}: {path} is a folder") from None
+        raise DecodeError(f"{NOT_READABLE}: {path} is a folder, not a video file") from None
     except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
         raise DecodeError(f"{NOT_READABLE}: {path} ({getattr(err, 'strerror', None) or err})") from None

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bike_cli.errors import InputError
+from bike_cli.io.file_kind import not_text
 
 
 def read_lines(path: Path, what: str) -> list[str]:
@@ -17,8 +18,7 @@ def read_lines(path: Path, what: str) -> list[str]:
         with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
             return f.read().split("\n")
     except UnicodeDecodeError as e:
-        reason = f"{e.reason} at byte {e.start}"
-        raise InputError(f"{path}: {what} is not UTF-8 text ({reason})") from None
+        raise not_text(path, what, e) from None
     except OSError as e:
         raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
 
