@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from bike_cli.config.files import check_regular_file, file_kind, not_regular
 from bike_cli.errors import InputError, location
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,16 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, _Setting
     if base.resolve() in chain:
         cycle = " -> ".join(str(p) for p in chain + (base.resolve(),))
         raise InputError(f"{parent.origin}: {EXTENDS}: {parent.value!r} makes a cycle: {cycle}")
-    if not base.is_file():
+    if file_kind(base) is None:
         raise InputError(f"{parent.origin}: {EXTENDS}: recipe {base} not found")
+    if (problem := not_regular(base, "recipe")) is not None:
+        raise InputError(f"{parent.origin}: {EXTENDS}: {problem}")
     return _read_recipe(base, chain) | settings
 
 
 def _read_mapping(path: Path) -> dict[str, _Setting]:
     """The top-level keys of one YAML file, each with its value and `path:line`."""
+    check_regular_file(path, "recipe")  # a FIFO would block the read, /dev/zero never end it
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
