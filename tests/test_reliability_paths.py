@@ -7,12 +7,15 @@ three spellings is read once, with a warning."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -20,6 +23,7 @@ from bike_cli.cli.app import app
 from bike_cli.config.files import file_kind
 from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.errors import DecodeError
+from bike_cli.io.score_csv import write_score_csv
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 HANG = 240  # seconds: far beyond a refused command's start on a loaded machine; a blocked read never ends
@@ -118,3 +122,96 @@ def test_a_fifo_video_is_a_decode_failure_not_a_hang(fifo):
         reader.join(10)
         pytest.fail("check_video_file blocked on a FIFO")
     assert isinstance(outcome[0], DecodeError) and "is a FIFO (named pipe), not a regular file" in str(outcome[0])
+
+
+# ----------------------------------------------------------------------------- (b) the OS says no
+
+
+def score_csvs(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a.csv", "b.csv"):
+        scores = rng.random((4, 3))
+        paths.append(write_score_csv(folder / name, ["v0", "v1", "v2", "v3"], np.array([0, 1, 2, 0]),
+                                     scores / scores.sum(1, keepdims=True), ["x", "y", "z"]))
+    return paths
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real folder bike may not write: mode 0o555 (not as root, whom modes do not stop), or, as root,
+    a read-only tmpfs mounted on it (skipped where neither works; the simulated tests below still run)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder, "Permission denied"
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("as root a read-only folder needs a read-only mount, and mounting failed")
+    yield folder, "Read-only file system"
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_read_only_output_folder_is_one_line(tmp_path, tiny_cache, read_only_folder):
+    folder, reason = read_only_folder
+    inputs = score_csvs(tmp_path / "in")
+    message = refused(bike("fuse", *inputs, "--out", folder / "f.csv"))
+    assert joined(f"error: cannot write {folder / 'f.csv'}: {folder} is not writable ({reason})") in message
+    message = refused(bike("eval", "--features", tiny_cache, "--model", "bike-tiny", "--pretrained", "none",
+                           "--out", folder / "e"))
+    assert joined(f"error: cannot write {folder / 'e' / '.bike.lock'}: {folder} is not writable ({reason})") in message
+    assert list(folder.iterdir()) == []
+
+
+DENIED = {errno.EACCES: "Permission denied", errno.EPERM: "Operation not permitted",
+          errno.EROFS: "Read-only file system"}
+
+
+def _refuse_under(monkeypatch, folder: Path, code: int) -> None:
+    """Every open for writing under `folder` fails with `code` (os.open and the built-in open)."""
+    real_os_open, real_open = os.open, builtins.open
+
+    def denied(path) -> OSError:
+        return OSError(code, os.strerror(code), str(path))
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(folder)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and str(file).startswith(str(folder)) and set(mode) & set("wax+"):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_os_open)
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS])
+@pytest.mark.parametrize("stage", ["fuse", "eval"])
+def test_the_first_write_refused_by_the_os_is_one_line(tmp_path, monkeypatch, tiny_cache, stage, code):
+    """The atomic writer (fuse's score CSV) and the writer lock (eval's folder) map each errno."""
+    inputs = score_csvs(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / ("f.csv" if stage == "fuse" else "e")
+    _refuse_under(monkeypatch, out, code)
+    args = ["fuse", *map(str, inputs), "--out", str(target)] if stage == "fuse" else \
+        ["eval", "--features", str(tiny_cache), "--model", "bike-tiny", "--pretrained", "none", "--out", str(target)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    message = joined(result.output)
+    assert message.count("error:") == 1 and "Traceback" not in result.output, result.output
+    written, folder = (target, out) if stage == "fuse" else (target / ".bike.lock", target)  # eval: its lock
+    if code == errno.ENOSPC:
+        assert "error:nospacelefton" in message
+        assert joined(f"while writing {written}; finished work is kept, free space and run the same command") in message
+    else:
+        assert joined(f"error: cannot write {written}: {folder} is not writable ({DENIED[code]})") in message
+    assert [p for p in out.rglob("*") if not p.is_dir()] == [], "nothing written"

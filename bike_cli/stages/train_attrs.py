@@ -33,6 +33,7 @@ from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
+from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
@@ -130,7 +131,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _targets(train_table, len(class_names))
     rows = _labelled_rows(train_targets)
