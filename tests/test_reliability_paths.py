@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import builtins
 import errno
+import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -22,7 +24,8 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import app
 from bike_cli.config.files import file_kind
 from bike_cli.data.decoding.failures import check_video_file
-from bike_cli.errors import DecodeError
+from bike_cli.data.lists.read import read_video_list
+from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.score_csv import write_score_csv
 
 BIKE = [sys.executable, "-m", "bike_cli"]
@@ -215,3 +218,31 @@ def test_the_first_write_refused_by_the_os_is_one_line(tmp_path, monkeypatch, ti
     else:
         assert joined(f"error: cannot write {written}: {folder} is not writable ({DENIED[code]})") in message
     assert [p for p in out.rglob("*") if not p.is_dir()] == [], "nothing written"
+
+
+# ----------------------------------------------------------------------------- (c) one video, three spellings
+
+
+def test_one_video_under_three_spellings_is_read_once_with_a_warning(tmp_path, caplog):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "x.mp4").write_bytes(b"")
+    (tmp_path / "y.mp4").write_bytes(b"")
+    listing = tmp_path / "lists" / "list.txt"
+    absolute = tmp_path / "x.mp4"
+    listing.write_text(f"../x.mp4 0\n../y.mp4 1\n{absolute} 0\n../v/../x.mp4 0\n")
+    with caplog.at_level(logging.WARNING, logger="bike_cli"):
+        videos = read_video_list(listing)
+    assert [e.video_id for e in videos] == ["../x.mp4", "../y.mp4"] and [e.line for e in videos] == [1, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert all(part in warnings[0] for part in (f"{listing}", "lines 1, 3 and 4", "'../x.mp4'", f"'{absolute}'",
+                                                 "'../v/../x.mp4'", "read once"))
+
+
+def test_one_video_under_two_spellings_with_different_labels_is_an_error(tmp_path):
+    (tmp_path / "x.mp4").write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text("x.mp4 0\n./x.mp4 1\n")
+    with pytest.raises(InputError, match=re.escape(f"{listing}:2: 'x.mp4', './x.mp4' are one video")):
+        read_video_list(listing)
