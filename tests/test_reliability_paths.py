@@ -27,6 +27,7 @@ from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.score_csv import write_score_csv
+from bike_cli.io.write_errors import NotWritableError, write_errors_as_bike
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 HANG = 240  # seconds: far beyond a refused command's start on a loaded machine; a blocked read never ends
@@ -218,6 +219,16 @@ def test_the_first_write_refused_by_the_os_is_one_line(tmp_path, monkeypatch, ti
     else:
         assert joined(f"error: cannot write {written}: {folder} is not writable ({DENIED[code]})") in message
     assert [p for p in out.rglob("*") if not p.is_dir()] == [], "nothing written"
+
+
+def test_a_refused_read_of_another_file_is_not_called_a_write_error(tmp_path):
+    """Inside a write, the OS refusing to read the source of a copy is the source's error."""
+    target, source = tmp_path / "out" / "x.bin", tmp_path / "in" / "src.bin"
+    with pytest.raises(PermissionError), write_errors_as_bike(target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(source))
+    with pytest.raises(NotWritableError, match=re.escape(f"cannot write {target}: {tmp_path} is not writable")), \
+            write_errors_as_bike(target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target.parent))
 
 
 # ----------------------------------------------------------------------------- (c) one video, three spellings

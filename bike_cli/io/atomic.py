@@ -110,7 +110,7 @@ def torch_save(obj: object, path: str | Path) -> Path:
 
 def copy_file(source: str | Path, path: str | Path) -> Path:
     """Copy `source` to `path` atomically (a kill during the copy leaves the old `path` intact)."""
-    with atomic_write(path, "wb") as out, open(source, "rb") as src:
+    with open(source, "rb") as src, atomic_write(path, "wb") as out:  # a refused read is the source's
         shutil.copyfileobj(src, out, 1 << 20)
     return Path(path)
 

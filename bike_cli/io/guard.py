@@ -3,8 +3,9 @@
 A stage builds a `PathGuard` from its inputs and outputs before it reads or writes anything. The
 guard first refuses an input that exists and is neither a regular file nor a folder (a FIFO would
 block its reader forever, a device such as `/dev/zero` never end: `bike_cli.config.files`); a folder
-is left to the reader of the option (a run folder is a checkpoint). It resolves every path (symlinks, `.` and `..`, and device and inode where the file exists, which
-catches hard links) together with the files an input owns:
+is left to the reader of the option (a run folder is a checkpoint). It resolves every path
+(symlinks, `.` and `..`, and device and inode where the file exists, which catches hard links)
+together with the files an input owns:
 
 - a CSV's `.meta.json` sidecar (`bike_cli.io.csv_meta`);
 - a feature cache's `*.h5.parts/` folder, its default failures CSV and its lock file;

@@ -77,6 +77,15 @@ def is_disk_full(err: BaseException) -> bool:
     )
 
 
+def _is_about(filename: object, path: Path) -> bool:
+    """Whether the OS error's file is `path`, a folder above it, or a file beside it (its temporary
+    file): a refused read of another file inside the block is that file's error, not this one."""
+    if filename is None:
+        return True
+    failed, target = Path(os.path.abspath(os.fsdecode(filename))), Path(os.path.abspath(path))
+    return failed == target or failed in target.parents or failed.parent == target.parent
+
+
 @contextlib.contextmanager
 def write_errors_as_bike(path: Path | str) -> Iterator[None]:
     """Turn the OS refusing a write of `path` inside the block into `DiskFullError` / `NotWritableError`."""
@@ -87,7 +96,7 @@ def write_errors_as_bike(path: Path | str) -> Iterator[None]:
     except (OSError, RuntimeError) as err:
         if is_disk_full(err):
             raise DiskFullError(path) from None
-        if isinstance(err, OSError) and err.errno in DENIED_ERRNOS:
+        if isinstance(err, OSError) and err.errno in DENIED_ERRNOS and _is_about(err.filename, Path(path)):
             raise NotWritableError(path, err.errno) from None
         raise
 
