@@ -4,8 +4,11 @@ one `error:` line, never with torch's unpickler advice or a Python internal."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,17 @@ def test_describe_file_of_a_folder_and_a_missing_path(tmp_path):
 
     assert describe_file(tmp_path) == "a folder"
     assert describe_file(tmp_path / "nope") == "missing"
+
+
+def test_describe_file_names_a_fifo_and_a_device_without_opening_them(tmp_path):
+    """A FIFO blocks whoever opens it and /dev/zero never ends: the kind comes from os.stat alone
+    (run in a subprocess with a timeout, so a regression fails instead of hanging the suite)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code = ("import sys; from bike_cli.io.file_kind import describe_file, wrong_kind; "
+            "print(describe_file(sys.argv[1])); print(describe_file('/dev/zero')); "
+            "print(wrong_kind(sys.argv[1], 'a score CSV'))")
+    done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["a FIFO (named pipe)", "a character device",
+                                        f"{fifo} is a FIFO (named pipe), not a score CSV"]

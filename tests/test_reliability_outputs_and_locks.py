@@ -4,12 +4,14 @@ writers started together, a killed writer's lock taken over)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -134,6 +136,52 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, motion_caches):
         done = cli("train-video", "--features", str(train), "--out", str(run), "--epochs", "1", "--workers", "0")
     assert done.returncode != 0 and f"{run} is being written by process {os.getpid()}" in one_line(done)
     assert not (run / "metrics.jsonl").exists()
+
+
+HOLD = "import sys; from bike_cli.io.lock import WriterLock; WriterLock(sys.argv[1], folder=True).acquire(); " \
+       "print('held', flush=True); sys.stdin.read()"
+
+
+@contextlib.contextmanager
+def held_by_another_process(folder: Path) -> Iterator[int]:
+    """The folder lock of `folder` held by a real second process (io.lock, as a running stage holds it)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.stdin.close()  # it ends, and the kernel drops its lock
+        holder.wait(timeout=60)
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_eval_refuses_a_folder_another_process_writes_and_writes_nothing(tmp_path, motion_caches):
+    _, _, val = motion_caches
+    out = tmp_path / "eval"
+    with held_by_another_process(out) as pid:
+        done = cli("eval", "--features", str(val), "--model", "bike-tiny", "--pretrained", "none", "--out", str(out))
+        assert files_in(out) == [".bike.lock"], "nothing written beside the holder's lock"
+    message = one_line(done)
+    assert done.returncode == 1 and message.count("error:") == 1
+    assert f"{out} is being written by process {pid} on " in message and "(started " in message
+
+
+def test_train_attrs_refuses_a_folder_another_process_writes_and_writes_nothing(tmp_path, sample_data):
+    attributes = tmp_path / "attrs.csv"
+    attributes.write_text("video_id,label,attributes,sentence\n")
+    out = tmp_path / "run"
+    with held_by_another_process(out) as pid:
+        done = cli("train-attrs", "--attributes", str(attributes), "--classes", str(sample_data.classes),
+                   "--model", "bike-tiny", "--pretrained", "none", "--out", str(out), "--epochs", "1",
+                   "--workers", "0")
+        assert files_in(out) == [".bike.lock"], "nothing written beside the holder's lock"
+    message = one_line(done)
+    assert done.returncode == 1 and message.count("error:") == 1
+    assert f"{out} is being written by process {pid} on " in message
 
 
 @pytest.mark.slow

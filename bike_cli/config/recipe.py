@@ -30,7 +30,6 @@ import difflib
 import logging
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from bike_cli.config.files import check_regular_file, file_kind, not_regular
 from bike_cli.errors import InputError, location
 
 log = logging.getLogger(__name__)
@@ -89,27 +89,13 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 
-def save_resolved(config: Any, path: str | Path, *, stage: str | None = None) -> Path:
-    """Write every setting of `config` as a YAML recipe, atomically; `build_config` reads it back equal.
-
-    With `stage`, the file starts with `stage: STAGE`, so other stages refuse it.
-    """
-    path = Path(path)
+def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
+    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (written by
+    `bike_cli.io.run_config.save_resolved`). With `stage`, it starts with `stage: STAGE`, so other
+    stages refuse it."""
     data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
     text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"
-    text += yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
 def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, _Setting]:
@@ -125,13 +111,16 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, _Setting
     if base.resolve() in chain:
         cycle = " -> ".join(str(p) for p in chain + (base.resolve(),))
         raise InputError(f"{parent.origin}: {EXTENDS}: {parent.value!r} makes a cycle: {cycle}")
-    if not base.is_file():
+    if file_kind(base) is None:
         raise InputError(f"{parent.origin}: {EXTENDS}: recipe {base} not found")
+    if (problem := not_regular(base, "recipe")) is not None:
+        raise InputError(f"{parent.origin}: {EXTENDS}: {problem}")
     return _read_recipe(base, chain) | settings
 
 
 def _read_mapping(path: Path) -> dict[str, _Setting]:
     """The top-level keys of one YAML file, each with its value and `path:line`."""
+    check_regular_file(path, "recipe")  # a FIFO would block the read, /dev/zero never end it
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

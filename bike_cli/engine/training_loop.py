@@ -38,7 +38,9 @@ from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, write_text
 from bike_cli.io.checkpoints import BranchCheckpoint, save_checkpoint
+from bike_cli.io.run_config import save_resolved
 from bike_cli.io.train_state import STATE_FILE
+from bike_cli.io.write_errors import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,6 @@ class Trainer:
         """Train `settings.epochs` epochs (resuming if asked); returns the summary on every process.
 
         `batch_loader(batch_sampler)`: the batches, in the place of a DataLoader (rows held in memory)."""
-        from bike_cli.config.recipe import save_resolved
-
         started = time.perf_counter()
         s, acc = self.settings, self.accelerator
         authors = get_profile(compat).lr_cadence == PER_BATCH
@@ -153,7 +153,7 @@ class Trainer:
     def _resume(self, model, optimizer, scheduler, config) -> RunState:
         """Load the latest complete checkpoint folder (only bike's own, code-free state files)."""
         s, acc = self.settings, self.accelerator
-        s.out.mkdir(parents=True, exist_ok=True)
+        make_folder(s.out)
         if not s.resume:
             return RunState()
         was = check_resume_config(config, s.out) if config is not None else None
@@ -216,7 +216,7 @@ class Trainer:
         acc = self.accelerator
         if self.is_main:  # a folder of an earlier run goes first: the state file marks a complete one
             shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
         acc.wait_for_everyone()
         train_state.save_process_state(folder, acc.process_index)
         if self.is_main:

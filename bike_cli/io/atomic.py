@@ -1,4 +1,4 @@
-"""The one way bike writes a file: atomically, durably, and with a clear error on a full disk.
+"""The one way bike writes a file: atomically, durably, and with one clear line when the OS says no.
 
 Every file bike writes goes through `atomic_write` (or its helpers `write_text`, `write_bytes`,
 `torch_save`, `copy_file`): the content goes to a temporary file beside the target, named
@@ -6,14 +6,14 @@ Every file bike writes goes through `atomic_write` (or its helpers `write_text`,
 renamed over the target with `os.replace`, and the folder is fsync'ed so that the rename itself
 survives a power loss. A reader therefore sees the old file or the new one, never a torn one.
 
-A write that runs out of space (ENOSPC, EDQUOT, EFBIG) raises `DiskFullError`, after removing its
-temporary file; the target keeps its previous content.
+A write that runs out of space (ENOSPC, EDQUOT, EFBIG) raises `DiskFullError`, one the OS refuses
+(EACCES, EPERM, EROFS: a folder bike may not write) `NotWritableError`, both after removing the
+temporary file (`bike_cli.io.write_errors`); the target keeps its previous content.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import shutil
@@ -21,63 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from bike_cli.errors import BikeError
+from bike_cli.io.write_errors import DiskFullError, device_of, write_errors_as_bike
 
-FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 TMP_SUFFIX = ".tmp"
-
-
-class DiskFullError(BikeError):
-    """No space left (or a quota or file-size limit) while bike wrote a file."""
-
-    def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        super().__init__(
-            f"no space left on {_device_of(path)} while writing {path}; finished work is kept, "
-            "free space and run the same command"
-        )
-        self.path = path
-
-
-def _device_of(path: Path) -> str:
-    """The mount point that holds `path` (the nearest existing folder's)."""
-    folder = path.absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    while not os.path.ismount(folder) and folder != folder.parent:
-        folder = folder.parent
-    return str(folder)
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """True for an OSError of a full disk, including h5py's (which carry the errno only in the text)."""
-    if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
-        return True
-    text = str(err)
-    return isinstance(err, (OSError, RuntimeError)) and any(
-        mark in text for mark in ("No space left", "Disk quota exceeded", "File too large",
-                                  *(f"errno = {code}" for code in FULL_ERRNOS))
-    )
-
-
-@contextlib.contextmanager
-def disk_full_as_error(path: Path | str) -> Iterator[None]:
-    """Turn a full-disk error raised inside the block into `DiskFullError(path)`."""
-    try:
-        yield
-    except BikeError:
-        raise
-    except (OSError, RuntimeError) as err:
-        if is_disk_full(err):
-            raise DiskFullError(path) from None
-        raise
 
 
 def ensure_free_space(path: Path, nbytes: int) -> None:
     """DiskFullError before writing `nbytes` into `path` when its file system has less free space.
 
     HDF5 handles a full disk badly (it can crash the process), so HDF5 writers check first."""
-    folder = path.parent if path.parent.exists() else Path(_device_of(path))
+    folder = path.parent if path.parent.exists() else Path(device_of(path))
     if shutil.disk_usage(folder).free < nbytes + (1 << 20):
         raise DiskFullError(path)
 
@@ -105,10 +58,10 @@ def fsync_dir(folder: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write (by any library: HDF5, torch); on success it replaces `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        with disk_full_as_error(path):
+        with write_errors_as_bike(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -157,7 +110,7 @@ def torch_save(obj: object, path: str | Path) -> Path:
 
 def copy_file(source: str | Path, path: str | Path) -> Path:
     """Copy `source` to `path` atomically (a kill during the copy leaves the old `path` intact)."""
-    with atomic_write(path, "wb") as out, open(source, "rb") as src:
+    with open(source, "rb") as src, atomic_write(path, "wb") as out:  # a refused read is the source's
         shutil.copyfileobj(src, out, 1 << 20)
     return Path(path)
 
@@ -165,7 +118,7 @@ def copy_file(source: str | Path, path: str | Path) -> Path:
 def append_line(path: str | Path, line: str) -> None:
     """Append one line and fsync (append-only logs such as metrics.jsonl; readers drop a torn tail)."""
     path = Path(path)
-    with disk_full_as_error(path), open(path, "a", encoding="utf-8") as fh:
+    with write_errors_as_bike(path), open(path, "a", encoding="utf-8") as fh:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
+from bike_cli.config.files import FOLDER as FOLDER_WORDS
+from bike_cli.config.files import REGULAR, file_kind
 from bike_cli.errors import BikeError, InputError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -19,8 +21,9 @@ PICKLE_PROTOCOLS = range(2, 6)  # a pickle of protocol 2+ starts with 0x80 and t
 HEAD_BYTES = 4096
 _SHOW = 40  # characters of a text file's first line shown
 
-HDF5, ZIP, PICKLE, SAFETENSORS, VIDEO, TEXT, OTHER_TEXT, BINARY, EMPTY, FOLDER, MISSING = (
-    "hdf5", "zip", "pickle", "safetensors", "video", "text", "other-text", "binary", "empty", "folder", "missing")
+HDF5, ZIP, PICKLE, SAFETENSORS, VIDEO, TEXT, OTHER_TEXT, BINARY, EMPTY, FOLDER, MISSING, SPECIAL = (
+    "hdf5", "zip", "pickle", "safetensors", "video", "text", "other-text", "binary", "empty", "folder", "missing",
+    "special")  # SPECIAL: a FIFO, a device or a socket (never opened: a FIFO would block, /dev/zero never ends)
 TORCH_KINDS = (ZIP, PICKLE)  # what torch.load reads (a zip since torch 1.6; a bare pickle before)
 
 _WORDS = {
@@ -64,10 +67,13 @@ def _text_kind(head: bytes) -> str:
 
 def sniff(path: str | Path) -> str:
     """The kind of `path`: one of HDF5, ZIP, PICKLE, SAFETENSORS, VIDEO, TEXT, OTHER_TEXT, BINARY,
-    EMPTY, FOLDER, MISSING (an unreadable path reads as MISSING when it is not there, else BINARY)."""
+    EMPTY, FOLDER, MISSING, SPECIAL (an unreadable path reads as MISSING when it is not there, else BINARY)."""
     path = Path(path)
-    if path.is_dir():
-        return FOLDER
+    kind = file_kind(path)  # from os.stat: nothing that is not a regular file is opened
+    if kind is None:
+        return MISSING
+    if kind != REGULAR:
+        return FOLDER if kind == FOLDER_WORDS else SPECIAL
     try:
         head = _head(path)
     except FileNotFoundError:
@@ -92,6 +98,8 @@ def sniff(path: str | Path) -> str:
 def describe_file(path: str | Path) -> str:
     """What `path` is, as a noun phrase for "PATH is ...": "a folder", "an HDF5 file (...)", ..."""
     kind = sniff(path)
+    if kind == SPECIAL:
+        return file_kind(path) or _WORDS[MISSING]
     if kind != TEXT:
         return _WORDS[kind]
     line = _head(Path(path)).decode("utf-8", errors="replace").lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
@@ -105,7 +113,6 @@ def wrong_kind(path: str | Path, expected: str, hint: str = "",
     if sniff(path) == MISSING:
         return error(f"{path} does not exist; expected {expected}")
     return error(f"{path} is {describe_file(path)}, not {expected}{'; ' + hint if hint else ''}")
-
 
 
 def not_text(path: str | Path, what: str, err: UnicodeDecodeError) -> BikeError:

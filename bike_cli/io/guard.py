@@ -1,8 +1,11 @@
 """One guard for every path a command reads and writes.
 
 A stage builds a `PathGuard` from its inputs and outputs before it reads or writes anything. The
-guard resolves every path (symlinks, `.` and `..`, and device and inode where the file exists, which
-catches hard links) together with the files an input owns:
+guard first refuses an input that exists and is neither a regular file nor a folder (a FIFO would
+block its reader forever, a device such as `/dev/zero` never end: `bike_cli.config.files`); a folder
+is left to the reader of the option (a run folder is a checkpoint). It resolves every path
+(symlinks, `.` and `..`, and device and inode where the file exists, which catches hard links)
+together with the files an input owns:
 
 - a CSV's `.meta.json` sidecar (`bike_cli.io.csv_meta`);
 - a feature cache's `*.h5.parts/` folder, its default failures CSV and its lock file;
@@ -22,6 +25,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from bike_cli.config.files import FOLDER, file_kind, not_regular
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import TMP_SUFFIX
 from bike_cli.io.csv_meta import meta_path
@@ -36,8 +40,9 @@ BIKE_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}" + re.escape(TMP_SUFF
 
 
 def file_or_none(value: str | Path | None) -> Path | None:
-    """`value` as an input path when it names an existing file (`--pretrained` may be a tag)."""
-    return Path(value) if value and Path(value).is_file() else None
+    """`value` as an input path when something other than a folder is there (`--pretrained` may be a
+    tag): a FIFO named as `--pretrained` is then refused by the guard, not looked up as a tag."""
+    return Path(value) if value and file_kind(value) not in (None, FOLDER) else None
 
 
 def _keys(path: Path) -> set[tuple]:
@@ -87,6 +92,9 @@ class PathGuard:
     def __init__(self, inputs: PathOptions, outputs: PathOptions, *, listed: PathOptions | None = None,
                  trees: PathOptions | None = None) -> None:
         self.inputs, self.outputs, self.trees = _flatten(inputs), _flatten(outputs), _flatten(trees)
+        for option, path in self.inputs:
+            if (problem := not_regular(path, option, folders=True)) is not None:
+                raise InputError(problem)
         self._declared = {os.path.realpath(p) for _, p in self.outputs + self.trees}
         self._check_outputs()
         self._check_trees()

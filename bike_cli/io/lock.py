@@ -8,7 +8,8 @@ process dies, so a lock left by a crash (SIGKILL, power loss) is simply taken ov
 
 The file is removed on release while still locked; a process that opened the old file before the
 removal notices (the inode it locked is no longer the one at the path) and tries again, so the
-removal never lets two writers in.
+removal never lets two writers in. Creating or writing the lock file is a command's first write: a
+full disk or a folder bike may not write is one line there (`bike_cli.io.write_errors`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from bike_cli.errors import BikeError
+from bike_cli.io.write_errors import write_errors_as_bike
 
 LOCK_NAME = ".bike.lock"  # inside a folder output
 
@@ -43,6 +45,21 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> WriterLock:
+        with write_errors_as_bike(self.path):
+            fd = self._open_locked()
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            self._fd = fd
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            except BaseException:
+                self.release()  # a full disk: leave no lock file behind
+                raise
+        return self
+
+    def _open_locked(self) -> int:
+        """A descriptor of the lock file at `self.path`, flock'ed; OutputLockedError when another holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -54,14 +71,8 @@ class WriterLock:
                 raise OutputLockedError(f"{self.output} is being written by {holder}; wait for it to finish "
                                         "or choose another output") from None
             if _same_file(fd, self.path):
-                break
+                return fd
             os.close(fd)  # the holder removed the file after we opened it: lock the new one
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        self._fd = fd
-        return self
 
     def release(self) -> None:
         if self._fd is None:

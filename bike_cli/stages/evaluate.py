@@ -50,6 +50,7 @@ from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.metrics_json import write_eval_metrics
 from bike_cli.io.outputs import check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
+from bike_cli.io.write_errors import make_folder
 from bike_cli.models.eval_branch import VideoModel, video_model
 from bike_cli.models.text import DEFAULT_TEMPLATE
 
@@ -180,7 +181,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         branches["attrs"] = attr_probs[[position[vid] for vid in ids]]
         if fuse is not None:
             branches["fused"] = fuse * branches["video"] + (1.0 - fuse) * branches["attrs"]
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.out)
     clear_outputs(cfg.out, guard)
     metrics, files = {}, {}
     rules = {"video": vm.rule, "attrs": get_profile(cfg.compat).attrs_scores, "fused": FUSED}

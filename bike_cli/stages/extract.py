@@ -44,6 +44,7 @@ from bike_cli.io.feature_cache_parts import (
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.lock import WriterLock
 from bike_cli.io.outputs import check_file_output
+from bike_cli.io.write_errors import make_folder
 from bike_cli.models.clip import load_clip
 from bike_cli.models.visual_digest import visual_sha256
 
@@ -176,7 +177,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         bike_version=__version__, compat=cfg.compat, visual_sha256=visual_sha256(model.state_dict()),
         resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation,
     )
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.out.parent)
     parts = _prepare_outputs(cfg, meta, dist, guard)
     done = set(parts.done_ids)
     if cfg.out.exists():

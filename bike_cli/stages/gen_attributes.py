@@ -102,8 +102,7 @@ class GenAttributesConfig:
         for option, path in outputs.items():
             if path is not None:
                 check_file_output(option, path)
-        lexicon_file = Path(self.lexicon) if Path(self.lexicon).is_file() else None
-        PathGuard({"--features": self.features, "--classes": self.classes, "--lexicon": lexicon_file,
+        PathGuard({"--features": self.features, "--classes": self.classes, "--lexicon": file_or_none(self.lexicon),
                    "--pretrained": file_or_none(self.pretrained)},
                   {**outputs, **{f"the .meta.json sidecar of {o}": meta_path(p) for o, p in outputs.items()
                                  if p is not None and p.suffix == ".csv"}})

@@ -200,8 +200,8 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
         from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
 
         check_figure_path(cfg.explain)
-        PathGuard({"a video": cfg.videos, "--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
-                   "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain})
+    PathGuard({"a video": cfg.videos, "--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
+               "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain})
     skipped = _check_inputs(cfg)
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):

@@ -34,6 +34,7 @@ from bike_cli.io.csv_meta import read_csv_compat, read_csv_meta
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
+from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
@@ -164,7 +165,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _targets(train_table, len(class_names))
     rows = _labelled_rows(train_targets)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bike_cli.config.files import not_regular
 from bike_cli.data.decoding.pyav_fast import PlanError
 from bike_cli.errors import DecodeError
 
@@ -56,7 +57,10 @@ def check_video_file(path: Path) -> None:
     """DecodeError for a path that is missing, a folder, unreadable or not even a valid name.
 
     Any OS error (a name too long for the file system, no permission, an I/O error) is the
-    video's failure, recorded as a skip, never the run's."""
+    video's failure, recorded as a skip, never the run's. A FIFO or a device is one too, found
+    before the open that would block on it."""
+    if (problem := not_regular(path, f"{NOT_READABLE}:", folders=True)) is not None:
+        raise DecodeError(problem)
     try:
         with open(path, "rb"):
             pass

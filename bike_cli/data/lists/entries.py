@@ -1,7 +1,9 @@
-"""The entries of a video list, and the checks every entry passes (a usable path, a unique id)."""
+"""The entries of a video list, and the checks every entry passes (a usable path, a unique id, one
+entry per video file)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from bike_cli.errors import InputError, location
+
+log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
 
@@ -68,8 +72,10 @@ def check_path(source: Path, number: int, path: Path) -> Path:
     return path
 
 
-def check_unique_videos(source: Path, entries: list[VideoEntry]) -> None:
-    """InputError naming both lines when a video id appears twice."""
+def check_unique_videos(source: Path, entries: list[VideoEntry]) -> list[VideoEntry]:
+    """The entries, each video file once: InputError naming both lines when a video id appears twice;
+    the same file under other spellings (`../x.mp4`, `/abs/x.mp4`, `v/../x.mp4`) is kept at its first
+    line, with one warning naming the lines and spellings (an error where their labels differ)."""
     seen: dict[str, int] = {}
     for entry in entries:
         first = seen.setdefault(entry.video_id, entry.line)
@@ -78,3 +84,31 @@ def check_unique_videos(source: Path, entries: list[VideoEntry]) -> None:
                 f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
                 f"(lines {first} and {entry.line})"
             )
+    files: dict[str, list[VideoEntry]] = {}
+    folders: dict[str, str] = {}  # resolved once per folder: a list has few folders and many videos
+    for entry in entries:
+        folder, name = os.path.split(entry.path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        files.setdefault(os.path.join(folders[folder], name), []).append(entry)
+    if len(files) == len(entries):
+        return entries
+    dropped = set()
+    for spellings in (group for group in files.values() if len(group) > 1):
+        _warn_respelled(source, spellings)
+        dropped.update(id(entry) for entry in spellings[1:])
+    return [entry for entry in entries if id(entry) not in dropped]
+
+
+def _warn_respelled(source: Path, spellings: list[VideoEntry]) -> None:
+    """Warn that one file is listed under several spellings; InputError where their labels differ."""
+    first, *others = spellings
+    lines = [str(e.line) for e in spellings]
+    named = f"lines {', '.join(lines[:-1])} and {lines[-1]}"
+    written = ", ".join(repr(e.video_id) for e in spellings)
+    conflict = next((e for e in others if e.labels != first.labels), None)
+    if conflict is not None:
+        raise InputError(f"{location(source, conflict.line)}: {written} are one video ({first.path}) with "
+                         f"different labels ({named})")
+    log.warning("%s: %s name one video under %d spellings (%s): read once, as %r (line %d)", source, named,
+                len(spellings), written, first.video_id, first.line)

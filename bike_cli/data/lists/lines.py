@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from bike_cli.config.files import check_regular_file
 from bike_cli.errors import InputError
 from bike_cli.io.file_kind import not_text
 
 
 def read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text file; InputError when it is missing or unreadable."""
-    if not path.is_file():
-        state = "is not a file" if path.exists() else "not found"
-        raise InputError(f"{what} {state}: {path}")
+    """The lines of a UTF-8 text file; InputError when it is missing, not a regular file or unreadable."""
+    check_regular_file(path, what)
     try:
         with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
             return f.read().split("\n")

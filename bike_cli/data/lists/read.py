@@ -58,7 +58,7 @@ def read_video_list(
         entries = _PARSERS[fmt](source, lines, base, LabelParser(source, class_names))
     if not entries:
         raise InputError(f"{source}: the video list has no videos")
-    check_unique_videos(source, entries)
+    entries = check_unique_videos(source, entries)
     multilabel = any(len(entry.labels) > 1 for entry in entries)
     log.info("read %d videos from %s (%s format, root %s)", len(entries), source, fmt, base)
     return VideoList(entries, source, fmt, multilabel)
