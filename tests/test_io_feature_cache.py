@@ -120,7 +120,7 @@ def test_merge_appends_to_existing_cache_and_drops_rows_it_already_has(tmp_path)
 
 
 def test_multilabel_labels_are_multi_hot(tmp_path):
-    rng, meta = np.random.default_rng(4), make_meta(multilabel=True, num_classes=3)
+    rng, meta = np.random.default_rng(4), make_meta(multilabel=True, num_classes=3, class_names=("a", "b", "c"))
     batch = make_batch([0, 1], rng, meta)
     batch.labels = np.array([[1, 0, 1], [0, 1, 0]], dtype=np.uint8)
     cache = tmp_path / "c.h5"
