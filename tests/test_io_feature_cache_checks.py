@@ -203,3 +203,15 @@ def test_non_finite_features_are_found_in_the_reads_not_on_open(tmp_path, tiny_c
                  lambda: cache.read_rows(np.array([0, 5, 7]))):
         with pytest.raises(InputError, match=f"{cache_path} is a malformed feature cache: dataset /embeddings row 5 holds"):
             read()
+
+
+def test_a_bad_row_met_in_a_dataloader_worker_is_still_one_line(tmp_path, tiny_cache, lexicon):
+    cache = copy_of(tiny_cache, tmp_path)
+    nan_in_row(cache, 5)
+    args = stage_args("train-video", cache, tmp_path / "run", lexicon)
+    args[args.index("--workers") + 1] = "2"
+    result = CliRunner().invoke(app, [*args, "--cache-in-memory", "off"])  # rows read in the workers
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "Caught InputError" not in result.output
+    assert flat(f"error: {cache} is a malformed feature cache: dataset /embeddings row 5 holds") in flat(result.output)
+    assert not list((tmp_path / "run").glob("*.pt"))
