@@ -91,7 +91,7 @@ def check_labels(labels: np.ndarray, meta: CacheMeta, path: Path) -> None:
 
 
 def check_classes(labels: np.ndarray, meta: CacheMeta, path: Path, count: int, source: str) -> None:
-    """InputError unless the `count` classes of `source` (the classes a stage uses) cover the cache's."""
+    """InputError unless the `count` class names of `source` (the classes a stage uses) cover the cache's."""
     if count >= meta.num_classes:
         return
     beyond = labels[:, count:].any(1) if labels.ndim == 2 else labels >= count
@@ -99,7 +99,7 @@ def check_classes(labels: np.ndarray, meta: CacheMeta, path: Path, count: int, s
     where = (f"dataset /labels row {bad[0]} holds class "
              f"{int(np.flatnonzero(labels[bad[0], count:])[0]) + count if labels.ndim == 2 else labels[bad[0]]}"
              if bad.size else f"dataset /labels indexes {meta.num_classes} classes")
-    raise InputError(f"{source} has {count} classes but {path} holds labels of {meta.num_classes} classes "
+    raise InputError(f"{source} has {count} names but {path} holds labels of {meta.num_classes} classes "
                      f"({where}): give the class file the cache was extracted with")
 
 
