@@ -6,9 +6,20 @@ and, where there is one, the file (and line) it came from.
 
 from __future__ import annotations
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
+
 
 class BikeError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""
+
+    def __init__(self, *args: object) -> None:
+        text = args[0] if len(args) == 1 else None
+        if isinstance(text, str) and text.startswith("Caught ") and _WORKER_TRACEBACK in text:
+            # torch's DataLoader re-raises a worker's error as `type(err)(text)`, `text` being the worker's
+            # traceback, whose last line is `module.Class: message`: keep the message, one line as raised
+            last = text.rstrip("\n").rsplit("\n", 1)[-1]
+            args = (last.split(": ", 1)[1] if ": " in last else last,)
+        super().__init__(*args)
 
 
 class InputError(BikeError):

@@ -113,7 +113,7 @@ def test_classes_shorter_than_the_labels(tmp_path, tiny_cache, sample_data):
     result = runner.invoke(app, ["eval", "--features", str(tiny_cache), "--classes", str(short), "--out", str(tmp_path / "e")])
     assert result.exit_code == 1
     no_traceback(result)
-    assert f"--classes {short} has 2 names" in flat(result.output) and "4 classes" in result.output
+    assert f"--classes {short} has 2 names" in flat(result.output) and "4 classes" in flat(result.output)
     listing = tmp_path / "list.txt"
     listing.write_text(f"{sample_data.root / 'videos' / 'x.mp4'} 3\n")
     extract = runner.invoke(app, ["extract-features", "--list", str(listing), "--classes", str(short), "--model",

@@ -120,7 +120,7 @@ def test_merge_appends_to_existing_cache_and_drops_rows_it_already_has(tmp_path)
 
 
 def test_multilabel_labels_are_multi_hot(tmp_path):
-    rng, meta = np.random.default_rng(4), make_meta(multilabel=True, num_classes=3)
+    rng, meta = np.random.default_rng(4), make_meta(multilabel=True, num_classes=3, class_names=("a", "b", "c"))
     batch = make_batch([0, 1], rng, meta)
     batch.labels = np.array([[1, 0, 1], [0, 1, 0]], dtype=np.uint8)
     cache = tmp_path / "c.h5"
@@ -163,3 +163,57 @@ def test_failures_csv_in_list_order(tmp_path):
     assert table.columns.tolist() == ["video_id", "path", "reason"]
     assert table.video_id.tolist() == ["a", "b"]
     assert pd.read_csv(write_failures_csv(tmp_path / "g.csv", [])).empty
+
+
+def distinct_rows_cache(path, n=12, views=2, frames=3, dim=4) -> FeatureCache:
+    """A cache whose row r holds the value r + its position / 1000 everywhere: any row read shifted by one is seen."""
+    meta = make_meta(clips=views, frames=frames, embed_dim=dim)
+    emb = np.arange(n, dtype=np.float32)[:, None, None, None] + np.arange(views * frames * dim).reshape(
+        1, views, frames, dim) / 1000
+    rng = np.random.default_rng(7)
+    parts_dir = parts_dir_for(path)
+    write_meta_file(parts_dir, meta)
+    batch = make_batch(list(range(n)), rng, meta)
+    batch.embeddings = emb.astype(np.float16)
+    PartWriter(parts_dir, 0).write(batch)
+    merge(path, scan_parts(parts_dir), meta)
+    return FeatureCache(path)
+
+
+@pytest.mark.parametrize("frames", [None, np.array([0, 2])])
+def test_sparse_rows_with_a_gap_inside_one_slab_read_as_row_by_row(tmp_path, monkeypatch, frames):
+    from bike_cli.data import memory_cache
+
+    cache = distinct_rows_cache(tmp_path / "c.h5")
+    row_bytes = 2 * 3 * 4 * 2  # views x frames x dim, float16
+    monkeypatch.setattr(memory_cache, "SLAB_BYTES", 4 * row_bytes)  # slabs of 4 rows: 0-3, 4-7, 8-11 here
+    # slab 0-3 with a gap (row 2), a slab of one row, then a gap right after a slab's first row
+    rows = np.array([0, 1, 3, 5, 9, 11])
+    want = np.stack([cache.embeddings(int(r)) for r in rows])  # [n, V, T, D], row by row
+    want = want if frames is None else want[:, :, frames]
+    got = memory_cache.read_rows(cache, rows, frames=frames)
+    np.testing.assert_array_equal(got, want)
+    assert got[:, 0, 0, 0].tolist() == rows.tolist()  # each row's own values, none shifted by one
+    if frames is None:
+        np.testing.assert_array_equal(cache.read_rows(rows), want)  # the reader's run-by-run read
+
+
+def test_extract_sweeps_the_temp_files_of_a_killed_writer_beside_the_cache_and_its_failures_csv(tmp_path, sample_data):
+    from typer.testing import CliRunner
+
+    from bike_cli.cli.app import app
+
+    out = tmp_path / "c.h5"
+    stale = [tmp_path / ".c.h5.4242.0badcafe.tmp", tmp_path / ".c.failures.csv.4242.deadbeef.tmp"]
+    mine = [tmp_path / name for name in ("notes.tmp", ".c.h5.mine.tmp", ".c.h5.4242.0BADCAFE.tmp",
+                                         ".c.h5.4242.0badcafe.tmp.keep", ".other.h5.4242.0badcafe.tmp", ".c.h5x.4242.0badcafe.tmp",
+                                         "c.failures.csv.4242.0badcafe.tmp")]
+    for path in stale + mine:
+        path.write_text("torn" if path in stale else "mine")
+    result = CliRunner().invoke(app, ["extract-features", "--model", "bike-tiny", "--list", str(sample_data.train),
+                                      "--classes", str(sample_data.classes), "--out", str(out), "--frames", "4",
+                                      "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and len(FeatureCache(out)) > 0
+    assert [p.name for p in stale if p.exists()] == [], "the killed writer's temporary files are swept"
+    assert [p.read_text() for p in mine] == ["mine"] * len(mine), "look-alike files are not bike's to remove"

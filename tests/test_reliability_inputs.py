@@ -115,7 +115,7 @@ def test_malformed_caches_are_one_line(tmp_path, motion_caches):
     shutil.copyfile(train, no_attrs)
     with h5py.File(no_attrs, "a") as h5:
         del h5.attrs["frames"]
-    for cache, message in ((missing, "num_frames missing"), (short, "datasets of different lengths"),
+    for cache, message in ((missing, "num_frames missing"), (short, "dataset /video_ids has 3 rows"),
                            (no_attrs, "malformed feature cache")):
         code, output = cli("eval", "--features", str(cache), "--out", str(tmp_path / "e"),
                            "--model", "bike-tiny", "--pretrained", "none")

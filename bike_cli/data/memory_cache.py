@@ -92,7 +92,7 @@ def read_rows(cache: FeatureCache, rows: Sequence[int], frames: np.ndarray | Non
     out = np.empty((len(rows), meta.num_views, t, meta.embed_dim), dtype=np.float16)
     for positions, first, stop in slabs(rows, _slab_rows(cache)):
         if frames is None and stop - first == len(positions):  # consecutive rows: read straight into `out`
-            cache.dataset().read_direct(out, np.s_[first:stop], np.s_[positions[0] : positions[-1] + 1])
+            cache.read_into(out, first, stop, at=int(positions[0]))
             continue
         slab = cache.embeddings(slice(first, stop))  # [stop - first, V, Tc, D]
         slab = slab[rows[positions] - first]

@@ -37,7 +37,7 @@ class ValData:
 def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank: int, world: int) -> ValData | None:
     """This process's share of the validation set (every world-th video), all views, test sampling."""
     if cfg.val_features:
-        cache = FeatureCache(cfg.val_features)
+        cache = FeatureCache(cfg.val_features, need_rows=True)
         rows = np.arange(len(cache))[rank::world]
         dataset = CachedClips(cache, cfg.frames, train=False, rows=rows)
         return ValData(SlabBatches(dataset, batch_size=64), False)

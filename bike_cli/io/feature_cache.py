@@ -8,7 +8,7 @@ Layout (schema version 1; documented for users in docs/formats.md):
     /embeddings   float16 [N, V, T, D]  frame embeddings, NOT L2-normalised; V = C*S views
                                         (view v = clip c * S + crop s), chunks (1, V, T, D)
     /video_ids    utf-8 str [N]         the list's video ids, unique
-    /labels       int64 [N]             class index, -1 where unknown          (single-label lists)
+    /labels       int64 [N]             class index, -1 (UNKNOWN_LABEL) where unknown (single-label lists)
                   uint8 [N, K]          multi-hot over K classes                (multi-label lists)
     /num_frames   int64 [N]             frames in the source video, as the decoder counted them
     /decoders     utf-8 str [N]         backend that decoded the video ('decord' or 'pyav')
@@ -34,6 +34,9 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
+from bike_cli.io.feature_cache_checks import UNKNOWN_LABEL, check_classes, check_finite, check_labels, check_layout
+
+__all__ = ["UNKNOWN_LABEL", "CacheMeta", "FeatureCache"]
 
 SCHEMA_VERSION = 1
 KIND = "bike-feature-cache"
@@ -137,31 +140,13 @@ class CacheMeta:
             )
 
 
-_DATASETS = ("embeddings", "video_ids", "labels", "num_frames", "decoders")
-
-
-def validate_layout(h5: h5py.File, meta: CacheMeta, path: Path) -> None:
-    """InputError unless every dataset is there, with N rows and the shapes `meta` describes."""
-    missing = [name for name in _DATASETS if name not in h5]
-    if missing:
-        raise InputError(f"{path} is a malformed feature cache: dataset(s) {', '.join(missing)} missing")
-    rows = {name: h5[name].shape[0] if h5[name].shape else 0 for name in _DATASETS}
-    if len(set(rows.values())) != 1:
-        raise InputError(f"{path} is a malformed feature cache: datasets of different lengths {rows}")
-    expected = (meta.num_views, meta.frames, meta.embed_dim)
-    if h5["embeddings"].shape[1:] != expected:
-        raise InputError(f"{path} is a malformed feature cache: embeddings of shape {h5['embeddings'].shape[1:]} "
-                         f"per video, its attributes say (views, frames, dim) = {expected}")
-    label_shape = (meta.num_classes,) if meta.multilabel else ()
-    if h5["labels"].shape[1:] != label_shape:
-        raise InputError(f"{path} is a malformed feature cache: labels of shape {h5['labels'].shape[1:]} per "
-                         f"video, expected {label_shape}")
-
-
 class FeatureCache:
-    """Read access to a cache. Opens the file lazily, once per process (safe with DataLoader workers)."""
+    """Read access to a cache. Opens the file lazily, once per process (safe with DataLoader workers).
 
-    def __init__(self, path: str | Path) -> None:
+    Opening checks the layout and the labels, each read of embeddings that its rows are finite
+    (`feature_cache_checks`); `need_rows` refuses a cache of no videos (for the stages that read rows)."""
+
+    def __init__(self, path: str | Path, *, need_rows: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"feature cache {self.path} does not exist")
@@ -170,9 +155,10 @@ class FeatureCache:
         try:
             with h5py.File(self.path, "r") as h5:
                 self.meta = CacheMeta.from_attrs(dict(h5.attrs), self.path)
-                validate_layout(h5, self.meta, self.path)
+                check_layout(h5, self.meta, self.path, need_rows)
                 self.video_ids: list[str] = list(h5["video_ids"].asstr()[()])
                 self.labels: np.ndarray = h5["labels"][()]  # int64 [N] or uint8 [N, K]
+            check_labels(self.labels, self.meta, self.path)
         except OSError as err:
             raise InputError(f"{self.path} is not a readable HDF5 file: {err}") from None
         except (KeyError, ValueError, TypeError) as err:  # attributes missing or of the wrong type
@@ -183,6 +169,11 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.video_ids)
 
+    def check_classes(self, count: int, source: str) -> None:
+        """InputError unless the `count` classes a stage uses (named by `source`, e.g. `--classes FILE`)
+        cover the classes the cache's labels index; the message names the first row beyond them."""
+        check_classes(self.labels, self.meta, self.path, count, source)
+
     def _file(self) -> h5py.File:
         """The open file of this process (reopened after a fork or in a spawned worker)."""
         if self._h5 is None or self._pid != os.getpid():
@@ -191,29 +182,40 @@ class FeatureCache:
         return self._h5
 
     def embeddings(self, rows: int | slice | Sequence[int]) -> np.ndarray:
-        """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list."""
-        return self._file()["embeddings"][rows]
+        """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list (checked finite)."""
+        block = self._dataset()[rows]
+        if isinstance(rows, slice):
+            numbers = np.arange(*rows.indices(len(self)))
+        else:
+            numbers = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        check_finite(block, numbers, self.path)
+        return block
+
+    def read_into(self, out: np.ndarray, first: int, stop: int, at: int = 0) -> None:
+        """Rows first..stop-1, read straight into out[at : at + stop - first] (no copy), checked finite."""
+        self._dataset().read_direct(out, np.s_[first:stop], np.s_[at : at + stop - first])
+        check_finite(out[at : at + stop - first], np.arange(first, stop), self.path)
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """float16 [n, V, T, D] of the increasing, unique `rows`, each run of consecutive rows one slice read.
 
         Far faster than h5py's point selection of a row list (0.8 s for 1,000 rows of 8 x 512; 0.1 s
         here); reading the rows between them instead costs a chunk each (one video per chunk)."""
-        data = self.dataset()
+        data = self._dataset()
         out = np.empty((len(rows), *data.shape[1:]), dtype=np.float16)
         rows = np.asarray(rows, dtype=np.int64)
         bounds = [0, *(np.flatnonzero(np.diff(rows) != 1) + 1).tolist(), len(rows)]
         for first, last in zip(bounds[:-1], bounds[1:]):
             if last > first:
-                out[first:last] = data[int(rows[first]):int(rows[last - 1]) + 1]
+                out[first:last] = self.embeddings(slice(int(rows[first]), int(rows[last - 1]) + 1))
         return out
 
     def num_frames(self) -> np.ndarray:
         """int64 [N]: the frames of each source video, as the decoder counted them."""
         return self._file()["num_frames"][()]
 
-    def dataset(self) -> h5py.Dataset:
-        """The /embeddings dataset itself (float16 [N, V, T, D]), for reads straight into an array."""
+    def _dataset(self) -> h5py.Dataset:
+        """The /embeddings dataset itself (float16 [N, V, T, D]); reads go through the checked methods."""
         return self._file()["embeddings"]
 
     def __getstate__(self) -> dict:  # picklable for spawned workers: the handle is reopened there

@@ -148,16 +148,15 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     """The evaluation proper, while this process holds the output folder's lock."""
     progress = progress or Progress()
     device = resolve_device(cfg.device)
-    cache = FeatureCache(cfg.features) if cfg.features else None
+    cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
     if cache is not None:
         check_same_profile(cfg.compat, cache.meta.compat, cache.path)
     if cache is not None and cfg.views and str(parse_views(cfg.views, cfg.compat)) != f"{cache.meta.clips}x{cache.meta.crops}":
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
-    if cache is not None and class_names is not None and cache.meta.num_classes > len(class_names):
-        raise InputError(f"--classes {cfg.classes} has {len(class_names)} names but {cache.path} holds labels of "
-                         f"{cache.meta.num_classes} classes: give the class file the cache was extracted with")
+    if cache is not None and class_names is not None:
+        cache.check_classes(len(class_names), f"--classes {cfg.classes}")
     vm, class_names = video_model(cfg, class_names, cache, device)
     vm.rule = video_score_rule(cfg.compat, fusing=cfg.attributes is not None)
     authors_zero_shot = get_profile(cfg.compat).zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"

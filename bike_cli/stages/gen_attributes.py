@@ -135,12 +135,14 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     cfg.validate()
     progress = progress or Progress()
     seconds: dict[str, float] = {}
-    cache = FeatureCache(cfg.features)
+    cache = FeatureCache(cfg.features, need_rows=True)
     meta = cache.meta
     phrases = load_lexicon(cfg.lexicon)
     if cfg.top_k > len(phrases):
         raise InputError(f"--top-k {cfg.top_k} is more than the {len(phrases)} phrases of lexicon {cfg.lexicon}")
     class_names = resolve_class_names(cfg, meta) if (cfg.drop_own_class or cfg.scores) else None
+    if class_names is not None:
+        cache.check_classes(len(class_names), f"--classes {cfg.classes}")
     model, spec = load_text_model(cfg, meta)
     device = next(model.parameters()).device
     tokenizer = get_tokenizer(spec.model_name)
@@ -193,9 +195,6 @@ def resolve_class_names(cfg: GenAttributesConfig, meta: CacheMeta) -> list[str]:
     if meta.class_names and len(names) != len(meta.class_names):
         raise InputError(f"--classes {cfg.classes} has {len(names)} names but {cfg.features} was made with "
                          f"{len(meta.class_names)} classes: its labels index those")
-    if len(names) < meta.num_classes:
-        raise InputError(f"--classes {cfg.classes} has {len(names)} names but the labels of {cfg.features} "
-                         f"go up to class {meta.num_classes - 1}")
     if meta.class_names and tuple(names) != meta.class_names:
         log.warning("using the class names of %s, not those recorded in %s", cfg.classes, cfg.features)
     return names

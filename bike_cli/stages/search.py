@@ -125,7 +125,7 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
     """Search the cache for every query (and with `evaluate`, its class names); write --out / --sheet."""
     queries = cfg.validate()
     started = time.perf_counter()
-    cache = FeatureCache(cfg.features)
+    cache = FeatureCache(cfg.features, need_rows=True)
     PathGuard({"--features": cache.path}, {"--out": cfg.out, "--sheet": cfg.sheet,
                                             "the search index": index_path(cache.path),
                                             "--pretrained": file_or_none(cfg.pretrained)})
@@ -186,12 +186,11 @@ def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, d
 
 def build_index(cache: FeatureCache, progress: Progress) -> np.ndarray:
     """float16 [N, D] `video_vectors` of every video, read in slabs of SLAB rows."""
-    data = cache.dataset()
     out = np.empty((len(cache), cache.meta.embed_dim), dtype=np.float16)
     progress.start(len(cache), "search index")
     for start in range(0, len(cache), SLAB):
         stop = min(len(cache), start + SLAB)
-        out[start:stop] = video_vectors(data[start:stop]).numpy()
+        out[start:stop] = video_vectors(cache.embeddings(slice(start, stop))).numpy()
         progress.advance(stop - start)
     progress.stop()
     return out

@@ -122,17 +122,19 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
 def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
     """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
-    cache = FeatureCache(cfg.features) if cfg.features else None
-    for made in [cache] + ([FeatureCache(cfg.val_features)] if cfg.val_features else []):
-        if made is not None:
-            check_same_profile(cfg.compat, made.meta.compat, made.path)
+    cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
+    caches = [made for made in (cache, FeatureCache(cfg.val_features, need_rows=True) if cfg.val_features else None)
+              if made is not None]
+    for made in caches:
+        check_same_profile(cfg.compat, made.meta.compat, made.path)
     class_names = _class_names(cfg, cache)
+    for made in caches:
+        made.check_classes(len(class_names), f"--classes {cfg.classes}")
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
-    for features in (cache, FeatureCache(cfg.val_features) if cfg.val_features else None):
-        if features is not None:
-            check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
-                             cfg.allow_model_mismatch)
+    for features in caches:
+        check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
+                         cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
