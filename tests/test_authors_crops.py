@@ -136,3 +136,17 @@ def test_eval_videos_compat_authors_1x5_scores_as_its_cache(tmp_path, sample_dat
     b = read_score_csv(tmp_path / "cache" / "video_scores.csv")
     assert a.video_ids == b.video_ids
     np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)  # cache embeddings are float16
+
+
+@pytest.mark.parametrize("height,width", [(64, 119), (119, 64), (67, 67), (101, 119)])
+def test_one_centre_crop_rounds_a_half_offset_as_torchvisions_center_crop(height, width):
+    """Offsets such as (119 - 64) / 2 = 27.5: torchvision's CenterCrop rounds them (28), a floor would give 27."""
+    frames = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, height, width, 3), dtype=np.uint8))
+    y, x = authors_crop_boxes(height, width, SIZE, 1)[0]
+    chw = frames.permute(0, 3, 1, 2)  # [N, 3, H, W]
+    torch.testing.assert_close(chw[:, :, y : y + SIZE, x : x + SIZE], TV.CenterCrop(SIZE)(chw), rtol=0, atol=0)
+    views = authors_views(frames, SIZE, 1)  # short side already SIZE: the resize keeps the frame
+    for n, frame in enumerate(frames.numpy()):
+        scaled = TV.Resize(SIZE, TV.InterpolationMode.BICUBIC)(Image.fromarray(frame))
+        expected = np.asarray(TV.CenterCrop(SIZE)(scaled))  # the same crop, decoded pixels compared exactly
+        np.testing.assert_array_equal(views[0, n].permute(1, 2, 0).numpy(), expected)

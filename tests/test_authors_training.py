@@ -61,6 +61,28 @@ def test_authors_groups_decay_everything_and_put_the_scale_with_clip():
     assert any(g["weight_decay"] == 0.0 for g in bike)  # bike's own: no decay on 1-d parameters
 
 
+@pytest.mark.parametrize("tune", ["head", "full"])
+def test_authors_attributes_groups_decay_everything_and_put_the_scale_with_clip(tune):
+    from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+
+    clip = open_clip.create_model("bike-tiny", pretrained=None)
+    text = TextTower(clip) if tune == "full" else None
+    branch = AttributesBranch(tune, 64, LogitScale(), text)
+    groups = branch.param_groups(1e-3, 0.1, 0.2, compat="authors")
+    by_name = {g["name"]: g for g in groups}
+    assert {g["weight_decay"] for g in groups} == {0.2}  # their solver decays every parameter
+    clip_ids = {id(p) for p in by_name["clip"]["params"]}
+    assert id(branch.logit_scale.log_scale) in clip_ids and by_name["clip"]["lr"] == pytest.approx(1e-4)
+    tower = set() if text is None else {id(p) for p in text.parameters() if p.requires_grad}
+    assert clip_ids == {id(branch.logit_scale.log_scale)} | tower
+    new = {id(p) for p in branch.parameters() if p.requires_grad} - clip_ids  # the MLPs of --tune head
+    assert {id(p) for g in groups if g["name"] == "new" for p in g["params"]} == new
+    assert all(g["lr"] == pytest.approx(1e-3) for g in groups if g["name"] == "new")
+    assert bool(new) == (tune == "head")
+    bike = branch.param_groups(1e-3, 0.1, 0.2)
+    assert any(g["weight_decay"] == 0.0 for g in bike)  # bike's own: no decay on 1-d parameters
+
+
 def test_profile_sets_the_loss_and_lifts_the_scale_cap():
     branch = VideoBranch(VideoHead(8), LogitScale(math.log(300.0)))
     configure_training(branch, "authors", None)

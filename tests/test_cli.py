@@ -26,6 +26,12 @@ runner = CliRunner()
 BIKE = [sys.executable, "-m", "bike_cli"]
 
 
+def assert_same_embeddings(got: np.ndarray, expected: np.ndarray) -> None:
+    """float16 cache rows of the same videos computed in other batches: float32 round-off can move a value
+    across an fp16 rounding boundary, one fp16 step (2**-10 relative) at most."""
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=2**-10, atol=1e-6)
+
+
 def extract_args(data, out: Path, *extra: str) -> list[str]:
     return ["extract-features", "--list", str(data.train), "--classes", str(data.classes), "--out", str(out),
             "--frames", "4", "--workers", "0", "--model", "bike-tiny", *extra]
@@ -140,7 +146,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path, slow_dat
     run_extraction(ExtractConfig(out=fresh, **common))
     with h5py.File(out, "r") as a, h5py.File(fresh, "r") as b:
         assert list(a["video_ids"].asstr()[()]) == list(b["video_ids"].asstr()[()])
-        np.testing.assert_array_equal(a["embeddings"][()], b["embeddings"][()])
+        assert_same_embeddings(a["embeddings"][()], b["embeddings"][()])  # other batches: round-off only
         np.testing.assert_array_equal(a["labels"][()], b["labels"][()])
 
 
@@ -163,5 +169,5 @@ def test_two_processes_equal_one_process(tmp_path, sample_data):
                                  views="2x1", workers=0))
     with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
         assert list(a["video_ids"].asstr()[()]) == list(b["video_ids"].asstr()[()])
-        np.testing.assert_array_equal(a["embeddings"][()], b["embeddings"][()])
+        assert_same_embeddings(a["embeddings"][()], b["embeddings"][()])  # batches of 2 per process: round-off
         assert dict(a.attrs) == dict(b.attrs)

@@ -3,6 +3,7 @@ bit-identical to a full sequential decode: on every shared clip, for the samplin
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import av
 import numpy as np
 import pytest
 
+from bike_cli.data.decoding import pyav_backend
 from bike_cli.data.decoding.frames import resized_size
 from bike_cli.data.decoding.pyav_backend import to_rgb, upright_hw
-from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.pyav_fast import FALLBACKS, PlanError, decode_kept, read_packets
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, video_seed
 from bike_cli.data.synthetic import write_video
@@ -90,3 +92,43 @@ def test_generated_video_frames_match_with_every_option(tmp_path: Path) -> None:
         assert sorted(kept) == sorted(wanted) and decoded <= len(reference)
         for index, rgb in kept.items():
             np.testing.assert_array_equal(rgb, reference[index].reshape(rgb.shape))
+
+
+def _plannable(path: Path) -> bool:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = read_packets(container, stream)
+        return packets.plannable and (stream.frames or len(packets.packets)) == len(packets.packets)
+
+
+@needs_clips
+@pytest.mark.parametrize("name", VIDEO_CLIPS)
+def test_no_shared_clip_falls_back_from_its_plan(name: str) -> None:
+    """A plan that broke would still give the right frames (decoded sequentially): count it instead."""
+    path, before = CLIPS / name, FALLBACKS.snapshot()
+    for frames, mode, clips in SAMPLINGS:
+        chooser = partial(sampled, frames=frames, mode=mode, clips=clips, name=name)
+        read_frames(path, chooser, short_side=224, decoder="pyav", fallback=False)
+    after = FALLBACKS.snapshot()
+    assert after["failed"] == before["failed"]
+    unplanned = 0 if _plannable(path) else len(SAMPLINGS)  # AVI, MPEG-4 ASP: sequential by design
+    assert after["unplanned"] - before["unplanned"] == unplanned
+
+
+def test_a_failed_plan_is_counted_and_logged(tmp_path: Path, monkeypatch, caplog) -> None:
+    frames = np.random.default_rng(1).integers(0, 255, (20, 64, 80, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "noise.mp4", frames, codec="libx264")
+    reference = full_decode(path, None)
+
+    def broken(*args, **kwargs):
+        raise PlanError("frames [3] were not decoded")
+
+    monkeypatch.setattr(pyav_backend, "decode_kept", broken)
+    before = FALLBACKS.snapshot()
+    with caplog.at_level(logging.WARNING, logger=pyav_backend.__name__):
+        clip = read_frames(path, lambda n: [3, 11], decoder="pyav", fallback=False)
+    after = FALLBACKS.snapshot()
+    assert after == {"unplanned": before["unplanned"], "failed": before["failed"] + 1}
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] and "plan failed" in caplog.text
+    for got, index in zip(clip.frames.numpy(), [3, 11]):
+        np.testing.assert_array_equal(got, reference[index])  # the same decoded frames, sequentially

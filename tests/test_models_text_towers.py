@@ -17,6 +17,7 @@ from bike_cli.models.text import DEFAULT_TEMPLATE, class_name_spans, encode_clas
 from bike_cli.models.text_towers import encode_text_tokens, text_tower_kind, text_width
 
 NAMES = ["playing guitar", "tai chi", "rock climbing indoors"]
+ROUND_OFF = {"atol": 1e-6, "rtol": 1e-5}  # float32 round-off: another batching or thread count moves the last bits
 KINDS = {"bike-tiny": "clip", "bike-tiny-text": "transformer", "bike-tiny-bidir": "transformer",
          "bike-tiny-coca": "coca"}
 
@@ -98,7 +99,8 @@ def test_word_tokens_of_multi_word_names_in_every_tower(tiny):
 
 
 def test_openai_clip_path_gives_the_numbers_of_clips_formulas():
-    """bike-tiny (the CLIP class): the per-token rows of CLIP's own encode_text formula, bit for bit."""
+    """bike-tiny (the CLIP class): the per-token rows of CLIP's own encode_text formula, to float32 round-off
+    (another batching of the same products: BLAS blocking and thread counts move the last bits)."""
     model, _ = load_clip("bike-tiny", "none")
     tokenizer = get_tokenizer("bike-tiny")
     tokens = _prompts(tokenizer)
@@ -109,13 +111,13 @@ def test_openai_clip_path_gives_the_numbers_of_clips_formulas():
         texts = encode_class_texts(model, tokenizer, NAMES)
         every = encode_class_texts(model, tokenizer, NAMES, vcs_tokens="all")
     eot = tokens.argmax(-1)
-    torch.testing.assert_close(texts.pooled, F.normalize(expected[torch.arange(3), eot], dim=-1), atol=0, rtol=0)
+    torch.testing.assert_close(texts.pooled, F.normalize(expected[torch.arange(3), eot], dim=-1), **ROUND_OFF)
     start = 1 + len(tokenizer.encode("This is a video about"))
     for k, name in enumerate(NAMES):
         n = len(tokenizer.encode(name))
-        torch.testing.assert_close(texts.tokens[k, :n], expected[k, start:start + n], atol=0, rtol=0)
+        torch.testing.assert_close(texts.tokens[k, :n], expected[k, start:start + n], **ROUND_OFF)
     assert every.token_mask.all() and every.tokens.shape == (3, 77, 64)  # CLIP's BPE: all 77 positions
-    torch.testing.assert_close(every.tokens, expected, atol=0, rtol=0)
+    torch.testing.assert_close(every.tokens, expected, **ROUND_OFF)
 
 
 class _PaddingTokenizer:

@@ -23,7 +23,8 @@ GRID_ROWS_SHOWN = 25  # a longer grid is shown as its best rows
           splits="k600_split1,k600_split2,k600_split3")
 def fuse(
     inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes "
-                                        "branch): the same videos (any row order) and the same classes in the same order."),
+                                        "branch): the same videos (any row order) and the same classes (columns "
+                                        "are matched by class name)."),
     out: Path = o.out_option("Fused score CSV to write; its metrics go to OUT stem + .metrics.json beside it.",
                              required=True),
     weights: Annotated[str | None, o.option(

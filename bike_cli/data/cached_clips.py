@@ -15,9 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bike_cli.data.lists.classes import labels_by_names
 from bike_cli.data.sampling import segment_indices, video_seed
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
+
+
+def cache_labels(cache: FeatureCache, names: list[str], names_source: object) -> np.ndarray:
+    """The cache's labels numbered by the class names in use (`names`, read from `names_source`): mapped by
+    name when the cache records its classes in another order (`labels_by_names`)."""
+    return labels_by_names(cache.labels, names, list(cache.meta.class_names), names_source, cache.path)
 
 
 class CachedClips(Dataset):
@@ -31,6 +38,7 @@ class CachedClips(Dataset):
         train: bool,
         seed: int = 0,
         rows: Sequence[int] | None = None,
+        labels: np.ndarray | None = None,
     ) -> None:
         if frames > cache.meta.frames:
             raise InputError(
@@ -39,6 +47,7 @@ class CachedClips(Dataset):
             )
         self.cache, self.frames, self.train, self.seed = cache, frames, train, seed
         self.rows = np.arange(len(cache)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.labels = cache.labels if labels is None else labels  # [N] or [N, K], every row: see `cache_labels`
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,8 +58,8 @@ class CachedClips(Dataset):
 
     def target(self, i: int) -> torch.Tensor:
         """int64 scalar (class index, -1 unknown) or float [K] multi-hot."""
-        label = self.cache.labels[self.rows[i]]
-        return torch.as_tensor(label, dtype=torch.float32 if self.cache.meta.multilabel else torch.int64)
+        label = self.labels[self.rows[i]]
+        return torch.as_tensor(label, dtype=torch.float32 if self.labels.ndim == 2 else torch.int64)
 
     def train_choice(self, row: int, epoch: int, views: int, cached_t: int) -> tuple[int, np.ndarray]:
         """The view and the frame indices int64 [T] that training takes from cache row `row` in `epoch`."""

@@ -114,7 +114,7 @@ class MemoryClips:
         rows = read_rows(source.cache, source.rows)  # float16 [n, V, Tc, D]
         self.emb = torch.from_numpy(rows).to(device)  # the same memory on the CPU
         self.host = rows if device.type == "cpu" else None  # numpy gathers fp16 10-50x faster than torch on CPU
-        labels = source.cache.labels[source.rows]
+        labels = source.labels[source.rows]
         self.targets = torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.int64)
         self.n = len(source.rows)
         self.length = max(length or 0, self.n)
@@ -190,10 +190,10 @@ class SlabBatches:
         cache, rows, size = self.source.cache, self.source.rows, self.batch_size
         frames = self.source.eval_frames(cache.meta.frames)
         per_slab = max(1, _slab_rows(cache) // size) * size
-        float_labels = cache.labels.ndim == 2
+        float_labels = self.source.labels.ndim == 2
         for start in range(0, len(rows), per_slab):
             part = rows[start : start + per_slab]
             slab = torch.from_numpy(read_rows(cache, part, frames))  # [s, V, T, D]
-            labels = torch.as_tensor(cache.labels[part], dtype=torch.float32 if float_labels else torch.int64)
+            labels = torch.as_tensor(self.source.labels[part], dtype=torch.float32 if float_labels else torch.int64)
             for b in range(0, len(part), size):
                 yield slab[b : b + size], labels[b : b + size]

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.data.cached_clips import CachedClips
+from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import SlabBatches
@@ -39,7 +39,8 @@ def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank
     if cfg.val_features:
         cache = FeatureCache(cfg.val_features, need_rows=True)
         rows = np.arange(len(cache))[rank::world]
-        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows)
+        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows,
+                              labels=cache_labels(cache, class_names, cfg.classes or cfg.features))
         return ValData(SlabBatches(dataset, batch_size=64), False)
     if cfg.val_videos:
         video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)

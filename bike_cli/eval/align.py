@@ -1,8 +1,9 @@
 """Score tables of several branches, checked to hold the same videos, labels and classes, in one row order.
 
-Fusion adds the rows of one video across tables, so the tables must agree: the same classes in the
-same order, the same kind of labels, the same videos (any row order) with the same labels. An
-InputError names the files and the first difference.
+Fusion adds the rows of one video across tables, so the tables must agree: the same classes (a
+table with them in another order has its columns and labels mapped to the first one's by name), the
+same kind of labels, the same videos (any row order) with the same labels. An InputError names the
+files and the first difference.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bike_cli.data.lists.classes import columns_by_names, labels_by_names
 from bike_cli.errors import InputError
 from bike_cli.io.score_csv import ScoreTable, read_score_csv
 
@@ -34,6 +36,7 @@ def align_tables(tables: Sequence[ScoreTable]) -> list[ScoreTable]:
     aligned = [first]
     for i, table in enumerate(tables[1:], start=1):
         _check_same_classes(first, table, table_name(first, 0), table_name(table, i))
+        table = _by_class_names(first, table, table_name(first, 0), table_name(table, i))
         aligned.append(_reordered(first, table, table_name(first, 0), table_name(table, i)))
     return aligned
 
@@ -44,10 +47,14 @@ def _check_same_classes(a: ScoreTable, b: ScoreTable, name_a: str, name_b: str) 
         raise InputError(f"{name_a} is {kinds[a.multilabel]} but {name_b} is {kinds[b.multilabel]}")
     if len(a.class_names) != len(b.class_names):
         raise InputError(f"{name_a} has {len(a.class_names)} classes but {name_b} has {len(b.class_names)}")
-    for k, (x, y) in enumerate(zip(a.class_names, b.class_names)):
-        if x != y:
-            raise InputError(f"{name_a} and {name_b} differ in their classes: class {k} is {x!r} in "
-                             f"{name_a} but {y!r} in {name_b} (the same classes in the same order are needed)")
+
+
+def _by_class_names(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:
+    """`table` with its class columns and labels in the class order of `first` (mapped by name)."""
+    names, recorded = list(first.class_names), list(table.class_names)
+    scores = columns_by_names(table.scores, names, recorded, name_a, name_b)
+    labels = labels_by_names(table.labels, names, recorded, name_a, name_b)
+    return ScoreTable(list(table.video_ids), labels, scores, names, table.source)
 
 
 def _reordered(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:

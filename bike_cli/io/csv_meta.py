@@ -2,7 +2,7 @@
 
     {"kind": "bike-csv-meta", "schema_version": 2, "compat": "bike" | "authors", "scores": RULE,
      "model": {"model_name": ..., "pretrained": ..., "checkpoint_sha256": ..., "quick_gelu": ...,
-               "embed_dim": ..., "image_size": ...}}
+               "embed_dim": ..., "image_size": ...}, "class_names": [NAME, ...]}
 
 `scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
 from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
@@ -10,6 +10,8 @@ from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cos
 (bike_cli.io.hits_csv). `model` (schema 2, attributes CSVs of `gen-attributes`) is the identity of
 the CLIP that generated the file (bike_cli.io.identity): train-attrs's default model, and what the
 identity check compares. Schema 1 sidecars (no `model`) are still read.
+`class_names` (optional) are the classes an attributes CSV's label indices number, in index order
+(a score CSV names its classes in its columns).
 
 The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
 cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
@@ -42,15 +44,19 @@ class CsvMeta:
     compat: str  # the profile that made the file
     scores: str | None = None  # the score rule of a score CSV; None: not recorded
     model: dict | None = None  # the identity of the CLIP that generated the file; None: not recorded
+    class_names: tuple[str, ...] = ()  # what the label indices of an attributes CSV number; (): not recorded
 
 
-def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None, model: dict | None = None) -> Path:
+def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None, model: dict | None = None,
+                   class_names: tuple[str, ...] | list[str] = ()) -> Path:
     """Write the sidecar of `csv_path` atomically (`model`: an `identity_record`)."""
     document = {"kind": KIND, "schema_version": SCHEMA_VERSION, "compat": compat}
     if scores is not None:
         document["scores"] = scores
     if model is not None:
         document["model"] = model
+    if class_names:
+        document["class_names"] = list(class_names)
     return write_text(meta_path(csv_path), json.dumps(document) + "\n")
 
 
@@ -73,9 +79,11 @@ def read_csv_meta(csv_path: str | Path) -> CsvMeta:
     if data.get("schema_version") not in READS:
         raise InputError(f"{path} has sidecar schema {data.get('schema_version')}; bike reads "
                          f"{' and '.join(map(str, READS))}")
-    scores = data.get("scores")
+    scores, names = data.get("scores"), data.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}: 'class_names' must be a list of strings")
     return CsvMeta(recorded_profile(data.get("compat")), str(scores) if scores else None,
-                   _model(data.get("model"), path))
+                   _model(data.get("model"), path), tuple(names))
 
 
 def _model(record: object, path: Path) -> dict | None:

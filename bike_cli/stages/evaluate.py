@@ -36,7 +36,7 @@ from bike_cli.config.profile import (
     get_profile,
     video_score_rule,
 )
-from bike_cli.data.lists.classes import label_order, read_class_names, relabel
+from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
@@ -165,9 +165,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     with cores_beside_workers(device, 0 if cache is not None else cfg.workers):  # a cache: read here
         ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     if cache is not None:  # the cache numbers its labels by its own class names: renumber them by the columns'
-        order = label_order(class_names, list(cache.meta.class_names or []),
-                            f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
-        labels = relabel(labels, order, len(class_names))
+        labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
+                                 f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
     branches = {"video": video_probs}
     authors_default = cfg.fuse is None and get_profile(cfg.compat).fuse_weight is not None and cfg.attributes is not None
     fuse = get_profile(cfg.compat).fuse_weight if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)

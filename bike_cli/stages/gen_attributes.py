@@ -34,7 +34,7 @@ from torch import nn
 
 from bike_cli.config.profile import COSINE
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
@@ -164,7 +164,8 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     mark = time.perf_counter()
     table = attributes_table(cache, selection, phrases, cfg.sentence_template, cfg.separator)
     write_attributes_csv(cfg.out, table)
-    write_csv_meta(cfg.out, meta.compat, model=identity_record(spec))  # the cache's profile, the text encoder
+    write_csv_meta(cfg.out, meta.compat, model=identity_record(spec),  # the cache's profile, the text encoder
+                   class_names=meta.class_names or (read_class_names(cfg.classes) if cfg.classes else ()))
     seconds["write"] = time.perf_counter() - mark
     log.info("wrote the top-%d attributes of %d rows to %s", cfg.top_k, len(table), cfg.out)
 
@@ -195,8 +196,6 @@ def resolve_class_names(cfg: GenAttributesConfig, meta: CacheMeta) -> list[str]:
     if meta.class_names and len(names) != len(meta.class_names):
         raise InputError(f"--classes {cfg.classes} has {len(names)} names but {cfg.features} was made with "
                          f"{len(meta.class_names)} classes: its labels index those")
-    if meta.class_names and tuple(names) != meta.class_names:
-        log.warning("using the class names of %s, not those recorded in %s", cfg.classes, cfg.features)
     return names
 
 
@@ -267,7 +266,7 @@ def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table:
     views = len(table) // max(len(cache), 1)
     per_video = attribute_scores(model, tokenizer, table.sentences, prompts, views, cfg.text_batch_size,
                                  cfg.chunk_size, progress).numpy()  # [N, K]
-    labels = _score_labels(cache, len(class_names))
+    labels = _score_labels(cache, class_names, cfg.classes)
     write_score_csv(cfg.scores, cache.video_ids, labels, per_video, class_names)
     write_csv_meta(cfg.scores, cache.meta.compat, COSINE)
     log.info("wrote S_A (%d classes) to %s", len(class_names), cfg.scores)
@@ -275,9 +274,10 @@ def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table:
     return recognition_metrics(per_video[known], labels[known]) if known.any() else {}
 
 
-def _score_labels(cache: FeatureCache, num_classes: int) -> np.ndarray:
-    """The cache's labels; multi-hot ones widened to `num_classes` columns."""
-    labels = cache.labels
+def _score_labels(cache: FeatureCache, class_names: list[str], classes: Path | None) -> np.ndarray:
+    """The cache's labels numbered by `class_names` (mapped by name); multi-hot ones widened to K columns."""
+    labels, num_classes = labels_by_names(cache.labels, class_names, list(cache.meta.class_names),
+                                          f"--classes {classes}", cache.path), len(class_names)
     if labels.ndim == 2 and labels.shape[1] < num_classes:
         labels = np.pad(labels, ((0, 0), (0, num_classes - labels.shape[1])))
     return labels

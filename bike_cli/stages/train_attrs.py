@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import check_profile, check_same_profile
 from bike_cli.config.train_attrs import TrainAttrsConfig
-from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training
@@ -55,6 +55,17 @@ def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
     for row, labels in enumerate(table.labels):
         hot[row, list(labels)] = 1.0
     return hot
+
+
+def _class_targets(table: AttributesTable, class_names: list[str], classes: Path) -> torch.Tensor:
+    """`_targets` numbered by `class_names`: the labels of a file whose sidecar records the classes they
+    number are mapped by name (`labels_by_names`); the labels of one without are taken as indices of them."""
+    recorded = list(read_csv_meta(table.source).class_names)
+    width = len(recorded) or len(class_names)
+    _check_labels(table, width, table.source if recorded else classes)
+    mapped = labels_by_names(_targets(table, width).numpy(), class_names, recorded, f"--classes {classes}",
+                             table.source)
+    return torch.from_numpy(mapped)
 
 
 def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
@@ -158,16 +169,13 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
         check_same_profile(cfg.compat, read_csv_compat(path), path)
-    for table in (train_table, val_table):
-        if table is not None:
-            _check_labels(table, len(class_names), cfg.classes)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
-    train_targets = _targets(train_table, len(class_names))
+    train_targets = _class_targets(train_table, class_names, cfg.classes)
     rows = _labelled_rows(train_targets)
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates)
     model = build_attrs_branch(branch_spec, clip_model).to(device)
@@ -175,7 +183,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
-        val = (val_table, val_inputs, _targets(val_table, len(class_names)))
+        val = (val_table, val_inputs, _class_targets(val_table, class_names, cfg.classes))
     del clip_model  # class embeddings and sentence embeddings are computed; `text` is a copy
 
     def batch_inputs(batch) -> tuple:

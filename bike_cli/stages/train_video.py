@@ -22,7 +22,7 @@ import torch
 from bike_cli.config.profile import check_profile, check_same_profile, get_profile
 from bike_cli.config.train_video import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
-from bike_cli.data.cached_clips import CachedClips
+from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.entries import labels_array
@@ -87,11 +87,9 @@ def _vcs_tokens(cfg: TrainVideoConfig) -> str:
 
 
 def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
+    """`--classes` (a cache's labels are mapped to it by name: `cache_labels`), else the cache's own."""
     from_file = read_class_names(cfg.classes) if cfg.classes else None
-    from_cache = list(cache.meta.class_names) if cache is not None else []
-    if from_file and from_cache and from_file != from_cache:
-        raise InputError(f"the class names in {cfg.classes} differ from those recorded in {cache.path}")
-    names = from_file or from_cache
+    names = from_file or (list(cache.meta.class_names) if cache is not None else [])
     if not names:
         raise InputError("no class names: pass --classes FILE (the cache does not record them)")
     return names
@@ -193,12 +191,12 @@ def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
 def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str], size: int):
     """The training set (cached clips or decoded, augmented videos) and its targets."""
     if cache is not None:
-        labels = cache.labels
+        labels = cache_labels(cache, class_names, cfg.classes)
         labelled = np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
         rows = labelled
         if cfg.shots:
             rows = labelled[few_shot_indices(labels[labelled], cfg.shots, cfg.seed)]
-        return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows)
+        return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows, labels=labels)
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
     entries = [(i, e) for i, e in enumerate(video_list.entries) if e.labels]
     if cfg.shots:

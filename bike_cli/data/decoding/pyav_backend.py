@@ -21,7 +21,7 @@ import numpy as np
 
 from bike_cli.data.decoding.failures import NO_VIDEO, ZERO_FRAMES, BackendFailure, as_failure
 from bike_cli.data.decoding.frames import DecodedClip, IndexChooser, gather, requested_indices, resized_size
-from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.pyav_fast import FALLBACKS, PlanError, decode_kept, read_packets
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,16 @@ def read_pyav(
         requested = requested_indices(choose_indices, num_frames)
         wanted = set(requested.tolist())
         convert = lambda frame: to_rgb(frame, resized_size(*upright_hw(frame), short_side, resize))  # noqa: E731
+        planned = packets.plannable and num_frames == len(packets.packets)
         try:
             if num_frames != len(packets.packets):
                 raise PlanError("the container's frame count differs from its packets")
             with as_failure():
                 kept, decoded = decode_kept(stream, packets, wanted, convert)
         except PlanError as why:
-            logger.debug("%s: decoding sequentially (%s)", path, why)
+            FALLBACKS.count(planned)
+            (logger.warning if planned else logger.debug)(
+                "%s: %sdecoding sequentially (%s)", path, "the decode plan failed; " if planned else "", why)
             with as_failure(), av.open(str(path)) as again:
                 _threads(again.streams.video[0], num_threads)
                 kept, decoded = decode_sequentially(again.decode(video=0), wanted, short_side, resize)

@@ -11,14 +11,18 @@ Two savings over decoding every frame up to the last one kept (PyAV, one pass ov
 Frames are matched to indices by their timestamps (index = rank of the packet's pts). Where that is
 not known to be sound (a codec outside `PLANNED_CODECS`, an AVI file, whose timestamps are decode
 times, a packet without pts, repeated pts, a container frame count that differs from the packets, or
-decoded pts that go backwards) `PlanError` is raised and the caller decodes sequentially.
+decoded pts that go backwards) `PlanError` is raised and the caller decodes sequentially. The caller
+counts each such fallback in `FALLBACKS` (per process): `unplanned` where the packets were known not to
+allow a plan (by design: AVI, untrusted codecs), `failed` where a plan was tried and broke mid-decode
+(which the caller also logs as a warning: the frames stay right, only slower).
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -31,6 +35,30 @@ GOP_LOOKAHEAD = 16  # packets after a key frame checked for frames shown before 
 
 class PlanError(Exception):
     """The packets do not allow timestamp matching; decode sequentially instead."""
+
+
+@dataclass
+class PlanFallbacks:
+    """How many videos this process decoded sequentially instead of by plan, by kind (module docstring)."""
+
+    unplanned: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, planned: bool) -> None:
+        """One more fallback: `failed` when a plan had been tried (`planned`), else `unplanned`."""
+        with self._lock:
+            if planned:
+                self.failed += 1
+            else:
+                self.unplanned += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"unplanned": self.unplanned, "failed": self.failed}
+
+
+FALLBACKS = PlanFallbacks()
 
 
 @dataclass

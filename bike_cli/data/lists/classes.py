@@ -124,3 +124,28 @@ def relabel(labels, order: list[int] | None, num_classes: int):
         moved[:, index] = labels
         return moved
     return np.where(labels >= 0, index[np.clip(labels, 0, len(index) - 1)], labels)
+
+
+def labels_by_names(labels, names: list[str], recorded: list[str] | None, names_source: object,
+                    recorded_source: object):
+    """`labels` numbered by `recorded` (the class names `recorded_source` holds) renumbered by `names`, the
+    class file in use: `label_order` then `relabel`. Every stage meeting recorded labels goes through here."""
+    return relabel(labels, label_order(names, recorded, names_source, recorded_source), len(names))
+
+
+def columns_by_names(scores, names: list[str], recorded: list[str], names_source: object,
+                     recorded_source: object):
+    """Score columns [N, K] in the order of `recorded` (a score CSV's classes) moved into the order of
+    `names`; InputError unless both hold the same class names (a missing column cannot be made up)."""
+    unmatched = [(n, recorded_source, names_source) for n in recorded if n not in set(names)] + \
+        [(n, names_source, recorded_source) for n in names if n not in set(recorded)]
+    if unmatched:
+        name, holder, other = unmatched[0]
+        raise InputError(f"{names_source} and {recorded_source} differ in their classes: {holder} has the class "
+                         f"{name!r}, which {other} lacks (the same class names are needed, in any order)")
+    order = label_order(names, recorded, names_source, recorded_source)
+    if order is None:
+        return scores
+    moved = scores.copy()
+    moved[:, order] = scores
+    return moved
