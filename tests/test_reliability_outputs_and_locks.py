@@ -184,6 +184,27 @@ def test_train_attrs_refuses_a_folder_another_process_writes_and_writes_nothing(
     assert f"{out} is being written by process {pid} on " in message
 
 
+@pytest.mark.parametrize("command", ["eval", "train-attrs", "train-video"])
+def test_a_refused_input_leaves_no_new_output_folder(tmp_path, sample_data, command):
+    """The lock creates the run folder first; when an input is then refused, the folder it made goes too
+    (a folder that existed before stays)."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    out = tmp_path / "new" / "run"
+    args = {"eval": ["eval", "--checkpoint", str(text), "--features", str(text)],
+            "train-attrs": ["train-attrs", "--attributes", str(text), "--classes", str(sample_data.classes),
+                            "--model", "bike-tiny", "--pretrained", "none", "--epochs", "1", "--workers", "0"],
+            "train-video": ["train-video", "--features", str(text), "--classes", str(sample_data.classes),
+                            "--model", "bike-tiny", "--pretrained", "none", "--epochs", "1", "--workers", "0"]}
+    done = cli(*args[command], "--out", str(out))
+    assert done.returncode == 1 and one_line(done).count("error:") == 1
+    assert not (tmp_path / "new").exists(), sorted(p.name for p in (tmp_path / "new").rglob("*"))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert cli(*args[command], "--out", str(kept)).returncode == 1
+    assert kept.is_dir() and not any(kept.iterdir())
+
+
 @pytest.mark.slow
 def test_two_writers_started_together_lose_nothing(tmp_path, slow_videos):
     out = tmp_path / "both.h5"

@@ -8,7 +8,9 @@ process dies, so a lock left by a crash (SIGKILL, power loss) is simply taken ov
 
 The file is removed on release while still locked; a process that opened the old file before the
 removal notices (the inode it locked is no longer the one at the path) and tries again, so the
-removal never lets two writers in. Creating or writing the lock file is a command's first write: a
+removal never lets two writers in. Folders the lock itself created (a new run folder, its new parents)
+are removed on release when they are still empty: a command refused after taking the lock leaves no
+empty output folder behind, and a folder that existed before is never removed. Creating or writing the lock file is a command's first write: a
 full disk or a folder bike may not write is one line there (`bike_cli.io.write_errors`).
 """
 
@@ -43,6 +45,7 @@ class WriterLock:
         self.output = Path(output)
         self.path = lock_path_for(Path(os.path.realpath(self.output)), folder)  # one lock whatever the route
         self._fd: int | None = None
+        self._made: list[Path] = []  # folders this lock created, innermost first
 
     def acquire(self) -> WriterLock:
         with write_errors_as_bike(self.path):
@@ -60,9 +63,15 @@ class WriterLock:
 
     def _open_locked(self) -> int:
         """A descriptor of the lock file at `self.path`, flock'ed; OutputLockedError when another holds it."""
+        missing = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # a holder refused at start removed the folder it had made: make it again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -84,6 +93,12 @@ class WriterLock:
             pass
         os.close(self._fd)  # closing releases the flock
         self._fd = None
+        for folder in self._made:  # innermost first; a folder that holds anything stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
 
     def __enter__(self) -> WriterLock:
         return self.acquire()
