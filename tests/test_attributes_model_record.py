@@ -115,3 +115,24 @@ def test_a_malformed_model_record_is_refused_naming_the_sidecar(tmp_path, genera
     meta_path(bad).write_text(json.dumps({**document, "model": {"model_name": 3}}))
     with pytest.raises(InputError, match="bad.csv.meta.json"):
         read_csv_meta(bad)
+
+
+def test_train_attrs_defaults_to_the_classes_the_attributes_record(tmp_path, generated, tiny_cache):
+    """--classes defaults to the class names gen-attributes recorded beside the CSV (its labels number them)."""
+    from bike_cli.io.feature_cache import FeatureCache
+
+    recorded = read_csv_meta(generated).class_names
+    assert recorded and recorded == FeatureCache(tiny_cache).meta.class_names
+    run_train_attrs(attrs_config(generated, None, tmp_path / "run"))
+    assert load_attrs_checkpoint(tmp_path / "run" / "last.pt").class_names == list(recorded)
+
+
+def test_attributes_without_recorded_classes_ask_for_classes(tmp_path, generated):
+    bare = tmp_path / "bare.csv"
+    bare.write_bytes(generated.read_bytes())
+    document = json.loads(meta_path(generated).read_text())
+    document.pop("class_names")
+    meta_path(bare).write_text(json.dumps(document) + "\n")
+    with pytest.raises(InputError, match=rf"{bare} records no class names.*--classes"):
+        run_train_attrs(attrs_config(bare, None, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

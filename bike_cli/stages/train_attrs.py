@@ -30,7 +30,7 @@ from bike_cli.engine.training_loop import Trainer, branch_saver
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
-from bike_cli.io.csv_meta import read_csv_compat, read_csv_meta
+from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
@@ -57,14 +57,13 @@ def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
     return hot
 
 
-def _class_targets(table: AttributesTable, class_names: list[str], classes: Path) -> torch.Tensor:
+def _class_targets(table: AttributesTable, class_names: list[str], classes: str) -> torch.Tensor:
     """`_targets` numbered by `class_names`: the labels of a file whose sidecar records the classes they
     number are mapped by name (`labels_by_names`); the labels of one without are taken as indices of them."""
     recorded = list(read_csv_meta(table.source).class_names)
     width = len(recorded) or len(class_names)
     _check_labels(table, width, table.source if recorded else classes)
-    mapped = labels_by_names(_targets(table, width).numpy(), class_names, recorded, f"--classes {classes}",
-                             table.source)
+    mapped = labels_by_names(_targets(table, width).numpy(), class_names, recorded, classes, table.source)
     return torch.from_numpy(mapped)
 
 
@@ -87,7 +86,7 @@ def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path
     return embeddings
 
 
-def _check_labels(table: AttributesTable, num_classes: int, classes: Path) -> None:
+def _check_labels(table: AttributesTable, num_classes: int, classes: object) -> None:
     """InputError naming the first label beyond the class list."""
     for row, labels in enumerate(table.labels):
         beyond = [i for i in labels if i >= num_classes]
@@ -111,12 +110,22 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
                                 "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
-    if cfg.classes is None:
-        raise InputError("--classes is required: the attributes file holds class indices, not names")
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
     check_profile(cfg.compat)
     return guard
+
+
+def _class_names(cfg: TrainAttrsConfig) -> tuple[list[str], str]:
+    """The classes in use and where they come from: `--classes`, else the names the attributes CSV's
+    sidecar records (gen-attributes writes the names its labels number)."""
+    if cfg.classes is not None:
+        return read_class_names(cfg.classes), f"--classes {cfg.classes}"
+    recorded = read_csv_meta(cfg.attributes).class_names
+    if not recorded:
+        raise InputError(f"{cfg.attributes} records no class names (a hand-made file, or one of a bike before "
+                         "its sidecar recorded them): pass --classes FILE, the class names its labels number")
+    return list(recorded), f"the class names {meta_path(cfg.attributes)} records"
 
 
 def _recorded_model(cfg: TrainAttrsConfig) -> TrainAttrsConfig:
@@ -164,9 +173,9 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
 def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
     """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
-    class_names = read_class_names(cfg.classes)
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
+    class_names, classes_source = _class_names(cfg)
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
         check_same_profile(cfg.compat, read_csv_compat(path), path)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
@@ -175,7 +184,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
-    train_targets = _class_targets(train_table, class_names, cfg.classes)
+    train_targets = _class_targets(train_table, class_names, classes_source)
     rows = _labelled_rows(train_targets)
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates)
     model = build_attrs_branch(branch_spec, clip_model).to(device)
@@ -183,7 +192,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
-        val = (val_table, val_inputs, _class_targets(val_table, class_names, cfg.classes))
+        val = (val_table, val_inputs, _class_targets(val_table, class_names, classes_source))
     del clip_model  # class embeddings and sentence embeddings are computed; `text` is a copy
 
     def batch_inputs(batch) -> tuple:
