@@ -156,6 +156,20 @@ def test_no_file_of_a_run_folder_can_run_code(tmp_path, motion_caches, straight)
 
 
 @pytest.mark.slow
+def test_a_state_file_of_the_wrong_kind_is_named_for_what_it_is(tmp_path, motion_caches, straight):
+    """A text file where a state file belongs: what it is and what was expected, not torch's unpickler advice."""
+    _, train, _ = motion_caches
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    model = sorted((run / "checkpoints").glob("epoch_*"))[-1] / "model.pt"
+    model.write_text("epoch,loss\n1,0.5\n")
+    message = one_line(bike(*train_args(train, run, "--resume", "--epochs", "4")))
+    expected = f"{model} is a text file starting 'epoch,loss', not a training state file"
+    assert "".join(expected.split()) in "".join(message.split())  # Rich folds long lines
+    assert "weights_only" not in message and message.count("error:") == 1
+
+
+@pytest.mark.slow
 def test_resume_refuses_changed_settings(tmp_path, motion_caches, straight):
     _, train, _ = motion_caches
     run = tmp_path / "run"

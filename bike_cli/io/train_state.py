@@ -26,6 +26,7 @@ import torch
 
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save, write_text
+from bike_cli.io.checkpoints import read_torch_file
 
 STATE_FILE = "trainer_state.json"
 MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, SCALER_FILE = "model.pt", "optimizer.pt", "scheduler.json", "scaler.json"
@@ -86,10 +87,7 @@ def check_folder(folder: Path) -> None:
 
 
 def _tensors(path: Path) -> dict:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors have many types; none runs code with weights_only
-        raise InputError(f"{path} is not a state file bike can load safely: {err}") from None
+    data = read_torch_file(path, "a training state file (a torch.save file of bike)")  # runs no pickled code
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a state file of bike (it holds a {type(data).__name__})")
     return data
