@@ -19,8 +19,8 @@ from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, wri
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
-from bike_cli.io.phrase_cache import PHRASE_CACHE_KIND
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
+from bike_cli.io.text_embedding_caches import PHRASE_CACHE_KIND
 from bike_cli.models import attributes as ma
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
@@ -300,7 +300,8 @@ def test_phrase_cache_file_with_pickled_code_is_ignored(tmp_path, cache, lexicon
     with caplog.at_level(logging.WARNING, logger="bike_cli"):
         summary = run_gen_attributes(cfg)
     assert not summary.phrase_cache_reused
-    assert any("unreadable phrase-embedding file" in r.getMessage() for r in caplog.records)
+    assert any("it holds a pickled logging.LogRecord" in r.getMessage() and "made again" in r.getMessage()
+               for r in caplog.records)
     assert torch.load(cfg.phrase_cache_path, weights_only=True)["key"]["num_phrases"] == len(PHRASES)
 
 

@@ -141,9 +141,10 @@ def test_an_unreadable_sentence_embedding_cache_is_encoded_again(tmp_path, attrs
     (run / "sentence_embeddings_train.pt").write_bytes(b"not a torch file")
     with caplog.at_level("WARNING", logger="bike_cli"):
         run_train_attrs(config(attrs_files, run, epochs=1, val_attributes=None))
-    assert any("unreadable sentence-embedding cache" in r.getMessage() for r in caplog.records)
+    assert any(str(run / "sentence_embeddings_train.pt") in r.getMessage() and "made again" in r.getMessage()
+               for r in caplog.records)
     stored = torch.load(run / "sentence_embeddings_train.pt", weights_only=True)
-    assert stored["embeddings"].shape == (40, 64)
+    assert stored["kind"] == "bike-sentence-embeddings" and stored["embeddings"].shape == (40, 64)
 
 
 def test_labels_beyond_the_class_list_are_a_clear_error(tmp_path, attrs_files):

@@ -33,7 +33,7 @@ from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
-from bike_cli.io.sentence_cache import read_sentence_cache, write_sentence_cache
+from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import configure_training
@@ -74,7 +74,7 @@ def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path, key: dict) -> torch.Tensor:
     """Frozen text embeddings [R, D] of the attribute sentences, reused from `cache` when `key` matches."""
-    stored = read_sentence_cache(cache, key)
+    stored = read_sentence_cache(cache, key, len(sentences))
     if stored is not None:
         log.info("sentence embeddings reused from %s", cache)
         return stored
