@@ -215,3 +215,52 @@ def test_a_bad_row_met_in_a_dataloader_worker_is_still_one_line(tmp_path, tiny_c
     assert "Traceback" not in result.output and "Caught InputError" not in result.output
     assert flat(f"error: {cache} is a malformed feature cache: dataset /embeddings row 5 holds") in flat(result.output)
     assert not list((tmp_path / "run").glob("*.pt"))
+
+
+def test_an_append_refuses_an_existing_cache_with_a_non_finite_row_and_keeps_both(tmp_path, tiny_cache):
+    from bike_cli.io.feature_cache_merge import merge
+    from bike_cli.io.feature_cache_parts import Batch, PartWriter, parts_dir_for, scan_parts
+
+    cache = copy_of(tiny_cache, tmp_path)
+    nan_in_row(cache, 5)
+    before = cache.read_bytes()
+    meta = FeatureCache(cache).meta
+    parts_dir = parts_dir_for(cache)
+    parts_dir.mkdir()
+    shape = (1, meta.num_views, meta.frames, meta.embed_dim)
+    PartWriter(parts_dir, 0).write(Batch(
+        list_index=np.array([0]), video_ids=["new.mp4"], embeddings=np.zeros(shape, np.float16),
+        labels=np.array([0]), num_frames=np.array([10]), decoders=["decord"]))
+    with pytest.raises(InputError, match=f"{cache} is a malformed feature cache: dataset /embeddings row 5 holds"):
+        merge(cache, scan_parts(parts_dir), meta)
+    assert cache.read_bytes() == before and scan_parts(parts_dir).done_ids == {"new.mp4"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.h5", "cache.h5.parts"]  # no temp file left
+
+
+def test_a_video_whose_embeddings_are_not_finite_is_a_failure_not_a_row(tmp_path):
+    import torch
+    from test_io_feature_cache import make_meta
+
+    from bike_cli.data.clip_dataset import ClipBatch, ClipItem
+    from bike_cli.data.lists.entries import VideoEntry, VideoList
+    from bike_cli.engine.extraction import encode_batch
+
+    meta = make_meta()
+    entries = [VideoEntry(f"v{i}.mp4", tmp_path / f"v{i}.mp4", (i,), i + 1) for i in range(3)]
+    items = [ClipItem(i, e, None, num_frames=20, decoder="decord") for i, e in enumerate(entries)]
+
+    class Encoder:  # the model gives inf for the second video (an fp16 overflow)
+        precision = "fp16"
+
+        def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+            emb = torch.ones(3, meta.num_views, meta.frames, meta.embed_dim, dtype=torch.float16)
+            emb[1, 0, 2, 1] = float("inf")
+            return emb
+
+    frames = torch.zeros(3, meta.num_views, meta.frames, 3, 8, 8, dtype=torch.uint8)
+    batch = encode_batch(ClipBatch(items, frames, []), Encoder(), VideoList(entries, tmp_path, "text", False), meta)
+    assert batch.video_ids == ["v0.mp4", "v2.mp4"] and batch.labels.tolist() == [0, 2]
+    assert batch.embeddings.shape[0] == 2 and np.isfinite(batch.embeddings).all()
+    assert batch.list_index.tolist() == [0, 2] and batch.num_frames.tolist() == [20, 20]
+    [failure] = batch.failures
+    assert failure.video_id == "v1.mp4" and "NaN or infinity" in failure.reason and "fp16" in failure.reason

@@ -53,12 +53,19 @@ def extract_share(dataset: MultiViewClips, encoder: FrameEncoder, parts_dir: Pat
 
 def encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList, meta: CacheMeta) -> Batch:
     """A decoded batch -> the rows of one part file: embeddings [B, V, T, D] float16, labels, failures."""
-    ok = batch.ok
+    ok, failed = batch.ok, list(batch.failed)
     if batch.frames is not None:
         emb = encoder(batch.frames).numpy()  # [B, V, T, D] float16
+        finite = np.isfinite(emb.reshape(len(ok), -1)).all(1)  # [B]: the cache holds finite rows only
+        if not finite.all():
+            for item in (item for item, good in zip(ok, finite) if not good):
+                item.error = (f"its frame embeddings hold NaN or infinity (--precision {encoder.precision}): "
+                              "check the model's weights, or try --precision fp32")
+                failed.append(item)
+            ok, emb = [item for item, good in zip(ok, finite) if good], emb[finite]
     else:
         emb = np.zeros((0, meta.num_views, meta.frames, meta.embed_dim), dtype=np.float16)
-    for item in batch.failed:
+    for item in failed:
         log.warning("skipped %s: %s", item.entry.video_id, item.error)
     return Batch(
         list_index=np.array([i.list_index for i in ok], dtype=np.int64),
@@ -67,7 +74,7 @@ def encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList,
         labels=labels_array([video_list.entries[i.list_index] for i in ok], meta.num_classes, video_list.multilabel),
         num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
         decoders=[i.decoder for i in ok],
-        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed],
+        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in failed],
     )
 
 

@@ -22,6 +22,7 @@ class FrameEncoder:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.precision = precision  # auto, fp32, bf16 or fp16
         self.autocast = lambda: autocast_for(device, precision)
 
     @torch.inference_mode()

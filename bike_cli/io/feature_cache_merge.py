@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from bike_cli.io.atomic import atomic_path, ensure_free_space
-from bike_cli.io.feature_cache import STR_DTYPE, CacheMeta
+from bike_cli.io.feature_cache import STR_DTYPE, CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_parts import PartsIndex
 
 
@@ -78,12 +78,15 @@ def _copy_existing(
     path: Path, emb: h5py.Dataset, labels: h5py.Dataset, ids: h5py.Dataset, nframes: h5py.Dataset,
     decoders: h5py.Dataset, block: int = 256,
 ) -> int:
-    """Copy the rows of the cache at `path` to the start of the output datasets; return how many."""
-    with h5py.File(path, "r") as src:
-        n = len(src["video_ids"])
+    """Copy the rows of the cache at `path` to the start of the output datasets; return how many.
+
+    The embeddings go through the cache's checked reader, so a row that is not finite is refused here
+    (naming the file and the row; the parts and the old cache stay) rather than carried into the new file."""
+    with FeatureCache(path) as cache, h5py.File(path, "r") as src:
+        n = len(cache)
         for start in range(0, n, block):
             stop = min(n, start + block)
-            emb[start:stop] = src["embeddings"][start:stop]
+            emb[start:stop] = cache.embeddings(slice(start, stop))
             labels[start:stop] = src["labels"][start:stop]
             ids[start:stop] = src["video_ids"].asstr()[start:stop]
             nframes[start:stop] = src["num_frames"][start:stop]
