@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,6 +182,22 @@ def test_skip_bad_skips_missing_and_corrupt_videos(tmp_path, trained):
     assert [s["video"] for s in doc["skipped"]] == [str(missing), str(corrupt)]
     with pytest.raises(DecodeError, match="none of the 2 videos"):
         run_predict(PredictConfig(videos=[missing, corrupt], checkpoint=run, lexicon="none", skip_bad=True))
+
+
+def test_skip_bad_skips_a_fifo_video_without_opening_it_and_without_it_refuses_in_one_line(tmp_path, trained):
+    run, video, _ = trained
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    args = ["predict", str(video), str(fifo), "--checkpoint", str(run), "--lexicon", "none"]
+    result = runner.invoke(app, args + ["--skip-bad", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [v["video"] for v in doc["videos"]] == [str(video)]
+    [skipped] = doc["skipped"]
+    assert skipped["video"] == str(fifo) and "a FIFO (named pipe), not a regular file" in skipped["error"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "".join(f"{fifo} is a FIFO (named pipe), not a regular file".split()) in "".join(refused.output.split())
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -200,8 +200,10 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
         from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
 
         check_figure_path(cfg.explain)
-    PathGuard({"a video": cfg.videos, "--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
-               "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain})
+    # videos are checked by _check_inputs, so that --skip-bad can skip one that is not a regular file
+    PathGuard({"--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
+               "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain},
+              listed={"a video": cfg.videos})
     skipped = _check_inputs(cfg)
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):
