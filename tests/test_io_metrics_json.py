@@ -1,4 +1,4 @@
-"""The metrics JSON writers and reader (bike_cli.io.metrics_json): fuse's strict JSON, eval's lenient one."""
+"""The metrics JSON writers and reader (bike_cli.io.metrics_json): both strict JSON with a kind."""
 
 from __future__ import annotations
 
@@ -13,23 +13,31 @@ from bike_cli.errors import InputError
 from bike_cli.io.metrics_json import read_metrics_json, write_eval_metrics, write_fuse_metrics
 
 
-def test_fuse_metrics_are_strict_json_with_non_finite_floats_as_null(tmp_path):
-    path = write_fuse_metrics(tmp_path / "f.metrics.json", {"a": math.nan, "b": [1.5, math.inf, (2, -math.inf)],
-                                                            "c": {"d": np.float64("nan"), "e": "x"}})
+def _strict(text: str) -> dict:
+    """`text` parsed as strict JSON: NaN, Infinity and -Infinity fail the test."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the metrics JSON"))
+
+
+@pytest.mark.parametrize("writer, kind", [(write_fuse_metrics, "bike-fuse-metrics"),
+                                          (write_eval_metrics, "bike-eval-metrics")])
+def test_metrics_json_is_strict_json_with_a_kind_and_non_finite_floats_as_null(tmp_path, writer, kind):
+    path = writer(tmp_path / "metrics.json", {"a": math.nan, "b": [1.5, math.inf, (2, -math.inf)],
+                                              "c": {"d": np.float64("nan"), "e": "x", "f": np.float32(-np.inf)}})
     text = path.read_text()
     assert text.endswith("}\n")
-    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the metrics JSON"))
-    assert doc == {"a": None, "b": [1.5, None, [2, None]], "c": {"d": None, "e": "x"}}
+    doc = _strict(text)
+    assert doc == {"kind": kind, "schema_version": 1, "a": None, "b": [1.5, None, [2, None]],
+                   "c": {"d": None, "e": "x", "f": None}}
     assert read_metrics_json(path) == doc
 
 
 def test_eval_metrics_write_numpy_values_and_paths(tmp_path):
-    document = {"videos": np.int64(3), "top1": np.float32(50.0), "scores": np.array([[1, 2]]),
-                "config": {"out": Path("runs/e"), "templates": ("{}",)}}
+    document = {"videos": np.int64(3), "top1": np.float32(50.0), "scores": np.array([[1, 2], [3, np.nan]]),
+                "ok": np.bool_(True), "config": {"out": Path("runs/e"), "templates": ("{}",), "seed": None}}
     path = write_eval_metrics(tmp_path / "metrics.json", document)
-    assert not path.read_text().endswith("\n")
-    assert read_metrics_json(path) == {"videos": 3, "top1": 50.0, "scores": [[1, 2]],
-                                       "config": {"out": "runs/e", "templates": ["{}"]}}
+    assert _strict(path.read_text()) == {"kind": "bike-eval-metrics", "schema_version": 1, "videos": 3,
+                                         "top1": 50.0, "scores": [[1.0, 2.0], [3.0, None]], "ok": True,
+                                         "config": {"out": "runs/e", "templates": ["{}"], "seed": None}}
 
 
 def test_reading_what_is_not_a_metrics_json_names_the_file(tmp_path):

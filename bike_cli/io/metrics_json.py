@@ -1,10 +1,9 @@
 """The metrics JSON files (docs/formats.md): `bike eval`'s `DIR/metrics.json`, `bike fuse`'s `F.metrics.json`.
 
-The two are encoded as they always were, which differs:
-- fuse: strict JSON; a non-finite float (NaN, inf) is written as null; NumPy values and other
-  objects are refused (TypeError: the stage gives Python numbers); a final newline.
-- eval: NumPy numbers and arrays as JSON numbers and lists, Paths and any other object as their
-  text; a NaN float is written as `NaN` (Python's json default, not strict JSON); no final newline.
+Both are strict JSON (any JSON reader takes them) with a `kind` and a `schema_version`, written
+atomically with a final newline. Values are made plain on the way out: NumPy numbers and arrays
+become JSON numbers and lists, a non-finite float (NaN, inf: a metric with nothing to measure) is
+null, Paths and any other object are written as their text.
 """
 
 from __future__ import annotations
@@ -19,17 +18,26 @@ import numpy as np
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import write_text
 
+EVAL_METRICS_KIND = "bike-eval-metrics"  # the `kind` of eval's metrics.json
 FUSE_METRICS_KIND = "bike-fuse-metrics"  # the `kind` of a fuse metrics JSON
+METRICS_SCHEMA_VERSION = 1
+
+
+def write_metrics_json(path: Path, document: dict, kind: str) -> Path:
+    """Write a metrics JSON atomically: `kind` and `schema_version` first, then `document`, made plain."""
+    header = {"kind": kind, "schema_version": METRICS_SCHEMA_VERSION}
+    text = json.dumps(_plain({**header, **document}), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def write_fuse_metrics(path: Path, document: dict) -> Path:
-    """Write `bike fuse`'s metrics JSON atomically (non-finite floats as null)."""
-    return write_text(path, json.dumps(_json_safe(document), indent=2) + "\n")
+    """Write `bike fuse`'s metrics JSON (see `write_metrics_json`)."""
+    return write_metrics_json(path, document, FUSE_METRICS_KIND)
 
 
 def write_eval_metrics(path: Path, document: dict) -> Path:
-    """Write `bike eval`'s metrics.json atomically (NumPy values as JSON, other objects as text)."""
-    return write_text(path, json.dumps(document, indent=2, default=_json_default))
+    """Write `bike eval`'s metrics.json (see `write_metrics_json`)."""
+    return write_metrics_json(path, document, EVAL_METRICS_KIND)
 
 
 def read_metrics_json(path: Path) -> dict:
@@ -43,20 +51,16 @@ def read_metrics_json(path: Path) -> dict:
     return document
 
 
-def _json_safe(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """`value` as JSON's types: dicts with text keys, lists, finite numbers or None, text, booleans."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    """What json.dumps writes for an object it cannot encode itself (never a Python float)."""
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
     return str(value)

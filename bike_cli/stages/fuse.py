@@ -41,7 +41,7 @@ from bike_cli.eval.fusion import (
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta
 from bike_cli.io.guard import PathGuard
-from bike_cli.io.metrics_json import FUSE_METRICS_KIND, write_fuse_metrics
+from bike_cli.io.metrics_json import write_fuse_metrics
 from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 
@@ -168,7 +168,6 @@ def metrics_document(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[Sco
                   "tied": summary.grid_tied, "best": {"weights": list(best.weights), key: best.score},
                   "grid": [{"weights": list(p.weights), key: p.score} for p in summary.grid]}
     document = {
-        "kind": FUSE_METRICS_KIND,
         "compat": cfg.compat,
         "protocol": cfg.protocol,
         "protocol_options": {k: v if isinstance(v, (int, float, str)) else [str(x) for x in v]
