@@ -95,25 +95,14 @@ class Trainer:
         started = time.perf_counter()
         s, acc = self.settings, self.accelerator
         authors = get_profile(compat).lr_cadence == PER_BATCH
-        batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed,
-                               drop_last=get_profile(compat).drop_last)
-        if len(batches) == 0:
-            raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
-        workers = 0 if batch_loader is not None else s.workers
-        loader = batch_loader(batches) if batch_loader is not None else DataLoader(
-            dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
-            pin_memory=torch.cuda.is_available())
+        batches, loader, workers = self._loader(dataset, collate_fn, batch_loader, compat)
         optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=ADAMW_BETAS, eps=1e-8)
         steps_per_epoch, schedule = self._schedule(len(batches), authors)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model, optimizer = acc.prepare(model, optimizer)  # the scheduler is not: it would step once per process
         state = self._resume(model, optimizer, scheduler, config)
         if self.is_main:
-            trim_metrics(s.out, state.epoch)
-            if config is not None:
-                save_resolved(config, s.out / CONFIG_FILE, stage=self.stage)
-            log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
-                     len(dataset), acc.num_processes, batches.global_batch, steps_per_epoch)
+            self._start_log(state, config, len(dataset), batches.global_batch, steps_per_epoch)
         board = _tensorboard(s.out) if self.is_main else None
         line: dict = {}
         for epoch in range(state.epoch + 1, s.epochs + 1):
@@ -136,6 +125,31 @@ class Trainer:
             board.close()
         return TrainSummary(s.out, s.epochs, state.step, state.best_epoch, state.best_metrics, line,
                             time.perf_counter() - started, self.is_main)
+
+    def _loader(self, dataset: Dataset, collate_fn: Callable | None,
+                batch_loader: Callable[[Sampler], Iterable] | None,
+                compat: str) -> tuple[EpochBatches, Iterable, int]:
+        """This process's batches of `dataset`, what yields them, and how many loader workers it runs."""
+        s, acc = self.settings, self.accelerator
+        batches = EpochBatches(len(dataset), s.batch_size, acc.process_index, acc.num_processes, s.seed,
+                               drop_last=get_profile(compat).drop_last)
+        if len(batches) == 0:
+            raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
+        if batch_loader is not None:
+            return batches, batch_loader(batches), 0
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
+                            pin_memory=torch.cuda.is_available())
+        return batches, loader, s.workers
+
+    def _start_log(self, state: RunState, config: object, samples: int, global_batch: int,
+                   steps_per_epoch: int) -> None:
+        """On the main process: drop metrics lines past the resumed epoch, save the settings, say the size."""
+        s = self.settings
+        trim_metrics(s.out, state.epoch)
+        if config is not None:
+            save_resolved(config, s.out / CONFIG_FILE, stage=self.stage)
+        log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
+                 samples, self.accelerator.num_processes, global_batch, steps_per_epoch)
 
     def _schedule(self, batches: int, authors: bool) -> tuple[int, Callable[[int], float]]:
         """Optimiser steps per epoch and the LR factor per step (bike's, or the authors' per-batch one)."""
