@@ -3,7 +3,7 @@
 A synthetic cache of --videos x 1 view x 8 frames x 512 dims (fp16; the default 240,000 is
 Kinetics-400's training set, 1.83 GiB) is written in the documented layout, then this process
 (started fresh, so that its peak RSS is the stage's) builds the training set as `run_train_video`
-does (`_train_dataset`, then `MemoryClips`: rows read in contiguous slabs) and records the load time
+does (`train_dataset`, then `MemoryClips`: rows read in contiguous slabs) and records the load time
 and peak RSS (VmHWM). For each head (mean, VCS, VCS + temporal transformer; 400 classes, random
 class texts, global batch 256) it times the first --steps steps of epoch 1, interleaved, median of
 --repeats, fed three ways:
@@ -48,14 +48,14 @@ def child(spec: dict) -> dict:
     from bike_cli.models.heads import VideoHead
     from bike_cli.models.loss import LogitScale
     from bike_cli.models.video_branch import VideoBranch
-    from bike_cli.stages.train_video import _train_dataset
+    from bike_cli.stages.train_video import train_dataset
 
     path, dim, steps = Path(spec["cache"]), spec["dim"], spec["steps"]
     cfg = TrainVideoConfig(features=path, frames=spec["frames"], batch_size=spec["batch"], workers=0)
     accelerator = make_accelerator(LoopSettings.of(cfg))
     rss_start = peak_rss_mib()
     started = time.perf_counter()
-    source = _train_dataset(cfg, FeatureCache(path), [], 0)
+    source = train_dataset(cfg, FeatureCache(path), [], 0)
     memory = MemoryClips(source, accelerator.device)
     out = {"load_s": time.perf_counter() - started, "rss_before_load_mib": rss_start,
            "peak_rss_after_load_mib": peak_rss_mib(), "cache_gib": MemoryClips.nbytes(source) / 2**30,

@@ -74,7 +74,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.train_video import _train_dataset
+from bike_cli.stages.train_video import train_dataset
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 READABLE_CLIPS = (  # the clips with a video stream (nasa_audio_only.mp3 has none)
@@ -268,7 +268,7 @@ def random_class_texts(classes: int, tokens: int, dim: int, seed: int = 0) -> Cl
 
 def data_breakdown(cfg: TrainVideoConfig, path: Path) -> dict[str, float]:
     """Milliseconds per batch of the data path's parts, and of batched or cached alternatives."""
-    dataset = _train_dataset(cfg, FeatureCache(path), [], 0)
+    dataset = train_dataset(cfg, FeatureCache(path), [], 0)
     cache = dataset.cache
     positions = next(iter(EpochBatches(len(dataset), cfg.batch_size, 0, 1, cfg.seed)))
     rows = np.sort(dataset.rows[positions])
@@ -293,7 +293,7 @@ def bench_cache(args: argparse.Namespace, tmp: Path, accelerator) -> dict:
     cfg = TrainVideoConfig(features=path, frames=args.frames, batch_size=args.cache_batch)
     head = VideoHead(args.dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau, layers=cfg.temporal_layers,
                      heads=max(1, args.dim // 64))  # ViT-B-32: text width 512 -> 8 heads
-    new_dataset = lambda: _train_dataset(cfg, FeatureCache(path), [], 0)  # noqa: E731
+    new_dataset = lambda: train_dataset(cfg, FeatureCache(path), [], 0)  # noqa: E731
     dataset = new_dataset()
     memory = list(stage_loader(dataset, cfg, 0, 1))  # the in-memory batches of (a)
     dataset.cache.close()
@@ -378,7 +378,7 @@ def build_e2e(cfg: TrainVideoConfig, accelerator) -> tuple[Rig, object]:
         visual.set_grad_checkpointing(True)
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
-    dataset = _train_dataset(cfg, None, class_names, spec.image_size)
+    dataset = train_dataset(cfg, None, class_names, spec.image_size)
     steps = len(EpochBatches(len(dataset), cfg.batch_size, 0, 1, cfg.seed))
     return make_rig(cfg, model, class_texts, spec, steps, accelerator), dataset
 

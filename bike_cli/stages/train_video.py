@@ -149,7 +149,7 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             visual.set_grad_checkpointing(True)
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
-    train_set = _train_dataset(cfg, cache, class_names, spec.image_size)
+    train_set = train_dataset(cfg, cache, class_names, spec.image_size)
     memory = _in_memory(cfg, train_set, device)
     if memory is not None:
         train_set = memory
@@ -188,8 +188,11 @@ def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
     return memory
 
 
-def _train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str], size: int):
-    """The training set (cached clips or decoded, augmented videos) and its targets."""
+def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str],
+                  size: int) -> CachedClips | TrainClips:
+    """The training set train-video uses: cached clips of `cache`'s labelled rows, or (no cache) the
+    decoded, augmented videos of `cfg.videos` at `size` pixels; `cfg.shots` per class when set.
+    Public so that the benchmarks time what the stage trains on."""
     if cache is not None:
         labels = cache_labels(cache, class_names, cfg.classes)
         labelled = np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
