@@ -50,6 +50,16 @@ def test_an_earlier_bike_versions_sentence_cache_without_a_kind_is_made_again(tm
     assert any(str(path) in m and "records no kind" in m for m in warnings_of(caplog))
 
 
+def test_a_torch_file_that_is_not_a_dict_is_not_called_an_earlier_bike_file(tmp_path, caplog):
+    path = tmp_path / "s.pt"
+    torch.save(torch.randn(5, 8), path)
+    with caplog.at_level(logging.WARNING, logger="bike_cli"):
+        assert read_sentence_cache(path, KEY, 5) is None
+    [message] = warnings_of(caplog)
+    assert str(path) in message and "not a bike sentence-embedding file" in message
+    assert "earlier bike" not in message
+
+
 @pytest.mark.parametrize("content, said", [
     (b"", "empty"),
     (b"video_id,label\n", "text"),

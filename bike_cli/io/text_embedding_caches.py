@@ -46,7 +46,8 @@ def _read(path: Path, kind: str, version: int, what: str) -> dict | None:
     emb = stored.get("embeddings")
     if stored.get("kind") != kind or not (isinstance(emb, torch.Tensor) and emb.ndim == 2
                                           and emb.is_floating_point()):
-        why = " (it records no kind, as earlier bike versions wrote it)" if "kind" not in stored else ""
+        earlier = "kind" not in stored and {"key", "embeddings"} <= stored.keys()  # bike before schema 1
+        why = " (it records no kind, as earlier bike versions wrote it)" if earlier else ""
         log.warning("ignoring %s: not a bike %s file%s; the embeddings are made again", path, what, why)
         return None
     if stored.get("schema_version") != version:
