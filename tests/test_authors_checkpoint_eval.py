@@ -68,6 +68,31 @@ def authors_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("head", [None, "mean"])
+def test_an_authors_checkpoint_loads_its_temporal_weights(authors_ckpt, head):
+    """eval and predict rebuild the branch with `load_authors_branch`: its temporal transformer is the
+    file's `fusion_model_state_dict`, not a fresh initialisation."""
+    from bike_cli.models.authors_branch import load_authors_branch
+
+    saved = torch.load(authors_ckpt, weights_only=True)["fusion_model_state_dict"]
+    built = load_authors_branch(authors_ckpt, "bike-tiny", FRAMES, head=head, with_visual=False)
+    own = built.branch.head.temporal.state_dict()
+    assert set(own) == {k.removeprefix("module.") for k in saved}
+    for name, value in own.items():
+        assert torch.equal(value, saved[f"module.{name}"]), name
+    clip = torch.load(authors_ckpt, weights_only=True)["model_state_dict"]
+    assert torch.equal(built.clip.logit_scale.detach(), clip["module.logit_scale"])
+
+
+def test_init_from_an_authors_checkpoint_takes_its_temporal_weights(authors_ckpt):
+    from bike_cli.io.authors_checkpoint import authors_branch_state, read_authors_checkpoint
+
+    state = authors_branch_state(read_authors_checkpoint(authors_ckpt))
+    saved = torch.load(authors_ckpt, weights_only=True)["fusion_model_state_dict"]
+    for name, value in saved.items():
+        assert torch.equal(state[f"head.temporal.{name.removeprefix('module.')}"], value), name
+
+
 # ----------------------------------------------------------------------------- the reference
 
 

@@ -136,6 +136,26 @@ def test_authors_loss_value_and_gradient():
 
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")
+@pytest.mark.parametrize("batch, classes", [(6, 4), (3, 7)])
+def test_authors_loss_on_non_square_multi_label_logits_is_their_kl_written_out(batch, classes):
+    """[B, K] logits (multi-label scores against K classes): each direction's KLDivLoss(mean) is
+    multiplied by its own prediction's first dimension (their KLLoss: `batch_size = prediction.shape[0]`),
+    B for the videos and K for the transpose."""
+    torch.manual_seed(1)
+    targets = (torch.rand(batch, classes) < 0.4).float()
+    logits = torch.rand(batch, classes) * 2 - 1
+    scale = torch.tensor(math.log(20.0))
+    kl = torch.nn.KLDivLoss(reduction="mean")
+
+    def their_kl_loss(prediction, label):
+        return kl(F.log_softmax(prediction, 1), F.softmax(label * 10, 1)) * prediction.shape[0]
+
+    scaled = scale.exp() * logits
+    expected = (their_kl_loss(scaled, targets) + their_kl_loss(scaled.T, targets.T)) / 2
+    torch.testing.assert_close(authors_kl_loss(logits, targets, scale), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_zero_shot_half_uses_their_scorer_and_their_seeded_draws():
     torch.manual_seed(0)
     frames, classes = torch.randn(40, 8, 16) * 2, torch.randn(12, 16)  # [N, T, D], [K, D]

@@ -92,6 +92,24 @@ def test_profile_sets_the_loss_and_lifts_the_scale_cap():
     assert float(branch.logit_scale().detach().exp()) == pytest.approx(100.0)
 
 
+@pytest.mark.parametrize("compat, capped", [("bike", True), ("authors", False)])
+def test_the_logit_scale_is_clamped_at_the_profiles_cap_after_a_step_past_it(compat, capped):
+    """One optimiser step pushes the log scale 0.5 past CLIP's cap: bike's profile scores with the cap
+    (exp = 100), the authors' profile (no cap) with the stepped value."""
+    from bike_cli.config.profile import get_profile
+
+    cap = math.log(100.0)
+    branch = VideoBranch(VideoHead(8), LogitScale(cap - 0.5))
+    configure_training(branch, compat, None)
+    assert branch.logit_scale.cap == get_profile(compat).logit_scale_cap
+    optimizer = torch.optim.SGD([branch.logit_scale.log_scale], lr=1.0)
+    (-branch.logit_scale()).backward()  # d/d(log scale) = -1 below the cap: the step adds 1.0
+    optimizer.step()
+    assert float(branch.logit_scale.log_scale) == pytest.approx(cap + 0.5)
+    used = float(branch.logit_scale().detach())
+    assert used == pytest.approx(cap if capped else cap + 0.5)
+
+
 def test_init_from_an_authors_checkpoint_checks_its_visual_weights(tmp_path, motion_caches):
     data, train, _ = motion_caches
     torch.manual_seed(7)

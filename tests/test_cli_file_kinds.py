@@ -165,3 +165,18 @@ def test_describe_file_names_a_fifo_and_a_device_without_opening_them(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["a FIFO (named pipe)", "a character device",
                                         f"{fifo} is a FIFO (named pipe), not a score CSV"]
+
+
+@pytest.mark.parametrize("split_after", [1, 2, 3])
+def test_utf8_text_whose_sniffing_window_ends_inside_a_character_is_utf8(tmp_path, split_after):
+    """The sniffer reads HEAD_BYTES; a character cut at that boundary is not a decoding error."""
+    from bike_cli.io.file_kind import HEAD_BYTES, TEXT, sniff
+
+    char = "\U0001f3ac"  # 4 bytes in UTF-8: the window ends after 1, 2 or 3 of them
+    text = "a" * (HEAD_BYTES - split_after) + char + " clapper board\n"
+    path = tmp_path / "classes.txt"
+    path.write_text(text, encoding="utf-8")
+    assert len(text.encode("utf-8")) > HEAD_BYTES
+    assert sniff(path) == TEXT
+    (tmp_path / "cut.txt").write_bytes(b"abc" + char.encode("utf-8")[:split_after])  # a whole file that ends cut
+    assert sniff(tmp_path / "cut.txt") != TEXT

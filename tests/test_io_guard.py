@@ -14,6 +14,7 @@ import torch
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.synthetic import make_sample_dataset
+from bike_cli.errors import InputError
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.lock import OutputLockedError, WriterLock
 from bike_cli.io.score_csv import write_score_csv
@@ -172,3 +173,37 @@ def test_extract_through_a_symlink_is_refused_while_the_real_cache_is_written(tm
                     "--frames", "2", "--workers", "0")
         assert f"is being written by process {os.getpid()}" in refused(done)
     assert not real.exists() and link.is_symlink()
+
+
+def test_a_folder_whose_name_extends_a_replaced_trees_name_is_not_inside_it(tmp_path):
+    """OUT/checkpoints_old is beside OUT/checkpoints, not in it: an input there is not refused, and
+    the folder is never deleted as one of the run's."""
+    from bike_cli.engine.run_folder import run_guard
+    from bike_cli.errors import BikeError
+
+    out = tmp_path / "run"
+    (out / "checkpoints_old").mkdir(parents=True)
+    kept = out / "checkpoints_old" / "x.pt"
+    kept.write_bytes(b"mine")
+    guard = run_guard(out, {"--init-from": kept})
+    with pytest.raises(BikeError, match="not an output of this command"):
+        guard.discard(out / "checkpoints_old")
+    assert kept.read_bytes() == b"mine"
+    (out / "checkpoints").mkdir()
+    inside = out / "checkpoints" / "x.pt"
+    inside.write_bytes(b"mine")
+    with pytest.raises(InputError, match="inside --out's checkpoints"):
+        run_guard(out, {"--init-from": inside})
+
+
+@pytest.mark.parametrize("name", ["last.pt", "best.pt"])
+def test_a_run_folder_given_as_an_input_owns_its_last_and_best_checkpoints(tmp_path, name):
+    from bike_cli.io.guard import PathGuard
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_bytes(b"checkpoint")
+    with pytest.raises(InputError) as refused:
+        PathGuard({"--checkpoint": run}, {"--out": run / name})
+    assert f"is the checkpoint {name} in --checkpoint {run}" in str(refused.value)
+    assert (run / name).read_bytes() == b"checkpoint"

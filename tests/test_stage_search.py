@@ -177,6 +177,19 @@ def test_hits_csv_and_sidecar_round_trip(tmp_path):
         read_hits_csv(tmp_path / "bad.csv")
 
 
+@pytest.mark.parametrize("scores", ["bike-softmax", "cosine", "authors-test"])
+def test_a_hits_csv_whose_sidecar_records_a_score_rule_is_refused(tmp_path, scores):
+    """A score CSV's sidecar beside a hits-shaped CSV: its rule says what the numbers are, and they
+    are not search scores."""
+    from bike_cli.io.csv_meta import write_csv_meta
+
+    out = write_hits_csv(tmp_path / "hits.csv", [Hit("q", 1, "v/1.mp4", "v/1.mp4", 0.5, 0, 0)], "bike", "mean")
+    assert read_hits_csv(out).rule == "mean"
+    write_csv_meta(out, "bike", scores)
+    with pytest.raises(InputError, match=f"sidecar's scores '{scores}' are not a search rule"):
+        read_hits_csv(out)
+
+
 def test_a_model_other_than_the_caches_is_refused(tmp_path):
     path = make_cache(tmp_path / "c.h5", np.zeros((3, 1, 4, DIM), dtype=np.float32) + 1)
     with pytest.raises(CacheMismatchError, match="bike-tiny-text.*bike-tiny"):

@@ -196,17 +196,21 @@ class Trainer:
 
     def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
                authors: bool = False) -> float:
-        """One epoch. bike steps the schedule per optimiser step; `authors` per batch (their train.py),
-        and counts the accumulation from each epoch's first batch (an epoch's last incomplete group
-        steps nothing: its gradients join the next epoch's first step, as theirs do)."""
+        """One epoch. bike steps the schedule per optimiser step, and an epoch's last, incomplete
+        accumulation group steps too (ceil(batches / grad_accum) steps, the count the schedule is
+        made for); `authors` steps it per batch (their train.py) and counts the accumulation from each
+        epoch's first batch (an epoch's last incomplete group steps nothing: its gradients join the next
+        epoch's first step, as theirs do)."""
         acc = self.accelerator
         model.train()
-        if authors:
-            acc.step = 0  # Accelerate's accumulation counter: (i + 1) % grad_accum == 0 within the epoch
+        acc.step = 0  # Accelerate's accumulation counter: (i + 1) % grad_accum == 0 within the epoch
+        last = len(loader) - 1
         total, count = 0.0, 0
         progress.start(len(loader), f"epoch {epoch}")
         try:
-            for batch in loader:
+            for i, batch in enumerate(loader):
+                if i == last and not authors:  # the loader is not Accelerate's: it cannot tell the end
+                    acc.step = acc.gradient_accumulation_steps - 1
                 inputs = batch_inputs(batch)
                 with acc.accumulate(model):
                     with acc.autocast():
