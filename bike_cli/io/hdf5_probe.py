@@ -16,8 +16,10 @@ makes the same reads safe in bike's own process afterwards: a corrupted file tha
 or loop does so here, where it is stopped.
 
 Protocol (JSON lines on stdin / stdout): the helper writes `ready`, then per request
-`{"path", "rules"}` any number of `.` lines (progress: one per step) and one verdict
-`{"ok": true}` or `{"kind": "unreadable" | "malformed", "reason": TEXT}`. It ends on end of input.
+`{"path", "rules", "limit"}` any number of `.` lines (progress: one per step) and one verdict
+`{"ok": true}` or `{"kind": "unreadable" | "malformed", "reason": TEXT}`. It ends on end of input,
+ignores Ctrl-C (its parent decides), and dies by SIGALRM when a step outlasts twice the request's
+`limit` seconds (its parent was killed and can no longer kill it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import h5py
 STRING = "T"  # the kind of a rule for text datasets (variable- or fixed-length strings)
 STRING_SLAB = 65536  # strings read per step
 MEMORY_LIMIT = 4 << 30  # the helper's address space: a declared-huge attribute fails, never swaps
-ALARM_S = 600  # the helper kills itself when a step outlasts this (its parent was killed mid-request)
 _LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
 
 
@@ -91,6 +92,8 @@ def check_file(path: str, rules: dict[str, tuple[str, tuple[int, ...]]], step: C
         for name in h5.attrs:
             step()
             shape = h5.attrs.get_id(name).shape
+            if shape is None:
+                raise Refused(f"attribute {name} holds no value (an empty dataspace)")
             if shape != ():
                 raise Refused(f"attribute {name} holds an array of shape {shape}, not one value")
             h5.attrs[name]  # the value itself (variable-length text lives in the global heap)
@@ -125,10 +128,12 @@ def check_file(path: str, rules: dict[str, tuple[str, tuple[int, ...]]], step: C
 def serve() -> None:
     """Answer requests from stdin until it ends (the helper process's main loop)."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout
+    alarm_s = 0
 
     def step() -> None:
-        signal.alarm(ALARM_S)
+        signal.alarm(alarm_s)  # SIGALRM's default action ends the process, even inside a C call
         out.write(".\n")
         out.flush()
 
@@ -136,6 +141,7 @@ def serve() -> None:
     out.flush()
     for line in sys.stdin:
         request = json.loads(line)
+        alarm_s = 2 * math.ceil(request["limit"]) + 1
         rules = {name: (kinds, tuple(ranks)) for name, (kinds, ranks) in request["rules"].items()}
         try:
             check_file(request["path"], rules, step)

@@ -28,6 +28,7 @@ import select
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import h5py
 
+from bike_cli.config.files import file_kind
 from bike_cli.errors import BikeError, InputError
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class _Helper:
         self.proc: subprocess.Popen | None = None
         self.owner = -1
         self.pending = b""
+        self.lock = threading.Lock()  # one request at a time on the pipes
 
     def _line(self, timeout: float) -> str | None:
         """The helper's next line; None when it wrote none within `timeout` s, "" when it ended."""
@@ -101,18 +104,24 @@ class _Helper:
 
     def ask(self, path: str, rules: Rules, limit: float) -> dict:
         """The helper's verdict on the file at `path` (kind "stalled" or "crashed" where it gave none)."""
-        if self.proc is None or self.owner != os.getpid() or self.proc.poll() is not None:
-            self._start()
-        log.debug("checking %s in helper process %d", path, self.proc.pid)
-        try:
-            self.proc.stdin.write((json.dumps({"path": path, "rules": rules}) + "\n").encode())
-            while (line := self._line(limit)) == ".":
-                pass
-        except BrokenPipeError:
-            line = ""
-        except BaseException:  # SIGTERM, Ctrl-C: the helper goes with us
-            self.kill()
-            raise
+        with self.lock:
+            try:
+                if self.proc is None or self.owner != os.getpid() or self.proc.poll() is not None:
+                    self._start()
+                log.debug("checking %s in helper process %d", path, self.proc.pid)
+                request = {"path": path, "rules": rules, "limit": limit}
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                while (line := self._line(limit)) == ".":
+                    pass
+            except BrokenPipeError:
+                line = ""
+            except BaseException:  # SIGTERM, Ctrl-C: the helper goes with us
+                self.kill()
+                raise
+            return self._verdict(line)
+
+    def _verdict(self, line: str | None) -> dict:
+        """The verdict of the helper's last line (None: it stalled and is killed; "": it ended)."""
         if line is None:
             self.kill()
             return {"kind": "stalled"}
@@ -140,7 +149,7 @@ def _stat(path: Path) -> os.stat_result:
     except OSError as err:
         raise InputError(f"{path} cannot be read: {err.strerror or err}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path} is not a regular file")
+        raise InputError(f"{path} is {file_kind(path) or 'gone'}, not a regular file")
     return st
 
 
