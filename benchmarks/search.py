@@ -10,6 +10,12 @@ that `bike search` itself can run on it offline). For each size:
 - index load: the same call in a fresh state with the file present (what each new process pays);
 - query, per rule: `stages.search.search` for one query (random pooled embedding, 5 word tokens):
   stage 1 over the index held in memory, stage 2 (vcs) on the --candidates best, median of --repeats;
+- opening the cache, side by side: the reads the reader does with plain h5py (attributes, video
+  ids, labels: no check) against `FeatureCache(path)` with its helper-process check (cold: the
+  helper started; warm: already running, as for a second file), and the verdict kept (a repeat);
+- index load, side by side: a plain h5py read of /vectors against `load_index` (fast path: the
+  cache's stamp unchanged) and against `load_index` after `touch` (stamp changed: the cache's
+  sha256 decides, and the index is re-stamped), with that sha256 alone;
 - with --cli, the whole `bike search --features CACHE "a dog" --json -q` process per rule (Python
   start-up, model load and text encoding, index load, query), as a user runs it.
 
@@ -35,7 +41,9 @@ import numpy as np
 import torch
 
 from bike_cli.engine.runtime import Progress
+from bike_cli.io import untrusted_hdf5
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
+from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.search_index import index_path
 from bike_cli.models.search import RULES
 from bike_cli.models.text import ClassTexts
@@ -97,6 +105,7 @@ def bench_size(workdir: Path, videos: int, args: argparse.Namespace) -> dict:
     (vectors, info), load_s = timed(stage.load_index, FeatureCache(path), Progress())
     assert not info["built"]
     row = {"videos": videos, "cache_gb": path.stat().st_size / 1e9, "index_build_s": build_s, "index_load_s": load_s}
+    row.update(bench_open(path, args.repeats))
     query = random_query(args.dim)
     for rule in RULES:
         times = [timed(stage.search, cache, vectors, query, rule, args.top, args.candidates)[1]
@@ -114,6 +123,61 @@ def bench_size(workdir: Path, videos: int, args: argparse.Namespace) -> dict:
                 raise SystemExit(done.stderr)
             row[f"cli_{rule}_inside"] = json.loads(done.stdout)["seconds"]
             progress(f"{videos}: bike search --rule {rule}: {row[f'cli_{rule}_s']:.2f} s whole process")
+    return row
+
+
+def plain_open(path: Path) -> None:
+    """What the cache reader read on opening before it checked the file: no helper, no checks."""
+    with h5py.File(path, "r") as h5:
+        dict(h5.attrs)
+        list(h5["video_ids"].asstr()[()])
+        h5["labels"][()]
+
+
+def plain_index(path: Path) -> None:
+    with h5py.File(index_path(path), "r") as h5:
+        dict(h5.attrs)
+        h5["vectors"][()]
+
+
+def fresh(cold: bool = False) -> None:
+    """The state of a new process: no verdict kept, no index in memory (and with `cold` no helper)."""
+    if cold:
+        untrusted_hdf5._HELPER.kill()
+    untrusted_hdf5._PASSED.clear()
+    stage._MEMO.clear()
+
+
+def median_s(func, *args, before=fresh, repeats: int = 5) -> float:
+    """Median seconds of `func(*args)` over `repeats` calls, each after `before()` (not timed)."""
+    times = []
+    for _ in range(repeats):
+        before()
+        times.append(timed(func, *args)[1])
+    return statistics.median(times)
+
+
+def bench_open(path: Path, repeats: int) -> dict:
+    """The cost of reading the cache and its index as untrusted files, beside plain h5py reads (medians)."""
+    row = {"open_plain_s": median_s(plain_open, path, repeats=repeats),
+           "open_checked_cold_s": median_s(FeatureCache, path, before=lambda: fresh(cold=True), repeats=repeats),
+           "open_checked_warm_s": median_s(FeatureCache, path, repeats=repeats)}
+    cache = FeatureCache(path)
+    row["open_repeat_s"] = median_s(FeatureCache, path, before=lambda: None, repeats=repeats)
+    row["index_plain_s"] = median_s(plain_index, path, repeats=repeats)
+    row["index_load_fast_s"] = median_s(stage.load_index, cache, Progress(), repeats=repeats)
+    row["cache_sha256_s"] = median_s(file_sha256, path, repeats=repeats)
+    touched = []
+    for _ in range(repeats):
+        os.utime(path)  # a new mtime and ctime, the same bytes: what a copy looks like
+        fresh()
+        cache = FeatureCache(path)
+        (_, info), seconds = timed(stage.load_index, cache, Progress())
+        assert not info["built"]
+        touched.append(seconds)
+    row["index_load_touched_s"] = statistics.median(touched)
+    row["index_load_restamped_s"] = median_s(stage.load_index, cache, Progress(), repeats=repeats)
+    progress(f"{path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
     return row
 
 

@@ -15,7 +15,7 @@ from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
 from bike_cli.io.hits_csv import Hit, read_hits_csv, write_hits_csv
-from bike_cli.io.search_index import index_path, read_search_index
+from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index
 from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.search import vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts
@@ -160,8 +160,9 @@ def test_index_is_reused_when_fresh_and_rebuilt_when_the_cache_changes(tmp_path,
     assert info["built"] and changed.shape[0] == 25
     cache = FeatureCache(path)
     torch.testing.assert_close(changed.float(), video_vectors(cache.embeddings(slice(None))), atol=1e-3, rtol=0)
-    assert read_search_index(index_path(path), {"cache_size": 0, "cache_mtime_ns": 0, "cache_meta_sha256": "",
-                                                "rows": 25}) is None  # stale
+    assert read_search_index(index_path(path), CacheIdentity(cache)) is not None  # fresh
+    make_cache(tmp_path / "other.h5", rng.standard_normal((25, 1, 4, DIM)).astype(np.float32))
+    assert read_search_index(index_path(path), CacheIdentity(FeatureCache(tmp_path / "other.h5"))) is None  # stale
 
 
 def test_hits_csv_and_sidecar_round_trip(tmp_path):

@@ -34,12 +34,21 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.feature_cache_checks import UNKNOWN_LABEL, check_classes, check_finite, check_labels, check_layout
+from bike_cli.io.feature_cache_checks import (
+    DATASET_RULES,
+    UNKNOWN_LABEL,
+    check_classes,
+    check_finite,
+    check_labels,
+    check_layout,
+)
+from bike_cli.io.untrusted_hdf5 import file_stamp, hdf5_errors, open_hdf5
 
 __all__ = ["UNKNOWN_LABEL", "CacheMeta", "FeatureCache"]
 
 SCHEMA_VERSION = 1
 KIND = "bike-feature-cache"
+WHAT = "feature cache"  # in messages: "PATH is a malformed feature cache: ..."
 STR_DTYPE = h5py.string_dtype("utf-8")  # the strings of every dataset
 _ADDED_LATER = ("resize_mode", "interpolation")  # attributes older caches lack: their defaults apply
 
@@ -143,8 +152,10 @@ class CacheMeta:
 class FeatureCache:
     """Read access to a cache. Opens the file lazily, once per process (safe with DataLoader workers).
 
-    Opening checks the layout and the labels, each read of embeddings that its rows are finite
-    (`feature_cache_checks`); `need_rows` refuses a cache of no videos (for the stages that read rows)."""
+    The file is opened through `untrusted_hdf5` (checked in a helper process first; `stamp` says which
+    file passed, for the workers the reader is pickled to). Opening checks the layout and the labels,
+    each read of embeddings that its rows are finite (`feature_cache_checks`); `need_rows` refuses a
+    cache of no videos (for the stages that read rows). Any error of a read is one InputError."""
 
     def __init__(self, path: str | Path, *, need_rows: bool = False) -> None:
         self.path = Path(path)
@@ -152,17 +163,13 @@ class FeatureCache:
             raise InputError(f"feature cache {self.path} does not exist")
         if not self.path.is_file():
             raise InputError(f"feature cache {self.path} is not a file")
-        try:
-            with h5py.File(self.path, "r") as h5:
-                self.meta = CacheMeta.from_attrs(dict(h5.attrs), self.path)
-                check_layout(h5, self.meta, self.path, need_rows)
-                self.video_ids: list[str] = list(h5["video_ids"].asstr()[()])
-                self.labels: np.ndarray = h5["labels"][()]  # int64 [N] or uint8 [N, K]
-            check_labels(self.labels, self.meta, self.path)
-        except OSError as err:
-            raise InputError(f"{self.path} is not a readable HDF5 file: {err}") from None
-        except (KeyError, ValueError, TypeError) as err:  # attributes missing or of the wrong type
-            raise InputError(f"{self.path} is a malformed feature cache ({type(err).__name__}: {err})") from None
+        with hdf5_errors(self.path, WHAT), open_hdf5(self.path, DATASET_RULES, WHAT) as h5:
+            self.stamp = file_stamp(h5)
+            self.meta = CacheMeta.from_attrs(dict(h5.attrs), self.path)
+            check_layout(h5, self.meta, self.path, need_rows)
+            self.video_ids: list[str] = list(h5["video_ids"].asstr()[()])
+            self.labels: np.ndarray = h5["labels"][()]  # int64 [N] or uint8 [N, K]
+        check_labels(self.labels, self.meta, self.path)
         self._h5: h5py.File | None = None
         self._pid = -1
 
@@ -177,13 +184,14 @@ class FeatureCache:
     def _file(self) -> h5py.File:
         """The open file of this process (reopened after a fork or in a spawned worker)."""
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
+            self._h5 = open_hdf5(self.path, DATASET_RULES, WHAT, self.stamp)
             self._pid = os.getpid()
         return self._h5
 
     def embeddings(self, rows: int | slice | Sequence[int]) -> np.ndarray:
         """float16 [V, T, D] for one row, [n, V, T, D] for a slice or increasing row list (checked finite)."""
-        block = self._dataset()[rows]
+        with hdf5_errors(self.path, WHAT):
+            block = self._dataset()[rows]
         if isinstance(rows, slice):
             numbers = np.arange(*rows.indices(len(self)))
         else:
@@ -193,7 +201,8 @@ class FeatureCache:
 
     def read_into(self, out: np.ndarray, first: int, stop: int, at: int = 0) -> None:
         """Rows first..stop-1, read straight into out[at : at + stop - first] (no copy), checked finite."""
-        self._dataset().read_direct(out, np.s_[first:stop], np.s_[at : at + stop - first])
+        with hdf5_errors(self.path, WHAT):
+            self._dataset().read_direct(out, np.s_[first:stop], np.s_[at : at + stop - first])
         check_finite(out[at : at + stop - first], np.arange(first, stop), self.path)
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -212,7 +221,8 @@ class FeatureCache:
 
     def num_frames(self) -> np.ndarray:
         """int64 [N]: the frames of each source video, as the decoder counted them."""
-        return self._file()["num_frames"][()]
+        with hdf5_errors(self.path, WHAT):
+            return self._file()["num_frames"][()]
 
     def _dataset(self) -> h5py.Dataset:
         """The /embeddings dataset itself (float16 [N, V, T, D]); reads go through the checked methods."""

@@ -1,6 +1,9 @@
 """What the feature-cache reader (`feature_cache.FeatureCache`) checks, so that every stage reading a
 cache relies on the same rules (documented for users in docs/formats.md):
 
+- before open, in a helper process (`untrusted_hdf5`, rules `DATASET_RULES`): each dataset stored
+  in the file itself (no link or storage reaching another file, no virtual dataset, no filter), of
+  a dtype kind and rank it can have, every declared byte stored; root attributes single values;
 - on open: every dataset there, all of the same length (and, where a stage needs rows, at least one);
   embeddings of float dtype and of the shape the attributes describe; single-label labels integers
   in 0..K-1 or `UNKNOWN_LABEL`; multi-label rows K wide, of 0s and 1s; class names K or none;
@@ -20,9 +23,14 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import InputError
+from bike_cli.io.hdf5_probe import STRING
+from bike_cli.io.untrusted_hdf5 import Rules
 
 UNKNOWN_LABEL = -1  # the single-label class index of a video whose class is not known
-DATASETS = ("embeddings", "video_ids", "labels", "num_frames", "decoders")
+# what the helper process checks before the file is opened here (`untrusted_hdf5`): kinds and ranks
+DATASET_RULES: Rules = {"embeddings": ("f", (4,)), "video_ids": (STRING, (1,)), "labels": ("iubf", (1, 2)),
+                        "num_frames": ("iu", (1,)), "decoders": (STRING, (1,))}
+DATASETS = tuple(DATASET_RULES)
 
 
 class CacheMeta(Protocol):

@@ -12,8 +12,11 @@ import h5py
 import numpy as np
 
 from bike_cli.io.atomic import atomic_path, ensure_free_space
-from bike_cli.io.feature_cache import STR_DTYPE, CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_parts import PartsIndex
+from bike_cli.io.feature_cache import STR_DTYPE, WHAT, CacheMeta, FeatureCache
+from bike_cli.io.feature_cache_checks import DATASET_RULES
+from bike_cli.io.feature_cache_parts import WHAT as PART
+from bike_cli.io.feature_cache_parts import PartsIndex, open_part
+from bike_cli.io.untrusted_hdf5 import hdf5_errors, open_hdf5
 
 
 def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
@@ -25,13 +28,13 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
     """
     existing_ids: list[str] = []
     if cache_path.exists():
-        with h5py.File(cache_path, "r") as h5:
-            existing_ids = list(h5["video_ids"].asstr()[()])
+        with FeatureCache(cache_path) as cache:
+            existing_ids = cache.video_ids
     seen = set(existing_ids)
     # (list_index, part file, row in part) for every new row, in list order
     new_rows: list[tuple[int, int, int]] = []
     for file_no, path in enumerate(parts.files):
-        with h5py.File(path, "r") as h5:
+        with hdf5_errors(path, PART), open_part(path) as h5:
             ids = h5["video_ids"].asstr()[()]
             for row, (index, vid) in enumerate(zip(h5["list_index"][()], ids)):
                 if vid not in seen:
@@ -59,7 +62,7 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
         for position, (_, file_no, row) in enumerate(new_rows, start=offset):
             per_file.setdefault(file_no, []).append((row, position))
         for file_no, pairs in per_file.items():
-            with h5py.File(parts.files[file_no], "r") as part:
+            with hdf5_errors(parts.files[file_no], PART), open_part(parts.files[file_no]) as part:
                 rows = np.array([r for r, _ in pairs])
                 dest = np.array([p for _, p in pairs])
                 src = {k: part[k][()][rows] for k in ("embeddings", "labels", "num_frames")}
@@ -82,7 +85,7 @@ def _copy_existing(
 
     The embeddings go through the cache's checked reader, so a row that is not finite is refused here
     (naming the file and the row; the parts and the old cache stay) rather than carried into the new file."""
-    with FeatureCache(path) as cache, h5py.File(path, "r") as src:
+    with FeatureCache(path) as cache, hdf5_errors(path, WHAT), open_hdf5(path, DATASET_RULES, WHAT, cache.stamp) as src:
         n = len(cache)
         for start in range(0, n, block):
             stop = min(n, start + block)

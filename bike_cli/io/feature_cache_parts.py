@@ -20,8 +20,15 @@ import numpy as np
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import ensure_free_space, remove_stale_temps, write_bytes, write_text
 from bike_cli.io.feature_cache import STR_DTYPE, CacheMeta
+from bike_cli.io.feature_cache_checks import DATASET_RULES
+from bike_cli.io.hdf5_probe import STRING
+from bike_cli.io.untrusted_hdf5 import Rules, hdf5_errors, open_hdf5
 
 log = logging.getLogger(__name__)
+
+WHAT = "part file"
+PART_RULES: Rules = {**DATASET_RULES, "list_index": ("iu", (1,)), "failure_index": ("iu", (1,)),
+                     **{f"failure_{name}": (STRING, (1,)) for name in ("video_id", "path", "reason")}}
 
 
 @dataclass
@@ -120,15 +127,20 @@ class PartsIndex:
     failures: dict[str, Failure]  # latest failure per video id
 
 
+def open_part(path: Path) -> h5py.File:
+    """A part file, open for reading once checked like any file bike did not just write (`untrusted_hdf5`)."""
+    return open_hdf5(path, PART_RULES, WHAT)
+
+
 def scan_parts(parts_dir: Path) -> PartsIndex:
-    """Read the ids in every complete part file; unreadable parts are removed (their work redone)."""
+    """Read the ids in every complete part file; unreadable or refused parts are removed (their work redone)."""
     files, done, failures = [], set(), {}
     for path in sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []:
         try:
-            with h5py.File(path, "r") as h5:
+            with hdf5_errors(path, WHAT), open_part(path) as h5:
                 ids = [s.decode() if isinstance(s, bytes) else s for s in h5["video_ids"][()]]
                 fails = _read_failures(h5)
-        except (OSError, KeyError) as err:
+        except InputError as err:
             log.warning("part file %s is unreadable (%s); its videos will be redone", path, err)
             path.unlink(missing_ok=True)
             continue

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import open_clip
 from torch import nn
 
+from bike_cli.io.file_digest import file_sha256 as file_sha256  # where the model modules look for it
 from bike_cli.models.preprocess import PreprocessSpec
 
 
@@ -26,15 +25,6 @@ class ClipSpec:
     embed_dim: int
     interpolation: str = "bicubic"  # the model's preprocess config (recorded; bike resizes in the decoder)
     resize_mode: str = "shortest"  # shortest / squash / longest: how the centre view is made
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, quick_gelu: bool) -> ClipSpec:

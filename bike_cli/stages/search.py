@@ -39,7 +39,7 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.hits_csv import Hit, write_hits_csv
 from bike_cli.io.identity import check_same_model
-from bike_cli.io.search_index import cache_identity, index_path, read_search_index, write_search_index
+from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 SLAB = 4096  # videos per read while the index is built
 RECALL_AT = (1, 5, 10)
-_MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity -> float16 [N, D], this process
+_MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity key -> float16 [N, D], this process
 
 
 @dataclass
@@ -167,8 +167,8 @@ def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
 def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, dict]:
     """The cache's index as float16 [N, D]: from memory, from its file when fresh, else built (and kept)."""
     path = index_path(cache.path)
-    identity = cache_identity(cache.path, cache.meta, len(cache))
-    key = (str(path.resolve()), tuple(sorted(identity.items())))
+    identity = CacheIdentity(cache)
+    key = (str(path.resolve()), identity.key)
     tic = time.perf_counter()
     if key in _MEMO:
         return _MEMO[key], {"path": str(path), "built": False, "seconds": time.perf_counter() - tic}
