@@ -1,8 +1,8 @@
 """The contact sheet of `bike search --sheet`: one row per query, its top videos' most salient frames.
 
 Under each frame its score and video id; a video that could not be read is drawn as a grey blank
-labelled "unreadable" (never an error). Drawn with matplotlib's Agg canvas on a `Figure` of its own,
-written under a temporary name and renamed (as `report.explain`).
+labelled "unreadable" (never an error). Drawn, with text as typed, and written atomically as every
+figure of `report.figures`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bike_cli.errors import InputError
-from bike_cli.io.atomic import atomic_write
+from bike_cli.report import figures
 
 TILE_INCHES = 1.8
 BLANK = 0.85  # grey level of an unreadable video's tile
@@ -33,12 +33,10 @@ class SheetTile:
 
 def check_sheet_path(path: Path) -> None:
     """InputError unless `path` ends in a format matplotlib writes (checked before any work)."""
-    formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
-    if Path(path).suffix.lower().lstrip(".") not in formats:
-        raise InputError(f"--sheet {path}: the file name must end in one of "
-                         f"{', '.join('.' + s for s in formats)} (e.g. hits.png)")
+    figures.check_figure_path(path, "--sheet", "hits.png")
 
 
+@figures.literal_text
 def draw_sheet(rows: Sequence[tuple[str, Sequence[SheetTile]]], out: Path, dpi: int = 100) -> Path:
     """Draw one row per (query, tiles) into `out` (format from its suffix); returns `out`."""
     if not rows:
@@ -56,9 +54,7 @@ def draw_sheet(rows: Sequence[tuple[str, Sequence[SheetTile]]], out: Path, dpi: 
         for ax, tile in zip(axes, tiles):
             _draw_tile(ax, tile)
         row.suptitle(textwrap.fill(f"\u201c{query}\u201d", 18 * width), fontsize=10)
-    with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format=Path(out).suffix.lower().lstrip("."), dpi=dpi)
-    return Path(out)
+    return figures.save_figure(fig, Path(out), dpi)
 
 
 def _draw_tile(ax, tile: SheetTile) -> None:
