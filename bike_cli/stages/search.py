@@ -31,6 +31,7 @@ import torch
 from bike_cli.config.profile import get_profile
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
+from bike_cli.data.lists.lines import nonblank, read_lines
 from bike_cli.data.sampling import video_seed
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import BikeError, InputError
@@ -86,9 +87,7 @@ class SearchConfig:
         fill_template(self.template, "x")
         queries = list(self.queries)
         if self.queries_file is not None:
-            if not Path(self.queries_file).is_file():
-                raise InputError(f"--queries {self.queries_file}: no such file")
-            queries += [line.strip() for line in Path(self.queries_file).read_text().splitlines() if line.strip()]
+            queries += [text for _, text in nonblank(read_lines(Path(self.queries_file), "--queries file"))]
         for i, query in enumerate(queries, 1):
             if not query.strip():
                 raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
