@@ -77,7 +77,7 @@ def print_result(result: SearchResult) -> None:
         stdout.print(table)
     if result.evaluation is not None:
         stdout.print(evaluation_table(result.evaluation))
-    for what, path in (("hits", result.out), ("sheet", result.sheet)):
+    for what, path in (("hits", result.out), *(("sheet", page) for page in result.sheets)):
         if path is not None:
             console.print(f"{what} written to {path}", highlight=False)
 
