@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -77,11 +78,18 @@ def test_eval_table_has_both_rules(tiny_cache):
     (["a dog", "--features", "{cache}", "--top", "0"], "--top must be at least 1, not 0"),
     (["a dog", "--features", "{cache}", "--top", "5", "--candidates", "3"], "--candidates (3) must be at least"),
     (["a dog", "--features", "{cache}", "--model", "bike-tiny-text"], "come from different models"),
+    (["--features", "{cache}", "--queries", "{fifo}"], "--queries file {fifo} is a FIFO (named pipe), not a regular"),
+    (["--features", "{cache}", "--queries", "{latin1}"], "{latin1} is text that is not UTF-8, not a --queries file"),
 ])
 def test_errors_are_one_line_and_exit_1(synthetic, tmp_path, args, message):
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5\n")
-    paths = {"cache": synthetic, "missing": tmp_path / "missing.h5", "text": text}
+    latin1 = tmp_path / "queries.txt"
+    latin1.write_bytes("a caf\u00e9 terrace\n".encode("latin-1"))
+    os.mkfifo(tmp_path / "fifo")
+    paths = {"cache": synthetic, "missing": tmp_path / "missing.h5", "text": text, "fifo": tmp_path / "fifo",
+             "latin1": latin1}
+    message = message.format(**paths)
     done = subprocess.run([*BIKE, "search", *(a.format(**paths) for a in args)], capture_output=True, text=True,
                           env={"COLUMNS": "400", "PATH": "/usr/bin:/bin", **_pythonpath()})
     assert done.returncode == 1, done.stderr

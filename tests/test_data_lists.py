@@ -334,3 +334,10 @@ def test_real_class_files(name: str, count: int, first: str, last: str | None) -
     assert len(names) == count and names[0] == first
     assert last is None or names[-1] == last
     assert all(name == name.strip() and name for name in names)
+
+
+@pytest.mark.parametrize("reader, name", [(read_class_names, "names.txt"), (read_video_list, "list.csv")])
+def test_a_line_over_the_csv_field_limit_is_one_error_naming_the_line(tmp_path, reader, name):
+    path = write(tmp_path / name, "x" * 200_000 + "\nb\n")
+    with pytest.raises(InputError, match=rf"{name}:1: malformed CSV line of 200000 characters \(field larger"):
+        reader(path)

@@ -16,19 +16,22 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from bike_cli import __version__
+from bike_cli.cli.user_text import LiteralConsole, LiteralRichHandler
 from bike_cli.errors import BikeError
 
 EXIT_FAILURE = 1  # a problem bike found and reported (BikeError)
 EXIT_USAGE = 2  # Click's code for a bad command line
 EXIT_INTERRUPTED = 130
 
-# Messages and logs go to stderr so that stdout stays clean for machine-readable output.
-console = Console(stderr=True)
+# Messages and logs go to stderr so that stdout stays clean for machine-readable output; results (tables)
+# go to `stdout`. Both print user text literally (`cli.user_text`): styles come from `Text` objects.
+console = LiteralConsole(stderr=True)
+stdout = LiteralConsole()
+ERROR = Text("error:", style="bold red")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Help panels of the options, in the order `--help` shows them.
@@ -50,13 +53,11 @@ def _log_level(verbose: bool, quiet: bool) -> int:
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Route `logging` through Rich on stderr (idempotent)."""
-    from rich.logging import RichHandler
-
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_bike", False):
             root.removeHandler(handler)
-    handler = RichHandler(console=console, show_path=False, show_time=False, rich_tracebacks=False)
+    handler = LiteralRichHandler(console=console, show_path=False, show_time=False, rich_tracebacks=False)
     handler._bike = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -222,16 +223,17 @@ def run_guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return func(*args, **kwargs)
     except BikeError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        console.print(ERROR, str(err), highlight=False)
         raise typer.Exit(code=EXIT_FAILURE) from None
     except KeyboardInterrupt as err:
         advice = _RESUME_ADVICE.get(getattr(func, "__name__", ""), "nothing finished was overwritten; run it again")
         terminated = isinstance(err, _Terminated)
-        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: finished work is kept; {advice}")
+        console.print(Text(f"{'terminated' if terminated else 'interrupted'}:", style="yellow"),
+                      f"finished work is kept; {advice}")
         raise typer.Exit(code=128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED) from None
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
     """Stop with one red line and exit code `code` (a problem the shell itself found)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(ERROR, message, highlight=False)
     raise typer.Exit(code=code)

@@ -74,6 +74,7 @@ def evaluate(
 
 def print_metrics(summary: EvalSummary) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     branches = list(summary.metrics)
     cells = {branch: metric_cells(summary.metrics[branch]) for branch in branches}
@@ -87,4 +88,4 @@ def print_metrics(summary: EvalSummary) -> None:
     console.print(table)
     console.print(f"scores and metrics.json in {summary.out}")
     if summary.failed:
-        console.print(f"[red]{len(summary.failed)} videos could not be read[/] (listed in metrics.json)")
+        console.print(Text(f"{len(summary.failed)} videos could not be read", style="red"), "(listed in metrics.json)")

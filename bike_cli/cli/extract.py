@@ -71,18 +71,19 @@ def extract_features(
 
 def print_summary(summary: ExtractSummary) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="extract-features", show_header=False, title_justify="left")
     add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("videos in list", str(summary.videos_in_list))
     table.add_row("already cached", str(summary.already_done))
     table.add_row("extracted now", str(summary.extracted))
-    table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
+    table.add_row("failed", Text(str(summary.failed), style="red" if summary.failed else ""))
     table.add_row("cache", f"{summary.cache} ({summary.cached} videos)")
     table.add_row("failures", str(summary.failures_csv))
     table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)
     for failure in summary.failures[:5]:
-        console.print(f"  [red]failed[/] {failure.video_id}: {failure.reason}", highlight=False)
+        console.print(" ", Text("failed", style="red"), f"{failure.video_id}: {failure.reason}", highlight=False)
     if summary.failed > 5:
         console.print(f"  ... {summary.failed - 5} more in {summary.failures_csv}")

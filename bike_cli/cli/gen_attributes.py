@@ -55,6 +55,8 @@ def gen_attributes(
     max_elements: Annotated[int | None, _text(
         "--max-elements", "Most entries in one block of similarities or of features read: bounds memory "
         "(peak about 6 bytes per entry).", o.PERFORMANCE)] = None,
+    text_batch_size: Annotated[int | None, _text(
+        "--text-batch-size", "Phrases and sentences per text-encoder call.", o.PERFORMANCE)] = None,
     device: o.Device = None,
     allow_model_mismatch: o.AllowModelMismatch = None,
 ) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, run_guarded, settings, stdout
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -85,13 +85,11 @@ def sparkline(values: list[float]) -> str:
 
 
 def print_result(result: PredictResult) -> None:
-    from rich.console import Console
-
-    stdout = Console()  # the results; logs and errors go to stderr (`console`)
+    from rich.text import Text
     for prediction in result.predictions:
         stdout.print(video_table(prediction))
     for video, reason in result.skipped:
-        console.print(f"[yellow]skipped[/] {video}: {reason}", highlight=False)
+        console.print(Text("skipped", style="yellow"), f"{video}: {reason}", highlight=False)
 
 
 def video_table(p: VideoPrediction) -> Table:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, run_guarded, settings, stdout
 
 if TYPE_CHECKING:
     from bike_cli.stages.search import SearchResult
@@ -67,10 +67,7 @@ def search(
 
 
 def print_result(result: SearchResult) -> None:
-    from rich.console import Console
     from rich.table import Table
-
-    stdout = Console()  # the results; logs and errors go to stderr (`console`)
     for query in result.queries:
         table = Table(title=f"\u201c{query.query}\u201d ({result.rule})", title_justify="left")
         for column in ("rank", "score", "video", "salient frame"):
@@ -80,7 +77,7 @@ def print_result(result: SearchResult) -> None:
         stdout.print(table)
     if result.evaluation is not None:
         stdout.print(evaluation_table(result.evaluation))
-    for what, path in (("hits", result.out), ("sheet", result.sheet)):
+    for what, path in (("hits", result.out), *(("sheet", page) for page in result.sheets)):
         if path is not None:
             console.print(f"{what} written to {path}", highlight=False)
 

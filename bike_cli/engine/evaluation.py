@@ -22,7 +22,7 @@ from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import ViewLayout
-from bike_cli.engine.runtime import Progress
+from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.checkpoints import load_attrs_checkpoint
 from bike_cli.io.csv_meta import read_csv_compat
@@ -65,30 +65,32 @@ def decoded_scores(vm: VideoModel, videos: Path, root: Path | None, layout: View
     items = list(enumerate(video_list.entries))
     dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size,
                              compat=compat, resize_mode=vm.spec.resize_mode)
-    loader = DataLoader(dataset, batch_size=max(1, batch_size // layout.num_views), num_workers=workers,
-                        collate_fn=collate_items)
+    per_batch = max(1, batch_size // layout.num_views)
+    workers = loader_workers(workers, -(-len(dataset) // per_batch))
+    loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=collate_items)
     progress.start(len(dataset), "scoring (videos)")
     k = vm.texts.pooled.shape[0]
-    for batch in loader:
-        failed += [item.entry.video_id for item in batch.failed]
-        for item in batch.failed:
-            log.warning("not scored: %s: %s", item.entry.video_id, item.error)
-        if batch.frames is not None:
-            pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
-            b, v, t = pixels.shape[:3]
-            emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
-            scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.rule).cpu().numpy())
-            if vm.kept is not None:
-                vm.kept.append(emb.float().cpu())
-            for item in batch.ok:
-                ids.append(item.entry.video_id)
-                if video_list.multilabel:
-                    hot = np.zeros(k, dtype=np.uint8)
-                    hot[list(item.entry.labels)] = 1
-                    labels.append(hot[None])
-                else:
-                    labels.append(np.array([item.entry.labels[0] if item.entry.labels else -1]))
-        progress.advance(len(batch.ok) + len(batch.failed))
+    with cores_beside_workers(device, workers):  # CPU: torch threads beside the loader workers
+        for batch in loader:
+            failed += [item.entry.video_id for item in batch.failed]
+            for item in batch.failed:
+                log.warning("not scored: %s: %s", item.entry.video_id, item.error)
+            if batch.frames is not None:
+                pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
+                b, v, t = pixels.shape[:3]
+                emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
+                scores.append(view_probabilities(vm.branch, emb, vm.texts, vm.rule).cpu().numpy())
+                if vm.kept is not None:
+                    vm.kept.append(emb.float().cpu())
+                for item in batch.ok:
+                    ids.append(item.entry.video_id)
+                    if video_list.multilabel:
+                        hot = np.zeros(k, dtype=np.uint8)
+                        hot[list(item.entry.labels)] = 1
+                        labels.append(hot[None])
+                    else:
+                        labels.append(np.array([item.entry.labels[0] if item.entry.labels else -1]))
+            progress.advance(len(batch.ok) + len(batch.failed))
     progress.stop()
     return ids, np.concatenate(labels), np.concatenate(scores), failed
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
 import torch
 
 from bike_cli.errors import InputError
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -41,6 +44,24 @@ def resolve_device(requested: str | None) -> torch.device:
     return device
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, items: int) -> int:
+    """The DataLoader workers that can help: `requested`, at most one per usable core and one per item
+    (video or batch) to load; a log line says when fewer than requested are started."""
+    workers = max(0, min(requested, usable_cores(), items))
+    if workers < requested and items > 0:
+        log.info("--workers %d: starting %d (%d usable CPU cores, %d items to load)", requested, workers,
+                 usable_cores(), items)
+    return workers
+
+
 @contextlib.contextmanager
 def cores_beside_workers(device: torch.device, workers: int) -> Iterator[None]:
     """On the CPU, give this process's torch ops the cores the DataLoader workers do not use.
@@ -49,7 +70,7 @@ def cores_beside_workers(device: torch.device, workers: int) -> Iterator[None]:
     """
     threads = torch.get_num_threads()
     if device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+        torch.set_num_threads(max(1, usable_cores() - workers))
     try:
         yield
     finally:

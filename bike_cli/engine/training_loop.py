@@ -32,7 +32,7 @@ from bike_cli.engine.resume import (
     log_new_total,
     trim_metrics,
 )
-from bike_cli.engine.runtime import Progress, cores_beside_workers
+from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
 from bike_cli.engine.schedule import EpochBatches, authors_warmup_cosine, step_before_optimizer, warmup_cosine
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
@@ -137,9 +137,10 @@ class Trainer:
             raise InputError(f"{len(dataset)} training samples are fewer than the {acc.num_processes} processes")
         if batch_loader is not None:
             return batches, batch_loader(batches), 0
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=s.workers, collate_fn=collate_fn,
+        workers = loader_workers(s.workers, len(batches))
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_fn,
                             pin_memory=torch.cuda.is_available())
-        return batches, loader, s.workers
+        return batches, loader, workers
 
     def _start_log(self, state: RunState, config: object, samples: int, global_batch: int,
                    steps_per_epoch: int) -> None:

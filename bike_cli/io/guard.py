@@ -19,17 +19,18 @@ files of bike's own atomic writer (`sweep_temps`), never a user's file that mere
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from bike_cli.config.files import FOLDER, file_kind, not_regular
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import TMP_SUFFIX
 from bike_cli.io.csv_meta import meta_path
-from bike_cli.io.lock import lock_path_for
+from bike_cli.io.lock import WriterLock, lock_path_for
 
 PathOptions = Mapping[str, "Path | str | Iterable[Path | str] | None"]
 
@@ -190,3 +191,18 @@ class PathGuard:
         for entry in stale:
             entry.unlink(missing_ok=True)
         return stale
+
+    @contextlib.contextmanager
+    def holding(self, *paths: Path | None) -> Iterator[None]:
+        """Hold the WriterLock of each output file `paths` (None: skipped) for the block; once all are held,
+        remove the temporary files their dead writers left (a killed run's `.NAME.PID.HEX.tmp`)."""
+        outputs = [path for path in paths if path is not None]
+        for path in outputs:
+            if not self._is_declared(path):
+                raise BikeError(f"internal error: {path} is not an output of this command; not locking it")
+        with contextlib.ExitStack() as stack:
+            for path in outputs:
+                stack.enter_context(WriterLock(path))
+            for path in outputs:
+                self.sweep_temps_of(path)
+            yield

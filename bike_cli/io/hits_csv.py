@@ -84,6 +84,8 @@ def read_hits_csv(path: str | Path) -> HitsTable:
             rows = list(csv.reader(fh))
     except UnicodeDecodeError as e:
         raise not_text(source, "hits CSV", e) from None
+    except csv.Error as e:  # a cell over the csv module's 128 KiB field limit
+        raise InputError(f"{source}: malformed hits CSV ({e})") from None
     if not rows or tuple(rows[0]) != COLUMNS:
         raise InputError(f"{location(source, 1)}: expected the header {','.join(COLUMNS)!r} (hits CSV schema "
                          f"{SCHEMA_VERSION}), got {','.join(rows[0]) if rows else ''!r}")

@@ -192,6 +192,8 @@ def _read_header(source: Path) -> list[str]:
             header = next(csv.reader(fh), [])
     except UnicodeDecodeError as e:
         raise not_text(source, "score CSV", e) from None
+    except csv.Error as e:  # a header cell over the csv module's 128 KiB field limit
+        raise InputError(f"{location(source, 1)}: malformed score CSV header ({e})") from None
     if "attr_1" in header and "sentence" in header:
         raise InputError(f"{source} is an attributes CSV (what gen-attributes writes), not a score CSV: give the "
                          "scores instead (eval's video_scores.csv / attrs_scores.csv, or gen-attributes --scores)")

@@ -27,15 +27,25 @@ class Advances(Protocol):
 @torch.no_grad()
 def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int,
                  progress: Advances | None = None) -> torch.Tensor:
-    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device."""
+    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device.
+
+    Filled into one preallocated tensor, batch by batch: peak memory is the result plus one batch. A list
+    of small batch results joined at the end grew the process by about 5 MB per batch of 256 (each
+    result pinned the heap above the batch's freed activations: 1.1 GB for 50,000 phrases with
+    bike-tiny, measured), and held the result twice while joining it."""
     device = next(model.parameters()).device
-    out = []
+    out: torch.Tensor | None = None
     for start in range(0, len(texts), batch_size):
         tokens = tokenizer(list(texts[start:start + batch_size])).to(device)  # [b, L]
-        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))  # [b, D]
+        rows = F.normalize(model.encode_text(tokens).float(), dim=-1)  # [b, D]
+        if out is None:
+            out = torch.empty((len(texts), rows.shape[1]), dtype=torch.float32, device=device)
+        out[start:start + rows.shape[0]] = rows
         if progress is not None:
             progress.advance(tokens.shape[0])
-    return torch.cat(out)
+    if out is None:
+        raise ValueError("encode_texts needs at least one text")
+    return out
 
 
 def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,

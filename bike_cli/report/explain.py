@@ -7,8 +7,7 @@ frame in red with a red frame around its picture; the video's name, predicted cl
 as the row's title; the attribute sentence as its caption. With the mean head the saliency is uniform
 (1/T, no frame stands out) and the row says so.
 
-Drawn with matplotlib's Agg canvas on a `Figure` of its own (pyplot's global state is not touched),
-written under a temporary name and renamed, so an interrupted run leaves no half-written file.
+Drawn, with text as typed, and written atomically as every figure of `report.figures`.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, SubFigure
 
 from bike_cli.errors import InputError
-from bike_cli.io.atomic import atomic_write
+from bike_cli.report import figures
 
 
 class ExplainedVideo(Protocol):
@@ -42,19 +41,12 @@ ROW_INCHES = 3.1  # one video: title, frames, saliency bars, caption
 HIGHLIGHT, PLAIN = "#d62728", "#8c8c8c"
 
 
-def supported_formats() -> list[str]:
-    """File suffixes (without the dot) the Agg canvas can write: png, pdf, svg, jpg, ..."""
-    return sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
-
-
 def check_figure_path(path: Path) -> None:
     """InputError unless `path` ends in a format matplotlib writes (checked before any work)."""
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in supported_formats():
-        raise InputError(f"--explain {path}: the file name must end in one of "
-                         f"{', '.join('.' + s for s in supported_formats())} (e.g. out.png)")
+    figures.check_figure_path(path, "--explain")
 
 
+@figures.literal_text
 def draw_explanation(predictions: Sequence[ExplainedVideo], out: Path, dpi: int = 100) -> Path:
     """Draw Fig. 3 for `predictions` (one row each) into `out` (format from its suffix); returns `out`."""
     if not predictions:
@@ -67,7 +59,7 @@ def draw_explanation(predictions: Sequence[ExplainedVideo], out: Path, dpi: int 
     rows = fig.subfigures(len(predictions), 1, squeeze=False)[:, 0]
     for row, prediction in zip(rows, predictions):
         _draw_row(row, prediction, wrap=int(14 * steps))
-    return _save(fig, Path(out), dpi)
+    return figures.save_figure(fig, Path(out), dpi)
 
 
 def _draw_row(row: SubFigure, p: ExplainedVideo, wrap: int) -> None:
@@ -99,9 +91,3 @@ def _draw_row(row: SubFigure, p: ExplainedVideo, wrap: int) -> None:
     caption = p.sentence if p.sentence else "(no attributes: no lexicon)"
     row.supxlabel(textwrap.fill(f"+ Attributes: {caption}", wrap), fontsize=9, style="italic")
 
-
-def _save(fig: Figure, out: Path, dpi: int) -> Path:
-    """Write atomically: a temporary name beside `out`, then a rename."""
-    with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format=out.suffix.lower().lstrip("."), dpi=dpi)
-    return out

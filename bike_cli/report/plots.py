@@ -1,7 +1,7 @@
 """Report plots of `bike eval --plots DIR`: per-class accuracy and the fusion-weight curve (PNG).
 
-Drawn on matplotlib `Figure` objects of their own with the Agg canvas (pyplot's global state is not
-touched), each written under a temporary name and renamed.
+Drawn, with text as typed (a class name may hold a `$`), and written atomically as every figure of
+`report.figures`.
 """
 
 from __future__ import annotations
@@ -9,16 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bike_cli.io.atomic import atomic_write
-
-
-def _save(figure: Figure, path: Path) -> Path:
-    with atomic_write(path, "wb") as fh:
-        FigureCanvasAgg(figure).print_figure(fh, dpi=100, format=path.suffix.lstrip(".") or "png")
-    return path
+from bike_cli.report.figures import literal_text, save_figure
 
 
 def per_class_accuracy(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
@@ -31,6 +24,7 @@ def per_class_accuracy(scores: dict[str, np.ndarray], labels: np.ndarray, class_
     return out
 
 
+@literal_text
 def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], class_names: list[str], path: Path) -> Path:
     """Horizontal bars per class (sorted by the first branch's accuracy), one colour per branch."""
     first = next(iter(accuracy.values()))
@@ -47,7 +41,7 @@ def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], class_names: list[s
     axes.set_title("per-class accuracy")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +53,7 @@ def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray, step:
     return lambdas, top1
 
 
+@literal_text
 def plot_fusion_curve(lambdas: np.ndarray, top1: np.ndarray, chosen: float | None, path: Path) -> Path:
     """The fusion-weight curve, with the lambda used marked."""
     figure = Figure(figsize=(6, 4))
@@ -72,4 +67,4 @@ def plot_fusion_curve(lambdas: np.ndarray, top1: np.ndarray, chosen: float | Non
     axes.set_title("S = lambda * S_V + (1 - lambda) * S_A")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

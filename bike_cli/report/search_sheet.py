@@ -1,12 +1,16 @@
 """The contact sheet of `bike search --sheet`: one row per query, its top videos' most salient frames.
 
+A sheet holds at most SHEET_ROWS queries (a taller picture is unreadable, and its memory would grow
+with the queries): more are drawn as pages `STEM-1.EXT`, `STEM-2.EXT`, ... (`sheet_pages`), one at a time.
+
 Under each frame its score and video id; a video that could not be read is drawn as a grey blank
-labelled "unreadable" (never an error). Drawn with matplotlib's Agg canvas on a `Figure` of its own,
-written under a temporary name and renamed (as `report.explain`).
+labelled "unreadable" (never an error). Drawn, with text as typed, and written atomically as every
+figure of `report.figures`.
 """
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +20,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bike_cli.errors import InputError
-from bike_cli.io.atomic import atomic_write
+from bike_cli.data.decoding.read import read_frames
+from bike_cli.errors import BikeError, InputError
+from bike_cli.io.hits_csv import Hit
+from bike_cli.report import figures
 
+log = logging.getLogger(__name__)
 TILE_INCHES = 1.8
+SHEET_ROWS = 25  # queries per sheet file
 BLANK = 0.85  # grey level of an unreadable video's tile
 
 
@@ -31,14 +39,33 @@ class SheetTile:
     frame: int  # the frame's number in the video
 
 
+def hit_tile(hit: Hit) -> SheetTile:
+    """The hit's salient frame, decoded (None when the video cannot be read: a labelled blank)."""
+    try:
+        clip = read_frames(hit.path, lambda n: [min(hit.salient_frame, n - 1)], short_side=160)
+        image = clip.frames[0].numpy()
+    except (BikeError, OSError, RuntimeError, ValueError) as err:
+        log.warning("sheet: %s cannot be read (%s); drawn blank", hit.path, err)
+        image = None
+    return SheetTile(image, hit.score, hit.video_id, hit.salient_frame)
+
+
 def check_sheet_path(path: Path) -> None:
     """InputError unless `path` ends in a format matplotlib writes (checked before any work)."""
-    formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
-    if Path(path).suffix.lower().lstrip(".") not in formats:
-        raise InputError(f"--sheet {path}: the file name must end in one of "
-                         f"{', '.join('.' + s for s in formats)} (e.g. hits.png)")
+    figures.check_figure_path(path, "--sheet", "hits.png")
 
 
+def sheet_pages(path: Path, queries: int) -> list[tuple[Path, range]]:
+    """(file, the queries it shows) of a sheet of `queries` rows: `path` itself for up to SHEET_ROWS queries,
+    else `STEM-1.EXT`, `STEM-2.EXT`, ... beside it, SHEET_ROWS queries each (the last one the rest)."""
+    path = Path(path)
+    if queries <= SHEET_ROWS:
+        return [(path, range(queries))]
+    return [(path.with_name(f"{path.stem}-{k + 1}{path.suffix}"), range(start, min(queries, start + SHEET_ROWS)))
+            for k, start in enumerate(range(0, queries, SHEET_ROWS))]
+
+
+@figures.literal_text
 def draw_sheet(rows: Sequence[tuple[str, Sequence[SheetTile]]], out: Path, dpi: int = 100) -> Path:
     """Draw one row per (query, tiles) into `out` (format from its suffix); returns `out`."""
     if not rows:
@@ -56,9 +83,7 @@ def draw_sheet(rows: Sequence[tuple[str, Sequence[SheetTile]]], out: Path, dpi: 
         for ax, tile in zip(axes, tiles):
             _draw_tile(ax, tile)
         row.suptitle(textwrap.fill(f"\u201c{query}\u201d", 18 * width), fontsize=10)
-    with atomic_write(out, "wb") as fh:
-        fig.savefig(fh, format=Path(out).suffix.lower().lstrip("."), dpi=dpi)
-    return Path(out)
+    return figures.save_figure(fig, Path(out), dpi)
 
 
 def _draw_tile(ax, tile: SheetTile) -> None:

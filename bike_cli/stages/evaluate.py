@@ -40,7 +40,7 @@ from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
-from bike_cli.engine.runtime import Progress, cores_beside_workers, resolve_device
+from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
@@ -162,8 +162,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     authors_zero_shot = get_profile(cfg.compat).zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"
     vm.kept = [] if authors_zero_shot and cache is None else None
     started = time.perf_counter()
-    with cores_beside_workers(device, 0 if cache is not None else cfg.workers):  # a cache: read here
-        ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
+    ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
     if cache is not None:  # the cache numbers its labels by its own class names: renumber them by the columns'
         labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
                                  f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)

@@ -25,7 +25,7 @@ from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
 from bike_cli.engine.extraction import extract_share
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers, resolve_device
+from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers, loader_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
@@ -191,14 +191,15 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
     )
     device = resolve_device(cfg.device) if cfg.device else dist.device
     encoder = FrameEncoder(model, spec, device, cfg.precision)
-    with cores_beside_workers(device, cfg.workers):
+    workers = loader_workers(cfg.workers, len(mine))
+    with cores_beside_workers(device, workers):
         if mine:
             clips = MultiViewClips(
                 mine, frames=cfg.frames, layout=layout, size=meta.image_size, mode=cfg.sampling, seed=cfg.seed,
                 decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
             )
             extract_share(clips, encoder, parts_dir_for(cfg.out), video_list, meta, batch_size=cfg.batch_size,
-                          workers=cfg.workers, dist=dist, progress=progress)
+                          workers=workers, dist=dist, progress=progress)
     cached, failures = _merge_shares(cfg, meta, dist)
     summary = ExtractSummary(
         cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),

@@ -16,25 +16,30 @@ The most salient frame: t* = argmax_t of the view mean of S_t (`vcs`) or of the 
 the query (`mean`), in the clip whose crops peak there; its number in the video follows the cache's
 sampling rule and frame count. `evaluate`: class names as queries, per class AP and recall@1/5/10
 of its videos over the two-stage ranking (candidates by their rule, then the rest by stage 1).
+
+Queries are encoded and scored QUERY_CHUNK at a time, sheet pages drawn one at a time: memory does not
+grow with the queries. --out and --sheet are written under their writer locks, a killed run's
+temporary files removed first.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bike_cli.config.profile import get_profile
-from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
+from bike_cli.data.lists.lines import nonblank, read_lines
 from bike_cli.data.sampling import video_seed
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import BikeError, InputError
 from bike_cli.eval.metrics import average_precision
+from bike_cli.io.csv_meta import meta_path
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.hits_csv import Hit, write_hits_csv
@@ -45,11 +50,12 @@ from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, encode_class_texts, fill_template
-from bike_cli.report.search_sheet import SheetTile, check_sheet_path, draw_sheet
+from bike_cli.report.search_sheet import check_sheet_path, draw_sheet, hit_tile, sheet_pages
 
 log = logging.getLogger(__name__)
 
 SLAB = 4096  # videos per read while the index is built
+QUERY_CHUNK = 256  # queries encoded and scored together: memory does not grow with --queries
 RECALL_AT = (1, 5, 10)
 _MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity key -> float16 [N, D], this process
 
@@ -86,9 +92,7 @@ class SearchConfig:
         fill_template(self.template, "x")
         queries = list(self.queries)
         if self.queries_file is not None:
-            if not Path(self.queries_file).is_file():
-                raise InputError(f"--queries {self.queries_file}: no such file")
-            queries += [line.strip() for line in Path(self.queries_file).read_text().splitlines() if line.strip()]
+            queries += [text for _, text in nonblank(read_lines(Path(self.queries_file), "--queries file"))]
         for i, query in enumerate(queries, 1):
             if not query.strip():
                 raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
@@ -113,11 +117,11 @@ class SearchResult:
     seconds: dict
     evaluation: dict | None = None
     out: Path | None = None
-    sheet: Path | None = None
+    sheets: list[Path] = field(default_factory=list)  # the sheet, or its pages
 
     def to_json(self) -> dict:
         return {"rule": self.rule, "index": self.index, "seconds": self.seconds, "evaluation": self.evaluation,
-                "out": str(self.out) if self.out else None, "sheet": str(self.sheet) if self.sheet else None,
+                "out": str(self.out) if self.out else None, "sheets": [str(p) for p in self.sheets],
                 "queries": [{"query": q.query, "hits": [vars(h) for h in q.hits]} for q in self.queries]}
 
 
@@ -126,26 +130,31 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
     queries = cfg.validate()
     started = time.perf_counter()
     cache = FeatureCache(cfg.features, need_rows=True)
-    PathGuard({"--features": cache.path}, {"--out": cfg.out, "--sheet": cfg.sheet,
-                                            "the search index": index_path(cache.path),
-                                            "--pretrained": file_or_none(cfg.pretrained)})
-    encode = _text_encoder(cfg, cache)
-    vectors, index = load_index(cache, progress or Progress())
-    timings = {"model_and_index": time.perf_counter() - started}
-    result = SearchResult(cfg.rule, [], index, timings)
-    if queries:
-        prompts = [fill_template(cfg.template, q) for q in queries]
-        texts = encode(prompts)
+    pages = sheet_pages(cfg.sheet, len(queries)) if cfg.sheet is not None and queries else []
+    outputs = [cfg.out, meta_path(cfg.out) if cfg.out is not None else None, *(page for page, _ in pages)]
+    guard = PathGuard({"--features": cache.path}, {"--out": outputs[:2], "--sheet": outputs[2:],
+                                                   "the search index": index_path(cache.path),
+                                                   "--pretrained": file_or_none(cfg.pretrained)})
+    with guard.holding(*outputs):
+        encode = _text_encoder(cfg, cache)
+        vectors, index = load_index(cache, progress or Progress())
+        timings = {"model_and_index": time.perf_counter() - started}
+        result = SearchResult(cfg.rule, [], index, timings)
         tic = time.perf_counter()
-        found = search(cache, vectors, texts, cfg.rule, cfg.top, cfg.candidates)
+        counts = cache.num_frames() if queries else None
+        for start in range(0, len(queries), QUERY_CHUNK):  # encoded and scored a chunk at a time
+            prompts = [fill_template(cfg.template, q) for q in queries[start:start + QUERY_CHUNK]]
+            found = search(cache, vectors, encode(prompts), cfg.rule, cfg.top, cfg.candidates)
+            result.queries += [QueryHits(p, _hits(cache, cfg, p, f, counts)) for p, f in zip(prompts, found)]
         timings["query"] = time.perf_counter() - tic
-        result.queries = [QueryHits(p, _hits(cache, cfg, p, f)) for p, f in zip(prompts, found)]
-    if cfg.evaluate:
-        result.evaluation = evaluate_retrieval(cache, vectors, encode, cfg)
-    if cfg.out is not None and result.queries:
-        result.out = write_hits_csv(cfg.out, [h for q in result.queries for h in q.hits], cache.meta.compat, cfg.rule)
-    if cfg.sheet is not None and result.queries:
-        result.sheet = draw_sheet([(q.query, [_tile(h) for h in q.hits]) for q in result.queries], cfg.sheet)
+        if cfg.evaluate:
+            result.evaluation = evaluate_retrieval(cache, vectors, encode, cfg)
+        if cfg.out is not None and result.queries:
+            result.out = write_hits_csv(cfg.out, [h for q in result.queries for h in q.hits], cache.meta.compat,
+                                        cfg.rule)
+        for page, shown in pages:  # one page's frames decoded at a time
+            rows = [result.queries[i] for i in shown]
+            result.sheets.append(draw_sheet([(q.query, [hit_tile(h) for h in q.hits]) for q in rows], page))
     timings["total"] = time.perf_counter() - started
     return result
 
@@ -245,8 +254,10 @@ def salient(weights: np.ndarray, clips: int) -> tuple[int, int]:
     return step, int(per_clip[:, step].argmax())
 
 
-def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found) -> list[Hit]:
-    counts = cache.num_frames()
+def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found, counts: np.ndarray | None = None
+          ) -> list[Hit]:
+    """The hits of one query; `counts`: the frames of every video of the cache (`num_frames`, read once)."""
+    counts = cache.num_frames() if counts is None else counts
     hits = []
     for rank, (row, score, weights) in enumerate(zip(found.rows, found.scores, found.weights), 1):
         step, clip = salient(weights, cache.meta.clips)
@@ -255,17 +266,6 @@ def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found) -> l
         path = str(Path(cfg.root) / video_id) if cfg.root is not None else video_id
         hits.append(Hit(query, rank, video_id, path, float(score), step, frame))
     return hits
-
-
-def _tile(hit: Hit) -> SheetTile:
-    """The hit's salient frame, decoded (None when the video cannot be read: a labelled blank)."""
-    try:
-        clip = read_frames(hit.path, lambda n: [min(hit.salient_frame, n - 1)], short_side=160)
-        image = clip.frames[0].numpy()
-    except (BikeError, OSError, RuntimeError, ValueError) as err:
-        log.warning("sheet: %s cannot be read (%s); drawn blank", hit.path, err)
-        image = None
-    return SheetTile(image, hit.score, hit.video_id, hit.salient_frame)
 
 
 def evaluate_retrieval(cache: FeatureCache, vectors: torch.Tensor, encode, cfg: SearchConfig) -> dict:

@@ -9,11 +9,10 @@ Duplicate class names are an error. Blank lines are ignored.
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
-from bike_cli.data.lists.lines import nonblank, read_lines
+from bike_cli.data.lists.lines import csv_cells, nonblank, read_lines
 from bike_cli.errors import InputError, location
 
 CLASS_HEADER = ["id", "name"]
@@ -28,7 +27,7 @@ def read_class_names(path: str | Path) -> list[str]:
     if not lines:
         raise InputError(f"{source}: the class-name file is empty")
     first_line, first = lines[0]
-    if [c.strip().lower() for c in next(csv.reader([first]))] == CLASS_HEADER:
+    if [c.strip().lower() for c in csv_cells(source, first_line, first)] == CLASS_HEADER:
         rows = _check_ids(source, [_csv_class_row(source, n, s) for n, s in lines[1:]])
     elif source.suffix.lower() == ".csv":
         where = location(source, first_line)
@@ -51,7 +50,7 @@ def _charades_style(lines: list[tuple[int, str]]) -> bool:
 
 def _csv_class_row(source: Path, number: int, text: str) -> tuple[int, str, str]:
     """(line, id token, name) of an `id,name` row."""
-    cells = next(csv.reader([text]))
+    cells = csv_cells(source, number, text)
     if len(cells) != 2:
         raise InputError(
             f"{location(source, number)}: expected 'id,name', got {text!r} "

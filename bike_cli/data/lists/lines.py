@@ -1,12 +1,14 @@
-"""The lines of a list or class-name file: UTF-8 text (a BOM and CR/LF line ends are accepted)."""
+"""The lines of a list, class-name or query file: UTF-8 text (a BOM and CR/LF line ends are accepted),
+and the CSV cells of one line."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bike_cli.config.files import check_regular_file
-from bike_cli.errors import InputError
+from bike_cli.errors import InputError, location
 from bike_cli.io.file_kind import not_text
 
 
@@ -28,3 +30,12 @@ def nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
         text = line.strip()
         if text:
             yield number, text
+
+
+def csv_cells(source: Path, number: int, text: str) -> list[str]:
+    """The CSV cells of line `number` of `source`; InputError naming the line when the csv module refuses
+    it (a cell over its field limit of 128 KiB, a stray quote in strict mode)."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as err:
+        raise InputError(f"{location(source, number)}: malformed CSV line of {len(text)} characters ({err})") from None

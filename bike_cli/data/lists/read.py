@@ -21,7 +21,6 @@ All files are read as UTF-8 (a BOM and CR/LF line ends are accepted); blank line
 
 from __future__ import annotations
 
-import csv
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,7 @@ from bike_cli.data.lists.csv_lists import PATH_COLUMNS, parse_csv
 from bike_cli.data.lists.entries import VideoEntry, VideoList, check_unique_videos
 from bike_cli.data.lists.kinetics import KINETICS_COLUMNS, parse_kinetics
 from bike_cli.data.lists.labels import LabelParser
-from bike_cli.data.lists.lines import nonblank, read_lines
+from bike_cli.data.lists.lines import csv_cells, nonblank, read_lines
 from bike_cli.data.lists.text import parse_text
 from bike_cli.errors import InputError, location
 
@@ -97,7 +96,7 @@ def _detect_format(source: Path, lines: list[str]) -> str:
         raise InputError(f"{source}: the video list is empty")
     is_csv = source.suffix.lower() == ".csv"
     if is_csv or "," in first:
-        header = {cell.strip().lower() for cell in next(csv.reader([first]))}
+        header = {cell.strip().lower() for cell in csv_cells(source, first_line, first)}
         if header.issuperset(KINETICS_COLUMNS):
             return "kinetics"
         if header.intersection(PATH_COLUMNS):
