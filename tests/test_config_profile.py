@@ -104,6 +104,12 @@ def test_every_rule_name_of_a_profile_has_its_implementation():
         assert profile.zero_shot in (pf.BRANCH_SCORES, pf.FRAME_SOFTMAX)
 
 
+@pytest.mark.parametrize("field", sorted(pf.RULE_NAMES))
+def test_a_profile_with_a_rule_value_nothing_implements_fails_when_it_is_made(field):
+    with pytest.raises(ValueError, match=f"Profile.{field} 'paper' has no rule"):
+        dataclasses.replace(get_profile("bike"), **{field: "paper"})
+
+
 @pytest.mark.parametrize("call", [get_profile, check_profile])
 def test_an_unknown_name_is_the_one_line_input_error(call):
     with pytest.raises(InputError) as err:

@@ -55,6 +55,24 @@ AUTHORS_FUSE = 0.7  # their utils.fusion_acc: 0.7 x video + 0.3 x attributes
 AUTHORS_CROPS = (1, 3, 5, 10)  # their test.py --test_crops
 
 
+# The rule names each field of a Profile may take: the layer that implements a field has one entry per
+# name (tests/test_config_profile.py holds each table against this), and a Profile with any other value
+# fails when it is made, so no rule can fall through to another's.
+RULE_NAMES: dict[str, tuple[str, ...]] = {
+    "test_indices": (SEGMENT_CENTRES, TICK_STARTS),
+    "train_indices": (SEGMENT_UNIFORM, ROUNDED_SEGMENTS),
+    "test_transform": (DECODE_RESIZE, PIL_SCALE),
+    "video_scores": (BIKE_SOFTMAX, AUTHORS_TEST, AUTHORS_VALIDATE),
+    "fused_video_scores": (BIKE_SOFTMAX, AUTHORS_TEST, AUTHORS_VALIDATE),
+    "attrs_scores": (BIKE_SOFTMAX, AUTHORS_VALIDATE),
+    "zero_shot": (BRANCH_SCORES, FRAME_SOFTMAX),
+    "loss": ("bike", "authors"),
+    "optimizer_groups": (DECAY_EXEMPT, DECAY_ALL),
+    "lr_cadence": (PER_OPTIMIZER_STEP, PER_BATCH),
+    "auto_precision": (BF16_ELSE_FP16, FP16),
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     """The rules of one `--compat` profile (docs/reproducing.md, "The authors' released code")."""
@@ -75,6 +93,11 @@ class Profile:
     drop_last: bool  # whether training drops an epoch's last partial batch
     auto_precision: str  # `--precision auto` on CUDA: BF16_ELSE_FP16 | FP16
     authors_init_all_tokens: bool  # an authors' checkpoint as --init-from makes VCS query all tokens
+
+    def __post_init__(self) -> None:
+        for name, known in RULE_NAMES.items():
+            if getattr(self, name) not in known:
+                raise ValueError(f"Profile.{name} {getattr(self, name)!r} has no rule: one of {', '.join(known)}")
 
     def video_score_rule(self, fusing: bool) -> str:
         """The Video branch's score rule where it is fused (`fusing`) or not."""
