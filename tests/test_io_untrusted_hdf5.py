@@ -164,6 +164,21 @@ def test_a_cache_that_reaches_beyond_itself_or_lies_about_its_size_is_refused_in
     assert "\n" not in message
 
 
+def test_a_cache_another_process_holds_open_for_writing_is_in_use_not_unreadable(tmp_path):
+    path = write_cache(tmp_path / "cache.h5")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('held', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError) as err:
+            FeatureCache(path, need_rows=True)
+    finally:
+        holder.communicate("", timeout=60)
+    assert str(err.value).startswith(f"{path} is in use by another process, which holds it open for writing")
+    assert FeatureCache(path, need_rows=True).meta.frames == FRAMES  # free again: read as usual
+
+
 @pytest.mark.slow
 def test_search_on_external_storage_is_one_line_and_reads_no_byte_of_the_private_file(tmp_path):
     path = write_cache(tmp_path / "cache.h5")

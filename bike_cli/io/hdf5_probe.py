@@ -81,12 +81,17 @@ def _check_storage(name: str, dset: h5py.Dataset, file_size: int) -> None:
                       "is written")
 
 
+def is_locked_error(err: BaseException) -> bool:
+    """Whether h5py refused to open a file because another process holds it open for writing."""
+    return isinstance(err, BlockingIOError) or "unable to lock file" in str(err)
+
+
 def check_file(path: str, rules: dict[str, tuple[str, tuple[int, ...]]], step: Callable[[], None]) -> None:
     """Refused unless the file at `path` passes (see the module doc); `step` is called between reads."""
     try:
         h5 = h5py.File(path, "r")
     except Exception as err:  # noqa: BLE001 - whatever libhdf5 makes of the bytes
-        raise Refused(str(err), "unreadable") from None
+        raise Refused(str(err), "locked" if is_locked_error(err) else "unreadable") from None
     with h5:
         file_size = os.fstat(h5.id.get_vfd_handle()).st_size
         for name in h5.attrs:

@@ -39,6 +39,7 @@ import h5py
 
 from bike_cli.config.files import file_kind
 from bike_cli.errors import BikeError, InputError
+from bike_cli.io.hdf5_probe import is_locked_error
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ def check_hdf5(path: str | Path, rules: Rules, what: str) -> Stamp:
         _PASSED.add((str(path), stamp, key))
         return stamp
     kind = verdict["kind"]
+    if kind == "locked":
+        raise InputError(in_use(path))
     if kind == "unreadable":
         raise InputError(f"{path} is not a readable HDF5 file: {verdict['reason']}")
     if kind == "stalled":
@@ -177,6 +180,12 @@ def check_hdf5(path: str | Path, rules: Rules, what: str) -> Stamp:
     else:
         reason = verdict["reason"]
     raise InputError(f"{path} is a malformed {what}: {reason}")
+
+
+def in_use(path: str | Path) -> str:
+    """The message for a file another process holds open for writing (HDF5's own file lock)."""
+    return (f"{path} is in use by another process, which holds it open for writing (another bike command "
+            "writing it?): run again once that process has finished")
 
 
 def open_hdf5(path: str | Path, rules: Rules, what: str, stamp: Stamp | None = None) -> h5py.File:
@@ -208,4 +217,6 @@ def hdf5_errors(path: str | Path, what: str) -> Iterator[None]:
     except BikeError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        if is_locked_error(err):
+            raise InputError(in_use(path)) from None
         raise InputError(f"{path} is a malformed {what} ({type(err).__name__}: {err})") from None
