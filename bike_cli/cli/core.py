@@ -223,17 +223,17 @@ def run_guarded(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return func(*args, **kwargs)
     except BikeError as err:
-        console.print(ERROR, str(err), highlight=False)
+        console.print(ERROR, str(err), highlight=False, soft_wrap=True)  # one line: the terminal folds it
         raise typer.Exit(code=EXIT_FAILURE) from None
     except KeyboardInterrupt as err:
         advice = _RESUME_ADVICE.get(getattr(func, "__name__", ""), "nothing finished was overwritten; run it again")
         terminated = isinstance(err, _Terminated)
         console.print(Text(f"{'terminated' if terminated else 'interrupted'}:", style="yellow"),
-                      f"finished work is kept; {advice}")
+                      f"finished work is kept; {advice}", soft_wrap=True)
         raise typer.Exit(code=128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED) from None
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
     """Stop with one red line and exit code `code` (a problem the shell itself found)."""
-    console.print(ERROR, message, highlight=False)
+    console.print(ERROR, message, highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
