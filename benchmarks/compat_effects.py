@@ -25,6 +25,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.authors import authors_test_indices, authors_views
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.lists.classes import read_class_names
@@ -40,7 +41,7 @@ from bike_cli.models.heads import TemporalTransformer
 from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
 from bike_cli.models.registry import get_tokenizer, register_configs
 from bike_cli.models.text import encode_class_texts
-from bike_cli.stages.extract import ExtractConfig, run_extraction
+from bike_cli.stages.extract import run_extraction
 
 register_configs()
 

@@ -56,7 +56,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.lists.classes import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train

@@ -302,7 +302,7 @@ def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(th
 
 
 def test_the_init_from_switch_of_a_third_profile_is_honoured_by_train_video(third, monkeypatch):
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.stages import train_video
 
     monkeypatch.setattr(train_video, "is_authors_checkpoint", lambda path: True)

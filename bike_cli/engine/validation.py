@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.lists.read import read_video_list

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import check_profile, check_same_profile
-from bike_cli.config.train_attrs import TrainAttrsConfig
+from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import check_profile, check_same_profile, get_profile
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.few_shot import few_shot_indices
