@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.authors import authors_test_indices, authors_views
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import segment_indices, spatial_crops
 from bike_cli.data.synthetic import make_sample_dataset
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache

@@ -46,8 +46,8 @@ from torch.utils.data import DataLoader
 
 from bike_cli.config.stages import DEFAULT_DECODER, ExtractConfig
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import parse_views, segment_indices
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.extraction import worker_init
 from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.models.clip import load_clip

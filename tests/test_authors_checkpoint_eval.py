@@ -24,8 +24,8 @@ import torch.nn.functional as F
 import torchvision.transforms as TV
 from PIL import Image
 
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.class_names import read_class_names
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv

@@ -98,8 +98,8 @@ def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_dat
     import torch
 
     from bike_cli.config.stages import PredictConfig
-    from bike_cli.data.lists.classes import read_class_names
-    from bike_cli.data.lists.read import read_video_list
+    from bike_cli.data.class_names import read_class_names
+    from bike_cli.data.video_lists import read_video_list
     from bike_cli.models.authors import authors_view_scores
     from bike_cli.stages.predict import load_predictor
 

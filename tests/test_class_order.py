@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.data.lists.classes import read_class_names
+from bike_cli.data.class_names import read_class_names
 from bike_cli.errors import InputError
 from bike_cli.stages.train_video import run_train_video
 
@@ -44,7 +44,7 @@ def test_eval_metrics_do_not_depend_on_the_class_file_order(tmp_path, motion_cac
 
 
 def test_label_order_maps_by_name_and_refuses_a_missing_name():
-    from bike_cli.data.lists.classes import label_order, relabel
+    from bike_cli.data.class_names import label_order, relabel
 
     assert label_order(["a", "b"], ["a", "b"], "f", "c") is None
     assert label_order(["a", "b"], [], "f", "c") is None

@@ -222,9 +222,9 @@ def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_configure_training(
 
 def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third):
     from bike_cli.data.clip_dataset import MultiViewClips
-    from bike_cli.data.lists.entries import VideoEntry
     from bike_cli.data.sampling import ViewLayout
     from bike_cli.data.train_clips import TrainClips
+    from bike_cli.data.video_lists import VideoEntry
 
     entry = VideoEntry("v", Path("v.mp4"), (0,), 1)
 
@@ -245,10 +245,10 @@ def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third
 
 
 def test_the_test_transform_of_a_third_profile_is_honoured_by_multiview_clips(third, sample_data):
+    from bike_cli.data.class_names import read_class_names
     from bike_cli.data.clip_dataset import MultiViewClips
-    from bike_cli.data.lists.classes import read_class_names
-    from bike_cli.data.lists.read import read_video_list
     from bike_cli.data.sampling import ViewLayout
+    from bike_cli.data.video_lists import read_video_list
 
     entry = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0]
 

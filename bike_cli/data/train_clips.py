@@ -33,8 +33,8 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.indices import TRAIN_INDICES
-from bike_cli.data.lists.entries import VideoEntry
 from bike_cli.data.sampling import spatial_crops, video_seed
+from bike_cli.data.video_lists import VideoEntry
 from bike_cli.errors import DecodeError, InputError
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from bike_cli.config.profile import (
     video_score_rule,
 )
 from bike_cli.config.stages import EvalConfig
-from bike_cli.data.lists.classes import labels_by_names, read_class_names
+from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores

@@ -34,8 +34,8 @@ from torch import nn
 
 from bike_cli.config.profile import COSINE
 from bike_cli.config.stages import GenAttributesConfig
+from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics

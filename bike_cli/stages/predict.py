@@ -32,9 +32,9 @@ from torch import nn
 
 from bike_cli.config.profile import check_profile
 from bike_cli.config.stages import PredictConfig
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists.classes import read_class_names
 from bike_cli.engine.predictor import Predictor, VideoPrediction
 from bike_cli.engine.predictor_sources import authors_predictor, checkpoint_predictor, zero_shot_predictor
 from bike_cli.engine.runtime import resolve_device
