@@ -89,7 +89,7 @@ def test_the_constants_other_layers_read_are_the_profiles_values():
 
 
 def test_every_rule_name_of_a_profile_has_its_implementation():
-    from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
+    from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES
     from bike_cli.models.authors import ATTRS_RULES, AUTHORS_RULES, LOSSES
 
     for profile in PROFILES.values():

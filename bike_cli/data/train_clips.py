@@ -32,8 +32,7 @@ from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.indices import TRAIN_INDICES
-from bike_cli.data.sampling import spatial_crops, video_seed
+from bike_cli.data.sampling import TRAIN_INDICES, spatial_crops, video_seed
 from bike_cli.data.video_lists import VideoEntry
 from bike_cli.errors import DecodeError, InputError
 

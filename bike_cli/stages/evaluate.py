@@ -46,9 +46,8 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
 from bike_cli.io.metrics_json import write_eval_metrics
-from bike_cli.io.outputs import check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.eval_branch import VideoModel, video_model

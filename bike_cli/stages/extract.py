@@ -41,9 +41,8 @@ from bike_cli.io.feature_cache_parts import (
     scan_parts,
     write_meta_file,
 )
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
 from bike_cli.io.lock import WriterLock
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.clip import load_clip
 from bike_cli.models.visual_digest import visual_sha256

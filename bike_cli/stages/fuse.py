@@ -41,9 +41,8 @@ from bike_cli.eval.fusion import (
 )
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta
-from bike_cli.io.guard import PathGuard
+from bike_cli.io.guard import PathGuard, check_file_output
 from bike_cli.io.metrics_json import write_fuse_metrics
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 
 log = logging.getLogger(__name__)

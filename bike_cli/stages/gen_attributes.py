@@ -42,9 +42,8 @@ from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
 from bike_cli.io.identity import check_same_model, identity_record
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.attributes import (
     Selection,

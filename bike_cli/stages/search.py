@@ -34,8 +34,7 @@ import torch
 
 from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import SearchConfig
-from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
-from bike_cli.data.sampling import video_seed
+from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
 from bike_cli.data.video_lists import nonblank, read_lines
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import BikeError, InputError

@@ -24,9 +24,8 @@ from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
-from bike_cli.data.few_shot import few_shot_indices
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
-from bike_cli.data.sampling import check_frames
+from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
