@@ -25,12 +25,13 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.authors import authors_test_indices, authors_views
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import segment_indices, spatial_crops
 from bike_cli.data.synthetic import make_sample_dataset
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
@@ -40,7 +41,7 @@ from bike_cli.models.heads import TemporalTransformer
 from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
 from bike_cli.models.registry import get_tokenizer, register_configs
 from bike_cli.models.text import encode_class_texts
-from bike_cli.stages.extract import ExtractConfig, run_extraction
+from bike_cli.stages.extract import run_extraction
 
 register_configs()
 

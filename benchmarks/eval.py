@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 import torch
 
+from bike_cli.config.stages import EvalConfig
 from bike_cli.engine.evaluation import cache_scores
 from bike_cli.engine.runtime import Progress
 from bike_cli.eval.protocols import run_protocol
@@ -48,7 +49,6 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
-from bike_cli.stages.evaluate import EvalConfig
 
 CONFIGS = (("vcs", "transformer"), ("vcs", "none"), ("mean", "none"))
 TARGET_S = 10.0

@@ -44,15 +44,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from bike_cli.config.stages import DEFAULT_DECODER, ExtractConfig
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.decoding.read import DEFAULT_DECODER
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import parse_views, segment_indices
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.extraction import worker_init
 from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
-from bike_cli.stages.extract import ExtractConfig, run_extraction
+from bike_cli.stages.extract import run_extraction
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 READABLE_CLIPS = (  # the clips with a video stream (nasa_audio_only.mp3 has none)

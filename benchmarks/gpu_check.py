@@ -68,9 +68,10 @@ def sync(device: torch.device) -> None:
 
 
 def check_extract(tmp: Path, s: dict, clips: Path) -> dict:
+    from bike_cli.config.stages import ExtractConfig
     from bike_cli.engine.frame_encoder import FrameEncoder
     from bike_cli.models.clip import load_clip
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.stages.extract import run_extraction
 
     device = torch.device(s["device"])
     cfg = ExtractConfig(list_path=video_list(tmp, s["videos"], clips), root=tmp / "videos", out=tmp / "extract.h5",
@@ -95,7 +96,7 @@ def check_extract(tmp: Path, s: dict, clips: Path) -> dict:
 
 
 def check_train(tmp: Path, s: dict) -> tuple[dict, Path]:
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.stages.train_video import run_train_video
 
     started = time.perf_counter()
@@ -111,7 +112,8 @@ def check_train(tmp: Path, s: dict) -> tuple[dict, Path]:
 
 
 def check_eval(tmp: Path, s: dict, checkpoint: Path) -> dict:
-    from bike_cli.stages.evaluate import EvalConfig, run_eval
+    from bike_cli.config.stages import EvalConfig
+    from bike_cli.stages.evaluate import run_eval
 
     cache = build_cache(tmp / "eval.h5", s["eval_videos"], 4, 3, 8, s["dim"], s["classes"], model=s["model"])
     started = time.perf_counter()

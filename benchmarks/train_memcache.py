@@ -40,7 +40,7 @@ def child(spec: dict) -> dict:
     from torch.utils.data import DataLoader
     from train_video import make_rig, median_figures, peak_rss_mib, random_class_texts
 
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.data.memory_cache import MemoryBatches, MemoryClips
     from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
     from bike_cli.engine.schedule import EpochBatches

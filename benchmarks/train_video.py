@@ -56,8 +56,8 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.data.lists.classes import read_class_names
+from bike_cli.config.stages import TrainVideoConfig
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
 from bike_cli.engine.frame_encoder import to_unit_pixels

@@ -28,8 +28,9 @@ def sample_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def motion_caches(tmp_path_factory):
     """Train/val feature caches (bike-tiny, 8 frames) of a generated 4-class dataset (12 videos a class)."""
+    from bike_cli.config.stages import ExtractConfig
     from bike_cli.data.synthetic import make_sample_dataset
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.stages.extract import run_extraction
 
     root = tmp_path_factory.mktemp("motion")
     data = make_sample_dataset(root / "data", videos_per_class=12, num_frames=16, seed=5)
@@ -42,7 +43,8 @@ def motion_caches(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory, sample_data):
     """A 4-frame bike-tiny feature cache of the sample videos' train split (8 videos, 4 classes)."""
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.config.stages import ExtractConfig
+    from bike_cli.stages.extract import run_extraction
 
     out = tmp_path_factory.mktemp("tiny_cache") / "train_4f.h5"
     run_extraction(ExtractConfig(list_path=sample_data.train, classes=sample_data.classes, out=out, frames=4,

@@ -13,11 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.train_attrs import TrainAttrsConfig
+from bike_cli.config.stages import GenAttributesConfig, TrainAttrsConfig
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.io.checkpoints import load_attrs_checkpoint
 from bike_cli.io.csv_meta import meta_path, read_csv_meta
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+from bike_cli.stages.gen_attributes import run_gen_attributes
 from bike_cli.stages.train_attrs import run_train_attrs
 
 PHRASES = ["a red square", "a blue circle", "moving left", "moving right", "a grey background", "a still scene"]

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 import torchvision.transforms as TV
 from PIL import Image
 
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.class_names import read_class_names
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv
@@ -259,10 +259,11 @@ def test_bike_predict_reads_an_authors_checkpoint(tmp_path, sample_data, authors
 
 
 def test_attributes_under_the_authors_profile_are_fused_0_7_0_3(tmp_path, sample_data, authors_ckpt):
+    from bike_cli.config.stages import EvalConfig, ExtractConfig, GenAttributesConfig
     from bike_cli.io.csv_meta import read_csv_compat
-    from bike_cli.stages.evaluate import EvalConfig, run_eval
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
-    from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+    from bike_cli.stages.evaluate import run_eval
+    from bike_cli.stages.extract import run_extraction
+    from bike_cli.stages.gen_attributes import run_gen_attributes
 
     cache = tmp_path / "val.h5"
     run_extraction(ExtractConfig(list_path=sample_data.val, classes=sample_data.classes, out=cache, frames=FRAMES,

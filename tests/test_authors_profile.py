@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from bike_cli.config.stages import EvalConfig, FuseConfig
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import read_score_csv, write_score_csv
-from bike_cli.stages.evaluate import EvalConfig, run_eval
-from bike_cli.stages.fuse import FuseConfig, run_fuse
+from bike_cli.stages.evaluate import run_eval
+from bike_cli.stages.fuse import run_fuse
 
 
 def _scores(path, seed, compat=None):
@@ -96,10 +97,11 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
 def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_data):
     import torch
 
-    from bike_cli.data.lists.classes import read_class_names
-    from bike_cli.data.lists.read import read_video_list
+    from bike_cli.config.stages import PredictConfig
+    from bike_cli.data.class_names import read_class_names
+    from bike_cli.data.video_lists import read_video_list
     from bike_cli.models.authors import authors_view_scores
-    from bike_cli.stages.predict import PredictConfig, load_predictor
+    from bike_cli.stages.predict import load_predictor
 
     video = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0].path
     cfg = PredictConfig(videos=[video], model="bike-tiny", pretrained="none", class_names=["a", "b", "c"],

@@ -9,7 +9,7 @@ import open_clip
 import pytest
 import torch
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.engine.schedule import authors_warmup_cosine
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.checkpoints import load_video_checkpoint

@@ -164,7 +164,7 @@ def _authors_ckpt_and_cache(tmp_path, train):
 @pytest.mark.parametrize("given,expected", [(None, "all"), ("words", "words")])
 def test_init_from_an_authors_checkpoint_queries_all_tokens_unless_told(tmp_path, motion_caches, caplog,
                                                                         given, expected):
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.io.checkpoints import load_video_checkpoint
     from bike_cli.stages.train_video import run_train_video
 

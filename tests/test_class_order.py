@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bike_cli.config.train_video import TrainVideoConfig
-from bike_cli.data.lists.classes import read_class_names
+from bike_cli.config.stages import TrainVideoConfig
+from bike_cli.data.class_names import read_class_names
 from bike_cli.errors import InputError
 from bike_cli.stages.train_video import run_train_video
 
@@ -44,7 +44,7 @@ def test_eval_metrics_do_not_depend_on_the_class_file_order(tmp_path, motion_cac
 
 
 def test_label_order_maps_by_name_and_refuses_a_missing_name():
-    from bike_cli.data.lists.classes import label_order, relabel
+    from bike_cli.data.class_names import label_order, relabel
 
     assert label_order(["a", "b"], ["a", "b"], "f", "c") is None
     assert label_order(["a", "b"], [], "f", "c") is None
@@ -92,7 +92,8 @@ def test_train_video_does_not_depend_on_the_class_file_order(tmp_path, motion_ca
 
 
 def _attributes(tmp_path: Path, cache: Path, name: str, **options) -> Path:
-    from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+    from bike_cli.config.stages import GenAttributesConfig
+    from bike_cli.stages.gen_attributes import run_gen_attributes
 
     lexicon = tmp_path / "phrases.txt"
     lexicon.write_text("a red square\na blue circle\nmoving to the left\nmoving up\na grey background\n")
@@ -102,7 +103,7 @@ def _attributes(tmp_path: Path, cache: Path, name: str, **options) -> Path:
 
 
 def test_train_attrs_does_not_depend_on_the_class_file_order(tmp_path, motion_caches):
-    from bike_cli.config.train_attrs import TrainAttrsConfig
+    from bike_cli.config.stages import TrainAttrsConfig
     from bike_cli.stages.train_attrs import run_train_attrs
 
     data, train, val = motion_caches
@@ -131,8 +132,9 @@ def test_gen_attributes_scores_do_not_depend_on_the_class_file_order(tmp_path, m
 
 
 def test_fuse_maps_the_columns_of_a_score_csv_by_name(tmp_path):
+    from bike_cli.config.stages import FuseConfig
     from bike_cli.io.score_csv import write_score_csv
-    from bike_cli.stages.fuse import FuseConfig, run_fuse
+    from bike_cli.stages.fuse import run_fuse
 
     rng = np.random.default_rng(3)
     names, labels = ["archery", "bowling", "cooking", "dancing"], rng.integers(0, 4, size=30)
@@ -153,8 +155,9 @@ def test_fuse_maps_the_columns_of_a_score_csv_by_name(tmp_path):
 
 
 def test_fuse_refuses_score_csvs_of_different_class_sets(tmp_path):
+    from bike_cli.config.stages import FuseConfig
     from bike_cli.io.score_csv import write_score_csv
-    from bike_cli.stages.fuse import FuseConfig, run_fuse
+    from bike_cli.stages.fuse import run_fuse
 
     scores, labels = np.full((2, 2), 0.5), np.array([0, 1])
     write_score_csv(tmp_path / "a.csv", ["x", "y"], labels, scores, ["archery", "bowling"])
@@ -164,7 +167,8 @@ def test_fuse_refuses_score_csvs_of_different_class_sets(tmp_path):
 
 
 def test_predict_does_not_depend_on_the_class_file_order(tmp_path, sample_data):
-    from bike_cli.stages.predict import PredictConfig, run_predict
+    from bike_cli.config.stages import PredictConfig
+    from bike_cli.stages.predict import run_predict
 
     video = next(sample_data.root.rglob("*.mp4"))
     results = {}

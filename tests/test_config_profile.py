@@ -89,7 +89,7 @@ def test_the_constants_other_layers_read_are_the_profiles_values():
 
 
 def test_every_rule_name_of_a_profile_has_its_implementation():
-    from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
+    from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES
     from bike_cli.models.authors import ATTRS_RULES, AUTHORS_RULES, LOSSES
 
     for profile in PROFILES.values():
@@ -228,9 +228,9 @@ def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_configure_training(
 
 def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third):
     from bike_cli.data.clip_dataset import MultiViewClips
-    from bike_cli.data.lists.entries import VideoEntry
     from bike_cli.data.sampling import ViewLayout
     from bike_cli.data.train_clips import TrainClips
+    from bike_cli.data.video_lists import VideoEntry
 
     entry = VideoEntry("v", Path("v.mp4"), (0,), 1)
 
@@ -251,10 +251,10 @@ def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third
 
 
 def test_the_test_transform_of_a_third_profile_is_honoured_by_multiview_clips(third, sample_data):
+    from bike_cli.data.class_names import read_class_names
     from bike_cli.data.clip_dataset import MultiViewClips
-    from bike_cli.data.lists.classes import read_class_names
-    from bike_cli.data.lists.read import read_video_list
     from bike_cli.data.sampling import ViewLayout
+    from bike_cli.data.video_lists import read_video_list
 
     entry = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0]
 
@@ -308,7 +308,7 @@ def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(th
 
 
 def test_the_init_from_switch_of_a_third_profile_is_honoured_by_train_video(third, monkeypatch):
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.stages import train_video
 
     monkeypatch.setattr(train_video, "is_authors_checkpoint", lambda path: True)

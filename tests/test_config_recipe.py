@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from bike_cli.config.recipe import build_config, config_to_dict, load_recipe
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import DEFAULT_TEMPLATE, TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.io.run_config import save_resolved
-from bike_cli.models.text import DEFAULT_TEMPLATE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STAGE = "train-video"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import EvalConfig, TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.memory_cache import MemoryClips
 from bike_cli.engine.frame_encoder import FrameEncoder
@@ -14,7 +14,7 @@ from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv
 from bike_cli.models.clip import load_clip
-from bike_cli.stages.evaluate import EvalConfig, run_eval
+from bike_cli.stages.evaluate import run_eval
 from bike_cli.stages.train_video import run_train_video
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bike_cli.data.decoding.probe import probe
+from bike_cli.data.decoding.pyav_backend import probe
 from bike_cli.data.decoding.read import DECODERS, read_frames
 from bike_cli.data.synthetic import write_corrupt_video, write_video
 from bike_cli.errors import DecodeError, InputError

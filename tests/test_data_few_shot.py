@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bike_cli.data.few_shot import few_shot_indices
+from bike_cli.data.sampling import few_shot_indices
 from bike_cli.errors import InputError
 
 

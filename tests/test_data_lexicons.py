@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.lexicons import (
     LEXICON_DIR,
     LEXICONS,
@@ -15,7 +16,6 @@ from bike_cli.data.lexicons import (
     load_lexicon,
     normalise_phrase,
 )
-from bike_cli.data.lists.classes import read_class_names
 from bike_cli.errors import InputError
 
 # class counts of the datasets (public facts)

@@ -1,4 +1,4 @@
-"""Tests for the bike_cli.data.lists modules: video lists (text, CSV, Kinetics) and class-name files."""
+"""Video lists (text, CSV, Kinetics: bike_cli.data.video_lists) and class-name files (bike_cli.data.class_names)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.class_names import read_class_names
+from bike_cli.data.video_lists import VideoEntry, read_video_list
 from bike_cli.errors import InputError
 
 SHARED_LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "labels"

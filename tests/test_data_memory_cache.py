@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data import memory_cache
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, read_rows, wants_memory

@@ -12,13 +12,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bike_cli.data.augment import RATIO, ClipAugment, random_resized_box
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.synthetic import SampleDataset, make_sample_dataset, write_corrupt_video, write_video
 from bike_cli.data.train_clips import TrainClips, collate_train, decode_short_side, val_targets
+from bike_cli.data.video_lists import VideoEntry, read_video_list
 from bike_cli.errors import DecodeError, InputError
 
 GREY_STEP = 12  # frame k of the grey video is uniformly grey level GREY_STEP * k

@@ -145,7 +145,7 @@ def test_resume_after_overwrite_continues_the_new_run_not_the_old_one(tmp_path):
 
 
 def test_resume_takes_the_same_file_named_another_way_as_unchanged(tmp_path, monkeypatch):
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.engine.resume import CONFIG_FILE, check_resume_config
     from bike_cli.io.run_config import save_resolved
 

@@ -23,7 +23,8 @@ def test_workers_are_capped_by_cores_and_items(monkeypatch, caplog, requested, c
 
 
 def test_extract_with_more_workers_than_videos_starts_one_per_video(tmp_path, sample_data, caplog, monkeypatch):
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.config.stages import ExtractConfig
+    from bike_cli.stages.extract import run_extraction
 
     monkeypatch.setattr(runtime, "usable_cores", lambda: 64)
     listed = tmp_path / "two.csv"

@@ -16,9 +16,10 @@ pytest.importorskip("transformers", reason="transformers is not installed (pip i
 import open_clip  # noqa: E402
 
 from bike_cli.cli.app import app  # noqa: E402
+from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer  # noqa: E402
-from bike_cli.models.text import DEFAULT_TEMPLATE, encode_class_texts, padding_free_mask  # noqa: E402
+from bike_cli.models.text import encode_class_texts, padding_free_mask
 from bike_cli.models.text_towers import encode_text_tokens, text_tower_kind  # noqa: E402
 
 NAME = "bike-tiny-hf-test"

@@ -242,7 +242,7 @@ def test_a_video_whose_embeddings_are_not_finite_is_a_failure_not_a_row(tmp_path
     from test_io_feature_cache import make_meta
 
     from bike_cli.data.clip_dataset import ClipBatch, ClipItem
-    from bike_cli.data.lists.entries import VideoEntry, VideoList
+    from bike_cli.data.video_lists import VideoEntry, VideoList
     from bike_cli.engine.extraction import encode_batch
 
     meta = make_meta()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import InputError
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.lock import OutputLockedError, WriterLock

@@ -77,7 +77,8 @@ def test_an_old_format_checkpoint_without_model_args_still_loads(tmp_path, tiny)
     rebuilt.load_state_dict(loaded.state_dict)
     for key, value in branch.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[key], value)
-    from bike_cli.stages.predict import PredictConfig, load_predictor
+    from bike_cli.config.stages import PredictConfig
+    from bike_cli.stages.predict import load_predictor
 
     predictor, _ = load_predictor(PredictConfig(videos=[], checkpoint=path, lexicon="none"))  # as a stage loads it
     assert predictor.frames == 4 and predictor.description["temporal"] == "transformer"
@@ -119,7 +120,7 @@ def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, mo
     """model_args of a new run = the spec a schema-1 reader derives from the same run's config + clip."""
     from dataclasses import replace
 
-    from bike_cli.config.train_video import TrainVideoConfig
+    from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.stages.train_video import run_train_video
 
     _, train, _ = motion_caches

@@ -9,17 +9,12 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
+from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import vcs_logits
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import (
-    DEFAULT_TEMPLATE,
-    class_name_spans,
-    encode_class_texts,
-    text_token_embeddings,
-    word_token_mask,
-)
+from bike_cli.models.text import class_name_spans, encode_class_texts, text_token_embeddings, word_token_mask
 
 NAMES = ["playing guitar", "video", "tai chi"]
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.errors import ModelLoadError
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import DEFAULT_TEMPLATE, class_name_spans, encode_class_texts, padding_free_mask
+from bike_cli.models.text import class_name_spans, encode_class_texts, padding_free_mask
 from bike_cli.models.text_towers import encode_text_tokens, text_tower_kind, text_width
 
 NAMES = ["playing guitar", "tai chi", "rock climbing indoors"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bike_cli.config.recipe import build_config
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache

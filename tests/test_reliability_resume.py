@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bike_cli.config.stages import ExtractConfig
 from bike_cli.io.checkpoints import load_video_checkpoint
-from bike_cli.stages.extract import ExtractConfig, run_extraction
+from bike_cli.stages.extract import run_extraction
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 

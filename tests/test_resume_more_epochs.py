@@ -16,7 +16,7 @@ import yaml
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_rig import Quadratic, Rows
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError
@@ -174,7 +174,7 @@ def test_train_attrs_resume_with_more_epochs_continues(tmp_path):
     attributes_file(tmp_path / "train.csv", 4, seed=0)
     cfg = dict(attributes=tmp_path / "train.csv", classes=classes, out=tmp_path / "run", model="bike-tiny",
                pretrained="none", batch_size=8, lr=3e-3, warmup_epochs=1, templates=["{}"])
-    from bike_cli.config.train_attrs import TrainAttrsConfig
+    from bike_cli.config.stages import TrainAttrsConfig
 
     run_train_attrs(TrainAttrsConfig(**cfg, epochs=1))
     summary = run_train_attrs(TrainAttrsConfig(**cfg, epochs=2, resume=True))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from bike_cli.config.stages import DemoConfig
 from bike_cli.stages import demo
-from bike_cli.stages.demo import DemoConfig, run_demo
+from bike_cli.stages.demo import run_demo
 
 
 class Clock:

@@ -11,13 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import EvalConfig, ExtractConfig, GenAttributesConfig, TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import read_score_csv
-from bike_cli.stages.evaluate import EvalConfig, run_eval
-from bike_cli.stages.extract import ExtractConfig, run_extraction
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+from bike_cli.stages.evaluate import run_eval
+from bike_cli.stages.extract import run_extraction
+from bike_cli.stages.gen_attributes import run_gen_attributes
 from bike_cli.stages.train_video import run_train_video
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices
 from bike_cli.data.synthetic import write_corrupt_video
@@ -16,7 +17,7 @@ from bike_cli.errors import CacheMismatchError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.feature_cache_parts import parts_dir_for
 from bike_cli.models.clip import load_clip
-from bike_cli.stages.extract import ExtractConfig, run_extraction
+from bike_cli.stages.extract import run_extraction
 
 REAL_VIDEOS = [
     "arm_wrestling.mp4", "arm_wrestling_vp9.webm", "cleaning_pool.mp4", "apply_eye_makeup.avi",

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
+from bike_cli.config.stages import ExtractConfig, GenAttributesConfig
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.eval.metrics import topk_accuracy
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
@@ -25,8 +26,8 @@ from bike_cli.models import attributes as ma
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
-from bike_cli.stages.extract import ExtractConfig, run_extraction
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+from bike_cli.stages.extract import run_extraction
+from bike_cli.stages.gen_attributes import run_gen_attributes
 
 PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", "noise", "dancing",
            "cooking", "a dog", "playing guitar", "reading a book", "snow"]

@@ -15,7 +15,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import PredictConfig, TrainVideoConfig
 from bike_cli.data.synthetic import SAMPLE_CLASSES
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import VIDEO_KIND, load_video_checkpoint, save_checkpoint
@@ -23,7 +23,7 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import file_sha256
 from bike_cli.report.explain import draw_explanation
-from bike_cli.stages.predict import PredictConfig, load_predictor, parse_class_names, resolve_lexicon, run_predict
+from bike_cli.stages.predict import check_options, load_predictor, parse_class_names, resolve_lexicon, run_predict
 from bike_cli.stages.train_video import run_train_video
 
 runner = CliRunner()
@@ -210,7 +210,7 @@ def test_skip_bad_skips_a_fifo_video_without_opening_it_and_without_it_refuses_i
 ])
 def test_bad_option_combinations_are_input_errors(overrides, message):
     with pytest.raises(InputError, match=message):
-        PredictConfig(videos=[Path("v.mp4")], **overrides).validate()
+        check_options(PredictConfig(videos=[Path("v.mp4")], **overrides))
 
 
 def test_checkpoint_settings_cannot_be_overridden(trained):

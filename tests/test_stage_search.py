@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import segment_indices
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
@@ -20,7 +21,7 @@ from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.search import vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts
 from bike_cli.stages import search as stage
-from bike_cli.stages.search import SearchConfig, run_search
+from bike_cli.stages.search import run_search
 
 DIM = 64  # bike-tiny's embedding width
 

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.train_attrs import TrainAttrsConfig
+from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.checkpoints import load_attrs_checkpoint

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.engine.schedule import EpochBatches
 from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError

@@ -8,6 +8,7 @@ skipped videos); 2 a usage error (unknown option, missing value: Click's); 130 i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -126,12 +127,12 @@ class BikeCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
     def _show_config_defaults(self, params: list) -> None:
-        ref = getattr(self.callback, "bike_config", None)
-        if ref is None:
+        config = getattr(self.callback, "bike_config", None)
+        if config is None:
             return
-        from bike_cli.cli.defaults import config_defaults
-
-        defaults = config_defaults(ref)
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(config)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
         meanings: dict[str, str | None] = getattr(self.callback, "bike_none_means", {})
         for param in params:
             name = param.name
@@ -146,8 +147,9 @@ class BikeCommand(TyperCommand):
                 param.default = value
 
 
-def settings(config: str, **none_means: str | None) -> Callable[[F], F]:
-    """Link a command function to its settings dataclass ("module:Class") for the defaults in its help.
+def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
+    """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults
+    in its help.
 
     `none_means[field]`: what leaving the option out means, shown instead of the dataclass default
     (e.g. model="the cache's"); None shows no default.

@@ -9,9 +9,10 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.config.stages import DemoConfig
 
 
-@settings("bike_cli.stages.demo:DemoConfig")
+@settings(DemoConfig)
 def demo(
     out: Path | None = o.out_option("Folder for the generated videos and every stage's outputs."),
     model: o.Model = None,
@@ -34,7 +35,7 @@ def demo(
     from rich.table import Table
 
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.stages.demo import DemoConfig, run_demo
+    from bike_cli.stages.demo import run_demo
 
     summary = run_guarded(run_demo, DemoConfig(**options), lambda: RichProgress("videos"))
     table = Table(title=f"bike demo: {summary.out}", title_justify="left")

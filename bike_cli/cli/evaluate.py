@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns, metric_cells
+from bike_cli.config.stages import EvalConfig
 
 if TYPE_CHECKING:
     from bike_cli.stages.evaluate import EvalSummary
 
 
 
-@settings("bike_cli.stages.evaluate:EvalConfig", classes="the checkpoint's, else the cache's",
+@settings(EvalConfig, classes="the checkpoint's, else the cache's",
           model="zero-shot: the cache's", pretrained="zero-shot: the cache's",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
           vcs_tokens="words zero-shot; all with an authors' checkpoint")
@@ -67,7 +68,7 @@ def evaluate(
     """
     options = given(locals())
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.stages.evaluate import EvalConfig, run_eval
+    from bike_cli.stages.evaluate import run_eval
 
     print_metrics(run_guarded(run_eval, EvalConfig(**options), RichProgress("videos")))
 

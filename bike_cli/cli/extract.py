@@ -10,6 +10,7 @@ import typer
 from bike_cli.cli import options as o
 from bike_cli.cli.core import EXIT_USAGE, console, fail, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns
+from bike_cli.config.stages import ExtractConfig
 
 if TYPE_CHECKING:
     from bike_cli.stages.extract import ExtractSummary
@@ -18,7 +19,7 @@ MODEL_NEEDED = ("extract-features needs --model: an open_clip architecture with 
                 "--model ViT-B-16 --pretrained openai, or --model bike-tiny (built in, random weights: tests only)")
 
 
-@settings("bike_cli.stages.extract:ExtractConfig", model=None, root="the list's folder",
+@settings(ExtractConfig, model=None, root="the list's folder",
           failures="OUT stem + .failures.csv")
 def extract_features(
     list_path: Annotated[Path, typer.Option(
@@ -57,7 +58,7 @@ def extract_features(
     if model is None:
         fail(MODEL_NEEDED, EXIT_USAGE)
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.stages.extract import ExtractConfig, run_extraction
+    from bike_cli.stages.extract import run_extraction
 
     cfg = ExtractConfig(**options)
     summary = run_guarded(run_extraction, cfg, RichProgress("videos"))

@@ -11,6 +11,7 @@ import typer
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns, metric_cells
+from bike_cli.config.stages import FuseConfig
 
 if TYPE_CHECKING:
     from bike_cli.stages.fuse import FuseSummary
@@ -19,7 +20,7 @@ GRID_ROWS_SHOWN = 25  # a longer grid is shown as its best rows
 
 
 
-@settings("bike_cli.stages.fuse:FuseConfig", weights="equal weights", repeats="10", seed="0",
+@settings(FuseConfig, weights="equal weights", repeats="10", seed="0",
           splits="k600_split1,k600_split2,k600_split3")
 def fuse(
     inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes "
@@ -54,7 +55,7 @@ def fuse(
     written to the metrics JSON.
     """
     from bike_cli.eval.fusion import parse_weights
-    from bike_cli.stages.fuse import FuseConfig, run_fuse
+    from bike_cli.stages.fuse import run_fuse
 
     options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
     cfg = FuseConfig(

@@ -11,6 +11,7 @@ import typer
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns
+from bike_cli.config.stages import GenAttributesConfig
 
 if TYPE_CHECKING:
     from bike_cli.stages.gen_attributes import GenAttributesSummary
@@ -20,7 +21,7 @@ def _text(flag: str, help: str, panel: str = o.MODEL) -> typer.models.OptionInfo
     return o.option(flag, help, panel)
 
 
-@settings("bike_cli.stages.gen_attributes:GenAttributesConfig", model="the cache's", pretrained="the cache's",
+@settings(GenAttributesConfig, model="the cache's", pretrained="the cache's",
           quick_gelu="as the cache was made", classes="those recorded in the cache",
           phrase_cache="OUT stem + .phrases.pt")
 def gen_attributes(
@@ -67,7 +68,7 @@ def gen_attributes(
     """
     options = given(locals())
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
+    from bike_cli.stages.gen_attributes import run_gen_attributes
 
     cfg = GenAttributesConfig(**options)
     print_summary(run_guarded(run_gen_attributes, cfg, RichProgress("videos")))

@@ -11,6 +11,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings, stdout
+from bike_cli.config.stages import PredictConfig
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -22,7 +23,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 
 
-@settings("bike_cli.stages.predict:PredictConfig", frames="the checkpoint's, else 8",
+@settings(PredictConfig, frames="the checkpoint's, else 8",
           lexicon="k400 when available; none: no attributes", head="vcs; a checkpoint's own",
           vcs_tokens="words; a checkpoint's own")
 def predict(
@@ -65,7 +66,7 @@ def predict(
     --checkpoint, --pretrained says where its CLIP weights file is now, if it moved).
     """
     options = given(locals(), "as_json", "class_names")
-    from bike_cli.stages.predict import PredictConfig, parse_class_names, run_predict
+    from bike_cli.stages.predict import parse_class_names, run_predict
 
     if class_names is not None:
         options["class_names"] = run_guarded(parse_class_names, class_names)

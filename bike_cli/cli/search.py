@@ -10,12 +10,13 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings, stdout
+from bike_cli.config.stages import SearchConfig
 
 if TYPE_CHECKING:
     from bike_cli.stages.search import SearchResult
 
 
-@settings("bike_cli.stages.search:SearchConfig", model="the cache's", pretrained="the cache's",
+@settings(SearchConfig, model="the cache's", pretrained="the cache's",
           quick_gelu="the cache's")
 def search(
     queries: list[str] | None = typer.Argument(None, help="Texts to search for, e.g. \"flipping a pancake\"."),
@@ -57,7 +58,7 @@ def search(
     options = given(locals(), "as_json")
     options["queries"] = list(queries or [])
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.stages.search import SearchConfig, run_search
+    from bike_cli.stages.search import run_search
 
     result = run_guarded(run_search, SearchConfig(**options), RichProgress("videos"))
     if as_json:

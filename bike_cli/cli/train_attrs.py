@@ -10,10 +10,11 @@ import typer
 from bike_cli.cli import options as o
 from bike_cli.cli.core import given, run_guarded, settings
 from bike_cli.cli.train_video import print_train_summary
+from bike_cli.config.stages import TrainAttrsConfig
 
 
 @o.with_options(o.TRAINING_BLOCK)
-@settings("bike_cli.config.train_attrs:TrainAttrsConfig", model="the one that generated the attributes",
+@settings(TrainAttrsConfig, model="the one that generated the attributes",
           pretrained="the one that generated the attributes", classes="the names the attributes file records")
 def train_attrs(
     attributes: Annotated[Path | None, typer.Option(
@@ -41,7 +42,6 @@ def train_attrs(
     overrides = given({**locals(), **training}, "recipe", "training")
     from bike_cli.cli.progress import RichProgress
     from bike_cli.config.recipe import build_config
-    from bike_cli.config.train_attrs import TrainAttrsConfig
     from bike_cli.stages.train_attrs import run_train_attrs
 
     cfg = run_guarded(build_config, TrainAttrsConfig, recipe, overrides, stage="train-attrs")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, run_guarded, settings
 from bike_cli.cli.tables import add_columns
+from bike_cli.config.stages import TrainVideoConfig
 
 if TYPE_CHECKING:
     from bike_cli.engine.loop_settings import TrainSummary
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @o.with_options(o.TRAINING_BLOCK)
-@settings("bike_cli.config.train_video:TrainVideoConfig", model="with --features: the cache's model",
+@settings(TrainVideoConfig, model="with --features: the cache's model",
           pretrained="with --features: the cache's weights", classes="those recorded in the cache",
           vcs_tokens="words; all with an authors' --init-from under --compat authors")
 def train_video(
@@ -71,7 +72,6 @@ def train_video(
     overrides = given({**locals(), **training}, "recipe", "training")
     from bike_cli.cli.progress import RichProgress
     from bike_cli.config.recipe import build_config
-    from bike_cli.config.train_video import TrainVideoConfig
     from bike_cli.stages.train_video import run_train_video
 
     cfg = run_guarded(build_config, TrainVideoConfig, recipe, overrides, stage="train-video")

@@ -7,7 +7,7 @@ docs/reproducing.md). Every file bike writes records the profile that made it in
 
 A profile is one `Profile`: a rule name or a value for every choice the two rule sets make
 differently. The library asks the profile (`get_profile(cfg.compat).drop_last`), never tests its
-name; the layer that implements a rule maps its name to the code (e.g. `bike_cli.data.indices`).
+name; the layer that implements a rule maps its name to the code (e.g. `bike_cli.data.sampling.TEST_INDICES`).
 Another rule set is one more entry of `PROFILES`.
 """
 
@@ -28,10 +28,10 @@ AUTHORS_VALIDATE = "authors-validate"  # their validate(): softmax of the cosine
 COSINE = "cosine"  # plain cosine similarities (gen-attributes --scores)
 FUSED = "fused"  # a weighted sum of other score files
 
-# Frame indices of test clips (bike_cli.data.indices.TEST_INDICES)
+# Frame indices of test clips (bike_cli.data.sampling.TEST_INDICES)
 SEGMENT_CENTRES = "segment-centres"  # clip c of C at offset (c + 0.5) / C of each of the T segments
 TICK_STARTS = "tick-starts"  # their _get_test_indices: clip starts linspace(0, n/T - 1, C), steps of n/T
-# Frame indices of training clips (bike_cli.data.indices.TRAIN_INDICES)
+# Frame indices of training clips (bike_cli.data.sampling.TRAIN_INDICES)
 SEGMENT_UNIFORM = "segment-uniform"  # a uniform random position in each n/T segment
 ROUNDED_SEGMENTS = "rounded-segments"  # their _sample_indices: randint over rounded (n - 1)/T segments
 # Test transform (bike_cli.data.clip_dataset, bike_cli.stages.predict)

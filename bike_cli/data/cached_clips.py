@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.data.lists.classes import labels_by_names
+from bike_cli.data.class_names import labels_by_names
 from bike_cli.data.sampling import segment_indices, video_seed
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache

@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 from bike_cli.config.profile import BIKE, PIL_SCALE, get_profile
+from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.authors import authors_views
-from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
-from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
-from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.sampling import ViewLayout, video_seed
+from bike_cli.data.decoding.read import read_frames
+from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, ViewLayout, video_seed
+from bike_cli.data.video_lists import VideoEntry
 from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.errors import BikeError
 

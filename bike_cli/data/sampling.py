@@ -11,18 +11,37 @@ Spatial views: the frame is resized so that its short side equals the model's in
 square crops are taken along the long side: `S = 1` centre; `S = 3` start, centre, end (left, centre,
 right for landscape video; top, centre, bottom for portrait), as in the paper's "4x3" protocol.
 `--compat authors` also takes the authors' `S = 5` and `S = 10` (`bike_cli.data.authors`).
+
+The frame-index rules by name (`TEST_INDICES`, `TRAIN_INDICES`): `Profile.test_indices` and
+`Profile.train_indices` (bike_cli.config.profile) name one of them; every rule returns int64
+[clips, frames] indices into a video of `num_frames` frames, a training rule drawing from `rng` clip
+after clip.
+
+Few-shot training sets (`few_shot_indices`): K videos per class, a seeded sample that is the same on
+every machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bike_cli.config.profile import AUTHORS_CROPS, BIKE, PIL_SCALE, get_profile
+from bike_cli.config.profile import (
+    AUTHORS_CROPS,
+    BIKE,
+    PIL_SCALE,
+    ROUNDED_SEGMENTS,
+    SEGMENT_CENTRES,
+    SEGMENT_UNIFORM,
+    TICK_STARTS,
+    get_profile,
+)
+from bike_cli.data.authors import authors_test_indices, authors_train_indices
 from bike_cli.errors import InputError
 
 SAMPLING_MODES = ("test", "train")
@@ -124,3 +143,37 @@ def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
     chw = frames.permute(0, 3, 1, 2)  # [N, 3, H, W]
     out = [chw[:, :, y : y + size, x : x + size] for y, x in crop_boxes(height, width, size, crops)]
     return torch.stack(out).contiguous()
+
+
+TEST_INDICES: dict[str, Callable[[int, int, int], np.ndarray]] = {
+    SEGMENT_CENTRES: lambda num_frames, frames, clips: segment_indices(num_frames, frames, mode="test", clips=clips),
+    TICK_STARTS: authors_test_indices,
+}
+
+TRAIN_INDICES: dict[str, Callable[[int, int, int, np.random.Generator], np.ndarray]] = {
+    SEGMENT_UNIFORM: lambda num_frames, frames, clips, rng: segment_indices(
+        num_frames, frames, mode="train", clips=clips, rng=rng),
+    ROUNDED_SEGMENTS: lambda num_frames, frames, clips, rng: np.stack(
+        [authors_train_indices(num_frames, frames, rng) for _ in range(clips)]),
+}
+
+
+def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Sorted row indices holding `shots` videos of every class (all of a class when it has fewer).
+
+    labels: int [N] (single-label; -1 rows are never picked) or multi-hot [N, K] (a video counts for
+    each of its classes). The draw for class k depends only on (seed, k) and the class's rows, so
+    adding classes or reordering work leaves the other classes' picks unchanged.
+    """
+    if shots < 1:
+        raise InputError(f"--shots must be at least 1, not {shots}")
+    hot = labels.astype(bool) if labels.ndim == 2 else None
+    num_classes = hot.shape[1] if hot is not None else int(labels.max()) + 1 if len(labels) else 0
+    chosen: set[int] = set()
+    for k in range(num_classes):
+        rows = np.flatnonzero(hot[:, k] if hot is not None else labels == k)
+        if len(rows) == 0:
+            continue
+        rng = np.random.default_rng([seed, k])
+        chosen.update(rng.choice(rows, size=min(shots, len(rows)), replace=False).tolist())
+    return np.array(sorted(chosen), dtype=np.int64)

@@ -28,12 +28,12 @@ import torch
 from torch.utils.data import Dataset
 
 from bike_cli.config.profile import get_profile
+from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
-from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
-from bike_cli.data.indices import TRAIN_INDICES
-from bike_cli.data.lists.entries import VideoEntry
-from bike_cli.data.sampling import spatial_crops, video_seed
+from bike_cli.data.decoding.read import read_frames
+from bike_cli.data.sampling import TRAIN_INDICES, spatial_crops, video_seed
+from bike_cli.data.video_lists import VideoEntry
 from bike_cli.errors import DecodeError, InputError
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 from bike_cli.config.profile import check_same_profile, get_profile
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
-from bike_cli.data.lists.read import read_video_list
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import ViewLayout
+from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.checkpoints import load_attrs_checkpoint

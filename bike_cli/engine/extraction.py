@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
-from bike_cli.data.lists.entries import VideoList, labels_array
+from bike_cli.data.video_lists import VideoList, labels_array
 from bike_cli.engine.distributed import DistContext
 from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.engine.runtime import Progress

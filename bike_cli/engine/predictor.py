@@ -21,7 +21,7 @@ from torch import nn
 from bike_cli.config.profile import BIKE, PIL_SCALE, get_profile, video_score_rule
 from bike_cli.data.authors import authors_views
 from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
-from bike_cli.data.indices import TEST_INDICES
+from bike_cli.data.sampling import TEST_INDICES
 from bike_cli.data.views import square_views
 from bike_cli.engine.runtime import autocast_for
 from bike_cli.errors import InputError

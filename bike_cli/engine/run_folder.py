@@ -25,8 +25,7 @@ from bike_cli.engine.loop_settings import LoopSettings, RunState, TrainSummary, 
 from bike_cli.engine.resume import CONFIG_FILE, METRICS_FILE, check_resume_config, check_resume_epochs
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.guard import PathGuard, PathOptions
-from bike_cli.io.outputs import check_folder_output
+from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.data.lists.classes import columns_by_names, labels_by_names
+from bike_cli.data.class_names import columns_by_names, labels_by_names
 from bike_cli.errors import InputError
 from bike_cli.io.score_csv import ScoreTable, read_score_csv
 

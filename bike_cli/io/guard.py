@@ -15,6 +15,9 @@ It refuses an output that is an input, a file an input owns, or another output, 
 an output folder the command replaces (`trees`). Under the writer lock (`WriterLock`, on the resolved
 path), it deletes only what the command declared as its outputs (`discard`) and only the temporary
 files of bike's own atomic writer (`sweep_temps`), never a user's file that merely looks alike.
+
+Before the guard, an output option's shape is checked (`check_file_output`, `check_folder_output`):
+a file output is not an existing folder, a folder output not an existing file.
 """
 
 from __future__ import annotations
@@ -206,3 +209,18 @@ class PathGuard:
             for path in outputs:
                 self.sweep_temps_of(path)
             yield
+
+
+# ---------------------------------------------------------------------------- the shape of an output
+
+
+def check_file_output(option: str, path: Path) -> None:
+    """An output file must not be an existing folder."""
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name")
+
+
+def check_folder_output(option: str, path: Path) -> None:
+    """An output folder must not be an existing file."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is an existing file; give a folder (new or one bike wrote)")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from torch import nn
 
-from bike_cli.config.prompts import DEFAULT_TEMPLATE
+from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import BranchCheckpoint
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.config.prompts import DEFAULT_TEMPLATE
+from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError
 from bike_cli.models.text_towers import encode_text_tokens, text_device
 

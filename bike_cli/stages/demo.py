@@ -13,16 +13,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.train_attrs import TrainAttrsConfig
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import (
+    DemoConfig,
+    EvalConfig,
+    ExtractConfig,
+    GenAttributesConfig,
+    PredictConfig,
+    SearchConfig,
+    TrainAttrsConfig,
+    TrainVideoConfig,
+)
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
 from bike_cli.engine.runtime import Progress
 from bike_cli.io.atomic import write_text
-from bike_cli.stages.evaluate import EvalConfig, run_eval
-from bike_cli.stages.extract import ExtractConfig, ExtractSummary, run_extraction
-from bike_cli.stages.gen_attributes import GenAttributesConfig, run_gen_attributes
-from bike_cli.stages.predict import PredictConfig, run_predict
-from bike_cli.stages.search import SearchConfig, run_search
+from bike_cli.stages.evaluate import run_eval
+from bike_cli.stages.extract import ExtractSummary, run_extraction
+from bike_cli.stages.gen_attributes import run_gen_attributes
+from bike_cli.stages.predict import run_predict
+from bike_cli.stages.search import run_search
 from bike_cli.stages.train_attrs import run_train_attrs
 from bike_cli.stages.train_video import TrainSummary, run_train_video
 
@@ -36,17 +44,6 @@ DEMO_LEXICON = (
 DEMO_QUERY = "a red square moving to the right"  # searched in the val cache with `bike search`'s VCS rule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DemoConfig:
-    out: Path = Path("bike-demo")
-    model: str = "bike-tiny"
-    pretrained: str = "none"
-    videos_per_class: int = 12
-    frames: int = 8
-    seed: int = 0
-    workers: int = 2
 
 
 @dataclass

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import (
-    BIKE,
     FRAME_SOFTMAX,
     FUSED,
     check_profile,
@@ -36,7 +35,8 @@ from bike_cli.config.profile import (
     get_profile,
     video_score_rule,
 )
-from bike_cli.data.lists.classes import labels_by_names, read_class_names
+from bike_cli.config.stages import EvalConfig
+from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
@@ -46,50 +46,13 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
 from bike_cli.io.metrics_json import write_eval_metrics
-from bike_cli.io.outputs import check_folder_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.eval_branch import VideoModel, video_model
-from bike_cli.models.text import DEFAULT_TEMPLATE
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalConfig:
-    """Options of `bike eval` (see its --help)."""
-
-    out: Path
-    checkpoint: Path | None = None  # Video-branch run folder or checkpoint; None = zero-shot CLIP
-    features: Path | None = None
-    videos: Path | None = None
-    root: Path | None = None
-    classes: Path | None = None
-    views: str | None = None  # CxS for --videos; with --features the cache's views (must match if given)
-    attributes: Path | None = None
-    attrs_checkpoint: Path | None = None
-    fuse: float | None = None  # lambda of Eq. 4
-    protocol: str = "full"
-    repeats: int = 10
-    seed: int = 0
-    splits: list[str] = field(default_factory=list)
-    # zero-shot model (without --checkpoint)
-    model: str | None = None
-    pretrained: str | None = None
-    quick_gelu: bool | None = None
-    head: str = "vcs"
-    vcs_tokens: str | None = None  # zero-shot: words [default]; an authors' checkpoint: all [default]
-    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
-    frames: int | None = None  # default: the checkpoint's, else the cache's, else 8
-    batch_size: int = 64
-    workers: int = 2
-    device: str | None = None
-    plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
-    compat: str = BIKE  # bike | authors (bike_cli.config.profile): the authors' view rule, fusion, sampling
-    ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
-    allow_model_mismatch: bool = False  # a checkpoint or model other than the cache's: warn instead of refusing
 
 
 @dataclass

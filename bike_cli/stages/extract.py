@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bike_cli import __version__
-from bike_cli.config.profile import BIKE, check_profile
+from bike_cli.config.profile import check_profile
+from bike_cli.config.stages import ExtractConfig
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips
-from bike_cli.data.decoding.read import DECODERS, DEFAULT_DECODER
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.entries import VideoList
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.decoding.read import DECODERS
 from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
+from bike_cli.data.video_lists import VideoList, read_video_list
 from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
 from bike_cli.engine.extraction import extract_share
@@ -41,72 +41,44 @@ from bike_cli.io.feature_cache_parts import (
     scan_parts,
     write_meta_file,
 )
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
 from bike_cli.io.lock import WriterLock
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.clip import load_clip
 from bike_cli.models.visual_digest import visual_sha256
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class ExtractConfig:
-    """Options of `bike extract-features` (see its --help)."""
+def _check(cfg: ExtractConfig) -> None:
+    """Every option, checked before anything is loaded."""
+    check_profile(cfg.compat)
+    check_frames(cfg.frames)
+    parse_views(cfg.views, cfg.compat)
+    if cfg.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {cfg.batch_size}")
+    if cfg.workers < 0:
+        raise InputError(f"--workers must be 0 or more, not {cfg.workers}")
+    if cfg.decoder not in DECODERS:
+        raise InputError(f"--decoder {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
+    if cfg.sampling not in SAMPLING_MODES:
+        raise InputError(f"--sampling {cfg.sampling!r} is not one of {', '.join(SAMPLING_MODES)}")
+    if cfg.precision not in PRECISIONS:
+        raise InputError(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.out.suffix not in (".h5", ".hdf5"):
+        raise InputError(f"--out {cfg.out} should end in .h5 (it is an HDF5 feature cache)")
+    check_file_output("--out", cfg.out)
+    check_file_output("--failures", cfg.failures_path)
+    _guard(cfg)
 
-    list_path: Path
-    out: Path
-    model: str = "bike-tiny"
-    pretrained: str = "none"
-    root: Path | None = None
-    classes: Path | None = None
-    frames: int = 8
-    views: str = "1x1"
-    sampling: str = "test"
-    seed: int = 0
-    failures: Path | None = None
-    decoder: str = DEFAULT_DECODER
-    batch_size: int = 16
-    workers: int = 2
-    strict: bool = False
-    overwrite: bool = False
-    quick_gelu: bool | None = None
-    device: str | None = None
-    precision: str = "auto"
-    compat: str = BIKE  # bike | authors: the authors' frame indices and test transform
 
-    def validate(self) -> None:
-        check_profile(self.compat)
-        check_frames(self.frames)
-        parse_views(self.views, self.compat)
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
-        if self.workers < 0:
-            raise InputError(f"--workers must be 0 or more, not {self.workers}")
-        if self.decoder not in DECODERS:
-            raise InputError(f"--decoder {self.decoder!r} is not one of {', '.join(DECODERS)}")
-        if self.sampling not in SAMPLING_MODES:
-            raise InputError(f"--sampling {self.sampling!r} is not one of {', '.join(SAMPLING_MODES)}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.out.suffix not in (".h5", ".hdf5"):
-            raise InputError(f"--out {self.out} should end in .h5 (it is an HDF5 feature cache)")
-        check_file_output("--out", self.out)
-        check_file_output("--failures", self.failures_path)
-        self.guard()
-
-    def guard(self, videos: Iterable[Path] = ()) -> PathGuard:
-        """The run's paths, checked: no output is an input (the listed `videos` too) or another output."""
-        return PathGuard(
-            {"--list": self.list_path, "--classes": self.classes, "--pretrained": file_or_none(self.pretrained)},
-            {"--out": self.out, "--failures": self.failures_path, "the parts folder of --out": parts_dir_for(self.out),
-             "the lock file of --out": WriterLock(self.out).path},
-            listed={"a video of --list": videos},
-        )
-
-    @property
-    def failures_path(self) -> Path:
-        return self.failures or self.out.with_name(self.out.stem + ".failures.csv")
+def _guard(cfg: ExtractConfig, videos: Iterable[Path] = ()) -> PathGuard:
+    """The run's paths, checked: no output is an input (the listed `videos` too) or another output."""
+    return PathGuard(
+        {"--list": cfg.list_path, "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)},
+        {"--out": cfg.out, "--failures": cfg.failures_path, "the parts folder of --out": parts_dir_for(cfg.out),
+         "the lock file of --out": WriterLock(cfg.out).path},
+        listed={"a video of --list": videos},
+    )
 
 
 @dataclass
@@ -150,14 +122,14 @@ def _prepare_outputs(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext, gua
 def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> ExtractSummary:
     """Extract frame embeddings for every video of the list that the cache does not hold yet."""
     started = time.perf_counter()
-    cfg.validate()
+    _check(cfg)
     progress = progress or Progress()
     class_names = read_class_names(cfg.classes) if cfg.classes else None
     video_list = read_video_list(cfg.list_path, root=cfg.root, class_names=class_names)
     num_classes = len(class_names) if class_names else 1 + max(
         (max(e.labels) for e in video_list.entries if e.labels), default=-1
     )
-    guard = cfg.guard([e.path for e in video_list.entries])
+    guard = _guard(cfg, [e.path for e in video_list.entries])
     dist = init_distributed()
     with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
         return _extract_locked(cfg, video_list, class_names, num_classes, dist, progress, started, guard)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.profile import BIKE, FUSED, check_fusable, check_profile, check_same_profile
+from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile
+from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
 from bike_cli.eval.align import read_aligned, table_name
 from bike_cli.eval.fusion import (
@@ -40,63 +41,43 @@ from bike_cli.eval.fusion import (
 )
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta
-from bike_cli.io.guard import PathGuard
+from bike_cli.io.guard import PathGuard, check_file_output
 from bike_cli.io.metrics_json import write_fuse_metrics
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FuseConfig:
-    """Options of `bike fuse` (see its --help)."""
+def _check(cfg: FuseConfig) -> None:
+    """Every option, and the profile and score rule the inputs record, checked before anything is read."""
+    if len(cfg.inputs) < 2:
+        raise InputError(f"fuse needs two or more score CSVs, got {len(cfg.inputs)}")
+    if cfg.protocol not in PROTOCOLS:
+        raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    check_file_output("--out", cfg.out)
+    PathGuard({"an input": cfg.inputs, "--val": cfg.val},
+              {"--out": cfg.out, "the metrics JSON of --out": cfg.metrics_json,
+               "the .meta.json sidecar of --out": meta_path(cfg.out)})
+    if cfg.search:
+        _check_search(cfg)
+    elif cfg.val:
+        raise InputError("--val files are only read with --search")
+    if cfg.weights is not None:
+        check_weights(cfg.weights, len(cfg.inputs))
+    check_profile(cfg.compat)
+    for path in [*cfg.inputs, *cfg.val]:
+        meta = read_csv_meta(path)
+        check_same_profile(cfg.compat, meta.compat, path)
+        check_fusable(cfg.compat, meta.scores, path)
 
-    inputs: list[Path]
-    out: Path
-    weights: list[float] | None = None
-    search: bool = False
-    val: list[Path] = field(default_factory=list)
-    grid_step: float = 0.05
-    protocol: str = "full"
-    protocol_options: dict = field(default_factory=dict)
-    compat: str = BIKE  # bike | authors: inputs must be of this profile; authors' default weights 0.7 / 0.3
 
-    def __post_init__(self) -> None:
-        self.inputs, self.val, self.out = [Path(p) for p in self.inputs], [Path(p) for p in self.val], Path(self.out)
-
-    def validate(self) -> None:
-        if len(self.inputs) < 2:
-            raise InputError(f"fuse needs two or more score CSVs, got {len(self.inputs)}")
-        if self.protocol not in PROTOCOLS:
-            raise InputError(f"--protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-        check_file_output("--out", self.out)
-        PathGuard({"an input": self.inputs, "--val": self.val},
-                  {"--out": self.out, "the metrics JSON of --out": self.metrics_json,
-                   "the .meta.json sidecar of --out": meta_path(self.out)})
-        if self.search:
-            self._validate_search()
-        elif self.val:
-            raise InputError("--val files are only read with --search")
-        if self.weights is not None:
-            check_weights(self.weights, len(self.inputs))
-        check_profile(self.compat)
-        for path in [*self.inputs, *self.val]:
-            meta = read_csv_meta(path)
-            check_same_profile(self.compat, meta.compat, path)
-            check_fusable(self.compat, meta.scores, path)
-
-    def _validate_search(self) -> None:
-        if self.weights is not None:
-            raise InputError("give either --weights or --search, not both")
-        if len(self.val) != len(self.inputs):
-            raise InputError(f"--search needs one --val file per input, in the same order: {len(self.inputs)} "
-                             f"inputs, {len(self.val)} --val files (write --val A_val.csv --val B_val.csv)")
-        simplex_size(len(self.inputs), self.grid_step)
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.out.with_name(self.out.stem + ".metrics.json")
+def _check_search(cfg: FuseConfig) -> None:
+    if cfg.weights is not None:
+        raise InputError("give either --weights or --search, not both")
+    if len(cfg.val) != len(cfg.inputs):
+        raise InputError(f"--search needs one --val file per input, in the same order: {len(cfg.inputs)} "
+                         f"inputs, {len(cfg.val)} --val files (write --val A_val.csv --val B_val.csv)")
+    simplex_size(len(cfg.inputs), cfg.grid_step)
 
 
 @dataclass
@@ -119,7 +100,7 @@ class FuseSummary:
 
 def run_fuse(cfg: FuseConfig) -> FuseSummary:
     """Read, check and align the inputs, choose the weights, write the fused CSV and its metrics JSON."""
-    cfg.validate()
+    _check(cfg)
     tables = read_aligned(cfg.inputs)
     grid, criterion, best = None, None, None
     if cfg.search:

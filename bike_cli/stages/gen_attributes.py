@@ -33,17 +33,17 @@ import open_clip
 from torch import nn
 
 from bike_cli.config.profile import COSINE
+from bike_cli.config.stages import GenAttributesConfig
+from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
 from bike_cli.io.identity import check_same_model, identity_record
-from bike_cli.io.outputs import check_file_output
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.attributes import (
     Selection,
@@ -55,61 +55,32 @@ from bike_cli.models.attributes import (
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.registry import get_tokenizer, resolve_model_name
-from bike_cli.models.text import DEFAULT_TEMPLATE, Tokenizer, attribute_sentence, fill_template
+from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GenAttributesConfig:
-    """Options of `bike gen-attributes` (see its --help)."""
-
-    features: Path
-    lexicon: str
-    out: Path
-    model: str | None = None  # default: the cache's
-    pretrained: str | None = None  # default: the cache's
-    quick_gelu: bool | None = None  # default: the cache's when the model is the cache's, else auto
-    top_k: int = 5
-    prompt: str = "{}"  # applied to each phrase before encoding
-    sentence_template: str = DEFAULT_TEMPLATE
-    separator: str = ","
-    class_prompt: str = DEFAULT_TEMPLATE
-    drop_own_class: bool = False
-    per_view: bool = False
-    chunk_size: int = 4096  # rows (videos, or video views) per matrix product
-    max_elements: int = 1 << 25  # bound on a similarity block (rows x phrases) and a feature read
-    classes: Path | None = None
-    scores: Path | None = None
-    phrase_cache: Path | None = None
-    device: str | None = None
-    text_batch_size: int = 256
-    allow_model_mismatch: bool = False  # a text encoder other than the cache's model: warn instead of refusing
-
-    def validate(self) -> None:
-        for option, value in (("--top-k", self.top_k), ("--chunk-size", self.chunk_size),
-                              ("--max-elements", self.max_elements), ("--text-batch-size", self.text_batch_size)):
-            if value < 1:
-                raise InputError(f"{option} must be at least 1, not {value}")
-        for option, template in (("--prompt", self.prompt), ("--sentence-template", self.sentence_template),
-                                 ("--class-prompt", self.class_prompt)):
-            if template.count("{}") != 1:
-                raise InputError(f"{option} {template!r} must contain exactly one '{{}}'")
-        for option, path in (("--out", self.out), ("--scores", self.scores)):
-            if path is not None and path.suffix != ".csv":
-                raise InputError(f"{option} {path} should end in .csv")
-        outputs = {"--out": self.out, "--scores": self.scores, "--phrase-cache": self.phrase_cache_path}
-        for option, path in outputs.items():
-            if path is not None:
-                check_file_output(option, path)
-        PathGuard({"--features": self.features, "--classes": self.classes, "--lexicon": file_or_none(self.lexicon),
-                   "--pretrained": file_or_none(self.pretrained)},
-                  {**outputs, **{f"the .meta.json sidecar of {o}": meta_path(p) for o, p in outputs.items()
-                                 if p is not None and p.suffix == ".csv"}})
-
-    @property
-    def phrase_cache_path(self) -> Path:
-        return self.phrase_cache or self.out.with_name(self.out.stem + ".phrases.pt")
+def _check(cfg: GenAttributesConfig) -> None:
+    """Every option, checked before anything is loaded."""
+    for option, value in (("--top-k", cfg.top_k), ("--chunk-size", cfg.chunk_size),
+                          ("--max-elements", cfg.max_elements), ("--text-batch-size", cfg.text_batch_size)):
+        if value < 1:
+            raise InputError(f"{option} must be at least 1, not {value}")
+    for option, template in (("--prompt", cfg.prompt), ("--sentence-template", cfg.sentence_template),
+                             ("--class-prompt", cfg.class_prompt)):
+        if template.count("{}") != 1:
+            raise InputError(f"{option} {template!r} must contain exactly one '{{}}'")
+    for option, path in (("--out", cfg.out), ("--scores", cfg.scores)):
+        if path is not None and path.suffix != ".csv":
+            raise InputError(f"{option} {path} should end in .csv")
+    outputs = {"--out": cfg.out, "--scores": cfg.scores, "--phrase-cache": cfg.phrase_cache_path}
+    for option, path in outputs.items():
+        if path is not None:
+            check_file_output(option, path)
+    PathGuard({"--features": cfg.features, "--classes": cfg.classes, "--lexicon": file_or_none(cfg.lexicon),
+               "--pretrained": file_or_none(cfg.pretrained)},
+              {**outputs, **{f"the .meta.json sidecar of {o}": meta_path(p) for o, p in outputs.items()
+                             if p is not None and p.suffix == ".csv"}})
 
 
 @dataclass
@@ -132,7 +103,7 @@ class GenAttributesSummary:
 def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = None) -> GenAttributesSummary:
     """Write the attributes CSV (and the S_A score CSV when `cfg.scores` is set) for a feature cache."""
     started = time.perf_counter()
-    cfg.validate()
+    _check(cfg)
     progress = progress or Progress()
     seconds: dict[str, float] = {}
     cache = FeatureCache(cfg.features, need_rows=True)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from torch import nn
 
-from bike_cli.config.profile import BIKE, check_profile
+from bike_cli.config.profile import check_profile
+from bike_cli.config.stages import PredictConfig
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.failures import check_video_file
-from bike_cli.data.decoding.read import DEFAULT_DECODER
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.data.lists.classes import read_class_names
 from bike_cli.engine.predictor import Predictor, VideoPrediction
 from bike_cli.engine.predictor_sources import authors_predictor, checkpoint_predictor, zero_shot_predictor
 from bike_cli.engine.runtime import resolve_device
@@ -51,58 +51,35 @@ DEFAULT_LEXICON = "k400"  # used when its file is there (a checkout or editable 
 NO_LEXICON = "none"  # --lexicon none: no attributes
 
 
-@dataclass
-class PredictConfig:
-    """Options of `bike predict` (see its --help)."""
-
-    videos: list[Path]
-    checkpoint: Path | None = None  # bike Video-branch run folder or .pt
-    model: str | None = None  # zero-shot: open_clip architecture
-    pretrained: str | None = None  # zero-shot: tag, file or none; with a checkpoint: the moved weights file
-    quick_gelu: bool | None = None  # zero-shot only
-    classes: Path | None = None  # zero-shot: class-name file
-    class_names: list[str] | None = None  # zero-shot: free-text class names
-    frames: int | None = None  # default: the checkpoint's, else DEFAULT_FRAMES
-    head: str | None = None  # zero-shot: mean | vcs (default vcs); must match a checkpoint's
-    vcs_tokens: str | None = None  # zero-shot: words | all (default words); must match a checkpoint's
-    lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes
-    top_k: int = 5  # attributes per video
-    top: int = 5  # classes reported per video
-    explain: Path | None = None  # figure to draw (report.explain)
-    skip_bad: bool = False
-    decoder: str = DEFAULT_DECODER
-    device: str | None = None
-    compat: str = BIKE  # bike | authors (bike_cli.config.profile): test sampling, transform and view rule
-
-    def validate(self) -> None:
-        """Option combinations, checked before anything is loaded."""
-        if not self.videos:
-            raise InputError("no video given")
-        for option, value in (("--top-k", self.top_k), ("--top", self.top), ("--frames", self.frames)):
-            if value is not None and value < 1:
-                raise InputError(f"{option} must be at least 1, not {value}")
-        if self.head is not None and self.head not in HEADS:
-            raise InputError(f"--head {self.head!r} is not one of {', '.join(HEADS)}")
-        if self.vcs_tokens is not None and self.vcs_tokens not in VCS_TOKENS:
-            raise InputError(f"--vcs-tokens {self.vcs_tokens!r} is not one of {', '.join(VCS_TOKENS)}")
-        check_profile(self.compat)
-        if self.checkpoint is not None and is_authors_checkpoint(self.checkpoint):
-            if not self.model or (self.classes is None) == (not self.class_names):
-                raise InputError(f"{self.checkpoint} is an authors' checkpoint, which records neither the CLIP "
-                                 "architecture nor the classes: pass --model and one of --classes / --class-names")
-            return
-        if self.checkpoint is not None:
-            given = [o for o, v in (("--model", self.model), ("--classes", self.classes),
-                                    ("--class-names", self.class_names), ("--quick-gelu", self.quick_gelu))
-                     if v is not None]
-            if given:
-                raise InputError(f"{', '.join(given)} cannot be combined with --checkpoint: the checkpoint "
-                                 "fixes the model and its classes")
-            return
-        if not self.model or not self.pretrained:
-            raise InputError("give --checkpoint RUN_DIR|FILE, or --model and --pretrained for zero-shot CLIP")
-        if (self.classes is None) == (not self.class_names):
-            raise InputError("zero-shot prediction needs exactly one of --classes FILE and --class-names 'a,b,c'")
+def check_options(cfg: PredictConfig) -> None:
+    """Option combinations, checked before anything is loaded."""
+    if not cfg.videos:
+        raise InputError("no video given")
+    for option, value in (("--top-k", cfg.top_k), ("--top", cfg.top), ("--frames", cfg.frames)):
+        if value is not None and value < 1:
+            raise InputError(f"{option} must be at least 1, not {value}")
+    if cfg.head is not None and cfg.head not in HEADS:
+        raise InputError(f"--head {cfg.head!r} is not one of {', '.join(HEADS)}")
+    if cfg.vcs_tokens is not None and cfg.vcs_tokens not in VCS_TOKENS:
+        raise InputError(f"--vcs-tokens {cfg.vcs_tokens!r} is not one of {', '.join(VCS_TOKENS)}")
+    check_profile(cfg.compat)
+    if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
+        if not cfg.model or (cfg.classes is None) == (not cfg.class_names):
+            raise InputError(f"{cfg.checkpoint} is an authors' checkpoint, which records neither the CLIP "
+                             "architecture nor the classes: pass --model and one of --classes / --class-names")
+        return
+    if cfg.checkpoint is not None:
+        given = [o for o, v in (("--model", cfg.model), ("--classes", cfg.classes),
+                                ("--class-names", cfg.class_names), ("--quick-gelu", cfg.quick_gelu))
+                 if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} cannot be combined with --checkpoint: the checkpoint "
+                             "fixes the model and its classes")
+        return
+    if not cfg.model or not cfg.pretrained:
+        raise InputError("give --checkpoint RUN_DIR|FILE, or --model and --pretrained for zero-shot CLIP")
+    if (cfg.classes is None) == (not cfg.class_names):
+        raise InputError("zero-shot prediction needs exactly one of --classes FILE and --class-names 'a,b,c'")
 
 
 @dataclass
@@ -195,7 +172,7 @@ def _check_inputs(cfg: PredictConfig) -> list[tuple[Path, str]]:
 
 def run_predict(cfg: PredictConfig) -> PredictResult:
     """Predict every video of `cfg` (see the module docstring); draw `cfg.explain` when set."""
-    cfg.validate()
+    check_options(cfg)
     if cfg.explain is not None:
         from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import get_profile
-from bike_cli.data.indices import TEST_INDICES, TRAIN_INDICES
-from bike_cli.data.lists.lines import nonblank, read_lines
-from bike_cli.data.sampling import video_seed
+from bike_cli.config.stages import SearchConfig
+from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
+from bike_cli.data.video_lists import nonblank, read_lines
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import BikeError, InputError
 from bike_cli.eval.metrics import average_precision
@@ -60,47 +60,26 @@ RECALL_AT = (1, 5, 10)
 _MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity key -> float16 [N, D], this process
 
 
-@dataclass
-class SearchConfig:
-    """Options of `bike search` (see its --help)."""
-
-    features: Path
-    queries: tuple[str, ...] | list[str] = ()
-    queries_file: Path | None = None  # one query a line
-    model: str | None = None  # default: the cache's
-    pretrained: str | None = None  # default: the cache's
-    quick_gelu: bool | None = None
-    template: str = "{}"
-    rule: str = "vcs"
-    top: int = 10
-    candidates: int = 1000
-    root: Path | None = None  # the folder video ids are paths under (for `path` and the sheet)
-    out: Path | None = None  # hits CSV
-    sheet: Path | None = None  # contact sheet image
-    evaluate: bool = False
-    device: str | None = None
-    allow_model_mismatch: bool = False
-
-    def validate(self) -> list[str]:
-        """The queries, after every option check (before anything is loaded)."""
-        if self.rule not in RULES:
-            raise InputError(f"--rule {self.rule!r} is not one of {', '.join(RULES)}")
-        if self.top < 1:
-            raise InputError(f"--top must be at least 1, not {self.top}")
-        if self.candidates < self.top:
-            raise InputError(f"--candidates ({self.candidates}) must be at least --top ({self.top})")
-        fill_template(self.template, "x")
-        queries = list(self.queries)
-        if self.queries_file is not None:
-            queries += [text for _, text in nonblank(read_lines(Path(self.queries_file), "--queries file"))]
-        for i, query in enumerate(queries, 1):
-            if not query.strip():
-                raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
-        if not queries and not self.evaluate:
-            raise InputError("no query given: pass one or more texts, --queries FILE, or --eval")
-        if self.sheet is not None:
-            check_sheet_path(self.sheet)
-        return [q.strip() for q in queries]
+def _check(cfg: SearchConfig) -> list[str]:
+    """The queries, after every option check (before anything is loaded)."""
+    if cfg.rule not in RULES:
+        raise InputError(f"--rule {cfg.rule!r} is not one of {', '.join(RULES)}")
+    if cfg.top < 1:
+        raise InputError(f"--top must be at least 1, not {cfg.top}")
+    if cfg.candidates < cfg.top:
+        raise InputError(f"--candidates ({cfg.candidates}) must be at least --top ({cfg.top})")
+    fill_template(cfg.template, "x")
+    queries = list(cfg.queries)
+    if cfg.queries_file is not None:
+        queries += [text for _, text in nonblank(read_lines(Path(cfg.queries_file), "--queries file"))]
+    for i, query in enumerate(queries, 1):
+        if not query.strip():
+            raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
+    if not queries and not cfg.evaluate:
+        raise InputError("no query given: pass one or more texts, --queries FILE, or --eval")
+    if cfg.sheet is not None:
+        check_sheet_path(cfg.sheet)
+    return [q.strip() for q in queries]
 
 
 @dataclass
@@ -127,7 +106,7 @@ class SearchResult:
 
 def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
     """Search the cache for every query (and with `evaluate`, its class names); write --out / --sheet."""
-    queries = cfg.validate()
+    queries = _check(cfg)
     started = time.perf_counter()
     cache = FeatureCache(cfg.features, need_rows=True)
     pages = sheet_pages(cfg.sheet, len(queries)) if cfg.sheet is not None and queries else []

@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import check_profile, check_same_profile
-from bike_cli.config.train_attrs import TrainAttrsConfig
-from bike_cli.data.lists.classes import labels_by_names, read_class_names
+from bike_cli.config.stages import TrainAttrsConfig
+from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training

@@ -20,16 +20,14 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import check_profile, check_same_profile, get_profile
-from bike_cli.config.train_video import TrainVideoConfig
+from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
-from bike_cli.data.few_shot import few_shot_indices
-from bike_cli.data.lists.classes import read_class_names
-from bike_cli.data.lists.entries import labels_array
-from bike_cli.data.lists.read import read_video_list
+from bike_cli.data.class_names import read_class_names
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
-from bike_cli.data.sampling import check_frames
+from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
+from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
 from bike_cli.engine.run_folder import run_guard, run_training

@@ -4,6 +4,6 @@
 `DecodeError`); one module per backend: `pyav_backend` (the default, with `pyav_fast`: only the
 frames the kept ones need, bit-identical to a full decode) and `decord_backend`. `failures` names
 the reasons a video fails, `frames` what both backends share (the clip they return, the output size,
-the index handling), `probe` reads a video's frame count, size and rate. Import from those modules:
+the index handling); `pyav_backend.probe` reads a video's frame count, size and rate. Import from those modules:
 this package re-exports nothing.
 """

@@ -8,20 +8,24 @@ Rotated video (a display matrix in the container, e.g. phone video): PyAV expose
 frames only; this backend turns its frames upright (display orientation), as decord does, so both
 backends return the same upright frames and `DecodedClip.height`/`width` describe the frames
 returned.
+
+`probe` reads a video's frame count, upright frame size and frame rate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from bike_cli.data.decoding.failures import NO_VIDEO, ZERO_FRAMES, BackendFailure, as_failure
+from bike_cli.data.decoding.failures import NO_VIDEO, ZERO_FRAMES, BackendFailure, as_failure, check_video_file
 from bike_cli.data.decoding.frames import DecodedClip, IndexChooser, gather, requested_indices, resized_size
 from bike_cli.data.decoding.pyav_fast import FALLBACKS, PlanError, decode_kept, read_packets
+from bike_cli.errors import DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +137,28 @@ def _threads(stream: av.video.stream.VideoStream, num_threads: int) -> None:
     """Let the decoder use `num_threads` threads (0: FFmpeg decides), frame and slice threading."""
     stream.thread_type = "AUTO"  # frame and slice threads
     stream.codec_context.thread_count = num_threads
+
+
+@dataclass
+class VideoInfo:
+    """Frame count, upright frame size and frame rate of a video (read with PyAV)."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, upright size and fps of a video, read with PyAV."""
+    path = Path(path)
+    check_video_file(path)
+    try:
+        height, width = upright_size(path)
+        with as_failure(), av.open(str(path)) as container:
+            stream = video_stream(container)
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            num_frames = pyav_frame_count(path, stream)
+    except BackendFailure as failure:
+        raise DecodeError(f"{failure.reason}: {path} (pyav: {failure.detail})") from None
+    return VideoInfo(num_frames, height, width, fps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.decord_backend import read_decord
 from bike_cli.data.decoding.failures import REASONS, BackendFailure, check_video_file
 from bike_cli.data.decoding.frames import RESIZES, DecodedClip, IndexChooser
@@ -19,7 +20,6 @@ from bike_cli.errors import DecodeError, InputError
 logger = logging.getLogger(__name__)
 
 DECODERS = ("decord", "pyav")
-DEFAULT_DECODER = "pyav"
 
 _BACKENDS = {"decord": read_decord, "pyav": read_pyav}
 

@@ -1,10 +1,12 @@
-"""Class-name files (``read_class_names``), detected from the first non-blank line.
+"""Class names: class-name files (``read_class_names``) and the one rule for matching the classes a
+file records with those of the class file in use (``label_order``, ``labels_by_names``,
+``columns_by_names``).
 
-An ``id,name`` CSV with that header (ids 0..K-1 in order; every ``.csv`` file must have it); the
-Charades style ``c000 Holding some clothes`` when every line starts with an id token
-``[a-z]?<digits>`` and some line has a name after it (ids also 0..K-1 in order, so 1-based files
-such as UCF101's ``classInd.txt`` are refused rather than shifted); otherwise one name per line.
-Duplicate class names are an error. Blank lines are ignored.
+Class-name files are detected from the first non-blank line: an ``id,name`` CSV with that header (ids
+0..K-1 in order; every ``.csv`` file must have it); the Charades style ``c000 Holding some clothes``
+when every line starts with an id token ``[a-z]?<digits>`` and some line has a name after it (ids also
+0..K-1 in order, so 1-based files such as UCF101's ``classInd.txt`` are refused rather than shifted);
+otherwise one name per line. Duplicate class names are an error. Blank lines are ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bike_cli.data.lists.lines import csv_cells, nonblank, read_lines
+from bike_cli.data.video_lists import csv_cells, nonblank, read_lines
 from bike_cli.errors import InputError, location
 
 CLASS_HEADER = ["id", "name"]

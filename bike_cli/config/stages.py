@@ -1,0 +1,288 @@
+"""The settings of every stage: one dataclass per command, filled from defaults < recipe YAML < options.
+
+Each dataclass holds a command's settings and their defaults, nothing that computes: the stage
+(`bike_cli.stages.*`) checks them before it loads anything. They live here, free of torch, so that
+`bike COMMAND --help` shows these defaults by reading the dataclass itself, and recipes
+(`bike_cli.config.recipe`) fill them; a field's name is its option's name (`--batch-size` is
+`batch_size`). In stage order: extract-features, gen-attributes, train-video, train-attrs, eval, fuse,
+predict, search, demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bike_cli.config.profile import BIKE
+
+DEFAULT_TEMPLATE = "This is a video about {}"  # class / attribute-sentence prompt: `{}` is the class or the attributes
+DEFAULT_DECODER = "pyav"  # one of bike_cli.data.decoding.read.DECODERS
+
+
+@dataclass
+class ExtractConfig:
+    """Options of `bike extract-features` (see its --help)."""
+
+    list_path: Path
+    out: Path
+    model: str = "bike-tiny"
+    pretrained: str = "none"
+    root: Path | None = None
+    classes: Path | None = None
+    frames: int = 8
+    views: str = "1x1"
+    sampling: str = "test"
+    seed: int = 0
+    failures: Path | None = None
+    decoder: str = DEFAULT_DECODER
+    batch_size: int = 16
+    workers: int = 2
+    strict: bool = False
+    overwrite: bool = False
+    quick_gelu: bool | None = None
+    device: str | None = None
+    precision: str = "auto"
+    compat: str = BIKE  # bike | authors: the authors' frame indices and test transform
+
+    @property
+    def failures_path(self) -> Path:
+        """--failures, else `OUT.failures.csv` beside the cache."""
+        return self.failures or self.out.with_name(self.out.stem + ".failures.csv")
+
+
+@dataclass
+class GenAttributesConfig:
+    """Options of `bike gen-attributes` (see its --help)."""
+
+    features: Path
+    lexicon: str
+    out: Path
+    model: str | None = None  # default: the cache's
+    pretrained: str | None = None  # default: the cache's
+    quick_gelu: bool | None = None  # default: the cache's when the model is the cache's, else auto
+    top_k: int = 5
+    prompt: str = "{}"  # applied to each phrase before encoding
+    sentence_template: str = DEFAULT_TEMPLATE
+    separator: str = ","
+    class_prompt: str = DEFAULT_TEMPLATE
+    drop_own_class: bool = False
+    per_view: bool = False
+    chunk_size: int = 4096  # rows (videos, or video views) per matrix product
+    max_elements: int = 1 << 25  # bound on a similarity block (rows x phrases) and a feature read
+    classes: Path | None = None
+    scores: Path | None = None
+    phrase_cache: Path | None = None
+    device: str | None = None
+    text_batch_size: int = 256
+    allow_model_mismatch: bool = False  # a text encoder other than the cache's model: warn instead of refusing
+
+    @property
+    def phrase_cache_path(self) -> Path:
+        """--phrase-cache, else `OUT.phrases.pt` beside the attributes CSV."""
+        return self.phrase_cache or self.out.with_name(self.out.stem + ".phrases.pt")
+
+
+@dataclass
+class TrainVideoConfig:
+    """Every setting of a Video-branch training run (the paper's defaults for K400 ViT-B/32 8f)."""
+
+    # data: a feature cache (backbone frozen) or a video list (end to end)
+    features: Path | None = None  # train feature cache from extract-features
+    videos: Path | None = None  # train video list (end-to-end fine-tuning)
+    root: Path | None = None  # folder that relative paths of the train list start from
+    classes: Path | None = None  # class-name file
+    val_features: Path | None = None
+    val_videos: Path | None = None
+    val_root: Path | None = None
+    out: Path = Path("runs/video")
+    # model
+    model: str | None = None  # open_clip name; from a cache: the cache's model [default]
+    pretrained: str | None = None  # tag, checkpoint file or none; from a cache: the cache's weights
+    init_from: Path | None = None  # start from a trained Video branch (bike run folder / best.pt)
+    quick_gelu: bool | None = None
+    allow_model_mismatch: bool = False  # train on a cache made by another CLIP than --pretrained (warn only)
+    frames: int = 8  # T frames per clip
+    head: str = "vcs"  # mean | vcs
+    temporal: str = "transformer"  # none | transformer
+    temporal_layers: int = 6
+    vcs_tokens: str | None = None  # words (Eq. 5) | all (the authors' code) [default: words; all under
+    # --compat authors with an authors' --init-from checkpoint]
+    tau: float = 0.01  # VCS softmax temperature
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 256  # per optimiser step, over all processes (before gradient accumulation)
+    grad_accum: int = 1
+    lr: float = 5e-5  # new layers (temporal transformer, logit scale)
+    clip_lr_ratio: float = 0.1  # CLIP visual encoder lr = lr x ratio (end-to-end mode)
+    weight_decay: float = 0.2
+    warmup_epochs: float = 5.0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (mixed precision on GPU)
+    grad_checkpointing: bool = False
+    # augmentation of end-to-end training (the paper's: random resized crop, flip, grayscale)
+    crop_scale_min: float = 0.08
+    flip_prob: float = 0.5
+    grayscale_prob: float = 0.2
+    # run
+    seed: int = 0
+    shots: int | None = None  # few-shot: K training videos per class, a seeded sample
+    samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
+    val_every: int = 1  # validate every N epochs
+    workers: int = 2
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
+    cache_in_memory: str = "auto"  # --features: hold the rows in RAM / GPU memory: auto | on | off
+    resume: bool = False
+    # reproduction (bike_cli.config.profile, docs/reproducing.md)
+    compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
+    loss: str | None = None  # bike (Eq. 7) | authors (their KL loss) [default: the profile's]
+    ignore_visual_weights: bool = False  # --init-from a checkpoint whose visual encoder did not make the cache
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)
+
+
+@dataclass
+class TrainAttrsConfig:
+    """Every setting of an Attributes-branch training run (Sec. 2.2, Eq. 8)."""
+
+    attributes: Path | None = None  # train attributes CSV from gen-attributes
+    val_attributes: Path | None = None
+    classes: Path | None = None  # class-name file [default: the names the attributes file records]
+    out: Path = Path("runs/attrs")
+    model: str | None = None  # text encoder's CLIP [default: the one that generated the attributes]
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    allow_model_mismatch: bool = False  # a --model other than the one that generated the attributes (warn only)
+    tune: str = "head"  # head (frozen encoder + MLPs, the authors' code) | full (Table 6e: fine-tuned)
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])  # class prompts
+    epochs: int = 30
+    batch_size: int = 256
+    grad_accum: int = 1
+    lr: float = 5e-5  # new layers (MLPs, logit scale)
+    clip_lr_ratio: float = 0.1  # the fine-tuned text encoder (--tune full)
+    weight_decay: float = 0.2
+    warmup_epochs: float = 5.0
+    precision: str = "auto"
+    seed: int = 0
+    val_every: int = 1
+    workers: int = 0  # samples are embeddings or token rows in memory: workers rarely help
+    device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
+    resume: bool = False
+    compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
+    loss: str | None = None  # bike (Eq. 8) | authors (their KL loss) [default: the profile's]
+    overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)
+
+
+@dataclass
+class EvalConfig:
+    """Options of `bike eval` (see its --help)."""
+
+    out: Path
+    checkpoint: Path | None = None  # Video-branch run folder or checkpoint; None = zero-shot CLIP
+    features: Path | None = None
+    videos: Path | None = None
+    root: Path | None = None
+    classes: Path | None = None
+    views: str | None = None  # CxS for --videos; with --features the cache's views (must match if given)
+    attributes: Path | None = None
+    attrs_checkpoint: Path | None = None
+    fuse: float | None = None  # lambda of Eq. 4
+    protocol: str = "full"
+    repeats: int = 10
+    seed: int = 0
+    splits: list[str] = field(default_factory=list)
+    # zero-shot model (without --checkpoint)
+    model: str | None = None
+    pretrained: str | None = None
+    quick_gelu: bool | None = None
+    head: str = "vcs"
+    vcs_tokens: str | None = None  # zero-shot: words [default]; an authors' checkpoint: all [default]
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    frames: int | None = None  # default: the checkpoint's, else the cache's, else 8
+    batch_size: int = 64
+    workers: int = 2
+    device: str | None = None
+    plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
+    compat: str = BIKE  # bike | authors (bike_cli.config.profile): the authors' view rule, fusion, sampling
+    ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
+    allow_model_mismatch: bool = False  # a checkpoint or model other than the cache's: warn instead of refusing
+
+
+@dataclass
+class FuseConfig:
+    """Options of `bike fuse` (see its --help)."""
+
+    inputs: list[Path]
+    out: Path
+    weights: list[float] | None = None
+    search: bool = False
+    val: list[Path] = field(default_factory=list)
+    grid_step: float = 0.05
+    protocol: str = "full"
+    protocol_options: dict = field(default_factory=dict)
+    compat: str = BIKE  # bike | authors: inputs must be of this profile; authors' default weights 0.7 / 0.3
+
+    def __post_init__(self) -> None:
+        self.inputs, self.val, self.out = [Path(p) for p in self.inputs], [Path(p) for p in self.val], Path(self.out)
+
+    @property
+    def metrics_json(self) -> Path:
+        """The metrics JSON written beside --out."""
+        return self.out.with_name(self.out.stem + ".metrics.json")
+
+
+@dataclass
+class PredictConfig:
+    """Options of `bike predict` (see its --help)."""
+
+    videos: list[Path]
+    checkpoint: Path | None = None  # bike Video-branch run folder or .pt
+    model: str | None = None  # zero-shot: open_clip architecture
+    pretrained: str | None = None  # zero-shot: tag, file or none; with a checkpoint: the moved weights file
+    quick_gelu: bool | None = None  # zero-shot only
+    classes: Path | None = None  # zero-shot: class-name file
+    class_names: list[str] | None = None  # zero-shot: free-text class names
+    frames: int | None = None  # default: the checkpoint's, else bike_cli.stages.predict.DEFAULT_FRAMES
+    head: str | None = None  # zero-shot: mean | vcs (default vcs); must match a checkpoint's
+    vcs_tokens: str | None = None  # zero-shot: words | all (default words); must match a checkpoint's
+    lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes
+    top_k: int = 5  # attributes per video
+    top: int = 5  # classes reported per video
+    explain: Path | None = None  # figure to draw (report.explain)
+    skip_bad: bool = False
+    decoder: str = DEFAULT_DECODER
+    device: str | None = None
+    compat: str = BIKE  # bike | authors (bike_cli.config.profile): test sampling, transform and view rule
+
+
+@dataclass
+class SearchConfig:
+    """Options of `bike search` (see its --help)."""
+
+    features: Path
+    queries: tuple[str, ...] | list[str] = ()
+    queries_file: Path | None = None  # one query a line
+    model: str | None = None  # default: the cache's
+    pretrained: str | None = None  # default: the cache's
+    quick_gelu: bool | None = None
+    template: str = "{}"
+    rule: str = "vcs"
+    top: int = 10
+    candidates: int = 1000
+    root: Path | None = None  # the folder video ids are paths under (for `path` and the sheet)
+    out: Path | None = None  # hits CSV
+    sheet: Path | None = None  # contact sheet image
+    evaluate: bool = False
+    device: str | None = None
+    allow_model_mismatch: bool = False
+
+
+@dataclass
+class DemoConfig:
+    """Options of `bike demo` (see its --help)."""
+
+    out: Path = Path("bike-demo")
+    model: str = "bike-tiny"
+    pretrained: str = "none"
+    videos_per_class: int = 12
+    frames: int = 8
+    seed: int = 0
+    workers: int = 2

@@ -1,0 +1,520 @@
+"""Video lists: the files that name a dataset's videos and their labels, in every format bike reads.
+
+``read_video_list`` detects the format from the extension and the first non-blank line, parses it,
+and checks its entries:
+
+``kinetics``: the official Kinetics CSV
+    Chosen when the header has ``youtube_id``, ``time_start`` and ``time_end``.
+``csv``: a header naming a path column
+    Chosen when the header names a path column; a ``.csv`` file whose header names neither a path
+    column nor the Kinetics columns is an error.
+``text``: mmaction style, ``relpath [label ...]``
+    Chosen when the file is neither of the CSV formats above.
+
+Labels are read by `LabelParser`: class indices, or class names with the class-name list
+(``--classes``, read by `bike_cli.data.class_names`).
+
+Paths: relative paths resolve against ``root``, which defaults to the folder of the list file (so
+a list travels with its videos); absolute paths are used as written. Apart from the Kinetics
+folder lookup, no path is checked for existence here: the decoder reports missing files.
+
+All files are read as UTF-8 (a BOM and CR/LF line ends are accepted, `read_lines`, which the
+class-name and query files share); blank lines are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gc
+import io
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bike_cli.config.files import check_regular_file
+from bike_cli.errors import InputError, location
+from bike_cli.io.file_kind import not_text
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The lines of a list, class-name or query file: UTF-8 text, and the CSV cells of one line
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; InputError when it is missing, not a regular file or unreadable."""
+    check_regular_file(path, what)
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
+            return f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise not_text(path, what, e) from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped text) of every non-blank line."""
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text:
+            yield number, text
+
+
+def csv_cells(source: Path, number: int, text: str) -> list[str]:
+    """The CSV cells of line `number` of `source`; InputError naming the line when the csv module refuses
+    it (a cell over its field limit of 128 KiB, a stray quote in strict mode)."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as err:
+        raise InputError(f"{location(source, number)}: malformed CSV line of {len(text)} characters ({err})") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# The entries of a video list, and the checks every entry passes (a usable path, a unique id, one entry
+# per video file)
+
+
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list."""
+
+    video_id: str  # unique key: the path as written in the list (Kinetics: the file stem)
+    path: Path  # resolved file path
+    labels: tuple[int, ...]  # class indices; () when unknown
+    line: int  # 1-based line number in the list file (for messages)
+
+
+@dataclass(frozen=True)
+class VideoList:
+    """The videos of a list file, in file order."""
+
+    entries: list[VideoEntry]
+    source: Path
+    format: str  # 'text' | 'csv' | 'kinetics'
+    multilabel: bool  # True when any entry has more than one label
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[VideoEntry]:
+        return iter(self.entries)
+
+    def __getitem__(self, index: int) -> VideoEntry:
+        return self.entries[index]
+
+
+def labels_array(entries: Sequence[VideoEntry], num_classes: int, multilabel: bool) -> np.ndarray:
+    """The entries' labels: int64 [n] (-1 when unknown), or uint8 multi-hot [n, K] when `multilabel`."""
+    if not multilabel:
+        return np.array([e.labels[0] if e.labels else -1 for e in entries], dtype=np.int64)
+    hot = np.zeros((len(entries), num_classes), dtype=np.uint8)  # [n, K]
+    for row, e in enumerate(entries):
+        hot[row, list(e.labels)] = 1
+    return hot
+
+
+def check_path(source: Path, number: int, path: Path) -> Path:
+    """`path`, after checking it is a name the file system can take; InputError naming file:line."""
+    text = str(path)
+    where = location(source, number)
+    if "\0" in text:
+        raise InputError(f"{where}: the path {text!r} holds a NUL byte")
+    if len(text) > MAX_NAME_BYTES // 4:  # shorter names cannot exceed the limits, even in 4-byte UTF-8
+        if len(os.fsencode(text)) > MAX_PATH_BYTES:
+            raise InputError(f"{where}: the path is longer than {MAX_PATH_BYTES} bytes ({text[:80]!r}...)")
+        long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
+        if long is not None:
+            raise InputError(f"{where}: the path component {long[:60]!r}... is longer than {MAX_NAME_BYTES} bytes")
+    return path
+
+
+def check_unique_videos(source: Path, entries: list[VideoEntry]) -> list[VideoEntry]:
+    """The entries, each video file once: InputError naming both lines when a video id appears twice;
+    the same file under other spellings (`../x.mp4`, `/abs/x.mp4`, `v/../x.mp4`) is kept at its first
+    line, with one warning naming the lines and spellings (an error where their labels differ)."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        first = seen.setdefault(entry.video_id, entry.line)
+        if first != entry.line:
+            raise InputError(
+                f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
+                f"(lines {first} and {entry.line})"
+            )
+    files: dict[str, list[VideoEntry]] = {}
+    folders: dict[str, str] = {}  # resolved once per folder: a list has few folders and many videos
+    for entry in entries:
+        folder, name = os.path.split(entry.path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        files.setdefault(os.path.join(folders[folder], name), []).append(entry)
+    if len(files) == len(entries):
+        return entries
+    dropped = set()
+    for spellings in (group for group in files.values() if len(group) > 1):
+        _warn_respelled(source, spellings)
+        dropped.update(id(entry) for entry in spellings[1:])
+    return [entry for entry in entries if id(entry) not in dropped]
+
+
+def _warn_respelled(source: Path, spellings: list[VideoEntry]) -> None:
+    """Warn that one file is listed under several spellings; InputError where their labels differ."""
+    first, *others = spellings
+    lines = [str(e.line) for e in spellings]
+    named = f"lines {', '.join(lines[:-1])} and {lines[-1]}"
+    written = ", ".join(repr(e.video_id) for e in spellings)
+    conflict = next((e for e in others if e.labels != first.labels), None)
+    if conflict is not None:
+        raise InputError(f"{location(source, conflict.line)}: {written} are one video ({first.path}) with "
+                         f"different labels ({named})")
+    log.warning("%s: %s name one video under %d spellings (%s): read once, as %r (line %d)", source, named,
+                len(spellings), written, first.video_id, first.line)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Label tokens of a video list turned into class indices.
+#
+# An integer is a class index (``0 <= i < K`` with K class names, ``>= 0`` without); any other token
+# is a class name, matched exactly, then normalised (lower case, ``_`` read as a space, spaces stripped
+# and collapsed). Class names need the class-name list (``--classes``). A label repeated within one
+# entry is kept once.
+
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def normalise(name: str) -> str:
+    """Lower case, '_' as space, spaces stripped and collapsed."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+class LabelParser:
+    """Turns label tokens into class indices; errors name the list file and line."""
+
+    def __init__(self, source: Path, class_names: Sequence[str] | None) -> None:
+        self.source = source
+        self.names = list(class_names) if class_names is not None else None
+        self.exact = {name: i for i, name in enumerate(self.names or ())}
+        self.normal: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names or ()):
+            self.normal.setdefault(normalise(name), []).append(i)
+        self.cache: dict[str, int] = {}  # token -> index, for tokens already accepted
+        self.cells: dict[tuple[str, str | None], tuple[int, ...]] = {}  # (cell, sep) -> indices
+
+    def labels(self, cell: str, line: int, sep: str | None = None) -> tuple[int, ...]:
+        """Class indices of the labels in `cell` split on `sep` (default: whitespace), each once."""
+        found = self.cells.get((cell, sep))
+        if found is None:
+            tokens = [token.strip() for token in cell.split(sep)]
+            indices = (self.index(token, line) for token in tokens if token)
+            found = self.cells[cell, sep] = tuple(dict.fromkeys(indices))
+        return found
+
+    def index(self, token: str, line: int) -> int:
+        """The class index of one label token."""
+        found = self.cache.get(token)
+        if found is None:
+            found = self.cache[token] = self._parse(token, location(self.source, line))
+        return found
+
+    def _parse(self, token: str, where: str) -> int:
+        """The class index of a token not seen before; InputError (at `where`) when it names none."""
+        if _INT.fullmatch(token):
+            return self._check_range(int(token), where)
+        if self.names is None:
+            raise InputError(
+                f"{where}: label {token!r} is a class name but no class names were given; "
+                "pass --classes FILE"
+            )
+        if token in self.exact:
+            return self.exact[token]
+        hits = self.normal.get(normalise(token), [])
+        if len(hits) > 1:
+            choices = ", ".join(repr(self.names[i]) for i in hits)
+            raise InputError(f"{where}: label {token!r} matches several classes: {choices}")
+        if not hits:
+            raise InputError(self._unknown(token, where))
+        return hits[0]
+
+    def _check_range(self, index: int, where: str) -> int:
+        """`index`, after checking it is a valid class index."""
+        if index < 0:
+            raise InputError(f"{where}: label {index} is negative (class indices start at 0)")
+        if self.names is not None and index >= len(self.names):
+            raise InputError(
+                f"{where}: label {index} is out of range for {len(self.names)} classes "
+                f"(0..{len(self.names) - 1})"
+            )
+        return index
+
+    def _unknown(self, token: str, where: str) -> str:
+        """The message for an unknown class name, with up to three close matches."""
+        originals = {normalise(name): name for name in reversed(self.names or ())}
+        close = difflib.get_close_matches(normalise(token), list(originals), n=3, cutoff=0.6)
+        hint = ", ".join(repr(originals[c]) for c in close)
+        hint = f"; did you mean {hint}?" if close else " (no close match)"
+        return f"{where}: unknown class name {token!r}{hint}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ``text`` (mmaction style) video-list format.
+#
+# One video per line: ``relpath [label ...]``, whitespace separated. The first token is the path, so a
+# path cannot contain spaces in this format; every further token is a label (``relpath 3 7 12`` is
+# multi-label, a bare ``relpath`` has an unknown label). The old mmaction rawframes layout
+# ``relpath total_frames label`` is not supported: its frame count would be read as a label.
+
+
+def parse_text(source: Path, lines: list[str], root: Path, parser: LabelParser) -> list[VideoEntry]:
+    """Entries of an mmaction-style `relpath [label ...]` list."""
+    entries = []
+    for number, line in enumerate(lines, 1):
+        parts = line.split(None, 1)
+        if parts:
+            video, labels = parts[0], parser.labels(parts[1] if len(parts) > 1 else "", number)
+            entries.append(VideoEntry(video, check_path(source, number, root / video), labels, number))
+    return entries
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ``csv`` video-list format, and the CSV table reading the Kinetics format shares.
+#
+# A header row names a path column (``path``, ``video`` or ``filename``; the first of these present
+# wins) and optionally a label column (``label``, ``labels`` or ``class``; likewise); other columns are
+# ignored. Several labels in one cell are separated by ``;``; an empty cell is an unknown label.
+
+
+PATH_COLUMNS = ("path", "video", "filename")
+LABEL_COLUMNS = ("label", "labels", "class")
+
+
+def parse_csv(source: Path, lines: list[str], root: Path, parser: LabelParser) -> list[VideoEntry]:
+    """Entries of a CSV list with a path column and an optional label column."""
+    columns, rows = csv_table(source, lines)
+    path_name = next(name for name in PATH_COLUMNS if name in columns)
+    path_i = columns[path_name]
+    label_i = next((columns[name] for name in LABEL_COLUMNS if name in columns), None)
+    entries = []
+    for number, cells in rows:
+        video = cells[path_i].strip()
+        if not video:
+            raise InputError(f"{location(source, number)}: row has no path (column {path_name!r})")
+        labels = parser.labels(cells[label_i], number, ";") if label_i is not None else ()
+        entries.append(VideoEntry(video, check_path(source, number, root / video), labels, number))
+    return entries
+
+
+def csv_table(source: Path, lines: list[str]) -> tuple[dict[str, int], Iterator[tuple[int, list[str]]]]:
+    """(lower-case column name -> index, data rows) of a CSV list with a header."""
+    rows = _csv_rows(source, lines)
+    _, header = next(rows)
+    columns: dict[str, int] = {}
+    for i, name in enumerate(header):
+        columns.setdefault(name.strip().lower(), i)
+    return columns, rows
+
+
+def _csv_rows(source: Path, lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of the non-blank CSV rows, each as wide as the first (the header).
+
+    The csv module reads the file's text as a whole, so a quoted field may hold a line break (kept
+    in the path) and a quote left open is reported at the line where it opens, not taken silently
+    as one long path swallowing the rest of the file."""
+    reader = csv.reader(io.StringIO("\n".join(lines)), strict=True)
+    width, start = 0, 1
+    try:
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                start = reader.line_num + 1
+                continue
+            width = width or len(cells)  # the header's
+            if len(cells) != width:
+                cells = _fit(source, reader.line_num, cells, width)
+            yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise InputError(f"{location(source, start)}: a quoted field opened on this line is never closed "
+                             "(unbalanced '\"'): it runs to the end of the file") from None
+        raise InputError(f"{location(source, reader.line_num)}: malformed CSV ({e})") from None
+
+
+def _fit(source: Path, number: int, cells: list[str], width: int) -> list[str]:
+    """A short row padded with '' to the header width; InputError for extra non-empty cells."""
+    if any(cell.strip() for cell in cells[width:]):
+        raise InputError(
+            f"{location(source, number)}: row has {len(cells)} fields but the header has {width} "
+            "(quote values that contain commas)"
+        )
+    return cells[:width] + [""] * (width - len(cells))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ``kinetics`` video-list format: the official Kinetics CSV.
+#
+# Header ``label,youtube_id,time_start,time_end,split`` (the test split may lack the ``label`` column
+# or leave it empty; extra columns are ignored). A row is the file
+# ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` and its stem is the video id. The file is looked
+# for at ``root/file``, then ``root/<label>/file``, then ``root/<label with spaces as _>/file`` (each
+# folder listed once); when none exists the path is ``root/file`` and decoding reports it missing.
+
+
+KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end")
+
+
+def parse_kinetics(source: Path, lines: list[str], root: Path, parser: LabelParser) -> list[VideoEntry]:
+    """Entries of an official Kinetics CSV (`label,youtube_id,time_start,time_end,split`)."""
+    columns, rows = csv_table(source, lines)
+    id_i, start_i, end_i = (columns[name] for name in KINETICS_COLUMNS)
+    label_i = columns.get("label")
+    finder = _KineticsFinder(root)
+    entries = []
+    for number, cells in rows:
+        stem = _kinetics_stem(source, number, cells[id_i], cells[start_i], cells[end_i])
+        label = cells[label_i].strip() if label_i is not None else ""
+        labels = (parser.index(label, number),) if label else ()
+        entries.append(VideoEntry(stem, check_path(source, number, finder.find(stem + ".mp4", label)), labels, number))
+    return entries
+
+
+def _kinetics_stem(source: Path, number: int, youtube_id: str, start: str, end: str) -> str:
+    """`{youtube_id}_{time_start:06d}_{time_end:06d}`: the stem of a Kinetics file name."""
+    youtube_id, start, end = youtube_id.strip(), start.strip(), end.strip()
+    if youtube_id and start.isdigit() and end.isdigit() and (start + end).isascii():
+        return f"{youtube_id}_{start.lstrip('0').zfill(6)}_{end.lstrip('0').zfill(6)}"
+    if not youtube_id:
+        raise InputError(f"{location(source, number)}: row has no youtube_id")
+    start_ok = start.isdigit() and start.isascii()
+    column, value = ("time_end", end) if start_ok else ("time_start", start)
+    raise InputError(
+        f"{location(source, number)}: {column} {value!r} is not a whole number of seconds"
+    )
+
+
+class _KineticsFinder:
+    """Finds `root/file`, `root/<label>/file` or `root/<label_with_underscores>/file`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_names = _listing(root)
+        self.label_folders: dict[str, list[tuple[Path, frozenset[str]]]] = {}
+
+    def _folders(self, label: str) -> list[tuple[Path, frozenset[str]]]:
+        """(folder, file names) of the existing, non-empty class folders of `label`."""
+        folders = self.label_folders.get(label)
+        if folders is None:
+            spellings = dict.fromkeys((label, label.replace(" ", "_")))
+            listed = [(folder, _listing(folder)) for folder in map(self.root.joinpath, spellings)]
+            folders = self.label_folders[label] = [(f, files) for f, files in listed if files]
+        return folders
+
+    def find(self, name: str, label: str) -> Path:
+        """Where the file is, or `root/name` when it is nowhere."""
+        if name not in self.root_names and label:
+            for folder, names in self._folders(label):
+                if name in names:
+                    return folder / name
+        return self.root / name
+
+
+def _listing(folder: Path) -> frozenset[str]:
+    """The names in a folder; empty when it cannot be listed."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return frozenset()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading a list: detect the format, parse, check
+
+
+ListParser = Callable[[Path, list[str], Path, LabelParser], list[VideoEntry]]
+
+
+def read_video_list(
+    path: str | Path,
+    root: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> VideoList:
+    """Read a text, CSV or Kinetics video list; relative paths resolve against `root`.
+
+    `root` defaults to the folder of the list file. Label names need `class_names`.
+    """
+    source = Path(path)
+    lines = read_lines(source, "video list")
+    fmt = _detect_format(source, lines)
+    base = _video_root(source, root)
+    with _gc_paused():
+        entries = _PARSERS[fmt](source, lines, base, LabelParser(source, class_names))
+    if not entries:
+        raise InputError(f"{source}: the video list has no videos")
+    entries = check_unique_videos(source, entries)
+    multilabel = any(len(entry.labels) > 1 for entry in entries)
+    log.info("read %d videos from %s (%s format, root %s)", len(entries), source, fmt, base)
+    return VideoList(entries, source, fmt, multilabel)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many entries (no cycles are made).
+
+    Its repeated passes over the growing list of entries and paths doubled the time of a
+    240,000-line list.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _video_root(source: Path, root: str | Path | None) -> Path:
+    """The absolute folder relative paths resolve against."""
+    if root is None:
+        return source.parent.absolute()
+    folder = Path(root)
+    if not folder.is_dir():
+        raise InputError(f"video root is not a folder: {folder}")
+    return folder.absolute()
+
+
+def _detect_format(source: Path, lines: list[str]) -> str:
+    """'kinetics', 'csv' or 'text', from the first non-blank line and the extension."""
+    first_line, first = next(nonblank(lines), (None, ""))
+    if first_line is None:
+        raise InputError(f"{source}: the video list is empty")
+    is_csv = source.suffix.lower() == ".csv"
+    if is_csv or "," in first:
+        header = {cell.strip().lower() for cell in csv_cells(source, first_line, first)}
+        if header.issuperset(KINETICS_COLUMNS):
+            return "kinetics"
+        if header.intersection(PATH_COLUMNS):
+            return "csv"
+        if is_csv:
+            raise InputError(
+                f"{location(source, first_line)}: CSV header {first!r} names no path column "
+                f"(one of {', '.join(PATH_COLUMNS)}) and is not a Kinetics header "
+                f"({','.join(KINETICS_COLUMNS)})"
+            )
+    return "text"
+
+
+_PARSERS: dict[str, ListParser] = {
+    "text": parse_text,
+    "csv": parse_csv,
+    "kinetics": parse_kinetics,
+}
