@@ -40,6 +40,7 @@ def child(spec: dict) -> dict:
     from torch.utils.data import DataLoader
     from train_video import make_rig, median_figures, peak_rss_mib, random_class_texts
 
+    from bike_cli.config.profile import get_profile
     from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.data.memory_cache import MemoryBatches, MemoryClips
     from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
@@ -52,7 +53,7 @@ def child(spec: dict) -> dict:
 
     path, dim, steps = Path(spec["cache"]), spec["dim"], spec["steps"]
     cfg = TrainVideoConfig(features=path, frames=spec["frames"], batch_size=spec["batch"], workers=0)
-    accelerator = make_accelerator(LoopSettings.of(cfg))
+    accelerator = make_accelerator(LoopSettings.of(cfg), get_profile(cfg.compat))
     rss_start = peak_rss_mib()
     started = time.perf_counter()
     source = train_dataset(cfg, FeatureCache(path), [], 0)

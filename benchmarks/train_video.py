@@ -56,12 +56,14 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
+from bike_cli.engine.run_folder import RunFolder
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import EpochBatches, warmup_cosine
 from bike_cli.engine.training_loop import Trainer
@@ -170,7 +172,7 @@ def make_rig(cfg: TrainVideoConfig, model: VideoBranch, class_texts: ClassTexts,
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), texts
 
-    trainer = Trainer(LoopSettings.of(cfg), accelerator, stage="train-video")
+    trainer = Trainer(LoopSettings.of(cfg), accelerator, RunFolder(cfg.out, "train-video"))
     return Rig(trainer, model, optimizer, scheduler, batch_inputs)
 
 
@@ -432,7 +434,7 @@ def memory_child(spec_json: str) -> None:
     cfg = TrainVideoConfig(videos=files[0], root=files[1], classes=files[2], model=spec["model"], pretrained="none",
                            frames=spec["frames"], batch_size=spec["batch"], workers=0,
                            grad_checkpointing=spec["grad_checkpointing"])
-    accelerator = make_accelerator(LoopSettings.of(cfg))
+    accelerator = make_accelerator(LoopSettings.of(cfg), get_profile(cfg.compat))
     rig, dataset = build_e2e(cfg, accelerator)
     batches = list(islice(stage_loader(dataset, cfg, 0, 1), spec["steps"]))
     cuda = accelerator.device.type == "cuda"
@@ -628,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args.memory_child)
         return 0
     parts = set(args.parts.split(","))
-    accelerator = make_accelerator(LoopSettings.of(TrainVideoConfig()))
+    accelerator = make_accelerator(LoopSettings.of(TrainVideoConfig()), get_profile("bike"))
     report: dict = {"args": {k: str(v) for k, v in vars(args).items() if k != "memory_child"},
                     "load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bike-bench-train-") as tmp:

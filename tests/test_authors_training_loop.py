@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from training_rig import Quadratic, Rows
+from training_rig import Rows, fit_rig
 
+from bike_cli.config.profile import get_profile
 from bike_cli.engine.loop_settings import LoopSettings, accelerate_precision, make_accelerator
 from bike_cli.engine.schedule import EpochBatches
-from bike_cli.engine.training_loop import Trainer
 
 LR = 1e-2
 N, BATCH, EPOCHS, WARMUP = 47, 2, 3, 1.0  # 23 full batches an epoch and one partial batch of 1
@@ -29,13 +29,10 @@ def _settings(out, grad_accum: int, epochs: int = EPOCHS, resume: bool = False, 
 def _fit(out, compat: str, grad_accum: int, epochs: int = EPOCHS, resume: bool = False, batch_loader=None):
     """The lr of every optimiser step that ran, and the `step` of every metrics line."""
     settings = _settings(out, grad_accum, epochs, resume)
-    model = Quadratic()
     lrs: list[float] = []
     handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
     try:
-        Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
-            model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b,), lr=LR, weight_decay=0.0,
-            save_checkpoint=lambda m, line, improved: None, compat=compat, batch_loader=batch_loader)
+        fit_rig(settings, compat, Rows(N), lr=LR, batch_loader=batch_loader)
     finally:
         handle.remove()
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -119,7 +116,7 @@ def test_authors_profile_drops_the_partial_batch_of_an_in_memory_loader(tmp_path
     ("bf16", False, "bike", True, "no"),
 ])
 def test_accelerate_precision_per_profile_device_and_request(precision, cuda, compat, bf16, expected):
-    assert accelerate_precision(precision, cuda, compat, bf16) == expected
+    assert accelerate_precision(precision, cuda, get_profile(compat), bf16) == expected
 
 
 @pytest.mark.cuda
@@ -127,12 +124,9 @@ def test_accelerate_precision_per_profile_device_and_request(precision, cuda, co
 def test_authors_profile_on_cuda_trains_under_fp16_with_a_grad_scaler(tmp_path):
     settings = LoopSettings(out=tmp_path, epochs=1, batch_size=BATCH, grad_accum=1, warmup_epochs=0.0,
                             precision="auto", seed=0, val_every=1, workers=0, resume=False, device="cuda")
-    acc = make_accelerator(settings, "authors")
+    acc = make_accelerator(settings, get_profile("authors"))
     assert acc.mixed_precision == "fp16" and isinstance(acc.scaler, torch.amp.GradScaler)
-    model = Quadratic()
-    Trainer(settings, acc, "train-video").fit(
-        model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b.to(acc.device),), lr=LR,
-        weight_decay=0.0, save_checkpoint=lambda m, line, improved: None, compat="authors")
+    fit_rig(settings, "authors", Rows(N), lr=LR, inputs=lambda b: (b.to(acc.device),), accelerator=acc)
     assert math.isfinite(acc.scaler.get_scale())
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from training_rig import Quadratic, Rows
+from training_rig import Rows, fit_rig
 
 from bike_cli.config import profile as pf
 from bike_cli.config.profile import PROFILES, Profile, check_fusable, check_profile, get_profile, video_score_rule
@@ -149,8 +149,7 @@ def third(monkeypatch):
 
 def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int]:
     """The batch sizes one epoch of Trainer.fit feeds under `compat` (an in-memory loader, CPU)."""
-    from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
-    from bike_cli.engine.training_loop import Trainer
+    from bike_cli.engine.loop_settings import LoopSettings
 
     seen: list[int] = []
     rows = Rows(n)
@@ -168,10 +167,7 @@ def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int
 
     settings = LoopSettings(out=out, epochs=1, batch_size=batch, grad_accum=1, warmup_epochs=0.0, precision="fp32",
                             seed=0, val_every=1, workers=0, resume=False, device="cpu")
-    model = Quadratic()
-    Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
-        model, [{"params": list(model.parameters())}], rows, lambda b: (b,), lr=1e-2, weight_decay=0.0,
-        save_checkpoint=lambda m, line, improved: None, compat=compat, batch_loader=loader)
+    fit_rig(settings, compat, rows, lr=1e-2, batch_loader=loader)
     return seen
 
 
@@ -205,10 +201,22 @@ def test_the_fusion_weight_of_a_third_profile_is_honoured_by_fuse(third):
 def test_the_precision_rule_of_a_third_profile_is_honoured(third):
     from bike_cli.engine.loop_settings import accelerate_precision
 
-    assert accelerate_precision("auto", True, "bike", True) == "bf16"
-    assert accelerate_precision("auto", True, third("bike", auto_precision=pf.FP16), True) == "fp16"
-    assert accelerate_precision("auto", True, "authors", True) == "fp16"
-    assert accelerate_precision("auto", True, third("authors", auto_precision=pf.BF16_ELSE_FP16), True) == "bf16"
+    assert accelerate_precision("auto", True, get_profile("bike"), True) == "bf16"
+    assert accelerate_precision("auto", True, get_profile(third("bike", auto_precision=pf.FP16)), True) == "fp16"
+    assert accelerate_precision("auto", True, get_profile("authors"), True) == "fp16"
+    assert accelerate_precision("auto", True, get_profile(third("authors", auto_precision=pf.BF16_ELSE_FP16)),
+                                True) == "bf16"
+
+
+def test_the_training_loops_rule_tables_cover_exactly_the_profiles_rule_names(third):
+    """A value a Profile may take has its entry; a value it may not take fails when the Profile is made."""
+    from bike_cli.engine.loop_settings import MIXED_PRECISION_AUTO
+    from bike_cli.engine.training_loop import LR_CADENCES
+
+    assert set(MIXED_PRECISION_AUTO) == set(pf.RULE_NAMES["auto_precision"])
+    assert set(LR_CADENCES) == set(pf.RULE_NAMES["lr_cadence"])
+    with pytest.raises(ValueError, match="Profile.lr_cadence 'per-epoch' has no rule"):
+        third("bike", lr_cadence="per-epoch")
 
 
 def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_configure_training(third):

@@ -10,12 +10,11 @@ import math
 
 import pytest
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from training_rig import Quadratic, Rows
+from training_rig import Rows, fit_rig
 
-from bike_cli.engine.loop_settings import LoopSettings, latest_checkpoint, make_accelerator
-from bike_cli.engine.run_folder import check_run_folder
+from bike_cli.engine.loop_settings import LoopSettings
+from bike_cli.engine.run_folder import RunFolder
 from bike_cli.engine.schedule import warmup_cosine
-from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.train_state import STATE_FILE
 
@@ -30,22 +29,31 @@ def _settings(out, epochs: int, *, val_every: int = 1, grad_accum: int = 1, warm
                         overwrite=overwrite)
 
 
+def check_run_folder(settings: LoopSettings):
+    """The run folder's rules for `settings` (what the stages apply under the lock)."""
+    return RunFolder(settings.out, "train-video", resume=settings.resume, overwrite=settings.overwrite).check(
+        settings.epochs)
+
+
+def latest_checkpoint(out):
+    return RunFolder(out, "train-video").latest_checkpoint()
+
+
 def _fit(settings: LoopSettings, validate=None, on_epoch=None, compat: str = "bike"):
     """Train the quadratic rig; returns (summary, lr of every optimiser step, `improved` of every save)."""
-    model = Quadratic()
     lrs: list[float] = []
     saves: list[tuple[int, bool]] = []
 
-    def save(unwrapped, line, improved):
-        saves.append((line["epoch"], improved))
-        if on_epoch is not None:
-            on_epoch(line["epoch"])
+    class Watched(RunFolder):
+        def save_checkpoints(self, model, line, improved, header):
+            saves.append((line["epoch"], improved))
+            if on_epoch is not None:
+                on_epoch(line["epoch"])
 
+    run = Watched(settings.out, "train-video", resume=settings.resume, overwrite=settings.overwrite)
     handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
     try:
-        summary = Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
-            model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b,), lr=LR, weight_decay=0.0,
-            save_checkpoint=save, validate=validate, compat=compat)
+        summary = fit_rig(settings, compat, Rows(N), lr=LR, validate=validate, run=run)
     finally:
         handle.remove()
     return summary, lrs, saves
@@ -127,7 +135,7 @@ def test_overwrite_removes_the_old_runs_checkpoints_and_tensorboard(tmp_path):
     (tmp_path / "tensorboard").mkdir(exist_ok=True)
     (tmp_path / "tensorboard" / "events.out").write_text("old")
     (tmp_path / "notes.txt").write_text("mine")
-    assert check_run_folder(_settings(tmp_path, epochs=1, overwrite=True), "train-video") is None
+    assert check_run_folder(_settings(tmp_path, epochs=1, overwrite=True)) is None
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tensorboard").exists()
     assert not (tmp_path / "metrics.jsonl").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"  # not a file of the run
@@ -135,9 +143,9 @@ def test_overwrite_removes_the_old_runs_checkpoints_and_tensorboard(tmp_path):
 
 def test_resume_after_overwrite_continues_the_new_run_not_the_old_one(tmp_path):
     _fit(_settings(tmp_path, epochs=3))  # the old run: epochs 1-3
-    assert check_run_folder(_settings(tmp_path, epochs=1, overwrite=True), "train-video") is None
+    assert check_run_folder(_settings(tmp_path, epochs=1, overwrite=True)) is None
     _fit(_settings(tmp_path, epochs=1, overwrite=True))  # the new run: one epoch
-    assert check_run_folder(_settings(tmp_path, epochs=2, resume=True), "train-video") is None  # not finished
+    assert check_run_folder(_settings(tmp_path, epochs=2, resume=True)) is None  # not finished
     summary, _, saves = _fit(_settings(tmp_path, epochs=2, resume=True))
     assert [epoch for epoch, _ in saves] == [2]  # continues after the new run's epoch 1
     assert [line["epoch"] for line in _metrics(tmp_path)] == [1, 2]
@@ -146,8 +154,11 @@ def test_resume_after_overwrite_continues_the_new_run_not_the_old_one(tmp_path):
 
 def test_resume_takes_the_same_file_named_another_way_as_unchanged(tmp_path, monkeypatch):
     from bike_cli.config.stages import TrainVideoConfig
-    from bike_cli.engine.resume import CONFIG_FILE, check_resume_config
+    from bike_cli.engine.run_folder import CONFIG_FILE
     from bike_cli.io.run_config import save_resolved
+
+    def check_resume_config(config, out):
+        return RunFolder(out, "train-video", resume=True, config=config).check_config()
 
     (tmp_path / "feats").mkdir()
     cache = tmp_path / "feats" / "train.h5"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from training_rig import Quadratic, Rows
+from training_rig import Rows, fit_rig
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
+from bike_cli.engine.loop_settings import LoopSettings
 from bike_cli.engine.training_loop import Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
@@ -31,13 +31,10 @@ def _lrs_of_fit(out: Path, compat: str, epochs: int, resume: bool) -> list[float
     """The lr of every optimiser step a Trainer.fit of the tiny rig took."""
     settings = LoopSettings(out=out, epochs=epochs, batch_size=BATCH, grad_accum=1, warmup_epochs=1.0, precision="fp32", seed=0,
                             val_every=1, workers=0, resume=resume, device="cpu")
-    model = Quadratic()
     lrs: list[float] = []
     handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
     try:
-        Trainer(settings, make_accelerator(settings, compat), "train-video").fit(
-            model, [{"params": list(model.parameters())}], Rows(N), lambda b: (b,), lr=1e-2, weight_decay=0.0,
-            save_checkpoint=lambda m, line, improved: None, compat=compat)
+        fit_rig(settings, compat, Rows(N), lr=1e-2)
     finally:
         handle.remove()
     return lrs

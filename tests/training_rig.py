@@ -29,3 +29,20 @@ class Rows(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.x[i]
+
+
+def fit_rig(settings, compat: str, dataset: Dataset, *, model: nn.Module | None = None, lr: float = 1e-2,
+            inputs=lambda b: (b,), validate=None, batch_loader=None, run=None, accelerator=None):
+    """`Trainer.fit` of `model` (a fresh Quadratic) on `dataset` under the profile `compat`, in the run
+    folder `run` (a plain RunFolder of `settings.out` by default); returns the summary."""
+    from bike_cli.config.profile import get_profile
+    from bike_cli.engine.loop_settings import FitSettings, make_accelerator
+    from bike_cli.engine.run_folder import RunFolder
+    from bike_cli.engine.training_loop import TrainBranch, Trainer
+
+    profile = get_profile(compat)
+    model = model if model is not None else Quadratic()
+    run = run or RunFolder(settings.out, "train-video", resume=settings.resume, overwrite=settings.overwrite)
+    trainer = Trainer(settings, accelerator or make_accelerator(settings, profile), run)
+    branch = TrainBranch(model, [{"params": list(model.parameters())}], inputs, validate=validate)
+    return trainer.fit(branch, FitSettings(lr, 0.0, profile), dataset, batch_loader=batch_loader)

@@ -1,17 +1,35 @@
-"""The settings, state and summary of a training run, and the Accelerator it runs under."""
+"""The settings and summary of a training run, and the Accelerator it runs under.
+
+The `--compat` profile reaches the engine as the `Profile` object the stage resolved; each of its
+fields the engine implements is looked up in a table keyed by the field's value (`profile_rule`), so
+a profile whose value has no entry is an error, never bike's rule by default.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from bike_cli.config.profile import FP16, get_profile
+from bike_cli.config.profile import BF16_ELSE_FP16, FP16, Profile
 from bike_cli.engine.runtime import PRECISIONS, resolve_device
 from bike_cli.errors import InputError
-from bike_cli.io.train_state import STATE_FILE
+
+T = TypeVar("T")
+
+MIXED_PRECISION_AUTO: dict[str, Callable[[bool], str]] = {  # Profile.auto_precision -> bf16 supported -> mode
+    BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
+    FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
+}
+
+
+def profile_rule(table: dict[str, T], profile: Profile, field: str) -> T:
+    """The entry of `table` for the value of the profile's `field` (a Profile holds only values that
+    config.profile.RULE_NAMES lists, and every table has them all: tests/test_config_profile.py)."""
+    return table[getattr(profile, field)]
 
 
 @dataclass
@@ -45,6 +63,16 @@ class LoopSettings:
             raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """What one `Trainer.fit` follows besides the run's `LoopSettings`: AdamW's lr and weight decay
+    (for the parameter groups that set none) and the profile whose loop rules apply."""
+
+    lr: float
+    weight_decay: float
+    profile: Profile
+
+
 @dataclass
 class TrainSummary:
     out: Path
@@ -58,44 +86,25 @@ class TrainSummary:
     finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
 
 
-@dataclass
-class RunState:
-    """What a checkpoint folder records besides the Accelerate state."""
-
-    epoch: int = 0
-    step: int = 0
-    best_epoch: int = 0
-    best_metrics: dict = field(default_factory=dict)
-    best_score: float = -math.inf
-
-def accelerate_precision(precision: str, cuda: bool, compat: str = "bike", bf16_supported: bool = True) -> str:
+def accelerate_precision(precision: str, cuda: bool, profile: Profile, bf16_supported: bool = True) -> str:
     """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
 
     The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
-    is kept. `auto` on CUDA: bf16 where supported, else fp16 (fp16 comes with a GradScaler); under
-    `--compat authors` always fp16, as their train.py (`--precision amp`: torch.cuda.amp autocast and
-    GradScaler)."""
+    is kept; `auto` on CUDA follows the profile's `auto_precision` (`MIXED_PRECISION_AUTO`)."""
     if not cuda or precision == "fp32":
         return "no"
     if precision != "auto":
         return precision
-    if get_profile(compat).auto_precision == FP16:
-        return "fp16"
-    return "bf16" if bf16_supported else "fp16"
+    return profile_rule(MIXED_PRECISION_AUTO, profile, "auto_precision")(bf16_supported)
 
 
-def make_accelerator(settings: LoopSettings, compat: str = "bike"):
+def make_accelerator(settings: LoopSettings, profile: Profile):
     """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-
     cuda = resolve_device(settings.device).type == "cuda"
-    mixed = accelerate_precision(settings.precision, cuda, compat, cuda and torch.cuda.is_bf16_supported())
+    mixed = accelerate_precision(settings.precision, cuda, profile, cuda and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     return accelerator
-
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p.parent for p in (out / "checkpoints").glob(f"epoch_*/{STATE_FILE}"))
-    return done[-1] if done else None

@@ -2,7 +2,7 @@
 
 `EpochBatches`: the seeded per-epoch batches of every process; `RepeatedDataset`: a few-shot set
 cycled to a full epoch's length; `warmup_cosine` (bike) and `authors_warmup_cosine` (their train.py):
-the LR factor per optimiser step.
+the LR factor per optimiser step; `apply_schedule`: the lr of a resumed schedule's total.
 """
 
 from __future__ import annotations
@@ -98,6 +98,16 @@ def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: in
         return (math.cos(math.pi * progress) + 1) / 2
 
     return factor
+
+def apply_schedule(optimizer, scheduler) -> None:
+    """Set each group's lr to the factor of the scheduler's lambdas at its restored step.
+
+    A resumed LambdaLR keeps the lr of the step it was saved at until its next step; where the total
+    changed (a larger `--epochs`), that lr is of the old schedule: the first step would use it."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
 
 def step_before_optimizer(scheduler) -> None:
     """Step the schedule per batch, where the first optimiser step may come later (accumulation):

@@ -32,6 +32,7 @@ from bike_cli.io.file_kind import HDF5, TORCH_KINDS, describe_file, sniff, wrong
 
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
+LAST_FILE, BEST_FILE = "last.pt", "best.pt"  # a run folder's checkpoints: every epoch's, the best epoch's
 SCHEMA_VERSION = 2  # 2 added `model_args`
 READABLE_SCHEMAS = (1, 2)
 
@@ -112,7 +113,7 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
     """bike's own checkpoint of `kind` (a file, or a run folder holding best.pt / last.pt)."""
     path = Path(path)
     if path.is_dir():
-        found = next((p for p in (path / "best.pt", path / "last.pt") if p.exists()), None)
+        found = next((p for p in (path / BEST_FILE, path / LAST_FILE) if p.exists()), None)
         if found is None:
             raise InputError(f"{path} is not a bike run folder: it holds no best.pt or last.pt (give the --out "
                              "folder of a train-video/train-attrs run that finished an epoch, or a checkpoint file)")

@@ -17,8 +17,10 @@ All files are written with the atomic-write rule (`bike_cli.io.atomic`).
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,17 @@ STATE_FILE = "trainer_state.json"
 MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, SCALER_FILE = "model.pt", "optimizer.pt", "scheduler.json", "scaler.json"
 _RNG = re.compile(r"rng_\d+\.json")
 _KNOWN = {STATE_FILE, MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, SCALER_FILE}
+
+
+@dataclass
+class RunState:
+    """What trainer_state.json records: where the run is, and its best epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    best_score: float = -math.inf
 
 
 def rng_file(rank: int) -> str:
@@ -73,6 +86,11 @@ def save_shared_state(folder: Path, model_state: dict, optimizer_state: dict, sc
     write_text(folder / SCHEDULER_FILE, json.dumps(scheduler_state))
     if scaler_state is not None:
         write_text(folder / SCALER_FILE, json.dumps(scaler_state))
+
+
+def save_trainer_state(folder: Path, state: RunState) -> None:
+    """The run's state; written last, it marks the folder complete."""
+    write_text(folder / STATE_FILE, json.dumps(state.__dict__))
 
 
 def check_folder(folder: Path) -> None:

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bike_cli.config.profile import check_profile, check_same_profile
+from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
-from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
-from bike_cli.engine.run_folder import run_guard, run_training
+from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.runtime import Progress
-from bike_cli.engine.training_loop import Trainer, branch_saver
+from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
@@ -166,11 +166,13 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     cfg = _recorded_model(cfg)
     if not cfg.pretrained:
         raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
-    return run_training(cfg, "train-attrs", guard,
-                        lambda settings, accelerator: _train_attrs(cfg, settings, accelerator, progress_factory))
+    profile = get_profile(cfg.compat)
+    return run_training(cfg, "train-attrs", guard, profile, lambda settings, accelerator, run: _train_attrs(
+        cfg, profile, settings, accelerator, run, progress_factory))
 
 
-def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
+def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
+                 progress_factory) -> TrainSummary:
     """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
     train_table = read_attributes_csv(cfg.attributes)
@@ -213,15 +215,11 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
         scores, labels = _per_video(table, mine, np.concatenate(probs), targets)
         return metrics_over_processes([scores], [labels])
 
-    trainer = Trainer(settings, accelerator, stage="train-attrs")
-    return trainer.fit(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
-        TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay,
-        save_checkpoint=branch_saver(cfg.out, ATTRS_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
-        validate=validate if val is not None else None, progress_factory=progress_factory, config=cfg,
-        compat=cfg.compat,
-    )
+    branch = TrainBranch(model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
+                         batch_inputs, validate=validate if val is not None else None,
+                         checkpoint=CheckpointHeader(ATTRS_KIND, asdict(spec), class_names, branch_spec.to_dict()))
+    return Trainer(settings, accelerator, run, progress_factory).fit(
+        branch, FitSettings(cfg.lr, cfg.weight_decay, profile), TensorDataset(train_inputs[rows], train_targets[rows]))
 
 
 def _per_video(table: AttributesTable, rows: np.ndarray, probs: np.ndarray, targets: torch.Tensor):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bike_cli.config.profile import check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
@@ -29,11 +29,11 @@ from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
-from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
-from bike_cli.engine.run_folder import run_guard, run_training
+from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import RepeatedDataset
-from bike_cli.engine.training_loop import Trainer, branch_saver
+from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.engine.validation import val_data, validate
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
@@ -111,11 +111,13 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     """Train the Video branch; see the module docstring for the outputs."""
     guard = _check(cfg)
     cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
-    return run_training(cfg, "train-video", guard,
-                        lambda settings, accelerator: _train_video(cfg, settings, accelerator, progress_factory))
+    profile = get_profile(cfg.compat)
+    return run_training(cfg, "train-video", guard, profile, lambda settings, accelerator, run: _train_video(
+        cfg, profile, settings, accelerator, run, progress_factory))
 
 
-def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> TrainSummary:
+def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
+                 progress_factory) -> TrainSummary:
     """The stage proper, while this launch holds the run folder's lock."""
     device = accelerator.device
     cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
@@ -163,17 +165,14 @@ def _train_video(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), class_texts
 
-
-    trainer = Trainer(settings, accelerator, stage="train-video")
-    return trainer.fit(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), train_set, batch_inputs,
-        lr=cfg.lr, weight_decay=cfg.weight_decay,
-        save_checkpoint=branch_saver(cfg.out, VIDEO_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
+    branch = TrainBranch(
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), batch_inputs,
         validate=(lambda m: validate(m, val, class_texts, spec, device)) if val is not None else None,
-        collate_fn=collate_train if cfg.videos else None, progress_factory=progress_factory, config=cfg,
-        compat=cfg.compat,
-        batch_loader=(lambda sampler: MemoryBatches(memory, sampler)) if memory is not None else None,
-    )
+        checkpoint=CheckpointHeader(VIDEO_KIND, asdict(spec), class_names, branch_spec.to_dict()))
+    return Trainer(settings, accelerator, run, progress_factory).fit(
+        branch, FitSettings(cfg.lr, cfg.weight_decay, profile), train_set,
+        collate_fn=collate_train if cfg.videos else None,
+        batch_loader=(lambda sampler: MemoryBatches(memory, sampler)) if memory is not None else None)
 
 
 def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
