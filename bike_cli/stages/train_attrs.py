@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bike_cli.config.profile import check_profile, check_same_profile
+from bike_cli.config.profile import check_profile, check_same_profile, get_profile
 from bike_cli.config.train_attrs import TrainAttrsConfig
 from bike_cli.data.lists.classes import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import LoopSettings, TrainSummary
+from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import run_guard, run_training
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import Trainer, branch_saver
@@ -36,7 +37,6 @@ from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
-from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import file_sha256
@@ -186,9 +186,9 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _class_targets(train_table, class_names, classes_source)
     rows = _labelled_rows(train_targets)
-    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates)
+    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
+    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
     model = build_attrs_branch(branch_spec, clip_model).to(device)
-    configure_training(model, cfg.compat, cfg.loss)
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
@@ -215,7 +215,7 @@ def _train_attrs(cfg, settings: LoopSettings, accelerator, progress_factory) -> 
 
     trainer = Trainer(settings, accelerator, stage="train-attrs")
     return trainer.fit(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups]),
         TensorDataset(train_inputs[rows], train_targets[rows]), batch_inputs,
         lr=cfg.lr, weight_decay=cfg.weight_decay,
         save_checkpoint=branch_saver(cfg.out, ATTRS_KIND, cfg, asdict(spec), class_names, branch_spec.to_dict()),
