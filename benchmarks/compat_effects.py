@@ -36,7 +36,7 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.authors import authors_kl_loss, authors_view_scores
-from bike_cli.models.authors_branch import load_authors_branch
+from bike_cli.models.factory import load_video_branch
 from bike_cli.models.heads import TemporalTransformer
 from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
 from bike_cli.models.registry import get_tokenizer, register_configs
@@ -101,7 +101,7 @@ def main() -> None:
         ckpt = authors_checkpoint(root / "authors.pt")
         names = read_class_names(data.classes)
         videos = [e.path for e in read_video_list(data.val, class_names=names).entries]
-        ab = load_authors_branch(ckpt, "bike-tiny", 8)
+        ab = load_video_branch(ckpt, class_names=names, model="bike-tiny", frames=8)
         results = {"sampling": sampling(), "transform": transform(videos, ab.branch, ab.spec)}
         cache = root / "val.h5"
         run_extraction(ExtractConfig(list_path=data.val, classes=data.classes, out=cache, frames=8, views="4x3",

@@ -44,7 +44,8 @@ from bike_cli.eval.protocols import run_protocol
 from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
-from bike_cli.models.eval_branch import VideoModel
+from bike_cli.models.authors import scaled_view_scores
+from bike_cli.models.factory import VideoClassifier
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts
@@ -108,9 +109,9 @@ class TimedModel:
         self.seconds, self.clips, self._inner = 0.0, 0, branch.class_probabilities
         branch.class_probabilities = self  # instance attribute: the stage calls this
 
-    def __call__(self, frames: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, classes: ClassTexts, rule=scaled_view_scores) -> torch.Tensor:
         started = time.perf_counter()
-        out = self._inner(frames, classes)
+        out = self._inner(frames, classes, rule)
         self.seconds += time.perf_counter() - started
         self.clips += frames.shape[0] * frames.shape[1]
         return out
@@ -121,10 +122,10 @@ def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespac
     """Eval's `cache_scores` on the first `videos` rows: read and model seconds, probabilities."""
     branch = make_branch(args.dim, head, temporal, args.heads)
     timer = TimedModel(branch)
-    vm = VideoModel(branch, texts, None, args.frames, None, list(cache.meta.class_names))
+    vm = VideoClassifier(branch, texts, list(cache.meta.class_names), None, None, None, args.frames, {}, {})
     view = _Subset(cache, videos)
     started = time.perf_counter()
-    _, labels, probs, _ = cache_scores(vm, view, args.batch_size, torch.device("cpu"), Progress())
+    _, labels, probs, _ = cache_scores(vm, scaled_view_scores, view, args.batch_size, torch.device("cpu"), Progress())
     wall = time.perf_counter() - started
     scale = len(cache) / videos
     figures = {"videos_scored": videos, "clips": timer.clips, "wall_s": wall, "model_s": timer.seconds,

@@ -70,12 +70,12 @@ def authors_ckpt(tmp_path_factory):
 
 @pytest.mark.parametrize("head", [None, "mean"])
 def test_an_authors_checkpoint_loads_its_temporal_weights(authors_ckpt, head):
-    """eval and predict rebuild the branch with `load_authors_branch`: its temporal transformer is the
+    """eval and predict rebuild the branch with `load_video_branch`: its temporal transformer is the
     file's `fusion_model_state_dict`, not a fresh initialisation."""
-    from bike_cli.models.authors_branch import load_authors_branch
+    from bike_cli.models.factory import load_video_branch
 
     saved = torch.load(authors_ckpt, weights_only=True)["fusion_model_state_dict"]
-    built = load_authors_branch(authors_ckpt, "bike-tiny", FRAMES, head=head, with_visual=False)
+    built = load_video_branch(authors_ckpt, class_names=["a", "b"], model="bike-tiny", frames=FRAMES, head=head)
     own = built.branch.head.temporal.state_dict()
     assert set(own) == {k.removeprefix("module.") for k in saved}
     for name, value in own.items():

@@ -69,7 +69,7 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
     import open_clip
     import torch
 
-    from bike_cli.models.authors_branch import load_authors_branch
+    from bike_cli.models.factory import load_video_branch
     from bike_cli.models.heads import TemporalTransformer
     from bike_cli.models.registry import register_configs
 
@@ -77,21 +77,22 @@ def test_authors_checkpoint_settings_come_from_keys_and_options(tmp_path):
     clip = open_clip.create_model("bike-tiny", pretrained=None, quick_gelu=True)
     plain = tmp_path / "dp.pt"  # sim_header None: an empty fusion model
     torch.save({"model_state_dict": clip.state_dict(), "fusion_model_state_dict": {}}, plain)
-    ab = load_authors_branch(plain, "bike-tiny", 8)
-    assert ab.branch_spec.temporal == "none" and ab.branch_spec.vcs_tokens == "all" and ab.epoch is None
+    names = ["a", "b"]
+    ab = load_video_branch(plain, class_names=names, model="bike-tiny", frames=8)
+    assert ab.branch_spec.temporal == "none" and ab.branch_spec.vcs_tokens == "all" and ab.description["epoch"] is None
     assert ab.spec.quick_gelu
     deep = tmp_path / "transf.pt"
     temporal = TemporalTransformer(64, layers=3, heads=1)
     torch.save({"model_state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()},
                 "fusion_model_state_dict": {f"module.{k}": v for k, v in temporal.state_dict().items()},
                 "epoch": 29}, deep)
-    ab = load_authors_branch(deep, "bike-tiny", 16, vcs_tokens="words")
-    assert (ab.branch_spec.temporal, ab.branch_spec.temporal_layers, ab.epoch) == ("transformer", 3, 29)
+    ab = load_video_branch(deep, class_names=names, model="bike-tiny", frames=16, vcs_tokens="words")
+    assert (ab.branch_spec.temporal, ab.branch_spec.temporal_layers, ab.description["epoch"]) == ("transformer", 3, 29)
     assert ab.branch_spec.vcs_tokens == "words" and ab.branch_spec.frames == 16
-    for missing, option in (({"frames": None}, "--frames"), ({"model_name": None}, "--model")):
-        kwargs = {"model_name": "bike-tiny", "frames": 8, **missing}
+    for missing, option in (({"frames": None}, "--frames"), ({"model": None}, "--model")):
+        kwargs = {"model": "bike-tiny", "frames": 8, **missing}
         with pytest.raises(InputError, match=option):
-            load_authors_branch(deep, **kwargs)
+            load_video_branch(deep, class_names=names, **kwargs)
 
 
 def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_data):

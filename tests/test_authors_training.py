@@ -9,11 +9,13 @@ import open_clip
 import pytest
 import torch
 
+from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import TrainVideoConfig
+from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.schedule import authors_warmup_cosine
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.checkpoints import load_video_checkpoint
-from bike_cli.models.authors import authors_kl_loss, configure_training
+from bike_cli.models.authors import LOSSES, authors_kl_loss
 from bike_cli.models.heads import TemporalTransformer, VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import register_configs
@@ -47,17 +49,29 @@ def test_scheduler_steps_as_theirs(warmup, epochs, iters):
     assert got == pytest.approx(expected, abs=1e-12)
 
 
+def _groups(compat: str):
+    """The AdamW group rule of a profile, as the training stages look it up."""
+    return PARAM_GROUPS[get_profile(compat).optimizer_groups]
+
+
+def _branch(compat: str, log_scale: float) -> VideoBranch:
+    """A branch with the loss and logit-scale cap of `compat`, as the training stages put them in its spec."""
+    training = get_profile(compat).branch_training(None)
+    return VideoBranch(VideoHead(8), LogitScale(log_scale, cap=training["logit_scale_cap"]),
+                       loss_fn=LOSSES[training["loss"]])
+
+
 def test_authors_groups_decay_everything_and_put_the_scale_with_clip():
     visual = open_clip.create_model("bike-tiny", pretrained=None).visual
     branch = VideoBranch(VideoHead(64, temporal="transformer", layers=1), LogitScale(), visual)
-    groups = branch.param_groups(1e-3, 0.1, 0.2, compat="authors")
+    groups = branch.param_groups(1e-3, 0.1, 0.2, _groups("authors"))
     by_name = {g["name"]: g for g in groups}
     assert {g["weight_decay"] for g in groups} == {0.2}
     clip_ids = {id(p) for p in by_name["clip"]["params"]}
     assert id(branch.logit_scale.log_scale) in clip_ids and by_name["clip"]["lr"] == pytest.approx(1e-4)
     assert all(id(p) in clip_ids for p in visual.parameters())
     assert {id(p) for p in by_name["new"]["params"]} == {id(p) for p in branch.head.parameters()}
-    bike = branch.param_groups(1e-3, 0.1, 0.2)
+    bike = branch.param_groups(1e-3, 0.1, 0.2)  # the default rule: bike's
     assert any(g["weight_decay"] == 0.0 for g in bike)  # bike's own: no decay on 1-d parameters
 
 
@@ -68,7 +82,7 @@ def test_authors_attributes_groups_decay_everything_and_put_the_scale_with_clip(
     clip = open_clip.create_model("bike-tiny", pretrained=None)
     text = TextTower(clip) if tune == "full" else None
     branch = AttributesBranch(tune, 64, LogitScale(), text)
-    groups = branch.param_groups(1e-3, 0.1, 0.2, compat="authors")
+    groups = branch.param_groups(1e-3, 0.1, 0.2, _groups("authors"))
     by_name = {g["name"]: g for g in groups}
     assert {g["weight_decay"] for g in groups} == {0.2}  # their solver decays every parameter
     clip_ids = {id(p) for p in by_name["clip"]["params"]}
@@ -79,16 +93,15 @@ def test_authors_attributes_groups_decay_everything_and_put_the_scale_with_clip(
     assert {id(p) for g in groups if g["name"] == "new" for p in g["params"]} == new
     assert all(g["lr"] == pytest.approx(1e-3) for g in groups if g["name"] == "new")
     assert bool(new) == (tune == "head")
-    bike = branch.param_groups(1e-3, 0.1, 0.2)
+    bike = branch.param_groups(1e-3, 0.1, 0.2)  # the default rule: bike's
     assert any(g["weight_decay"] == 0.0 for g in bike)  # bike's own: no decay on 1-d parameters
 
 
 def test_profile_sets_the_loss_and_lifts_the_scale_cap():
-    branch = VideoBranch(VideoHead(8), LogitScale(math.log(300.0)))
-    configure_training(branch, "authors", None)
+    branch = _branch("authors", math.log(300.0))
     assert branch.loss_fn is authors_kl_loss
     assert float(branch.logit_scale().detach().exp()) == pytest.approx(300.0)
-    configure_training(branch, "bike", None)
+    branch = _branch("bike", math.log(300.0))
     assert float(branch.logit_scale().detach().exp()) == pytest.approx(100.0)
 
 
@@ -99,8 +112,7 @@ def test_the_logit_scale_is_clamped_at_the_profiles_cap_after_a_step_past_it(com
     from bike_cli.config.profile import get_profile
 
     cap = math.log(100.0)
-    branch = VideoBranch(VideoHead(8), LogitScale(cap - 0.5))
-    configure_training(branch, compat, None)
+    branch = _branch(compat, cap - 0.5)
     assert branch.logit_scale.cap == get_profile(compat).logit_scale_cap
     optimizer = torch.optim.SGD([branch.logit_scale.log_scale], lr=1.0)
     (-branch.logit_scale()).backward()  # d/d(log scale) = -1 below the cap: the step adds 1.0

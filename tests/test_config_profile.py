@@ -90,13 +90,15 @@ def test_the_constants_other_layers_read_are_the_profiles_values():
 
 def test_every_rule_name_of_a_profile_has_its_implementation():
     from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES
-    from bike_cli.models.authors import ATTRS_RULES, AUTHORS_RULES, LOSSES
+    from bike_cli.engine.rules import ATTRS_SCORES, PARAM_GROUPS, VIDEO_SCORES
+    from bike_cli.models.authors import LOSSES
 
     for profile in PROFILES.values():
         assert profile.test_indices in TEST_INDICES and profile.train_indices in TRAIN_INDICES
-        assert profile.attrs_scores in ATTRS_RULES and profile.loss in LOSSES
+        assert profile.attrs_scores in ATTRS_SCORES and profile.loss in LOSSES
+        assert profile.optimizer_groups in PARAM_GROUPS
         for rule in (profile.video_scores, profile.fused_video_scores):
-            assert rule == pf.BIKE_SOFTMAX or rule in AUTHORS_RULES
+            assert rule in VIDEO_SCORES
         assert profile.test_transform in (pf.DECODE_RESIZE, pf.PIL_SCALE)
         assert profile.optimizer_groups in (pf.DECAY_EXEMPT, pf.DECAY_ALL)
         assert profile.lr_cadence in (pf.PER_OPTIMIZER_STEP, pf.PER_BATCH)
@@ -219,12 +221,15 @@ def test_the_training_loops_rule_tables_cover_exactly_the_profiles_rule_names(th
         third("bike", lr_cadence="per-epoch")
 
 
-def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_configure_training(third):
-    from bike_cli.models.authors import LOSSES, configure_training
+def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_the_built_branch(third):
+    from bike_cli.models.authors import LOSSES
+    from bike_cli.models.build import VideoBranchSpec, build_video_branch
 
-    def configured(compat: str, loss: str | None = None):
-        branch = SimpleNamespace(loss_fn=None, logit_scale=SimpleNamespace(cap=0.0))
-        configure_training(branch, compat, loss)
+    clip = SimpleNamespace(logit_scale=torch.tensor(math.log(10.0)))  # all the builder reads of CLIP here
+
+    def configured(compat: str, loss: str | None = None):  # as train-video builds its branch
+        spec = VideoBranchSpec("m", "none", None, 8, head="mean", temporal_heads=1, **get_profile(compat).branch_training(loss))
+        branch = build_video_branch(spec, clip)
         return branch.loss_fn, branch.logit_scale.cap
 
     assert configured(third("bike", loss="authors")) == (LOSSES["authors"], pytest.approx(math.log(100.0)))
@@ -292,6 +297,7 @@ def test_the_video_score_rules_of_a_third_profile_are_honoured(third):
 
 
 def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(third):
+    from bike_cli.engine.rules import PARAM_GROUPS
     from bike_cli.models.attrs_branch import AttributesBranch
     from bike_cli.models.video_branch import VideoBranch
 
@@ -306,7 +312,7 @@ def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(th
 
     def groups(branch, compat: str) -> list[tuple]:
         return [(g["lr"], g["weight_decay"], [id(p) for p in g["params"]])
-                for g in branch.param_groups(model, 1e-3, 0.1, 0.2, compat)]
+                for g in branch.param_groups(model, 1e-3, 0.1, 0.2, PARAM_GROUPS[get_profile(compat).optimizer_groups])]
 
     for branch in (VideoBranch, AttributesBranch):
         bike, authors = groups(branch, "bike"), groups(branch, "authors")

@@ -61,8 +61,9 @@ def test_loss_skips_rows_and_columns_without_positives():
     assert got.item() == pytest.approx(((video_to_text + text_to_video) / 2).item(), abs=1e-6)
 
 
-def test_loss_shape_mismatch_raises_input_error():
-    with pytest.raises(InputError, match=r"\(2, 3\)"):
+def test_loss_shape_mismatch_raises_value_error():
+    """A tensor-contract violation inside models/ (no user input reaches it): ValueError (issue 27, item 3)."""
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
         bike_contrastive_loss(torch.zeros(2, 3), torch.zeros(2, 2), torch.tensor(0.0))
 
 

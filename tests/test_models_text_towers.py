@@ -188,8 +188,8 @@ def test_hf_text_tower_from_a_local_config(tmp_path):
 def test_zero_shot_scores_are_the_models_own_softmax_with_scale_above_100_and_a_bias(tmp_path, monkeypatch):
     """SigLIP-like model (logit_bias, learned scale above CLIP's cap): bike's zero-shot probabilities
     for one frame equal the softmax over classes of the model's own get_logits."""
-    from bike_cli.models import eval_branch
-    from bike_cli.stages import evaluate
+    from bike_cli.models import clip as clip_module
+    from bike_cli.models.factory import load_video_branch
 
     def raised_scale(*args, **kwargs):
         model, spec = load_clip(*args, **kwargs)
@@ -197,10 +197,9 @@ def test_zero_shot_scores_are_the_models_own_softmax_with_scale_above_100_and_a_
             model.logit_scale.fill_(float(torch.log(torch.tensor(120.0))))
         return model, spec
 
-    monkeypatch.setattr(eval_branch, "load_clip", raised_scale)
-    cfg = evaluate.EvalConfig(out=tmp_path, model="bike-tiny-bidir", pretrained="none", head="mean",
-                              templates=["{}"], features=tmp_path / "unused.h5")
-    vm, _ = eval_branch.video_model(cfg, NAMES, None, torch.device("cpu"))
+    monkeypatch.setattr(clip_module, "load_clip", raised_scale)
+    vm = load_video_branch(None, class_names=NAMES, model="bike-tiny-bidir", pretrained="none", head="mean",
+                           templates=["{}"], device=torch.device("cpu"))
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         frames = vm.clip.encode_image(pixels).view(2, 1, 1, -1)  # [b, V, T, D]

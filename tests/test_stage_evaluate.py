@@ -43,9 +43,9 @@ def test_views_are_softmaxed_then_averaged(tmp_path, trained):
     assert scores.scores.shape == (16, 4)
     np.testing.assert_allclose(scores.scores.sum(1), 1.0, atol=1e-5)
     # by hand for the first video: every view scored on its own, probabilities averaged
-    from bike_cli.models.eval_branch import video_model
+    from bike_cli.models.factory import load_video_branch
 
-    vm, _ = video_model(EvalConfig(out=tmp_path, checkpoint=run, features=val), None, FeatureCache(val), "cpu")
+    vm = load_video_branch(run, cache=FeatureCache(val), device="cpu")
     frames = torch.from_numpy(FeatureCache(val).embeddings(0).astype(np.float32))  # [V, T, D]
     with torch.no_grad():
         per_view = vm.branch.head(frames, vm.texts) * vm.branch.logit_scale().exp()  # [V, K]

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 @settings(EvalConfig, classes="the checkpoint's, else the cache's",
-          model="zero-shot: the cache's", pretrained="zero-shot: the cache's",
+          model="zero-shot: the cache's",
+          pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
           vcs_tokens="words zero-shot; all with an authors' checkpoint")
 def evaluate(

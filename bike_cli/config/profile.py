@@ -103,6 +103,11 @@ class Profile:
         """The Video branch's score rule where it is fused (`fusing`) or not."""
         return self.fused_video_scores if fusing else self.video_scores
 
+    def branch_training(self, loss: str | None) -> dict:
+        """The branch spec's training fields: the loss (`loss`, the --loss given, else the profile's) and the
+        cap on the log-space logit scale."""
+        return {"loss": loss or self.loss, "logit_scale_cap": self.logit_scale_cap}
+
 
 PROFILES: dict[str, Profile] = {
     BIKE: Profile(

@@ -240,7 +240,7 @@ class PredictConfig:
     quick_gelu: bool | None = None  # zero-shot only
     classes: Path | None = None  # zero-shot: class-name file
     class_names: list[str] | None = None  # zero-shot: free-text class names
-    frames: int | None = None  # default: the checkpoint's, else bike_cli.stages.predict.DEFAULT_FRAMES
+    frames: int | None = None  # default: the checkpoint's, else bike_cli.models.factory.ZERO_SHOT_FRAMES
     head: str | None = None  # zero-shot: mean | vcs (default vcs); must match a checkpoint's
     vcs_tokens: str | None = None  # zero-shot: words | all (default words); must match a checkpoint's
     lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes

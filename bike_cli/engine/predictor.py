@@ -5,7 +5,8 @@ CLIP's image tower under autocast; class probabilities by the profile's video sc
 temporal saliency of the predicted class (Eq. 5 on the temporally encoded frames with the class's
 VCS query tokens; uniform 1/T for the mean head, which weighs every frame alike); and the video's
 attributes, the top-k lexicon phrases by cosine with the L2-normalised mean of the frame embeddings
-(Sec. 2.2), joined into the attribute sentence. `bike_cli.engine.predictor_sources` loads one.
+(Sec. 2.2), joined into the attribute sentence. The model is a `models.factory.VideoClassifier`; the
+profile (`config.profile.Profile`) comes from the stage.
 """
 
 from __future__ import annotations
@@ -16,22 +17,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from bike_cli.config.profile import BIKE, PIL_SCALE, get_profile, video_score_rule
+from bike_cli.config.profile import PIL_SCALE, Profile
+from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.authors import authors_views
-from bike_cli.data.decoding.read import DEFAULT_DECODER, read_frames
+from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES
 from bike_cli.data.views import square_views
+from bike_cli.engine.rules import VIDEO_SCORES
 from bike_cli.engine.runtime import autocast_for
 from bike_cli.errors import InputError
-from bike_cli.models.authors import view_probabilities
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.factory import VideoClassifier
 from bike_cli.models.heads import vcs_saliency
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import encode_texts, topk_cosine
-from bike_cli.models.text import ClassTexts, attribute_sentence
-from bike_cli.models.video_branch import VideoBranch
+from bike_cli.models.text import attribute_sentence
 
 
 @dataclass
@@ -79,30 +79,30 @@ class VideoPrediction:
 
 
 class Predictor:
-    """A loaded Video branch (with CLIP's image tower), its classes, and the lexicon's phrases."""
+    """A loaded Video branch (with CLIP's image tower) run by a profile's rules, and the lexicon's phrases."""
 
-    def __init__(self, branch: VideoBranch, spec: ClipSpec, class_names: list[str], class_texts: ClassTexts,
-                 frames: int, description: dict, device: torch.device, compat: str = BIKE) -> None:
-        self.branch = branch.to(device).eval()
-        self.compat = compat
-        self.spec, self.class_names, self.class_texts = spec, class_names, class_texts
-        self.frames, self.description, self.device = frames, description, device
+    def __init__(self, model: VideoClassifier, profile: Profile, compat: str, device: torch.device) -> None:
+        self.model, self.profile, self.compat, self.device = model, profile, compat, device
+        self.branch, self.spec, self.frames = model.branch, model.spec, model.frames
+        self.class_names, self.class_texts = model.names, model.texts
+        self.description = {**model.description, "compat": compat}
+        self.rule = VIDEO_SCORES[profile.video_score_rule(fusing=False)]
         self.phrases: list[str] = []
         self.phrase_emb: torch.Tensor | None = None  # [P, D] normalised
-        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.mean = torch.tensor(self.spec.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(self.spec.std, device=device).view(1, 3, 1, 1) * 255.0
 
-    def set_lexicon(self, clip_model: nn.Module, phrases: list[str], batch_size: int = 256) -> None:
-        """Encode the lexicon's phrases (bare, as in the paper) with the same CLIP's text encoder."""
+    def set_lexicon(self, phrases: list[str], batch_size: int = 256) -> None:
+        """Encode the lexicon's phrases (bare, as in the paper) with the model's CLIP text encoder."""
         self.phrases = list(phrases)
         tokenizer = get_tokenizer(self.spec.model_name)
-        self.phrase_emb = encode_texts(clip_model, tokenizer, self.phrases, batch_size)  # [P, D]
+        self.phrase_emb = encode_texts(self.model.clip, tokenizer, self.phrases, batch_size)  # [P, D]
 
     def encode_video(self, path: Path, decoder: str = DEFAULT_DECODER) -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
-        size, authors = self.spec.image_size, get_profile(self.compat).test_transform == PIL_SCALE
+        size, authors = self.spec.image_size, self.profile.test_transform == PIL_SCALE
         def indices(n: int) -> np.ndarray:  # [T]: one test clip by the profile's rule
-            return TEST_INDICES[get_profile(self.compat).test_indices](n, self.frames, 1)[0]
+            return TEST_INDICES[self.profile.test_indices](n, self.frames, 1)[0]
         clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder,
                            resize=self.spec.resize_mode)
         if authors:
@@ -119,8 +119,7 @@ class Predictor:
         """Classes, saliency and attributes of one video."""
         video = self.encode_video(path, decoder)
         frames = video.embeddings.unsqueeze(0)  # [1, T, D]
-        probs = view_probabilities(self.branch, frames.unsqueeze(1), self.class_texts,
-                                   video_score_rule(self.compat, fusing=False))[0].cpu()  # [K]
+        probs = self.model.scores(frames.unsqueeze(1), self.rule)[0].cpu()  # [K]
         order = probs.argsort(descending=True)[:top].tolist()
         saliency, method = self.saliency(frames, order[0])
         attributes, scores = self.attributes(video.embeddings, top_k)

@@ -7,7 +7,7 @@ does not record the CLIP architecture or the frame count: those come from the ca
 tell is read here: the temporal module (`frame_position_embeddings` means the transformer, its depth
 from the `resblocks` indices, its position table's rows). Their CLIP runs with QuickGELU (OpenAI's
 activation) and their VCS queries are all token positions (`AUTHORS_VCS_TOKENS`). Building the
-branch is `bike_cli.models.authors_branch`.
+branch is `bike_cli.models.factory.load_video_branch`.
 """
 
 from __future__ import annotations

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.config.profile import DECAY_ALL, get_profile
-from bike_cli.errors import InputError
+from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import authors_param_groups, param_groups
+from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
 from bike_cli.models.text_towers import CLIP_TEXT_PARTS, encode_text_tokens, text_tower_kind
 
 TUNES = ("head", "full")
@@ -66,15 +65,16 @@ class AttributesBranch(nn.Module):
     are the frozen category embeddings [K, D].
     """
 
-    def __init__(self, tune: str, embed_dim: int, logit_scale: LogitScale, text: TextTower | None = None) -> None:
+    def __init__(self, tune: str, embed_dim: int, logit_scale: LogitScale, text: TextTower | None = None,
+                 loss_fn=bike_contrastive_loss) -> None:
         super().__init__()
         if tune not in TUNES:
-            raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {tune!r}")
+            raise ValueError(f"tune must be one of {', '.join(TUNES)}, not {tune!r}")
         if tune == "full" and text is None:
-            raise InputError("--tune full needs the text encoder")
+            raise ValueError("tune 'full' needs the text encoder")
         self.tune = tune
         self.logit_scale = logit_scale
-        self.loss_fn = bike_contrastive_loss  # Eq. 8; `models.authors.training_loss` names the others
+        self.loss_fn = loss_fn  # Eq. 8 by default; `models.authors.LOSSES` names the others
         if tune == "head":
             self.sentence_fc, self.query_fc = _mlp(embed_dim), _mlp(embed_dim)
         else:
@@ -108,14 +108,14 @@ class AttributesBranch(nn.Module):
         return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()
-    def class_probabilities(self, inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """S_A as probabilities [b, K]: softmax over classes of the scaled cosine logits."""
+    def class_probabilities(self, inputs: torch.Tensor, classes: torch.Tensor, rule=scaled_row_scores) -> torch.Tensor:
+        """S_A [b, K]: `rule` of the cosine logits [b, K] and exp(logit scale) (default: the softmax
+        over classes of the scaled logits)."""
         logits = self.logits(self.encode_attributes(inputs).float(), classes)
-        return (logits * self.logit_scale().exp()).softmax(-1)
+        return rule(logits, self.logit_scale().exp())
 
-    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
-        """New layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at `lr * clip_lr_ratio`
-        (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
-        if get_profile(compat).optimizer_groups == DECAY_ALL:
-            return authors_param_groups(self, ("text.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
-        return param_groups(self, "text.", lr, clip_lr_ratio, weight_decay)
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float,
+                     rule: GroupRule = decay_exempt_groups) -> list[dict]:
+        """AdamW groups by `rule`: new layers (MLPs, logit scale) at `lr`; the fine-tuned text encoder at
+        `lr * clip_lr_ratio` (`decay_all_groups`: the logit scale with CLIP's layers, decay on all)."""
+        return rule(self, "text.", "logit_scale.", lr, clip_lr_ratio, weight_decay)

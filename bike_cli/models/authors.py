@@ -10,6 +10,10 @@
   log-softmax of the scaled logits and softmax(10 x ground truth), times the batch size, for the
   logits and their transpose, averaged: `authors_kl_loss`;
 - the zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
+
+bike's own rules sit beside them (`scaled_view_scores`, `scaled_row_scores`): every score rule takes
+the unscaled cosine logits and exp(logit scale); `bike_cli.engine.rules` maps the profile's rule
+names to these functions.
 """
 
 from __future__ import annotations
@@ -17,9 +21,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bike_cli.config.profile import AUTHORS_TEST, AUTHORS_VALIDATE, BIKE_SOFTMAX, get_profile
 from bike_cli.errors import InputError
 from bike_cli.models.loss import bike_contrastive_loss
+
+
+def scaled_view_scores(logits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Cosine logits [b, V, K] -> mean over V of softmax(scale x logits): [b, K] (bike's rule)."""
+    return (logits * scale).softmax(-1).mean(1)
+
+
+def scaled_row_scores(logits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Cosine logits [R, K] -> softmax(scale x logits): [R, K] (bike's rule for attribute sentences)."""
+    return (logits * scale).softmax(-1)
 
 
 def authors_view_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -52,26 +65,6 @@ def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: to
     return (_kl_term(scaled, targets) + _kl_term(scaled.T, targets.T)) / 2
 
 
-AUTHORS_RULES = {AUTHORS_TEST: authors_view_scores, AUTHORS_VALIDATE: authors_validate_scores}
-# the Attributes branch's score rules (Profile.attrs_scores): (cosine logits [R, K], exp(log scale)) -> [R, K]
-ATTRS_RULES = {BIKE_SOFTMAX: lambda logits, scale: (logits * scale).softmax(-1),
-               AUTHORS_VALIDATE: lambda logits, scale: authors_attrs_scores(logits)}
-
-
-@torch.no_grad()
-def view_probabilities(branch, frames: torch.Tensor, classes, rule: str) -> torch.Tensor:
-    """A Video branch's scores of frame embeddings [b, V, T, D] by a score rule: [b, K].
-
-    `bike-softmax`: softmax(scale x logits) per view, averaged (`VideoBranch.class_probabilities`);
-    `authors-test` / `authors-validate`: `authors_view_scores` / `authors_validate_scores` of the
-    unscaled logits (bike_cli.config.profile.video_score_rule picks one)."""
-    if rule == BIKE_SOFTMAX:
-        return branch.class_probabilities(frames, classes)
-    b, v = frames.shape[:2]
-    logits = branch.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
-    return AUTHORS_RULES[rule](logits.view(b, v, -1))
-
-
 LOSSES = {"bike": bike_contrastive_loss, "authors": authors_kl_loss}  # --loss
 
 
@@ -80,9 +73,3 @@ def training_loss(name: str):
     if name not in LOSSES:
         raise InputError(f"--loss {name!r} is not one of {', '.join(LOSSES)}")
     return LOSSES[name]
-
-
-def configure_training(branch, compat: str, loss: str | None) -> None:
-    """Set a branch's loss (`loss`, default the profile's) and the profile's logit-scale cap."""
-    branch.loss_fn = training_loss(loss or get_profile(compat).loss)
-    branch.logit_scale.cap = get_profile(compat).logit_scale_cap

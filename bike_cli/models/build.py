@@ -2,12 +2,14 @@
 
 A `VideoBranchSpec` / `AttrsBranchSpec` holds everything that rebuilds a branch: which CLIP (model
 name, weights, QuickGELU: what `load_clip` takes) and the branch's own settings (head, temporal
-module, VCS tokens, tau, prompt templates, tune mode, ...). `build_video_branch` and
+module, VCS tokens, tau, prompt templates, tune mode, ...) and how it trains: its loss (a `--loss`
+name) and the cap on its log-space logit scale (None: uncapped). `build_video_branch` and
 `build_attrs_branch` turn a spec and the loaded CLIP into the module; train-video, train-attrs,
-eval, predict and the authors' checkpoint reader all build through them.
+and the loader of trained branches (`bike_cli.models.factory`) build through them.
 
 Checkpoints of schema 1 (before `model_args`) get their spec derived from what they store: the
-resolved training settings (`config`) and the CLIP record (`clip`).
+resolved training settings (`config`) and the CLIP record (`clip`); checkpoints that record no loss or
+cap rebuild with bike's own (`bike`, CLIP's cap), what every branch was built with before.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from torch import nn
 from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import BranchCheckpoint
-from bike_cli.models.attrs_branch import AttributesBranch, TextTower
+from bike_cli.models.attrs_branch import TUNES, AttributesBranch, TextTower
+from bike_cli.models.authors import training_loss
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU, VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
@@ -46,6 +49,8 @@ class VideoBranchSpec:
     vcs_tokens: str = "words"  # words | all
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)  # class prompts
     frames: int = 8  # T frames per clip the branch was trained with
+    loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
+    logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped (zero-shot scoring, the authors' training)
 
     @classmethod
     def of(cls, clip: ClipSpec, **settings) -> VideoBranchSpec:
@@ -67,6 +72,8 @@ class AttrsBranchSpec:
     embed_dim: int
     tune: str = "head"  # head (MLPs on the frozen encoder) | full (the text encoder fine-tuned)
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)  # class prompts
+    loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
+    logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped
 
     @classmethod
     def of(cls, clip: ClipSpec, **settings) -> AttrsBranchSpec:
@@ -136,22 +143,25 @@ def resolve_video_spec(spec: VideoBranchSpec, clip_model: nn.Module) -> VideoBra
     return replace(spec, temporal_heads=max(1, text_width(clip_model) // 64))
 
 
-def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_visual: bool = False,
-                       cap: float | None = MAX_LOG_SCALE) -> VideoBranch:
+def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_visual: bool = False) -> VideoBranch:
     """The Video branch of `spec` on the loaded CLIP `clip_model` (its weights not yet loaded).
 
-    The logit scale starts at CLIP's own (`cap` None: uncapped, for zero-shot scoring); `with_visual`
-    keeps CLIP's image tower in the branch (decoded videos, end-to-end training), else the branch
-    scores cached frame embeddings [b, T, D]."""
+    The logit scale starts at CLIP's own, capped at the spec's cap; `with_visual` keeps CLIP's image
+    tower in the branch (decoded videos, end-to-end training), else the branch scores cached frame
+    embeddings [b, T, D]."""
     spec = resolve_video_spec(spec, clip_model)
     head = VideoHead(spec.embed_dim, head=spec.head, temporal=spec.temporal, tau=spec.tau,
                      max_frames=spec.max_frames, layers=spec.temporal_layers, heads=spec.temporal_heads)
     visual = clip_model.visual if with_visual else None
-    return VideoBranch(head, LogitScale.from_clip(clip_model, cap=cap), visual)
+    return VideoBranch(head, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap), visual,
+                       training_loss(spec.loss))
 
 
 def build_attrs_branch(spec: AttrsBranchSpec, clip_model: nn.Module) -> AttributesBranch:
     """The Attributes branch of `spec` on the loaded CLIP `clip_model` (`full`: a copy of its text tower)."""
+    if spec.tune not in TUNES:
+        raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {spec.tune!r}")
     text = TextTower(clip_model) if spec.tune == "full" else None
-    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale.from_clip(clip_model), text)
+    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap),
+                            text, training_loss(spec.loss))
 

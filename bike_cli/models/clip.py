@@ -34,6 +34,9 @@ Preprocessing (mean/std, resize mode): a tag's own; for a state-dict file or `no
 architecture's tags agree on (`bike_cli.models.preprocess.agreed_preprocess`).
 
 An explicit `quick_gelu` that contradicts what a tag or TorchScript archive needs is an error.
+
+CLIP as something bike wrote records it: `recorded_clip` (a checkpoint's record, its weights file
+relocated by sha256) and `cache_clip` (the given model or a feature cache's, checked against the cache).
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ import open_clip
 import torch
 from torch import nn
 
-from bike_cli.errors import ModelLoadError
+from bike_cli.errors import InputError, ModelLoadError
+from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.file_kind import wrong_kind
+from bike_cli.io.identity import check_same_model
 from bike_cli.models import hub
 from bike_cli.models.clip_spec import ClipSpec, file_sha256, make_spec
 from bike_cli.models.preprocess import agreed_preprocess
@@ -177,3 +182,50 @@ def _existing_file(name: str, pretrained: str) -> Path:
         f"{pretrained!r} is neither a pretrained tag of {name} nor an existing file; {known} "
         "(or 'none' for random weights, or the path of a checkpoint file)"
     )
+
+
+def recorded_clip(record: dict, source: object, pretrained: str | None,
+                  device: str | torch.device = "cpu") -> tuple[nn.Module, ClipSpec]:
+    """CLIP as a checkpoint `source` records it (`record`: a ClipSpec's fields); `pretrained` relocates its
+    weights file, which must be the same file (sha256)."""
+    recorded_sha = record.get("checkpoint_sha256")
+    weights = record["pretrained"]
+    if pretrained is not None:
+        if recorded_sha is None:
+            raise InputError(f"--pretrained relocates the CLIP weights file of a checkpoint, but {source} was "
+                             f"trained from {weights!r}, which is not a file; leave --pretrained out")
+        if not Path(pretrained).is_file():
+            raise ModelLoadError(f"--pretrained {pretrained}: no such file")
+        if file_sha256(pretrained) != recorded_sha:
+            raise ModelLoadError(f"--pretrained {pretrained} is not the CLIP weights file {source} was trained "
+                                 f"from (sha256 differs from the recorded {recorded_sha[:12]}...)")
+        weights = pretrained
+    elif recorded_sha is not None and not Path(weights).is_file():
+        raise ModelLoadError(f"{source} was trained from the CLIP weights file {weights}, which no longer exists; "
+                             "pass --pretrained PATH with the same file where it is now")
+    clip_model, spec = load_clip(record["model_name"], weights, quick_gelu=record["quick_gelu"], device=device)
+    if spec.embed_dim != record["embed_dim"]:
+        raise ModelLoadError(f"{record['model_name']} now embeds in {spec.embed_dim} dimensions; {source} "
+                             f"records {record['embed_dim']}")
+    return clip_model, spec
+
+
+def cache_clip(model: str | None, pretrained: str | None, quick_gelu: bool | None, cache: FeatureCache | None,
+               *, what: str | None = None, allow_model_mismatch: bool = False,
+               device: torch.device | str = "cpu") -> tuple[nn.Module, ClipSpec]:
+    """CLIP as given (`model`, `pretrained`), else the cache's; the cache must come from it. `what` names
+    it in a mismatch (default: its options)."""
+    meta = cache.meta if cache is not None else None
+    model_name = model or (meta.model_name if meta else None)
+    pretrained = pretrained or (meta.pretrained if meta else None)
+    if not model_name or not pretrained:
+        raise InputError("without --checkpoint, give --model and --pretrained (zero-shot CLIP)")
+    same_model = meta is not None and model_name == meta.model_name  # else open_clip's own choice
+    quick = quick_gelu if quick_gelu is not None else (meta.quick_gelu if same_model else None)
+    what = what or f"--model {model_name} --pretrained {pretrained}"
+    if meta is not None:  # the name first: a mismatch is named before a large model loads
+        check_same_model({"model_name": model_name}, what, meta, str(cache.path), allow_model_mismatch)
+    clip_model, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
+    if meta is not None:
+        check_same_model(spec, what, meta, str(cache.path), allow_model_mismatch)
+    return clip_model, spec

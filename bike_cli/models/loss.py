@@ -13,10 +13,7 @@ import math
 import torch
 from torch import nn
 
-from bike_cli.config.profile import CLIP_LOGIT_CAP
-from bike_cli.errors import InputError
-
-MAX_LOG_SCALE = CLIP_LOGIT_CAP  # CLIP's cap on the logit scale (exp(scale) <= 100)
+MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale (exp(scale) <= 100), as CLIP trains it
 
 
 def bike_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -29,7 +26,7 @@ def bike_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_sca
     `logit_scale` is log-space (a 0-d or [1] tensor, e.g. `LogitScale()()`).
     """
     if logits.ndim != 2 or logits.shape != targets.shape:
-        raise InputError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
                          "must both be [B, C]")
     scaled = logit_scale.exp() * logits  # [B, C]
     targets = targets.to(scaled.dtype)

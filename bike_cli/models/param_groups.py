@@ -1,16 +1,23 @@
-"""AdamW parameter groups: CLIP layers at a lower learning rate, no weight decay on 1-d parameters."""
+"""AdamW parameter groups: CLIP layers at a lower learning rate; the rule of weight decay and of the
+logit scale's group is one of these functions (`bike_cli.engine.rules.PARAM_GROUPS` names them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
+# (module, CLIP layers' prefix, logit scale's prefix, lr, clip_lr_ratio, weight_decay) -> AdamW groups
+GroupRule = Callable[[nn.Module, str, str, float, float, float], list[dict]]
 
-def param_groups(module: nn.Module, clip_prefix: str, lr: float, clip_lr_ratio: float, weight_decay: float) -> list[dict]:
-    """Groups of `module`'s trainable parameters.
+
+def decay_exempt_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
+                        weight_decay: float) -> list[dict]:
+    """bike's groups of `module`'s trainable parameters.
 
     Parameters whose name starts with `clip_prefix` (pretrained CLIP layers) get `lr * clip_lr_ratio`,
-    the others (new layers) `lr`. Weight decay applies to matrices only: not to biases, norms,
-    embeddings, position tables or the logit scale.
+    the others (new layers, the logit scale under `scale_prefix` among them) `lr`. Weight decay applies
+    to matrices only: not to biases, norms, embeddings, position tables or the logit scale.
     """
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
@@ -27,14 +34,14 @@ def param_groups(module: nn.Module, clip_prefix: str, lr: float, clip_lr_ratio: 
     ]
 
 
-def authors_param_groups(module: nn.Module, clip_prefixes: tuple[str, ...], lr: float, clip_lr_ratio: float,
-                         weight_decay: float) -> list[dict]:
-    """The authors' groups (utils/solver.py): every CLIP parameter, the logit scale included, at
-    `lr * clip_lr_ratio`, the new layers at `lr`; weight decay on every parameter."""
+def decay_all_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
+                     weight_decay: float) -> list[dict]:
+    """The authors' groups (utils/solver.py): every CLIP parameter, the logit scale (`scale_prefix`)
+    included, at `lr * clip_lr_ratio`, the new layers at `lr`; weight decay on every parameter."""
     clip, new = [], []
     for name, param in module.named_parameters():
         if param.requires_grad:
-            (clip if name.startswith(clip_prefixes) else new).append(param)
+            (clip if name.startswith((clip_prefix, scale_prefix)) else new).append(param)
     groups = [("clip", clip, lr * clip_lr_ratio), ("new", new, lr)]
     return [{"params": p, "lr": group_lr, "weight_decay": weight_decay, "name": name}
             for name, p, group_lr in groups if p]

@@ -6,15 +6,22 @@ end to end, `visual` is CLIP's image tower, fine-tuned at a lower learning rate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from bike_cli.config.profile import DECAY_ALL, get_profile
+from bike_cli.models.authors import scaled_view_scores
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import authors_param_groups, param_groups
+from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
 from bike_cli.models.text import ClassTexts
+
+# (cosine logits [b, V, K], exp(logit scale)) -> scores [b, K]: `bike_cli.models.authors` has them
+ViewRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (cosine logits [B, C], 0/1 targets [B, C], log-space logit scale) -> 0-d training loss
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def image_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -27,12 +34,13 @@ def image_features(visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 class VideoBranch(nn.Module):
     """Trainable parts of the Video branch. Parameter names: `head.*`, `logit_scale.*`, `visual.*`."""
 
-    def __init__(self, head: VideoHead, logit_scale: LogitScale, visual: nn.Module | None = None) -> None:
+    def __init__(self, head: VideoHead, logit_scale: LogitScale, visual: nn.Module | None = None,
+                 loss_fn: Loss = bike_contrastive_loss) -> None:
         super().__init__()
         self.head = head
         self.logit_scale = logit_scale
         self.visual = visual
-        self.loss_fn = bike_contrastive_loss  # Eq. 7; `models.authors.training_loss` names the others
+        self.loss_fn = loss_fn  # Eq. 7 by default; `models.authors.LOSSES` names the others
 
     def frame_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised pixels [B, T, 3, S, S] -> frame embeddings [B, T, D] (end-to-end mode)."""
@@ -62,16 +70,16 @@ class VideoBranch(nn.Module):
         return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()
-    def class_probabilities(self, frames: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
-        """Frame embeddings [b, V, T, D] -> softmax(scale * logits) averaged over the V views: [b, K]."""
+    def class_probabilities(self, frames: torch.Tensor, classes: ClassTexts,
+                            rule: ViewRule = scaled_view_scores) -> torch.Tensor:
+        """Frame embeddings [b, V, T, D] -> class scores [b, K]: `rule` of the views' cosine logits
+        [b, V, K] and exp(logit scale) (default: softmax(scale * logits) averaged over the V views)."""
         b, v = frames.shape[:2]
         logits = self.head(frames.flatten(0, 1).float(), classes)  # [b*V, K]
-        probs = (logits * self.logit_scale().exp()).softmax(-1)
-        return probs.view(b, v, -1).mean(1)
+        return rule(logits.view(b, v, -1), self.logit_scale().exp())
 
-    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float, compat: str = "bike") -> list[dict]:
-        """AdamW groups: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`
-        (`authors`: the logit scale with CLIP's layers, decay on every parameter)."""
-        if get_profile(compat).optimizer_groups == DECAY_ALL:
-            return authors_param_groups(self, ("visual.", "logit_scale."), lr, clip_lr_ratio, weight_decay)
-        return param_groups(self, "visual.", lr, clip_lr_ratio, weight_decay)
+    def param_groups(self, lr: float, clip_lr_ratio: float, weight_decay: float,
+                     rule: GroupRule = decay_exempt_groups) -> list[dict]:
+        """AdamW groups by `rule`: new layers at `lr`, CLIP's visual encoder at `lr * clip_lr_ratio`
+        (`decay_all_groups`: the logit scale with CLIP's layers, decay on every parameter)."""
+        return rule(self, "visual.", "logit_scale.", lr, clip_lr_ratio, weight_decay)

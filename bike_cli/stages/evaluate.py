@@ -13,8 +13,9 @@ branch (frozen text encoder, CLIP's logit scale). Per-view attribute rows are av
 Fusion: S = lambda * S_V + (1 - lambda) * S_A (Eq. 4).
 
 Outputs in `out/`: `video_scores.csv`, `attrs_scores.csv`, `fused_scores.csv` (score CSVs,
-docs/formats.md) and `metrics.json` (the protocol's results per branch). The branch to score is loaded
-by bike_cli.models.eval_branch, the scoring loops are bike_cli.engine.evaluation's.
+docs/formats.md) and `metrics.json` (the protocol's results per branch). The branches to score are
+loaded by bike_cli.models.factory (as `bike predict` loads its), the scoring loops are
+bike_cli.engine.evaluation's, the score rules the profile's (bike_cli.engine.rules).
 """
 
 from __future__ import annotations
@@ -33,24 +34,26 @@ from bike_cli.config.profile import (
     check_profile,
     check_same_profile,
     get_profile,
-    video_score_rule,
+    recorded_profile,
 )
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
+from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
+from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
 from bike_cli.io.metrics_json import write_eval_metrics
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.io.write_errors import make_folder
-from bike_cli.models.eval_branch import VideoModel, video_model
+from bike_cli.models.factory import VideoClassifier, load_attrs_branch, load_video_branch
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +123,24 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
     if cache is not None and class_names is not None:
         cache.check_classes(len(class_names), f"--classes {cfg.classes}")
-    vm, class_names = video_model(cfg, class_names, cache, device)
-    vm.rule = video_score_rule(cfg.compat, fusing=cfg.attributes is not None)
-    authors_zero_shot = get_profile(cfg.compat).zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"
-    vm.kept = [] if authors_zero_shot and cache is None else None
+    vm = _video_model(cfg, class_names, cache, device)
+    class_names = vm.names
+    profile = get_profile(cfg.compat)
+    video_rule = profile.video_score_rule(fusing=cfg.attributes is not None)
+    authors_zero_shot = profile.zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"
+    kept = [] if authors_zero_shot and cache is None else None  # frame embeddings [b, V, T, D] per batch
     started = time.perf_counter()
-    ids, labels, video_probs, failed = _video_scores(cfg, vm, cache, device, progress)
+    ids, labels, video_probs, failed = _video_scores(cfg, vm, VIDEO_SCORES[video_rule], cache, device, progress,
+                                                     kept)
     if cache is not None:  # the cache numbers its labels by its own class names: renumber them by the columns'
         labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
                                  f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
     branches = {"video": video_probs}
-    authors_default = cfg.fuse is None and get_profile(cfg.compat).fuse_weight is not None and cfg.attributes is not None
-    fuse = get_profile(cfg.compat).fuse_weight if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
+    authors_default = cfg.fuse is None and profile.fuse_weight is not None and cfg.attributes is not None
+    fuse = profile.fuse_weight if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
     if cfg.attributes is not None:
-        attr_ids, attr_probs = attrs_scores(cfg.attributes, cfg.attrs_checkpoint, cfg.compat, class_names, vm, device)
+        attrs_model = load_attrs_branch(cfg.attrs_checkpoint, class_names, clip=(vm.clip, vm.spec), device=device)
+        attr_ids, attr_probs = attrs_scores(cfg.attributes, cfg.compat, attrs_model, ATTRS_SCORES[profile.attrs_scores])
         position = {vid: i for i, vid in enumerate(attr_ids)}
         missing = [vid for vid in ids if vid not in position]
         if missing:
@@ -144,7 +151,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     make_folder(cfg.out)
     clear_outputs(cfg.out, guard)
     metrics, files = {}, {}
-    rules = {"video": vm.rule, "attrs": get_profile(cfg.compat).attrs_scores, "fused": FUSED}
+    rules = {"video": video_rule, "attrs": profile.attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
     for name, probs in branches.items():
@@ -153,7 +160,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
     if authors_zero_shot:  # their test_zeroshot.py scores frame embeddings, not the branch's scores
-        frames = torch.cat(vm.kept) if cache is None else torch.from_numpy(
+        frames = torch.cat(kept) if cache is None else torch.from_numpy(
             np.stack([cache.embeddings(i) for i in range(len(cache))]).astype(np.float32))  # [N, V, T, D]
         metrics["video"] = authors_zero_shot_half(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels,
                                                   cfg.repeats, cfg.seed)
@@ -165,12 +172,29 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
 
 
-def _video_scores(cfg: EvalConfig, vm: VideoModel, cache: FeatureCache | None, device, progress: Progress) -> Scores:
-    """(video ids, labels, probabilities [N, K], failed ids) of the Video branch, views averaged."""
+def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None,
+                 device) -> VideoClassifier:
+    """The Video branch: a trained checkpoint (bike's or the authors'), or zero-shot CLIP with the chosen head."""
+    bike_checkpoint = cfg.checkpoint is not None and not is_authors_checkpoint(cfg.checkpoint)
+    vm = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
+                           quick_gelu=cfg.quick_gelu, head=None if bike_checkpoint else cfg.head,
+                           vcs_tokens=None if bike_checkpoint else cfg.vcs_tokens, templates=cfg.templates,
+                           frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
+                           ignore_visual_weights=cfg.ignore_visual_weights, device=device)
+    trained = recorded_profile(vm.settings.get("compat"))
+    if bike_checkpoint and trained != cfg.compat:  # training and scoring rules are separate choices
+        log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint, trained, cfg.compat)
+    return vm
+
+
+def _video_scores(cfg: EvalConfig, vm: VideoClassifier, rule, cache: FeatureCache | None, device,
+                  progress: Progress, kept: list | None) -> Scores:
+    """(video ids, labels, probabilities [N, K], failed ids) of the Video branch by `rule`."""
     if cache is not None:
-        return cache_scores(vm, cache, cfg.batch_size, device, progress)
+        return cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
     layout = parse_views(cfg.views or "1x1", cfg.compat)
-    return decoded_scores(vm, cfg.videos, cfg.root, layout, cfg.compat, cfg.batch_size, cfg.workers, device, progress)
+    return decoded_scores(vm, rule, cfg.videos, cfg.root, layout, cfg.compat, cfg.batch_size, cfg.workers, device,
+                          progress, kept)
 
 
 def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict:

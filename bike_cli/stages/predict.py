@@ -1,6 +1,6 @@
 """Stage `predict`: single-video inference with a trained Video branch or zero-shot CLIP, explained.
 
-Three ways to get a model (`bike_cli.engine.predictor_sources`):
+Three ways to get a model (`bike_cli.models.factory.load_video_branch`, as `bike eval` gets its):
 
 - a Video-branch checkpoint of bike's own (`bike train-video`'s run folder or `.pt` file): CLIP is
   rebuilt from the checkpoint's record (architecture, weights, QuickGELU), the head and temporal
@@ -30,23 +30,22 @@ from pathlib import Path
 
 from torch import nn
 
-from bike_cli.config.profile import check_profile
+from bike_cli.config.profile import check_profile, get_profile
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.engine.predictor import Predictor, VideoPrediction
-from bike_cli.engine.predictor_sources import authors_predictor, checkpoint_predictor, zero_shot_predictor
 from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.guard import PathGuard, file_or_none
+from bike_cli.models.factory import load_video_branch
 from bike_cli.models.heads import HEADS
 from bike_cli.models.text import VCS_TOKENS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRAMES = 8  # zero-shot; a checkpoint's own frame count otherwise
 DEFAULT_LEXICON = "k400"  # used when its file is there (a checkout or editable install)
 NO_LEXICON = "none"  # --lexicon none: no attributes
 
@@ -109,23 +108,14 @@ class PredictResult:
 def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
     """The predictor of `cfg` (checkpoint or zero-shot) and the CLIP model whose text tower it used."""
     device = resolve_device(cfg.device)
-    if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
-        predictor, clip_model = authors_predictor(cfg.checkpoint, cfg.model, _class_names(cfg), device,
-                                                  frames=cfg.frames, head=cfg.head, vcs_tokens=cfg.vcs_tokens)
-    elif cfg.checkpoint is not None:
-        predictor, clip_model = checkpoint_predictor(cfg.checkpoint, device, pretrained=cfg.pretrained,
-                                                     frames=cfg.frames, head=cfg.head, vcs_tokens=cfg.vcs_tokens)
-    else:
-        predictor, clip_model = zero_shot_predictor(cfg.model, cfg.pretrained, _class_names(cfg),
-                                                    cfg.frames or DEFAULT_FRAMES, device, quick_gelu=cfg.quick_gelu,
-                                                    head=cfg.head, vcs_tokens=cfg.vcs_tokens)
-    predictor.compat = cfg.compat  # sampling, transform and scores of every kind of model
-    predictor.description["compat"] = cfg.compat
-    return predictor, clip_model
+    model = load_video_branch(cfg.checkpoint, class_names=_class_names(cfg) or None,  # None: the checkpoint's
+                              model=cfg.model, pretrained=cfg.pretrained, quick_gelu=cfg.quick_gelu, head=cfg.head,
+                              vcs_tokens=cfg.vcs_tokens, frames=cfg.frames, device=device)
+    return Predictor(model, get_profile(cfg.compat), cfg.compat, device), model.clip
 
 
 def _class_names(cfg: PredictConfig) -> list[str]:
-    """The classes of a zero-shot or authors' model: `--classes FILE` or `--class-names`."""
+    """The classes of a zero-shot or authors' model: `--classes FILE` or `--class-names` ([] for neither)."""
     return read_class_names(cfg.classes) if cfg.classes is not None else list(cfg.class_names or [])
 
 
@@ -185,10 +175,9 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):
         raise InputError(f"--top-k {cfg.top_k} is more than the {len(phrases)} phrases of lexicon {lexicon}")
-    predictor, clip_model = load_predictor(cfg)
+    predictor, _ = load_predictor(cfg)
     if phrases:
-        predictor.set_lexicon(clip_model, phrases)
-    del clip_model  # the text tower's work is done
+        predictor.set_lexicon(phrases)
     predictions = []
     for video in cfg.videos:
         if any(video == bad for bad, _ in skipped):

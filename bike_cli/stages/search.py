@@ -43,9 +43,8 @@ from bike_cli.io.csv_meta import meta_path
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.hits_csv import Hit, write_hits_csv
-from bike_cli.io.identity import check_same_model
 from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
-from bike_cli.models.clip import load_clip
+from bike_cli.models.clip import cache_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
@@ -140,15 +139,9 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
 
 def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
     """texts -> ClassTexts with the cache's CLIP (or --model/--pretrained, identity-checked)."""
-    meta = cache.meta
-    model_name, pretrained = cfg.model or meta.model_name, cfg.pretrained or meta.pretrained
-    what = f"--model {model_name} --pretrained {pretrained}"
-    check_same_model({"model_name": model_name}, what, meta, str(cache.path), cfg.allow_model_mismatch)
-    quick = cfg.quick_gelu if cfg.quick_gelu is not None else (meta.quick_gelu if model_name == meta.model_name
-                                                                 else None)
-    clip, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=resolve_device(cfg.device))
-    check_same_model(spec, what, meta, str(cache.path), cfg.allow_model_mismatch)
-    tokenizer = get_tokenizer(model_name)
+    clip, spec = cache_clip(cfg.model, cfg.pretrained, cfg.quick_gelu, cache,
+                            allow_model_mismatch=cfg.allow_model_mismatch, device=resolve_device(cfg.device))
+    tokenizer = get_tokenizer(spec.model_name)
     return lambda texts: encode_class_texts(clip, tokenizer, texts, ("{}",), "words")
 
 

@@ -24,6 +24,7 @@ from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
+from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
@@ -36,7 +37,6 @@ from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
-from bike_cli.models.authors import configure_training
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import file_sha256
@@ -188,9 +188,9 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _class_targets(train_table, class_names, classes_source)
     rows = _labelled_rows(train_targets)
-    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates)
+    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
+    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
     model = build_attrs_branch(branch_spec, clip_model).to(device)
-    configure_training(model, cfg.compat, cfg.loss)
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
@@ -215,7 +215,8 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
         scores, labels = _per_video(table, mine, np.concatenate(probs), targets)
         return metrics_over_processes([scores], [labels])
 
-    branch = TrainBranch(model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat),
+    branch = TrainBranch(model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay,
+                                             PARAM_GROUPS[profile.optimizer_groups]),
                          batch_inputs, validate=validate if val is not None else None,
                          checkpoint=CheckpointHeader(ATTRS_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(

@@ -30,6 +30,7 @@ from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
+from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import RepeatedDataset
@@ -41,12 +42,11 @@ from bike_cli.io.checkpoints import VIDEO_KIND
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
-from bike_cli.models.authors import configure_training
 from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_video_spec
 from bike_cli.models.clip import load_clip
+from bike_cli.models.factory import init_branch_weights
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import encode_class_texts
-from bike_cli.models.video_init import init_from
 from bike_cli.models.visual_digest import visual_sha256
 
 __all__ = ["TrainSummary", "run_train_video"]
@@ -134,16 +134,16 @@ def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run
         check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
                          cfg.allow_model_mismatch)
     class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
+    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
-        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames), clip_model)
+        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames, **profile.branch_training(cfg.loss)), clip_model)
     model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
     head, visual = model.head, model.visual
-    configure_training(model, cfg.compat, cfg.loss)
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
-        init_from(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
+        init_branch_weights(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
     if cfg.grad_checkpointing:
         if visual is not None:
             visual.set_grad_checkpointing(True)
@@ -166,7 +166,7 @@ def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run
         return inputs, targets.to(device), class_texts
 
     branch = TrainBranch(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, cfg.compat), batch_inputs,
+        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups]), batch_inputs,
         validate=(lambda m: validate(m, val, class_texts, spec, device)) if val is not None else None,
         checkpoint=CheckpointHeader(VIDEO_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(

@@ -1,0 +1,283 @@
+"""The one loader of trained branches: every weight source converted to the branch's names, one strict load.
+
+`load_video_branch(source, ...)` takes
+
+- a bike Video-branch checkpoint (run folder or file, schema 1 or 2): CLIP rebuilt from its record
+  (a weights file that has moved is found again with `pretrained`, its sha256 checked), the branch
+  from its spec, the class names and prompt templates from the run;
+- the authors' released checkpoint: converted by `io.authors_checkpoint.authors_branch_state`; the
+  architecture and frame count from the caller (`--model`, `--frames`), the classes from the user;
+- `None`: zero-shot CLIP, the chosen head and no temporal module, CLIP's own logit scale, uncapped;
+
+and returns a `VideoClassifier`. `load_attrs_branch` loads the Attributes branch (a bike checkpoint,
+or without one CLIP's frozen text encoder). `load_branch_weights` is the strict load itself, also
+what `train-video --init-from` starts from (`init_branch_weights`).
+
+With a feature cache the branch scores cached frame embeddings (no image tower): the cache must come
+from the branch's CLIP (`check_same_model`), and a checkpoint's own image tower must be the one that
+made the cache's features (`--ignore-visual-weights` aside).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bike_cli.config.stages import DEFAULT_TEMPLATE
+from bike_cli.errors import InputError
+from bike_cli.io.authors_checkpoint import (
+    AUTHORS_VCS_TOKENS,
+    authors_branch_state,
+    authors_temporal,
+    is_authors_checkpoint,
+    read_authors_checkpoint,
+)
+from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.identity import check_same_model
+from bike_cli.models.attrs_branch import AttributesBranch
+from bike_cli.models.authors import scaled_row_scores
+from bike_cli.models.build import (
+    VideoBranchSpec,
+    attrs_spec_of,
+    build_attrs_branch,
+    build_video_branch,
+    resolve_video_spec,
+    video_spec_of,
+)
+from bike_cli.models.clip import cache_clip, load_clip, recorded_clip
+from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.heads import DEFAULT_TAU
+from bike_cli.models.registry import get_tokenizer
+from bike_cli.models.text import ClassTexts, encode_class_texts
+from bike_cli.models.video_branch import VideoBranch, ViewRule
+from bike_cli.models.visual_digest import PREFIX, check_visual_weights, visual_sha256
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT_FRAMES = 8  # frames per clip of zero-shot CLIP when neither the caller nor a cache says
+
+
+@dataclass
+class VideoClassifier:
+    """A loaded Video branch with what it scores against: its classes' texts, its CLIP and frame count."""
+
+    branch: VideoBranch  # in eval mode, on the device
+    texts: ClassTexts  # the K classes, encoded by `clip`'s text tower
+    names: list[str]  # the K class names
+    clip: nn.Module  # the CLIP whose text tower encoded `texts` (its image tower is the branch's, when kept)
+    spec: ClipSpec
+    branch_spec: VideoBranchSpec
+    frames: int  # T frames per clip to score with
+    description: dict  # the model as `bike predict --json` reports it
+    settings: dict  # the run's recorded settings (a bike checkpoint's `config`; {} otherwise)
+
+    def scores(self, frames: torch.Tensor, rule: ViewRule) -> torch.Tensor:
+        """Frame embeddings [b, V, T, D] -> class scores [b, K] by the score rule `rule`."""
+        return self.branch.class_probabilities(frames, self.texts, rule)
+
+
+def load_video_branch(source: Path | None, *, class_names: list[str] | None = None, model: str | None = None,
+                      pretrained: str | None = None, quick_gelu: bool | None = None, head: str | None = None,
+                      vcs_tokens: str | None = None, templates: Sequence[str] | None = None,
+                      frames: int | None = None, cache: FeatureCache | None = None, allow_model_mismatch: bool = False,
+                      ignore_visual_weights: bool = False, device: torch.device | str = "cpu") -> VideoClassifier:
+    """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
+
+    `class_names` replace a checkpoint's own; `pretrained` relocates a checkpoint's CLIP weights file;
+    `head` / `vcs_tokens`, given with a bike checkpoint, must be the trained ones; `frames` None: the
+    trained count (or the cache's)."""
+    if source is None:
+        return _zero_shot(class_names, model, pretrained, quick_gelu, head, vcs_tokens, templates, frames, cache,
+                          allow_model_mismatch, device)
+    if is_authors_checkpoint(source):
+        return _authors(source, class_names, model, head, vcs_tokens, frames, cache, ignore_visual_weights, device)
+    ckpt = load_video_checkpoint(source)
+    branch_spec = video_spec_of(ckpt, source)
+    for option, given, trained in (("--head", head, branch_spec.head),
+                                   ("--vcs-tokens", vcs_tokens, branch_spec.vcs_tokens)):
+        if given is not None and given != trained:
+            raise InputError(f"{option} {given} differs from {trained!r}, the setting {source} was "
+                             f"trained with; leave {option} out with --checkpoint")
+    names = ckpt.class_names
+    if class_names is not None and class_names != names:
+        log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
+                    len(class_names), len(names))
+        names = class_names
+    if cache is not None:  # the cache's features must come from the CLIP this branch was trained on
+        check_same_model(ckpt.clip, f"--checkpoint {source}", cache.meta, str(cache.path), allow_model_mismatch)
+        if any(k.startswith(PREFIX) for k in ckpt.state_dict):
+            raise InputError(f"{source} fine-tuned CLIP's visual encoder (trained end to end); a feature "
+                             "cache holds the original CLIP's features: evaluate it with --videos and --views")
+    clip_model, spec = recorded_clip(ckpt.clip, source, pretrained, device)
+    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Video branch its settings describe")
+    tuned = sum(k.startswith(PREFIX) for k in ckpt.state_dict)
+    log.info("loaded %s (epoch %d%s)", source, ckpt.epoch, ", fine-tuned image tower" if tuned else "")
+    frames = frames or branch_spec.frames
+    if frames != branch_spec.frames:
+        log.warning("scoring with %d frames; %s was trained with %d", frames, source, branch_spec.frames)
+    return _classifier(branch, clip_model, spec, branch_spec, names, frames, device, ckpt.config,
+                       checkpoint=str(source), epoch=ckpt.epoch)
+
+
+def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, branch_spec: VideoBranchSpec,
+                names: list[str], frames: int, device, settings: dict, **described) -> VideoClassifier:
+    """The classifier, its class texts encoded by `clip_model`'s text tower."""
+    texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
+                               branch_spec.vcs_tokens)
+    description = {"checkpoint": described.pop("checkpoint"), "model_name": spec.model_name,
+                   "pretrained": spec.pretrained, "head": branch_spec.head, "temporal": branch_spec.temporal,
+                   "vcs_tokens": branch_spec.vcs_tokens, "frames": frames, **described}
+    return VideoClassifier(branch.to(device).eval(), texts, list(names), clip_model, spec, branch_spec, int(frames),
+                           description, settings)
+
+
+def _authors(source: Path, class_names: list[str] | None, model: str | None, head: str | None,
+             vcs_tokens: str | None, frames: int | None, cache: FeatureCache | None, ignore_visual_weights: bool,
+             device) -> VideoClassifier:
+    """The authors' checkpoint: their CLIP (QuickGELU) and temporal module, VCS over all token positions."""
+    if class_names is None:
+        raise InputError(f"{source} is an authors' checkpoint, which records no class names: pass --classes")
+    model = model or (cache.meta.model_name if cache else None)
+    frames = frames or (cache.meta.frames if cache else None)
+    for option, value in (("--model", model), ("--frames", frames)):
+        if value is None:
+            raise InputError(f"{source} is an authors' BIKE checkpoint, which does not record the "
+                             f"{'CLIP architecture' if option == '--model' else 'frames per clip'}: "
+                             f"pass {option} (e.g. {'--model ViT-B-16' if option == '--model' else '--frames 8'})")
+    authors = read_authors_checkpoint(source)
+    clip_model, spec = load_clip(model, str(source), quick_gelu=True, device=device)
+    found = authors_temporal(authors, source)
+    if vcs_tokens is None:
+        vcs_tokens = AUTHORS_VCS_TOKENS
+        log.info("authors' checkpoint: VCS queries are all %d token positions (--vcs-tokens all), as the "
+                 "authors' code computes them; pass --vcs-tokens words for Eq. 5's class-name words",
+                 clip_model.positional_embedding.shape[0])
+    branch_spec = resolve_video_spec(VideoBranchSpec.of(
+        spec, head=head or "vcs", temporal=found.temporal, temporal_layers=found.layers, max_frames=found.max_frames,
+        tau=DEFAULT_TAU, vcs_tokens=vcs_tokens, frames=int(frames)), clip_model)
+    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    if cache is not None:
+        _check_cache_visual(clip_model, spec, cache, source, ignore_visual_weights)
+    load_branch_weights(branch, authors_branch_state(authors),
+                        f"{source}: the authors' checkpoint does not fit the Video branch of --model {model}")
+    log.info("authors' checkpoint %s: %s, temporal %s (%d layers), head %s, %d frames", source, spec.model_name,
+             found.temporal, found.layers, branch_spec.head, frames)
+    return _classifier(branch, clip_model, spec, branch_spec, class_names, int(frames), device, {},
+                       checkpoint=str(source), epoch=authors.epoch, layout="authors")
+
+
+def _check_cache_visual(clip_model: nn.Module, spec: ClipSpec, cache: FeatureCache, source: Path,
+                        ignore: bool) -> None:
+    """The checkpoint's image tower must be the one that made the cache (or `ignore` is set)."""
+    own, meta = visual_sha256(clip_model.state_dict()), cache.meta
+    recorded = meta.visual_sha256
+    if recorded is None and meta.checkpoint_sha256 and meta.checkpoint_sha256 == spec.checkpoint_sha256:
+        recorded = own  # an older cache, extracted from this very checkpoint file
+    check_visual_weights(own, recorded, source, cache.path, ignore)
+    if ignore and own != recorded:
+        log.warning("--ignore-visual-weights: scoring %s, made by other visual weights than %s's", cache.path, source)
+
+
+def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str | None, quick_gelu: bool | None,
+               head: str | None, vcs_tokens: str | None, templates: Sequence[str] | None, frames: int | None,
+               cache: FeatureCache | None, allow_model_mismatch: bool, device) -> VideoClassifier:
+    """Zero-shot CLIP: the head on the pretrained model, no temporal module, the model's own scale uncapped
+    (SigLIP's exceeds 100)."""
+    if class_names is None:
+        raise InputError("zero-shot evaluation needs --classes (or class names recorded in the cache)")
+    clip_model, spec = cache_clip(model, pretrained, quick_gelu, cache, what="the zero-shot model",
+                                  allow_model_mismatch=allow_model_mismatch, device=device)
+    frames = frames or (cache.meta.frames if cache else ZERO_SHOT_FRAMES)  # the cache's T
+    branch_spec = VideoBranchSpec.of(spec, head=head or "vcs", temporal="none", tau=DEFAULT_TAU, temporal_layers=1,
+                                     vcs_tokens=vcs_tokens or "words", templates=templates or [DEFAULT_TEMPLATE],
+                                     frames=frames, logit_scale_cap=None)
+    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, checkpoint=None)
+
+
+def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """One strict load of a branch's state dict, InputError (`what`: ...) naming keys that do not fit.
+
+    An image tower (`visual.*`) the state lacks keeps the CLIP weights it was built with; a branch
+    without one (cached features) takes none of the state's."""
+    own = branch.state_dict()
+    if getattr(branch, "visual", None) is None:
+        state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
+    elif not any(k.startswith(PREFIX) for k in state):
+        state = {**{k: v for k, v in own.items() if k.startswith(PREFIX)}, **state}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise InputError(f"{what}: missing {missing[:4]}, unexpected {unexpected[:4]}, other shapes {shapes[:4]}")
+    branch.load_state_dict(state)
+
+
+def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache | None = None,
+                        cache_visual: str | None = None, ignore_visual_weights: bool = False) -> None:
+    """`train-video --init-from`: start `branch` from a trained Video branch, bike's checkpoint or the authors'.
+
+    On cached features the checkpoint's image tower is not used: its weights must be those that made
+    the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`."""
+    authors = is_authors_checkpoint(source)
+    state = authors_branch_state(read_authors_checkpoint(source)) if authors else load_video_checkpoint(source).state_dict
+    if branch.visual is None:
+        recorded = (cache.meta.visual_sha256 if cache is not None else None) or cache_visual
+        check_visual_weights(visual_sha256(state), recorded, source, cache.path if cache else "the cache",
+                             ignore_visual_weights)
+    load_branch_weights(branch, state, f"--init-from {source} does not fit this Video branch "
+                                       "(head/temporal settings differ?)")
+    log.info("initialised from %s (%d tensors)", source, len(state))
+
+
+@dataclass
+class AttrsClassifier:
+    """A loaded Attributes branch (None: CLIP's frozen text encoder, no training) and its classes."""
+
+    branch: AttributesBranch | None
+    clip: nn.Module  # its text tower encodes the sentences (`--tune head`) and encoded the classes
+    spec: ClipSpec
+    classes: torch.Tensor  # [K, D] pooled class embeddings
+    tune: str  # head | full | none (no branch)
+    tokenizer: Callable[[list[str]], torch.Tensor]  # the CLIP's: sentences -> tokens [R, L]
+
+    @torch.no_grad()
+    def scores(self, sentences: list[str], rule=scaled_row_scores) -> torch.Tensor:
+        """Attribute sentences -> scores [R, K] by `rule` of the cosine logits [R, K] and exp(logit scale)."""
+        tokens = self.tokenizer(sentences).to(self.classes.device)  # [R, L]
+        if self.branch is None:
+            emb = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+            logits = emb @ F.normalize(self.classes, dim=-1).T
+            return rule(logits, self.clip.logit_scale.exp())
+        inputs = tokens if self.tune == "full" else self.clip.encode_text(tokens).float()
+        return self.branch.class_probabilities(inputs, self.classes, rule)
+
+
+def load_attrs_branch(source: Path | None, class_names: list[str], *,
+                      clip: tuple[nn.Module, ClipSpec] | None = None,
+                      device: torch.device | str = "cpu") -> AttrsClassifier:
+    """A train-attrs checkpoint, or (None) the plug-and-play branch on `clip`, CLIP's frozen text encoder."""
+    if source is None:
+        clip_model, spec = clip
+        branch, tune, templates = None, "none", [DEFAULT_TEMPLATE]
+    else:
+        ckpt = load_attrs_checkpoint(source)
+        attrs_spec = attrs_spec_of(ckpt, source)
+        clip_model, spec = load_clip(attrs_spec.model_name, attrs_spec.pretrained, quick_gelu=attrs_spec.quick_gelu,
+                                     device=device)
+        branch = build_attrs_branch(attrs_spec, clip_model)
+        load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Attributes branch its settings "
+                                                     "describe")
+        branch = branch.to(device).eval()
+        tune, templates = attrs_spec.tune, attrs_spec.templates
+    tokenizer = get_tokenizer(spec.model_name)
+    classes = encode_class_texts(clip_model, tokenizer, class_names, templates, "all").pooled
+    return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
