@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.config.profile import BIKE, PIL_SCALE, get_profile
+from bike_cli.config.profile import BIKE, get_profile
 from bike_cli.config.stages import DEFAULT_DECODER
-from bike_cli.data.authors import authors_views
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, ViewLayout, video_seed
 from bike_cli.data.video_lists import VideoEntry
-from bike_cli.data.views import square_views, view_resize_mode
+from bike_cli.data.views import TEST_TRANSFORMS, view_resize_mode
 from bike_cli.errors import BikeError
 
 
@@ -73,13 +72,11 @@ class MultiViewClips(Dataset):
     def __getitem__(self, i: int) -> ClipItem:
         list_index, entry = self.items[i]
         try:
-            authors = get_profile(self.compat).test_transform == PIL_SCALE  # full-size frames, their resize
-            clip = read_frames(entry.path, lambda n: self._indices(entry, n), short_side=None if authors else self.size,
-                               decoder=self.decoder, resize=self.resize)
-            if authors:
-                crops = authors_views(clip.frames, self.size, self.layout.crops)  # [S, C*T, 3, s, s]
-            else:
-                crops = square_views(clip.frames, self.size, self.layout.crops, self.resize)  # [S, C*T, 3, s, s]
+            transform = TEST_TRANSFORMS[get_profile(self.compat).test_transform]
+            clip = read_frames(entry.path, lambda n: self._indices(entry, n),
+                               short_side=None if transform.full_size else self.size, decoder=self.decoder,
+                               resize=self.resize)
+            crops = transform.views(clip.frames, self.size, self.layout.crops, self.resize)  # [S, C*T, 3, s, s]
         except BikeError as err:
             return ClipItem(list_index, entry, None, error=str(err))
         except OSError as err:  # read errors after opening (an I/O error, a file removed meanwhile)

@@ -22,9 +22,14 @@ it for reference only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from bike_cli.config.profile import DECODE_RESIZE, PIL_SCALE
+from bike_cli.data.authors import authors_views
 from bike_cli.data.sampling import spatial_crops
 from bike_cli.errors import InputError
 
@@ -54,3 +59,18 @@ def square_views(frames: torch.Tensor, size: int, crops: int, resize_mode: str) 
     if chw.shape[-2:] != (size, size):
         raise InputError(f"frames {height}x{width} do not fit a {size}x{size} {mode} view")
     return chw.unsqueeze(0).contiguous()  # [1, N, 3, s, s]
+
+
+@dataclass(frozen=True)
+class TestTransform:
+    """How test frames become views (`Profile.test_transform`): decoded at the model's size or at their
+    own, then `views(frames [T, H, W, 3] uint8, size, crops, resize_mode) -> [S, T, 3, size, size]`."""
+
+    full_size: bool  # decode at the frames' own size (the transform resizes them itself)
+    views: Callable[[torch.Tensor, int, int, str], torch.Tensor]
+
+
+TEST_TRANSFORMS: dict[str, TestTransform] = {
+    DECODE_RESIZE: TestTransform(False, square_views),  # short side resized while decoding, square crops
+    PIL_SCALE: TestTransform(True, lambda frames, size, crops, resize_mode: authors_views(frames, size, crops)),
+}

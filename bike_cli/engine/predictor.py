@@ -18,12 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bike_cli.config.profile import PIL_SCALE, Profile
+from bike_cli.config.profile import Profile
 from bike_cli.config.stages import DEFAULT_DECODER
-from bike_cli.data.authors import authors_views
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES
-from bike_cli.data.views import square_views
+from bike_cli.data.views import TEST_TRANSFORMS
 from bike_cli.engine.rules import VIDEO_SCORES
 from bike_cli.engine.runtime import autocast_for
 from bike_cli.errors import InputError
@@ -100,15 +99,12 @@ class Predictor:
 
     def encode_video(self, path: Path, decoder: str = DEFAULT_DECODER) -> EncodedVideo:
         """Decode T test-sampled frames (centre crop) and embed them; DecodeError names the file."""
-        size, authors = self.spec.image_size, self.profile.test_transform == PIL_SCALE
+        size, transform = self.spec.image_size, TEST_TRANSFORMS[self.profile.test_transform]
         def indices(n: int) -> np.ndarray:  # [T]: one test clip by the profile's rule
             return TEST_INDICES[self.profile.test_indices](n, self.frames, 1)[0]
-        clip = read_frames(path, indices, short_side=None if authors else size, decoder=decoder,
+        clip = read_frames(path, indices, short_side=None if transform.full_size else size, decoder=decoder,
                            resize=self.spec.resize_mode)
-        if authors:
-            pixels = authors_views(clip.frames, size, 1)[0]  # [T, 3, S, S]
-        else:
-            pixels = square_views(clip.frames, size, 1, self.spec.resize_mode)[0]  # [T, 3, S, S], the model's resize
+        pixels = transform.views(clip.frames, size, 1, self.spec.resize_mode)[0]  # [T, 3, S, S]
         with torch.no_grad(), autocast_for(self.device, "auto"):
             unit = (pixels.to(self.device).float() - self.mean) / self.std
             emb = self.branch.frame_embeddings(unit.unsqueeze(0))[0].float()  # [T, D]
