@@ -100,3 +100,54 @@ def test_the_profile_is_never_tested_by_name_outside_its_home():
             if isinstance(node, ast.Compare) and any(_names_a_profile(n) for n in [node.left, *node.comparators]):
                 offenders.append(f"{relative}:{node.lineno}")
     assert sorted(offenders) == []
+
+
+def _library_files_calling(name: str) -> list[str]:
+    """The library files (relative to bike_cli/) that call `name(...)` (a function or a method)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = node.func if isinstance(node, ast.Call) else None
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if called == name:
+                found.append(path.relative_to(PACKAGE).as_posix())
+                break
+    return sorted(found)
+
+
+def test_weights_are_loaded_into_modules_in_at_most_three_files():
+    """One factory converts every weight source, then loads it strictly (open_clip's load_checkpoint)."""
+    assert len(_library_files_calling("load_state_dict")) <= 3, _library_files_calling("load_state_dict")
+
+
+def test_models_and_engine_never_look_a_profile_up():
+    """The stage resolves the Profile once from --compat and passes it (or the rules it chose) down."""
+    callers = [f for f in _library_files_calling("get_profile") if f.startswith(("models/", "engine/"))]
+    assert callers == []
+
+
+def test_models_import_nothing_from_the_profile():
+    """The math knows nothing of --compat: rules reach it as functions and values."""
+    graph = _graph()
+    offenders = sorted(m for m, imported in graph.items() if _package(m) == "models"
+                       and any(i.startswith("bike_cli.config.profile") for i in imported))
+    assert offenders == []
+
+
+PROFILE_FIELDS = {"test_indices", "train_indices", "test_transform", "video_scores", "fused_video_scores",
+                  "attrs_scores", "zero_shot", "loss", "optimizer_groups", "lr_cadence", "auto_precision"}
+
+
+def test_models_and_engine_never_compare_a_profile_field():
+    """A rule is looked up in a table keyed by the field's value, never chosen by `==` with a
+    fall-through that a third profile would silently take."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if not relative.startswith(("models/", "engine/")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(isinstance(n, ast.Attribute) and n.attr in PROFILE_FIELDS
+                                                     for n in [node.left, *node.comparators]):
+                offenders.append(f"{relative}:{node.lineno}")
+    assert offenders == []
