@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.profile import AUTHORS
+from bike_cli.config.profile import AUTHORS, get_profile
 from bike_cli.data.authors import authors_crop_boxes, authors_flips, authors_views
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.sampling import ViewLayout, parse_views
@@ -78,13 +78,13 @@ def test_ten_views_are_their_crops_and_exact_horizontal_flips(height, width):
 
 
 def test_parse_views_takes_5_and_10_crops_only_under_the_authors_profile():
-    assert parse_views("1x5", compat=AUTHORS) == ViewLayout(1, 5)
-    assert parse_views("2x10", compat=AUTHORS) == ViewLayout(2, 10)
-    assert parse_views("4x3", compat=AUTHORS) == ViewLayout(4, 3)
+    assert parse_views("1x5", get_profile(AUTHORS)) == ViewLayout(1, 5)
+    assert parse_views("2x10", get_profile(AUTHORS)) == ViewLayout(2, 10)
+    assert parse_views("4x3", get_profile(AUTHORS)) == ViewLayout(4, 3)
     with pytest.raises(InputError, match=r"must be 1 or 3, not 5.*--compat authors"):
         parse_views("1x5")
     with pytest.raises(InputError, match=r"'1x4'.*1, 3, 5 or 10.*not 4"):
-        parse_views("1x4", compat=AUTHORS)
+        parse_views("1x4", get_profile(AUTHORS))
 
 
 def _reference_embeddings(path, crops: int) -> np.ndarray:

@@ -184,20 +184,20 @@ def test_the_crops_of_a_third_profile_are_honoured_by_parse_views(third):
     from bike_cli.data.sampling import ViewLayout, parse_views
 
     with pytest.raises(InputError, match=r"must be 1 or 3, not 5"):
-        parse_views("1x5", "bike")
-    assert parse_views("1x5", third("bike", crops=(1, 3, 5, 10))) == ViewLayout(1, 5)
-    assert parse_views("1x5", "authors") == ViewLayout(1, 5)
+        parse_views("1x5", get_profile("bike"))
+    assert parse_views("1x5", get_profile(third("bike", crops=(1, 3, 5, 10)))) == ViewLayout(1, 5)
+    assert parse_views("1x5", get_profile("authors")) == ViewLayout(1, 5)
     with pytest.raises(InputError, match=r"spatial crops, not 5"):
-        parse_views("1x5", third("authors", crops=(1, 3)))
+        parse_views("1x5", get_profile(third("authors", crops=(1, 3))))
 
 
 def test_the_fusion_weight_of_a_third_profile_is_honoured_by_fuse(third):
     from bike_cli.eval.fusion import default_weights
 
-    assert default_weights(2, "bike") == [0.5, 0.5]
-    assert default_weights(2, third("bike", fuse_weight=0.7)) == pytest.approx([0.7, 0.3])
-    assert default_weights(2, "authors") == pytest.approx([0.7, 0.3])
-    assert default_weights(2, third("authors", fuse_weight=None)) == [0.5, 0.5]
+    assert default_weights(2, get_profile("bike").fuse_weight) == [0.5, 0.5]
+    assert default_weights(2, get_profile(third("bike", fuse_weight=0.7)).fuse_weight) == pytest.approx([0.7, 0.3])
+    assert default_weights(2, get_profile("authors").fuse_weight) == pytest.approx([0.7, 0.3])
+    assert default_weights(2, get_profile(third("authors", fuse_weight=None)).fuse_weight) == [0.5, 0.5]
 
 
 def test_the_precision_rule_of_a_third_profile_is_honoured(third):
@@ -212,10 +212,15 @@ def test_the_precision_rule_of_a_third_profile_is_honoured(third):
 
 def test_the_training_loops_rule_tables_cover_exactly_the_profiles_rule_names(third):
     """A value a Profile may take has its entry; a value it may not take fails when the Profile is made."""
+    from bike_cli.data.sampling import CROPS_REFUSED
+    from bike_cli.data.views import TEST_TRANSFORMS
     from bike_cli.engine.loop_settings import MIXED_PRECISION_AUTO
     from bike_cli.engine.training_loop import LR_CADENCES
+    from bike_cli.stages.evaluate import ZERO_SHOT_FRAME_SCORERS
 
     assert set(MIXED_PRECISION_AUTO) == set(pf.RULE_NAMES["auto_precision"])
+    assert set(TEST_TRANSFORMS) == set(CROPS_REFUSED) == set(pf.RULE_NAMES["test_transform"])
+    assert set(ZERO_SHOT_FRAME_SCORERS) == set(pf.RULE_NAMES["zero_shot"])
     assert set(LR_CADENCES) == set(pf.RULE_NAMES["lr_cadence"])
     with pytest.raises(ValueError, match="Profile.lr_cadence 'per-epoch' has no rule"):
         third("bike", lr_cadence="per-epoch")
@@ -250,8 +255,8 @@ def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third
     def indices(compat: str) -> list[list[int]]:
         """Test and training clips of MultiViewClips, and TrainClips' indices, of a 300-frame video."""
         views = [MultiViewClips([(0, entry)], frames=8, layout=ViewLayout(2, 1), size=32, mode=mode,
-                                compat=compat)._indices(entry, 300).tolist() for mode in ("test", "train")]
-        train = TrainClips([(0, entry)], frames=8, size=32, augment=None, num_classes=1, compat=compat)
+                                profile=get_profile(compat))._indices(entry, 300).tolist() for mode in ("test", "train")]
+        train = TrainClips([(0, entry)], frames=8, size=32, augment=None, num_classes=1, profile=get_profile(compat))
         return [*views, train.frame_indices("v", 300).tolist()]
 
     bike, authors = indices("bike"), indices("authors")
@@ -272,7 +277,7 @@ def test_the_test_transform_of_a_third_profile_is_honoured_by_multiview_clips(th
     entry = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0]
 
     def pixels(compat: str) -> torch.Tensor:
-        item = MultiViewClips([(0, entry)], frames=4, layout=ViewLayout(1, 3), size=48, compat=compat)[0]
+        item = MultiViewClips([(0, entry)], frames=4, layout=ViewLayout(1, 3), size=48, profile=get_profile(compat))[0]
         assert item.error is None, item.error
         return item.frames
 

@@ -6,9 +6,10 @@ docs/reproducing.md). Every file bike writes records the profile that made it in
 (absent means `bike`), and stages that read such a file check that it matches their own.
 
 A profile is one `Profile`: a rule name or a value for every choice the two rule sets make
-differently. The library asks the profile (`get_profile(cfg.compat).drop_last`), never tests its
-name; the layer that implements a rule maps its name to the code (e.g. `bike_cli.data.sampling.TEST_INDICES`).
-Another rule set is one more entry of `PROFILES`.
+differently. A stage resolves it once (`get_profile(cfg.compat)`) and passes the `Profile`, or the
+rules it chose, down; the layer that implements a rule looks the field's value up in its table (e.g.
+`bike_cli.data.sampling.TEST_INDICES`), never tests a name or a value with `==`. A `Profile` whose
+value no table has (`RULE_NAMES`) fails when it is made. Another rule set is one more entry of `PROFILES`.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+DEFAULT_PROFILE = PROFILES[BIKE]  # what a library function follows when its caller names no profile
+
+
 def get_profile(name: str) -> Profile:
     """The profile called `name`, else InputError listing them."""
     if name not in PROFILES:
@@ -164,7 +168,7 @@ def check_fusable(profile: str, rule: str | None, source: object) -> None:
     """InputError when `source` holds scores that the profile's fusion does not fuse: its unfused
     video scores where these differ from the ones it fuses (the authors' test.py double softmax)."""
     own = get_profile(profile)
-    if rule == own.video_scores != own.fused_video_scores:
+    if rule in {own.video_scores} - {own.fused_video_scores}:  # a rule it reports but does not fuse
         raise InputError(
             f"{source} holds the authors' test.py scores (softmax of the view mean of softmaxes, nearly flat "
             f"over many classes); their fusion (utils.fusion_acc) fuses validate()'s single-softmax scores: "

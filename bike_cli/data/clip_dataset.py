@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.config.profile import BIKE, get_profile
+from bike_cli.config.profile import DEFAULT_PROFILE, Profile
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, ViewLayout, video_seed
@@ -50,13 +50,13 @@ class MultiViewClips(Dataset):
         mode: str = "test",
         seed: int = 0,
         decoder: str = DEFAULT_DECODER,
-        compat: str = BIKE,
+        profile: Profile = DEFAULT_PROFILE,
         resize_mode: str = "shortest",
     ) -> None:
         self.items = list(items)
         self.frames, self.layout, self.size = frames, layout, size
         self.mode, self.seed, self.decoder = mode, seed, decoder
-        self.compat = compat  # the profile's indices and test transform (bike_cli.config.profile)
+        self.profile = profile  # its frame indices and test transform (bike_cli.config.profile)
         self.resize = view_resize_mode(resize_mode, layout.crops)  # the model's mode for a single crop
 
     def __len__(self) -> int:
@@ -64,7 +64,7 @@ class MultiViewClips(Dataset):
 
     def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:
         rng = np.random.default_rng(video_seed(self.seed, entry.video_id)) if self.mode == "train" else None
-        profile = get_profile(self.compat)
+        profile = self.profile
         if rng is not None:  # [C, T] -> flat [C*T]
             return TRAIN_INDICES[profile.train_indices](num_frames, self.frames, self.layout.clips, rng).ravel()
         return TEST_INDICES[profile.test_indices](num_frames, self.frames, self.layout.clips).ravel()
@@ -72,7 +72,7 @@ class MultiViewClips(Dataset):
     def __getitem__(self, i: int) -> ClipItem:
         list_index, entry = self.items[i]
         try:
-            transform = TEST_TRANSFORMS[get_profile(self.compat).test_transform]
+            transform = TEST_TRANSFORMS[self.profile.test_transform]
             clip = read_frames(entry.path, lambda n: self._indices(entry, n),
                                short_side=None if transform.full_size else self.size, decoder=self.decoder,
                                resize=self.resize)

@@ -33,13 +33,14 @@ import torch
 
 from bike_cli.config.profile import (
     AUTHORS_CROPS,
-    BIKE,
+    DECODE_RESIZE,
+    DEFAULT_PROFILE,
     PIL_SCALE,
     ROUNDED_SEGMENTS,
     SEGMENT_CENTRES,
     SEGMENT_UNIFORM,
     TICK_STARTS,
-    get_profile,
+    Profile,
 )
 from bike_cli.data.authors import authors_test_indices, authors_train_indices
 from bike_cli.errors import InputError
@@ -72,8 +73,14 @@ def check_frames(frames: int, option: str = "--frames") -> None:
         raise InputError(f"{option} must be between 1 and {MAX_FRAMES}, not {frames}")
 
 
-def parse_views(text: str, compat: str = BIKE) -> ViewLayout:
-    """Parse `CxS` (e.g. `4x3`); S must be 1 or 3 (under `--compat authors` also 5 or 10, as their test.py)."""
+# What --views says of a crop count the profile's test transform does not take (Profile.test_transform)
+CROPS_REFUSED = {DECODE_RESIZE: "the number of spatial crops must be {allowed}, not {crops}{hint}",
+                 PIL_SCALE: "the authors' test transform takes {allowed} spatial crops, not {crops}"}
+
+
+def parse_views(text: str, profile: Profile = DEFAULT_PROFILE) -> ViewLayout:
+    """Parse `CxS` (e.g. `4x3`); S must be one of the profile's crop counts (bike's 1 or 3; the authors'
+    also 5 or 10, as their test.py)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
         raise InputError(f"views {text!r} is not of the form CxS (for example 1x1 or 4x3)")
@@ -82,11 +89,12 @@ def parse_views(text: str, compat: str = BIKE) -> ViewLayout:
         raise InputError(f"views {text!r}: the number of temporal clips must be at least 1")
     if clips > MAX_CLIPS:
         raise InputError(f"views {text!r}: at most {MAX_CLIPS} temporal clips (the paper uses up to 4)")
-    if get_profile(compat).test_transform == PIL_SCALE and crops not in get_profile(compat).crops:
-        raise InputError(f"views {text!r}: the authors' test transform takes 1, 3, 5 or 10 spatial crops, not {crops}")
-    if crops not in get_profile(compat).crops:
+    if crops not in profile.crops:
+        *most, last = map(str, profile.crops)
+        allowed = f"{', '.join(most)} or {last}" if most else last
         hint = " (5 and 10 are the authors' crops: --compat authors)" if crops in AUTHORS_CROPS else ""
-        raise InputError(f"views {text!r}: the number of spatial crops must be 1 or 3, not {crops}{hint}")
+        raise InputError(f"views {text!r}: " + CROPS_REFUSED[profile.test_transform].format(
+            allowed=allowed, crops=crops, hint=hint))
     return ViewLayout(clips, crops)
 
 

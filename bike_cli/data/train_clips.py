@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bike_cli.config.profile import get_profile
+from bike_cli.config.profile import DEFAULT_PROFILE, Profile
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.clip_dataset import ClipItem
@@ -82,7 +82,7 @@ class TrainClips(Dataset):
         seed: int = 0,
         decoder: str = DEFAULT_DECODER,
         max_retries: int = 5,
-        compat: str = "bike",
+        profile: Profile = DEFAULT_PROFILE,
     ) -> None:
         if frames < 1 or size < 1 or num_classes < 1 or max_retries < 0:
             raise InputError(
@@ -98,7 +98,7 @@ class TrainClips(Dataset):
         self.seed, self.decoder, self.max_retries = seed, decoder, max_retries
         self.short_side = decode_short_side(size) if augment is not None else size
         self.epoch = 0
-        self.compat = compat  # the profile's training frame indices (bike_cli.config.profile)
+        self.profile = profile  # its training frame indices (bike_cli.config.profile)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the frames, crops and substitutes of `epoch` (call before iterating the loader)."""
@@ -115,7 +115,7 @@ class TrainClips(Dataset):
     def frame_indices(self, video_id: str, num_frames: int) -> np.ndarray:
         """The T frame indices [T] this epoch samples from a video of `num_frames` frames."""
         rng = self._rng(video_id, _SAMPLING)
-        return TRAIN_INDICES[get_profile(self.compat).train_indices](num_frames, self.frames, 1, rng)[0]
+        return TRAIN_INDICES[self.profile.train_indices](num_frames, self.frames, 1, rng)[0]
 
     def _clip(self, entry: VideoEntry) -> torch.Tensor:
         """Decode and augment one video: uint8 [T, 3, size, size]; DecodeError when it cannot."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bike_cli.config.profile import check_same_profile
+from bike_cli.config.profile import Profile, check_same_profile
 from bike_cli.data.cached_clips import CachedClips
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.memory_cache import SlabBatches
@@ -53,7 +53,7 @@ def cache_scores(vm: VideoClassifier, rule: ViewRule, cache: FeatureCache, batch
 
 @torch.no_grad()
 def decoded_scores(vm: VideoClassifier, rule: ViewRule, videos: Path, root: Path | None, layout: ViewLayout,
-                   compat: str, batch_size: int, workers: int, device, progress: Progress,
+                   profile: Profile, batch_size: int, workers: int, device, progress: Progress,
                    kept: list | None = None) -> Scores:
     """The Video branch's scores of the videos of a list by `rule`, `layout` views decoded here; a video
     that cannot be decoded is logged and listed as failed. `kept` collects the frame embeddings
@@ -62,7 +62,7 @@ def decoded_scores(vm: VideoClassifier, rule: ViewRule, videos: Path, root: Path
     video_list = read_video_list(videos, root=root, class_names=vm.names)
     items = list(enumerate(video_list.entries))
     dataset = MultiViewClips(items, frames=vm.frames, layout=layout, size=vm.spec.image_size,
-                             compat=compat, resize_mode=vm.spec.resize_mode)
+                             profile=profile, resize_mode=vm.spec.resize_mode)
     per_batch = max(1, batch_size // layout.num_views)
     workers = loader_workers(workers, -(-len(dataset) // per_batch))
     loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=collate_items)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bike_cli.config.profile import BIKE, get_profile
 from bike_cli.errors import InputError
 from bike_cli.eval.align import table_name
 from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
@@ -38,10 +37,11 @@ class GridPoint:
 # ----------------------------------------------------------------------------- weights
 
 
-def default_weights(count: int, compat: str = BIKE) -> list[float]:
-    """Equal weights; under the authors' profile, their 0.7 / 0.3 for two inputs (video, attributes)."""
-    if get_profile(compat).fuse_weight is not None and count == 2:
-        return [get_profile(compat).fuse_weight, 1.0 - get_profile(compat).fuse_weight]
+def default_weights(count: int, fuse_weight: float | None = None) -> list[float]:
+    """Equal weights; with the profile's `fuse_weight` (the authors' 0.7), [w, 1 - w] for two inputs
+    (video, attributes)."""
+    if fuse_weight is not None and count == 2:
+        return [fuse_weight, 1.0 - fuse_weight]
     return [1.0 / count] * count
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import (
+    BRANCH_SCORES,
     FRAME_SOFTMAX,
     FUSED,
     check_profile,
@@ -57,6 +58,10 @@ from bike_cli.models.factory import VideoClassifier, load_attrs_branch, load_vid
 
 log = logging.getLogger(__name__)
 
+# The scorer of --protocol zero-shot-half by Profile.zero_shot: None scores the Video branch's scores
+# (eval.protocols); a function scores the frame embeddings [N, V*T, D] itself (the authors' per-frame softmax)
+ZERO_SHOT_FRAME_SCORERS = {BRANCH_SCORES: None, FRAME_SOFTMAX: authors_zero_shot_half}
+
 
 @dataclass
 class EvalSummary:
@@ -84,7 +89,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if cfg.frames is not None:
         check_frames(cfg.frames)
     if cfg.views:
-        parse_views(cfg.views, cfg.compat)
+        parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)
     outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
     outputs.update({f"--out's {meta_path(name)}": meta_path(cfg.out / name) for name in OUTPUT_FILES})
@@ -117,7 +122,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
     if cache is not None:
         check_same_profile(cfg.compat, cache.meta.compat, cache.path)
-    if cache is not None and cfg.views and str(parse_views(cfg.views, cfg.compat)) != f"{cache.meta.clips}x{cache.meta.crops}":
+    if cache is not None and cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
@@ -127,8 +132,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     class_names = vm.names
     profile = get_profile(cfg.compat)
     video_rule = profile.video_score_rule(fusing=cfg.attributes is not None)
-    authors_zero_shot = profile.zero_shot == FRAME_SOFTMAX and cfg.protocol == "zero-shot-half"
-    kept = [] if authors_zero_shot and cache is None else None  # frame embeddings [b, V, T, D] per batch
+    frame_scorer = ZERO_SHOT_FRAME_SCORERS[profile.zero_shot] if cfg.protocol == "zero-shot-half" else None
+    kept = [] if frame_scorer is not None and cache is None else None  # frame embeddings [b, V, T, D] per batch
     started = time.perf_counter()
     ids, labels, video_probs, failed = _video_scores(cfg, vm, VIDEO_SCORES[video_rule], cache, device, progress,
                                                      kept)
@@ -159,11 +164,10 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         write_csv_meta(files[name], cfg.compat, rules[name])
         table = ScoreTable(ids, labels, probs.astype(np.float32), class_names, files[name])
         metrics[name] = run_protocol(cfg.protocol, table, **options)
-    if authors_zero_shot:  # their test_zeroshot.py scores frame embeddings, not the branch's scores
+    if frame_scorer is not None:  # e.g. their test_zeroshot.py: frame embeddings, not the branch's scores
         frames = torch.cat(kept) if cache is None else torch.from_numpy(
             np.stack([cache.embeddings(i) for i in range(len(cache))]).astype(np.float32))  # [N, V, T, D]
-        metrics["video"] = authors_zero_shot_half(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels,
-                                                  cfg.repeats, cfg.seed)
+        metrics["video"] = frame_scorer(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels, cfg.repeats, cfg.seed)
     if cfg.plots is not None:
         files.update(_plots(cfg, branches, labels, class_names))
     document = {"protocol": cfg.protocol, "fuse": fuse, "compat": cfg.compat, "videos": len(ids), "failed": failed,
@@ -192,8 +196,8 @@ def _video_scores(cfg: EvalConfig, vm: VideoClassifier, rule, cache: FeatureCach
     """(video ids, labels, probabilities [N, K], failed ids) of the Video branch by `rule`."""
     if cache is not None:
         return cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
-    layout = parse_views(cfg.views or "1x1", cfg.compat)
-    return decoded_scores(vm, rule, cfg.videos, cfg.root, layout, cfg.compat, cfg.batch_size, cfg.workers, device,
+    layout = parse_views(cfg.views or "1x1", get_profile(cfg.compat))
+    return decoded_scores(vm, rule, cfg.videos, cfg.root, layout, get_profile(cfg.compat), cfg.batch_size, cfg.workers, device,
                           progress, kept)
 
 

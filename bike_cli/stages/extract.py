@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bike_cli import __version__
-from bike_cli.config.profile import check_profile
+from bike_cli.config.profile import check_profile, get_profile
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips
@@ -53,7 +53,7 @@ def _check(cfg: ExtractConfig) -> None:
     """Every option, checked before anything is loaded."""
     check_profile(cfg.compat)
     check_frames(cfg.frames)
-    parse_views(cfg.views, cfg.compat)
+    parse_views(cfg.views, get_profile(cfg.compat))
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {cfg.batch_size}")
     if cfg.workers < 0:
@@ -138,7 +138,7 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
 def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list[str] | None, num_classes: int,
                     dist: DistContext, progress: Progress, started: float, guard: PathGuard) -> ExtractSummary:
     """The extraction proper, while this launch holds the cache's WriterLock."""
-    layout = parse_views(cfg.views, cfg.compat)
+    layout = parse_views(cfg.views, get_profile(cfg.compat))
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
     meta = CacheMeta(
         model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
@@ -168,7 +168,7 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         if mine:
             clips = MultiViewClips(
                 mine, frames=cfg.frames, layout=layout, size=meta.image_size, mode=cfg.sampling, seed=cfg.seed,
-                decoder=cfg.decoder, compat=cfg.compat, resize_mode=meta.resize_mode,
+                decoder=cfg.decoder, profile=get_profile(cfg.compat), resize_mode=meta.resize_mode,
             )
             extract_share(clips, encoder, parts_dir_for(cfg.out), video_list, meta, batch_size=cfg.batch_size,
                           workers=workers, dist=dist, progress=progress)

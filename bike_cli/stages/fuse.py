@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile
+from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile, get_profile
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
 from bike_cli.eval.align import read_aligned, table_name
@@ -106,13 +106,13 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     if cfg.search:
         val_tables = read_aligned(cfg.val)
         grid, criterion = search_weights(val_tables, cfg.grid_step), search_criterion(val_tables[0])
-        best = best_point(grid, default_weights(len(tables), cfg.compat))
+        best = best_point(grid, default_weights(len(tables), get_profile(cfg.compat).fuse_weight))
         weights = list(best.weights)
         log.info("search on %s: %s weights %s", ", ".join(map(str, cfg.val)),
                  "every grid point tied, kept the default" if grid_tied(grid) else "best",
                  ", ".join(f"{w:g}" for w in weights))
     else:
-        weights = list(cfg.weights) if cfg.weights is not None else default_weights(len(tables), cfg.compat)
+        weights = list(cfg.weights) if cfg.weights is not None else default_weights(len(tables), get_profile(cfg.compat).fuse_weight)
     _warn_mixed_scales(tables)
     input_metrics = [run_protocol(cfg.protocol, t, **cfg.protocol_options) for t in tables]
     first = tables[0]

@@ -205,6 +205,6 @@ def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
     dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
-                         num_classes=len(class_names), multilabel=video_list.multilabel, compat=cfg.compat)
+                         num_classes=len(class_names), multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
     return dataset
 
