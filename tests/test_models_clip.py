@@ -13,9 +13,10 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
 from bike_cli.errors import ModelLoadError
+from bike_cli.io.file_digest import file_sha256
 from bike_cli.models import hub
 from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec, file_sha256
+from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.registry import get_tokenizer
 
 TINY = "bike-tiny"

@@ -1,8 +1,8 @@
 """The settings and summary of a training run, and the Accelerator it runs under.
 
 The `--compat` profile reaches the engine as the `Profile` object the stage resolved; each of its
-fields the engine implements is looked up in a table keyed by the field's value (`profile_rule`), so
-a profile whose value has no entry is an error, never bike's rule by default.
+fields the engine implements is looked up in a table keyed by the field's value; a Profile holds only
+the values `config.profile.RULE_NAMES` lists, and tests/test_config_profile.py holds each table to them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
@@ -18,18 +17,10 @@ from bike_cli.config.profile import BF16_ELSE_FP16, FP16, Profile
 from bike_cli.engine.runtime import PRECISIONS, resolve_device
 from bike_cli.errors import InputError
 
-T = TypeVar("T")
-
 MIXED_PRECISION_AUTO: dict[str, Callable[[bool], str]] = {  # Profile.auto_precision -> bf16 supported -> mode
     BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
     FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
 }
-
-
-def profile_rule(table: dict[str, T], profile: Profile, field: str) -> T:
-    """The entry of `table` for the value of the profile's `field` (a Profile holds only values that
-    config.profile.RULE_NAMES lists, and every table has them all: tests/test_config_profile.py)."""
-    return table[getattr(profile, field)]
 
 
 @dataclass
@@ -95,7 +86,7 @@ def accelerate_precision(precision: str, cuda: bool, profile: Profile, bf16_supp
         return "no"
     if precision != "auto":
         return precision
-    return profile_rule(MIXED_PRECISION_AUTO, profile, "auto_precision")(bf16_supported)
+    return MIXED_PRECISION_AUTO[profile.auto_precision](bf16_supported)
 
 
 def make_accelerator(settings: LoopSettings, profile: Profile):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bike_cli.config.profile import PER_BATCH, PER_OPTIMIZER_STEP, Profile
 from bike_cli.engine.distributed import writer_lock
-from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary, make_accelerator, profile_rule
+from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary, make_accelerator
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder
 from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
 from bike_cli.engine.schedule import (
@@ -96,7 +96,7 @@ class Trainer:
         `batch_loader(batch_sampler)`: the batches, in the place of a DataLoader (rows held in memory)."""
         started = time.perf_counter()
         s, acc, run = self.loop, self.accelerator, self.run
-        cadence = profile_rule(LR_CADENCES, settings.profile, "lr_cadence")
+        cadence = LR_CADENCES[settings.profile.lr_cadence]
         batches, loader, workers = self._loader(dataset, collate_fn, batch_loader, settings.profile)
         optimizer = torch.optim.AdamW(branch.param_groups, lr=settings.lr, weight_decay=settings.weight_decay,
                                       betas=ADAMW_BETAS, eps=1e-8)

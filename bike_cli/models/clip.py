@@ -52,10 +52,11 @@ from torch import nn
 
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.file_kind import wrong_kind
 from bike_cli.io.identity import check_same_model
 from bike_cli.models import hub
-from bike_cli.models.clip_spec import ClipSpec, file_sha256, make_spec
+from bike_cli.models.clip_spec import ClipSpec, make_spec
 from bike_cli.models.preprocess import agreed_preprocess
 from bike_cli.models.registry import HF_EXTRA, HUB_HINT, hub_unreachable, missing_package, resolve_model_name
 from bike_cli.models.weights import CLIP_WEIGHTS, is_torchscript, load_state_dict_file, load_torchscript

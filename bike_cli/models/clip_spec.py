@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import open_clip
 from torch import nn
 
-from bike_cli.io.file_digest import file_sha256 as file_sha256  # where the model modules look for it
 from bike_cli.models.preprocess import PreprocessSpec
 
 

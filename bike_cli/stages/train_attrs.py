@@ -32,6 +32,7 @@ from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
+from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
@@ -39,7 +40,6 @@ from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import file_sha256
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import encode_class_texts
