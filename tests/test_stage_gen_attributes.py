@@ -407,3 +407,13 @@ def test_cli_unknown_lexicon_exits_with_the_known_names(tmp_path, extracted, mon
                                       "--out", str(tmp_path / "a.csv")])
     assert result.exit_code == 1
     assert "unknown lexicon 'k700'" in result.output and "k400" in result.output
+
+
+def test_text_batch_size_below_one_is_refused_before_anything_is_loaded(tmp_path):
+    """`--text-batch-size 0` through the real command line: one line naming the option, exit 1, nothing written."""
+    out = tmp_path / "attrs.csv"
+    result = CliRunner().invoke(app, ["gen-attributes", "--features", str(tmp_path / "none.h5"), "--lexicon", "k400", "--out", str(out),
+                                      "--text-batch-size", "0"])
+    assert result.exit_code == 1, result.output
+    assert "--text-batch-size must be at least 1, not 0" in " ".join(result.output.split())
+    assert not out.exists()
