@@ -27,6 +27,7 @@ from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_worke
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.models.attributes import attribute_scores
 from bike_cli.models.factory import AttrsClassifier, VideoClassifier
 from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.video_branch import ViewRule, image_features
@@ -100,15 +101,9 @@ def _pixels(frames: torch.Tensor, spec, device) -> torch.Tensor:
     return (frames.to(device).float() / 255.0 - mean) / std
 
 
-@torch.no_grad()
 def attrs_scores(attributes: Path, compat: str, model: AttrsClassifier, rule: ViewRule) -> tuple[list[str], np.ndarray]:
     """(video ids, S_A scores [N, K] by `rule`) of the attributes CSV, rows of a video averaged."""
     table = read_attributes_csv(attributes)
     check_same_profile(compat, read_csv_compat(attributes), attributes)
-    probs = [model.scores(table.sentences[start : start + SENTENCE_BATCH], rule).cpu().numpy()
-             for start in range(0, len(table.sentences), SENTENCE_BATCH)]
-    probs = np.concatenate(probs)
-    order: dict[str, list[int]] = {}
-    for row, vid in enumerate(table.video_ids):
-        order.setdefault(vid, []).append(row)
-    return list(order), np.stack([probs[rows].mean(0) for rows in order.values()])
+    return attribute_scores(lambda sentences: model.scores(sentences, rule), table.sentences, table.video_ids,
+                            SENTENCE_BATCH)

@@ -5,20 +5,23 @@ default), L2-normalised, kept in a phrase-embedding file (`bike_cli.io.text_embe
 while the model, prompt and lexicon are the same. Selection: the frame embeddings of each video
 mean-pooled (over frames and views, or over frames only with `per_view`) and L2-normalised; the k
 phrases of highest cosine are its attributes, read `chunk_size` rows at a time and searched in
-blocks of at most `max_elements` entries. S_A: the cosine of each encoded attribute sentence with
-each encoded class prompt, averaged over a video's views.
+blocks of at most `max_elements` entries. S_A (`attribute_scores`, the one computation that eval,
+gen-attributes and train-attrs' validation share): each attribute sentence's scores against the classes,
+by the caller's row scorer (the zero-training cosine `sentence_cosines`, or a branch and its score
+rule), averaged over the rows of a video.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.data.lexicons import lexicon_sha256, normalise_phrase
@@ -173,27 +176,63 @@ def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views:
 # ----------------------------------------------------------------------------- S_A
 
 
-def attribute_scores(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence[str], class_prompts: Sequence[str],
-                     views: int = 1, batch_size: int = 256, chunk_rows: int = 4096,
-                     progress: Progress | None = None) -> torch.Tensor:
-    """S_A float32 [R / views, K] (CPU): cosine of each encoded sentence with each encoded class prompt,
-    averaged over each video's `views` consecutive rows. Rows are taken `chunk_rows` at a time and
-    each distinct sentence of a chunk is encoded once."""
+def video_rows(video_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct video ids in order of first appearance, and for each row the number of its video in
+    that list: int64 [R]."""
+    number: dict[str, int] = {}
+    codes = np.fromiter((number.setdefault(vid, len(number)) for vid in video_ids), dtype=np.int64,
+                        count=len(video_ids))
+    return list(number), codes
+
+
+RowScorer = Callable[[Sequence[str] | torch.Tensor], torch.Tensor]  # rows [r] -> scores [r, K]
+
+
+@torch.no_grad()
+def attribute_scores(score_rows: RowScorer, rows: Sequence[str] | torch.Tensor, video_ids: Sequence[str],
+                     chunk_rows: int = 4096, progress: Progress | None = None) -> tuple[list[str], np.ndarray]:
+    """S_A: the distinct videos of `video_ids` (in order of first appearance) and their scores float32
+    [N, K], the mean of `score_rows` over each video's rows (its views, or the rows of a per-view file).
+
+    `rows` [R] are attribute sentences (each distinct sentence of a chunk is scored once) or a tensor of
+    the branch's inputs (sentence embeddings, tokens or row numbers); they are scored `chunk_rows` at a
+    time and summed per video in float64, so memory holds [N, K], never [R, K]."""
+    if len(rows) != len(video_ids):
+        raise ValueError(f"{len(rows)} attribute rows but {len(video_ids)} video ids")
+    if not len(rows):
+        raise ValueError("attribute_scores needs at least one row")
     progress = progress or _Silent()
-    classes = encode_texts(model, tokenizer, class_prompts, batch_size)  # [K, D]
-    videos = len(sentences) // views
-    out = torch.empty((videos, len(class_prompts)))
-    step = max(1, chunk_rows // views)  # videos per chunk
-    progress.start(videos, "S_A")
+    ids, codes = video_rows(video_ids)
+    counts = np.bincount(codes, minlength=len(ids))  # [N] rows per video
+    last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # [N] last row of each video
+    finished = np.bincount(last // chunk_rows, minlength=-(-len(codes) // chunk_rows))  # videos ending per chunk
+    sums: torch.Tensor | None = None  # float64 [N, K]
+    progress.start(len(ids), "S_A")
     try:
-        for start in range(0, videos, step):
-            rows = sentences[start * views:(start + step) * views]
-            distinct: dict[str, int] = {}
-            inverse = [distinct.setdefault(sentence, len(distinct)) for sentence in rows]
-            sims = encode_texts(model, tokenizer, list(distinct), batch_size) @ classes.T  # [u, K]
-            picked = sims[torch.tensor(inverse, device=sims.device)]  # [n * views, K]
-            out[start:start + len(rows) // views] = picked.reshape(-1, views, picked.shape[1]).mean(1).cpu()
-            progress.advance(len(rows) // views)
+        for chunk, start in enumerate(range(0, len(codes), chunk_rows)):
+            scores = _score_distinct(score_rows, rows[start:start + chunk_rows]).double().cpu()  # [r, K]
+            if sums is None:
+                sums = torch.zeros((len(ids), scores.shape[1]), dtype=torch.float64)
+            sums.index_add_(0, torch.from_numpy(codes[start:start + chunk_rows]), scores)
+            progress.advance(int(finished[chunk]))
     finally:
         progress.stop()
-    return out
+    return ids, (sums / torch.from_numpy(counts)[:, None]).float().numpy()
+
+
+def _score_distinct(score_rows: RowScorer, rows: Sequence[str] | torch.Tensor) -> torch.Tensor:
+    """`score_rows` of `rows` [r] -> [r, K]; sentences: each distinct one scored once (a video's views
+    often share their sentence)."""
+    if isinstance(rows, torch.Tensor):
+        return score_rows(rows)
+    distinct: dict[str, int] = {}
+    inverse = [distinct.setdefault(sentence, len(distinct)) for sentence in rows]
+    scores = score_rows(list(distinct))  # [u, K]
+    return scores[torch.tensor(inverse, device=scores.device)]
+
+
+def sentence_cosines(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence[str], classes: torch.Tensor,
+                     batch_size: int = 256) -> torch.Tensor:
+    """The zero-training Attributes branch: the cosine [r, K] of each sentence through CLIP's frozen
+    text encoder with each class embedding `classes` [K, D]."""
+    return encode_texts(model, tokenizer, sentences, batch_size) @ F.normalize(classes.float(), dim=-1).T

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
@@ -41,6 +40,7 @@ from bike_cli.io.authors_checkpoint import (
 from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
+from bike_cli.models.attributes import sentence_cosines
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.build import (
@@ -252,11 +252,10 @@ class AttrsClassifier:
     @torch.no_grad()
     def scores(self, sentences: list[str], rule=scaled_row_scores) -> torch.Tensor:
         """Attribute sentences -> scores [R, K] by `rule` of the cosine logits [R, K] and exp(logit scale)."""
-        tokens = self.tokenizer(sentences).to(self.classes.device)  # [R, L]
         if self.branch is None:
-            emb = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
-            logits = emb @ F.normalize(self.classes, dim=-1).T
+            logits = sentence_cosines(self.clip, self.tokenizer, sentences, self.classes, len(sentences))  # [R, K]
             return rule(logits, self.clip.logit_scale.exp())
+        tokens = self.tokenizer(sentences).to(self.classes.device)  # [R, L]
         inputs = tokens if self.tune == "full" else self.clip.encode_text(tokens).float()
         return self.branch.class_probabilities(inputs, self.classes, rule)
 

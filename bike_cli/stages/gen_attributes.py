@@ -51,10 +51,12 @@ from bike_cli.models.attributes import (
     own_class_phrases,
     phrase_embeddings,
     select_attributes,
+    sentence_cosines,
 )
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.registry import get_tokenizer, resolve_model_name
+from bike_cli.models.retrieval import encode_texts
 from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
 
 log = logging.getLogger(__name__)
@@ -234,11 +236,12 @@ def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table:
                            progress: Progress) -> dict[str, float]:
     """Compute S_A per video (views averaged), write the score CSV and return its metrics."""
     prompts = [fill_template(cfg.class_prompt, name) for name in class_names]
-    views = len(table) // max(len(cache), 1)
-    per_video = attribute_scores(model, tokenizer, table.sentences, prompts, views, cfg.text_batch_size,
-                                 cfg.chunk_size, progress).numpy()  # [N, K]
+    classes = encode_texts(model, tokenizer, prompts, cfg.text_batch_size)  # [K, D]
+    video_ids, per_video = attribute_scores(  # the cache's videos, in its order; [N, K]
+        lambda sentences: sentence_cosines(model, tokenizer, sentences, classes, cfg.text_batch_size),
+        table.sentences, table.video_ids, cfg.chunk_size, progress)
     labels = _score_labels(cache, class_names, cfg.classes)
-    write_score_csv(cfg.scores, cache.video_ids, labels, per_video, class_names)
+    write_score_csv(cfg.scores, video_ids, labels, per_video, class_names)
     write_csv_meta(cfg.scores, cache.meta.compat, COSINE)
     log.info("wrote S_A (%d classes) to %s", len(class_names), cfg.scores)
     known = labels.any(1) if labels.ndim == 2 else labels >= 0

@@ -37,6 +37,7 @@ from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
+from bike_cli.models.attributes import attribute_scores, video_rows
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
@@ -208,12 +209,13 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
         mine_videos = set(videos[accelerator.process_index :: accelerator.num_processes])
         mine = np.array([r for r, vid in enumerate(table.video_ids) if vid in mine_videos], dtype=np.int64)
         unwrapped.eval()
-        probs = [unwrapped.class_probabilities(inputs[chunk].to(device), classes).cpu().numpy()
-                 for chunk in torch.from_numpy(mine).split(1024)]
-        if not probs:
+        if not len(mine):
             return metrics_over_processes([], [])
-        scores, labels = _per_video(table, mine, np.concatenate(probs), targets)
-        return metrics_over_processes([scores], [labels])
+        video_ids = [table.video_ids[r] for r in mine]
+        _, scores = attribute_scores(lambda rows: unwrapped.class_probabilities(inputs[rows].to(device), classes),
+                                     torch.from_numpy(mine), video_ids, chunk_rows=1024)  # [n, K]
+        first = np.unique(video_rows(video_ids)[1], return_index=True)[1]  # [n] first row of each video
+        return metrics_over_processes([scores], [targets.numpy()[mine[first]]])
 
     branch = TrainBranch(model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay,
                                              PARAM_GROUPS[profile.optimizer_groups]),
@@ -221,14 +223,3 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
                          checkpoint=CheckpointHeader(ATTRS_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(
         branch, FitSettings(cfg.lr, cfg.weight_decay, profile), TensorDataset(train_inputs[rows], train_targets[rows]))
-
-
-def _per_video(table: AttributesTable, rows: np.ndarray, probs: np.ndarray, targets: torch.Tensor):
-    """Average the rows of each video (per-view files have several) -> scores [n, K], labels."""
-    order: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        order.setdefault(table.video_ids[row], []).append(i)
-    scores = np.stack([probs[idx].mean(0) for idx in order.values()])
-    labels = targets.numpy()[[rows[idx[0]] for idx in order.values()]]
-    return scores, labels
-
