@@ -129,7 +129,7 @@ def test_plots_are_written(tmp_path, trained):
 
 
 def test_fusion_curve_matches_the_fused_scores(trained, tmp_path):
-    from bike_cli.report.plots import fusion_curve
+    from bike_cli.eval.fusion import fusion_curve
 
     _, run, val, attrs = trained
     summary = run_eval(EvalConfig(out=tmp_path, checkpoint=run, features=val, attributes=attrs, fuse=0.6, workers=0))

@@ -212,6 +212,20 @@ def test_search_over_three_inputs_uses_a_simplex_grid(tmp_path):
     assert summary.weights == pytest.approx(best_w)
 
 
+def test_evals_fusion_curve_is_the_searchs_grid(pair):
+    """The plot of `bike eval --plots` draws the points `bike fuse --search` scores: one Eq. 4, one grid."""
+    from bike_cli.eval.fusion import fusion_curve
+
+    val = list(pair["val"])
+    summary = run_fuse(FuseConfig(val, val[0].with_name("f.csv"), search=True, val=val, grid_step=0.1))
+    a, b = read_score_csv(val[0]), read_score_csv(val[1])
+    lambdas, top1 = fusion_curve(a.scores, aligned_scores(a, b), a.labels, step=0.1)
+    assert lambdas.tolist() == pytest.approx([p.weights[0] for p in summary.grid])
+    assert top1.tolist() == pytest.approx([p.score for p in summary.grid], abs=1e-9)
+    assert top1.tolist() == pytest.approx([brute_top1(lam * a.scores + (1 - lam) * aligned_scores(a, b), a.labels)
+                                           for lam in np.linspace(0, 1, 11)], abs=1e-9)
+
+
 def test_simplex_grid_and_its_limits():
     grid = simplex_grid(2, 0.05)
     assert grid.shape == (21, 2) and np.allclose(grid.sum(1), 1) and np.allclose(grid[:, 0], np.arange(21) / 20)

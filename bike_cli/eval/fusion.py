@@ -105,11 +105,11 @@ def looks_like_probabilities(scores: np.ndarray, tolerance: float = 1e-3) -> boo
     return in_range and bool(np.allclose(scores.sum(1), 1.0, atol=tolerance))
 
 
-def fuse_scores(tables: Sequence[ScoreTable], weights: Sequence[float]) -> np.ndarray:
-    """float64 [N, K]: sum_i weights[i] * scores_i of aligned tables."""
-    fused = np.zeros(tables[0].scores.shape, dtype=np.float64)
-    for table, weight in zip(tables, weights):
-        fused += weight * table.scores.astype(np.float64)
+def fuse_scores(scores: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Eq. 4, float64 [N, K]: sum_i weights[i] * scores[i] of aligned score arrays [N, K]."""
+    fused = np.zeros(scores[0].shape, dtype=np.float64)
+    for branch, weight in zip(scores, weights):
+        fused += weight * np.asarray(branch, dtype=np.float64)
     return fused
 
 
@@ -128,15 +128,29 @@ def criterion_value(scores: np.ndarray, labels: np.ndarray) -> float:
     return topk_accuracy(scores, labels, ks=(1,))["top1"]
 
 
+def weight_grid(scores: Sequence[np.ndarray], labels: np.ndarray, step: float) -> list[GridPoint]:
+    """Every weight vector of `simplex_grid` over aligned score arrays [N, K], its Eq. 4 fusion scored by
+    `criterion_value` against `labels` (NaN where no video is labelled)."""
+    return [GridPoint(tuple(float(w) for w in weights), criterion_value(fuse_scores(scores, weights), labels))
+            for weights in simplex_grid(len(scores), step)]
+
+
 def search_weights(val_tables: Sequence[ScoreTable], step: float) -> list[GridPoint]:
-    """Every weight vector of `simplex_grid` scored by `criterion_value` on aligned validation tables."""
+    """`weight_grid` of aligned validation tables, which must hold labelled videos."""
     labels = val_tables[0].labels
     known = labels.any(1) if labels.ndim == 2 else labels >= 0
     if not known.any():
         names = ", ".join(table_name(t, i) for i, t in enumerate(val_tables))
         raise InputError(f"--search needs labelled validation videos; {names} have none")
-    return [GridPoint(tuple(float(w) for w in weights), criterion_value(fuse_scores(val_tables, weights), labels))
-            for weights in simplex_grid(len(val_tables), step)]
+    return weight_grid([t.scores for t in val_tables], labels, step)
+
+
+def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray,
+                 step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """The search's grid over the Video and Attributes branches, as a curve: lambda (the video weight,
+    0 to 1 in `step`s) and the criterion (top-1 % for single-label `labels`) of lambda S_V + (1 - lambda) S_A."""
+    grid = weight_grid([video, attrs], labels, step)
+    return np.array([p.weights[0] for p in grid]), np.array([p.score for p in grid])
 
 
 TIE_TOLERANCE = 1e-9  # %-points: scores this close are one score (mAP sums in another order)

@@ -44,18 +44,9 @@ def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], class_names: list[s
     return save_figure(figure, path)
 
 
-def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 (%) of lambda * S_V + (1 - lambda) * S_A for lambda on a grid from 0 to 1."""
-    lambdas = np.linspace(0.0, 1.0, int(round(1 / step)) + 1)
-    known = labels >= 0
-    top1 = np.array([100.0 * np.mean((lam * video + (1 - lam) * attrs)[known].argmax(1) == labels[known])
-                     for lam in lambdas])
-    return lambdas, top1
-
-
 @literal_text
 def plot_fusion_curve(lambdas: np.ndarray, top1: np.ndarray, chosen: float | None, path: Path) -> Path:
-    """The fusion-weight curve, with the lambda used marked."""
+    """The fusion-weight curve (`eval.fusion.fusion_curve`: lambdas and top-1 %), with the lambda used marked."""
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
     axes.plot(lambdas, top1, marker="o", markersize=3)

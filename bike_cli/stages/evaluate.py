@@ -46,6 +46,7 @@ from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
 from bike_cli.engine.runtime import Progress, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
+from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
@@ -141,8 +142,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
                                  f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
     branches = {"video": video_probs}
-    authors_default = cfg.fuse is None and profile.fuse_weight is not None and cfg.attributes is not None
-    fuse = profile.fuse_weight if authors_default else cfg.fuse  # lambda of Eq. 4 (the authors fuse 0.7 / 0.3)
+    weights = _fusion_weights(cfg, profile.fuse_weight)  # [lambda, 1 - lambda] of Eq. 4, None: not fused
+    fuse = weights[0] if weights else None
     if cfg.attributes is not None:
         attrs_model = load_attrs_branch(cfg.attrs_checkpoint, class_names, clip=(vm.clip, vm.spec), device=device)
         attr_ids, attr_probs = attrs_scores(cfg.attributes, cfg.compat, attrs_model, ATTRS_SCORES[profile.attrs_scores])
@@ -151,8 +152,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         if missing:
             raise InputError(f"{cfg.attributes} has no attributes for {len(missing)} scored videos, e.g. {missing[:3]}")
         branches["attrs"] = attr_probs[[position[vid] for vid in ids]]
-        if fuse is not None:
-            branches["fused"] = fuse * branches["video"] + (1.0 - fuse) * branches["attrs"]
+        if weights is not None:
+            branches["fused"] = fuse_scores([branches["video"], branches["attrs"]], weights)
     make_folder(cfg.out)
     clear_outputs(cfg.out, guard)
     metrics, files = {}, {}
@@ -174,6 +175,14 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
                 "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics}
     write_eval_metrics(cfg.out / "metrics.json", document)
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
+
+
+def _fusion_weights(cfg: EvalConfig, fuse_weight: float | None) -> list[float] | None:
+    """The weights of Eq. 4 over (video, attributes): --fuse's lambda, else the profile's default where it
+    has one (the authors fuse 0.7 / 0.3); None where nothing is fused (no attributes, or bike without --fuse)."""
+    if cfg.attributes is None or (cfg.fuse is None and fuse_weight is None):
+        return None
+    return [cfg.fuse, 1.0 - cfg.fuse] if cfg.fuse is not None else default_weights(2, fuse_weight)
 
 
 def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None,
@@ -211,7 +220,7 @@ def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray,
         written["per_class_plot"] = plots.plot_per_class_accuracy(accuracy, class_names,
                                                                   cfg.plots / "per_class_accuracy.png")
         if "attrs" in branches:
-            lambdas, top1 = plots.fusion_curve(branches["video"], branches["attrs"], labels)
+            lambdas, top1 = fusion_curve(branches["video"], branches["attrs"], labels)
             written["fusion_plot"] = plots.plot_fusion_curve(lambdas, top1, cfg.fuse, cfg.plots / "fusion_curve.png")
     else:
         log.warning("--plots: per-class accuracy and the fusion curve are drawn for single-label sets only")

@@ -103,20 +103,21 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     _check(cfg)
     tables = read_aligned(cfg.inputs)
     grid, criterion, best = None, None, None
+    default = default_weights(len(tables), get_profile(cfg.compat).fuse_weight)
     if cfg.search:
         val_tables = read_aligned(cfg.val)
         grid, criterion = search_weights(val_tables, cfg.grid_step), search_criterion(val_tables[0])
-        best = best_point(grid, default_weights(len(tables), get_profile(cfg.compat).fuse_weight))
+        best = best_point(grid, default)
         weights = list(best.weights)
         log.info("search on %s: %s weights %s", ", ".join(map(str, cfg.val)),
                  "every grid point tied, kept the default" if grid_tied(grid) else "best",
                  ", ".join(f"{w:g}" for w in weights))
     else:
-        weights = list(cfg.weights) if cfg.weights is not None else default_weights(len(tables), get_profile(cfg.compat).fuse_weight)
+        weights = list(cfg.weights) if cfg.weights is not None else default
     _warn_mixed_scales(tables)
     input_metrics = [run_protocol(cfg.protocol, t, **cfg.protocol_options) for t in tables]
     first = tables[0]
-    fused = ScoreTable(first.video_ids, first.labels, fuse_scores(tables, weights), first.class_names, cfg.out)
+    fused = ScoreTable(first.video_ids, first.labels, fuse_scores([t.scores for t in tables], weights), first.class_names, cfg.out)
     fused_metrics = run_protocol(cfg.protocol, fused, **cfg.protocol_options)
     write_score_csv(cfg.out, fused.video_ids, fused.labels, fused.scores, fused.class_names)
     write_csv_meta(cfg.out, cfg.compat, FUSED)
