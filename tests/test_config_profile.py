@@ -244,6 +244,19 @@ def test_the_loss_and_cap_of_a_third_profile_are_honoured_by_the_built_branch(th
     assert configured("third", "bike")[0] is LOSSES["bike"]  # an explicit --loss wins
 
 
+def test_an_unknown_loss_is_a_users_one_line_error_from_the_profile_and_a_value_error_in_models():
+    from bike_cli.models.authors import LOSSES, training_loss
+
+    assert list(LOSSES) == list(pf.RULE_NAMES["loss"])
+    with pytest.raises(InputError) as err:
+        get_profile("bike").branch_training("focal")
+    assert str(err.value) == "--loss 'focal' is not one of bike, authors"
+    assert get_profile("authors").branch_training(None)["loss"] == "authors"
+    with pytest.raises(ValueError, match="loss 'focal' is not one of bike, authors") as err:
+        training_loss("focal")
+    assert not isinstance(err.value, InputError)
+
+
 def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third):
     from bike_cli.data.clip_dataset import MultiViewClips
     from bike_cli.data.sampling import ViewLayout

@@ -206,6 +206,16 @@ def test_drop_own_class_matches_names_case_and_underscore_insensitively(tmp_path
     assert "playing guitar" not in read_attributes_csv(tmp_path / "a.csv").attributes[0]
 
 
+def test_top_k_above_the_phrases_left_once_the_own_class_is_dropped_names_the_video(tmp_path, lexicon, tiny):
+    classes = ("noise", "swimming")  # the first video's class is no phrase: nothing is dropped for it
+    emb = encode(tiny, ["noise", "swimming"])[:, None, None, :]
+    path = write_cache(tmp_path / "c.h5", emb, np.array([-1, 1]), class_names=classes)
+    with pytest.raises(InputError, match=r"^--top-k 12 is more than the phrases left for video 'vid001' once its "
+                                         r"own class is dropped$"):
+        run_gen_attributes(GenAttributesConfig(features=path, lexicon=str(lexicon), out=tmp_path / "a.csv",
+                                               top_k=len(PHRASES), drop_own_class=True))
+
+
 def test_attribute_scores_are_sentence_class_cosines_with_metrics(tmp_path, cache, lexicon, tiny):
     summary = run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=tmp_path / "a.csv",
                                                      top_k=3, scores=tmp_path / "s.csv"))

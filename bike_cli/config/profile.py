@@ -106,7 +106,9 @@ class Profile:
 
     def branch_training(self, loss: str | None) -> dict:
         """The branch spec's training fields: the loss (`loss`, the --loss given, else the profile's) and the
-        cap on the log-space logit scale."""
+        cap on the log-space logit scale. InputError for a --loss with no rule."""
+        if loss and loss not in RULE_NAMES["loss"]:
+            raise InputError(f"--loss {loss!r} is not one of {', '.join(RULE_NAMES['loss'])}")
         return {"loss": loss or self.loss, "logit_scale_cap": self.logit_scale_cap}
 
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.data.lexicons import lexicon_sha256, normalise_phrase
-from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
 from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
@@ -125,12 +124,22 @@ def video_embeddings(features: np.ndarray, per_view: bool) -> torch.Tensor:
     return torch.from_numpy(pooled / np.maximum(norms, 1e-12))
 
 
+class TooFewPhrases(ValueError):
+    """Fewer than k phrases are left for a video once its own class phrases are excluded."""
+
+    def __init__(self, k: int, video_id: str) -> None:
+        super().__init__(f"k = {k} is more than the phrases left for video {video_id!r} once its own class "
+                         "phrases are excluded")
+        self.k, self.video_id = k, video_id
+
+
 def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, per_view: bool = False,
                       own_phrase: np.ndarray | None = None, chunk_size: int = 4096, max_elements: int = 1 << 25,
                       progress: Progress | None = None) -> Selection:
     """Top-k phrases of every video (or video view) of `cache`, against normalised `phrase_emb` [P, D].
 
-    `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s).
+    `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s); `TooFewPhrases`
+    when that leaves a video fewer than k.
     """
     progress = progress or _Silent()
     meta = cache.meta
@@ -150,8 +159,7 @@ def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, 
             values, chosen = topk_cosine(queries, phrase_emb, k, exclude=exclude, max_elements=max_elements)
             if torch.isinf(values).any():
                 row = start + int(torch.isinf(values).any(1).nonzero()[0]) // views
-                raise InputError(f"--top-k {k} is more than the phrases left for video {cache.video_ids[row]!r} "
-                                 "once its own class is dropped")
+                raise TooFewPhrases(k, cache.video_ids[row])
             scores[start * views:stop * views] = values.cpu().numpy()
             indices[start * views:stop * views] = chosen.cpu().numpy()
             progress.advance(stop - start)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bike_cli.errors import InputError
 from bike_cli.models.loss import bike_contrastive_loss
 
 
@@ -69,7 +68,8 @@ LOSSES = {"bike": bike_contrastive_loss, "authors": authors_kl_loss}  # --loss
 
 
 def training_loss(name: str):
-    """The loss function of `--loss NAME`: (cosine logits [B, C], 0/1 targets [B, C], log scale) -> 0-d."""
+    """The loss function called `name`: (cosine logits [B, C], 0/1 targets [B, C], log scale) -> 0-d. A
+    user's --loss is checked by `config.profile.Profile.branch_training`."""
     if name not in LOSSES:
-        raise InputError(f"--loss {name!r} is not one of {', '.join(LOSSES)}")
+        raise ValueError(f"loss {name!r} is not one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -47,6 +47,7 @@ from bike_cli.io.identity import check_same_model, identity_record
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.attributes import (
     Selection,
+    TooFewPhrases,
     attribute_scores,
     own_class_phrases,
     phrase_embeddings,
@@ -129,9 +130,13 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     mark = time.perf_counter()
     own = own_class_phrases(class_names, phrases) if cfg.drop_own_class else None
     with cache:
-        selection = select_attributes(cache, phrase_emb.to(device), cfg.top_k, per_view=cfg.per_view,
-                                      own_phrase=own, chunk_size=cfg.chunk_size, max_elements=cfg.max_elements,
-                                      progress=progress)
+        try:
+            selection = select_attributes(cache, phrase_emb.to(device), cfg.top_k, per_view=cfg.per_view,
+                                          own_phrase=own, chunk_size=cfg.chunk_size,
+                                          max_elements=cfg.max_elements, progress=progress)
+        except TooFewPhrases as err:
+            raise InputError(f"--top-k {cfg.top_k} is more than the phrases left for video {err.video_id!r} "
+                             "once its own class is dropped") from None
     seconds["select"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
