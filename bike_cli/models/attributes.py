@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,26 +28,9 @@ from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_ca
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import Tokenizer, fill_template
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-class Progress(Protocol):
-    """What the selection and S_A report to: a stage's display (`bike_cli.engine.runtime.Progress`).
-
-    A Protocol, not that class: engine/ runs models, so models/ does not import engine/."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
-
-
-class _Silent:
-    """The Progress of a caller that gives none."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 # ----------------------------------------------------------------------------- phrase embeddings
@@ -129,7 +111,7 @@ def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, 
 
     `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s).
     """
-    progress = progress or _Silent()
+    progress = progress or Progress()
     meta = cache.meta
     views = meta.num_views if per_view else 1
     read_per_video = meta.num_views * meta.frames * meta.embed_dim  # feature elements read per video
@@ -179,7 +161,7 @@ def attribute_scores(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence
     """S_A float32 [R / views, K] (CPU): cosine of each encoded sentence with each encoded class prompt,
     averaged over each video's `views` consecutive rows. Rows are taken `chunk_rows` at a time and
     each distinct sentence of a chunk is encoded once."""
-    progress = progress or _Silent()
+    progress = progress or Progress()
     classes = encode_texts(model, tokenizer, class_prompts, batch_size)  # [K, D]
     videos = len(sentences) // views
     out = torch.empty((videos, len(class_prompts)))
