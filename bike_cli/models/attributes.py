@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bike_cli.data.lexicons import lexicon_sha256, normalise_phrase
+from bike_cli.data.lexicons import lexicon_sha256, normalise_name
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
@@ -80,8 +80,8 @@ class Selection:
 
 def own_class_phrases(class_names: Sequence[str], phrases: Sequence[str]) -> np.ndarray:
     """int64 [K]: per class, the index of the phrase equal to its name (normalised), -1 where none is."""
-    where = {normalise_phrase(p): i for i, p in enumerate(phrases)}
-    own = np.array([where.get(normalise_phrase(name), -1) for name in class_names], dtype=np.int64)
+    where = {normalise_name(p): i for i, p in enumerate(phrases)}
+    own = np.array([where.get(normalise_name(name), -1) for name in class_names], dtype=np.int64)
     matched = int((own >= 0).sum())
     log.info("--drop-own-class: %d of %d class names are phrases of the lexicon", matched, len(own))
     if not matched:
