@@ -32,6 +32,7 @@ from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, spatial_crops
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.video_lists import read_video_list
+from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.protocols import zero_shot_half
 from bike_cli.io.feature_cache import FeatureCache
@@ -71,9 +72,7 @@ def sampling(num_frames=(32, 100, 300), frames=8, clips=(1, 4)) -> dict:
 
 def transform(videos: list[Path], branch, spec) -> dict:
     """Pixels and embeddings of the same frames through bike's and the authors' 3-crop transform."""
-    pix, cos, size = [], [], spec.image_size
-    mean = torch.tensor(spec.mean).view(3, 1, 1) * 255
-    std = torch.tensor(spec.std).view(3, 1, 1) * 255
+    pix, cos, size, cpu = [], [], spec.image_size, torch.device("cpu")
     for path in videos:
         full = read_frames(path, lambda n: authors_test_indices(n, 8)[0])
         small = read_frames(path, lambda n: authors_test_indices(n, 8)[0], short_side=size)
@@ -81,8 +80,8 @@ def transform(videos: list[Path], branch, spec) -> dict:
         b = b[[0, 2, 1]]  # bike: start, centre, end; authors: left, right, centre
         pix.append((a.float() - b.float()).abs().mean().item())
         with torch.no_grad():
-            ea = branch.visual(((a.float() - mean) / std).flatten(0, 1))
-            eb = branch.visual(((b.float() - mean) / std).flatten(0, 1))
+            ea = branch.visual(to_unit_pixels(a, spec, cpu).flatten(0, 1))
+            eb = branch.visual(to_unit_pixels(b, spec, cpu).flatten(0, 1))
         cos.append(F.cosine_similarity(ea, eb).mean().item())
     return {"mean_abs_pixel_difference": float(np.mean(pix)), "mean_embedding_cosine": float(np.mean(cos))}
 

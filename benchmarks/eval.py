@@ -39,7 +39,6 @@ import torch
 
 from bike_cli.config.stages import EvalConfig
 from bike_cli.engine.evaluation import cache_scores
-from bike_cli.engine.runtime import Progress
 from bike_cli.eval.protocols import run_protocol
 from bike_cli.io.checkpoints import VIDEO_KIND, BranchCheckpoint, save_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
@@ -50,6 +49,7 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.progress import Progress
 
 CONFIGS = (("vcs", "transformer"), ("vcs", "none"), ("mean", "none"))
 TARGET_S = 10.0

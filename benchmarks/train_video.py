@@ -64,7 +64,6 @@ from bike_cli.data.train_clips import collate_train
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.run_folder import RunFolder
-from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import EpochBatches, warmup_cosine
 from bike_cli.engine.training_loop import Trainer
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
@@ -76,6 +75,7 @@ from bike_cli.models.loss import LogitScale
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch
+from bike_cli.progress import Progress
 from bike_cli.stages.train_video import train_dataset
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

@@ -1,6 +1,7 @@
 """The import structure of bike_cli, read with `ast` (docs/architecture.md draws it).
 
-Layers, from the top: cli -> stages -> {engine, models, data, eval, report} -> io -> config -> errors.
+Layers, from the top: cli -> stages -> {engine, models, data, eval, report} -> io -> config -> errors
+(and progress, the Progress protocol: both below every layer).
 A module imports only from its own package or from a lower layer; the middle layer's packages import
 one another without a circle; no stage imports another (demo, which runs the others, aside).
 """
@@ -11,7 +12,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bike_cli"
-LAYERS = {"errors": 0, "config": 1, "io": 2, "engine": 3, "models": 3, "data": 3, "eval": 3, "report": 3,
+LAYERS = {"errors": 0, "progress": 0, "config": 1, "io": 2, "engine": 3, "models": 3, "data": 3, "eval": 3, "report": 3,
           "stages": 4, "cli": 5, "__main__": 6, "__init__": 6}
 PROFILE_HOMES = ("config/profile.py", "cli/")  # where the profile may be chosen by its name
 PROFILE_NAMES = {"bike", "authors"}

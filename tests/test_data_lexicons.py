@@ -14,7 +14,7 @@ from bike_cli.data.lexicons import (
     LEXICONS,
     lexicon_sha256,
     load_lexicon,
-    normalise_phrase,
+    normalise_name,
 )
 from bike_cli.errors import InputError
 
@@ -31,7 +31,7 @@ def test_lexicon_dir_is_the_repository_folder():
 def test_builtin_lexicon_has_the_dataset_class_count_without_repeats(name):
     phrases = load_lexicon(name)
     assert len(phrases) == SIZES[name]
-    assert len({normalise_phrase(p) for p in phrases}) == len(phrases)
+    assert len({normalise_name(p) for p in phrases}) == len(phrases)
     assert all(p == p.strip() and p and not p.startswith("#") for p in phrases)
 
 
@@ -61,15 +61,15 @@ def test_k600_split_lexicon_doubles_as_a_class_list(split):
 
 
 def test_k600_splits_avoid_kinetics400_classes():
-    k400 = {normalise_phrase(p) for p in load_lexicon("k400")}
+    k400 = {normalise_name(p) for p in load_lexicon("k400")}
     for split in (1, 2, 3):
-        assert not k400 & {normalise_phrase(p) for p in load_lexicon(f"k600_split{split}")}
+        assert not k400 & {normalise_name(p) for p in load_lexicon(f"k600_split{split}")}
 
 
 def test_imagenet1k_is_open_clips_class_names_each_once():
     phrases = load_lexicon("imagenet1k")
     assert set(phrases) == set(IMAGENET_CLASSNAMES)
-    assert len({normalise_phrase(p) for p in phrases}) == len(phrases)
+    assert len({normalise_name(p) for p in phrases}) == len(phrases)
     assert phrases[:3] == list(IMAGENET_CLASSNAMES[:3])
 
 
@@ -127,3 +127,21 @@ def test_lexicon_sha256_follows_content_and_order():
     assert lexicon_sha256(["a", "b"]) == lexicon_sha256(["a", "b"])
     assert lexicon_sha256(["a", "b"]) != lexicon_sha256(["b", "a"])
     assert lexicon_sha256(["a", "b"]) != lexicon_sha256(["a", "b", "c"])
+
+
+def test_video_lists_lexicons_and_class_subsets_match_names_in_one_form(tmp_path):
+    from bike_cli.data.video_lists import read_video_list
+    from bike_cli.eval.protocols import match_class_names
+    from bike_cli.models.attributes import own_class_phrases
+
+    spelled = ["Playing_Guitar", "  playing   GUITAR ", "playing_guitar"]
+    assert {normalise_name(s) for s in spelled} == {"playing guitar"}
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"v{i}.mp4 {s.strip().replace(' ', '_')}\n" for i, s in enumerate(spelled)))
+    assert [e.labels for e in read_video_list(listing, class_names=["dancing", "playing guitar"])] == [(1,)] * 3
+    assert own_class_phrases(spelled, ["dancing", "playing guitar"]).tolist() == [1, 1, 1]
+    assert match_class_names(spelled, ["dancing", "playing guitar"], "the subset", "here").tolist() == [1, 1, 1]
+    lexicon = tmp_path / "phrases.txt"
+    lexicon.write_text("playing guitar\nPlaying_Guitar\n")
+    with pytest.raises(InputError, match="repeats the phrase of line 1"):
+        load_lexicon(lexicon)

@@ -1,30 +1,31 @@
-"""Rich progress bars for long stages (the library reports through `bike_cli.engine.runtime.Progress`)."""
+"""Rich progress bars for long stages (the library reports through `bike_cli.progress.Progress`)."""
 
 from __future__ import annotations
 
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as Bar
 
 from bike_cli.cli.core import console
+from bike_cli.progress import Progress
 
 
-class RichProgress:
-    """A bar with items done, items/s and ETA."""
+class RichProgress(Progress):
+    """The CLI's `Progress`: a bar with items done, items/s and ETA."""
 
     def __init__(self, unit: str = "videos") -> None:
         self.unit = unit
-        self._bar: Progress | None = None
+        self._bar: Bar | None = None
         self._task = None
 
     def start(self, total: int, description: str) -> None:
-        self._bar = Progress(
+        self._bar = Bar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),

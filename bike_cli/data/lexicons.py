@@ -6,7 +6,7 @@ the path of a user's phrase file. Built-in lexicons are plain phrase files in th
 `imagenet1k`, which is built at run time from `open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES`.
 
 Phrase files: UTF-8, one phrase per line; surrounding whitespace is stripped, blank lines and lines
-starting with `#` are skipped. Two phrases that are equal after `normalise_phrase` (lower case,
+starting with `#` are skipped. Two phrases that are equal after `normalise_name` (lower case,
 `_` read as a space, whitespace collapsed; CLIP's tokenizer lower-cases anyway) are an error naming
 both lines. A built-in name wins over a file of the same name in the working folder; write `./k400`
 to read the file.
@@ -53,8 +53,10 @@ ALIASES: dict[str, str] = {
 }
 
 
-def normalise_phrase(text: str) -> str:
-    """Lower case, `_` as a space, whitespace stripped and collapsed: the form phrases are compared in."""
+def normalise_name(text: str) -> str:
+    """The form class names and phrases are matched in: lower case, `_` as a space, whitespace stripped
+    and collapsed ("Playing_Guitar " -> "playing guitar"). Video-list labels, class-name lookups and
+    lexicon phrases all compare this form."""
     return " ".join(text.replace("_", " ").lower().split())
 
 
@@ -63,14 +65,16 @@ def lexicon_sha256(phrases: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(phrases).encode("utf-8")).hexdigest()
 
 
-def _key(name: str) -> str:
+def _lexicon_key(name: str) -> str:
+    """A lexicon's name as looked up: lower case without '-', '_' and spaces ("IN-1K" -> "in1k"); looser
+    than `normalise_name`, for the names of lexicons, not of classes."""
     return "".join(c for c in name.lower() if c not in "-_ ")
 
 
 def builtin_name(text: str) -> str | None:
     """The built-in lexicon `text` names (itself, any case, or an alias such as IN-1K), else None."""
-    keys = {_key(name): name for name in LEXICONS} | ALIASES
-    return keys.get(_key(text))
+    keys = {_lexicon_key(name): name for name in LEXICONS} | ALIASES
+    return keys.get(_lexicon_key(text))
 
 
 def load_lexicon(name_or_path: str | Path) -> list[str]:
@@ -93,7 +97,8 @@ def load_lexicon(name_or_path: str | Path) -> list[str]:
         raise InputError(f"lexicon {path} is not a file")
     if "/" in text or "\\" in text or path.suffix:
         raise InputError(f"lexicon file not found: {path}")
-    close = difflib.get_close_matches(_key(text), [_key(n) for n in LEXICONS] + list(ALIASES), n=3, cutoff=0.6)
+    known = [_lexicon_key(n) for n in LEXICONS] + list(ALIASES)
+    close = difflib.get_close_matches(_lexicon_key(text), known, n=3, cutoff=0.6)
     names = list(dict.fromkeys(builtin_name(c) for c in close))
     hint = f"did you mean {' or '.join(map(repr, names))}? " if names else ""
     raise InputError(f"unknown lexicon {text!r} (and no such file); {hint}built-in lexicons: {', '.join(LEXICONS)}")
@@ -114,7 +119,7 @@ def read_phrase_file(path: str | Path) -> list[str]:
         phrase = line.strip()
         if not phrase or phrase.startswith("#"):
             continue
-        first = seen.setdefault(normalise_phrase(phrase), number)
+        first = seen.setdefault(normalise_name(phrase), number)
         if first != number:
             raise InputError(f"{location(source, number)}: phrase {phrase!r} repeats the phrase of line {first} "
                              f"({lines[first - 1].strip()!r}; compared in lower case, '_' as space)")
@@ -131,7 +136,7 @@ def _imagenet_phrases() -> list[str]:
     seen: set[str] = set()
     phrases = []
     for name in IMAGENET_CLASSNAMES:
-        if normalise_phrase(name) not in seen:
-            seen.add(normalise_phrase(name))
+        if normalise_name(name) not in seen:
+            seen.add(normalise_name(name))
             phrases.append(name)
     return phrases

@@ -130,8 +130,9 @@ def render_sample(
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def _slug(name: str) -> str:
-    """File-name form of a class name: 'square moving right' -> 'square_moving_right'."""
+def _file_name_slug(name: str) -> str:
+    """A class name as part of a file name: 'Square moving right' -> 'square_moving_right' (not the form
+    names are matched in, `bike_cli.data.lexicons.normalise_name`, which reads '_' as a space)."""
     return "_".join(name.lower().split())
 
 
@@ -170,7 +171,7 @@ def make_sample_dataset(
     for class_index, name in enumerate(SAMPLE_CLASSES):
         for k in range(videos_per_class):
             rng = np.random.default_rng([seed, class_index, k])
-            relative = f"videos/{_slug(name)}_{k}.mp4"
+            relative = f"videos/{_file_name_slug(name)}_{k}.mp4"
             write_video(root / relative, render_sample(class_index, rng, num_frames, size))
             (val_rows if k >= videos_per_class - num_val else train_rows).append((relative, name))
     dataset = SampleDataset(

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bike_cli.config.files import check_regular_file
+from bike_cli.data.lexicons import normalise_name
 from bike_cli.errors import InputError, location
 from bike_cli.io.file_kind import not_text
 
@@ -186,17 +187,12 @@ def _warn_respelled(source: Path, spellings: list[VideoEntry]) -> None:
 # Label tokens of a video list turned into class indices.
 #
 # An integer is a class index (``0 <= i < K`` with K class names, ``>= 0`` without); any other token
-# is a class name, matched exactly, then normalised (lower case, ``_`` read as a space, spaces stripped
-# and collapsed). Class names need the class-name list (``--classes``). A label repeated within one
-# entry is kept once.
+# is a class name, matched exactly, then in the form of `bike_cli.data.lexicons.normalise_name` (lower
+# case, ``_`` read as a space, spaces stripped and collapsed). Class names need the class-name list
+# (``--classes``). A label repeated within one entry is kept once.
 
 
 _INT = re.compile(r"[+-]?\d+")
-
-
-def normalise(name: str) -> str:
-    """Lower case, '_' as space, spaces stripped and collapsed."""
-    return " ".join(name.replace("_", " ").lower().split())
 
 
 class LabelParser:
@@ -208,7 +204,7 @@ class LabelParser:
         self.exact = {name: i for i, name in enumerate(self.names or ())}
         self.normal: dict[str, list[int]] = {}
         for i, name in enumerate(self.names or ()):
-            self.normal.setdefault(normalise(name), []).append(i)
+            self.normal.setdefault(normalise_name(name), []).append(i)
         self.cache: dict[str, int] = {}  # token -> index, for tokens already accepted
         self.cells: dict[tuple[str, str | None], tuple[int, ...]] = {}  # (cell, sep) -> indices
 
@@ -239,7 +235,7 @@ class LabelParser:
             )
         if token in self.exact:
             return self.exact[token]
-        hits = self.normal.get(normalise(token), [])
+        hits = self.normal.get(normalise_name(token), [])
         if len(hits) > 1:
             choices = ", ".join(repr(self.names[i]) for i in hits)
             raise InputError(f"{where}: label {token!r} matches several classes: {choices}")
@@ -260,8 +256,8 @@ class LabelParser:
 
     def _unknown(self, token: str, where: str) -> str:
         """The message for an unknown class name, with up to three close matches."""
-        originals = {normalise(name): name for name in reversed(self.names or ())}
-        close = difflib.get_close_matches(normalise(token), list(originals), n=3, cutoff=0.6)
+        originals = {normalise_name(name): name for name in reversed(self.names or ())}
+        close = difflib.get_close_matches(normalise_name(token), list(originals), n=3, cutoff=0.6)
         hint = ", ".join(repr(originals[c]) for c in close)
         hint = f"; did you mean {hint}?" if close else " (no close match)"
         return f"{where}: unknown class name {token!r}{hint}"

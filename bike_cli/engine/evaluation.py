@@ -2,7 +2,8 @@
 
 Video branch: the views of a video are scored together by the score rule the stage chose
 (`bike_cli.engine.rules.VIDEO_SCORES`, e.g. each view's softmax, averaged); the views come from a
-multi-view feature cache or are decoded here (`CxS` views of a video list). Attributes branch: S_A =
+multi-view feature cache or are decoded here (`CxS` views of a video list) and embedded by
+`engine.frame_encoder.FrameEncoder`. Attributes branch: S_A =
 each attribute sentence's scores by the stage's rule (a train-attrs checkpoint, or without one the
 frozen text encoder of the Video branch's CLIP: `models.factory.load_attrs_branch`), rows of one video
 averaged.
@@ -23,14 +24,16 @@ from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.video_lists import read_video_list
-from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
+from bike_cli.engine.frame_encoder import FrameEncoder
+from bike_cli.engine.runtime import cores_beside_workers, loader_workers
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.attributes import attribute_scores
 from bike_cli.models.factory import AttrsClassifier, VideoClassifier
 from bike_cli.models.retrieval import SENTENCE_BATCH
-from bike_cli.models.video_branch import ViewRule, image_features
+from bike_cli.models.video_branch import ViewRule
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +72,17 @@ def decoded_scores(vm: VideoClassifier, rule: ViewRule, videos: Path, root: Path
     loader = DataLoader(dataset, batch_size=per_batch, num_workers=workers, collate_fn=collate_items)
     progress.start(len(dataset), "scoring (videos)")
     k = vm.texts.pooled.shape[0]
+    encoder = FrameEncoder(vm.branch, vm.spec, torch.device(device))
     with cores_beside_workers(device, workers):  # CPU: torch threads beside the loader workers
         for batch in loader:
             failed += [item.entry.video_id for item in batch.failed]
             for item in batch.failed:
                 log.warning("not scored: %s: %s", item.entry.video_id, item.error)
             if batch.frames is not None:
-                pixels = _pixels(batch.frames, vm.spec, device)  # [b, V, T, 3, S, S]
-                b, v, t = pixels.shape[:3]
-                emb = image_features(vm.branch.visual, pixels.flatten(0, 2)).view(b, v, t, -1)
+                emb = encoder.embed(batch.frames)  # [b, V, T, D]
                 scores.append(vm.scores(emb, rule).cpu().numpy())
                 if kept is not None:
-                    kept.append(emb.float().cpu())
+                    kept.append(emb.cpu())
                 for item in batch.ok:
                     ids.append(item.entry.video_id)
                     if video_list.multilabel:
@@ -94,13 +96,7 @@ def decoded_scores(vm: VideoClassifier, rule: ViewRule, videos: Path, root: Path
     return ids, np.concatenate(labels), np.concatenate(scores), failed
 
 
-def _pixels(frames: torch.Tensor, spec, device) -> torch.Tensor:
-    """uint8 [..., 3, S, S] -> float normalised by the model's mean and std, on `device`."""
-    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
-    return (frames.to(device).float() / 255.0 - mean) / std
-
-
+@torch.no_grad()
 def attrs_scores(attributes: Path, compat: str, model: AttrsClassifier, rule: ViewRule) -> tuple[list[str], np.ndarray]:
     """(video ids, S_A scores [N, K] by `rule`) of the attributes CSV, rows of a video averaged."""
     table = read_attributes_csv(attributes)

@@ -15,9 +15,9 @@ from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items,
 from bike_cli.data.video_lists import VideoList, labels_array
 from bike_cli.engine.distributed import DistContext
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.engine.runtime import Progress
 from bike_cli.io.feature_cache import CacheMeta
 from bike_cli.io.feature_cache_parts import Batch, Failure, PartWriter
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,10 @@
-"""uint8 video frames on the model's device: CLIP image embeddings (autocast, large batches), normalised pixels."""
+"""uint8 video frames -> CLIP frame embeddings, and the one pixel normalisation (the model's mean and std).
+
+Every command that embeds frames goes through `FrameEncoder` (extract-features, eval `--videos`,
+predict): the same normalisation, autocast (`--precision`; `auto` is bf16, or fp16 where bf16 is
+unsupported, on CUDA and fp32 on the CPU), channels-last on CUDA, and chunks of `FRAMES_PER_FORWARD`
+frames. Training feeds normalised pixels (`to_unit_pixels`) to a tower that learns.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +18,43 @@ from bike_cli.models.video_branch import image_features
 FRAMES_PER_FORWARD = 512
 
 
-class FrameEncoder:
-    """uint8 frames -> CLIP image embeddings, normalised on the model's device in large batches."""
+def to_unit_pixels(pixels: torch.Tensor, spec: ClipSpec, device: torch.device) -> torch.Tensor:
+    """uint8 [..., 3, S, S] -> float32 [..., 3, S, S] on `device`: (x / 255 - mean) / std, the model's input."""
+    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1) * 255.0
+    std = torch.tensor(spec.std, device=device).view(3, 1, 1) * 255.0
+    return (pixels.to(device, non_blocking=True).float() - mean) / std
 
-    def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str) -> None:
-        self.model = model.to(device).eval()
-        self.device = device
+
+class FrameEncoder:
+    """uint8 frames -> CLIP image embeddings (not normalised), in chunks on `device` under `precision`.
+
+    `model` is anything whose `visual` is a CLIP image tower: a CLIP model (extract-features) or a
+    Video branch (eval, predict: its tower, fine-tuned or CLIP's)."""
+
+    def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str = "auto") -> None:
+        if getattr(model, "visual", None) is None:
+            raise ValueError("FrameEncoder needs a model with an image tower (`visual`)")
+        self.visual = model.visual.to(device).eval()
         if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
+            self.visual = self.visual.to(memory_format=torch.channels_last)
+        self.spec, self.device = spec, device
         self.precision = precision  # auto, fp32, bf16 or fp16
-        self.autocast = lambda: autocast_for(device, precision)
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU."""
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., 3, S, S] -> float32 [..., D] on the device."""
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])  # [N, 3, S, S]
         out = []
         for start in range(0, flat.shape[0], FRAMES_PER_FORWARD):
-            chunk = flat[start : start + FRAMES_PER_FORWARD].to(self.device, non_blocking=True)
-            chunk = (chunk.float() - self.mean) / self.std
+            chunk = to_unit_pixels(flat[start : start + FRAMES_PER_FORWARD], self.spec, self.device)  # [n, 3, S, S]
             if self.device.type == "cuda":
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                out.append(image_features(self.model.visual, chunk).float().half().cpu())  # [n, D], not normalised
+            with autocast_for(self.device, self.precision):
+                out.append(image_features(self.visual, chunk).float())  # [n, D]
         emb = torch.cat(out)
         return emb.view(*lead, emb.shape[-1])
 
-
-def to_unit_pixels(pixels: torch.Tensor, spec: ClipSpec, device: torch.device) -> torch.Tensor:
-    """uint8 [..., 3, S, S] -> normalised float [..., 3, S, S] on `device` (the training input)."""
-    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
-    return (pixels.to(device, non_blocking=True).float() / 255.0 - mean) / std
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU: a feature cache's rows."""
+        return self.embed(frames).half().cpu()

@@ -1,12 +1,12 @@
 """A loaded Video branch run on single videos: classes, temporal saliency and attributes (`bike predict`).
 
 For every video: T frames by the profile's test sampling (one centre crop: the 1x1 view), encoded by
-CLIP's image tower under autocast; class probabilities by the profile's video score rule; the
-temporal saliency of the predicted class (Eq. 5 on the temporally encoded frames with the class's
-VCS query tokens; uniform 1/T for the mean head, which weighs every frame alike); and the video's
-attributes, the top-k lexicon phrases by cosine with the L2-normalised mean of the frame embeddings
-(Sec. 2.2), joined into the attribute sentence. The model is a `models.factory.VideoClassifier`; the
-profile (`config.profile.Profile`) comes from the stage.
+the branch's image tower (`engine.frame_encoder.FrameEncoder`, as extract and eval encode them); class
+probabilities by the profile's video score rule; the temporal saliency of the predicted class (Eq. 5
+on the temporally encoded frames with the class's VCS query tokens; uniform 1/T for the mean head,
+which weighs every frame alike); and the video's attributes, the top-k lexicon phrases by cosine with
+the L2-normalised mean of the frame embeddings (Sec. 2.2), joined into the attribute sentence. The
+model is a `models.factory.VideoClassifier`; the profile (`config.profile.Profile`) comes from the stage.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES
 from bike_cli.data.views import TEST_TRANSFORMS
+from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.engine.rules import VIDEO_SCORES
-from bike_cli.engine.runtime import autocast_for
 from bike_cli.errors import InputError
 from bike_cli.models.factory import VideoClassifier
 from bike_cli.models.heads import vcs_saliency
@@ -88,8 +88,7 @@ class Predictor:
         self.rule = VIDEO_SCORES[profile.video_score_rule(fusing=False)]
         self.phrases: list[str] = []
         self.phrase_emb: torch.Tensor | None = None  # [P, D] normalised
-        self.mean = torch.tensor(self.spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(self.spec.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.encoder = FrameEncoder(self.branch, self.spec, device)  # the branch's image tower, precision auto
 
     def set_lexicon(self, phrases: list[str], batch_size: int = 256) -> None:
         """Encode the lexicon's phrases (bare, as in the paper) with the model's CLIP text encoder."""
@@ -105,9 +104,7 @@ class Predictor:
         clip = read_frames(path, indices, short_side=None if transform.full_size else size, decoder=decoder,
                            resize=self.spec.resize_mode)
         pixels = transform.views(clip.frames, size, 1, self.spec.resize_mode)[0]  # [T, 3, S, S]
-        with torch.no_grad(), autocast_for(self.device, "auto"):
-            unit = (pixels.to(self.device).float() - self.mean) / self.std
-            emb = self.branch.frame_embeddings(unit.unsqueeze(0))[0].float()  # [T, D]
+        emb = self.encoder.embed(pixels)  # [T, D]
         return EncodedVideo(np.asarray(indices(clip.num_frames)).tolist(), clip.num_frames, pixels, emb)
 
     @torch.no_grad()

@@ -1,4 +1,6 @@
-"""What every stage's compute needs from this machine: the device, the precision, CPU threads, progress."""
+"""What every stage's compute needs from this machine: the device, the precision, CPU threads.
+
+(Progress reports go through `bike_cli.progress.Progress`.)"""
 
 from __future__ import annotations
 
@@ -14,14 +16,6 @@ from bike_cli.errors import InputError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class Progress:
-    """What the stage reports while it runs; the CLI passes a Rich implementation."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 def resolve_device(requested: str | None) -> torch.device:

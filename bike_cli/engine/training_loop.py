@@ -23,7 +23,7 @@ from bike_cli.config.profile import PER_BATCH, PER_OPTIMIZER_STEP, Profile
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary, make_accelerator
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder
-from bike_cli.engine.runtime import Progress, cores_beside_workers, loader_workers
+from bike_cli.engine.runtime import cores_beside_workers, loader_workers
 from bike_cli.engine.schedule import (
     EpochBatches,
     apply_schedule,
@@ -34,6 +34,7 @@ from bike_cli.engine.schedule import (
 from bike_cli.errors import InputError
 from bike_cli.io.guard import PathGuard
 from bike_cli.io.train_state import RunState
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bike_cli.data.lexicons import load_lexicon, normalise_phrase
+from bike_cli.data.lexicons import load_lexicon, normalise_name
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
@@ -140,11 +140,11 @@ def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 
 
 def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: str, where: str) -> np.ndarray:
-    """Indices in `class_names` of the `wanted` names (compared as `normalise_phrase` forms)."""
+    """Indices in `class_names` of the `wanted` names (compared as `normalise_name` forms)."""
     index: dict[str, list[int]] = {}
     for i, name in enumerate(class_names):
-        index.setdefault(normalise_phrase(name), []).append(i)
-    keys = [normalise_phrase(name) for name in wanted]
+        index.setdefault(normalise_name(name), []).append(i)
+    keys = [normalise_name(name) for name in wanted]
     missing = [name for name, key in zip(wanted, keys) if key not in index]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")

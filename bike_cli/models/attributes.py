@@ -17,40 +17,22 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.data.lexicons import lexicon_sha256, normalise_phrase
+from bike_cli.data.lexicons import lexicon_sha256, normalise_name
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
 from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import Tokenizer, fill_template
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-class Progress(Protocol):
-    """What the selection and S_A report to: a stage's display (`bike_cli.engine.runtime.Progress`).
-
-    A Protocol, not that class: engine/ runs models, so models/ does not import engine/."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
-
-
-class _Silent:
-    """The Progress of a caller that gives none."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 # ----------------------------------------------------------------------------- phrase embeddings
@@ -100,8 +82,8 @@ class Selection:
 
 def own_class_phrases(class_names: Sequence[str], phrases: Sequence[str]) -> np.ndarray:
     """int64 [K]: per class, the index of the phrase equal to its name (normalised), -1 where none is."""
-    where = {normalise_phrase(p): i for i, p in enumerate(phrases)}
-    own = np.array([where.get(normalise_phrase(name), -1) for name in class_names], dtype=np.int64)
+    where = {normalise_name(p): i for i, p in enumerate(phrases)}
+    own = np.array([where.get(normalise_name(name), -1) for name in class_names], dtype=np.int64)
     matched = int((own >= 0).sum())
     log.info("--drop-own-class: %d of %d class names are phrases of the lexicon", matched, len(own))
     if not matched:
@@ -141,7 +123,7 @@ def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, 
     `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s); `TooFewPhrases`
     when that leaves a video fewer than k.
     """
-    progress = progress or _Silent()
+    progress = progress or Progress()
     meta = cache.meta
     views = meta.num_views if per_view else 1
     read_per_video = meta.num_views * meta.frames * meta.embed_dim  # feature elements read per video
@@ -209,7 +191,7 @@ def attribute_scores(score_rows: RowScorer, rows: Sequence[str] | torch.Tensor, 
         raise ValueError(f"{len(rows)} attribute rows but {len(video_ids)} video ids")
     if not len(rows):
         raise ValueError("attribute_scores needs at least one row")
-    progress = progress or _Silent()
+    progress = progress or Progress()
     ids, codes = video_rows(video_ids)
     counts = np.bincount(codes, minlength=len(ids))  # [N] rows per video
     last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # [N] last row of each video

@@ -7,7 +7,6 @@ attributes), `train-attrs` and `eval` (attribute sentences through the text enco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,15 +17,8 @@ from bike_cli.models.text import Tokenizer
 SENTENCE_BATCH = 512  # attribute sentences per text-encoder call (train-attrs, eval)
 
 
-class Advances(Protocol):
-    """What `encode_texts` reports to (a stage's progress display)."""
-
-    def advance(self, n: int) -> None: ...
-
-
 @torch.no_grad()
-def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int,
-                 progress: Advances | None = None) -> torch.Tensor:
+def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device.
 
     Filled into one preallocated tensor, batch by batch: peak memory is the result plus one batch. A list
@@ -41,8 +33,6 @@ def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], b
         if out is None:
             out = torch.empty((len(texts), rows.shape[1]), dtype=torch.float32, device=device)
         out[start:start + rows.shape[0]] = rows
-        if progress is not None:
-            progress.advance(tokens.shape[0])
     if out is None:
         raise ValueError("encode_texts needs at least one text")
     return out

@@ -24,8 +24,8 @@ from bike_cli.config.stages import (
     TrainVideoConfig,
 )
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
-from bike_cli.engine.runtime import Progress
 from bike_cli.io.atomic import write_text
+from bike_cli.progress import Progress
 from bike_cli.stages.evaluate import run_eval
 from bike_cli.stages.extract import ExtractSummary, run_extraction
 from bike_cli.stages.gen_attributes import run_gen_attributes

@@ -43,7 +43,7 @@ from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
 from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
-from bike_cli.engine.runtime import Progress, resolve_device
+from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
@@ -56,6 +56,7 @@ from bike_cli.io.metrics_json import write_eval_metrics
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.factory import VideoClassifier, load_attrs_branch, load_video_branch
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

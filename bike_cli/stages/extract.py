@@ -25,7 +25,7 @@ from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
 from bike_cli.engine.extraction import extract_share
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.engine.runtime import PRECISIONS, Progress, cores_beside_workers, loader_workers, resolve_device
+from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv
@@ -46,6 +46,7 @@ from bike_cli.io.lock import WriterLock
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.clip import load_clip
 from bike_cli.models.visual_digest import visual_sha256
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from bike_cli.config.profile import COSINE
 from bike_cli.config.stages import GenAttributesConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.engine.runtime import Progress, resolve_device
+from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.eval.metrics import recognition_metrics
 from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
@@ -59,6 +59,7 @@ from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.registry import get_tokenizer, resolve_model_name
 from bike_cli.models.retrieval import encode_texts
 from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

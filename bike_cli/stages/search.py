@@ -36,7 +36,7 @@ from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
 from bike_cli.data.video_lists import nonblank, read_lines
-from bike_cli.engine.runtime import Progress, resolve_device
+from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import BikeError, InputError
 from bike_cli.eval.metrics import average_precision
 from bike_cli.io.csv_meta import meta_path
@@ -49,6 +49,7 @@ from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, encode_class_texts, fill_template
+from bike_cli.progress import Progress
 from bike_cli.report.search_sheet import check_sheet_path, draw_sheet, hit_tile, sheet_pages
 
 log = logging.getLogger(__name__)

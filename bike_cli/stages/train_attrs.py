@@ -26,7 +26,6 @@ from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
 from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
-from bike_cli.engine.runtime import Progress
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
@@ -44,6 +43,7 @@ from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import encode_class_texts
+from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 

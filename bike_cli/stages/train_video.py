@@ -32,7 +32,6 @@ from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
 from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
-from bike_cli.engine.runtime import Progress
 from bike_cli.engine.schedule import RepeatedDataset
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.engine.validation import val_data, validate
@@ -48,6 +47,7 @@ from bike_cli.models.factory import init_branch_weights
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import encode_class_texts
 from bike_cli.models.visual_digest import visual_sha256
+from bike_cli.progress import Progress
 
 __all__ = ["TrainSummary", "run_train_video"]
 
