@@ -19,6 +19,7 @@ A stage that fails records the last line bike printed (its error message). Archi
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -168,8 +169,8 @@ def _table(rows: list) -> list[str]:
 
 
 def _machine(seconds: float) -> str:
-    spec = importlib.util.find_spec("transformers")
-    hf = f"transformers installed ({Path(spec.origin).parents[3]})" if spec else "transformers not installed"
+    spec = importlib.util.find_spec("transformers")  # its version, never its path: the docs name no local folder
+    hf = f"transformers {importlib.metadata.version('transformers')}" if spec else "transformers not installed"
     return (f"Machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
             f"open_clip {open_clip.__version__}, {hf}; this run {seconds / 60:.0f} min.")
 

@@ -2,15 +2,20 @@
 
 Importing this module is cheap: command modules import their stage (and with it torch) inside the
 command body, so `bike --help`, `bike --version`, `bike COMMAND --help` and argument errors load
-neither torch nor open_clip.
+neither torch nor open_clip. Before a command runs (after its options are parsed, so never for
+`--help`), `cli.torch_pair` checks from package metadata that torch and torchvision belong together.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import typer
 
 from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, predict, search, train_attrs, train_video
-from bike_cli.cli.core import BikeCommand, app
+from bike_cli.cli.core import BikeCommand, app, fail
+from bike_cli.cli.torch_pair import installed_mismatch
 
 COMMANDS = (  # the order of `bike --help`: the order the stages run in
     ("extract-features", extract.extract_features),
@@ -24,8 +29,20 @@ COMMANDS = (  # the order of `bike --help`: the order the stages run in
     ("demo", demo.demo),
 )
 
+
+class CheckedCommand(BikeCommand):
+    """A stage command that first checks the installed torch and torchvision belong together: a
+    mismatched pair is one line with the fix and exit 1, before torch is imported."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        problem = installed_mismatch()
+        if problem:
+            fail(problem)
+        return super().invoke(ctx)
+
+
 for _name, _command in COMMANDS:
-    app.command(_name, cls=BikeCommand)(_command)
+    app.command(_name, cls=CheckedCommand)(_command)
 
 __all__ = ["COMMANDS", "app", "main"]
 
