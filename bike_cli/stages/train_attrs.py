@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -171,13 +172,12 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     if not cfg.pretrained:
         raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
     profile = get_profile(cfg.compat)
-    return run_training(cfg, "train-attrs", guard, profile, lambda settings, accelerator, run: _train_attrs(
-        cfg, profile, settings, accelerator, run, progress_factory))
+    return run_training(cfg, "train-attrs", guard, profile, partial(_train_attrs, cfg, profile, progress_factory))
 
 
-def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
-                 progress_factory) -> TrainSummary:
-    """The stage proper, while this launch holds the run folder's lock."""
+def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, settings: LoopSettings, accelerator,
+                 run: RunFolder) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock (`run_training` calls it)."""
     device = accelerator.device
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
@@ -193,7 +193,6 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _class_targets(train_table, class_names, classes_source)
     rows = _labelled_rows(train_targets)
-    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
     with as_user_error(ValueError):  # --loss
         model = build_attrs_branch(branch_spec, clip_model).to(device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -114,13 +115,12 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     guard = _check(cfg)
     cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
     profile = get_profile(cfg.compat)
-    return run_training(cfg, "train-video", guard, profile, lambda settings, accelerator, run: _train_video(
-        cfg, profile, settings, accelerator, run, progress_factory))
+    return run_training(cfg, "train-video", guard, profile, partial(_train_video, cfg, profile, progress_factory))
 
 
-def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
-                 progress_factory) -> TrainSummary:
-    """The stage proper, while this launch holds the run folder's lock."""
+def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, settings: LoopSettings, accelerator,
+                 run: RunFolder) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock (`run_training` calls it)."""
     device = accelerator.device
     cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
     caches = [made for made in (cache, FeatureCache(cfg.val_features, need_rows=True) if cfg.val_features else None)
@@ -138,7 +138,6 @@ def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
                                          cfg.vcs_tokens)
-    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
         vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames, **profile.branch_training(cfg.loss)), clip_model)
