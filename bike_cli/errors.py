@@ -6,6 +6,9 @@ and, where there is one, the file (and line) it came from.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
 
 
@@ -36,6 +39,19 @@ class CacheMismatchError(BikeError):
 
 class DecodeError(BikeError):
     """A video that cannot be decoded (missing, corrupt, audio-only, zero frames)."""
+
+
+@contextmanager
+def as_user_error(*kinds: type[Exception], error: type[BikeError] = InputError, prefix: str = "") -> Iterator[None]:
+    """Re-raise an exception of `kinds` from inside as `error` with the same message (after `prefix`).
+
+    For the stage or loader that handed a user's value (an option, a file) to code whose contract it
+    broke: models/ raises ValueError/TypeError and knows nothing of the command line; the caller knows
+    the value was the user's, and the CLI reports a BikeError in one line."""
+    try:
+        yield
+    except kinds as err:
+        raise error(f"{prefix}{err}") from None
 
 
 def location(path: object, line: int | None = None) -> str:

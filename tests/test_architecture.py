@@ -135,6 +135,25 @@ def test_models_import_nothing_from_the_profile():
     assert offenders == []
 
 
+# The modules of models/ that read what users name or give (model names, weight files, checkpoints, a
+# cache's recorded weights): they may raise bike's errors. Every other module of models/ computes.
+MODEL_LOADERS = {"factory", "clip", "weights", "registry", "hub",
+                 "visual_digest",  # a checkpoint's image tower against the cache's
+                 "text_towers"}  # which text side a user's open_clip model has (refuses a model it cannot read)
+
+
+def test_the_models_that_compute_know_nothing_of_the_command_line():
+    """models/ raises ValueError/TypeError for a broken contract; the stage or the loader that took the
+    value from the user turns it into a BikeError (`errors.as_user_error`)."""
+    graph = _graph()
+    computing = {m for m in graph if _package(m) == "models" and m.split(".")[-1] not in MODEL_LOADERS | {"__init__"}}
+    assert {"bike_cli.models.text", "bike_cli.models.heads", "bike_cli.models.build"} <= computing
+    assert MODEL_LOADERS <= {m.split(".")[-1] for m in graph if _package(m) == "models"}  # no stale name
+    offenders = sorted(m for m in computing if any(i == "bike_cli.errors" or i.startswith("bike_cli.errors.")
+                                                    for i in graph[m]))
+    assert offenders == []
+
+
 PROFILE_FIELDS = {"test_indices", "train_indices", "test_transform", "video_scores", "fused_video_scores",
                   "attrs_scores", "zero_shot", "loss", "optimizer_groups", "lr_cadence", "auto_precision"}
 

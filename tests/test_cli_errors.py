@@ -193,3 +193,20 @@ def test_exit_codes_0_success_1_reported_2_usage(tmp_path):
                                str(tmp_path / "f.csv")], capture_output=True, text=True)
     assert (ok.returncode, usage.returncode, reported.returncode) == (0, 2, 1)
     assert "No such option" in usage.stderr and "not found" in reported.stderr
+
+
+@pytest.mark.parametrize("command", ["train-video", "eval"])
+@pytest.mark.parametrize("option, message", [
+    (["--template", "no braces"], "prompt template 'no braces' must contain exactly one '{}' for the class name"),
+    (["--vcs-tokens", "eot"], "vcs_tokens must be one of words, all, not 'eot'"),
+    (["--head", "max"], "unknown video head 'max'; choose one of mean, vcs"),
+])
+def test_a_setting_the_model_cannot_take_is_one_line(tmp_path, tiny_cache, command, option, message):
+    """models/ raises ValueError for these; the stage or the loader that took the value reports it."""
+    args = (["eval", "--features", str(tiny_cache), "--out", str(tmp_path / "run"), "--workers", "0"]
+            if command == "eval" else train_args(tiny_cache, tmp_path / "run"))
+    result = runner.invoke(app, [*args, *option])
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    assert f"error: {message}" in flat(result.output)
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "video_scores.csv").exists()

@@ -1,7 +1,9 @@
-"""`bike_cli.models.build`: branch specs, the one builder, and checkpoints old (schema 1) and new."""
+"""`bike_cli.models.build`: branch specs and the one builder; the specs of checkpoints old (schema 1) and new
+(`bike_cli.models.factory`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 import pytest
@@ -19,13 +21,12 @@ from bike_cli.io.checkpoints import (
 from bike_cli.models.build import (
     AttrsBranchSpec,
     VideoBranchSpec,
-    attrs_spec_of,
     build_attrs_branch,
     build_video_branch,
     resolve_video_spec,
-    video_spec_of,
 )
 from bike_cli.models.clip import load_clip
+from bike_cli.models.factory import attrs_spec_of, load_attrs_branch, video_spec_of
 
 SETTINGS = {"head": "vcs", "temporal": "transformer", "temporal_layers": 2, "tau": 0.02, "vcs_tokens": "words",
             "templates": ["a video of {}"], "frames": 4}
@@ -114,6 +115,17 @@ def test_model_args_of_another_spec_are_refused(tmp_path, tiny):
     torch.save({"kind": VIDEO_KIND, "schema_version": 3}, path)
     with pytest.raises(InputError, match="schema 3"):
         load_video_checkpoint(path)
+
+
+def test_a_spec_the_builder_refuses_is_a_value_error_and_the_loader_names_the_checkpoint(tmp_path, tiny):
+    clip_model, spec = tiny
+    bad = AttrsBranchSpec.of(spec, tune="lora")
+    with pytest.raises(ValueError, match="tune must be one of head, full, not 'lora'"):
+        build_attrs_branch(bad, clip_model)
+    path = save_checkpoint(tmp_path / "attrs.pt", BranchCheckpoint({}, asdict(spec), ["a"], 1, {}, {}, bad.to_dict()),
+                           ATTRS_KIND)
+    with pytest.raises(InputError, match=re.escape(f"{path}: tune must be one of head, full, not 'lora'")):
+        load_attrs_branch(path, ["a"])
 
 
 def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, motion_caches, tiny):

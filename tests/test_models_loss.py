@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bike_cli.errors import InputError
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import (
@@ -138,7 +137,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         try:
             gather_with_grad(torch.zeros(rank + 1, 2))
             error = ""
-        except InputError as e:
+        except ValueError as e:
             error = str(e)
         torch.save({"loss": loss, "grads": grads, "error": error}, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -10,11 +10,17 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
-from bike_cli.errors import InputError, ModelLoadError
+from bike_cli.errors import ModelLoadError
 from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import vcs_logits
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import class_name_spans, encode_class_texts, text_token_embeddings, word_token_mask
+from bike_cli.models.text import (
+    PromptError,
+    class_name_spans,
+    encode_class_texts,
+    text_token_embeddings,
+    word_token_mask,
+)
 
 NAMES = ["playing guitar", "video", "tai chi"]
 
@@ -154,10 +160,10 @@ def test_batching_does_not_change_results(tiny):
         ({"class_names": ["long " * 80]}, "truncated"),
     ],
 )
-def test_bad_inputs_raise_input_error(tiny, kwargs, message):
+def test_bad_inputs_raise_prompt_error(tiny, kwargs, message):
     model, tokenizer = tiny
     args = {"class_names": NAMES, **kwargs}
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(PromptError, match=message):
         encode_class_texts(model, tokenizer, **args)
 
 
@@ -178,5 +184,5 @@ def test_spans_with_a_tokenizer_without_start_or_end_tokens():
 
     spans = class_name_spans(tokenizer, "a video of {} today", ["playing guitar", "juggling"])
     assert spans == [(3, 5), (3, 4)]
-    with pytest.raises(InputError, match="no tokens"):
+    with pytest.raises(PromptError, match="no tokens"):
         class_name_spans(tokenizer, "a video of {} today", [""])

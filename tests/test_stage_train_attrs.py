@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -122,6 +124,17 @@ def test_missing_model_and_classes_are_clear_errors(tmp_path, attrs_files):
         run_train_attrs(config(attrs_files, tmp_path / "r", classes=None))
     with pytest.raises(InputError, match="--tune"):
         run_train_attrs(config(attrs_files, tmp_path / "r", tune="lora"))
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"tune": "lora"}, "--tune must be one of head, full, not 'lora'"),
+    ({"templates": ["{}", "no braces"]}, "prompt template 'no braces' must contain exactly one '{}'"),
+])
+def test_a_setting_the_branch_cannot_take_is_refused_before_anything_is_written(tmp_path, attrs_files, setting,
+                                                                                 message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        run_train_attrs(config(attrs_files, tmp_path / "r", **setting))
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_trains_and_reports(tmp_path, attrs_files):

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import given, run_guarded, settings
-from bike_cli.cli.train_video import print_train_summary
+from bike_cli.cli.core import given, settings
+from bike_cli.cli.train_video import run_training_command
 from bike_cli.config.stages import TrainAttrsConfig
 
 
@@ -40,11 +40,6 @@ def train_attrs(
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-attrs ...`.
     """
     overrides = given({**locals(), **training}, "recipe", "training")
-    from bike_cli.cli.progress import RichProgress
-    from bike_cli.config.recipe import build_config
     from bike_cli.stages.train_attrs import run_train_attrs
 
-    cfg = run_guarded(build_config, TrainAttrsConfig, recipe, overrides, stage="train-attrs")
-    summary = run_guarded(run_train_attrs, cfg, lambda: RichProgress("steps"))
-    if summary.is_main:
-        print_train_summary("train-attrs", summary)
+    run_training_command("train-attrs", TrainAttrsConfig, recipe, overrides, run_train_attrs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -70,14 +71,22 @@ def train_video(
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-video ...`.
     """
     overrides = given({**locals(), **training}, "recipe", "training")
-    from bike_cli.cli.progress import RichProgress
-    from bike_cli.config.recipe import build_config
     from bike_cli.stages.train_video import run_train_video
 
-    cfg = run_guarded(build_config, TrainVideoConfig, recipe, overrides, stage="train-video")
-    summary = run_guarded(run_train_video, cfg, lambda: RichProgress("steps"))
+    run_training_command("train-video", TrainVideoConfig, recipe, overrides, run_train_video)
+
+
+def run_training_command(stage: str, config: type, recipe: Path | None, overrides: dict,
+                         run: Callable[..., TrainSummary]) -> None:
+    """What `train-video` and `train-attrs` do with their options: the settings (recipe, then the options
+    given), the stage `run` with a progress bar of steps, the summary table (the main process only)."""
+    from bike_cli.cli.progress import RichProgress
+    from bike_cli.config.recipe import build_config
+
+    cfg = run_guarded(build_config, config, recipe, overrides, stage=stage)
+    summary = run_guarded(run, cfg, lambda: RichProgress("steps"))
     if summary.is_main:
-        print_train_summary("train-video", summary)
+        print_train_summary(stage, summary)
 
 
 def print_train_summary(stage: str, summary: TrainSummary) -> None:

@@ -5,23 +5,20 @@ name, weights, QuickGELU: what `load_clip` takes) and the branch's own settings 
 module, VCS tokens, tau, prompt templates, tune mode, ...) and how it trains: its loss (a `--loss`
 name) and the cap on its log-space logit scale (None: uncapped). `build_video_branch` and
 `build_attrs_branch` turn a spec and the loaded CLIP into the module; train-video, train-attrs,
-and the loader of trained branches (`bike_cli.models.factory`) build through them.
-
-Checkpoints of schema 1 (before `model_args`) get their spec derived from what they store: the
-resolved training settings (`config`) and the CLIP record (`clip`); checkpoints that record no loss or
-cap rebuild with bike's own (`bike`, CLIP's cap), what every branch was built with before.
+and the loader of trained branches (`bike_cli.models.factory`, which reads a checkpoint's spec) build
+through them. Settings a branch cannot be built with raise ValueError. A spec read from a checkpoint
+that records no loss or cap rebuilds with bike's own (`bike`, CLIP's cap), what every branch was built
+with before.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
-from bike_cli.errors import InputError
-from bike_cli.io.checkpoints import BranchCheckpoint
-from bike_cli.models.attrs_branch import TUNES, AttributesBranch, TextTower
+from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import training_loss
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU, VideoHead
@@ -98,44 +95,6 @@ def _plain(spec) -> dict:
     return args
 
 
-def _from_args(cls, args: dict, source: object):
-    """A spec from a checkpoint's `model_args`; InputError when they are not this spec's fields."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(args) - known)
-    try:
-        if unknown:
-            raise TypeError(f"unknown fields {unknown}")
-        spec = cls(**args)
-    except TypeError as e:
-        raise InputError(f"{source}: model_args do not describe a {cls.__name__}: {e}") from None
-    return replace(spec, templates=tuple(spec.templates))
-
-
-def _legacy_clip(ckpt: BranchCheckpoint) -> dict:
-    clip = ckpt.clip
-    return {"model_name": clip["model_name"], "pretrained": clip["pretrained"], "quick_gelu": clip["quick_gelu"],
-            "embed_dim": int(clip["embed_dim"])}
-
-
-def video_spec_of(ckpt: BranchCheckpoint, source: object) -> VideoBranchSpec:
-    """The Video-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(VideoBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return VideoBranchSpec(**_legacy_clip(ckpt), head=config["head"], temporal=config["temporal"],
-                           temporal_layers=int(config["temporal_layers"]), tau=float(config["tau"]),
-                           vcs_tokens=config["vcs_tokens"], templates=tuple(config["templates"]),
-                           frames=int(config["frames"]))
-
-
-def attrs_spec_of(ckpt: BranchCheckpoint, source: object) -> AttrsBranchSpec:
-    """The Attributes-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(AttrsBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return AttrsBranchSpec(**_legacy_clip(ckpt), tune=config["tune"], templates=tuple(config["templates"]))
-
-
 def resolve_video_spec(spec: VideoBranchSpec, clip_model: nn.Module) -> VideoBranchSpec:
     """`spec` with the temporal transformer's head count fixed: CLIP's text width / 64 (as the authors')."""
     if spec.temporal_heads is not None:
@@ -158,9 +117,8 @@ def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_vis
 
 
 def build_attrs_branch(spec: AttrsBranchSpec, clip_model: nn.Module) -> AttributesBranch:
-    """The Attributes branch of `spec` on the loaded CLIP `clip_model` (`full`: a copy of its text tower)."""
-    if spec.tune not in TUNES:
-        raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {spec.tune!r}")
+    """The Attributes branch of `spec` on the loaded CLIP `clip_model` (`full`: a copy of its text tower);
+    ValueError for a `tune` that is not one of `TUNES`."""
     text = TextTower(clip_model) if spec.tune == "full" else None
     return AttributesBranch(spec.tune, spec.embed_dim, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap),
                             text, training_loss(spec.loss))

@@ -50,7 +50,7 @@ import open_clip
 import torch
 from torch import nn
 
-from bike_cli.errors import InputError, ModelLoadError
+from bike_cli.errors import InputError, ModelLoadError, as_user_error
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.file_kind import wrong_kind
@@ -100,7 +100,8 @@ def load_clip(
                 model = _create(name, use_quick_gelu, device, preprocess=agreed_preprocess(name))
             load_state_dict_file(model, name, path)
     model.eval()
-    spec = make_spec(model, name, recorded, sha256, use_quick_gelu)
+    with as_user_error(ValueError, error=ModelLoadError):  # an image tower bike cannot feed
+        spec = make_spec(model, name, recorded, sha256, use_quick_gelu)
     log.info("Loaded %s (pretrained %s, QuickGELU %s, %d px input, %d-d embeddings)",
              name, recorded, "on" if use_quick_gelu else "off", spec.image_size, spec.embed_dim)
     return model, spec

@@ -13,6 +13,11 @@ and returns a `VideoClassifier`. `load_attrs_branch` loads the Attributes branch
 or without one CLIP's frozen text encoder). `load_branch_weights` is the strict load itself, also
 what `train-video --init-from` starts from (`init_branch_weights`).
 
+A checkpoint's branch spec is its `model_args` (schema 2), or (schema 1, before `model_args`) derived
+from what it stores: the resolved training settings (`config`) and the CLIP record (`clip`)
+(`video_spec_of`, `attrs_spec_of`). A spec, class name or template the branch cannot be built or
+scored with is the user's input error, naming the checkpoint where it came from one.
+
 With a feature cache the branch scores cached frame embeddings (no image tower): the cache must come
 from the branch's CLIP (`check_same_model`), and a checkpoint's own image tower must be the one that
 made the cache's features (`--ignore-visual-weights` aside).
@@ -22,14 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
-from bike_cli.errors import InputError
+from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import (
     AUTHORS_VCS_TOKENS,
     authors_branch_state,
@@ -37,25 +42,24 @@ from bike_cli.io.authors_checkpoint import (
     is_authors_checkpoint,
     read_authors_checkpoint,
 )
-from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
+from bike_cli.io.checkpoints import BranchCheckpoint, load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.attributes import sentence_cosines
 from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.build import (
+    AttrsBranchSpec,
     VideoBranchSpec,
-    attrs_spec_of,
     build_attrs_branch,
     build_video_branch,
     resolve_video_spec,
-    video_spec_of,
 )
 from bike_cli.models.clip import cache_clip, load_clip, recorded_clip
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import ClassTexts, encode_class_texts
+from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch, ViewRule
 from bike_cli.models.visual_digest import PREFIX, check_visual_weights, visual_sha256
 
@@ -116,7 +120,8 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
             raise InputError(f"{source} fine-tuned CLIP's visual encoder (trained end to end); a feature "
                              "cache holds the original CLIP's features: evaluate it with --videos and --views")
     clip_model, spec = recorded_clip(ckpt.clip, source, pretrained, device)
-    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    with as_user_error(ValueError, prefix=f"{source}: "):
+        branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Video branch its settings describe")
     tuned = sum(k.startswith(PREFIX) for k in ckpt.state_dict)
     log.info("loaded %s (epoch %d%s)", source, ckpt.epoch, ", fine-tuned image tower" if tuned else "")
@@ -130,8 +135,9 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
 def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, branch_spec: VideoBranchSpec,
                 names: list[str], frames: int, device, settings: dict, **described) -> VideoClassifier:
     """The classifier, its class texts encoded by `clip_model`'s text tower."""
-    texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
-                               branch_spec.vcs_tokens)
+    with as_user_error(PromptError):
+        texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
+                                   branch_spec.vcs_tokens)
     description = {"checkpoint": described.pop("checkpoint"), "model_name": spec.model_name,
                    "pretrained": spec.pretrained, "head": branch_spec.head, "temporal": branch_spec.temporal,
                    "vcs_tokens": branch_spec.vcs_tokens, "frames": frames, **described}
@@ -163,7 +169,8 @@ def _authors(source: Path, class_names: list[str] | None, model: str | None, hea
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=head or "vcs", temporal=found.temporal, temporal_layers=found.layers, max_frames=found.max_frames,
         tau=DEFAULT_TAU, vcs_tokens=vcs_tokens, frames=int(frames)), clip_model)
-    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    with as_user_error(ValueError):  # --head
+        branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     if cache is not None:
         _check_cache_visual(clip_model, spec, cache, source, ignore_visual_weights)
     load_branch_weights(branch, authors_branch_state(authors),
@@ -199,7 +206,8 @@ def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str
     branch_spec = VideoBranchSpec.of(spec, head=head or "vcs", temporal="none", tau=DEFAULT_TAU, temporal_layers=1,
                                      vcs_tokens=vcs_tokens or "words", templates=templates or [DEFAULT_TEMPLATE],
                                      frames=frames, logit_scale_cap=None)
-    branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
+    with as_user_error(ValueError):  # --head
+        branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, checkpoint=None)
 
 
@@ -272,11 +280,51 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
         attrs_spec = attrs_spec_of(ckpt, source)
         clip_model, spec = load_clip(attrs_spec.model_name, attrs_spec.pretrained, quick_gelu=attrs_spec.quick_gelu,
                                      device=device)
-        branch = build_attrs_branch(attrs_spec, clip_model)
+        with as_user_error(ValueError, prefix=f"{source}: "):
+            branch = build_attrs_branch(attrs_spec, clip_model)
         load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Attributes branch its settings "
                                                      "describe")
         branch = branch.to(device).eval()
         tune, templates = attrs_spec.tune, attrs_spec.templates
     tokenizer = get_tokenizer(spec.model_name)
-    classes = encode_class_texts(clip_model, tokenizer, class_names, templates, "all").pooled
+    with as_user_error(PromptError):
+        classes = encode_class_texts(clip_model, tokenizer, class_names, templates, "all").pooled
     return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
+
+
+def _from_args(cls, args: dict, source: object):
+    """A spec from a checkpoint's `model_args`; InputError when they are not this spec's fields."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(args) - known)
+    try:
+        if unknown:
+            raise TypeError(f"unknown fields {unknown}")
+        spec = cls(**args)
+    except TypeError as e:
+        raise InputError(f"{source}: model_args do not describe a {cls.__name__}: {e}") from None
+    return replace(spec, templates=tuple(spec.templates))
+
+
+def _legacy_clip(ckpt: BranchCheckpoint) -> dict:
+    clip = ckpt.clip
+    return {"model_name": clip["model_name"], "pretrained": clip["pretrained"], "quick_gelu": clip["quick_gelu"],
+            "embed_dim": int(clip["embed_dim"])}
+
+
+def video_spec_of(ckpt: BranchCheckpoint, source: object) -> VideoBranchSpec:
+    """The Video-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
+    if ckpt.model_args is not None:
+        return _from_args(VideoBranchSpec, ckpt.model_args, source)
+    config = ckpt.config
+    return VideoBranchSpec(**_legacy_clip(ckpt), head=config["head"], temporal=config["temporal"],
+                           temporal_layers=int(config["temporal_layers"]), tau=float(config["tau"]),
+                           vcs_tokens=config["vcs_tokens"], templates=tuple(config["templates"]),
+                           frames=int(config["frames"]))
+
+
+def attrs_spec_of(ckpt: BranchCheckpoint, source: object) -> AttrsBranchSpec:
+    """The Attributes-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
+    if ckpt.model_args is not None:
+        return _from_args(AttrsBranchSpec, ckpt.model_args, source)
+    config = ckpt.config
+    return AttrsBranchSpec(**_legacy_clip(ckpt), tune=config["tune"], templates=tuple(config["templates"]))

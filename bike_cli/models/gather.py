@@ -7,7 +7,7 @@ world_size * dL/dx_r, and DDP's averaging of parameter gradients over ranks give
 of one process on the whole batch (parameters used after the gather get dL/dtheta on every rank,
 which averaging keeps). Works on any backend with all_gather and all_reduce (gloo, NCCL).
 
-Every rank must pass the same shape (pad the last batch or drop it): a mismatch raises InputError
+Every rank must pass the same shape (pad the last batch or drop it): a mismatch raises ValueError
 on every rank. Tensors without gradient (labels) are gathered the same way.
 """
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
-from bike_cli.errors import InputError
 
 _MAX_DIMS = 8  # shapes are exchanged as fixed-size vectors
 
@@ -37,14 +35,14 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 def _check_same_shape(x: torch.Tensor, world: int) -> None:
     if x.ndim > _MAX_DIMS:
-        raise InputError(f"gather_with_grad takes tensors of at most {_MAX_DIMS} dims, not {x.ndim}")
+        raise ValueError(f"gather_with_grad takes tensors of at most {_MAX_DIMS} dims, not {x.ndim}")
     shape = torch.full((_MAX_DIMS,), -1, dtype=torch.long, device=x.device)  # fixed size on every rank
     shape[:x.ndim] = torch.tensor(x.shape, dtype=torch.long)
     shapes = [torch.empty_like(shape) for _ in range(world)]
     dist.all_gather(shapes, shape)
     listed = [tuple(d for d in s.tolist() if d >= 0) for s in shapes]
     if len(set(listed)) > 1:
-        raise InputError(f"gather_with_grad needs the same tensor shape on every rank; got {listed} "
+        raise ValueError(f"gather_with_grad needs the same tensor shape on every rank; got {listed} "
                          "(pad or drop the last, smaller batch)")
 
 

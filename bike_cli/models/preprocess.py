@@ -14,8 +14,6 @@ from typing import Any
 
 import open_clip
 
-from bike_cli.errors import ModelLoadError
-
 RESIZE_MODES = ("shortest", "squash", "longest")
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
@@ -43,15 +41,16 @@ class PreprocessSpec:
 
     @classmethod
     def from_model(cls, visual: Any) -> PreprocessSpec:
-        """Read from an open_clip image tower (`model.visual`: `image_size`, `preprocess_cfg`)."""
+        """Read from an open_clip image tower (`model.visual`: `image_size`, `preprocess_cfg`); ValueError for
+        a tower bike cannot feed (not square, an unknown resize mode)."""
         size = visual.image_size
         height, width = (size, size) if isinstance(size, int) else size
         if height != width:
-            raise ModelLoadError(f"the model takes {height}x{width} images; bike needs a square input")
+            raise ValueError(f"the model takes {height}x{width} images; bike needs a square input")
         cfg = dict(getattr(visual, "preprocess_cfg", None) or {})
         mode = cfg.get("resize_mode", "shortest")
         if mode not in RESIZE_MODES:
-            raise ModelLoadError(f"the model's resize mode {mode!r} is not one of {', '.join(RESIZE_MODES)}")
+            raise ValueError(f"the model's resize mode {mode!r} is not one of {', '.join(RESIZE_MODES)}")
         return cls(
             image_size=int(height),
             mean=tuple(float(v) for v in visual.image_mean),

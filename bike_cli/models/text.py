@@ -18,6 +18,9 @@ For each class name and prompt template the frozen text encoder gives
 Every open_clip text tower is supported (`bike_cli.models.text_towers`: CLIP's built-in tower,
 `TextTransformer`, CoCa, Hugging Face towers), and any open_clip tokenizer: the class name's
 positions are found by tokenising the prompt with and without the name (`class_name_spans`).
+
+A prompt that cannot be built from the given names and templates raises `PromptError` (a ValueError):
+the stage or loader that took them from the user reports it as the user's input error.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
-from bike_cli.errors import InputError
 from bike_cli.models.text_towers import encode_text_tokens, text_device
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 VCS_TOKENS = ("words", "all")
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # texts -> LongTensor [N, L]
+
+
+class PromptError(ValueError):
+    """Class names, templates or a `vcs_tokens` choice that give no valid prompt or queries: a template
+    without one `{}`, an empty or too long name, none given."""
 
 
 @dataclass
@@ -70,10 +77,18 @@ def text_token_embeddings(model: nn.Module, tokens: torch.Tensor) -> torch.Tenso
 
 
 def fill_template(template: str, class_name: str) -> str:
-    """`template` with its one `{}` replaced by `class_name` (InputError otherwise)."""
+    """`template` with its one `{}` replaced by `class_name` (PromptError otherwise)."""
     if template.count("{}") != 1:
-        raise InputError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
+        raise PromptError(f"prompt template {template!r} must contain exactly one '{{}}' for the class name")
     return template.replace("{}", class_name)
+
+
+def check_templates(templates: Sequence[str]) -> None:
+    """PromptError unless there is at least one template and each has exactly one `{}`."""
+    if not templates:
+        raise PromptError("no prompt templates given")
+    for template in templates:
+        fill_template(template, "")
 
 
 def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLATE, separator: str = ",") -> str:
@@ -108,7 +123,7 @@ def _real_length(ids: list[int], fill: int, eos: int | None) -> int:
 
 
 def _real_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Each text's ids without padding, tokenized with 4x the context so truncation shows (InputError)."""
+    """Each text's ids without padding, tokenized with 4x the context so truncation shows (PromptError)."""
     context = tokenizer(texts[:1]).shape[1]
     try:
         long = tokenizer(texts, context_length=4 * context)  # [N, 4L] (open_clip tokenizers take it)
@@ -120,7 +135,7 @@ def _real_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     rows = [row[:_real_length(row, fill, eos)] for row in long.tolist()]
     for row, text in zip(rows, texts):
         if len(row) > context:
-            raise InputError(f"the prompt {text!r} is {len(row)} tokens, longer than the text context "
+            raise PromptError(f"the prompt {text!r} is {len(row)} tokens, longer than the text context "
                              f"({context}): it would be truncated")
     return rows
 
@@ -135,7 +150,7 @@ def _changed_span(ids: list[int], base: list[int], name: str) -> tuple[int, int]
         suffix += 1
     end = len(ids) - suffix
     if end <= start:
-        raise InputError(f"class name {name!r} has no tokens (empty class name?)")
+        raise PromptError(f"class name {name!r} has no tokens (empty class name?)")
     return start, end
 
 
@@ -155,7 +170,7 @@ def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tenso
 def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Bool mask [N, L] over `tokens` [N, L]: True at positions [start, end) of each row's span."""
     if len(spans) != tokens.shape[0]:
-        raise InputError(f"{len(spans)} class-name spans for {tokens.shape[0]} tokenized prompts")
+        raise ValueError(f"{len(spans)} class-name spans for {tokens.shape[0]} tokenized prompts")
     positions = torch.arange(tokens.shape[1], device=tokens.device)  # [L]
     bounds = torch.tensor(spans, dtype=torch.long, device=tokens.device).reshape(-1, 2)  # [N, 2]
     return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])  # [N, L]
@@ -170,13 +185,14 @@ def encode_class_texts(
     vcs_tokens: str = "words",
     batch_size: int = 256,
 ) -> ClassTexts:
-    """Encode K class names with the frozen text encoder, one prompt per template (see `ClassTexts`)."""
+    """Encode K class names with the frozen text encoder, one prompt per template (see `ClassTexts`).
+
+    PromptError for names, templates or a `vcs_tokens` that give no valid prompt or queries."""
     if vcs_tokens not in VCS_TOKENS:
-        raise InputError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
+        raise PromptError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
     if not class_names:
-        raise InputError("no class names to encode")
-    if not templates:
-        raise InputError("no prompt templates given")
+        raise PromptError("no class names to encode")
+    check_templates(templates)
     device = text_device(model)
     pooled, tokens, masks = [], [], []
     for template in templates:

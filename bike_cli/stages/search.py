@@ -37,7 +37,7 @@ from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
 from bike_cli.data.video_lists import nonblank, read_lines
 from bike_cli.engine.runtime import resolve_device
-from bike_cli.errors import BikeError, InputError
+from bike_cli.errors import BikeError, InputError, as_user_error
 from bike_cli.eval.metrics import average_precision
 from bike_cli.io.csv_meta import meta_path
 from bike_cli.io.feature_cache import FeatureCache
@@ -48,7 +48,7 @@ from bike_cli.models.clip import cache_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
-from bike_cli.models.text import ClassTexts, encode_class_texts, fill_template
+from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts, fill_template
 from bike_cli.progress import Progress
 from bike_cli.report.search_sheet import check_sheet_path, draw_sheet, hit_tile, sheet_pages
 
@@ -68,7 +68,8 @@ def _check(cfg: SearchConfig) -> list[str]:
         raise InputError(f"--top must be at least 1, not {cfg.top}")
     if cfg.candidates < cfg.top:
         raise InputError(f"--candidates ({cfg.candidates}) must be at least --top ({cfg.top})")
-    fill_template(cfg.template, "x")
+    with as_user_error(PromptError):
+        fill_template(cfg.template, "x")
     queries = list(cfg.queries)
     if cfg.queries_file is not None:
         queries += [text for _, text in nonblank(read_lines(Path(cfg.queries_file), "--queries file"))]
@@ -143,7 +144,11 @@ def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
     clip, spec = cache_clip(cfg.model, cfg.pretrained, cfg.quick_gelu, cache,
                             allow_model_mismatch=cfg.allow_model_mismatch, device=resolve_device(cfg.device))
     tokenizer = get_tokenizer(spec.model_name)
-    return lambda texts: encode_class_texts(clip, tokenizer, texts, ("{}",), "words")
+
+    def encode(texts: list[str]) -> ClassTexts:
+        with as_user_error(PromptError):  # a query too long for the text context
+            return encode_class_texts(clip, tokenizer, texts, ("{}",), "words")
+    return encode
 
 
 def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummar
 from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
-from bike_cli.errors import InputError
+from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
@@ -37,12 +38,12 @@ from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
 from bike_cli.models.attributes import attribute_scores, video_rows
-from bike_cli.models.attrs_branch import AttributesBranch
+from bike_cli.models.attrs_branch import TUNES, AttributesBranch
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import SENTENCE_BATCH
-from bike_cli.models.text import encode_class_texts
+from bike_cli.models.text import PromptError, check_templates, encode_class_texts
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
+    if cfg.tune not in TUNES:
+        raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {cfg.tune!r}")
+    with as_user_error(PromptError):
+        check_templates(cfg.templates)
     check_profile(cfg.compat)
     return guard
 
@@ -168,13 +173,12 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     if not cfg.pretrained:
         raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
     profile = get_profile(cfg.compat)
-    return run_training(cfg, "train-attrs", guard, profile, lambda settings, accelerator, run: _train_attrs(
-        cfg, profile, settings, accelerator, run, progress_factory))
+    return run_training(cfg, "train-attrs", guard, profile, partial(_train_attrs, cfg, profile, progress_factory))
 
 
-def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
-                 progress_factory) -> TrainSummary:
-    """The stage proper, while this launch holds the run folder's lock."""
+def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, settings: LoopSettings, accelerator,
+                 run: RunFolder) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock (`run_training` calls it)."""
     device = accelerator.device
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
@@ -184,14 +188,15 @@ def _train_attrs(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)
-    classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
+    with as_user_error(PromptError):  # a class name too long for the text context
+        classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _class_targets(train_table, class_names, classes_source)
     rows = _labelled_rows(train_targets)
-    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
-    model = build_attrs_branch(branch_spec, clip_model).to(device)
+    with as_user_error(ValueError):  # --loss
+        model = build_attrs_branch(branch_spec, clip_model).to(device)
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")

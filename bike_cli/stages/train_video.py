@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.schedule import RepeatedDataset
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.engine.validation import val_data, validate
-from bike_cli.errors import InputError
+from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
 from bike_cli.io.checkpoints import VIDEO_KIND
 from bike_cli.io.feature_cache import FeatureCache
@@ -45,7 +46,7 @@ from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_v
 from bike_cli.models.clip import load_clip
 from bike_cli.models.factory import init_branch_weights
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.text import encode_class_texts
+from bike_cli.models.text import PromptError, check_templates, encode_class_texts
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.progress import Progress
 
@@ -66,6 +67,8 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
     check_profile(cfg.compat)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
+    with as_user_error(PromptError):
+        check_templates(cfg.templates)
     if cfg.features is not None and cfg.head == "mean" and cfg.temporal == "none":
         raise InputError("--head mean --temporal none on a feature cache has nothing to train but the logit "
                          "scale: add --temporal transformer or --head vcs, train end to end with --videos, or "
@@ -112,13 +115,12 @@ def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSu
     guard = _check(cfg)
     cfg = replace(cfg, vcs_tokens=_vcs_tokens(cfg))
     profile = get_profile(cfg.compat)
-    return run_training(cfg, "train-video", guard, profile, lambda settings, accelerator, run: _train_video(
-        cfg, profile, settings, accelerator, run, progress_factory))
+    return run_training(cfg, "train-video", guard, profile, partial(_train_video, cfg, profile, progress_factory))
 
 
-def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run: RunFolder,
-                 progress_factory) -> TrainSummary:
-    """The stage proper, while this launch holds the run folder's lock."""
+def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, settings: LoopSettings, accelerator,
+                 run: RunFolder) -> TrainSummary:
+    """The stage proper, while this launch holds the run folder's lock (`run_training` calls it)."""
     device = accelerator.device
     cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
     caches = [made for made in (cache, FeatureCache(cfg.val_features, need_rows=True) if cfg.val_features else None)
@@ -133,12 +135,14 @@ def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     for features in caches:
         check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
                          cfg.allow_model_mismatch)
-    class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates, cfg.vcs_tokens)
-    profile = get_profile(cfg.compat)  # the loss (unless --loss), the logit-scale cap and the AdamW groups
+    with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
+        class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
+                                         cfg.vcs_tokens)
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
         vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames, **profile.branch_training(cfg.loss)), clip_model)
-    model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
+    with as_user_error(ValueError):  # --head, --temporal, --tau, --loss
+        model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
     head, visual = model.head, model.visual
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
