@@ -138,3 +138,34 @@ def test_fusion_curve_matches_the_fused_scores(trained, tmp_path):
     at = int(np.flatnonzero(np.isclose(lambdas, 0.6))[0])
     assert top1[at] == pytest.approx(summary.metrics["fused"]["top1"], abs=1e-6)
     assert top1[-1] == pytest.approx(summary.metrics["video"]["top1"], abs=1e-6)
+
+
+def test_eval_reaches_the_function_that_scores_a_video_within_five_calls(tmp_path, trained):
+    """docs/architecture.md's eval path: run_eval -> ... -> VideoBranch.class_probabilities in at most 5 calls."""
+    import sys
+
+    from bike_cli.models.video_branch import VideoBranch
+
+    _, run, val, _ = trained
+    target = VideoBranch.class_probabilities.__code__
+    entry = run_eval.__code__
+    stack: list = []
+    depths: list[int] = []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            stack.append(frame.f_code)
+            if frame.f_code is target and entry in stack:
+                depths.append(len(stack) - 1 - stack.index(entry))
+        elif event == "return" and stack:
+            stack.pop()
+
+    sys.setprofile(profile)
+    try:
+        run_eval(EvalConfig(out=tmp_path, checkpoint=run, features=val, workers=0))
+    finally:
+        sys.setprofile(None)
+    assert depths, "class_probabilities was never called"
+    assert min(depths) <= 5
+    doc = (__import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert "models/video_branch.py: VideoBranch.class_probabilities" in " ".join(doc.split())
