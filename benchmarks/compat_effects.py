@@ -39,7 +39,7 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.models.authors import authors_kl_loss, authors_view_scores
 from bike_cli.models.factory import load_video_branch
 from bike_cli.models.heads import TemporalTransformer
-from bike_cli.models.loss import bike_contrastive_loss, same_label_targets
+from bike_cli.models.loss import paper_contrastive_loss, same_label_targets
 from bike_cli.models.registry import get_tokenizer, register_configs
 from bike_cli.models.text import encode_class_texts
 from bike_cli.stages.extract import run_extraction
@@ -159,7 +159,7 @@ def loss_effect() -> dict:
     targets = same_label_targets(labels)
     logits = (torch.rand(64, 64) * 2 - 1).requires_grad_()
     scale = torch.tensor(math.log(100.0))
-    ours = bike_contrastive_loss(logits, targets, scale)
+    ours = paper_contrastive_loss(logits, targets, scale)
     theirs = authors_kl_loss(logits, targets, scale)
     g_ours, = torch.autograd.grad(ours, logits)
     g_theirs, = torch.autograd.grad(theirs, logits)

@@ -9,7 +9,7 @@ import torch
 
 from bike_cli.errors import InputError
 from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs_logits, vcs_saliency
-from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
 
 
@@ -159,7 +159,7 @@ def test_gradient_reaches_transformer_and_logit_scale():
     scale = LogitScale()
     labels = torch.tensor([0, 1, 0, 2])
     classes = _random_classes(3, 3, 64).select(labels)
-    loss = bike_contrastive_loss(module(torch.randn(4, 6, 64, generator=_gen()), classes),
+    loss = paper_contrastive_loss(module(torch.randn(4, 6, 64, generator=_gen()), classes),
                                  same_label_targets(labels), scale())
     loss.backward()
     assert scale.log_scale.grad is not None and scale.log_scale.grad.abs().item() > 0

@@ -16,7 +16,7 @@ from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import (
     MAX_LOG_SCALE,
     LogitScale,
-    bike_contrastive_loss,
+    paper_contrastive_loss,
     same_label_targets,
     shared_label_targets,
 )
@@ -45,7 +45,7 @@ def test_loss_equals_eq7_by_hand():
     logits = [[0.9, 0.1, -0.3], [0.2, 0.5, 0.4], [-0.1, 0.3, 0.8]]
     labels = [0, 0, 1]
     scale = torch.tensor(math.log(2.0))  # exp(scale) = 2 = 1 / tau
-    got = bike_contrastive_loss(torch.tensor(logits), same_label_targets(torch.tensor(labels)), scale)
+    got = paper_contrastive_loss(torch.tensor(logits), same_label_targets(torch.tensor(labels)), scale)
     assert got.item() == pytest.approx(_eq7(logits, labels, tau=0.5), abs=1e-6)
 
 
@@ -56,14 +56,14 @@ def test_loss_skips_rows_and_columns_without_positives():
     video_to_text = -(row[0] + row[2]) / 2  # only row 0 counts
     columns = torch.log_softmax(logits, 0)
     text_to_video = -(columns[0, 0] + columns[0, 2]) / 2  # columns 0 and 2 (video 1 a negative)
-    got = bike_contrastive_loss(logits, targets, torch.tensor(0.0))
+    got = paper_contrastive_loss(logits, targets, torch.tensor(0.0))
     assert got.item() == pytest.approx(((video_to_text + text_to_video) / 2).item(), abs=1e-6)
 
 
 def test_loss_shape_mismatch_raises_value_error():
     """A tensor-contract violation inside models/ (no user input reaches it): ValueError (issue 27, item 3)."""
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
-        bike_contrastive_loss(torch.zeros(2, 3), torch.zeros(2, 2), torch.tensor(0.0))
+        paper_contrastive_loss(torch.zeros(2, 3), torch.zeros(2, 2), torch.tensor(0.0))
 
 
 def test_same_label_targets_mark_every_positive_pair():
@@ -117,7 +117,7 @@ def _loss_and_grads(frames: torch.Tensor, labels: torch.Tensor, bank: _Classes) 
     batch_labels = gather_with_grad(labels)  # [B]
     classes = _Classes(*(t[batch_labels] for t in bank))  # the B x B matrix: the batch's own prompts
     logits = head.score(encoded, classes)
-    loss = bike_contrastive_loss(logits, same_label_targets(batch_labels), scale())
+    loss = paper_contrastive_loss(logits, same_label_targets(batch_labels), scale())
     loss.backward()
     grads = {n: p.grad for n, p in [*head.named_parameters(), ("log_scale", scale.log_scale)]}
     return loss.item(), grads

@@ -58,7 +58,7 @@ VcsTokens = Annotated[str | None, typer.Option(
     "authors' code).")]
 Compat = Annotated[str | None, typer.Option(
     "--compat", rich_help_panel=MODEL,
-    help="bike, or authors: the released code's behaviour where bike's default differs on purpose "
+    help="bike (the paper reading), or authors: the released code's behaviour where the two differ on purpose "
     "(docs/reproducing.md); recorded in every file written and checked where files meet.")]
 IgnoreVisualWeights = Annotated[bool | None, typer.Option(
     "--ignore-visual-weights", rich_help_panel=MODEL,

@@ -1,6 +1,12 @@
-"""The `--compat` profile: bike's own defaults, or the authors' released code's behaviour.
+"""The `--compat` profile: the paper reading (bike's default), or the authors' released code's behaviour.
 
-`bike` (the default) computes the paper's formulas with bike's choices where the paper leaves room;
+Words, here and in every module: "BIKE" is the paper; "bike" alone is this toolkit (its commands and
+files); the *paper reading* (`--compat bike`, `PAPER_READING`) is this project's reading of the paper's
+formulas, with its own choices where the paper leaves room, and its rule functions are named for what
+they compute (`paper_contrastive_loss`, `scaled_view_scores`); *the authors'* (`--compat authors`,
+`AUTHORS`, functions `authors_*`) is what their released code github.com/whwu95/BIKE does.
+
+`bike` (the default) computes the paper's formulas with the paper reading's choices;
 `authors` does what github.com/whwu95/BIKE does (test.py, train.py, datasets/, utils/; the list is in
 docs/reproducing.md). Every file bike writes records the profile that made it in a `compat` field
 (absent means `bike`), and stages that read such a file check that it matches their own.
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 
 from bike_cli.errors import CacheMismatchError, InputError
 
-BIKE = "bike"
+PAPER_READING = "bike"  # the profile of this project's reading of the paper (`--compat bike`)
 AUTHORS = "authors"
 
 # How a score CSV's scores were made from a branch's cosine logits (the "scores" field of its sidecar)
@@ -85,7 +91,7 @@ class Profile:
     video_scores: str  # the Video branch's score rule where nothing is fused (score CSV sidecar `scores`)
     fused_video_scores: str  # ... where the video scores are fused with the attributes'
     attrs_scores: str  # the Attributes branch's score rule
-    fuse_weight: float | None  # the video weight of a fusion without --fuse / --weights (None: bike's own)
+    fuse_weight: float | None  # the video weight of a fusion without --fuse / --weights (None: the paper reading's rule: no fusion without --fuse)
     zero_shot: str  # the scorer of --protocol zero-shot-half: BRANCH_SCORES | FRAME_SOFTMAX
     loss: str  # the default --loss (bike_cli.models.authors.LOSSES)
     optimizer_groups: str  # AdamW groups: DECAY_EXEMPT | DECAY_ALL
@@ -113,7 +119,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    BIKE: Profile(
+    PAPER_READING: Profile(
         test_indices=SEGMENT_CENTRES, train_indices=SEGMENT_UNIFORM, test_transform=DECODE_RESIZE, crops=(1, 3),
         video_scores=BIKE_SOFTMAX, fused_video_scores=BIKE_SOFTMAX, attrs_scores=BIKE_SOFTMAX, fuse_weight=None,
         zero_shot=BRANCH_SCORES, loss="bike", optimizer_groups=DECAY_EXEMPT, logit_scale_cap=CLIP_LOGIT_CAP,
@@ -130,7 +136,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-DEFAULT_PROFILE = PROFILES[BIKE]  # what a library function follows when its caller names no profile
+DEFAULT_PROFILE = PROFILES[PAPER_READING]  # what a library function follows when its caller names no profile
 
 
 def get_profile(name: str) -> Profile:
@@ -148,7 +154,7 @@ def check_profile(name: str) -> str:
 
 def recorded_profile(value: object) -> str:
     """The profile a file records (`None` or an empty value: a file from before profiles, i.e. `bike`)."""
-    return str(value) if value else BIKE
+    return str(value) if value else PAPER_READING
 
 
 def check_same_profile(own: str, recorded: str, source: object) -> None:

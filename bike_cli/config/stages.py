@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bike_cli.config.profile import BIKE
+from bike_cli.config.profile import PAPER_READING
 
 DEFAULT_TEMPLATE = "This is a video about {}"  # class / attribute-sentence prompt: `{}` is the class or the attributes
 DEFAULT_DECODER = "pyav"  # one of bike_cli.data.decoding.read.DECODERS
@@ -42,7 +42,7 @@ class ExtractConfig:
     quick_gelu: bool | None = None
     device: str | None = None
     precision: str = "auto"
-    compat: str = BIKE  # bike | authors: the authors' frame indices and test transform
+    compat: str = PAPER_READING  # bike | authors: the authors' frame indices and test transform
 
     @property
     def failures_path(self) -> Path:
@@ -201,7 +201,7 @@ class EvalConfig:
     workers: int = 2
     device: str | None = None
     plots: Path | None = None  # folder for per-class accuracy and fusion-curve PNGs
-    compat: str = BIKE  # bike | authors (bike_cli.config.profile): the authors' view rule, fusion, sampling
+    compat: str = PAPER_READING  # bike | authors (bike_cli.config.profile): the authors' view rule, fusion, sampling
     ignore_visual_weights: bool = False  # use a cache made by another visual encoder than the checkpoint's
     allow_model_mismatch: bool = False  # a checkpoint or model other than the cache's: warn instead of refusing
 
@@ -218,7 +218,7 @@ class FuseConfig:
     grid_step: float = 0.05
     protocol: str = "full"
     protocol_options: dict = field(default_factory=dict)
-    compat: str = BIKE  # bike | authors: inputs must be of this profile; authors' default weights 0.7 / 0.3
+    compat: str = PAPER_READING  # bike | authors: inputs must be of this profile; authors' default weights 0.7 / 0.3
 
     def __post_init__(self) -> None:
         self.inputs, self.val, self.out = [Path(p) for p in self.inputs], [Path(p) for p in self.val], Path(self.out)
@@ -250,7 +250,7 @@ class PredictConfig:
     skip_bad: bool = False
     decoder: str = DEFAULT_DECODER
     device: str | None = None
-    compat: str = BIKE  # bike | authors (bike_cli.config.profile): test sampling, transform and view rule
+    compat: str = PAPER_READING  # bike | authors (bike_cli.config.profile): test sampling, transform and view rule
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The authors' data rules (github whwu95/BIKE, `datasets/video.py`, `datasets/transforms.py`, `test.py`).
 
-Used under `--compat authors`; bike's own rules are in `bike_cli.data.sampling`.
+Used under `--compat authors`; the paper reading's rules are in `bike_cli.data.sampling`.
 
 Frame indices of a video of `n` frames, `T` frames per clip:
 

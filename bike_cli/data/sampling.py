@@ -79,7 +79,7 @@ CROPS_REFUSED = {DECODE_RESIZE: "the number of spatial crops must be {allowed}, 
 
 
 def parse_views(text: str, profile: Profile = DEFAULT_PROFILE) -> ViewLayout:
-    """Parse `CxS` (e.g. `4x3`); S must be one of the profile's crop counts (bike's 1 or 3; the authors'
+    """Parse `CxS` (e.g. `4x3`); S must be one of the profile's crop counts (the paper reading's 1 or 3; the authors'
     also 5 or 10, as their test.py)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:

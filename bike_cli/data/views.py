@@ -8,7 +8,7 @@ tag's config, or the defaults for random weights): input size, mean/std, interpo
 - ``squash`` (SigLIP/SigLIP2, PE-Core, ...): the whole frame resized to size x size, aspect ignored;
 - ``longest``: long side resized to the input size, centred and padded with black to a square.
 
-bike's views follow it as far as a view allows:
+The paper reading's views follow it as far as a view allows:
 
 - the single centre view (`--views Cx1`) is made in the model's resize mode;
 - multi-crop views (`Cx3`) stay square crops (left/centre/right) of the short-side resize, the

@@ -19,7 +19,7 @@ from torch import nn
 
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.gather import gather_with_grad
-from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
 from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
 from bike_cli.models.text_towers import CLIP_TEXT_PARTS, encode_text_tokens, text_tower_kind
 
@@ -66,7 +66,7 @@ class AttributesBranch(nn.Module):
     """
 
     def __init__(self, tune: str, embed_dim: int, logit_scale: LogitScale, text: TextTower | None = None,
-                 loss_fn=bike_contrastive_loss) -> None:
+                 loss_fn=paper_contrastive_loss) -> None:
         super().__init__()
         if tune not in TUNES:
             raise ValueError(f"tune must be one of {', '.join(TUNES)}, not {tune!r}")

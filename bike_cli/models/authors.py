@@ -11,7 +11,7 @@
   logits and their transpose, averaged: `authors_kl_loss`;
 - the zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
 
-bike's own rules sit beside them (`scaled_view_scores`, `scaled_row_scores`): every score rule takes
+The paper reading's rules sit beside them (`scaled_view_scores`, `scaled_row_scores`): every score rule takes
 the unscaled cosine logits and exp(logit scale); `bike_cli.engine.rules` maps the profile's rule
 names to these functions.
 """
@@ -21,16 +21,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bike_cli.models.loss import bike_contrastive_loss
+from bike_cli.models.loss import paper_contrastive_loss
 
 
 def scaled_view_scores(logits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Cosine logits [b, V, K] -> mean over V of softmax(scale x logits): [b, K] (bike's rule)."""
+    """Cosine logits [b, V, K] -> mean over V of softmax(scale x logits): [b, K] (the paper reading's rule)."""
     return (logits * scale).softmax(-1).mean(1)
 
 
 def scaled_row_scores(logits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Cosine logits [R, K] -> softmax(scale x logits): [R, K] (bike's rule for attribute sentences)."""
+    """Cosine logits [R, K] -> softmax(scale x logits): [R, K] (the paper reading's rule for attribute sentences)."""
     return (logits * scale).softmax(-1)
 
 
@@ -64,7 +64,7 @@ def authors_kl_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: to
     return (_kl_term(scaled, targets) + _kl_term(scaled.T, targets.T)) / 2
 
 
-LOSSES = {"bike": bike_contrastive_loss, "authors": authors_kl_loss}  # --loss
+LOSSES = {"bike": paper_contrastive_loss, "authors": authors_kl_loss}  # --loss
 
 
 def training_loss(name: str):

@@ -7,7 +7,7 @@ name) and the cap on its log-space logit scale (None: uncapped). `build_video_br
 `build_attrs_branch` turn a spec and the loaded CLIP into the module; train-video, train-attrs,
 and the loader of trained branches (`bike_cli.models.factory`, which reads a checkpoint's spec) build
 through them. Settings a branch cannot be built with raise ValueError. A spec read from a checkpoint
-that records no loss or cap rebuilds with bike's own (`bike`, CLIP's cap), what every branch was built
+that records no loss or cap rebuilds with the paper reading's (`bike`, CLIP's cap), what every branch was built
 with before.
 """
 

@@ -2,7 +2,7 @@
 
 Training scores each video against the batch's own prompts (C = B classes, duplicates kept), with
 targets[i, j] = [y_i == y_j] (`same_label_targets`) or, for multi-label data, 1 where videos i and j
-share a label (`shared_label_targets`). `bike_contrastive_loss` is Eq. 7 for that matrix: each
+share a label (`shared_label_targets`). `paper_contrastive_loss` is Eq. 7 for that matrix: each
 row's / column's cross-entropy against its positives, uniformly weighted (the 1/|K(i)| terms).
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale (exp(scale) <= 100), as CLIP trains it
 
 
-def bike_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def paper_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric multi-positive cross-entropy of cosine logits [B, C] against 0/1 targets [B, C].
 
     video->text: per row, log-softmax over C of exp(logit_scale) * logits, against the row of

@@ -13,7 +13,7 @@ GroupRule = Callable[[nn.Module, str, str, float, float, float], list[dict]]
 
 def decay_exempt_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
                         weight_decay: float) -> list[dict]:
-    """bike's groups of `module`'s trainable parameters.
+    """The paper reading's groups of `module`'s trainable parameters.
 
     Parameters whose name starts with `clip_prefix` (pretrained CLIP layers) get `lr * clip_lr_ratio`,
     the others (new layers, the logit scale under `scale_prefix` among them) `lr`. Weight decay applies

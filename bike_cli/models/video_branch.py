@@ -14,7 +14,7 @@ from torch import nn
 from bike_cli.models.authors import scaled_view_scores
 from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
+from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
 from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
 from bike_cli.models.text import ClassTexts
 
@@ -35,7 +35,7 @@ class VideoBranch(nn.Module):
     """Trainable parts of the Video branch. Parameter names: `head.*`, `logit_scale.*`, `visual.*`."""
 
     def __init__(self, head: VideoHead, logit_scale: LogitScale, visual: nn.Module | None = None,
-                 loss_fn: Loss = bike_contrastive_loss) -> None:
+                 loss_fn: Loss = paper_contrastive_loss) -> None:
         super().__init__()
         self.head = head
         self.logit_scale = logit_scale
