@@ -151,3 +151,19 @@ def test_base_novel_options_are_refused_without_the_protocol(tmp_path, split):
         run_eval(EvalConfig(out=tmp_path, features=val, base_classes=base, novel_classes=novel))
     with pytest.raises(InputError, match="needs --base-classes B and --novel-classes N"):
         run_eval(EvalConfig(out=tmp_path, features=val, protocol="base-novel", base_classes=base))
+
+
+def test_run_protocol_base_novel_on_a_score_table_by_hand():
+    from bike_cli.eval.protocols import run_protocol
+    from bike_cli.io.score_csv import ScoreTable
+
+    scores = np.array([[0.1, 0.5, 0.4, 0.0],  # label 0: among {0, 2} 2 wins (wrong), overall 1 wins
+                       [0.1, 0.2, 0.6, 0.1],  # label 2: right
+                       [0.7, 0.2, 0.0, 0.1],  # label 1: among {1, 3} 1 wins (right) though 0 is highest
+                       [0.2, 0.3, 0.1, 0.4]], dtype=np.float32)  # label 3: right
+    table = ScoreTable(["a", "b", "c", "d"], np.array([0, 2, 1, 3]), scores, ["w", "x", "y", "z"])
+    result = run_protocol("base-novel", table, base_classes=["w", "y"], novel_classes=["x", "z"])
+    assert (result["base_top1"], result["novel_top1"]) == (50.0, 100.0)
+    assert result["HM"] == pytest.approx(2 * 50 * 100 / 150)
+    with pytest.raises(InputError, match="needs --novel-classes"):
+        run_protocol("base-novel", table, base_classes=["w"])
