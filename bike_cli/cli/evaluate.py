@@ -48,7 +48,20 @@ def evaluate(
     fuse: Annotated[float | None, o.option(
         "--fuse", "lambda of S = lambda*S_V + (1-lambda)*S_A, e.g. 0.6.", o.OUTPUT)] = None,
     protocol: Annotated[str | None, o.option(
-        "--protocol", "full, zero-shot-half (seeded half-class draws) or k600-splits.", o.OUTPUT)] = None,
+        "--protocol", "full, zero-shot-half (seeded half-class draws), k600-splits or base-novel (base and novel "
+        "accuracy, each among its own classes, and their harmonic mean).", o.OUTPUT)] = None,
+    base_classes: Annotated[Path | None, o.option(
+        "--base-classes", "base-novel: the base classes' class file (matched by name to the scored classes).",
+        o.OUTPUT)] = None,
+    novel_classes: Annotated[Path | None, o.option(
+        "--novel-classes", "base-novel: the novel classes' class file.", o.OUTPUT)] = None,
+    novel_features: Annotated[Path | None, o.option(
+        "--novel-features", "base-novel: the novel classes' test cache when it is not --features (whose labels "
+        "then index --base-classes, this one's --novel-classes: ViFi-CLIP's base_val / novel_val).",
+        o.INPUT)] = None,
+    novel_videos: Annotated[Path | None, o.option(
+        "--novel-videos", "base-novel: the novel classes' test video list (labels indexing --novel-classes).",
+        o.INPUT)] = None,
     repeats: Annotated[int | None, o.option("--repeats", "Repetitions of zero-shot-half.", o.OUTPUT)] = None,
     seed: o.Seed = None,
     plots: Annotated[Path | None, o.option(

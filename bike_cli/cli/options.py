@@ -25,6 +25,10 @@ F = TypeVar("F", bound=Callable[..., object])
 Classes = Annotated[Path | None, typer.Option(
     "--classes", rich_help_panel=INPUT,
     help="Class names in label order: an `id,name` CSV, one name per line, or Charades' `c000 name` lines.")]
+BaseClasses = Annotated[Path | None, typer.Option(
+    "--base-classes", rich_help_panel=INPUT,
+    help="Base-to-novel: train on these classes only (a class file, matched by name to the classes the labels "
+    "index: --classes, the cache's, else this file's own); the videos of other classes are left out.")]
 Root = Annotated[Path | None, typer.Option(
     "--root", rich_help_panel=INPUT, help="Folder that relative paths of the video list start from.")]
 Features = Annotated[Path | None, typer.Option(

@@ -22,6 +22,7 @@ def train_attrs(
     val_attributes: Annotated[Path | None, typer.Option(
         "--val-attributes", rich_help_panel=o.INPUT, help="Validation attributes CSV.")] = None,
     classes: o.Classes = None,
+    base_classes: o.BaseClasses = None,
     recipe: o.Recipe = None,
     model: o.Model = None,
     pretrained: o.Pretrained = None,

@@ -28,6 +28,7 @@ def train_video(
         "--videos", "Training video list (end to end: CLIP's visual encoder is fine-tuned too).", o.INPUT)] = None,
     root: o.Root = None,
     classes: o.Classes = None,
+    base_classes: o.BaseClasses = None,
     val_features: Annotated[Path | None, o.option(
         "--val-features", "Validation feature cache (all its views are scored).", o.INPUT)] = None,
     val_videos: Annotated[Path | None, o.option(

@@ -91,6 +91,7 @@ class TrainVideoConfig:
     videos: Path | None = None  # train video list (end-to-end fine-tuning)
     root: Path | None = None  # folder that relative paths of the train list start from
     classes: Path | None = None  # class-name file
+    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_subsets)
     val_features: Path | None = None
     val_videos: Path | None = None
     val_root: Path | None = None
@@ -146,6 +147,7 @@ class TrainAttrsConfig:
     attributes: Path | None = None  # train attributes CSV from gen-attributes
     val_attributes: Path | None = None
     classes: Path | None = None  # class-name file [default: the names the attributes file records]
+    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_subsets)
     out: Path = Path("runs/attrs")
     model: str | None = None  # text encoder's CLIP [default: the one that generated the attributes]
     pretrained: str | None = None
@@ -189,6 +191,10 @@ class EvalConfig:
     repeats: int = 10
     seed: int = 0
     splits: list[str] = field(default_factory=list)
+    base_classes: Path | None = None  # --protocol base-novel: the base classes' class file
+    novel_classes: Path | None = None  # --protocol base-novel: the novel classes' class file
+    novel_features: Path | None = None  # base-novel: the novel classes' videos in a cache of their own
+    novel_videos: Path | None = None  # base-novel: ... or in a video list of their own
     # zero-shot model (without --checkpoint)
     model: str | None = None
     pretrained: str | None = None

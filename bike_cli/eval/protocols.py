@@ -8,6 +8,10 @@
   only, repeated 10 times (seeded); mean and standard deviation over the repetitions.
 - `k600-splits`: Table 5's Kinetics-600 column: each of the three 160-class splits
   (`lexicons/k600_split{1,2,3}.txt`) evaluated on its own classes; mean and std over the splits.
+- `base-novel`: the base-to-novel protocol of ViFi-CLIP (CVPR 2023), reported by FROSTER and TC-CLIP:
+  the videos of the base classes ranked among the base classes only (base accuracy), the videos of the
+  novel classes among the novel classes only (novel accuracy), and their harmonic mean HM = 2ab/(a+b)
+  of the two top-1 accuracies.
 
 Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
 with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
@@ -18,17 +22,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from bike_cli.data.lexicons import load_lexicon, normalise_name
+from bike_cli.data.class_names import read_class_names
+from bike_cli.data.class_subsets import check_disjoint, match_class_names
+from bike_cli.data.lexicons import load_lexicon
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("full", "zero-shot-half", "k600-splits")
+PROTOCOLS = ("full", "zero-shot-half", "k600-splits", "base-novel")
 K600_SPLITS = ("k600_split1", "k600_split2", "k600_split3")  # built-in lexicon names
 
 
@@ -139,28 +146,36 @@ def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return {**mean_std(runs), "splits": runs}
 
 
-def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: str, where: str) -> np.ndarray:
-    """Indices in `class_names` of the `wanted` names (compared as `normalise_name` forms)."""
-    index: dict[str, list[int]] = {}
-    for i, name in enumerate(class_names):
-        index.setdefault(normalise_name(name), []).append(i)
-    keys = [normalise_name(name) for name in wanted]
-    missing = [name for name, key in zip(wanted, keys) if key not in index]
-    if missing:
-        shown = ", ".join(repr(m) for m in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise InputError(f"{what}: {len(missing)} of its {len(wanted)} classes are not among the "
-                         f"{len(class_names)} classes of {where}: {shown}")
-    ambiguous = [name for name, key in zip(wanted, keys) if len(index[key]) > 1]
-    if ambiguous:
-        raise InputError(f"{what}: class {ambiguous[0]!r} matches several columns of {where}")
-    return np.array([index[key][0] for key in keys], dtype=np.int64)
+def harmonic_mean(a: float, b: float) -> float:
+    """2ab / (a + b): the harmonic mean of two accuracies (0 when both are 0)."""
+    return 2.0 * a * b / (a + b) if a + b else 0.0
+
+
+def base_novel(base: ScoreTable, novel: ScoreTable, base_names: Sequence[str], novel_names: Sequence[str],
+               base_source: object = "--base-classes", novel_source: object = "--novel-classes") -> dict:
+    """The base-to-novel protocol: the videos of the base classes of `base` ranked among the base classes'
+    columns only, those of the novel classes of `novel` among the novel columns only (the two tables are
+    the same one when one test set holds both), and HM of the two top-1 accuracies. Classes are matched
+    by name (`match_class_names`); overlapping subsets are an InputError."""
+    check_disjoint(base_names, novel_names, base_source, novel_source)
+    runs = []
+    for split, table, names, source in (("base", base, base_names, base_source),
+                                        ("novel", novel, novel_names, novel_source)):
+        where = str(table.source) if table.source is not None else "the score table"
+        classes = match_class_names(names, table.class_names, f"--{split}-classes {source}", where)
+        runs.append({"split": split, **subset_run(table.scores, table.labels, classes)})
+    a, b = runs[0]["top1"], runs[1]["top1"]
+    return {"base_top1": a, "novel_top1": b, "HM": harmonic_mean(a, b), "splits": runs}
 
 
 def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     """Evaluate `table` under protocol `name` (one of PROTOCOLS). Options: zero-shot-half takes
     `repeats` (10) and `seed` (0); k600-splits takes `splits` (lexicon names or class-list files,
-    default the three built-in K600 splits). The result starts with `protocol` and the labelled `videos`."""
-    allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",)}
+    default the three built-in K600 splits); base-novel takes `base_classes` and `novel_classes` (class-name
+    lists or class files, required) and `novel_table` (the novel classes' videos when another table holds
+    them). The result starts with `protocol` and the labelled `videos`."""
+    allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",),
+               "base-novel": ("base_classes", "novel_classes", "novel_table")}
     if name not in allowed:
         raise InputError(f"protocol {name!r} is not one of {', '.join(PROTOCOLS)}")
     unknown = sorted(set(options) - set(allowed[name]))
@@ -173,11 +188,29 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     if name == "zero-shot-half":
         return {**head, **zero_shot_half(table.scores, table.labels, options.get("repeats", 10),
                                          options.get("seed", 0))}
+    if name == "base-novel":
+        return {**head, **_base_novel_of(table, options)}
     sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
     lists = [load_lexicon(s) for s in sources]
     where = str(table.source) if table.source is not None else "the score table"
     return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists,
                                   sources, where)}
+
+
+def _base_novel_of(table: ScoreTable, options: dict) -> dict:
+    """`base_novel` of run_protocol's options (class files are read here)."""
+    subsets = []
+    for key in ("base_classes", "novel_classes"):
+        given = options.get(key)
+        if not given:
+            raise InputError(f"the base-novel protocol needs --{key.replace('_', '-')} (a class file)")
+        subsets.append((read_class_names(given), given) if isinstance(given, (str, Path)) else (list(given), key))
+    (base_names, base_source), (novel_names, novel_source) = subsets
+    novel = options.get("novel_table") or table
+    result = base_novel(table, novel, base_names, novel_names, base_source, novel_source)
+    if novel is not table:
+        result = {"novel_videos": labelled_count(novel.labels), **result}
+    return result
 
 
 def headline_metrics(result: dict) -> dict[str, float]:

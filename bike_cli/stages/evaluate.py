@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from bike_cli.config.profile import (
 )
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
+from bike_cli.data.class_subsets import check_disjoint
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
@@ -52,6 +53,7 @@ from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
+from bike_cli.io.identity import check_same_model
 from bike_cli.io.metrics_json import write_eval_metrics
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.io.write_errors import make_folder
@@ -87,6 +89,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
         raise InputError("--attrs-checkpoint needs --attributes ATTRS.csv (the sentences to score)")
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    _check_base_novel(cfg)
     check_profile(cfg.compat)
     if cfg.frames is not None:
         check_frames(cfg.frames)
@@ -97,11 +100,38 @@ def _check(cfg: EvalConfig) -> PathGuard:
     outputs.update({f"--out's {meta_path(name)}": meta_path(cfg.out / name) for name in OUTPUT_FILES})
     return PathGuard({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
                       "--classes": cfg.classes, "--attributes": cfg.attributes,
-                      "--attrs-checkpoint": cfg.attrs_checkpoint, "--pretrained": file_or_none(cfg.pretrained)},
+                      "--attrs-checkpoint": cfg.attrs_checkpoint, "--pretrained": file_or_none(cfg.pretrained),
+                      "--base-classes": cfg.base_classes, "--novel-classes": cfg.novel_classes,
+                      "--novel-features": cfg.novel_features, "--novel-videos": cfg.novel_videos},
                      outputs)
 
 
-OUTPUT_FILES = ("video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
+def _check_base_novel(cfg: EvalConfig) -> None:
+    """The options of --protocol base-novel: both class files, disjoint; a second input at most."""
+    given = [flag for flag, value in (("--base-classes", cfg.base_classes), ("--novel-classes", cfg.novel_classes),
+                                      ("--novel-features", cfg.novel_features),
+                                      ("--novel-videos", cfg.novel_videos)) if value is not None]
+    if cfg.protocol != "base-novel":
+        if given:
+            raise InputError(f"{given[0]} belongs to --protocol base-novel (not {cfg.protocol})")
+        return
+    if cfg.base_classes is None or cfg.novel_classes is None:
+        raise InputError("--protocol base-novel needs --base-classes B and --novel-classes N (class files)")
+    if cfg.novel_features is not None and cfg.novel_videos is not None:
+        raise InputError("give at most one of --novel-features and --novel-videos")
+    if _novel_input(cfg) is not None and cfg.attributes is not None:
+        raise InputError("--attributes scores one test set: with --novel-features / --novel-videos, evaluate "
+                         "the Attributes branch on one cache of all test videos instead")
+    check_disjoint(read_class_names(cfg.base_classes), read_class_names(cfg.novel_classes), cfg.base_classes,
+                   cfg.novel_classes)
+
+
+def _novel_input(cfg: EvalConfig) -> Path | None:
+    """The novel classes' own test set (ViFi-CLIP's novel_val list), when they are not in the main one."""
+    return cfg.novel_features or cfg.novel_videos
+
+
+OUTPUT_FILES = ("video_scores.csv", "novel_video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
 
 
 def clear_outputs(out: Path, guard: PathGuard) -> None:
@@ -128,9 +158,15 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
+    split_inputs = cfg.protocol == "base-novel" and _novel_input(cfg) is not None
+    if split_inputs:  # ViFi-CLIP's layout: the main input's labels index B, the novel input's N
+        class_names = read_class_names(cfg.base_classes) + read_class_names(cfg.novel_classes)
     if cache is not None and class_names is not None:
         cache.check_classes(len(class_names), f"--classes {cfg.classes}")
     vm = _video_model(cfg, class_names, cache, device)
+    novel_vm = None
+    if split_inputs:  # one model, its class texts split: the main input ranked among B, the novel among N
+        vm, novel_vm = _split_classes(vm, len(read_class_names(cfg.base_classes)))
     class_names = vm.names
     profile = get_profile(cfg.compat)
     video_rule = profile.video_score_rule(fusing=cfg.attributes is not None)
@@ -141,6 +177,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
                                                      kept)
     if cache is not None:  # the cache numbers its labels by its own class names: renumber them by the columns'
         labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
+                                 f"--base-classes {cfg.base_classes}" if split_inputs else
                                  f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
     branches = {"video": video_probs}
     weights = _fusion_weights(cfg, profile.fuse_weight)  # [lambda, 1 - lambda] of Eq. 4, None: not fused
@@ -160,7 +197,11 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     metrics, files = {}, {}
     rules = {"video": video_rule, "attrs": profile.attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
-               "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
+               "k600-splits": {"splits": cfg.splits} if cfg.splits else {},
+               "base-novel": {"base_classes": cfg.base_classes, "novel_classes": cfg.novel_classes}}[cfg.protocol]
+    if novel_vm is not None:
+        options["novel_table"] = _novel_table(cfg, novel_vm, video_rule, device, progress, failed)
+        files["novel_video"] = options["novel_table"].source
     for name, probs in branches.items():
         files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
         write_csv_meta(files[name], cfg.compat, rules[name])
@@ -176,6 +217,42 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
                 "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics}
     write_eval_metrics(cfg.out / "metrics.json", document)
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
+
+
+def _split_classes(vm: VideoClassifier, base: int) -> tuple[VideoClassifier, VideoClassifier]:
+    """`vm` over B + N classes split into the classifier of the first `base` classes and that of the rest."""
+    k = len(vm.names)
+    first, rest = torch.arange(base), torch.arange(base, k)
+    return (replace(vm, texts=vm.texts.select(first.to(vm.texts.pooled.device)), names=vm.names[:base]),
+            replace(vm, texts=vm.texts.select(rest.to(vm.texts.pooled.device)), names=vm.names[base:]))
+
+
+def _novel_table(cfg: EvalConfig, vm: VideoClassifier, video_rule: str, device, progress: Progress,
+                 failed: list[str]) -> ScoreTable:
+    """The novel classes' own test set scored among the novel classes (`vm`) by the score rule `video_rule`,
+    written to novel_video_scores.csv; its undecodable videos are added to `failed`."""
+    rule = VIDEO_SCORES[video_rule]
+    cache = FeatureCache(cfg.novel_features, need_rows=True) if cfg.novel_features else None
+    if cache is not None:
+        check_same_profile(cfg.compat, cache.meta.compat, cache.path)
+        check_same_model(vm.spec, str(cfg.checkpoint or f"--model {vm.spec.model_name}"), cache.meta, str(cache.path),
+                         cfg.allow_model_mismatch)
+        if cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
+            raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
+                             f"{cache.path} holds")
+        cache.check_classes(len(vm.names), f"--novel-classes {cfg.novel_classes}")
+        ids, labels, probs, lost = cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
+        labels = labels_by_names(labels, vm.names, list(cache.meta.class_names or []),
+                                 f"--novel-classes {cfg.novel_classes}", cache.path)
+    else:
+        layout = parse_views(cfg.views or "1x1", get_profile(cfg.compat))
+        ids, labels, probs, lost = decoded_scores(vm, rule, cfg.novel_videos, cfg.root, layout,
+                                                  get_profile(cfg.compat), cfg.batch_size, cfg.workers, device,
+                                                  progress)
+    failed += lost
+    path = write_score_csv(cfg.out / "novel_video_scores.csv", ids, labels, probs, vm.names)
+    write_csv_meta(path, cfg.compat, video_rule)
+    return ScoreTable(ids, labels, probs.astype(np.float32), vm.names, path)
 
 
 def _fusion_weights(cfg: EvalConfig, fuse_weight: float | None) -> list[float] | None:

@@ -23,6 +23,7 @@ from torch.utils.data import TensorDataset
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
+from bike_cli.data.class_subsets import class_subset, restrict_labels
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
 from bike_cli.engine.rules import PARAM_GROUPS
@@ -69,6 +70,12 @@ def _class_targets(table: AttributesTable, class_names: list[str], classes: str)
     return torch.from_numpy(mapped)
 
 
+def _subset_targets(targets: torch.Tensor, subset: np.ndarray | None) -> torch.Tensor:
+    """Targets numbered by the classes the labels index, renumbered by the classes trained on (`subset`,
+    their positions: `class_subset`; rows of other classes become unlabelled); all of them when None."""
+    return targets if subset is None else torch.from_numpy(restrict_labels(targets.numpy(), subset))
+
+
 def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(targets.any(1) if targets.ndim == 2 else targets >= 0).flatten()
 
@@ -109,7 +116,8 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
 
 def _check(cfg: TrainAttrsConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
-                                "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)})
+                                "--classes": cfg.classes, "--base-classes": cfg.base_classes,
+                                "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     if cfg.lr <= 0:
@@ -128,6 +136,8 @@ def _class_names(cfg: TrainAttrsConfig) -> tuple[list[str], str]:
     if cfg.classes is not None:
         return read_class_names(cfg.classes), f"--classes {cfg.classes}"
     recorded = read_csv_meta(cfg.attributes).class_names
+    if not recorded and cfg.base_classes is not None:  # the labels index the base class file itself
+        return read_class_names(cfg.base_classes), f"--base-classes {cfg.base_classes}"
     if not recorded:
         raise InputError(f"{cfg.attributes} records no class names (a hand-made file, or one of a bike before "
                          "its sidecar recorded them): pass --classes FILE, the class names its labels number")
@@ -182,7 +192,9 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
     device = accelerator.device
     train_table = read_attributes_csv(cfg.attributes)
     val_table = read_attributes_csv(cfg.val_attributes) if cfg.val_attributes else None
-    class_names, classes_source = _class_names(cfg)
+    label_names, classes_source = _class_names(cfg)  # the names the labels are numbered by
+    subset = class_subset(cfg.base_classes, label_names, classes_source)
+    class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
         check_same_profile(cfg.compat, read_csv_compat(path), path)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
@@ -192,7 +204,7 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
         classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
-    train_targets = _class_targets(train_table, class_names, classes_source)
+    train_targets = _subset_targets(_class_targets(train_table, label_names, classes_source), subset)
     rows = _labelled_rows(train_targets)
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
     with as_user_error(ValueError):  # --loss
@@ -200,7 +212,7 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
-        val = (val_table, val_inputs, _class_targets(val_table, class_names, classes_source))
+        val = (val_table, val_inputs, _subset_targets(_class_targets(val_table, label_names, classes_source), subset))
     del clip_model  # class embeddings and sentence embeddings are computed; `text` is a copy
 
     def batch_inputs(batch) -> tuple:

@@ -25,6 +25,7 @@ from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
+from bike_cli.data.class_subsets import class_subset, restrict_labels, subset_entries
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
 from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: TrainVideoConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
-                                "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
+                                "--base-classes": cfg.base_classes, "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
                                 "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained)})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
@@ -88,12 +89,24 @@ def _vcs_tokens(cfg: TrainVideoConfig) -> str:
 
 
 def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
-    """`--classes` (a cache's labels are mapped to it by name: `cache_labels`), else the cache's own."""
+    """The names the training labels are numbered by: `--classes` (a cache's labels are mapped to it by
+    name: `cache_labels`), else the cache's own, else (a video list with --base-classes) the base classes'."""
     from_file = read_class_names(cfg.classes) if cfg.classes else None
     names = from_file or (list(cache.meta.class_names) if cache is not None else [])
+    if not names and cfg.base_classes is not None:
+        names = read_class_names(cfg.base_classes)
     if not names:
         raise InputError("no class names: pass --classes FILE (the cache does not record them)")
     return names
+
+
+def _label_source(cfg: TrainVideoConfig, cache: FeatureCache | None) -> str:
+    """What names the classes the training labels are numbered by (for messages)."""
+    if cfg.classes:
+        return f"--classes {cfg.classes}"
+    if cache is not None and cache.meta.class_names:
+        return str(cache.path)
+    return f"--base-classes {cfg.base_classes}"
 
 
 def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[str, str]:
@@ -127,9 +140,11 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
               if made is not None]
     for made in caches:
         check_same_profile(cfg.compat, made.meta.compat, made.path)
-    class_names = _class_names(cfg, cache)
+    label_names = _class_names(cfg, cache)
     for made in caches:
-        made.check_classes(len(class_names), f"--classes {cfg.classes}")
+        made.check_classes(len(label_names), f"--classes {cfg.classes}")
+    subset = class_subset(cfg.base_classes, label_names, _label_source(cfg, cache))
+    class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
     for features in caches:
@@ -153,7 +168,7 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
             visual.set_grad_checkpointing(True)
         if cfg.temporal == "transformer":
             head.temporal.grad_checkpointing = True
-    train_set = train_dataset(cfg, cache, class_names, spec.image_size)
+    train_set = train_dataset(cfg, cache, label_names, spec.image_size, subset)
     memory = _in_memory(cfg, train_set, device)
     if memory is not None:
         train_set = memory
@@ -190,25 +205,33 @@ def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
 
 
 def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names: list[str],
-                  size: int) -> CachedClips | TrainClips:
+                  size: int, subset: np.ndarray | None = None) -> CachedClips | TrainClips:
     """The training set train-video uses: cached clips of `cache`'s labelled rows, or (no cache) the
     decoded, augmented videos of `cfg.videos` at `size` pixels; `cfg.shots` per class when set.
+    Labels are numbered by `class_names`; with `subset` (their positions of the classes trained on, e.g.
+    the base classes: `class_subset`) only the videos of those classes are kept, relabelled by the subset.
     Public so that the benchmarks time what the stage trains on."""
     if cache is not None:
         labels = cache_labels(cache, class_names, cfg.classes)
+        if subset is not None:
+            labels = restrict_labels(labels, subset)
         labelled = np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
         rows = labelled
         if cfg.shots:
             rows = labelled[few_shot_indices(labels[labelled], cfg.shots, cfg.seed)]
         return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows, labels=labels)
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
-    entries = [(i, e) for i, e in enumerate(video_list.entries) if e.labels]
+    entries = list(enumerate(video_list.entries))
+    if subset is not None:
+        entries = subset_entries(entries, subset)
+    entries = [(i, e) for i, e in entries if e.labels]
+    num_classes = len(class_names) if subset is None else len(subset)
     if cfg.shots:
-        labels = labels_array([e for _, e in entries], len(class_names), video_list.multilabel)
+        labels = labels_array([e for _, e in entries], num_classes, video_list.multilabel)
         entries = [entries[i] for i in few_shot_indices(labels, cfg.shots, cfg.seed)]
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
     dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
-                         num_classes=len(class_names), multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
+                         num_classes=num_classes, multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
     return dataset
 
