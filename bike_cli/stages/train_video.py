@@ -25,6 +25,7 @@ from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
+from bike_cli.data.class_texts import described_classes
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
 from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 def _check(cfg: TrainVideoConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
                                 "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
-                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained)})
+                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained),
+                                "--class-texts": cfg.class_texts})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
@@ -128,6 +130,7 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
     for made in caches:
         check_same_profile(cfg.compat, made.meta.compat, made.path)
     class_names = _class_names(cfg, cache)
+    descriptions = described_classes(cfg.class_texts, class_names)
     for made in caches:
         made.check_classes(len(class_names), f"--classes {cfg.classes}")
     model_name, pretrained = _resolve_model(cfg, cache)
@@ -137,10 +140,11 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
                          cfg.allow_model_mismatch)
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
-                                         cfg.vcs_tokens)
+                                         cfg.vcs_tokens, descriptions=descriptions)
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
-        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames, **profile.branch_training(cfg.loss)), clip_model)
+        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames,
+        class_texts=descriptions and list(zip(class_names, descriptions)), **profile.branch_training(cfg.loss)), clip_model)
     with as_user_error(ValueError):  # --head, --temporal, --tau, --loss
         model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
     head, visual = model.head, model.visual
