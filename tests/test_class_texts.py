@@ -200,3 +200,19 @@ def test_eval_with_a_class_missing_from_the_texts_is_one_line_exit_1(tmp_path, t
     assert len(lines) == 1 and str(texts) in lines[0]
     assert "'circle moving down'" in lines[0] and "'circle moving up'" in lines[0]
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_search_eval_with_each_class_described_by_its_name_matches_the_names(tmp_path, tiny_cache):
+    from bike_cli.config.stages import SearchConfig
+    from bike_cli.stages.search import run_search
+
+    names = tmp_path / "names.csv"  # each class described by its name alone
+    names.write_text("class,text\n" + "".join(f"{n},{n}\n" for n in SAMPLE_CLASSES))
+    plain = run_search(SearchConfig(features=tiny_cache, evaluate=True)).evaluation
+    same = run_search(SearchConfig(features=tiny_cache, evaluate=True, class_texts=names)).evaluation
+    assert same == plain
+    described = run_search(SearchConfig(features=tiny_cache, evaluate=True,
+                                        class_texts=_texts_file(tmp_path / "two.csv"))).evaluation
+    assert described["classes"] == plain["classes"] and set(described["rules"]) == {"vcs", "mean"}
+    with pytest.raises(InputError, match="add --eval"):
+        run_search(SearchConfig(features=tiny_cache, queries=["a"], class_texts=names))
