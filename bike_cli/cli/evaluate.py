@@ -43,6 +43,7 @@ def evaluate(
     head: o.Head = None,
     vcs_tokens: o.VcsTokens = None,
     templates: o.Templates = None,
+    class_texts: o.ClassTexts = None,
     frames: o.Frames = None,
     views: o.Views = None,
     fuse: Annotated[float | None, o.option(

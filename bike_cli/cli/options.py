@@ -73,6 +73,10 @@ AllowModelMismatch = Annotated[bool | None, typer.Option(
     help="Warn instead of refusing when the model is not the one that made the feature cache (experts only).")]
 Templates = Annotated[list[str] | None, typer.Option(
     "--template", rich_help_panel=MODEL, help="Class prompt with {} for the name; repeat to average several.")]
+ClassTexts = Annotated[Path | None, typer.Option(
+    "--class-texts", rich_help_panel=MODEL,
+    help="Several descriptions per class, averaged: a `class,text` CSV or a JSON {\"class\": [\"text\", ...]} "
+    "(docs/formats.md); each fills the templates in the class name's place.")]
 
 # -- sampling ----------------------------------------------------------------------------------------
 Frames = Annotated[int | None, typer.Option(

@@ -37,6 +37,7 @@ def predict(
     quick_gelu: o.QuickGelu = None,
     head: o.Head = None,
     vcs_tokens: o.VcsTokens = None,
+    class_texts: o.ClassTexts = None,
     classes: o.Classes = None,
     class_names: Annotated[str | None, o.option(
         "--class-names", "Zero-shot: class names as free text, comma-separated: 'a,b,c'.", o.INPUT)] = None,

@@ -31,6 +31,7 @@ def search(
     quick_gelu: o.QuickGelu = None,
     template: Annotated[str | None, o.option(
         "--template", "Wraps each query, {} for its text (default: the text as typed).", o.MODEL)] = None,
+    class_texts: o.ClassTexts = None,
     allow_model_mismatch: o.AllowModelMismatch = None,
     rule: Annotated[str | None, o.option(
         "--rule", "vcs (Video Concept Spotting, Eq. 5-6, the query's words pick the frames) or mean "

@@ -33,6 +33,7 @@ def train_attrs(
         help="head: frozen text encoder + MLPs (cheap; the authors' code); full: the text encoder fine-tuned "
         "(Table 6e).")] = None,
     templates: o.Templates = None,
+    class_texts: o.ClassTexts = None,
     out: Path | None = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
     **training: object,  # o.TRAINING_BLOCK
 ) -> None:

@@ -52,6 +52,7 @@ def train_video(
     vcs_tokens: o.VcsTokens = None,
     tau: Annotated[float | None, o.option("--tau", "VCS softmax temperature.", o.MODEL)] = None,
     templates: o.Templates = None,
+    class_texts: o.ClassTexts = None,
     frames: o.Frames = None,
     shots: Annotated[int | None, o.option(
         "--shots", "Few-shot: train on K videos per class (a seeded, reproducible sample).", o.TRAINING)] = None,

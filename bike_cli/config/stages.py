@@ -110,6 +110,7 @@ class TrainVideoConfig:
     # --compat authors with an authors' --init-from checkpoint]
     tau: float = 0.01  # VCS softmax temperature
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    class_texts: Path | None = None  # class-texts file: several descriptions per class (docs/formats.md)
     # optimisation
     epochs: int = 30
     batch_size: int = 256  # per optimiser step, over all processes (before gradient accumulation)
@@ -155,6 +156,7 @@ class TrainAttrsConfig:
     allow_model_mismatch: bool = False  # a --model other than the one that generated the attributes (warn only)
     tune: str = "head"  # head (frozen encoder + MLPs, the authors' code) | full (Table 6e: fine-tuned)
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])  # class prompts
+    class_texts: Path | None = None  # class-texts file: several descriptions per class (docs/formats.md)
     epochs: int = 30
     batch_size: int = 256
     grad_accum: int = 1
@@ -202,6 +204,7 @@ class EvalConfig:
     head: str = "vcs"
     vcs_tokens: str | None = None  # zero-shot: words [default]; an authors' checkpoint: all [default]
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    class_texts: Path | None = None  # class-texts file: several descriptions per class (docs/formats.md)
     frames: int | None = None  # default: the checkpoint's, else the cache's, else 8
     batch_size: int = 64
     workers: int = 2
@@ -249,6 +252,7 @@ class PredictConfig:
     frames: int | None = None  # default: the checkpoint's, else bike_cli.models.factory.ZERO_SHOT_FRAMES
     head: str | None = None  # zero-shot: mean | vcs (default vcs); must match a checkpoint's
     vcs_tokens: str | None = None  # zero-shot: words | all (default words); must match a checkpoint's
+    class_texts: Path | None = None  # class-texts file: several descriptions per class (docs/formats.md)
     lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes
     top_k: int = 5  # attributes per video
     top: int = 5  # classes reported per video
@@ -270,6 +274,7 @@ class SearchConfig:
     pretrained: str | None = None  # default: the cache's
     quick_gelu: bool | None = None
     template: str = "{}"
+    class_texts: Path | None = None  # --eval: the classes' descriptions as queries (docs/formats.md)
     rule: str = "vcs"
     top: int = 10
     candidates: int = 1000

@@ -131,8 +131,9 @@ class Predictor:
             steps = frames.shape[1]
             return [1.0 / steps] * steps, "uniform"
         rows = slice(class_index, class_index + 1)
-        s = vcs_saliency(head.encode(frames), self.class_texts.tokens[rows], self.class_texts.token_mask[rows],
-                         head.tau)  # [1, 1, T]
+        texts = self.class_texts
+        weights = texts.token_mask if texts.token_weights is None else texts.token_weights  # [K, M]
+        s = vcs_saliency(head.encode(frames), texts.tokens[rows], weights[rows], head.tau)  # [1, 1, T]
         return s[0, 0].cpu().tolist(), "vcs"
 
     def attributes(self, embeddings: torch.Tensor, k: int) -> tuple[list[str], list[float]]:

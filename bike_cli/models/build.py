@@ -2,7 +2,7 @@
 
 A `VideoBranchSpec` / `AttrsBranchSpec` holds everything that rebuilds a branch: which CLIP (model
 name, weights, QuickGELU: what `load_clip` takes) and the branch's own settings (head, temporal
-module, VCS tokens, tau, prompt templates, tune mode, ...) and how it trains: its loss (a `--loss`
+module, VCS tokens, tau, prompt templates, class texts, tune mode, ...) and how it trains: its loss (a `--loss`
 name) and the cap on its log-space logit scale (None: uncapped). `build_video_branch` and
 `build_attrs_branch` turn a spec and the loaded CLIP into the module; train-video, train-attrs,
 and the loader of trained branches (`bike_cli.models.factory`, which reads a checkpoint's spec) build
@@ -13,6 +13,7 @@ with before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from torch import nn
@@ -26,6 +27,7 @@ from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.text_towers import text_width
 from bike_cli.models.video_branch import VideoBranch
 
+ClassTextsRecord = tuple[tuple[str, tuple[str, ...]], ...]  # ((class name, (description, ...)), ...)
 DEFAULT_MAX_FRAMES = 77  # rows of the temporal transformer's frame position table (as the authors')
 
 
@@ -45,6 +47,7 @@ class VideoBranchSpec:
     tau: float = DEFAULT_TAU  # VCS softmax temperature
     vcs_tokens: str = "words"  # words | all
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)  # class prompts
+    class_texts: ClassTextsRecord | None = None  # --class-texts: per class its descriptions; None: the names
     frames: int = 8  # T frames per clip the branch was trained with
     loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
     logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped (zero-shot scoring, the authors' training)
@@ -69,6 +72,7 @@ class AttrsBranchSpec:
     embed_dim: int
     tune: str = "head"  # head (MLPs on the frozen encoder) | full (the text encoder fine-tuned)
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)  # class prompts
+    class_texts: ClassTextsRecord | None = None  # --class-texts: per class its descriptions; None: the names
     loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
     logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped
 
@@ -82,9 +86,26 @@ class AttrsBranchSpec:
         return _plain(self)
 
 
-def _with_clip(cls, clip: ClipSpec, settings: dict):
+def class_texts_record(texts: Mapping[str, Sequence[str]] | Sequence | None) -> ClassTextsRecord | None:
+    """A spec's `class_texts` from a {class: [description, ...]} mapping (as `model_args` store it) or
+    (class, descriptions) pairs; None stays None."""
+    if texts is None:
+        return None
+    pairs = texts.items() if isinstance(texts, Mapping) else texts
+    return tuple((str(name), tuple(str(d) for d in descriptions)) for name, descriptions in pairs)
+
+
+def frozen_settings(settings: dict) -> dict:
+    """`settings` with templates and class texts as the spec holds them (tuples)."""
     if "templates" in settings:
         settings = {**settings, "templates": tuple(settings["templates"])}
+    if settings.get("class_texts") is not None:
+        settings = {**settings, "class_texts": class_texts_record(settings["class_texts"])}
+    return settings
+
+
+def _with_clip(cls, clip: ClipSpec, settings: dict):
+    settings = frozen_settings(settings)
     return cls(model_name=clip.model_name, pretrained=clip.pretrained, quick_gelu=clip.quick_gelu,
                embed_dim=clip.embed_dim, **settings)
 
@@ -92,6 +113,10 @@ def _with_clip(cls, clip: ClipSpec, settings: dict):
 def _plain(spec) -> dict:
     args = asdict(spec)
     args["templates"] = list(args["templates"])
+    if args["class_texts"] is None:
+        del args["class_texts"]  # what a run without --class-texts stored before the field existed
+    else:
+        args["class_texts"] = {name: list(descriptions) for name, descriptions in spec.class_texts}
     return args
 
 

@@ -4,7 +4,7 @@
 
 - a bike Video-branch checkpoint (run folder or file, schema 1 or 2): CLIP rebuilt from its record
   (a weights file that has moved is found again with `pretrained`, its sha256 checked), the branch
-  from its spec, the class names and prompt templates from the run;
+  from its spec, the class names, prompt templates and class texts from the run;
 - the authors' released checkpoint: converted by `io.authors_checkpoint.authors_branch_state`; the
   architecture and frame count from the caller (`--model`, `--frames`), the classes from the user;
 - `None`: zero-shot CLIP, the chosen head and no temporal module, CLIP's own logit scale, uncapped;
@@ -18,6 +18,10 @@ from what it stores: the resolved training settings (`config`) and the CLIP reco
 (`video_spec_of`, `attrs_spec_of`). A spec, class name or template the branch cannot be built or
 scored with is the user's input error, naming the checkpoint where it came from one.
 
+Class texts (`--class-texts`, several descriptions per class): those given are used (a warning where a
+checkpoint was trained with others, or with its class names alone); without them, those the checkpoint
+recorded, which must then describe every class scored (`bike_cli.data.class_texts.descriptions_for`).
+
 With a feature cache the branch scores cached frame embeddings (no image tower): the cache must come
 from the branch's CLIP (`check_same_model`), and a checkpoint's own image tower must be the one that
 made the cache's features (`--ignore-visual-weights` aside).
@@ -27,13 +31,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
+from bike_cli.data.class_texts import descriptions_for
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import (
     AUTHORS_VCS_TOKENS,
@@ -50,9 +55,11 @@ from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.build import (
     AttrsBranchSpec,
+    ClassTextsRecord,
     VideoBranchSpec,
     build_attrs_branch,
     build_video_branch,
+    frozen_settings,
     resolve_video_spec,
 )
 from bike_cli.models.clip import cache_clip, load_clip, recorded_clip
@@ -66,6 +73,7 @@ from bike_cli.models.visual_digest import PREFIX, check_visual_weights, visual_s
 log = logging.getLogger(__name__)
 
 ZERO_SHOT_FRAMES = 8  # frames per clip of zero-shot CLIP when neither the caller nor a cache says
+TextsByClass = Mapping[str, Sequence[str]]  # --class-texts as read: class name -> its descriptions
 
 
 @dataclass
@@ -91,17 +99,22 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
                       pretrained: str | None = None, quick_gelu: bool | None = None, head: str | None = None,
                       vcs_tokens: str | None = None, templates: Sequence[str] | None = None,
                       frames: int | None = None, cache: FeatureCache | None = None, allow_model_mismatch: bool = False,
-                      ignore_visual_weights: bool = False, device: torch.device | str = "cpu") -> VideoClassifier:
+                      ignore_visual_weights: bool = False, device: torch.device | str = "cpu",
+                      class_texts: TextsByClass | None = None, class_texts_source: object = "--class-texts"
+                      ) -> VideoClassifier:
     """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
 
     `class_names` replace a checkpoint's own; `pretrained` relocates a checkpoint's CLIP weights file;
     `head` / `vcs_tokens`, given with a bike checkpoint, must be the trained ones; `frames` None: the
-    trained count (or the cache's)."""
+    trained count (or the cache's); `class_texts` ({class: [description, ...]}, read from
+    `class_texts_source`) replace the class names' own prompts (or a checkpoint's recorded texts)."""
+    described_by = (class_texts, class_texts_source)
     if source is None:
         return _zero_shot(class_names, model, pretrained, quick_gelu, head, vcs_tokens, templates, frames, cache,
-                          allow_model_mismatch, device)
+                          allow_model_mismatch, device, described_by)
     if is_authors_checkpoint(source):
-        return _authors(source, class_names, model, head, vcs_tokens, frames, cache, ignore_visual_weights, device)
+        return _authors(source, class_names, model, head, vcs_tokens, frames, cache, ignore_visual_weights, device,
+                        described_by)
     ckpt = load_video_checkpoint(source)
     branch_spec = video_spec_of(ckpt, source)
     for option, given, trained in (("--head", head, branch_spec.head),
@@ -128,26 +141,53 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
     frames = frames or branch_spec.frames
     if frames != branch_spec.frames:
         log.warning("scoring with %d frames; %s was trained with %d", frames, source, branch_spec.frames)
-    return _classifier(branch, clip_model, spec, branch_spec, names, frames, device, ckpt.config,
+    descriptions = class_descriptions(names, *described_by, branch_spec.class_texts, source)
+    return _classifier(branch, clip_model, spec, branch_spec, names, frames, device, ckpt.config, descriptions,
                        checkpoint=str(source), epoch=ckpt.epoch)
 
 
+def class_descriptions(names: list[str], given: TextsByClass | None, given_source: object,
+                       recorded: ClassTextsRecord | None, checkpoint: object = None) -> list[tuple[str, ...]] | None:
+    """Per class of `names` its descriptions: the `given` class texts, else those `checkpoint` recorded,
+    else None (the class names themselves). InputError naming the classes the texts do not describe."""
+    if given is not None:
+        descriptions = descriptions_for(given, names, given_source)
+        if checkpoint is not None and descriptions != _recorded_for(recorded, names):
+            log.warning("scoring with the class texts of %s; %s was trained with %s", given_source, checkpoint,
+                        "other class texts" if recorded else "its class names (no --class-texts)")
+        return descriptions
+    if recorded is None:
+        return None
+    return descriptions_for(dict(recorded), names, f"the class texts {checkpoint} was trained with (pass "
+                                                   "--class-texts to describe other classes)")
+
+
+def _recorded_for(recorded: ClassTextsRecord | None, names: list[str]) -> list[tuple[str, ...]] | None:
+    """The recorded descriptions of `names`, None where the record lacks one of them."""
+    try:
+        return None if recorded is None else descriptions_for(dict(recorded), names, "")
+    except InputError:
+        return None
+
+
 def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, branch_spec: VideoBranchSpec,
-                names: list[str], frames: int, device, settings: dict, **described) -> VideoClassifier:
-    """The classifier, its class texts encoded by `clip_model`'s text tower."""
+                names: list[str], frames: int, device, settings: dict,
+                descriptions: list[tuple[str, ...]] | None, **described) -> VideoClassifier:
+    """The classifier, its class texts (the names, or `descriptions` per class) encoded by `clip_model`'s text tower."""
     with as_user_error(PromptError):
         texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
-                                   branch_spec.vcs_tokens)
+                                   branch_spec.vcs_tokens, descriptions=descriptions)
     description = {"checkpoint": described.pop("checkpoint"), "model_name": spec.model_name,
                    "pretrained": spec.pretrained, "head": branch_spec.head, "temporal": branch_spec.temporal,
-                   "vcs_tokens": branch_spec.vcs_tokens, "frames": frames, **described}
+                   "vcs_tokens": branch_spec.vcs_tokens, "frames": frames,
+                   "class_texts": sum(map(len, descriptions)) if descriptions else None, **described}
     return VideoClassifier(branch.to(device).eval(), texts, list(names), clip_model, spec, branch_spec, int(frames),
                            description, settings)
 
 
 def _authors(source: Path, class_names: list[str] | None, model: str | None, head: str | None,
              vcs_tokens: str | None, frames: int | None, cache: FeatureCache | None, ignore_visual_weights: bool,
-             device) -> VideoClassifier:
+             device, given: tuple) -> VideoClassifier:
     """The authors' checkpoint: their CLIP (QuickGELU) and temporal module, VCS over all token positions."""
     if class_names is None:
         raise InputError(f"{source} is an authors' checkpoint, which records no class names: pass --classes")
@@ -178,7 +218,8 @@ def _authors(source: Path, class_names: list[str] | None, model: str | None, hea
     log.info("authors' checkpoint %s: %s, temporal %s (%d layers), head %s, %d frames", source, spec.model_name,
              found.temporal, found.layers, branch_spec.head, frames)
     return _classifier(branch, clip_model, spec, branch_spec, class_names, int(frames), device, {},
-                       checkpoint=str(source), epoch=authors.epoch, layout="authors")
+                       class_descriptions(class_names, *given, None), checkpoint=str(source), epoch=authors.epoch,
+                       layout="authors")
 
 
 def _check_cache_visual(clip_model: nn.Module, spec: ClipSpec, cache: FeatureCache, source: Path,
@@ -195,7 +236,7 @@ def _check_cache_visual(clip_model: nn.Module, spec: ClipSpec, cache: FeatureCac
 
 def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str | None, quick_gelu: bool | None,
                head: str | None, vcs_tokens: str | None, templates: Sequence[str] | None, frames: int | None,
-               cache: FeatureCache | None, allow_model_mismatch: bool, device) -> VideoClassifier:
+               cache: FeatureCache | None, allow_model_mismatch: bool, device, given: tuple) -> VideoClassifier:
     """Zero-shot CLIP: the head on the pretrained model, no temporal module, the model's own scale uncapped
     (SigLIP's exceeds 100)."""
     if class_names is None:
@@ -208,7 +249,9 @@ def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str
                                      frames=frames, logit_scale_cap=None)
     with as_user_error(ValueError):  # --head
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
-    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, checkpoint=None)
+    descriptions = class_descriptions(class_names, *given, None)
+    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, descriptions,
+                       checkpoint=None)
 
 
 def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -270,8 +313,11 @@ class AttrsClassifier:
 
 def load_attrs_branch(source: Path | None, class_names: list[str], *,
                       clip: tuple[nn.Module, ClipSpec] | None = None,
-                      device: torch.device | str = "cpu") -> AttrsClassifier:
-    """A train-attrs checkpoint, or (None) the plug-and-play branch on `clip`, CLIP's frozen text encoder."""
+                      device: torch.device | str = "cpu", class_texts: TextsByClass | None = None,
+                      class_texts_source: object = "--class-texts") -> AttrsClassifier:
+    """A train-attrs checkpoint, or (None) the plug-and-play branch on `clip`, CLIP's frozen text encoder;
+    the classes described by `class_texts` or the checkpoint's recorded ones (see `class_descriptions`)."""
+    recorded = None
     if source is None:
         clip_model, spec = clip
         branch, tune, templates = None, "none", [DEFAULT_TEMPLATE]
@@ -285,10 +331,12 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
         load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Attributes branch its settings "
                                                      "describe")
         branch = branch.to(device).eval()
-        tune, templates = attrs_spec.tune, attrs_spec.templates
+        tune, templates, recorded = attrs_spec.tune, attrs_spec.templates, attrs_spec.class_texts
+    descriptions = class_descriptions(class_names, class_texts, class_texts_source, recorded, source)
     tokenizer = get_tokenizer(spec.model_name)
     with as_user_error(PromptError):
-        classes = encode_class_texts(clip_model, tokenizer, class_names, templates, "all").pooled
+        classes = encode_class_texts(clip_model, tokenizer, class_names, templates, "all",
+                                     descriptions=descriptions).pooled
     return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
 
 
@@ -299,10 +347,10 @@ def _from_args(cls, args: dict, source: object):
     try:
         if unknown:
             raise TypeError(f"unknown fields {unknown}")
-        spec = cls(**args)
-    except TypeError as e:
+        spec = cls(**frozen_settings(args))
+    except (TypeError, AttributeError) as e:
         raise InputError(f"{source}: model_args do not describe a {cls.__name__}: {e}") from None
-    return replace(spec, templates=tuple(spec.templates))
+    return spec
 
 
 def _legacy_clip(ckpt: BranchCheckpoint) -> dict:

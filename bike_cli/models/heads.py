@@ -40,6 +40,7 @@ class ClassSide(Protocol):
     pooled: torch.Tensor  # [C, D] category embeddings
     tokens: torch.Tensor  # [C, M, D] VCS query token embeddings
     token_mask: torch.Tensor  # [C, M] bool, True = real query token
+    # optional: token_weights [C, M] float, rows summing to 1 (several descriptions per class); None: uniform
 
 
 def mean_logits(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -54,13 +55,15 @@ def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
 
     frames [B, T, D] and tokens [C, M, D] are L2-normalised here; sim[b,c,m,t] = tok[c,m] . frame[b,t];
     softmax over t at temperature tau; mean over the masked-in m of `mask` [C, M] (a class with no
-    query token gets S = 0). Time and memory are O(B*C*M*T) (plus O((B*T + C*M)*D) for the products):
+    query token gets S = 0). A float `mask` holds the weights of that mean itself (rows summing to 1,
+    0 = no query token): `ClassTexts.token_weights`, the mean over a class's descriptions. Time and memory are O(B*C*M*T) (plus O((B*T + C*M)*D) for the products):
     the [B, c, M, T] similarities are built for a chunk of c classes at a time, so that at most
     about `chunk_elements` exist at once in inference (autograd keeps every chunk's softmax).
     """
     f = F.normalize(frames, dim=-1)  # [B, T, D]
     w = F.normalize(tokens, dim=-1)  # [C, M, D]
-    weights = mask.to(f.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(f.dtype)  # [C, M], rows sum to 1
+    weights = mask.to(f.dtype) if mask.is_floating_point() else \
+        mask.to(f.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(f.dtype)  # [C, M], rows sum to 1
     batch, steps = f.shape[:2]
     chunk = max(1, chunk_elements // max(1, batch * w.shape[1] * steps))
     out = []
@@ -76,7 +79,8 @@ def vcs_logits(frames: torch.Tensor, classes: ClassSide, tau: float = DEFAULT_TA
     Computed as sum_t S[b,c,t] * (frame[b,t] . class[c]), which is the same number without building
     the [B, C, D] enhanced video embeddings e_v.
     """
-    saliency = vcs_saliency(frames, classes.tokens, classes.token_mask, tau)  # [B, C, T]
+    weights = getattr(classes, "token_weights", None)  # [C, M] float where classes have several descriptions
+    saliency = vcs_saliency(frames, classes.tokens, classes.token_mask if weights is None else weights, tau)
     f = F.normalize(frames, dim=-1)  # [B, T, D]
     c = F.normalize(classes.pooled, dim=-1)  # [C, D]
     frame_class = torch.einsum("btd,cd->bct", f, c)  # [B, C, T]

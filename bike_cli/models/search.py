@@ -39,17 +39,20 @@ def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-               pooled: torch.Tensor, tau: float = DEFAULT_TAU) -> tuple[torch.Tensor, torch.Tensor]:
+               pooled: torch.Tensor, tau: float = DEFAULT_TAU, weights: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
 
-    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]."""
+    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]; weights [M]: the
+    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N."""
     frames = _tensor(embeddings)
     n, views, steps, dim = frames.shape
     flat = F.normalize(frames.reshape(n * views, steps, dim), dim=-1)  # v_t: [nV, T, D]
     words = F.normalize(tokens[mask].float(), dim=-1)  # t_n: [N, D], the real tokens only
     # One query: one matrix product, where heads.vcs_saliency (the same numbers) batches many classes.
     sim = (flat.reshape(-1, dim) @ words.T).view(n * views, steps, -1) / tau  # [nV, T, N]
-    saliency = sim.softmax(1).mean(2)  # S_t = (1/N) sum_n softmax_t(v_t . t_n / tau): [nV, T]
+    saliency = sim.softmax(1).mean(2) if weights is None else \
+        sim.softmax(1) @ weights[mask].float()  # S_t = (1/N) sum_n softmax_t(v_t . t_n / tau): [nV, T]
     enhanced = torch.bmm(saliency.unsqueeze(1), flat)[:, 0]  # e_v = sum_t S_t v_t: [nV, D]
     scores = F.normalize(enhanced, dim=-1) @ F.normalize(pooled.float(), dim=-1)  # [nV]
     return scores.view(n, views).mean(1), saliency.view(n, views, steps)

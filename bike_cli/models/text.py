@@ -19,6 +19,13 @@ Every open_clip text tower is supported (`bike_cli.models.text_towers`: CLIP's b
 `TextTransformer`, CoCa, Hugging Face towers), and any open_clip tokenizer: the class name's
 positions are found by tokenising the prompt with and without the name (`class_name_spans`).
 
+Several descriptions per class (`--class-texts`, docs/formats.md "Class texts"): each description
+takes the class name's place in every template. The class embedding is the mean of the L2-normalised
+embeddings of all its prompts (descriptions x templates), renormalised; the VCS saliency is the mean
+over the descriptions of each description's saliency (the mean over its query tokens), which
+`ClassTexts.token_weights` expresses as per-token weights 1 / (n_descriptions x n_tokens_of_description).
+One description per class is exactly the computation without descriptions (no weights).
+
 A prompt that cannot be built from the given names and templates raises `PromptError` (a ValueError):
 the stage or loader that took them from the user reports it as the user's input error.
 """
@@ -58,15 +65,20 @@ class ClassTexts:
     tokens: [K, M, D] VCS query token embeddings (not normalised), the templates' query tokens
         concatenated along M, then packed to the front so that M is the largest per-class count.
     token_mask: [K, M] bool, True where `tokens` holds a real query token (False = padding of M).
+    token_weights: [K, M] float, each row summing to 1: the weight of each query token in the VCS
+        saliency's mean, where a class has several descriptions (1 / (n_desc x n_tokens of its
+        description): the mean of the descriptions' saliencies); None: the plain mean over `token_mask`.
     """
 
     pooled: torch.Tensor
     tokens: torch.Tensor
     token_mask: torch.Tensor
+    token_weights: torch.Tensor | None = None
 
     def select(self, indices: torch.Tensor) -> ClassTexts:
         """The rows `indices` [B] (e.g. a batch's labels, for the B x B training matrix)."""
-        return ClassTexts(self.pooled[indices], self.tokens[indices], self.token_mask[indices])
+        weights = None if self.token_weights is None else self.token_weights[indices]
+        return ClassTexts(self.pooled[indices], self.tokens[indices], self.token_mask[indices], weights)
 
 
 def text_token_embeddings(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -184,32 +196,69 @@ def encode_class_texts(
     templates: Sequence[str] = (DEFAULT_TEMPLATE,),
     vcs_tokens: str = "words",
     batch_size: int = 256,
+    descriptions: Sequence[Sequence[str]] | None = None,
 ) -> ClassTexts:
-    """Encode K class names with the frozen text encoder, one prompt per template (see `ClassTexts`).
+    """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
 
+    descriptions: per class, its texts (`bike_cli.data.class_texts`), each filling the templates in the
+    class name's place; None: the class name itself, its one description.
     PromptError for names, templates or a `vcs_tokens` that give no valid prompt or queries."""
     if vcs_tokens not in VCS_TOKENS:
         raise PromptError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
     if not class_names:
         raise PromptError("no class names to encode")
     check_templates(templates)
+    texts = [[name] for name in class_names] if descriptions is None else [list(d) for d in descriptions]
+    if len(texts) != len(class_names) or not all(texts):
+        raise PromptError(f"{len(class_names)} classes need at least one description each "
+                          f"({len(texts)} lists given, {sum(not d for d in texts)} empty)")
+    flat = [text for class_texts in texts for text in class_texts]  # P prompts' texts, class by class
     device = text_device(model)
     pooled, tokens, masks = [], [], []
     for template in templates:
-        prompt_tokens = tokenizer([fill_template(template, n) for n in class_names]).to(device)  # [K, L]
+        prompt_tokens = tokenizer([fill_template(template, t) for t in flat]).to(device)  # [P, L]
         if vcs_tokens == "words":
-            mask = word_token_mask(prompt_tokens, class_name_spans(tokenizer, template, class_names))
+            mask = word_token_mask(prompt_tokens, class_name_spans(tokenizer, template, flat))
         else:
-            mask = padding_free_mask(tokenizer, prompt_tokens)  # [K, L]
+            mask = padding_free_mask(tokenizer, prompt_tokens)  # [P, L]
         per_token, per_prompt = _encode_batched(model, prompt_tokens, batch_size)
-        pooled.append(F.normalize(per_prompt, dim=-1))  # [K, D], unit norm per template
+        pooled.append(F.normalize(per_prompt, dim=-1))  # [P, D], unit norm per template
         tokens.append(per_token)
         masks.append(mask)
-    mean = F.normalize(torch.stack(pooled).mean(0), dim=-1)  # [K, D]
-    packed_tokens, packed_mask = _pack(torch.cat(tokens, 1), torch.cat(masks, 1))  # [K, M, D], [K, M]
-    log.info("Encoded %d class names x %d templates (%d VCS query tokens per class at most)",
-             len(class_names), len(templates), packed_mask.shape[1])
-    return ClassTexts(pooled=mean, tokens=packed_tokens, token_mask=packed_mask)
+    prompt_mean = torch.stack(pooled).mean(0)  # [P, D]: each description's mean over the templates
+    packed_tokens, packed_mask = _pack(torch.cat(tokens, 1), torch.cat(masks, 1))  # [P, M, D], [P, M]
+    if len(flat) == len(class_names):  # one description per class: the plain masked mean
+        mean, weights = F.normalize(prompt_mean, dim=-1), None  # [K, D]
+    else:
+        mean, packed_tokens, packed_mask, weights = _per_class(texts, prompt_mean, packed_tokens, packed_mask)
+    log.info("Encoded %d classes (%d descriptions) x %d templates (%d VCS query tokens per class at most)",
+             len(class_names), len(flat), len(templates), packed_mask.shape[1])
+    return ClassTexts(pooled=mean, tokens=packed_tokens, token_mask=packed_mask, token_weights=weights)
+
+
+def _per_class(texts: list[list[str]], prompt_mean: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The P descriptions' pooled [P, D], tokens [P, M, D] and mask [P, M] gathered into K classes.
+
+    Returns pooled [K, D] (the renormalised mean of the class's normalised prompt embeddings),
+    tokens [K, M', D], mask [K, M'] and token weights [K, M'] = 1 / (n_desc x n_tokens of the token's
+    description), so that the saliency's weighted mean is the mean of the descriptions' saliencies."""
+    device = prompt_mean.device
+    owner = torch.tensor([k for k, d in enumerate(texts) for _ in d], device=device)  # [P]
+    slot = torch.tensor([j for d in texts for j in range(len(d))], device=device)  # [P]
+    n_desc = torch.tensor([len(d) for d in texts], device=device)  # [K]
+    classes, most, width, dim = len(texts), int(n_desc.max()), mask.shape[1], tokens.shape[-1]
+    summed = torch.zeros(classes, prompt_mean.shape[1], device=device, dtype=prompt_mean.dtype)
+    pooled = F.normalize(summed.index_add_(0, owner, prompt_mean) / n_desc.unsqueeze(1), dim=-1)  # [K, D]
+    counts = mask.sum(1, keepdim=True).clamp(min=1)  # [P, 1] query tokens of each description
+    weights = mask.to(tokens.dtype) / (n_desc[owner].unsqueeze(1) * counts).to(tokens.dtype)  # [P, M]
+    grid = torch.zeros(classes, most, width, dim, device=device, dtype=tokens.dtype)  # [K, n, M, D]
+    grid_mask = torch.zeros(classes, most, width, device=device, dtype=torch.bool)
+    grid_weights = torch.zeros(classes, most, width, device=device, dtype=tokens.dtype)
+    grid[owner, slot], grid_mask[owner, slot], grid_weights[owner, slot] = tokens, mask, weights
+    packed, packed_mask, packed_weights = _pack(grid.flatten(1, 2), grid_mask.flatten(1, 2),
+                                                grid_weights.flatten(1, 2))
+    return pooled, packed, packed_mask, packed_weights
 
 
 def _encode_batched(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,11 +271,15 @@ def _encode_batched(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> 
     return torch.cat(per_token), torch.cat(pooled)
 
 
-def _pack(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's masked-in tokens [K, M, D] to the front, in order; drop columns no row uses."""
+def _pack(tokens: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None):
+    """Move each row's masked-in tokens [K, M, D] to the front, in order; drop columns no row uses.
+
+    Returns (tokens [K, width, D], mask [K, width]), and the `weights` [K, M] moved alike when given."""
     counts = mask.sum(1)  # [K]
     width = int(counts.max())
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]  # kept first, in order
     packed = tokens.gather(1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))  # [K, width, D]
     packed_mask = torch.arange(width, device=mask.device) < counts.unsqueeze(1)  # [K, width]
-    return packed * packed_mask.unsqueeze(-1), packed_mask
+    if weights is None:
+        return packed * packed_mask.unsqueeze(-1), packed_mask
+    return packed * packed_mask.unsqueeze(-1), packed_mask, weights.gather(1, order) * packed_mask

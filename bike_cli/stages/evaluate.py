@@ -40,6 +40,7 @@ from bike_cli.config.profile import (
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import check_disjoint
+from bike_cli.data.class_texts import read_class_texts
 from bike_cli.data.sampling import check_frames, parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
@@ -99,7 +100,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
     outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
     outputs.update({f"--out's {meta_path(name)}": meta_path(cfg.out / name) for name in OUTPUT_FILES})
     return PathGuard({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
-                      "--classes": cfg.classes, "--attributes": cfg.attributes,
+                      "--classes": cfg.classes, "--class-texts": cfg.class_texts, "--attributes": cfg.attributes,
                       "--attrs-checkpoint": cfg.attrs_checkpoint, "--pretrained": file_or_none(cfg.pretrained),
                       "--base-classes": cfg.base_classes, "--novel-classes": cfg.novel_classes,
                       "--novel-features": cfg.novel_features, "--novel-videos": cfg.novel_videos},
@@ -163,7 +164,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         class_names = read_class_names(cfg.base_classes) + read_class_names(cfg.novel_classes)
     if cache is not None and class_names is not None:
         cache.check_classes(len(class_names), f"--classes {cfg.classes}")
-    vm = _video_model(cfg, class_names, cache, device)
+    class_texts = read_class_texts(cfg.class_texts) if cfg.class_texts else None
+    vm = _video_model(cfg, class_names, cache, device, class_texts)
     novel_vm = None
     if split_inputs:  # one model, its class texts split: the main input ranked among B, the novel among N
         vm, novel_vm = _split_classes(vm, len(read_class_names(cfg.base_classes)))
@@ -183,7 +185,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     weights = _fusion_weights(cfg, profile.fuse_weight)  # [lambda, 1 - lambda] of Eq. 4, None: not fused
     fuse = weights[0] if weights else None
     if cfg.attributes is not None:
-        attrs_model = load_attrs_branch(cfg.attrs_checkpoint, class_names, clip=(vm.clip, vm.spec), device=device)
+        attrs_model = load_attrs_branch(cfg.attrs_checkpoint, class_names, clip=(vm.clip, vm.spec), device=device,
+                                        class_texts=class_texts, class_texts_source=cfg.class_texts)
         attr_ids, attr_probs = attrs_scores(cfg.attributes, cfg.compat, attrs_model, ATTRS_SCORES[profile.attrs_scores])
         position = {vid: i for i, vid in enumerate(attr_ids)}
         missing = [vid for vid in ids if vid not in position]
@@ -264,14 +267,15 @@ def _fusion_weights(cfg: EvalConfig, fuse_weight: float | None) -> list[float] |
 
 
 def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureCache | None,
-                 device) -> VideoClassifier:
+                 device, class_texts: dict | None = None) -> VideoClassifier:
     """The Video branch: a trained checkpoint (bike's or the authors'), or zero-shot CLIP with the chosen head."""
     bike_checkpoint = cfg.checkpoint is not None and not is_authors_checkpoint(cfg.checkpoint)
     vm = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
                            quick_gelu=cfg.quick_gelu, head=None if bike_checkpoint else cfg.head,
                            vcs_tokens=None if bike_checkpoint else cfg.vcs_tokens, templates=cfg.templates,
                            frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
-                           ignore_visual_weights=cfg.ignore_visual_weights, device=device)
+                           ignore_visual_weights=cfg.ignore_visual_weights, device=device,
+                           class_texts=class_texts, class_texts_source=cfg.class_texts)
     trained = recorded_profile(vm.settings.get("compat"))
     if bike_checkpoint and trained != cfg.compat:  # training and scoring rules are separate choices
         log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint, trained, cfg.compat)

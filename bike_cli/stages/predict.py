@@ -33,6 +33,7 @@ from torch import nn
 from bike_cli.config.profile import check_profile, get_profile
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names
+from bike_cli.data.class_texts import read_class_texts
 from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.engine.predictor import Predictor, VideoPrediction
@@ -110,7 +111,9 @@ def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
     device = resolve_device(cfg.device)
     model = load_video_branch(cfg.checkpoint, class_names=_class_names(cfg) or None,  # None: the checkpoint's
                               model=cfg.model, pretrained=cfg.pretrained, quick_gelu=cfg.quick_gelu, head=cfg.head,
-                              vcs_tokens=cfg.vcs_tokens, frames=cfg.frames, device=device)
+                              vcs_tokens=cfg.vcs_tokens, frames=cfg.frames, device=device,
+                              class_texts=read_class_texts(cfg.class_texts) if cfg.class_texts else None,
+                              class_texts_source=cfg.class_texts)
     return Predictor(model, get_profile(cfg.compat), cfg.compat, device), model.clip
 
 
@@ -168,7 +171,7 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
 
         check_figure_path(cfg.explain)
     # videos are checked by _check_inputs, so that --skip-bad can skip one that is not a regular file
-    PathGuard({"--checkpoint": cfg.checkpoint, "--classes": cfg.classes,
+    PathGuard({"--checkpoint": cfg.checkpoint, "--classes": cfg.classes, "--class-texts": cfg.class_texts,
                "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain},
               listed={"a video": cfg.videos})
     skipped = _check_inputs(cfg)

@@ -34,6 +34,7 @@ import torch
 
 from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import SearchConfig
+from bike_cli.data.class_texts import described_classes
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
 from bike_cli.data.video_lists import nonblank, read_lines
 from bike_cli.engine.runtime import resolve_device
@@ -76,6 +77,8 @@ def _check(cfg: SearchConfig) -> list[str]:
     for i, query in enumerate(queries, 1):
         if not query.strip():
             raise InputError(f"query {i} ({query!r}) is empty: give some words to search for")
+    if cfg.class_texts is not None and not cfg.evaluate:
+        raise InputError("--class-texts describes the classes that --eval searches for: add --eval")
     if not queries and not cfg.evaluate:
         raise InputError("no query given: pass one or more texts, --queries FILE, or --eval")
     if cfg.sheet is not None:
@@ -112,7 +115,7 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
     cache = FeatureCache(cfg.features, need_rows=True)
     pages = sheet_pages(cfg.sheet, len(queries)) if cfg.sheet is not None and queries else []
     outputs = [cfg.out, meta_path(cfg.out) if cfg.out is not None else None, *(page for page, _ in pages)]
-    guard = PathGuard({"--features": cache.path}, {"--out": outputs[:2], "--sheet": outputs[2:],
+    guard = PathGuard({"--features": cache.path, "--class-texts": cfg.class_texts}, {"--out": outputs[:2], "--sheet": outputs[2:],
                                                    "the search index": index_path(cache.path),
                                                    "--pretrained": file_or_none(cfg.pretrained)})
     with guard.holding(*outputs):
@@ -145,9 +148,9 @@ def _text_encoder(cfg: SearchConfig, cache: FeatureCache):
                             allow_model_mismatch=cfg.allow_model_mismatch, device=resolve_device(cfg.device))
     tokenizer = get_tokenizer(spec.model_name)
 
-    def encode(texts: list[str]) -> ClassTexts:
+    def encode(texts: list[str], descriptions: list[list[str]] | None = None) -> ClassTexts:
         with as_user_error(PromptError):  # a query too long for the text context
-            return encode_class_texts(clip, tokenizer, texts, ("{}",), "words")
+            return encode_class_texts(clip, tokenizer, texts, ("{}",), "words", descriptions=descriptions)
     return encode
 
 
@@ -206,7 +209,9 @@ def search(cache: FeatureCache, vectors: torch.Tensor, texts: ClassTexts, rule: 
     for q, rows in enumerate(first):
         if rule == "vcs":
             frames = slab[[at[int(r)] for r in rows]]
-            scores, weights = vcs_scores(frames, texts.tokens[q].cpu(), texts.token_mask[q].cpu(), pooled[q])
+            token_weights = None if texts.token_weights is None else texts.token_weights[q].cpu()
+            scores, weights = vcs_scores(frames, texts.tokens[q].cpu(), texts.token_mask[q].cpu(), pooled[q],
+                                         weights=token_weights)
             order = torch.argsort(scores, descending=True, stable=True)[:top].numpy()
             found.append(Found(rows[order], scores.numpy()[order], weights.numpy()[order]))
         else:
@@ -247,14 +252,19 @@ def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found, coun
 
 
 def evaluate_retrieval(cache: FeatureCache, vectors: torch.Tensor, encode, cfg: SearchConfig) -> dict:
-    """Per class AP and recall@1/5/10 of its videos with the class names as queries, both rules (in %)."""
+    """Per class AP and recall@1/5/10 of its videos with the class names as queries (or, with --class-texts,
+    their descriptions, averaged as `encode_class_texts` averages them), both rules (in %)."""
     names = list(cache.meta.class_names)
     labels = np.asarray(cache.labels)
     if not names or (labels.ndim == 1 and (labels < 0).all()):
         raise InputError(f"--eval needs a labelled cache with class names; {cache.path} has none")
     relevant = labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(len(names))  # [N, K]
     present = [k for k in range(len(names)) if relevant[:, k].any()]
-    texts = encode([fill_template(cfg.template, names[k]) for k in present])
+    described = described_classes(cfg.class_texts, [names[k] for k in present])
+    if described is not None:
+        described = [[fill_template(cfg.template, d) for d in texts] for texts in described]
+    prompts = [fill_template(cfg.template, names[k]) for k in present]
+    texts = encode(prompts) if described is None else encode(prompts, described)
     pooled = torch.nn.functional.normalize(texts.pooled.float().cpu(), dim=-1).to(vectors.dtype)
     first = (vectors @ pooled.T).float().numpy()  # [N, K'] stage-1 scores
     out = {}

@@ -24,6 +24,7 @@ from bike_cli.config.profile import Profile, check_profile, check_same_profile, 
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import class_subset, restrict_labels
+from bike_cli.data.class_texts import described_classes
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
 from bike_cli.engine.rules import PARAM_GROUPS
@@ -116,7 +117,7 @@ def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer
 
 def _check(cfg: TrainAttrsConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
-                                "--classes": cfg.classes, "--base-classes": cfg.base_classes,
+                                "--classes": cfg.classes, "--base-classes": cfg.base_classes, "--class-texts": cfg.class_texts,
                                 "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
@@ -195,18 +196,22 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
     label_names, classes_source = _class_names(cfg)  # the names the labels are numbered by
     subset = class_subset(cfg.base_classes, label_names, classes_source)
     class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
+    descriptions = described_classes(cfg.class_texts, class_names)
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
         check_same_profile(cfg.compat, read_csv_compat(path), path)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)
     with as_user_error(PromptError):  # a class name too long for the text context
-        classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all").pooled.to(device)  # [K, D]
+        classes = encode_class_texts(clip_model, tokenizer, class_names, cfg.templates, "all",
+                                     descriptions=descriptions).pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
     train_targets = _subset_targets(_class_targets(train_table, label_names, classes_source), subset)
     rows = _labelled_rows(train_targets)
-    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates, **profile.branch_training(cfg.loss))
+    branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates,
+                                     class_texts=descriptions and list(zip(class_names, descriptions)),
+                                     **profile.branch_training(cfg.loss))
     with as_user_error(ValueError):  # --loss
         model = build_attrs_branch(branch_spec, clip_model).to(device)
     val = None

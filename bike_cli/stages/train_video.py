@@ -26,6 +26,7 @@ from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_subsets import class_subset, restrict_labels, subset_entries
+from bike_cli.data.class_texts import described_classes
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
 from bike_cli.data.sampling import check_frames, few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
@@ -59,7 +60,8 @@ log = logging.getLogger(__name__)
 def _check(cfg: TrainVideoConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
                                 "--base-classes": cfg.base_classes, "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
-                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained)})
+                                "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained),
+                                "--class-texts": cfg.class_texts})
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
@@ -145,6 +147,7 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
         made.check_classes(len(label_names), f"--classes {cfg.classes}")
     subset = class_subset(cfg.base_classes, label_names, _label_source(cfg, cache))
     class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
+    descriptions = described_classes(cfg.class_texts, class_names)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
     for features in caches:
@@ -152,10 +155,11 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
                          cfg.allow_model_mismatch)
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
-                                         cfg.vcs_tokens)
+                                         cfg.vcs_tokens, descriptions=descriptions)
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
-        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames, **profile.branch_training(cfg.loss)), clip_model)
+        vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames,
+        class_texts=descriptions and list(zip(class_names, descriptions)), **profile.branch_training(cfg.loss)), clip_model)
     with as_user_error(ValueError):  # --head, --temporal, --tau, --loss
         model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
     head, visual = model.head, model.visual
