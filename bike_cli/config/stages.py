@@ -189,6 +189,7 @@ class EvalConfig:
     repeats: int = 10
     seed: int = 0
     splits: list[str] = field(default_factory=list)
+    split_lists: list[str] = field(default_factory=list)  # --protocol splits: test-split video lists
     # zero-shot model (without --checkpoint)
     model: str | None = None
     pretrained: str | None = None

@@ -8,6 +8,11 @@
   only, repeated 10 times (seeded); mean and standard deviation over the repetitions.
 - `k600-splits`: Table 5's Kinetics-600 column: each of the three 160-class splits
   (`lexicons/k600_split{1,2,3}.txt`) evaluated on its own classes; mean and std over the splits.
+- `splits`: the zero-shot protocol of X-CLIP, ViFi-CLIP and their successors on UCF-101 / HMDB-51: each
+  official test split (a list of videos, `bike_cli.data.video_lists.read_split_lists`) scored over all
+  classes (`full`'s metrics on its videos); mean and std over the splits. One score table of every video
+  serves all splits: a listed video is the table's row of the same id, else the row whose file stem
+  (name without folder and extension) is the listed one's, when exactly one row has it (`match_videos`).
 
 Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
 with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
@@ -22,13 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from bike_cli.data.lexicons import load_lexicon, normalise_name
+from bike_cli.data.video_lists import SplitList, read_split_lists
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("full", "zero-shot-half", "k600-splits")
+PROTOCOLS = ("full", "zero-shot-half", "k600-splits", "splits")
 K600_SPLITS = ("k600_split1", "k600_split2", "k600_split3")  # built-in lexicon names
 
 
@@ -156,11 +162,67 @@ def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: s
     return np.array([index[key][0] for key in keys], dtype=np.int64)
 
 
+def video_stem(video_id: str) -> str:
+    """A video id's file stem: no folder, no extension ('ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi' ->
+    'v_ApplyEyeMakeup_g01_c01')."""
+    name = video_id.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def match_videos(split: SplitList, video_ids: Sequence[str], where: str) -> np.ndarray:
+    """Rows of `video_ids` the split's videos are: the same id, else the one id of the same file stem.
+
+    InputError naming the split and the video when a listed video is missing, matches several rows by its
+    stem, or is listed twice (two spellings of one row)."""
+    exact = {vid: i for i, vid in enumerate(video_ids)}
+    stems: dict[str, list[int]] = {}
+    for i, vid in enumerate(video_ids):
+        stems.setdefault(video_stem(vid), []).append(i)
+    rows, seen = [], {}
+    for vid in split.video_ids:
+        row = exact.get(vid)
+        if row is None:
+            hits = stems.get(video_stem(vid), [])
+            if not hits:
+                missing = [v for v in split.video_ids if v not in exact and video_stem(v) not in stems]
+                raise InputError(f"split list {split.name}: video {vid!r} is not in {where} ({len(missing)} of its "
+                                 f"{len(split.video_ids)} videos are missing; ids are matched as written, else by "
+                                 "file stem)")
+            if len(hits) > 1:
+                raise InputError(f"split list {split.name}: video {vid!r} matches {len(hits)} videos of {where} by "
+                                 f"its file stem ({video_ids[hits[0]]!r}, {video_ids[hits[1]]!r}): write the ids "
+                                 "as the cache does")
+            row = hits[0]
+        if row in seen:
+            raise InputError(f"split list {split.name}: {seen[row]!r} and {vid!r} are the same video "
+                             f"({video_ids[row]!r} of {where})")
+        seen[row] = vid
+        rows.append(row)
+    return np.array(rows, dtype=np.int64)
+
+
+def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[str], splits: Sequence[SplitList],
+                where: str = "the score table") -> dict:
+    """The test-splits protocol: `full_metrics` of each split's videos over all classes (`splits`: each
+    split's name, video count and metrics), then mean/std over the splits (population std)."""
+    if not splits:
+        raise InputError("the splits protocol needs at least one split list")
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    runs = []
+    for split in splits:
+        rows = match_videos(split, video_ids, where)
+        runs.append({"split": split.name, "videos": len(rows), **full_metrics(scores[rows], labels[rows])})
+    return {**mean_std(runs), "splits": runs}
+
+
 def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     """Evaluate `table` under protocol `name` (one of PROTOCOLS). Options: zero-shot-half takes
     `repeats` (10) and `seed` (0); k600-splits takes `splits` (lexicon names or class-list files,
-    default the three built-in K600 splits). The result starts with `protocol` and the labelled `videos`."""
-    allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",)}
+    default the three built-in K600 splits); splits takes `split_lists` (`SplitList`s, or `read_split_lists`'
+    sources; at least one). The result starts with `protocol` and the labelled `videos`."""
+    allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",),
+               "splits": ("split_lists",)}
     if name not in allowed:
         raise InputError(f"protocol {name!r} is not one of {', '.join(PROTOCOLS)}")
     unknown = sorted(set(options) - set(allowed[name]))
@@ -173,9 +235,14 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     if name == "zero-shot-half":
         return {**head, **zero_shot_half(table.scores, table.labels, options.get("repeats", 10),
                                          options.get("seed", 0))}
+    where = str(table.source) if table.source is not None else "the score table"
+    if name == "splits":
+        lists = list(options.get("split_lists") or [])
+        if not all(isinstance(item, SplitList) for item in lists):
+            lists = read_split_lists(lists)
+        return {**head, **official_splits(table.scores, table.labels, table.video_ids, lists, where)}
     sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
     lists = [load_lexicon(s) for s in sources]
-    where = str(table.source) if table.source is not None else "the score table"
     return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists,
                                   sources, where)}
 

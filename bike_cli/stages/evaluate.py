@@ -40,6 +40,7 @@ from bike_cli.config.profile import (
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
+from bike_cli.data.video_lists import SplitList, read_split_lists, read_video_list
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
 from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
@@ -47,7 +48,7 @@ from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
-from bike_cli.eval.protocols import PROTOCOLS, run_protocol
+from bike_cli.eval.protocols import PROTOCOLS, match_videos, run_protocol
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
@@ -87,6 +88,9 @@ def _check(cfg: EvalConfig) -> PathGuard:
         raise InputError("--attrs-checkpoint needs --attributes ATTRS.csv (the sentences to score)")
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if (cfg.protocol == "splits") != bool(cfg.split_lists):
+        raise InputError("--split-lists is for --protocol splits" if cfg.split_lists
+                         else "--protocol splits needs --split-lists (the test-split lists)")
     check_profile(cfg.compat)
     if cfg.frames is not None:
         check_frames(cfg.frames)
@@ -132,6 +136,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         cache.check_classes(len(class_names), f"--classes {cfg.classes}")
     vm = _video_model(cfg, class_names, cache, device)
     class_names = vm.names
+    split_lists = _split_lists(cfg, cache, class_names)
     profile = get_profile(cfg.compat)
     video_rule = profile.video_score_rule(fusing=cfg.attributes is not None)
     frame_scorer = ZERO_SHOT_FRAME_SCORERS[profile.zero_shot] if cfg.protocol == "zero-shot-half" else None
@@ -160,7 +165,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     metrics, files = {}, {}
     rules = {"video": video_rule, "attrs": profile.attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
-               "k600-splits": {"splits": cfg.splits} if cfg.splits else {}}[cfg.protocol]
+               "k600-splits": {"splits": cfg.splits} if cfg.splits else {},
+               "splits": {"split_lists": split_lists}}[cfg.protocol]
     for name, probs in branches.items():
         files[name] = write_score_csv(cfg.out / f"{name}_scores.csv", ids, labels, probs, class_names)
         write_csv_meta(files[name], cfg.compat, rules[name])
@@ -176,6 +182,21 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
                 "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics}
     write_eval_metrics(cfg.out / "metrics.json", document)
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
+
+
+def _split_lists(cfg: EvalConfig, cache: FeatureCache | None, class_names: list[str]) -> list[SplitList]:
+    """--protocol splits: the split lists, each checked against the videos to score before any is scored
+    (a listed video the cache or --videos lacks is an InputError naming the list and the video)."""
+    if cfg.protocol != "splits":
+        return []
+    lists = read_split_lists(cfg.split_lists)
+    if cache is not None:
+        ids, where = cache.video_ids, f"the cache {cache.path}"
+    else:
+        ids, where = [e.video_id for e in read_video_list(cfg.videos, cfg.root, class_names).entries], f"--videos {cfg.videos}"
+    for split in lists:
+        match_videos(split, ids, where)
+    return lists
 
 
 def _fusion_weights(cfg: EvalConfig, fuse_weight: float | None) -> list[float] | None:
