@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import app
 from bike_cli.cli.core import spread_variadic
 from bike_cli.config.stages import EvalConfig
-from bike_cli.data.video_lists import SplitList, read_split_lists
+from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, video_stem
 from bike_cli.errors import InputError
-from bike_cli.eval.protocols import full_metrics, match_videos, official_splits, run_protocol, video_stem
+from bike_cli.eval.protocols import full_metrics, official_splits, run_protocol
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import ScoreTable, read_score_csv
 from bike_cli.stages.evaluate import run_eval
@@ -44,7 +44,7 @@ def test_each_split_is_scored_over_all_classes_then_averaged():
 def test_listed_videos_match_by_id_then_by_file_stem():
     ids = ["UCF-101/Drum/v_Drum_g01_c01.mp4", "UCF-101/Drum/v_Drum_g01_c02.mp4", "xyz_000010_000020"]
     split = SplitList("val1.txt", ["v_Drum_g01_c02.avi", "Drum/v_Drum_g01_c01.avi", "xyz_000010_000020"])
-    assert match_videos(split, ids, "the cache").tolist() == [1, 0, 2]
+    assert match_videos(split.video_ids, ids, "split list val1.txt", "the cache").tolist() == [1, 0, 2]
     assert video_stem("a/b/v_X_g01_c01.avi") == "v_X_g01_c01" and video_stem("abc") == "abc"
 
 
@@ -52,15 +52,15 @@ def test_a_listed_video_missing_from_the_cache_is_one_error_naming_list_and_vide
     split = SplitList("testlist02.txt", ["Drum/v_Drum_g01_c01.avi", "Drum/v_Drum_g09_c01.avi"])
     with pytest.raises(InputError, match=r"split list testlist02.txt: video 'Drum/v_Drum_g09_c01.avi' is not in "
                                          r"the cache c.h5 \(1 of its 2 videos are missing"):
-        match_videos(split, ["Drum/v_Drum_g01_c01.avi"], "the cache c.h5")
+        match_videos(split.video_ids, ["Drum/v_Drum_g01_c01.avi"], "split list testlist02.txt", "the cache c.h5")
 
 
 def test_an_ambiguous_stem_and_a_video_named_twice_are_errors():
     ids = ["a/v_X.mp4", "b/v_X.mp4", "c/v_Y.mp4"]
     with pytest.raises(InputError, match="matches 2 videos of the cache by its file stem"):
-        match_videos(SplitList("L", ["v_X.avi"]), ids, "the cache")
+        match_videos(["v_X.avi"], ids, "L", "the cache")
     with pytest.raises(InputError, match="'c/v_Y.mp4' and 'v_Y.avi' are the same video"):
-        match_videos(SplitList("L", ["c/v_Y.mp4", "v_Y.avi"]), ids, "the cache")
+        match_videos(["c/v_Y.mp4", "v_Y.avi"], ids, "L", "the cache")
 
 
 def write_hmdb_split_files(folder, classes, videos_by_class, split, test_every=2):

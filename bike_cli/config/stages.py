@@ -126,6 +126,7 @@ class TrainVideoConfig:
     # run
     seed: int = 0
     shots: int | None = None  # few-shot: K training videos per class, a seeded sample
+    shots_list: Path | None = None  # few-shot: exactly the videos of a published K-shot list
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
     workers: int = 2

@@ -606,3 +606,45 @@ def _hmdb_split(name: str, files: list[Path]) -> SplitList:
     if not ids:
         raise InputError(f"{name}: its {len(files)} HMDB-51 split files mark no test video (tag 2)")
     return SplitList(name, ids)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Videos a published list names (a test split, a K-shot training list) found among the videos of a cache
+# or list: the same id, else the one video of the same file stem (the list and the cache may write other
+# folders or extensions: `Drum/v_Drum_g01_c01.avi` is the cache's `UCF-101/Drum/v_Drum_g01_c01.mp4`).
+
+
+def video_stem(video_id: str) -> str:
+    """A video id's file stem: no folder, no extension ('ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi' ->
+    'v_ApplyEyeMakeup_g01_c01')."""
+    name = video_id.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def match_videos(listed: Sequence[str], video_ids: Sequence[str], what: str, where: str) -> np.ndarray:
+    """Rows of `video_ids` the `listed` videos are, in list order: the same id, else the one id of the same
+    file stem. InputError naming `what` (the list) and the video when a listed video is missing from
+    `where`, matches several of its videos by its stem, or is listed twice (two spellings of one video)."""
+    exact = {vid: i for i, vid in enumerate(video_ids)}
+    stems: dict[str, list[int]] = {}
+    for i, vid in enumerate(video_ids):
+        stems.setdefault(video_stem(vid), []).append(i)
+    rows, seen = [], {}
+    for vid in listed:
+        row = exact.get(vid)
+        if row is None:
+            hits = stems.get(video_stem(vid), [])
+            if not hits:
+                missing = [v for v in listed if v not in exact and video_stem(v) not in stems]
+                raise InputError(f"{what}: video {vid!r} is not in {where} ({len(missing)} of its {len(listed)} "
+                                 "videos are missing; ids are matched as written, else by file stem)")
+            if len(hits) > 1:
+                raise InputError(f"{what}: video {vid!r} matches {len(hits)} videos of {where} by its file stem "
+                                 f"({video_ids[hits[0]]!r}, {video_ids[hits[1]]!r}): write the ids as {where} does")
+            row = hits[0]
+        if row in seen:
+            raise InputError(f"{what}: {seen[row]!r} and {vid!r} are the same video ({video_ids[row]!r} of {where})")
+        seen[row] = vid
+        rows.append(row)
+    return np.array(rows, dtype=np.int64)

@@ -12,7 +12,8 @@
   official test split (a list of videos, `bike_cli.data.video_lists.read_split_lists`) scored over all
   classes (`full`'s metrics on its videos); mean and std over the splits. One score table of every video
   serves all splits: a listed video is the table's row of the same id, else the row whose file stem
-  (name without folder and extension) is the listed one's, when exactly one row has it (`match_videos`).
+  (name without folder and extension) is the listed one's, when exactly one row has it
+  (`bike_cli.data.video_lists.match_videos`).
 
 Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
 with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bike_cli.data.lexicons import load_lexicon, normalise_name
-from bike_cli.data.video_lists import SplitList, read_split_lists
+from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
@@ -162,46 +163,6 @@ def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: s
     return np.array([index[key][0] for key in keys], dtype=np.int64)
 
 
-def video_stem(video_id: str) -> str:
-    """A video id's file stem: no folder, no extension ('ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi' ->
-    'v_ApplyEyeMakeup_g01_c01')."""
-    name = video_id.replace("\\", "/").rsplit("/", 1)[-1]
-    stem, dot, _ = name.rpartition(".")
-    return stem if dot and stem else name
-
-
-def match_videos(split: SplitList, video_ids: Sequence[str], where: str) -> np.ndarray:
-    """Rows of `video_ids` the split's videos are: the same id, else the one id of the same file stem.
-
-    InputError naming the split and the video when a listed video is missing, matches several rows by its
-    stem, or is listed twice (two spellings of one row)."""
-    exact = {vid: i for i, vid in enumerate(video_ids)}
-    stems: dict[str, list[int]] = {}
-    for i, vid in enumerate(video_ids):
-        stems.setdefault(video_stem(vid), []).append(i)
-    rows, seen = [], {}
-    for vid in split.video_ids:
-        row = exact.get(vid)
-        if row is None:
-            hits = stems.get(video_stem(vid), [])
-            if not hits:
-                missing = [v for v in split.video_ids if v not in exact and video_stem(v) not in stems]
-                raise InputError(f"split list {split.name}: video {vid!r} is not in {where} ({len(missing)} of its "
-                                 f"{len(split.video_ids)} videos are missing; ids are matched as written, else by "
-                                 "file stem)")
-            if len(hits) > 1:
-                raise InputError(f"split list {split.name}: video {vid!r} matches {len(hits)} videos of {where} by "
-                                 f"its file stem ({video_ids[hits[0]]!r}, {video_ids[hits[1]]!r}): write the ids "
-                                 "as the cache does")
-            row = hits[0]
-        if row in seen:
-            raise InputError(f"split list {split.name}: {seen[row]!r} and {vid!r} are the same video "
-                             f"({video_ids[row]!r} of {where})")
-        seen[row] = vid
-        rows.append(row)
-    return np.array(rows, dtype=np.int64)
-
-
 def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[str], splits: Sequence[SplitList],
                 where: str = "the score table") -> dict:
     """The test-splits protocol: `full_metrics` of each split's videos over all classes (`splits`: each
@@ -211,7 +172,7 @@ def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[
     scores, labels = np.asarray(scores), np.asarray(labels)
     runs = []
     for split in splits:
-        rows = match_videos(split, video_ids, where)
+        rows = match_videos(split.video_ids, video_ids, f"split list {split.name}", where)
         runs.append({"split": split.name, "videos": len(rows), **full_metrics(scores[rows], labels[rows])})
     return {**mean_std(runs), "splits": runs}
 

@@ -40,7 +40,7 @@ from bike_cli.config.profile import (
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.sampling import check_frames, parse_views
-from bike_cli.data.video_lists import SplitList, read_split_lists, read_video_list
+from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
 from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
@@ -48,7 +48,7 @@ from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
-from bike_cli.eval.protocols import PROTOCOLS, match_videos, run_protocol
+from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
@@ -195,7 +195,7 @@ def _split_lists(cfg: EvalConfig, cache: FeatureCache | None, class_names: list[
     else:
         ids, where = [e.video_id for e in read_video_list(cfg.videos, cfg.root, class_names).entries], f"--videos {cfg.videos}"
     for split in lists:
-        match_videos(split, ids, where)
+        match_videos(split.video_ids, ids, f"split list {split.name}", where)
     return lists
 
 
