@@ -31,7 +31,7 @@ export TRAIN_LIST=${TRAIN_LIST:-$SHOTS_LIST}
 export VAL_LIST=${VAL_LIST:-$VIFI/datasets_splits/${short}_splits/val1.txt}
 export CLASSES=${CLASSES:-$VIFI/labels/$labels}
 export MODEL=${MODEL:-ViT-L-14} PRETRAINED=${PRETRAINED:-openai} FRAMES=${FRAMES:-8} VIEWS=${VIEWS:-1x1}
-export RECIPE=${RECIPE:-$here/fewshot_lists_${DATASET}_vitl14_8f.yaml}
+export RECIPE=${RECIPE:-$here/shotlist_${DATASET}_vitl14_8f.yaml}
 export OUT=${OUT:-bike-runs/fewshot_lists_${DATASET}_${SHOTS_K}shot}
 export END_TO_END=${END_TO_END:-1}
 exec bash "$here/pipeline.sh"
