@@ -46,6 +46,7 @@ Optional:
                         setting) and eval decodes the test videos with VIEWS
   EPOCHS                overrides the recipe's epochs (and train-attrs' unless ATTRS_EPOCHS is set)
   SHOTS                 few-shot: K training videos per class (train-video --shots)
+  SHOTS_LIST            few-shot: exactly the videos of a published K-shot list (--shots-list)
   INIT_FROM             train-video --init-from (e.g. the Kinetics-400 run folder to fine-tune)
   NUM_GPUS              >1: extract-features, train-video and train-attrs run under
                         `accelerate launch --multi_gpu --num_processes NUM_GPUS` [1]
@@ -257,6 +258,7 @@ fi
 video_args=(train-video --recipe "$RECIPE" "${video_input[@]}" --model "$MODEL" --pretrained "$PRETRAINED"
             --frames "$FRAMES" --out "$video_run" --resume "${EPOCH_ARGS[@]}" "${WORKER_ARGS[@]}")
 [[ -z ${SHOTS:-} ]] || video_args+=(--shots "$SHOTS")
+[[ -z ${SHOTS_LIST:-} ]] || video_args+=(--shots-list "$SHOTS_LIST")
 [[ -z ${INIT_FROM:-} ]] || video_args+=(--init-from "$INIT_FROM")
 split_words EXTRA_TRAIN_VIDEO
 run_stage train-video "$video_run/last.pt" accelerate-train "${video_args[@]}" "${WORDS[@]}"

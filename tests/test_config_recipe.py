@@ -75,7 +75,7 @@ def _paper_epochs(name: str, model: str) -> int:
     """Epochs of Table A.1 (ViT-B 30, ViT-L 20), Supplementary A.1 (few-shot) and B.1 (UCF/HMDB)."""
     if name.startswith("fewshot_k400"):
         return 2
-    if "fewshot" in name:
+    if "fewshot" in name or name.startswith("shotlist_"):  # shotlist_*: Table 4's settings on published lists
         return 10
     return 30 if name.startswith(("ucf101", "hmdb51")) or model.startswith("ViT-B") else 20
 

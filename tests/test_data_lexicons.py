@@ -19,7 +19,7 @@ from bike_cli.data.lexicons import (
 from bike_cli.errors import InputError
 
 # class counts of the datasets (public facts)
-SIZES = {"k400": 400, "k600_split1": 160, "k600_split2": 160, "k600_split3": 160, "ucf101": 101,
+SIZES = {"k400": 400, "k600": 600, "k700": 700, "ssv2": 174, "k600_split1": 160, "k600_split2": 160, "k600_split3": 160, "ucf101": 101,
          "hmdb51": 51, "anet": 200, "charades": 157}
 
 
@@ -97,8 +97,8 @@ def test_repeated_phrase_names_both_lines(tmp_path):
 
 def test_unknown_name_lists_the_builtin_lexicons(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="unknown lexicon 'k700'") as err:
-        load_lexicon("k700")
+    with pytest.raises(InputError, match="unknown lexicon 'k900'") as err:
+        load_lexicon("k900")
     assert all(name in str(err.value) for name in LEXICONS)
 
 

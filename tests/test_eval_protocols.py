@@ -212,7 +212,7 @@ def test_run_protocol_dispatches_with_options(k600_table):
     assert [s["split"] for s in k600["splits"]] == ["k600_split1", "k600_split2", "k600_split3"]
     direct = k600_splits(table.scores, table.labels, table.class_names, splits)
     assert k600["top1_mean"] == pytest.approx(direct["top1_mean"])
-    assert set(PROTOCOLS) == {"full", "zero-shot-half", "k600-splits", "base-novel"}
+    assert set(PROTOCOLS) == {"full", "zero-shot-half", "k600-splits", "splits", "base-novel"}
 
 
 @pytest.mark.parametrize("name, options, message", [

@@ -232,6 +232,7 @@ SCRIPTS = {  # script, its extra variables -> the stages it runs
     "run_anet.sh": ({"TRAIN_ATTRS": "0"}, ("train-video", "eval-full")),
     "run_charades.sh": ({"END_TO_END": "0"}, ("extract-train", "extract-test", "train-video", "eval-full")),
     "run_fewshot.sh": ({"DATASET": "hmdb51", "SHOTS": "5"}, ("train-video", "eval-full")),
+    "run_fewshot_lists.sh": ({"DATASET": "ucf101", "SHOTS": "16", "VIFI": "vifi"}, ("train-video", "eval-full")),
     "run_zeroshot.sh": ({"DATASET": "ucf101"}, ("eval-zero-shot-half", "eval-full")),
 }
 

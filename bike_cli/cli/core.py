@@ -120,6 +120,9 @@ class BikeCommand(TyperCommand):
         self.params.sort(key=lambda p: PANELS.index(p.rich_help_panel) + 1 if getattr(p, "rich_help_panel", None)
                          in PANELS else 0)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_variadic(args, getattr(self.callback, "bike_variadic", ())))
+
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         params = self.get_params(ctx)
         _hide_flag_types(params)
@@ -161,6 +164,33 @@ def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
         return func
 
     return mark
+
+
+def variadic(*flags: str) -> Callable[[F], F]:
+    """Let each of a command's list options `flags` take several values after one flag (`--split-lists A B C`),
+    as well as the flag repeated (`--split-lists A --split-lists B`): see `spread_variadic`."""
+
+    def mark(func: F) -> F:
+        func.bike_variadic = flags  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def spread_variadic(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """`args` with the values following a variadic flag each given its own flag: `--f A B -x` ->
+    `--f A --f B -x`. The values run to the next token that starts with '-' (or to `--`)."""
+    out: list[str] = []
+    current = None  # the variadic flag whose values are being read
+    for token in args:
+        if token.startswith("-"):
+            current = token if token in flags else None
+            out.append(token)
+        elif current is not None and out[-1] != current:  # a further value of the variadic flag
+            out += [current, token]
+        else:
+            out.append(token)
+    return out
 
 
 def given(options: dict[str, Any], *drop: str) -> dict[str, Any]:

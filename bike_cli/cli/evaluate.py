@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, run_guarded, settings, variadic
 from bike_cli.cli.tables import add_columns, metric_cells
 from bike_cli.config.stages import EvalConfig
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
           pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
           vcs_tokens="words zero-shot; all with an authors' checkpoint")
+@variadic("--split-lists")
 def evaluate(
     out: Path = o.out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
                              required=True),
@@ -49,8 +50,9 @@ def evaluate(
     fuse: Annotated[float | None, o.option(
         "--fuse", "lambda of S = lambda*S_V + (1-lambda)*S_A, e.g. 0.6.", o.OUTPUT)] = None,
     protocol: Annotated[str | None, o.option(
-        "--protocol", "full, zero-shot-half (seeded half-class draws), k600-splits or base-novel (base and novel "
-        "accuracy, each among its own classes, and their harmonic mean).", o.OUTPUT)] = None,
+        "--protocol", "full, zero-shot-half (seeded half-class draws), k600-splits, splits (the official test "
+        "splits of --split-lists, all classes: mean and std) or base-novel (base and novel accuracy, each among "
+        "its own classes, and their harmonic mean).", o.OUTPUT)] = None,
     base_classes: Annotated[Path | None, o.option(
         "--base-classes", "base-novel: the base classes' class file (matched by name to the scored classes).",
         o.OUTPUT)] = None,
@@ -63,6 +65,11 @@ def evaluate(
     novel_videos: Annotated[Path | None, o.option(
         "--novel-videos", "base-novel: the novel classes' test video list (labels indexing --novel-classes).",
         o.INPUT)] = None,
+    split_lists: Annotated[list[str] | None, o.option(
+        "--split-lists", "--protocol splits: the test-split lists, one or more after the flag (--split-lists A B "
+        "C): video lists (UCF-101's testlist0N.txt, ViFi-CLIP's val1.txt, any list bike reads) or HMDB-51's "
+        "<class>_test_split<N>.txt files (a folder, a quoted glob or the files: one list per N). Listed videos "
+        "are the cache's of the same id, else of the same file stem.", o.OUTPUT)] = None,
     repeats: Annotated[int | None, o.option("--repeats", "Repetitions of zero-shot-half.", o.OUTPUT)] = None,
     seed: o.Seed = None,
     plots: Annotated[Path | None, o.option(
@@ -101,6 +108,10 @@ def print_metrics(summary: EvalSummary) -> None:
     add_columns(table, names)
     for branch in branches:
         table.add_row(branch, *(cells[branch].get(n, "") for n in names))
+        if summary.metrics[branch]["protocol"] == "splits":  # each split's figures under the branch's mean ± std
+            for split in summary.metrics[branch]["splits"]:
+                split_cells = metric_cells(split)
+                table.add_row(f"  {Path(split['split']).name}", *(split_cells.get(n, "") for n in names))
     console.print(table)
     console.print(f"scores and metrics.json in {summary.out}")
     if summary.failed:

@@ -24,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., object])
 # -- input -------------------------------------------------------------------------------------------
 Classes = Annotated[Path | None, typer.Option(
     "--classes", rich_help_panel=INPUT,
-    help="Class names in label order: an `id,name` CSV, one name per line, or Charades' `c000 name` lines.")]
+    help="Class names in label order: an `id,name` CSV, one name per line, Charades' `c000 name` lines, or a "
+    "built-in list (k400, k600, k700, ssv2, ucf101, hmdb51, anet, charades).")]
 BaseClasses = Annotated[Path | None, typer.Option(
     "--base-classes", rich_help_panel=INPUT,
     help="Base-to-novel: train on these classes only (a class file, matched by name to the classes the labels "

@@ -56,6 +56,10 @@ def train_video(
     frames: o.Frames = None,
     shots: Annotated[int | None, o.option(
         "--shots", "Few-shot: train on K videos per class (a seeded, reproducible sample).", o.TRAINING)] = None,
+    shots_list: Annotated[Path | None, o.option(
+        "--shots-list", "Few-shot: train on exactly the videos of a published K-shot list (ViFi-CLIP's "
+        "train1_few_shot_K.txt, or any video list); videos matched by id, else file stem; its labels unused.",
+        o.TRAINING)] = None,
     samples_per_epoch: Annotated[int | None, o.option(
         "--samples-per-epoch", "Cycle the training set to this many samples per epoch (few-shot runs: as many "
         "steps as a full-data epoch, as the paper does).", o.TRAINING)] = None,

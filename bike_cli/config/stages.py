@@ -128,6 +128,7 @@ class TrainVideoConfig:
     # run
     seed: int = 0
     shots: int | None = None  # few-shot: K training videos per class, a seeded sample
+    shots_list: Path | None = None  # few-shot: exactly the videos of a published K-shot list
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
     workers: int = 2
@@ -197,6 +198,7 @@ class EvalConfig:
     novel_classes: Path | None = None  # --protocol base-novel: the novel classes' class file
     novel_features: Path | None = None  # base-novel: the novel classes' videos in a cache of their own
     novel_videos: Path | None = None  # base-novel: ... or in a video list of their own
+    split_lists: list[str] = field(default_factory=list)  # --protocol splits: test-split video lists
     # zero-shot model (without --checkpoint)
     model: str | None = None
     pretrained: str | None = None

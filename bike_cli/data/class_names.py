@@ -6,7 +6,9 @@ Class-name files are detected from the first non-blank line: an ``id,name`` CSV 
 0..K-1 in order; every ``.csv`` file must have it); the Charades style ``c000 Holding some clothes``
 when every line starts with an id token ``[a-z]?<digits>`` and some line has a name after it (ids also
 0..K-1 in order, so 1-based files such as UCF101's ``classInd.txt`` are refused rather than shifted);
-otherwise one name per line. Duplicate class names are an error. Blank lines are ignored.
+otherwise one name per line. Duplicate class names are an error. Blank lines are ignored. A bare
+built-in name (``k400``, ``k600``, ``k700``, ``ssv2``, ``ucf101``, ...: the file lexicons of ``lexicons/``)
+reads that list.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bike_cli.data.lexicons import builtin_file
 from bike_cli.data.video_lists import csv_cells, nonblank, read_lines
 from bike_cli.errors import InputError, location
 
@@ -23,8 +26,9 @@ _ID_TOKEN = re.compile(r"[a-z]?(\d+)")
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names, in index order, from an `id,name` CSV, a Charades-style or a plain file."""
-    source = Path(path)
+    """Class names, in index order, from an `id,name` CSV, a Charades-style or a plain file, or the
+    built-in class list a bare name such as `k700` names (`builtin_file`: the lexicons that are files)."""
+    source = builtin_file(path) or Path(path)
     lines = list(nonblank(read_lines(source, "class-name file")))
     if not lines:
         raise InputError(f"{source}: the class-name file is empty")

@@ -37,6 +37,9 @@ LEXICONS: dict[str, str] = {
     "k600_split1": "Kinetics-600 zero-shot split 1: 160 of the classes new in K600 (also a class list)",
     "k600_split2": "Kinetics-600 zero-shot split 2: 160 of the classes new in K600 (also a class list)",
     "k600_split3": "Kinetics-600 zero-shot split 3: 160 of the classes new in K600 (also a class list)",
+    "k600": "Kinetics-600: the 600 class names (also a class list)",
+    "k700": "Kinetics-700: the 700 class names (also a class list)",
+    "ssv2": "Something-Something v2: the 174 class templates, '[something]' written 'something' (also a class list)",
     "ucf101": "UCF-101: the 101 class names, CamelCase split into lower-case words",
     "hmdb51": "HMDB-51: the 51 class names",
     "anet": "ActivityNet 1.3: the 200 class names",
@@ -47,7 +50,8 @@ _GENERATED = ("imagenet1k",)  # built-in lexicons that have no file
 # The paper's and datasets' own spellings; compared in lower case without '-', '_' and spaces.
 ALIASES: dict[str, str] = {
     "in1k": "imagenet1k", "imagenet": "imagenet1k", "ilsvrc2012": "imagenet1k",
-    "kinetics400": "k400", "kinetics": "k400", "ucf": "ucf101", "hmdb": "hmdb51",
+    "kinetics400": "k400", "kinetics600": "k600", "kinetics700": "k700",
+    "somethingsomethingv2": "ssv2", "sthsthv2": "ssv2", "somethingsomething": "ssv2", "kinetics": "k400", "ucf": "ucf101", "hmdb": "hmdb51",
     "activitynet": "anet", "activitynet13": "anet",
     **{f"kinetics600split{i}": f"k600_split{i}" for i in (1, 2, 3)},
 }
@@ -75,6 +79,17 @@ def builtin_name(text: str) -> str | None:
     """The built-in lexicon `text` names (itself, any case, or an alias such as IN-1K), else None."""
     keys = {_lexicon_key(name): name for name in LEXICONS} | ALIASES
     return keys.get(_lexicon_key(text))
+
+
+def builtin_file(name_or_path: str | Path) -> Path | None:
+    """The phrase file of the built-in lexicon a bare name (no folder, no extension) names, else None:
+    how `--classes k700` reads a built-in class list (a built-in name wins over a file of that name in
+    the working folder; write `./k700` for the file)."""
+    text = str(name_or_path)
+    if "/" in text or "\\" in text or Path(text).suffix:
+        return None
+    name = builtin_name(text)
+    return LEXICON_DIR / f"{name}.txt" if name is not None and name not in _GENERATED else None
 
 
 def load_lexicon(name_or_path: str | Path) -> list[str]:

@@ -18,15 +18,16 @@ The frame-index rules by name (`TEST_INDICES`, `TRAIN_INDICES`): `Profile.test_i
 after clip.
 
 Few-shot training sets (`few_shot_indices`): K videos per class, a seeded sample that is the same on
-every machine.
+every machine; or exactly the videos of a published K-shot list (`shot_list_indices`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -185,3 +186,14 @@ def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng([seed, k])
         chosen.update(rng.choice(rows, size=min(shots, len(rows)), replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+def shot_list_indices(video_ids: Sequence[str], shots_list: str | Path, where: str) -> np.ndarray:
+    """Sorted indices in `video_ids` of the videos a published K-shot list names (ViFi-CLIP's
+    `train1_few_shot_K.txt`: `video.avi label`, or any video list bike reads). Its labels are not used (a
+    video's label is the training set's); its videos are matched as `match_videos` does (id, else file
+    stem), a listed video missing from `where` being an InputError naming it."""
+    from bike_cli.data.video_lists import match_videos, read_video_list
+
+    listed = [entry.video_id for entry in read_video_list(shots_list).entries]
+    return np.sort(match_videos(listed, video_ids, f"--shots-list {shots_list}", where))

@@ -514,3 +514,137 @@ _PARSERS: dict[str, ListParser] = {
     "csv": parse_csv,
     "kinetics": parse_kinetics,
 }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Test-split lists (`bike eval --protocol splits`): which videos of a cache each official split holds.
+#
+# A split list is any video list above (its labels are not used: a video's label is the cache's), UCF-101's
+# official `testlist0N.txt` (`ClassName/v_ClassName_gXX_cYY.avi`, the text format without labels),
+# ViFi-CLIP's `val1.txt` (`video.avi label`, the text format) or HMDB-51's official split files: one file
+# per class, `<class>_test_split<N>.txt`, lines `video.avi 0|1|2` where 2 marks a test video. The HMDB files
+# are taken as a folder, a glob or the files themselves, and grouped by split number N: each N is one list.
+
+
+HMDB_SPLIT_FILE = re.compile(r"(?P<cls>.+)_test_split(?P<split>\d+)\.txt")
+HMDB_TEST = "2"  # the tag of a test video in an HMDB-51 split file (1 = train, 0 = unused)
+
+
+@dataclass(frozen=True)
+class SplitList:
+    """The videos of one test split: their ids as the list writes them, in list order."""
+
+    name: str  # the list file, or `<folder or pattern> split N` for HMDB-51's per-class files
+    video_ids: list[str]
+
+
+def read_split_lists(sources: Sequence[str | Path]) -> list[SplitList]:
+    """The split lists `sources` name, in order: a video-list file is one list; a folder, a glob pattern or
+    HMDB-51 `*_test_split<N>.txt` files give one list per split number N (at the first source naming it)."""
+    if not sources:
+        raise InputError("--protocol splits needs at least one --split-lists file")
+    order: list[str | int] = []  # a list file's name, or an HMDB split number
+    plain: dict[str, Path] = {}
+    hmdb: dict[int, list[Path]] = {}
+    hmdb_where: dict[int, str] = {}
+    for source in map(str, sources):
+        for path in _split_files(source):
+            match = HMDB_SPLIT_FILE.fullmatch(path.name)
+            if match is None:
+                order.append(str(path))
+                plain[str(path)] = path
+                continue
+            split = int(match["split"])
+            if split not in hmdb:
+                order.append(split)
+                hmdb_where[split] = source
+            hmdb.setdefault(split, []).append(path)
+    lists = []
+    for key in order:
+        if isinstance(key, int):
+            lists.append(_hmdb_split(f"{hmdb_where[key]} split {key}", hmdb[key]))
+        else:
+            entries = read_video_list(plain[key]).entries
+            lists.append(SplitList(key, [entry.video_id for entry in entries]))
+    return lists
+
+
+def _split_files(source: str) -> list[Path]:
+    """The files one --split-lists value names: itself, a folder's HMDB-51 split files, or a glob's matches."""
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if HMDB_SPLIT_FILE.fullmatch(p.name) and p.is_file())
+        if not found:
+            raise InputError(f"split list folder {source} holds no HMDB-51 split files (<class>_test_split<N>.txt)")
+        return found
+    if any(c in source for c in "*?[") and not path.exists():
+        import glob
+
+        found = sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
+        if not found:
+            raise InputError(f"split list pattern {source!r} matches no file")
+        return found
+    return [path]
+
+
+def _hmdb_split(name: str, files: list[Path]) -> SplitList:
+    """The test videos (tag 2) of one HMDB-51 split's per-class files; a class given twice is an error."""
+    classes: dict[str, Path] = {}
+    ids: list[str] = []
+    for path in sorted(files):
+        cls = HMDB_SPLIT_FILE.fullmatch(path.name)["cls"]
+        if cls in classes:
+            raise InputError(f"{name}: class {cls!r} is given twice ({classes[cls]} and {path})")
+        classes[cls] = path
+        for number, text in nonblank(read_lines(path, "HMDB-51 split file")):
+            parts = text.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise InputError(f"{location(path, number)}: expected 'video.avi 0|1|2' (an HMDB-51 split file), "
+                                 f"got {text!r}")
+            if parts[1] == HMDB_TEST:
+                ids.append(parts[0])
+    if not ids:
+        raise InputError(f"{name}: its {len(files)} HMDB-51 split files mark no test video (tag 2)")
+    return SplitList(name, ids)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Videos a published list names (a test split, a K-shot training list) found among the videos of a cache
+# or list: the same id, else the one video of the same file stem (the list and the cache may write other
+# folders or extensions: `Drum/v_Drum_g01_c01.avi` is the cache's `UCF-101/Drum/v_Drum_g01_c01.mp4`).
+
+
+def video_stem(video_id: str) -> str:
+    """A video id's file stem: no folder, no extension ('ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi' ->
+    'v_ApplyEyeMakeup_g01_c01')."""
+    name = video_id.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def match_videos(listed: Sequence[str], video_ids: Sequence[str], what: str, where: str) -> np.ndarray:
+    """Rows of `video_ids` the `listed` videos are, in list order: the same id, else the one id of the same
+    file stem. InputError naming `what` (the list) and the video when a listed video is missing from
+    `where`, matches several of its videos by its stem, or is listed twice (two spellings of one video)."""
+    exact = {vid: i for i, vid in enumerate(video_ids)}
+    stems: dict[str, list[int]] = {}
+    for i, vid in enumerate(video_ids):
+        stems.setdefault(video_stem(vid), []).append(i)
+    rows, seen = [], {}
+    for vid in listed:
+        row = exact.get(vid)
+        if row is None:
+            hits = stems.get(video_stem(vid), [])
+            if not hits:
+                missing = [v for v in listed if v not in exact and video_stem(v) not in stems]
+                raise InputError(f"{what}: video {vid!r} is not in {where} ({len(missing)} of its {len(listed)} "
+                                 "videos are missing; ids are matched as written, else by file stem)")
+            if len(hits) > 1:
+                raise InputError(f"{what}: video {vid!r} matches {len(hits)} videos of {where} by its file stem "
+                                 f"({video_ids[hits[0]]!r}, {video_ids[hits[1]]!r}): write the ids as {where} does")
+            row = hits[0]
+        if row in seen:
+            raise InputError(f"{what}: {seen[row]!r} and {vid!r} are the same video ({video_ids[row]!r} of {where})")
+        seen[row] = vid
+        rows.append(row)
+    return np.array(rows, dtype=np.int64)

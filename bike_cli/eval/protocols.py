@@ -12,6 +12,12 @@
   the videos of the base classes ranked among the base classes only (base accuracy), the videos of the
   novel classes among the novel classes only (novel accuracy), and their harmonic mean HM = 2ab/(a+b)
   of the two top-1 accuracies.
+- `splits`: the zero-shot protocol of X-CLIP, ViFi-CLIP and their successors on UCF-101 / HMDB-51: each
+  official test split (a list of videos, `bike_cli.data.video_lists.read_split_lists`) scored over all
+  classes (`full`'s metrics on its videos); mean and std over the splits. One score table of every video
+  serves all splits: a listed video is the table's row of the same id, else the row whose file stem
+  (name without folder and extension) is the listed one's, when exactly one row has it
+  (`bike_cli.data.video_lists.match_videos`).
 
 Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
 with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
@@ -29,13 +35,14 @@ import numpy as np
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_subsets import check_disjoint, match_class_names
 from bike_cli.data.lexicons import load_lexicon
+from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists
 from bike_cli.errors import InputError
 from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("full", "zero-shot-half", "k600-splits", "base-novel")
+PROTOCOLS = ("full", "zero-shot-half", "k600-splits", "splits", "base-novel")
 K600_SPLITS = ("k600_split1", "k600_split2", "k600_split3")  # built-in lexicon names
 
 
@@ -168,14 +175,29 @@ def base_novel(base: ScoreTable, novel: ScoreTable, base_names: Sequence[str], n
     return {"base_top1": a, "novel_top1": b, "HM": harmonic_mean(a, b), "splits": runs}
 
 
+def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[str], splits: Sequence[SplitList],
+                where: str = "the score table") -> dict:
+    """The test-splits protocol: `full_metrics` of each split's videos over all classes (`splits`: each
+    split's name, video count and metrics), then mean/std over the splits (population std)."""
+    if not splits:
+        raise InputError("the splits protocol needs at least one split list")
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    runs = []
+    for split in splits:
+        rows = match_videos(split.video_ids, video_ids, f"split list {split.name}", where)
+        runs.append({"split": split.name, "videos": len(rows), **full_metrics(scores[rows], labels[rows])})
+    return {**mean_std(runs), "splits": runs}
+
+
 def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     """Evaluate `table` under protocol `name` (one of PROTOCOLS). Options: zero-shot-half takes
     `repeats` (10) and `seed` (0); k600-splits takes `splits` (lexicon names or class-list files,
     default the three built-in K600 splits); base-novel takes `base_classes` and `novel_classes` (class-name
     lists or class files, required) and `novel_table` (the novel classes' videos when another table holds
-    them). The result starts with `protocol` and the labelled `videos`."""
+    them); splits takes `split_lists` (`SplitList`s, or `read_split_lists`' sources; at least one). The
+    result starts with `protocol` and the labelled `videos`."""
     allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",),
-               "base-novel": ("base_classes", "novel_classes", "novel_table")}
+               "base-novel": ("base_classes", "novel_classes", "novel_table"), "splits": ("split_lists",)}
     if name not in allowed:
         raise InputError(f"protocol {name!r} is not one of {', '.join(PROTOCOLS)}")
     unknown = sorted(set(options) - set(allowed[name]))
@@ -190,9 +212,14 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
                                          options.get("seed", 0))}
     if name == "base-novel":
         return {**head, **_base_novel_of(table, options)}
+    where = str(table.source) if table.source is not None else "the score table"
+    if name == "splits":
+        lists = list(options.get("split_lists") or [])
+        if not all(isinstance(item, SplitList) for item in lists):
+            lists = read_split_lists(lists)
+        return {**head, **official_splits(table.scores, table.labels, table.video_ids, lists, where)}
     sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
     lists = [load_lexicon(s) for s in sources]
-    where = str(table.source) if table.source is not None else "the score table"
     return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists,
                                   sources, where)}
 

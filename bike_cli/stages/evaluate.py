@@ -42,6 +42,7 @@ from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import check_disjoint
 from bike_cli.data.class_texts import read_class_texts
 from bike_cli.data.sampling import check_frames, parse_views
+from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
 from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
@@ -91,6 +92,9 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     _check_base_novel(cfg)
+    if (cfg.protocol == "splits") != bool(cfg.split_lists):
+        raise InputError("--split-lists is for --protocol splits" if cfg.split_lists
+                         else "--protocol splits needs --split-lists (the test-split lists)")
     check_profile(cfg.compat)
     if cfg.frames is not None:
         check_frames(cfg.frames)
@@ -170,6 +174,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     if split_inputs:  # one model, its class texts split: the main input ranked among B, the novel among N
         vm, novel_vm = _split_classes(vm, len(read_class_names(cfg.base_classes)))
     class_names = vm.names
+    split_lists = _split_lists(cfg, cache, class_names)
     profile = get_profile(cfg.compat)
     video_rule = profile.video_score_rule(fusing=cfg.attributes is not None)
     frame_scorer = ZERO_SHOT_FRAME_SCORERS[profile.zero_shot] if cfg.protocol == "zero-shot-half" else None
@@ -201,7 +206,8 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     rules = {"video": video_rule, "attrs": profile.attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
                "k600-splits": {"splits": cfg.splits} if cfg.splits else {},
-               "base-novel": {"base_classes": cfg.base_classes, "novel_classes": cfg.novel_classes}}[cfg.protocol]
+               "base-novel": {"base_classes": cfg.base_classes, "novel_classes": cfg.novel_classes},
+               "splits": {"split_lists": split_lists}}[cfg.protocol]
     if novel_vm is not None:
         options["novel_table"] = _novel_table(cfg, novel_vm, video_rule, device, progress, failed)
         files["novel_video"] = options["novel_table"].source
@@ -256,6 +262,21 @@ def _novel_table(cfg: EvalConfig, vm: VideoClassifier, video_rule: str, device, 
     path = write_score_csv(cfg.out / "novel_video_scores.csv", ids, labels, probs, vm.names)
     write_csv_meta(path, cfg.compat, video_rule)
     return ScoreTable(ids, labels, probs.astype(np.float32), vm.names, path)
+
+
+def _split_lists(cfg: EvalConfig, cache: FeatureCache | None, class_names: list[str]) -> list[SplitList]:
+    """--protocol splits: the split lists, each checked against the videos to score before any is scored
+    (a listed video the cache or --videos lacks is an InputError naming the list and the video)."""
+    if cfg.protocol != "splits":
+        return []
+    lists = read_split_lists(cfg.split_lists)
+    if cache is not None:
+        ids, where = cache.video_ids, f"the cache {cache.path}"
+    else:
+        ids, where = [e.video_id for e in read_video_list(cfg.videos, cfg.root, class_names).entries], f"--videos {cfg.videos}"
+    for split in lists:
+        match_videos(split.video_ids, ids, f"split list {split.name}", where)
+    return lists
 
 
 def _fusion_weights(cfg: EvalConfig, fuse_weight: float | None) -> list[float] | None:

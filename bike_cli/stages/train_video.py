@@ -28,7 +28,7 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_subsets import class_subset, restrict_labels, subset_entries
 from bike_cli.data.class_texts import described_classes
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
-from bike_cli.data.sampling import check_frames, few_shot_indices
+from bike_cli.data.sampling import check_frames, few_shot_indices, shot_list_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: TrainVideoConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
-                                "--base-classes": cfg.base_classes, "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
+                                "--base-classes": cfg.base_classes, "--shots-list": cfg.shots_list, "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
                                 "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained),
                                 "--class-texts": cfg.class_texts})
     if (cfg.features is None) == (cfg.videos is None):
@@ -70,6 +70,9 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
     check_profile(cfg.compat)
     if cfg.lr <= 0:
         raise InputError(f"--lr must be positive, not {cfg.lr}")
+    if cfg.shots is not None and cfg.shots_list is not None:
+        raise InputError("give at most one of --shots (a seeded sample of K videos a class) and --shots-list "
+                         "(the videos of a published K-shot list)")
     with as_user_error(PromptError):
         check_templates(cfg.templates)
     if cfg.features is not None and cfg.head == "mean" and cfg.temporal == "none":
@@ -223,6 +226,9 @@ def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names
         rows = labelled
         if cfg.shots:
             rows = labelled[few_shot_indices(labels[labelled], cfg.shots, cfg.seed)]
+        if cfg.shots_list is not None:
+            rows = _labelled_shots(shot_list_indices(cache.video_ids, cfg.shots_list, f"the cache {cache.path}"),
+                                   set(labelled.tolist()), cache.video_ids, cfg.shots_list)
         return CachedClips(cache, cfg.frames, train=True, seed=cfg.seed, rows=rows, labels=labels)
     video_list = read_video_list(cfg.videos, root=cfg.root, class_names=class_names)
     entries = list(enumerate(video_list.entries))
@@ -233,9 +239,24 @@ def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names
     if cfg.shots:
         labels = labels_array([e for _, e in entries], num_classes, video_list.multilabel)
         entries = [entries[i] for i in few_shot_indices(labels, cfg.shots, cfg.seed)]
+    if cfg.shots_list is not None:
+        every = [e.video_id for e in video_list.entries]
+        kept = dict(entries)  # list row -> its entry, relabelled by the subset where there is one
+        rows = _labelled_shots(shot_list_indices(every, cfg.shots_list, f"--videos {cfg.videos}"), set(kept), every,
+                               cfg.shots_list)
+        entries = [(int(i), kept[int(i)]) for i in rows]
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
     dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
                          num_classes=num_classes, multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
     return dataset
+
+
+def _labelled_shots(rows: np.ndarray, labelled: set[int], video_ids: list[str], shots_list: Path) -> np.ndarray:
+    """`rows` (a shot list's videos), after checking each has a label to train on."""
+    unlabelled = [int(r) for r in rows if int(r) not in labelled]
+    if unlabelled:
+        raise InputError(f"--shots-list {shots_list}: video {video_ids[unlabelled[0]]!r} has no label in the "
+                         f"training set ({len(unlabelled)} listed videos have none)")
+    return rows
 
