@@ -4,6 +4,7 @@ novel accuracies (each among its own classes) and their harmonic mean, from one 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from bike_cli.config.stages import EvalConfig, ExtractConfig, TrainVideoConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_subsets import restrict_labels
 from bike_cli.data.video_lists import read_video_list
+from bike_cli.engine.validation import val_data
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
@@ -167,3 +169,39 @@ def test_run_protocol_base_novel_on_a_score_table_by_hand():
     assert result["HM"] == pytest.approx(2 * 50 * 100 / 150)
     with pytest.raises(InputError, match="needs --novel-classes"):
         run_protocol("base-novel", table, base_classes=["w"])
+
+
+def test_validation_on_a_cache_of_every_class_scores_the_base_videos_among_the_base_classes(tmp_path, split):
+    data, train, val, base, novel, _ = split
+    run = tmp_path / "run"
+    run_train_video(TrainVideoConfig(features=train, val_features=val, base_classes=base, out=run, epochs=1,
+                                     batch_size=8, lr=2e-3, warmup_epochs=1, workers=0, templates=["{}"],
+                                     temporal_layers=1))
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    cache = FeatureCache(val, need_rows=True)
+    names = list(cache.meta.class_names)
+    subset = np.array([names.index(n.replace("_", " ")) for n in BASE])
+    shares = [val_data(TrainVideoConfig(features=train, val_features=val), names, None, rank, 2, subset)
+              for rank in range(2)]
+    rows = np.concatenate([share.loader.source.rows for share in shares])
+    assert sorted(rows.tolist()) == np.flatnonzero(np.isin(cache.labels, subset)).tolist()  # base videos only
+    relabelled = shares[0].loader.source.labels[rows]
+    assert [names[subset[j]] for j in relabelled] == [names[i] for i in cache.labels[rows]]
+    # one view: the top-1 among the base classes is base-novel's base accuracy of the same weights
+    base_top1 = run_eval(EvalConfig(out=tmp_path / "e", checkpoint=run / "last.pt", features=val,
+                                    protocol="base-novel", base_classes=base, novel_classes=novel,
+                                    workers=0)).metrics["video"]["base_top1"]
+    assert line["val_top1"] == pytest.approx(base_top1, rel=1e-5)
+
+
+def test_validation_on_a_video_list_of_every_class_keeps_the_base_videos_relabelled(split):
+    data, _, _, base, _, _ = split
+    names = read_class_names(data.classes)
+    subset = np.array([names.index(n.replace("_", " ")) for n in BASE])
+    spec = SimpleNamespace(image_size=32, resize_mode="shortest")
+    cfg = TrainVideoConfig(videos=data.train, val_videos=data.val, val_root=data.root, base_classes=base, workers=0)
+    kept = [e for rank in range(2) for _, e in val_data(cfg, names, spec, rank, 2, subset).loader.dataset.items]
+    listed = read_video_list(data.val, root=data.root, class_names=names).entries
+    assert sorted(e.path for e in kept) == sorted(e.path for e in listed if e.labels[0] in subset)
+    by_path = {e.path: e.labels for e in listed}
+    assert all(by_path[e.path] == (subset[e.labels[0]],) for e in kept)

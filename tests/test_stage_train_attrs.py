@@ -165,3 +165,61 @@ def test_labels_beyond_the_class_list_are_a_clear_error(tmp_path, attrs_files):
     classes.write_text("\n".join(CLASSES[:3]) + "\n")  # class 3 (climbing) is no longer listed
     with pytest.raises(InputError, match=r"train.csv: video 'climbing_0.mp4' has label 3, beyond the 3 classes"):
         run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1))
+
+
+def _fit_spy(monkeypatch) -> dict:
+    """What the real stage hands the training loop (its dataset) and its validation (the targets)."""
+    from bike_cli.engine.training_loop import Trainer
+    from bike_cli.stages import train_attrs as stage
+
+    seen: dict = {"val_labels": []}
+    fit, metrics = Trainer.fit, stage.metrics_over_processes
+
+    def spy_fit(self, branch, settings, dataset, **kwargs):
+        seen["dataset"] = dataset
+        return fit(self, branch, settings, dataset, **kwargs)
+
+    def spy_metrics(scores, labels):
+        seen["val_labels"].append(np.concatenate(labels))
+        return metrics(scores, labels)
+
+    monkeypatch.setattr(Trainer, "fit", spy_fit)
+    monkeypatch.setattr(stage, "metrics_over_processes", spy_metrics)
+    return seen
+
+
+def test_base_classes_train_on_the_base_class_rows_only_relabelled_by_the_base_file(tmp_path, attrs_files,
+                                                                                     monkeypatch):
+    from dataclasses import replace
+
+    from bike_cli.io.attributes_csv import read_attributes_csv
+
+    base_names = ["Cooking", "juggling"]  # another order and spelling than --classes
+    base = tmp_path / "base.csv"
+    base.write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(base_names)))
+    order = [CLASSES.index(n.lower()) for n in base_names]  # [2, 0]
+    seen = _fit_spy(monkeypatch)
+    summary = run_train_attrs(config(attrs_files, tmp_path / "run", epochs=1, val_every=1, base_classes=base))
+    inputs, targets = seen["dataset"].tensors
+    table = read_attributes_csv(attrs_files[0])
+    rows = [r for r, labels in enumerate(table.labels) if labels[0] in order]
+    assert len(rows) == 20 < len(table)  # 10 videos of each base class, none of the others
+    assert targets.tolist() == [order.index(table.labels[r][0]) for r in rows]
+    embeddings = torch.load(tmp_path / "run" / "sentence_embeddings_train.pt", weights_only=True)["embeddings"]
+    torch.testing.assert_close(inputs, embeddings[rows])
+    assert load_attrs_checkpoint(tmp_path / "run").class_names == ["cooking", "juggling"]
+    val_labels = seen["val_labels"][-1]  # the validation scores base videos among the base classes
+    assert sorted(set(val_labels.tolist()) - {-1}) == [0, 1] and int((val_labels >= 0).sum()) == 10
+    assert "val_top1" in summary.best_metrics
+
+    # ViFi-CLIP's layout: only the base videos, labels indexing the base file, no --classes: the same rows
+    vifi = tmp_path / "fs_base_train.csv"
+    write_attributes_csv(vifi, replace(table, video_ids=[table.video_ids[r] for r in rows],
+                                       labels=[(order.index(table.labels[r][0]),) for r in rows],
+                                       attributes=[table.attributes[r] for r in rows], scores=table.scores[rows],
+                                       sentences=[table.sentences[r] for r in rows]))
+    run_train_attrs(config(attrs_files, tmp_path / "vifi", epochs=1, attributes=vifi, classes=None,
+                           val_attributes=None, base_classes=base))
+    vifi_inputs, vifi_targets = seen["dataset"].tensors
+    assert vifi_targets.tolist() == targets.tolist()
+    torch.testing.assert_close(vifi_inputs, inputs, rtol=1e-5, atol=1e-6)

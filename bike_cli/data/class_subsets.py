@@ -65,6 +65,21 @@ def restrict_labels(labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, remap[np.clip(labels, 0, None)], -1).astype(labels.dtype if labels.dtype.kind == "i" else np.int64)
 
 
+def labelled_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows [n] with a known class: an integer label >= 0 ([N]) or a multi-hot row with a class ([N, K])."""
+    labels = np.asarray(labels)
+    return np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
+
+
+def subset_rows(labels: np.ndarray, positions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """A cache's labels (numbered by the classes in use) as training and validation read them with
+    `--base-classes`: renumbered by the subset at `positions` (`restrict_labels`; unchanged when None),
+    and the rows [n] that keep a class (`labelled_rows`), so the videos of other classes are left out."""
+    if positions is not None:
+        labels = restrict_labels(labels, positions)
+    return labels, labelled_rows(labels)
+
+
 def class_subset(path: str | Path | None, class_names: Sequence[str], where: object) -> np.ndarray | None:
     """Positions [k] among `class_names` (the classes labels are numbered by, named by `where`) of the
     classes of the class file `path` (`--base-classes`), in the file's order; None without a file."""

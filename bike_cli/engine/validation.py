@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips, cache_labels
+from bike_cli.data.class_subsets import subset_entries, subset_rows
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
 from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import ViewLayout
@@ -34,17 +35,27 @@ class ValData:
     multilabel: bool = False
 
 
-def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank: int, world: int) -> ValData | None:
-    """This process's share of the validation set (every world-th video), all views, test sampling."""
+def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank: int, world: int,
+             subset: np.ndarray | None = None) -> ValData | None:
+    """This process's share of the validation set (every world-th video), all views, test sampling.
+
+    Labels are numbered by `class_names`, as the training labels are; with `subset` (the positions among
+    them of the classes trained on, `--base-classes`) only the videos of those classes are validated,
+    relabelled by the subset, as training reads its own (`bike_cli.data.class_subsets`)."""
     if cfg.val_features:
         cache = FeatureCache(cfg.val_features, need_rows=True)
-        rows = np.arange(len(cache))[rank::world]
-        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows,
-                              labels=cache_labels(cache, class_names, cfg.classes or cfg.features))
+        labels = cache_labels(cache, class_names, cfg.classes or cfg.features)
+        rows = np.arange(len(cache))
+        if subset is not None:
+            labels, rows = subset_rows(labels, subset)
+        dataset = CachedClips(cache, cfg.frames, train=False, rows=rows[rank::world], labels=labels)
         return ValData(SlabBatches(dataset, batch_size=64), False)
     if cfg.val_videos:
         video_list = read_video_list(cfg.val_videos, root=cfg.val_root, class_names=class_names)
-        items = list(enumerate(video_list.entries))[rank::world]
+        items = list(enumerate(video_list.entries))
+        if subset is not None:
+            items = [(i, e) for i, e in subset_entries(items, subset) if e.labels]
+        items = items[rank::world]
         dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
                                  resize_mode=spec.resize_mode)
         loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)

@@ -25,7 +25,7 @@ from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
-from bike_cli.data.class_subsets import class_subset, restrict_labels, subset_entries
+from bike_cli.data.class_subsets import class_subset, subset_entries, subset_rows
 from bike_cli.data.class_texts import described_classes
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
 from bike_cli.data.sampling import check_frames, few_shot_indices, shot_list_indices
@@ -181,7 +181,7 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
         train_set = memory
     elif cfg.samples_per_epoch:
         train_set = RepeatedDataset(train_set, cfg.samples_per_epoch)
-    val = val_data(cfg, class_names, spec, accelerator.process_index, accelerator.num_processes)
+    val = val_data(cfg, label_names, spec, accelerator.process_index, accelerator.num_processes, subset)
 
     def batch_inputs(batch) -> tuple:
         inputs, targets = batch
@@ -219,10 +219,7 @@ def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names
     the base classes: `class_subset`) only the videos of those classes are kept, relabelled by the subset.
     Public so that the benchmarks time what the stage trains on."""
     if cache is not None:
-        labels = cache_labels(cache, class_names, cfg.classes)
-        if subset is not None:
-            labels = restrict_labels(labels, subset)
-        labelled = np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
+        labels, labelled = subset_rows(cache_labels(cache, class_names, cfg.classes), subset)
         rows = labelled
         if cfg.shots:
             rows = labelled[few_shot_indices(labels[labelled], cfg.shots, cfg.seed)]
