@@ -82,6 +82,7 @@ def test_alpha_0_and_1_give_the_original_and_the_fine_tuned_visual_weights_and_h
     assert trained.origin is None  # an epoch's own weights record no origin
 
 
+@pytest.mark.slow
 def test_eval_and_predict_read_the_merged_checkpoint(tmp_path, tuned, sample_data):
     run, _ = tuned
     merged = tmp_path / "merged.pt"
@@ -105,6 +106,7 @@ def test_eval_and_predict_read_the_merged_checkpoint(tmp_path, tuned, sample_dat
     assert p.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_alpha_outside_0_1_is_one_line(tmp_path, tuned):
     run, _ = tuned
     done = bike("merge", str(run), "--alpha", "1.5", "--out", str(tmp_path / "m.pt"))
