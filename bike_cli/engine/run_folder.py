@@ -293,8 +293,8 @@ class RunFolder:
             self.save_average([folder / f"epoch_{e:04d}.pt" for e in range(first, epoch + 1)], header.kind)
 
     def save_average(self, paths: list[Path], kind: str) -> None:
-        """averaged.pt: the mean of the weights of the checkpoints `paths` (the first and last name the
-        epochs), with the last one's record; `origin` lists the epochs averaged."""
+        """averaged.pt: the mean of the weights of the checkpoints `paths` (in epoch order), with the last
+        one's record (settings, CLIP, classes, spec, epoch); `origin` lists the epochs averaged."""
         mean, epochs, last = StateMean(), [], None
         for path in paths:
             if not path.is_file():
