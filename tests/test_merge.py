@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from bike_cli.cli.app import app
 from bike_cli.config.stages import MergeConfig, PredictConfig, TrainVideoConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
@@ -132,7 +133,10 @@ def test_an_existing_out_needs_overwrite(tmp_path, tuned):
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         run_merge(cfg)
     assert out.read_text() == "mine"
-    run_merge(replace(cfg, overwrite=True))
+    done = CliRunner().invoke(app, ["merge", str(run), "--alpha", "0.5", "--out", str(out), "--overwrite"],
+                              env={"COLUMNS": "300"})
+    assert done.exit_code == 0, done.output
+    assert f"merge: wrote {out}" in " ".join(done.output.split()) and "at alpha 0.5" in done.output
     assert load_video_checkpoint(out).origin["alpha"] == 0.5
 
 
