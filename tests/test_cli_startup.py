@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import COMMANDS, app
 
 runner = CliRunner()
-STAGE_ORDER = ["extract-features", "gen-attributes", "train-video", "train-attrs", "eval", "fuse", "predict", "search", "demo"]
+STAGE_ORDER = ["extract-features", "gen-attributes", "train-video", "train-attrs", "merge", "eval", "fuse", "predict", "search", "demo"]
 HEAVY = ("torch", "open_clip", "torchvision")
 
 

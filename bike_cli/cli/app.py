@@ -13,7 +13,18 @@ from typing import Any
 
 import typer
 
-from bike_cli.cli import demo, evaluate, extract, fuse, gen_attributes, predict, search, train_attrs, train_video
+from bike_cli.cli import (
+    demo,
+    evaluate,
+    extract,
+    fuse,
+    gen_attributes,
+    merge,
+    predict,
+    search,
+    train_attrs,
+    train_video,
+)
 from bike_cli.cli.core import BikeCommand, app, fail
 from bike_cli.cli.torch_pair import installed_mismatch
 
@@ -22,6 +33,7 @@ COMMANDS = (  # the order of `bike --help`: the order the stages run in
     ("gen-attributes", gen_attributes.gen_attributes),
     ("train-video", train_video.train_video),
     ("train-attrs", train_attrs.train_attrs),
+    ("merge", merge.merge),
     ("eval", evaluate.evaluate),
     ("fuse", fuse.fuse),
     ("predict", predict.predict),

@@ -63,6 +63,9 @@ def train_video(
     samples_per_epoch: Annotated[int | None, o.option(
         "--samples-per-epoch", "Cycle the training set to this many samples per epoch (few-shot runs: as many "
         "steps as a full-data epoch, as the paper does).", o.TRAINING)] = None,
+    average_last: Annotated[int | None, o.option(
+        "--average-last", "Also write averaged.pt in --out: the mean of the weights of the last N epochs (SWA, "
+        "FROSTER); an ordinary checkpoint for eval and predict.", o.TRAINING)] = None,
     out: Path | None = o.out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
     grad_checkpointing: Annotated[bool | None, o.option(
         "--grad-checkpointing/--no-grad-checkpointing",

@@ -4,8 +4,8 @@ Each dataclass holds a command's settings and their defaults, nothing that compu
 (`bike_cli.stages.*`) checks them before it loads anything. They live here, free of torch, so that
 `bike COMMAND --help` shows these defaults by reading the dataclass itself, and recipes
 (`bike_cli.config.recipe`) fill them; a field's name is its option's name (`--batch-size` is
-`batch_size`). In stage order: extract-features, gen-attributes, train-video, train-attrs, eval, fuse,
-predict, search, demo.
+`batch_size`). In stage order: extract-features, gen-attributes, train-video, train-attrs, merge, eval,
+fuse, predict, search, demo.
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class TrainVideoConfig:
     shots_list: Path | None = None  # few-shot: exactly the videos of a published K-shot list
     samples_per_epoch: int | None = None  # cycle the training set to this many samples per epoch
     val_every: int = 1  # validate every N epochs
+    average_last: int | None = None  # N: also write averaged.pt, the mean of the last N epochs' weights
     workers: int = 2
     device: str | None = None  # cpu | cuda [default: the GPU when there is one, else cpu]
     cache_in_memory: str = "auto"  # --features: hold the rows in RAM / GPU memory: auto | on | off
@@ -174,6 +175,17 @@ class TrainAttrsConfig:
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
     loss: str | None = None  # bike (Eq. 8) | authors (their KL loss) [default: the profile's]
     overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)
+
+
+@dataclass
+class MergeConfig:
+    """Options of `bike merge` (see its --help)."""
+
+    run: Path  # an end-to-end train-video run folder or checkpoint
+    out: Path  # the merged checkpoint to write
+    alpha: float  # 0: the original CLIP's visual weights, 1: the run's fine-tuned ones
+    pretrained: str | None = None  # the run's CLIP weights file where it is now (sha256-checked)
+    overwrite: bool = False  # replace an existing --out
 
 
 @dataclass

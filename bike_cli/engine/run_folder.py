@@ -5,6 +5,10 @@
     last.pt, best.pt          the branch checkpoint of the last epoch, and of the best (bike_cli.io.checkpoints)
     checkpoints/epoch_NNNN/   the resumable state of the two newest epochs (bike_cli.io.train_state); its
                               trainer_state.json, written last, marks it complete
+    averaged.pt               with `average_last` N (train-video --average-last): the mean of the last N
+                              epochs' weights, an ordinary branch checkpoint, written after the last epoch
+    checkpoints/averaging/    with `average_last` N: epoch_NNNN.pt, last.pt of each epoch of the last N
+                              (of the total asked for) trained so far: what averaged.pt is the mean of
     tensorboard/              TensorBoard's events (where tensorboard is installed)
 
 Under the folder's writer lock (taken first: another process's live run is never touched):
@@ -23,6 +27,10 @@ Under the folder's writer lock (taken first: another process's live run is never
 as with the Hugging Face Trainer and mmaction2). `metrics.jsonl` is cut back to the epochs the resumed
 state has finished (a kill between the metrics append and the state write leaves a line of an epoch
 that is then trained again), and a torn last line is dropped.
+
+Averaging keeps the weights of each epoch of the window, not a running sum: a resumed run, or one
+whose `--epochs` grew, averages exactly the last N epochs of the total (the window only moves later,
+and files before it are removed); its cost is N copies of the branch's weights on disk.
 """
 
 from __future__ import annotations
@@ -42,18 +50,27 @@ from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import append_line, copy_file, write_text
-from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE, BranchCheckpoint, save_checkpoint
+from bike_cli.io.checkpoints import (
+    AVERAGED_FILE,
+    BEST_FILE,
+    LAST_FILE,
+    BranchCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 from bike_cli.io.run_config import save_resolved
 from bike_cli.io.train_state import STATE_FILE, RunState
 from bike_cli.io.write_errors import make_folder
+from bike_cli.models.weight_space import StateMean
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINTS, TENSORBOARD = "config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"
-RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE)  # in the order the guard names them
+RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE, AVERAGED_FILE)  # in the order the guard names them
 RUN_FOLDERS = (CHECKPOINTS, TENSORBOARD)
 KEEP_CHECKPOINTS = 2  # epoch folders kept: the newest complete one, and the one before it
+AVERAGING = "averaging"  # checkpoints/averaging/epoch_NNNN.pt: the epochs averaged.pt is the mean of
 FREE_ON_RESUME = {"resume", "overwrite", "workers", "cache_in_memory", "allow_model_mismatch", "out"}  # cannot change what the run computes
 GROWS_ON_RESUME = "epochs"  # a new total: the run goes on, on the schedule of the new total
 
@@ -80,9 +97,10 @@ class RunFolder:
     files and the rules of the module docstring. The training loop asks it (rank 0 writes the shared files)."""
 
     def __init__(self, out: Path, stage: str, *, resume: bool = False, overwrite: bool = False,
-                 config: object = None, guard: PathGuard | None = None) -> None:
+                 config: object = None, guard: PathGuard | None = None, average_last: int | None = None) -> None:
         self.out, self.stage, self.resume, self.overwrite = Path(out), stage, resume, overwrite
         self.config, self.guard, self.board = config, guard, None
+        self.average_last, self.epochs = average_last, 0  # epochs: the total asked for (set by `restore`)
 
     def epoch_folder(self, epoch: int) -> Path:
         return self.out / CHECKPOINTS / f"epoch_{epoch:04d}"
@@ -170,6 +188,7 @@ class RunFolder:
         """Make the folder; with --resume, load the newest complete epoch folder (only bike's code-free state
         files) into the unwrapped `model` and the others and return its state (None: nothing to continue)."""
         make_folder(self.out)
+        self.epochs = epochs
         if not self.resume:
             return None
         was = self.check_config() if self.config is not None else None
@@ -198,8 +217,11 @@ class RunFolder:
         return state
 
     def start(self, state: RunState) -> None:
-        """On the main process, before the first epoch: metrics cut back to the state's epoch, config.yaml, TensorBoard."""
+        """On the main process, before the first epoch: metrics cut back to the state's epoch, an averaged.pt
+        of a shorter total removed, config.yaml, TensorBoard."""
         self._trim_metrics(state.epoch)
+        if self.average_last and (self.out / AVERAGED_FILE).exists():  # of a shorter total: epochs are to come
+            (self.guard or run_guard(self.out, {})).discard(self.out / AVERAGED_FILE)
         if self.config is not None:
             save_resolved(self.config, self.out / CONFIG_FILE, stage=self.stage)
         try:
@@ -230,6 +252,7 @@ class RunFolder:
         append_line(self.out / METRICS_FILE, json.dumps(line))
         log.info("epoch %d: %s", line["epoch"], ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
         self.save_checkpoints(model, line, improved, header)
+        self.keep_for_average(state.epoch, header)
         train_state.save_trainer_state(self.epoch_folder(state.epoch), state)  # last: marks it complete
         for old in sorted((self.out / CHECKPOINTS).glob("epoch_*"))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
@@ -250,6 +273,42 @@ class RunFolder:
         save_checkpoint(self.out / LAST_FILE, ckpt, header.kind)
         if improved:
             copy_file(self.out / LAST_FILE, self.out / BEST_FILE)
+
+    def keep_for_average(self, epoch: int, header: CheckpointHeader | None) -> None:
+        """With `average_last` N: keep last.pt of an epoch among the last N of the total, drop those before
+        them, and after the last epoch write averaged.pt, their mean (before the epoch's state file: a
+        kill before it trains the epoch again and writes the same files)."""
+        if not self.average_last or header is None:
+            return
+        first = self.epochs - self.average_last + 1
+        if epoch < first:
+            return
+        folder = self.out / CHECKPOINTS / AVERAGING
+        make_folder(folder)
+        copy_file(self.out / LAST_FILE, folder / f"epoch_{epoch:04d}.pt")
+        for old in folder.glob("epoch_*.pt"):
+            if old.stem[len("epoch_"):].isdigit() and int(old.stem[len("epoch_"):]) < first:
+                old.unlink(missing_ok=True)
+        if epoch == self.epochs:
+            self.save_average([folder / f"epoch_{e:04d}.pt" for e in range(first, epoch + 1)], header.kind)
+
+    def save_average(self, paths: list[Path], kind: str) -> None:
+        """averaged.pt: the mean of the weights of the checkpoints `paths` (in epoch order), with the last
+        one's record (settings, CLIP, classes, spec, epoch); `origin` lists the epochs averaged."""
+        mean, epochs, last = StateMean(), [], None
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path} is missing: --average-last {self.average_last} needs the weights of "
+                                 f"each of the last {self.average_last} epochs (train again with --overwrite)")
+            last = load_checkpoint(path, kind)
+            mean.add(last.state_dict)
+            epochs.append(last.epoch)
+        averaged = BranchCheckpoint(config=last.config, clip=last.clip, class_names=last.class_names,
+                                    epoch=last.epoch, metrics={}, state_dict=mean.mean(), model_args=last.model_args,
+                                    origin={"method": "average", "epochs": epochs})
+        save_checkpoint(self.out / AVERAGED_FILE, averaged, kind)
+        log.info("wrote %s: the mean of the weights of epochs %s", self.out / AVERAGED_FILE,
+                 ", ".join(map(str, epochs)))
 
     def close(self) -> None:
         if self.board is not None:

@@ -211,7 +211,8 @@ def run_training(cfg, stage: str, guard: PathGuard, profile: Profile,
     settings = LoopSettings.of(cfg)
     settings.check()
     accelerator = make_accelerator(settings, profile)
-    run = RunFolder(cfg.out, stage, resume=settings.resume, overwrite=settings.overwrite, config=cfg, guard=guard)
+    run = RunFolder(cfg.out, stage, resume=settings.resume, overwrite=settings.overwrite, config=cfg, guard=guard,
+                    average_last=getattr(cfg, "average_last", None))  # train-video's --average-last
     with writer_lock(cfg.out, folder=True, is_main=accelerator.is_main_process, world_size=accelerator.num_processes):
         finished = run.check(settings.epochs)
         accelerator.wait_for_everyone()  # rank 0 has removed an --overwrite'n run before any rank reads

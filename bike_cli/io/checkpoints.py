@@ -9,7 +9,13 @@ so it loads with `torch.load(weights_only=True)` (no pickled code runs):
      "clip": {...ClipSpec fields...},
      "model_args": {...the branch spec's fields (bike_cli.models.build): what rebuilds the module...},
      "class_names": [str], "epoch": int, "metrics": {...},
-     "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)}}
+     "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)},
+     "origin": None | {...}}
+
+`origin` (optional in schema 2: absent or None in an epoch's own weights) says how weights that no
+single epoch trained were made: `bike merge` (`"method": "interpolation"`, with `alpha` and the
+source checkpoint's sha256) or `train-video --average-last N` (`"method": "average"`, with the
+epochs averaged). Readers need nothing from it: the state dict is a complete branch.
 
 Schema 1 is the same without `model_args`: such checkpoints still load (`model_args` is None; the
 builder derives the spec from `config` and `clip`).
@@ -33,6 +39,7 @@ from bike_cli.io.file_kind import HDF5, TORCH_KINDS, describe_file, sniff, wrong
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
 LAST_FILE, BEST_FILE = "last.pt", "best.pt"  # a run folder's checkpoints: every epoch's, the best epoch's
+AVERAGED_FILE = "averaged.pt"  # train-video --average-last N: the mean of the last N epochs' weights
 SCHEMA_VERSION = 2  # 2 added `model_args`
 READABLE_SCHEMAS = (1, 2)
 
@@ -46,6 +53,7 @@ class BranchCheckpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     model_args: dict | None = None  # the branch spec's fields; None in schema-1 checkpoints
+    origin: dict | None = None  # weights no single epoch trained: how they were made (module docstring)
 
 
 def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
@@ -56,6 +64,8 @@ def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
         "epoch": ckpt.epoch, "metrics": ckpt.metrics,
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
     }
+    if ckpt.origin is not None:
+        payload["origin"] = ckpt.origin
     return torch_save(payload, path)
 
 
@@ -109,15 +119,21 @@ def load_attrs_checkpoint(path: str | Path) -> BranchCheckpoint:
     return load_checkpoint(path, ATTRS_KIND)
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file `path` names: the file itself, or a run folder's best.pt (else its last.pt)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = next((p for p in (path / BEST_FILE, path / LAST_FILE) if p.exists()), None)
+    if found is None:
+        raise InputError(f"{path} is not a bike run folder: it holds no best.pt or last.pt (give the --out "
+                         "folder of a train-video/train-attrs run that finished an epoch, or a checkpoint file)")
+    return found
+
+
 def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
     """bike's own checkpoint of `kind` (a file, or a run folder holding best.pt / last.pt)."""
-    path = Path(path)
-    if path.is_dir():
-        found = next((p for p in (path / BEST_FILE, path / LAST_FILE) if p.exists()), None)
-        if found is None:
-            raise InputError(f"{path} is not a bike run folder: it holds no best.pt or last.pt (give the --out "
-                             "folder of a train-video/train-attrs run that finished an epoch, or a checkpoint file)")
-        path = found
+    path = checkpoint_file(path)
     data = read_torch_file(path)
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else None
@@ -125,7 +141,8 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
     if data.get("schema_version") not in READABLE_SCHEMAS:
         raise InputError(f"{path} has checkpoint schema {data.get('schema_version')}; bike reads "
                          f"{' and '.join(map(str, READABLE_SCHEMAS))}")
-    model_args = data.get("model_args")
+    model_args, origin = data.get("model_args"), data.get("origin")
     return BranchCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
                            dict(data["metrics"]), dict(data["state_dict"]),
-                           dict(model_args) if model_args is not None else None)
+                           dict(model_args) if model_args is not None else None,
+                           dict(origin) if origin is not None else None)

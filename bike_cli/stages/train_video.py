@@ -7,7 +7,8 @@ one CPU, one GPU or many GPUs and nodes under `accelerate launch`.
 
 Outputs in `out/`: `config.yaml` (the resolved settings), `metrics.jsonl` (one line per epoch),
 `last.pt` and `best.pt` (bike's checkpoint format), and `checkpoints/epoch_NNNN/` (Accelerate state:
-model, optimiser, scheduler, RNG; what `--resume` continues from).
+model, optimiser, scheduler, RNG; what `--resume` continues from); with `--average-last N`,
+`averaged.pt`, the mean of the last N epochs' weights (`engine.run_folder.RunFolder.keep_for_average`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
     if cfg.shots is not None and cfg.shots_list is not None:
         raise InputError("give at most one of --shots (a seeded sample of K videos a class) and --shots-list "
                          "(the videos of a published K-shot list)")
+    if cfg.average_last is not None and not 1 <= cfg.average_last <= cfg.epochs:
+        raise InputError(f"--average-last {cfg.average_last} must be between 1 and --epochs {cfg.epochs}: "
+                         "the number of last epochs whose weights averaged.pt is the mean of")
     with as_user_error(PromptError):
         check_templates(cfg.templates)
     if cfg.features is not None and cfg.head == "mean" and cfg.temporal == "none":
