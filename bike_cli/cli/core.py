@@ -34,6 +34,7 @@ console = LiteralConsole(stderr=True)
 stdout = LiteralConsole()
 ERROR = Text("error:", style="bold red")
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 # Help panels of the options, in the order `--help` shows them.
 INPUT = "Input"
@@ -161,6 +162,15 @@ def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
         return func
 
     return mark
+
+
+def make_config(config: type[C], options: dict[str, Any], recipe: Any = None, stage: str | None = None) -> C:
+    """A command's settings from the options it was given (over `recipe`'s, if any): the one path of every
+    command (`config.recipe.build_config`: types, then each number's range), taken before the command
+    imports its stage, so a bad value is one line (exit 1) before torch loads."""
+    from bike_cli.config.recipe import build_config
+
+    return run_guarded(build_config, config, recipe, options, stage=stage)
 
 
 def given(options: dict[str, Any], *drop: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.cli.tables import add_columns, metric_cells
 from bike_cli.config.stages import EvalConfig
 
@@ -67,11 +67,11 @@ def evaluate(
     Views are scored as softmax(scale x logits) and averaged per video. Zero-shot (no --checkpoint)
     from a cache uses the cache's model, weights and frame count unless told otherwise.
     """
-    options = given(locals())
+    cfg = make_config(EvalConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.evaluate import run_eval
 
-    print_metrics(run_guarded(run_eval, EvalConfig(**options), RichProgress("videos")))
+    print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
 
 
 def print_metrics(summary: EvalSummary) -> None:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import (
     DemoConfig,
     EvalConfig,
@@ -71,6 +72,7 @@ class DemoSummary:
 def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     """Generate the sample dataset (once), extract train (1x1) and val (2x3 views) caches, train the
     Video branch on the train cache and validate it on every view of the val cache."""
+    check_ranges(cfg)
     data = make_sample_dataset(cfg.out / "data", videos_per_class=cfg.videos_per_class, seed=cfg.seed)
     log.info("sample dataset: %s", data.root)
     steps, caches = [], {}

@@ -37,9 +37,10 @@ from bike_cli.config.profile import (
     get_profile,
     recorded_profile,
 )
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
-from bike_cli.data.sampling import check_frames, parse_views
+from bike_cli.data.sampling import parse_views
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
 from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
@@ -79,8 +80,7 @@ class EvalSummary:
 def _check(cfg: EvalConfig) -> PathGuard:
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
-    if cfg.fuse is not None and not 0.0 <= cfg.fuse <= 1.0:
-        raise InputError(f"--fuse is the weight lambda of the Video branch, in [0, 1]; not {cfg.fuse}")
+    check_ranges(cfg)
     if cfg.fuse is not None and cfg.attributes is None:
         raise InputError("--fuse needs the Attributes branch: pass --attributes ATTRS.csv")
     if cfg.attrs_checkpoint is not None and cfg.attributes is None:
@@ -88,8 +88,6 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if cfg.protocol not in PROTOCOLS:
         raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     check_profile(cfg.compat)
-    if cfg.frames is not None:
-        check_frames(cfg.frames)
     if cfg.views:
         parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
-from bike_cli.data.sampling import check_frames, few_shot_indices
+from bike_cli.data.sampling import few_shot_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
@@ -63,10 +64,8 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
-    check_frames(cfg.frames)
+    check_ranges(cfg)
     check_profile(cfg.compat)
-    if cfg.lr <= 0:
-        raise InputError(f"--lr must be positive, not {cfg.lr}")
     with as_user_error(PromptError):
         check_templates(cfg.templates)
     if cfg.features is not None and cfg.head == "mean" and cfg.temporal == "none":
