@@ -41,7 +41,7 @@ CASES = [
     (["train-attrs", "--clip-lr-ratio", "-0.5"], "--clip-lr-ratio must be at least 0, not -0.5"),
     (["train-attrs", "--val-every", "0"], "--val-every must be at least 1, not 0"),
     (["train-attrs", "--workers", "-1"], "--workers must be at least 0, not -1"),
-    (["eval", "--out", "E", "--fuse", "1.5"], "--fuse must be between 0 and 1, not 1.5"),
+    (["eval", "--out", "E", "--fuse", "1.5"], "--fuse must be in [0, 1], not 1.5"),
     (["eval", "--out", "E", "--repeats", "0"], "--repeats must be at least 1, not 0"),
     (["eval", "--out", "E", "--frames", "0"], "--frames must be between 1 and 256, not 0"),
     (["extract-features", "--list", "l", "--out", "c.h5", "--model", "bike-tiny", "--frames", "300"],
@@ -52,8 +52,8 @@ CASES = [
      "--top-k must be at least 1, not 0"),
     (["gen-attributes", "--features", "f.h5", "--lexicon", "k400", "--out", "a.csv", "--max-elements", "0"],
      "--max-elements must be at least 1, not 0"),
-    (["fuse", "a.csv", "b.csv", "--out", "f.csv", "--grid-step", "0"], "--grid-step must be more than 0 and at most 1"),
-    (["fuse", "a.csv", "b.csv", "--out", "f.csv", "--grid-step", "1.5"], "--grid-step must be more than 0 and at most 1"),
+    (["fuse", "a.csv", "b.csv", "--out", "f.csv", "--grid-step", "0"], "--grid-step must be in (0, 1], not 0"),
+    (["fuse", "a.csv", "b.csv", "--out", "f.csv", "--grid-step", "1.5"], "--grid-step must be in (0, 1], not 1.5"),
     (["predict", "v.mp4", "--top", "0"], "--top must be at least 1, not 0"),
     (["search", "dog", "--features", "f.h5", "--top", "5", "--candidates", "3"],
      "--candidates (3) must be at least --top (5)"),
@@ -113,6 +113,20 @@ def test_a_recipe_value_out_of_range_names_the_recipe_line_and_the_option(tmp_pa
     assert flat(done.stderr) == (f"error: {recipe}:3: batch_size must be at least 1, not 0 "
                                  "(the option --batch-size overrides it)")
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("line, message", [
+    ("flip_prob: 2", "flip_prob must be in [0, 1], not 2"),
+    ("crop_scale_min: 0", "crop_scale_min must be in (0, 1], not 0"),
+    ("grayscale_prob: -0.5", "grayscale_prob must be in [0, 1], not -0.5"),
+])
+def test_a_recipe_only_setting_out_of_range_names_the_recipe_line(tmp_path, line, message):
+    """Settings no option sets (the augmentation's) name no option to override them."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"epochs: 2\n{line}\n")
+    with pytest.raises(InputError) as caught:
+        build_config(stages.TrainVideoConfig, recipe, {}, options={"epochs", "batch_size"})
+    assert str(caught.value) == f"{recipe}:2: {message}"
 
 
 def test_an_option_overrides_the_recipe_value_out_of_range(tmp_path):

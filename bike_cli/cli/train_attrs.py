@@ -39,7 +39,8 @@ def train_attrs(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-attrs ...`.
     """
-    cfg = make_config(TrainAttrsConfig, given({**locals(), **training}, "recipe", "training"), recipe, "train-attrs")
+    params = {**locals(), **training}
+    cfg = make_config(TrainAttrsConfig, given(params, "recipe", "training"), recipe, "train-attrs", params)
     from bike_cli.stages.train_attrs import run_train_attrs
 
     run_training_command("train-attrs", cfg, run_train_attrs)

@@ -70,7 +70,8 @@ def train_video(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-video ...`.
     """
-    cfg = make_config(TrainVideoConfig, given({**locals(), **training}, "recipe", "training"), recipe, "train-video")
+    params = {**locals(), **training}
+    cfg = make_config(TrainVideoConfig, given(params, "recipe", "training"), recipe, "train-video", params)
     from bike_cli.stages.train_video import run_train_video
 
     run_training_command("train-video", cfg, run_train_video)

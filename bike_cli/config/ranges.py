@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from bike_cli.errors import InputError
@@ -42,14 +42,18 @@ class Range:
         low_ok = (self.min is None or value >= self.min) and (self.above is None or value > self.above)
         high_ok = self.max is None or value <= self.max
         if not (low_ok and high_ok):
-            return f"must be {self.describe()}, not {_number(value)}"
+            return f"must be {self.describe(isinstance(value, float))}, not {_number(value)}"
         other = getattr(config, self.at_least) if self.at_least else None
         if other is not None and value < other:
             return f"({_number(value)}) must be at least {option_name(self.at_least)} ({_number(other)})"
         return None
 
-    def describe(self) -> str:
-        """The range in words: `at least 1`, `between 0 and 1`, `more than 0 and at most 1`."""
+    def describe(self, real: bool = False) -> str:
+        """The range in words: `at least 1`, `more than 0`, `between 1 and 256`; a `real` number's
+        interval as `in [0, 1]` or `in (0, 1]`."""
+        if real and self.max is not None and (self.min is not None or self.above is not None):
+            low = f"[{_number(self.min)}" if self.min is not None else f"({_number(self.above)}"
+            return f"in {low}, {_number(self.max)}]"
         if self.min is not None and self.max is not None:
             return f"between {_number(self.min)} and {_number(self.max)}"
         low = (f"at least {_number(self.min)}" if self.min is not None
@@ -74,12 +78,14 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_ranges(config: Any, origins: Mapping[str, str] | None = None) -> None:
+def check_ranges(config: Any, origins: Mapping[str, str] | None = None,
+                 options: Collection[str] = ()) -> None:
     """InputError naming the first setting of `config` out of its declared range (None values are
     not checked: they mean "not given").
 
     `origins[name]`, where given, is the `path:line` of the recipe that set the value; other values
-    are the options'."""
+    are the options'. A recipe's value names the option that overrides it where the command has one
+    (its field name is in `options`)."""
     origins = origins or {}
     for name, bounds in field_ranges(type(config)).items():
         value = getattr(config, name)
@@ -89,7 +95,8 @@ def check_ranges(config: Any, origins: Mapping[str, str] | None = None) -> None:
         if problem is None:
             continue
         if name in origins:
-            raise InputError(f"{origins[name]}: {name} {problem} (the option {option_name(name)} overrides it)")
+            hint = f" (the option {option_name(name)} overrides it)" if name in options else ""
+            raise InputError(f"{origins[name]}: {name} {problem}{hint}")
         raise InputError(f"{option_name(name)} {problem}")
 
 

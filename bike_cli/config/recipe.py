@@ -32,7 +32,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,12 +62,13 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                 *, stage: str | None = None) -> T:
+                 *, stage: str | None = None, options: Collection[str] = ()) -> T:
     """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides`, each
     numeric setting checked against its declared range (`config.ranges.check_ranges`).
 
     Every command builds its settings here, before it imports its stage (and torch). With `stage`, a
-    recipe whose `stage` key names another stage is refused.
+    recipe whose `stage` key names another stage is refused. `options`: the fields the command has an
+    option for (a recipe value out of range names the one that overrides it).
     """
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -83,7 +84,7 @@ def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapp
         values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
     log.debug("%s from recipe %s with overrides %s", cls.__name__, recipe, sorted(overrides or {}))
     config = cls(**values)
-    check_ranges(config, {key: s.origin for key, s in settings.items() if s.origin != OVERRIDE_ORIGIN})
+    check_ranges(config, {key: s.origin for key, s in settings.items() if s.origin != OVERRIDE_ORIGIN}, options)
     return config
 
 
