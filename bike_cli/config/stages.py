@@ -197,9 +197,10 @@ class EvalConfig:
     model: str | None = None
     pretrained: str | None = None
     quick_gelu: bool | None = None
-    head: str = "vcs"
+    # a bike --checkpoint fixes model, quick_gelu, head, vcs_tokens and templates: given, they must be its own
+    head: str | None = None  # zero-shot: vcs [default]; a checkpoint's own
     vcs_tokens: str | None = None  # zero-shot: words [default]; an authors' checkpoint: all [default]
-    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    templates: list[str] | None = None  # zero-shot: [DEFAULT_TEMPLATE]; a checkpoint's own
     frames: int | None = ranged(None, min=1, max=MAX_FRAMES)  # default: the checkpoint's, else the cache's, else 8
     batch_size: int = ranged(64, min=1)
     workers: int = ranged(2, min=0)

@@ -189,9 +189,8 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     """The Video branch: a trained checkpoint (bike's or the authors'), or zero-shot CLIP with the chosen head."""
     bike_checkpoint = cfg.checkpoint is not None and not is_authors_checkpoint(cfg.checkpoint)
     vm = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
-                           quick_gelu=cfg.quick_gelu, head=None if bike_checkpoint else cfg.head,
-                           vcs_tokens=None if bike_checkpoint else cfg.vcs_tokens, templates=cfg.templates,
-                           frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
+                           quick_gelu=cfg.quick_gelu, head=cfg.head, vcs_tokens=cfg.vcs_tokens,
+                           templates=cfg.templates, frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
                            ignore_visual_weights=cfg.ignore_visual_weights, device=device)
     trained = recorded_profile(vm.settings.get("compat"))
     if bike_checkpoint and trained != cfg.compat:  # training and scoring rules are separate choices
