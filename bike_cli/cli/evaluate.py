@@ -19,7 +19,8 @@ if TYPE_CHECKING:
           model="zero-shot: the cache's",
           pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
-          vcs_tokens="words zero-shot; all with an authors' checkpoint")
+          vcs_tokens="words zero-shot; all with an authors' checkpoint", head="vcs; a checkpoint's own",
+          templates="'This is a video about {}'; a checkpoint's own")
 def evaluate(
     out: Path = o.out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
                              required=True),

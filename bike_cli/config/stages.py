@@ -3,7 +3,9 @@
 Each dataclass holds a command's settings and their defaults, nothing that computes; a numeric
 field declares its range beside it (`ranged`, `bike_cli.config.ranges`), checked wherever a config is
 built (`bike_cli.config.recipe.build_config`, the one path of every command), before any stage is
-imported; the stage (`bike_cli.stages.*`) checks the rest before it loads anything. They live here, free of torch, so that
+imported; the stage (`bike_cli.stages.*`) checks the rest before it loads anything. The parsers of
+the two options whose text holds a list (`--class-names`, `--weights`) live here too, so a command
+parses them before it imports anything heavy. They live here, free of torch, so that
 `bike COMMAND --help` shows these defaults by reading the dataclass itself, and recipes
 (`bike_cli.config.recipe`) fill them; a field's name is its option's name (`--batch-size` is
 `batch_size`). In stage order: extract-features, gen-attributes, train-video, train-attrs, eval, fuse,
