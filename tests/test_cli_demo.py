@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -36,3 +39,20 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     assert (out / "results" / "search_hits.csv").is_file()
     again = runner.invoke(app, ["demo", "--out", str(out), "--videos-per-class", "6", "--workers", "0"])
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["the-file", "a-folder-inside-it"])
+def test_demo_into_an_existing_file_is_one_line_naming_it(tmp_path, inside):
+    """`demo --out FILE` (or FILE/sub) was a NotADirectoryError traceback: now one line, exit 1, nothing made."""
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    out = existing / "demo" if inside else existing
+    done = subprocess.run([sys.executable, "-m", "bike_cli", "demo", "--out", str(out), "--workers", "0"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: --out {out}: {existing} is an existing file, so no folder can be made in it; give a folder "
+        "(new or one bike wrote)" if inside else
+        f"error: --out {out} is an existing file; give a folder (new or one bike wrote)"]
+    assert existing.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -3,6 +3,7 @@ the value and what to do, with the exit code of the convention (0 ok, 1 bike rep
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -210,3 +211,43 @@ def test_a_setting_the_model_cannot_take_is_one_line(tmp_path, tiny_cache, comma
     no_traceback(result)
     assert f"error: {message}" in flat(result.output)
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "video_scores.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def vcs_run(tmp_path_factory, tiny_cache):
+    """A one-epoch train-video run on the tiny cache: VCS head, template '{}', words."""
+    run = tmp_path_factory.mktemp("vcs_run") / "run"
+    result = runner.invoke(app, train_args(tiny_cache, run, "--frames", "4"))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--head", "mean"], "--head mean differs from 'vcs', the setting {run} was trained with; leave --head out "
+     "with --checkpoint"),
+    (["--vcs-tokens", "all"], "--vcs-tokens all differs from 'words', the setting {run} was trained with"),
+    (["--template", "a video of {}"], "--template 'a video of {{}}' differs from ('{{}}',), the setting {run} was "
+     "trained with; leave --template out with --checkpoint"),
+    (["--model", "ViT-B-32"], "--model ViT-B-32 differs from 'bike-tiny', the setting {run} was trained with"),
+    (["--no-quick-gelu", "--quick-gelu"], "--quick-gelu True differs from False, the setting {run} was trained with"),
+])
+def test_eval_refuses_what_the_checkpoint_fixes_instead_of_recording_it(tmp_path, tiny_cache, vcs_run, option,
+                                                                        message):
+    """`eval --checkpoint RUN --head mean` scored with RUN's VCS head and wrote `mean` into metrics.json: now the
+    options a checkpoint fixes are refused when they differ (predict's rule, one loader), nothing written."""
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", "--checkpoint", str(vcs_run), "--features", str(tiny_cache), "--out",
+                                 str(out), "--workers", "0", *option], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    assert message.format(run=vcs_run) in flat(result.output)
+    assert not (out / "metrics.json").exists()
+
+
+def test_eval_with_the_checkpoint_s_own_settings_records_them(tmp_path, tiny_cache, vcs_run):
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", "--checkpoint", str(vcs_run), "--features", str(tiny_cache), "--out",
+                                 str(out), "--workers", "0", "--head", "vcs", "--template", "{}"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["head"], config["templates"]) == ("vcs", ["{}"])

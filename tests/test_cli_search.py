@@ -80,6 +80,9 @@ def test_eval_table_has_both_rules(tiny_cache):
     (["a dog", "--features", "{cache}", "--model", "bike-tiny-text"], "come from different models"),
     (["--features", "{cache}", "--queries", "{fifo}"], "--queries file {fifo} is a FIFO (named pipe), not a regular"),
     (["--features", "{cache}", "--queries", "{latin1}"], "{latin1} is text that is not UTF-8, not a --queries file"),
+    (["--features", "{cache}", "--queries", "{cache}"], "{cache} is an HDF5 file (such as a feature cache), not a "
+     "--queries file (UTF-8 text)"),
+    (["--features", "{cache}", "--queries", "{folder}"], "--queries file {folder} is a folder, not a regular file"),
 ])
 def test_errors_are_one_line_and_exit_1(synthetic, tmp_path, args, message):
     text = tmp_path / "notes.h5"
@@ -87,8 +90,9 @@ def test_errors_are_one_line_and_exit_1(synthetic, tmp_path, args, message):
     latin1 = tmp_path / "queries.txt"
     latin1.write_bytes("a caf\u00e9 terrace\n".encode("latin-1"))
     os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "queries").mkdir()
     paths = {"cache": synthetic, "missing": tmp_path / "missing.h5", "text": text, "fifo": tmp_path / "fifo",
-             "latin1": latin1}
+             "latin1": latin1, "folder": tmp_path / "queries"}
     message = message.format(**paths)
     done = subprocess.run([*BIKE, "search", *(a.format(**paths) for a in args)], capture_output=True, text=True,
                           env={"COLUMNS": "400", "PATH": "/usr/bin:/bin", **_pythonpath()})

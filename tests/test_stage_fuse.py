@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.stages import FuseConfig
+from bike_cli.config.stages import FuseConfig, parse_weights
 from bike_cli.errors import InputError
-from bike_cli.eval.fusion import parse_weights, simplex_grid
+from bike_cli.eval.fusion import simplex_grid
 from bike_cli.eval.metrics import mean_average_precision
 from bike_cli.io.score_csv import read_score_csv, write_score_csv
 from bike_cli.stages.fuse import run_fuse

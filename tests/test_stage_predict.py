@@ -15,7 +15,7 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.config.stages import PredictConfig, TrainVideoConfig
+from bike_cli.config.stages import PredictConfig, TrainVideoConfig, parse_class_names
 from bike_cli.data.synthetic import SAMPLE_CLASSES
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import VIDEO_KIND, load_video_checkpoint, save_checkpoint
@@ -23,7 +23,7 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.models.clip import load_clip
 from bike_cli.report.explain import draw_explanation
-from bike_cli.stages.predict import check_options, load_predictor, parse_class_names, resolve_lexicon, run_predict
+from bike_cli.stages.predict import check_options, load_predictor, resolve_lexicon, run_predict
 from bike_cli.stages.train_video import run_train_video
 
 runner = CliRunner()

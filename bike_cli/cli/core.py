@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import typer
@@ -34,6 +34,7 @@ console = LiteralConsole(stderr=True)
 stdout = LiteralConsole()
 ERROR = Text("error:", style="bold red")
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 # Help panels of the options, in the order `--help` shows them.
 INPUT = "Input"
@@ -191,6 +192,17 @@ def spread_variadic(args: list[str], flags: tuple[str, ...]) -> list[str]:
         else:
             out.append(token)
     return out
+
+
+def make_config(config: type[C], options: dict[str, Any], recipe: Any = None, stage: str | None = None,
+                names: Collection[str] = ()) -> C:
+    """A command's settings from the options it was given (over `recipe`'s, if any): the one path of every
+    command (`config.recipe.build_config`: types, then each number's range), taken before the command
+    imports its stage, so a bad value is one line (exit 1) before torch loads. `names`: the command's
+    parameter names, for a recipe's value to name the option that overrides it."""
+    from bike_cli.config.recipe import build_config
+
+    return run_guarded(build_config, config, recipe, options, stage=stage, options=names)
 
 
 def given(options: dict[str, Any], *drop: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.config.stages import DemoConfig
 
 
@@ -31,13 +31,13 @@ def demo(
     colours and motions (and the zero-training S_A scores); train-attrs; eval of both branches with
     fusion; predict with an explain image; search the val cache for one text (its top 3). Re-running reuses what is already there.
     """
-    options = given(locals())
+    cfg = make_config(DemoConfig, given(locals()))
     from rich.table import Table
 
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.demo import run_demo
 
-    summary = run_guarded(run_demo, DemoConfig(**options), lambda: RichProgress("videos"))
+    summary = run_guarded(run_demo, cfg, lambda: RichProgress("videos"))
     table = Table(title=f"bike demo: {summary.out}", title_justify="left")
     for column in ("stage", "videos", "result", "output", "seconds"):
         table.add_column(column, overflow="fold")

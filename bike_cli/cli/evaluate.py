@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings, variadic
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings, variadic
 from bike_cli.cli.tables import add_columns, metric_cells
 from bike_cli.config.stages import EvalConfig
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
           model="zero-shot: the cache's",
           pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
-          vcs_tokens="words zero-shot; all with an authors' checkpoint")
+          vcs_tokens="words zero-shot; all with an authors' checkpoint", head="vcs; a checkpoint's own",
+          templates="'This is a video about {}'; a checkpoint's own")
 @variadic("--split-lists")
 def evaluate(
     out: Path = o.out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
@@ -88,11 +89,11 @@ def evaluate(
     Views are scored as softmax(scale x logits) and averaged per video. Zero-shot (no --checkpoint)
     from a cache uses the cache's model, weights and frame count unless told otherwise.
     """
-    options = given(locals())
+    cfg = make_config(EvalConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.evaluate import run_eval
 
-    print_metrics(run_guarded(run_eval, EvalConfig(**options), RichProgress("videos")))
+    print_metrics(run_guarded(run_eval, cfg, RichProgress("videos")))
 
 
 def print_metrics(summary: EvalSummary) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import EXIT_USAGE, console, fail, given, run_guarded, settings
+from bike_cli.cli.core import EXIT_USAGE, console, fail, given, make_config, run_guarded, settings
 from bike_cli.cli.tables import add_columns
 from bike_cli.config.stages import ExtractConfig
 
@@ -57,10 +57,10 @@ def extract_features(
     options = given(locals())
     if model is None:
         fail(MODEL_NEEDED, EXIT_USAGE)
+    cfg = make_config(ExtractConfig, options)
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.extract import run_extraction
 
-    cfg = ExtractConfig(**options)
     summary = run_guarded(run_extraction, cfg, RichProgress("videos"))
     if not summary.is_main:  # the other processes of a distributed run: rank 0 reports
         return

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.cli.tables import add_columns, metric_cells
-from bike_cli.config.stages import FuseConfig
+from bike_cli.config.stages import FuseConfig, parse_weights
 
 if TYPE_CHECKING:
     from bike_cli.stages.fuse import FuseSummary
@@ -54,15 +54,14 @@ def fuse(
     probabilities the Video branch writes. Metrics of each input and of the result are printed and
     written to the metrics JSON.
     """
-    from bike_cli.eval.fusion import parse_weights
+    options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
+    cfg = make_config(FuseConfig, {
+        "inputs": list(inputs), "out": out, "weights": run_guarded(parse_weights, weights) if weights is not None
+        else None, "val": list(val or []), "protocol_options": given(options),
+        **given({"search": search, "grid_step": grid_step, "protocol": protocol, "compat": compat}),
+    })
     from bike_cli.stages.fuse import run_fuse
 
-    options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
-    cfg = FuseConfig(
-        inputs=list(inputs), out=out, weights=run_guarded(parse_weights, weights) if weights is not None else None,
-        val=list(val or []), protocol_options=given(options),
-        **given({"search": search, "grid_step": grid_step, "protocol": protocol, "compat": compat}),
-    )
     summary = run_guarded(run_fuse, cfg)
     if summary.grid is not None:
         print_grid(summary)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.cli.tables import add_columns
 from bike_cli.config.stages import GenAttributesConfig
 
@@ -66,11 +66,10 @@ def gen_attributes(
     Writes video_id, label, attr_1..k, score_1..k and the attribute sentence per video; with
     --scores also the Attributes-branch recognition scores S_A, which need no training.
     """
-    options = given(locals())
+    cfg = make_config(GenAttributesConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.gen_attributes import run_gen_attributes
 
-    cfg = GenAttributesConfig(**options)
     print_summary(run_guarded(run_gen_attributes, cfg, RichProgress("videos")))
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.config.stages import MergeConfig
 
 
@@ -33,9 +33,10 @@ def merge(
     the head and the logit scale are kept from the run; the text encoder is CLIP's own (train-video
     never trains it).
     """
+    cfg = make_config(MergeConfig, given({"run": run, "out": out, "alpha": alpha, "pretrained": pretrained,
+                                          "overwrite": overwrite}))
     from bike_cli.stages.merge import run_merge
 
-    cfg = MergeConfig(run=run, out=out, alpha=alpha, **given({"pretrained": pretrained, "overwrite": overwrite}))
     summary = run_guarded(run_merge, cfg)
     console.print(f"merge: wrote {summary.out}: {summary.interpolated} visual tensors of {summary.source} "
                   f"interpolated with {summary.clip} at alpha {summary.alpha:g}; {summary.kept} kept from the run "

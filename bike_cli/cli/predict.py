@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings, stdout
-from bike_cli.config.stages import PredictConfig
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings, stdout
+from bike_cli.config.stages import PredictConfig, parse_class_names
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -67,11 +67,12 @@ def predict(
     --checkpoint, --pretrained says where its CLIP weights file is now, if it moved).
     """
     options = given(locals(), "as_json", "class_names")
-    from bike_cli.stages.predict import parse_class_names, run_predict
-
     if class_names is not None:
         options["class_names"] = run_guarded(parse_class_names, class_names)
-    result = run_guarded(run_predict, PredictConfig(**options))
+    cfg = make_config(PredictConfig, options)
+    from bike_cli.stages.predict import run_predict
+
+    result = run_guarded(run_predict, cfg)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

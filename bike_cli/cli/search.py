@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings, stdout
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings, stdout
 from bike_cli.config.stages import SearchConfig
 
 if TYPE_CHECKING:
@@ -58,10 +58,11 @@ def search(
     """
     options = given(locals(), "as_json")
     options["queries"] = list(queries or [])
+    cfg = make_config(SearchConfig, options)
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.search import run_search
 
-    result = run_guarded(run_search, SearchConfig(**options), RichProgress("videos"))
+    result = run_guarded(run_search, cfg, RichProgress("videos"))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

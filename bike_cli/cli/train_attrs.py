@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import given, settings
+from bike_cli.cli.core import given, make_config, settings
 from bike_cli.cli.train_video import run_training_command
 from bike_cli.config.stages import TrainAttrsConfig
 
@@ -41,7 +41,8 @@ def train_attrs(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-attrs ...`.
     """
-    overrides = given({**locals(), **training}, "recipe", "training")
+    params = {**locals(), **training}
+    cfg = make_config(TrainAttrsConfig, given(params, "recipe", "training"), recipe, "train-attrs", params)
     from bike_cli.stages.train_attrs import run_train_attrs
 
-    run_training_command("train-attrs", TrainAttrsConfig, recipe, overrides, run_train_attrs)
+    run_training_command("train-attrs", cfg, run_train_attrs)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
-from bike_cli.cli.core import console, given, run_guarded, settings
+from bike_cli.cli.core import console, given, make_config, run_guarded, settings
 from bike_cli.cli.tables import add_columns
 from bike_cli.config.stages import TrainVideoConfig
 
@@ -79,20 +79,18 @@ def train_video(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-video ...`.
     """
-    overrides = given({**locals(), **training}, "recipe", "training")
+    params = {**locals(), **training}
+    cfg = make_config(TrainVideoConfig, given(params, "recipe", "training"), recipe, "train-video", params)
     from bike_cli.stages.train_video import run_train_video
 
-    run_training_command("train-video", TrainVideoConfig, recipe, overrides, run_train_video)
+    run_training_command("train-video", cfg, run_train_video)
 
 
-def run_training_command(stage: str, config: type, recipe: Path | None, overrides: dict,
-                         run: Callable[..., TrainSummary]) -> None:
-    """What `train-video` and `train-attrs` do with their options: the settings (recipe, then the options
-    given), the stage `run` with a progress bar of steps, the summary table (the main process only)."""
+def run_training_command(stage: str, cfg: object, run: Callable[..., TrainSummary]) -> None:
+    """What `train-video` and `train-attrs` do with their settings (`make_config`: the recipe, then the
+    options given): the stage `run` with a progress bar of steps, the summary table (the main process only)."""
     from bike_cli.cli.progress import RichProgress
-    from bike_cli.config.recipe import build_config
 
-    cfg = run_guarded(build_config, config, recipe, overrides, stage=stage)
     summary = run_guarded(run, cfg, lambda: RichProgress("steps"))
     if summary.is_main:
         print_train_summary(stage, summary)

@@ -13,7 +13,7 @@ A recipe is a YAML mapping of field names of the stage's dataclass to values, e.
 - ``stage`` is not a setting: `build_config(..., stage=...)` refuses a recipe whose ``stage``
   differs; it is inherited through ``extends`` like any other key.
 - Values are converted to the field's annotated type (`int`, `float`, `bool`, `str`, `Path`,
-  `list[str]`, `X | None`); `null` is allowed only for `X | None` fields. YAML 1.1 reads ``5e-5``
+  `list[str]`, `dict`, `X | None`); `null` is allowed only for `X | None` fields. YAML 1.1 reads ``5e-5``
   as a string: number fields accept numeric strings.
 - Relative paths stay as written: they are relative to the current directory of the command that
   loads the recipe, not to the recipe's folder (only ``extends`` is relative to the recipe).
@@ -32,13 +32,14 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from bike_cli.config.files import check_regular_file, file_kind, not_regular
+from bike_cli.config.ranges import check_ranges
 from bike_cli.errors import InputError, location
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,13 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                 *, stage: str | None = None) -> T:
-    """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides`.
+                 *, stage: str | None = None, options: Collection[str] = ()) -> T:
+    """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides`, each
+    numeric setting checked against its declared range (`config.ranges.check_ranges`).
 
-    With `stage`, a recipe whose `stage` key names another stage is refused.
+    Every command builds its settings here, before it imports its stage (and torch). With `stage`, a
+    recipe whose `stage` key names another stage is refused. `options`: the fields the command has an
+    option for (a recipe value out of range names the one that overrides it).
     """
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -79,7 +83,9 @@ def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapp
             raise InputError(_unknown_key_message(key, setting.origin, names))
         values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
     log.debug("%s from recipe %s with overrides %s", cls.__name__, recipe, sorted(overrides or {}))
-    return cls(**values)
+    config = cls(**values)
+    check_ranges(config, {key: s.origin for key, s in settings.items() if s.origin != OVERRIDE_ORIGIN}, options)
+    return config
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -194,6 +200,10 @@ def _coerce(value: Any, hint: Any, what: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{what}: {value!r} is not a list")
         return [_coerce(item, args[0], f"{what}[{i}]") for i, item in enumerate(value)]
+    if hint is dict:
+        if not isinstance(value, Mapping):
+            raise InputError(f"{what}: {value!r} is not a mapping")
+        return dict(value)
     convert = _CONVERTERS.get(hint)
     if convert is None:
         raise TypeError(f"unsupported settings type {hint} ({what})")

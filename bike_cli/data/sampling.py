@@ -65,13 +65,6 @@ class ViewLayout:
 
 
 MAX_CLIPS = 64  # temporal clips per video: beyond this one video's pixels alone fill the memory
-MAX_FRAMES = 256  # frames per clip (the paper uses 8, 16 or 32)
-
-
-def check_frames(frames: int, option: str = "--frames") -> None:
-    """InputError unless 1 <= frames <= MAX_FRAMES."""
-    if not 1 <= frames <= MAX_FRAMES:
-        raise InputError(f"{option} must be between 1 and {MAX_FRAMES}, not {frames}")
 
 
 # What --views says of a crop count the profile's test transform does not take (Profile.test_transform)

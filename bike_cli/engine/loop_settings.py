@@ -45,9 +45,7 @@ class LoopSettings:
         return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
 
     def check(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        """The settings no range declares (the ranges are `config.ranges.check_ranges`', which the stage called)."""
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.resume and self.overwrite:

@@ -45,17 +45,6 @@ def default_weights(count: int, fuse_weight: float | None = None) -> list[float]
     return [1.0 / count] * count
 
 
-def parse_weights(text: str) -> list[float]:
-    """`0.6,0.4` -> [0.6, 0.4]; InputError naming the bad item."""
-    weights = []
-    for item in text.split(","):
-        try:
-            weights.append(float(item))
-        except ValueError:
-            raise InputError(f"--weights {text!r}: {item.strip()!r} is not a number") from None
-    return weights
-
-
 def check_weights(weights: Sequence[float], inputs: int) -> None:
     """One finite, non-negative weight per input, summing to 1."""
     shown = ",".join(f"{w:g}" for w in weights)

@@ -221,6 +221,10 @@ def check_file_output(option: str, path: Path) -> None:
 
 
 def check_folder_output(option: str, path: Path) -> None:
-    """An output folder must not be an existing file."""
+    """An output folder must not be an existing file, nor be inside one (`FILE/sub`)."""
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path} is an existing file; give a folder (new or one bike wrote)")
+    above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"{option} {path}: {above} is an existing file, so no folder can be made in it; "
+                         "give a folder (new or one bike wrote)")

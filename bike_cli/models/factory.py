@@ -105,23 +105,24 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
     """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
 
     `class_names` replace a checkpoint's own; `pretrained` relocates a checkpoint's CLIP weights file;
-    `head` / `vcs_tokens`, given with a bike checkpoint, must be the trained ones; `frames` None: the
-    trained count (or the cache's); `class_texts` ({class: [description, ...]}, read from
+    `frames` None: the trained count (or the cache's), else scored with. What a bike checkpoint fixes
+    (`model`, `quick_gelu`, `head`, `vcs_tokens`, `templates`), given, must be what it was trained with
+    (`check_fixed_by_checkpoint`): never ignored; `class_texts` ({class: [description, ...]}, read from
     `class_texts_source`) replace the class names' own prompts (or a checkpoint's recorded texts)."""
     described_by = (class_texts, class_texts_source)
     if source is None:
         return _zero_shot(class_names, model, pretrained, quick_gelu, head, vcs_tokens, templates, frames, cache,
                           allow_model_mismatch, device, described_by)
     if is_authors_checkpoint(source):
-        return _authors(source, class_names, model, head, vcs_tokens, frames, cache, ignore_visual_weights, device,
-                        described_by)
+        if quick_gelu is False:
+            raise InputError(f"--no-quick-gelu: {source} is an authors' checkpoint, whose CLIP uses QuickGELU; "
+                             "leave --quick-gelu out with it")
+        return _authors(source, class_names, model, head, vcs_tokens, templates, frames, cache,
+                        ignore_visual_weights, device, described_by)
     ckpt = load_video_checkpoint(source)
     branch_spec = video_spec_of(ckpt, source)
-    for option, given, trained in (("--head", head, branch_spec.head),
-                                   ("--vcs-tokens", vcs_tokens, branch_spec.vcs_tokens)):
-        if given is not None and given != trained:
-            raise InputError(f"{option} {given} differs from {trained!r}, the setting {source} was "
-                             f"trained with; leave {option} out with --checkpoint")
+    check_fixed_by_checkpoint(source, branch_spec, model=model, head=head, vcs_tokens=vcs_tokens,
+                              templates=templates)
     names = ckpt.class_names
     if class_names is not None and class_names != names:
         log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
@@ -133,6 +134,7 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
             raise InputError(f"{source} fine-tuned CLIP's visual encoder (trained end to end); a feature "
                              "cache holds the original CLIP's features: evaluate it with --videos and --views")
     clip_model, spec = recorded_clip(ckpt.clip, source, pretrained, device)
+    check_fixed_by_checkpoint(source, branch_spec, quick_gelu=quick_gelu, trained_quick_gelu=spec.quick_gelu)
     with as_user_error(ValueError, prefix=f"{source}: "):
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Video branch its settings describe")
@@ -170,6 +172,22 @@ def _recorded_for(recorded: ClassTextsRecord | None, names: list[str]) -> list[t
         return None
 
 
+def check_fixed_by_checkpoint(source: Path, trained: VideoBranchSpec, *, model: str | None = None,
+                              head: str | None = None, vcs_tokens: str | None = None,
+                              templates: Sequence[str] | None = None, quick_gelu: bool | None = None,
+                              trained_quick_gelu: bool | None = None) -> None:
+    """The one rule of the settings a bike Video-branch checkpoint fixes (eval and predict load through it):
+    each one given (not None) must be what `source` was trained with; InputError naming the option."""
+    fixed = (("--model", model, trained.model_name), ("--quick-gelu", quick_gelu, trained_quick_gelu),
+             ("--head", head, trained.head), ("--vcs-tokens", vcs_tokens, trained.vcs_tokens),
+             ("--template", None if templates is None else tuple(templates), tuple(trained.templates)))
+    for option, given, value in fixed:
+        if given is not None and given != value:
+            shown = " ".join(map(repr, given)) if isinstance(given, tuple) else given
+            raise InputError(f"{option} {shown} differs from {value!r}, the setting {source} was "
+                             f"trained with; leave {option} out with --checkpoint")
+
+
 def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, branch_spec: VideoBranchSpec,
                 names: list[str], frames: int, device, settings: dict,
                 descriptions: list[tuple[str, ...]] | None, **described) -> VideoClassifier:
@@ -186,8 +204,8 @@ def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, bran
 
 
 def _authors(source: Path, class_names: list[str] | None, model: str | None, head: str | None,
-             vcs_tokens: str | None, frames: int | None, cache: FeatureCache | None, ignore_visual_weights: bool,
-             device, given: tuple) -> VideoClassifier:
+             vcs_tokens: str | None, templates: Sequence[str] | None, frames: int | None, cache: FeatureCache | None,
+             ignore_visual_weights: bool, device, given: tuple) -> VideoClassifier:
     """The authors' checkpoint: their CLIP (QuickGELU) and temporal module, VCS over all token positions."""
     if class_names is None:
         raise InputError(f"{source} is an authors' checkpoint, which records no class names: pass --classes")
@@ -208,7 +226,8 @@ def _authors(source: Path, class_names: list[str] | None, model: str | None, hea
                  clip_model.positional_embedding.shape[0])
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=head or "vcs", temporal=found.temporal, temporal_layers=found.layers, max_frames=found.max_frames,
-        tau=DEFAULT_TAU, vcs_tokens=vcs_tokens, frames=int(frames)), clip_model)
+        tau=DEFAULT_TAU, vcs_tokens=vcs_tokens, templates=templates or [DEFAULT_TEMPLATE], frames=int(frames)),
+        clip_model)
     with as_user_error(ValueError):  # --head
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     if cache is not None:

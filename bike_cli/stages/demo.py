@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import (
     DemoConfig,
     EvalConfig,
@@ -25,6 +26,7 @@ from bike_cli.config.stages import (
 )
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
 from bike_cli.io.atomic import write_text
+from bike_cli.io.guard import check_folder_output
 from bike_cli.progress import Progress
 from bike_cli.stages.evaluate import run_eval
 from bike_cli.stages.extract import ExtractSummary, run_extraction
@@ -71,6 +73,8 @@ class DemoSummary:
 def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     """Generate the sample dataset (once), extract train (1x1) and val (2x3 views) caches, train the
     Video branch on the train cache and validate it on every view of the val cache."""
+    check_ranges(cfg)
+    check_folder_output("--out", cfg.out)
     data = make_sample_dataset(cfg.out / "data", videos_per_class=cfg.videos_per_class, seed=cfg.seed)
     log.info("sample dataset: %s", data.root)
     steps, caches = [], {}

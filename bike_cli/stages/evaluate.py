@@ -37,11 +37,12 @@ from bike_cli.config.profile import (
     get_profile,
     recorded_profile,
 )
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import check_disjoint
 from bike_cli.data.class_texts import read_class_texts
-from bike_cli.data.sampling import check_frames, parse_views
+from bike_cli.data.sampling import parse_views
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
 from bike_cli.engine.distributed import writer_lock
 from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
@@ -83,8 +84,7 @@ class EvalSummary:
 def _check(cfg: EvalConfig) -> PathGuard:
     if (cfg.features is None) == (cfg.videos is None):
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
-    if cfg.fuse is not None and not 0.0 <= cfg.fuse <= 1.0:
-        raise InputError(f"--fuse is the weight lambda of the Video branch, in [0, 1]; not {cfg.fuse}")
+    check_ranges(cfg)
     if cfg.fuse is not None and cfg.attributes is None:
         raise InputError("--fuse needs the Attributes branch: pass --attributes ATTRS.csv")
     if cfg.attrs_checkpoint is not None and cfg.attributes is None:
@@ -96,8 +96,6 @@ def _check(cfg: EvalConfig) -> PathGuard:
         raise InputError("--split-lists is for --protocol splits" if cfg.split_lists
                          else "--protocol splits needs --split-lists (the test-split lists)")
     check_profile(cfg.compat)
-    if cfg.frames is not None:
-        check_frames(cfg.frames)
     if cfg.views:
         parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)
@@ -292,9 +290,8 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     """The Video branch: a trained checkpoint (bike's or the authors'), or zero-shot CLIP with the chosen head."""
     bike_checkpoint = cfg.checkpoint is not None and not is_authors_checkpoint(cfg.checkpoint)
     vm = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
-                           quick_gelu=cfg.quick_gelu, head=None if bike_checkpoint else cfg.head,
-                           vcs_tokens=None if bike_checkpoint else cfg.vcs_tokens, templates=cfg.templates,
-                           frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
+                           quick_gelu=cfg.quick_gelu, head=cfg.head, vcs_tokens=cfg.vcs_tokens,
+                           templates=cfg.templates, frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
                            ignore_visual_weights=cfg.ignore_visual_weights, device=device,
                            class_texts=class_texts, class_texts_source=cfg.class_texts)
     trained = recorded_profile(vm.settings.get("compat"))

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from bike_cli import __version__
 from bike_cli.config.profile import check_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips
 from bike_cli.data.decoding.read import DECODERS
-from bike_cli.data.sampling import SAMPLING_MODES, check_frames, parse_views
+from bike_cli.data.sampling import SAMPLING_MODES, parse_views
 from bike_cli.data.video_lists import VideoList, read_video_list
 from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
@@ -52,13 +53,9 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: ExtractConfig) -> None:
     """Every option, checked before anything is loaded."""
+    check_ranges(cfg)
     check_profile(cfg.compat)
-    check_frames(cfg.frames)
     parse_views(cfg.views, get_profile(cfg.compat))
-    if cfg.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {cfg.batch_size}")
-    if cfg.workers < 0:
-        raise InputError(f"--workers must be 0 or more, not {cfg.workers}")
     if cfg.decoder not in DECODERS:
         raise InputError(f"--decoder {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
     if cfg.sampling not in SAMPLING_MODES:

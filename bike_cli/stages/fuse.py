@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
 from bike_cli.eval.align import read_aligned, table_name
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: FuseConfig) -> None:
     """Every option, and the profile and score rule the inputs record, checked before anything is read."""
+    check_ranges(cfg)
     if len(cfg.inputs) < 2:
         raise InputError(f"fuse needs two or more score CSVs, got {len(cfg.inputs)}")
     if cfg.protocol not in PROTOCOLS:

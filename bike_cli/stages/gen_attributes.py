@@ -33,6 +33,7 @@ import open_clip
 from torch import nn
 
 from bike_cli.config.profile import COSINE
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import GenAttributesConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.lexicons import load_lexicon
@@ -66,10 +67,7 @@ log = logging.getLogger(__name__)
 
 def _check(cfg: GenAttributesConfig) -> None:
     """Every option, checked before anything is loaded."""
-    for option, value in (("--top-k", cfg.top_k), ("--chunk-size", cfg.chunk_size),
-                          ("--max-elements", cfg.max_elements), ("--text-batch-size", cfg.text_batch_size)):
-        if value < 1:
-            raise InputError(f"{option} must be at least 1, not {value}")
+    check_ranges(cfg)
     for option, template in (("--prompt", cfg.prompt), ("--sentence-template", cfg.sentence_template),
                              ("--class-prompt", cfg.class_prompt)):
         if template.count("{}") != 1:

@@ -21,10 +21,10 @@ the run's validation figures describe the fine-tuned weights, not these.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import MergeConfig
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.checkpoints import (
@@ -56,9 +56,7 @@ class MergeSummary:
 
 
 def _check(cfg: MergeConfig) -> PathGuard:
-    if not (isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and 0.0 <= cfg.alpha <= 1.0):
-        raise InputError(f"--alpha {cfg.alpha} is outside [0, 1] (0: the original CLIP's visual weights, "
-                         "1: the run's fine-tuned ones)")
+    check_ranges(cfg)  # --alpha in [0, 1]
     check_file_output("--out", cfg.out)
     guard = PathGuard({"RUN": cfg.run, "--pretrained": file_or_none(cfg.pretrained)}, {"--out": cfg.out})
     if cfg.out.exists() and not cfg.overwrite:

@@ -31,6 +31,7 @@ from pathlib import Path
 from torch import nn
 
 from bike_cli.config.profile import check_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_texts import read_class_texts
@@ -55,9 +56,7 @@ def check_options(cfg: PredictConfig) -> None:
     """Option combinations, checked before anything is loaded."""
     if not cfg.videos:
         raise InputError("no video given")
-    for option, value in (("--top-k", cfg.top_k), ("--top", cfg.top), ("--frames", cfg.frames)):
-        if value is not None and value < 1:
-            raise InputError(f"{option} must be at least 1, not {value}")
+    check_ranges(cfg)
     if cfg.head is not None and cfg.head not in HEADS:
         raise InputError(f"--head {cfg.head!r} is not one of {', '.join(HEADS)}")
     if cfg.vcs_tokens is not None and cfg.vcs_tokens not in VCS_TOKENS:
@@ -120,17 +119,6 @@ def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
 def _class_names(cfg: PredictConfig) -> list[str]:
     """The classes of a zero-shot or authors' model: `--classes FILE` or `--class-names` ([] for neither)."""
     return read_class_names(cfg.classes) if cfg.classes is not None else list(cfg.class_names or [])
-
-
-def parse_class_names(text: str) -> list[str]:
-    """Free-text class names "a,b,c" -> ["a", "b", "c"] (stripped; empty or repeated names are errors)."""
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise InputError(f"--class-names {text!r} has an empty name (two commas in a row, or a trailing comma?)")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise InputError(f"--class-names {text!r} repeats {', '.join(repeated)}")
-    return names
 
 
 def resolve_lexicon(lexicon: str | None) -> tuple[str | None, list[str]]:

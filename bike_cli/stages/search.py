@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.class_texts import described_classes
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
@@ -65,10 +66,7 @@ def _check(cfg: SearchConfig) -> list[str]:
     """The queries, after every option check (before anything is loaded)."""
     if cfg.rule not in RULES:
         raise InputError(f"--rule {cfg.rule!r} is not one of {', '.join(RULES)}")
-    if cfg.top < 1:
-        raise InputError(f"--top must be at least 1, not {cfg.top}")
-    if cfg.candidates < cfg.top:
-        raise InputError(f"--candidates ({cfg.candidates}) must be at least --top ({cfg.top})")
+    check_ranges(cfg)
     with as_user_error(PromptError):
         fill_template(cfg.template, "x")
     queries = list(cfg.queries)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import class_subset, restrict_labels
@@ -121,8 +122,7 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
                                 "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
-    if cfg.lr <= 0:
-        raise InputError(f"--lr must be positive, not {cfg.lr}")
+    check_ranges(cfg)
     if cfg.tune not in TUNES:
         raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {cfg.tune!r}")
     with as_user_error(PromptError):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
@@ -29,7 +30,7 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_subsets import class_subset, subset_entries, subset_rows
 from bike_cli.data.class_texts import described_classes
 from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, wants_memory
-from bike_cli.data.sampling import check_frames, few_shot_indices, shot_list_indices
+from bike_cli.data.sampling import few_shot_indices, shot_list_indices
 from bike_cli.data.train_clips import TrainClips, collate_train
 from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels
@@ -67,10 +68,8 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
         raise InputError("give exactly one of --features (a feature cache) or --videos (a video list)")
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
-    check_frames(cfg.frames)
+    check_ranges(cfg)
     check_profile(cfg.compat)
-    if cfg.lr <= 0:
-        raise InputError(f"--lr must be positive, not {cfg.lr}")
     if cfg.shots is not None and cfg.shots_list is not None:
         raise InputError("give at most one of --shots (a seeded sample of K videos a class) and --shots-list "
                          "(the videos of a published K-shot list)")

@@ -1,0 +1,105 @@
+"""The range of every numeric setting, declared beside its field, and the one check of them.
+
+A field of a settings dataclass (`bike_cli.config.stages`) declares its range with `ranged`::
+
+    batch_size: int = ranged(16, min=1)
+
+and `check_ranges` checks every such field of a settings instance: `build_config`
+(`bike_cli.config.recipe`) calls it on every config it builds, so every command checks its numbers
+once, where its options become a config, before its stage (and torch) is imported; a stage run from
+Python calls it too. The message names the option (`--batch-size must be at least 1, not 0`) or,
+for a value a recipe set, the recipe file, line and key and the option that overrides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from bike_cli.errors import InputError
+
+RANGE = "range"  # the metadata key of a field's Range
+MAX_FRAMES = 256  # frames per clip (the paper uses 8, 16 or 32)
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are non-negative; numpy's legacy ones below 2**32
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number: `min` and `max` inclusive, `above` exclusive; `at_least` names another field
+    of the same config whose value is an inclusive lower bound (None skips that bound)."""
+
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    at_least: str | None = None
+
+    def problem(self, value: float, config: Any) -> str | None:
+        """What is wrong with `value` (after the option or key), or None when it is in range."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, not {value}"
+        low_ok = (self.min is None or value >= self.min) and (self.above is None or value > self.above)
+        high_ok = self.max is None or value <= self.max
+        if not (low_ok and high_ok):
+            return f"must be {self.describe(isinstance(value, float))}, not {_number(value)}"
+        other = getattr(config, self.at_least) if self.at_least else None
+        if other is not None and value < other:
+            return f"({_number(value)}) must be at least {option_name(self.at_least)} ({_number(other)})"
+        return None
+
+    def describe(self, real: bool = False) -> str:
+        """The range in words: `at least 1`, `more than 0`, `between 1 and 256`; a `real` number's
+        interval as `in [0, 1]` or `in (0, 1]`."""
+        if real and self.max is not None and (self.min is not None or self.above is not None):
+            low = f"[{_number(self.min)}" if self.min is not None else f"({_number(self.above)}"
+            return f"in {low}, {_number(self.max)}]"
+        if self.min is not None and self.max is not None:
+            return f"between {_number(self.min)} and {_number(self.max)}"
+        low = (f"at least {_number(self.min)}" if self.min is not None
+               else f"more than {_number(self.above)}" if self.above is not None else None)
+        high = f"at most {_number(self.max)}" if self.max is not None else None
+        return " and ".join(part for part in (low, high) if part)
+
+
+def ranged(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
+           above: float | None = None, at_least: str | None = None) -> Any:
+    """A dataclass field with `default` and its `Range`."""
+    return dataclasses.field(default=default, metadata={RANGE: Range(min, max, above, at_least)})
+
+
+def field_ranges(cls: type) -> dict[str, Range]:
+    """The declared range of each ranged field of settings dataclass `cls`, by field name."""
+    return {f.name: f.metadata[RANGE] for f in dataclasses.fields(cls) if RANGE in f.metadata}
+
+
+def option_name(name: str) -> str:
+    """The option of a settings field: its name with dashes (`batch_size` -> `--batch-size`)."""
+    return "--" + name.replace("_", "-")
+
+
+def check_ranges(config: Any, origins: Mapping[str, str] | None = None,
+                 options: Collection[str] = ()) -> None:
+    """InputError naming the first setting of `config` out of its declared range (None values are
+    not checked: they mean "not given").
+
+    `origins[name]`, where given, is the `path:line` of the recipe that set the value; other values
+    are the options'. A recipe's value names the option that overrides it where the command has one
+    (its field name is in `options`)."""
+    origins = origins or {}
+    for name, bounds in field_ranges(type(config)).items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        problem = bounds.problem(value, config)
+        if problem is None:
+            continue
+        if name in origins:
+            hint = f" (the option {option_name(name)} overrides it)" if name in options else ""
+            raise InputError(f"{origins[name]}: {name} {problem}{hint}")
+        raise InputError(f"{option_name(name)} {problem}")
+
+
+def _number(value: float) -> str:
+    """`1`, `0.5`, `1e-09`: an int as it is, a float in its shortest form."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
