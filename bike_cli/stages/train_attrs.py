@@ -154,7 +154,8 @@ def _check_recorded_model(cfg: TrainAttrsConfig, spec) -> None:
     recorded = [(path, read_csv_meta(path).model) for path in paths]
     recorded = [(path, model) for path, model in recorded if model is not None]
     for path, model in recorded[1:]:
-        check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch)
+        check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch,
+                         same_space=False)  # sentences are text: any text tower reads both
     if recorded and differences(identity_of(spec), identity_of(recorded[0][1])):
         log.info("the text encoder (%s, %s) is not the CLIP that generated %s (%s, %s): its sentences are read "
                  "as text", spec.model_name, spec.pretrained, recorded[0][0], recorded[0][1]["model_name"],
