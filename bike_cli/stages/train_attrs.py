@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.recipe import setting_text
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.engine.distributed import metrics_over_processes
@@ -167,7 +168,8 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     guard = _check(cfg)
     cfg = _recorded_model(cfg)
     if not cfg.pretrained:
-        raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
+        raise InputError(f"{setting_text(cfg, 'model')} is not the model that generated {cfg.attributes}: give "
+                         "--pretrained too")
     profile = get_profile(cfg.compat)
     return run_training(cfg, "train-attrs", guard, profile, lambda settings, accelerator, run: _train_attrs(
         cfg, profile, settings, accelerator, run, progress_factory))
