@@ -29,7 +29,7 @@ from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError
-from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
+from bike_cli.io.attributes_csv import AttributesTable, check_attributes_csv, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
 from bike_cli.io.file_digest import file_sha256
@@ -133,10 +133,10 @@ def _class_names(cfg: TrainAttrsConfig) -> tuple[list[str], str]:
 def _recorded_model(cfg: TrainAttrsConfig) -> TrainAttrsConfig:
     """`--model`/`--pretrained` (and `--quick-gelu`) default to the CLIP that generated the attributes,
     which the attributes CSV's sidecar records (bike_cli.io.csv_meta, schema 2)."""
+    for path in filter(None, (cfg.attributes, cfg.val_attributes)):
+        check_attributes_csv(path)  # a file of another kind is named as such, not as one without a sidecar
     if cfg.model and cfg.pretrained:
         return cfg
-    if not Path(cfg.attributes).is_file():
-        read_attributes_csv(cfg.attributes)  # its one-line error: not found, or not a file
     recorded = read_csv_meta(cfg.attributes).model
     if recorded is None:
         raise InputError(f"{cfg.attributes} does not record the model that generated it (a hand-made file, or one "
