@@ -36,11 +36,11 @@ PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", 
 # ----------------------------------------------------------------------------- helpers
 
 
-def write_cache(path, emb, labels, class_names=(), model="bike-tiny", multilabel=False):
+def write_cache(path, emb, labels, class_names=(), model="bike-tiny", multilabel=False, image_size=64):
     """A feature cache [N, V, T, D] made through the cache's own part-and-merge writer."""
     n, views, frames, dim = emb.shape
     meta = CacheMeta(
-        model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False, image_size=64,
+        model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False, image_size=image_size,
         embed_dim=dim, frames=frames, clips=views, crops=1, sampling_mode="test", seed=0, decoder="decord",
         multilabel=multilabel, num_classes=len(class_names) or int(np.max(labels)) + 1,
         class_names=tuple(class_names),

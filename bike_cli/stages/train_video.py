@@ -154,7 +154,9 @@ def _train_video(cfg, profile: Profile, settings: LoopSettings, accelerator, run
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
-        init_branch_weights(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
+        init_branch_weights(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights, spec=branch_spec,
+                            model_from=setting_text(cfg, "model") if cfg.model else f"the model that made {cache.path}",
+                            allow_model_mismatch=cfg.allow_model_mismatch)
     if cfg.grad_checkpointing:
         if visual is not None:
             visual.set_grad_checkpointing(True)
