@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,13 @@ def test_attributes_csvs_of_other_widths_go_on_when_allowed(caplog):
     assert "embed_dim: 64 in a.csv, 256 in b.csv" in caplog.text
     with pytest.raises(CacheMismatchError, match="or --allow-model-mismatch if you know they agree"):
         check_same_model(TINY, "a.csv", {**TINY, "model_name": WIDE, "embed_dim": 256}, "b.csv", same_space=False)
+
+
+def test_the_docs_say_the_flag_does_not_bridge_other_widths():
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    formats = " ".join((root / "docs" / "formats.md").read_text(encoding="utf-8").split())
+    assert ("(`--allow-model-mismatch` for experts, where both embed in the same width: models of different widths "
+            "are refused naming both") in readme
+    assert "`--allow-model-mismatch` makes it a warning, except a different `embed_dim`" in formats
+    assert "`--allow-model-mismatch` makes it a warning." not in formats
