@@ -108,19 +108,28 @@ def setting_origin(config: Any, key: str) -> str | None:
 def option_for(key: str, value: Any = None) -> str:
     """The option that sets field `key`: `--batch-size`; for a flag, the one that sets `value`
     (`--quick-gelu` for True, `--no-quick-gelu` for False)."""
-    option = "--" + key.replace("_", "-")
-    return f"--no-{option[2:]}" if value is False else option
+    return f"--{'no-' if value is False else ''}{key.replace('_', '-')}"
 
 
 def setting_text(config: Any, key: str) -> str:
     """`config.key` as a message names it: the option as typed (`--model ViT-B-16`, `--no-quick-gelu`), or
     the recipe key and where it is set (`model: ViT-B-32 (recipes/k400_vitb32_8f.yaml:3)`), or the default
-    (`model: null (bike's default)`)."""
+    (`model: null (bike's default)`). A value of no known origin that is not the default (a config built
+    in code) is named as its option."""
     value, origin = getattr(config, key), setting_origin(config, key)
+    if origin is None and not _is_default(config, key):
+        origin = OVERRIDE_ORIGIN
     if origin == OVERRIDE_ORIGIN:
         return option_for(key, value) if isinstance(value, bool) else f"{option_for(key)} {_shown(value)}"
     where = origin or "bike's default"
     return f"{key}: {_shown(value)} ({where})"
+
+
+def _is_default(config: Any, key: str) -> bool:
+    """Whether `config.key` holds its field's default."""
+    field = next(f for f in dataclasses.fields(config) if f.name == key)
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return getattr(config, key) == default
 
 
 def setting_source(config: Any, key: str, default: str) -> str:
@@ -131,6 +140,8 @@ def setting_source(config: Any, key: str, default: str) -> str:
     flag = _is_flag(type(config), key)
     if origin == OVERRIDE_ORIGIN:
         return f"{setting_text(config, key)} on the command line"
+    if origin is None and not _is_default(config, key):  # a config built in code
+        return setting_text(config, key)
     if origin is not None:
         change = option_for(key, not value) if flag and isinstance(value, bool) else option_for(key)
         return f"{origin}, key {key}; {change} changes it"
@@ -139,7 +150,7 @@ def setting_source(config: Any, key: str, default: str) -> str:
 
 
 def _is_flag(cls: type, key: str) -> bool:
-    """Whether field `key` of dataclass `cls` is a flag (`bool` or `bool | None`): `--x/--no-x`."""
+    """Whether field `key` of dataclass `cls` is a flag (`bool` or `bool | None`), set on and off by two options."""
     hint = typing.get_type_hints(cls).get(key)
     return hint is bool or bool in typing.get_args(hint)
 
