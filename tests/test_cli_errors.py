@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -123,11 +124,21 @@ def test_classes_shorter_than_the_labels(tmp_path, tiny_cache, sample_data):
     assert f"{listing}:1: label 3 is out of range for 2 classes" in flat(extract.output)
 
 
-def test_missing_optional_package_is_one_line(tmp_path, tiny_cache, monkeypatch):
+def cache_of(tmp_path: Path, model: str, **meta) -> Path:
+    """A small cache recorded as made by `model` (512-d), so that loading that model is the next step."""
+    from test_stage_gen_attributes import write_cache
+
+    emb = np.random.default_rng(0).standard_normal((4, 1, 4, 512))
+    return write_cache(tmp_path / f"{model}.h5", emb, np.arange(4), class_names="abcd", model=model, image_size=224,
+                       **meta)
+
+
+def test_missing_optional_package_is_one_line(tmp_path, monkeypatch):
     import open_clip.hf_model
 
     monkeypatch.setattr(open_clip.hf_model, "transformers", None)  # as where transformers is not installed
-    result = runner.invoke(app, ["eval", "--features", str(tiny_cache), "--out", str(tmp_path / "e"),
+    cache = cache_of(tmp_path, "roberta-ViT-B-32")
+    result = runner.invoke(app, ["eval", "--features", str(cache), "--out", str(tmp_path / "e"),
                                  "--model", "roberta-ViT-B-32", "--pretrained", "none", "--allow-model-mismatch"])
     assert result.exit_code == 1
     no_traceback(result)
@@ -160,10 +171,11 @@ def test_attributes_csv_given_to_fuse(tmp_path, tiny_cache):
     assert not (tmp_path / "f.csv").exists()
 
 
-def test_offline_pretrained_tag_fails_at_once_with_one_message(tmp_path, tiny_cache):
+def test_offline_pretrained_tag_fails_at_once_with_one_message(tmp_path):
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), COLUMNS="300")  # nothing listens
-    result = subprocess.run([*BIKE, "eval", "--features", str(tiny_cache), "--out", str(tmp_path / "e"), "--model",
+    cache = cache_of(tmp_path, "ViT-B-32", quick_gelu=True)
+    result = subprocess.run([*BIKE, "eval", "--features", str(cache), "--out", str(tmp_path / "e"), "--model",
                              "ViT-B-32", "--pretrained", "openai", "--allow-model-mismatch"], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 1

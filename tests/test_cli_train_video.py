@@ -59,7 +59,8 @@ def test_paper_recipe_against_a_bike_tiny_cache_is_a_clear_error(tmp_path, motio
     _, train, _ = motion_caches
     result = runner.invoke(app, [*args(train, tmp_path / "run"), "--recipe", str(RECIPES / "k400_vitb32_8f.yaml")])
     assert result.exit_code == 1
-    assert "ViT-B-32 differs from bike-tiny" in " ".join(result.output.split())
+    recipe = RECIPES / "k400_vitb32_8f.yaml"  # the recipe's key is named, not an option the user never typed
+    assert f"model: ViT-B-32 ({recipe}:3) differs from bike-tiny" in " ".join(result.output.split())
 
 
 def test_bad_recipe_key_names_file_and_suggestion(tmp_path, motion_caches):

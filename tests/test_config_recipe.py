@@ -11,7 +11,7 @@ import open_clip
 import pytest
 import yaml
 
-from bike_cli.config.recipe import build_config, config_to_dict, load_recipe
+from bike_cli.config.recipe import ORIGINS, build_config, config_to_dict, load_recipe
 from bike_cli.config.stages import DEFAULT_TEMPLATE, TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.io.run_config import save_resolved
@@ -311,7 +311,7 @@ def test_resolved_config_round_trip(tmp_path):
     assert build_config(TrainVideoConfig, path, {}, stage=STAGE) == config
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert data["stage"] == STAGE and data["videos"] == "lists/train list.csv" and data["shots"] is None
-    assert set(data) - {"stage"} == {f.name for f in dataclasses.fields(TrainVideoConfig)}
+    assert set(data) - {"stage"} == {f.name for f in dataclasses.fields(TrainVideoConfig)} - {ORIGINS}  # not a setting
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary file left behind
 
 
@@ -323,7 +323,7 @@ def test_save_resolved_replaces_an_existing_file(tmp_path):
 
 def test_config_to_dict_has_plain_values_in_field_order():
     data = config_to_dict(TrainVideoConfig(features=Path("f.h5")))
-    assert list(data) == [f.name for f in dataclasses.fields(TrainVideoConfig)]
+    assert list(data) == [f.name for f in dataclasses.fields(TrainVideoConfig) if f.name != ORIGINS]  # not a setting
     assert data["features"] == "f.h5" and data["out"] == "runs/video" and data["templates"] == [DEFAULT_TEMPLATE]
     with pytest.raises(TypeError):
         config_to_dict(TrainVideoConfig)

@@ -209,7 +209,7 @@ def test_train_video_refuses_pretrained_weights_other_than_the_caches(tmp_path, 
     weights = tmp_path / "other.pt"
     torch.save(model.state_dict(), weights)
     done = bike(*train_args(train, tmp_path / "run", "--pretrained", str(weights)))
-    assert done.returncode != 0 and f"weights: '{weights}' in --pretrained {weights}, 'none' in" in one_line(done)
+    assert done.returncode != 0 and f"weights: '{weights}' in this run's bike-tiny (--pretrained {weights} on the command line), 'none' in" in one_line(done)
 
 
 @pytest.mark.slow

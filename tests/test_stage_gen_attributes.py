@@ -36,15 +36,15 @@ PHRASES = ["riding a bike", "swimming", "sky", "a red square", "a blue circle", 
 # ----------------------------------------------------------------------------- helpers
 
 
-def write_cache(path, emb, labels, class_names=(), model="bike-tiny", multilabel=False):
-    """A feature cache [N, V, T, D] made through the cache's own part-and-merge writer."""
+def write_cache(path, emb, labels, class_names=(), model="bike-tiny", multilabel=False, **meta_fields):
+    """A feature cache [N, V, T, D] made through the cache's own part-and-merge writer (`meta_fields`: other
+    CacheMeta values, e.g. image_size=224)."""
     n, views, frames, dim = emb.shape
-    meta = CacheMeta(
-        model_name=model, pretrained="none", checkpoint_sha256=None, quick_gelu=False, image_size=64,
-        embed_dim=dim, frames=frames, clips=views, crops=1, sampling_mode="test", seed=0, decoder="decord",
-        multilabel=multilabel, num_classes=len(class_names) or int(np.max(labels)) + 1,
-        class_names=tuple(class_names),
-    )
+    meta = CacheMeta(**{
+        "model_name": model, "pretrained": "none", "checkpoint_sha256": None, "quick_gelu": False, "image_size": 64,
+        "embed_dim": dim, "frames": frames, "clips": views, "crops": 1, "sampling_mode": "test", "seed": 0,
+        "decoder": "decord", "multilabel": multilabel, "num_classes": len(class_names) or int(np.max(labels)) + 1,
+        "class_names": tuple(class_names), **meta_fields})
     parts = parts_dir_for(path)
     write_meta_file(parts, meta)
     PartWriter(parts, 0).write(Batch(

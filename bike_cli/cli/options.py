@@ -71,7 +71,8 @@ IgnoreVisualWeights = Annotated[bool | None, typer.Option(
     "features (its visual weights are not used).")]
 AllowModelMismatch = Annotated[bool | None, typer.Option(
     "--allow-model-mismatch", rich_help_panel=MODEL,
-    help="Warn instead of refusing when the model is not the one that made the feature cache (experts only).")]
+    help="Warn instead of refusing when the model is not the one that made the feature cache (experts only; "
+    "a model of another embedding width is refused all the same).")]
 Templates = Annotated[list[str] | None, typer.Option(
     "--template", rich_help_panel=MODEL, help="Class prompt with {} for the name; repeat to average several.")]
 ClassTexts = Annotated[Path | None, typer.Option(

@@ -21,6 +21,17 @@ A recipe is a YAML mapping of field names of the stage's dataclass to values, e.
 Overrides are the options the user actually typed, keyed by field name; a `None` override sets
 the field to `None` (so pass only typed options). Unknown keys, bad values and unreadable files
 raise `InputError` naming the file and line (or "command line"), the key and the value.
+
+A recipe's settings that describe its model follow an override of that model (`FOLLOWS`): a typed
+`model` other than the recipe's drops the recipe's `pretrained` and `quick_gelu` (a pretrained tag
+names weights of one architecture; QuickGELU is the activation those weights were trained with),
+and a typed `pretrained` tag other than the recipe's drops its `quick_gelu` (a weights file keeps
+it: the recipe may say that a state-dict file of its OpenAI weights needs QuickGELU). An info line
+names what was dropped; the options that set them are still typed as usual.
+
+Where each value came from is kept on a dataclass that has an `origins` field (`ORIGINS`): the
+field name -> "command line" or the recipe's `path:line`, so that a stage's message can name the
+recipe key the user never typed instead of an option (`setting_text`, `setting_source`).
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ T = TypeVar("T")
 EXTENDS = "extends"
 STAGE = "stage"
 OVERRIDE_ORIGIN = "command line"
+ORIGINS = "origins"  # the field (when a dataclass has one) that build_config fills with where each value came from
+FOLLOWS = {"model": ("pretrained", "quick_gelu"), "pretrained": ("quick_gelu",)}  # see the module docstring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,26 +86,86 @@ def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapp
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = [name for name in fields if name != ORIGINS]
     settings = _read_recipe(Path(recipe)) if recipe is not None else {}
     _check_stage(settings.pop(STAGE, None), stage)
+    _follow_overrides(settings, overrides or {})
     settings.update({key: _Setting(value, OVERRIDE_ORIGIN) for key, value in (overrides or {}).items()})
     values = {}
     for key, setting in settings.items():
         if key not in names:
             raise InputError(_unknown_key_message(key, setting.origin, names))
         values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
+    if ORIGINS in fields:
+        values[ORIGINS] = {key: setting.origin for key, setting in settings.items()}
     log.debug("%s from recipe %s with overrides %s", cls.__name__, recipe, sorted(overrides or {}))
     config = cls(**values)
     check_ranges(config, {key: s.origin for key, s in settings.items() if s.origin != OVERRIDE_ORIGIN}, options)
     return config
 
 
+def setting_origin(config: Any, key: str) -> str | None:
+    """Where `config.key` came from: OVERRIDE_ORIGIN, a recipe's `path:line`, or None (the dataclass default,
+    or a config not made by `build_config`)."""
+    return (getattr(config, ORIGINS, None) or {}).get(key)
+
+
+def option_for(key: str, value: Any = None) -> str:
+    """The option that sets field `key`: `--batch-size`; for a flag, the one that sets `value`
+    (`--quick-gelu` for True, `--no-quick-gelu` for False)."""
+    return f"--{'no-' if value is False else ''}{key.replace('_', '-')}"
+
+
+def setting_text(config: Any, key: str) -> str:
+    """`config.key` as a message names it: the option as typed (`--model ViT-B-16`, `--no-quick-gelu`), or
+    the recipe key and where it is set (`model: ViT-B-32 (recipes/k400_vitb32_8f.yaml:3)`), or the default
+    (`model: null (bike's default)`). A value of no known origin that is not the default (a config built
+    in code) is named as its option."""
+    value, origin = getattr(config, key), setting_origin(config, key)
+    if origin is None and not _is_default(config, key):
+        origin = OVERRIDE_ORIGIN
+    if origin == OVERRIDE_ORIGIN:
+        return option_for(key, value) if isinstance(value, bool) else f"{option_for(key)} {_shown(value)}"
+    where = origin or "bike's default"
+    return f"{key}: {_shown(value)} ({where})"
+
+
+def _is_default(config: Any, key: str) -> bool:
+    """Whether `config.key` holds its field's default."""
+    field = next(f for f in dataclasses.fields(config) if f.name == key)
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return getattr(config, key) == default
+
+
+def setting_source(config: Any, key: str, default: str) -> str:
+    """Where `config.key` came from and the option that changes it, to stand beside its value in a message:
+    "--quick-gelu on the command line", "recipes/base_video.yaml:9, key quick_gelu; --no-quick-gelu changes
+    it", or, for a setting left unset, `default` (what the stage did instead) and the option that sets it."""
+    value, origin = getattr(config, key), setting_origin(config, key)
+    flag = _is_flag(type(config), key)
+    if origin == OVERRIDE_ORIGIN:
+        return f"{setting_text(config, key)} on the command line"
+    if origin is None and not _is_default(config, key):  # a config built in code
+        return setting_text(config, key)
+    if origin is not None:
+        change = option_for(key, not value) if flag and isinstance(value, bool) else option_for(key)
+        return f"{origin}, key {key}; {change} changes it"
+    options = f"{option_for(key, True)}/{option_for(key, False)}" if flag else option_for(key)
+    return f"{default}; {options} sets it"
+
+
+def _is_flag(cls: type, key: str) -> bool:
+    """Whether field `key` of dataclass `cls` is a flag (`bool` or `bool | None`), set on and off by two options."""
+    hint = typing.get_type_hints(cls).get(key)
+    return hint is bool or bool in typing.get_args(hint)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Every init field of a dataclass instance, in field order, as plain YAML types (Paths as str)."""
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"{config!r} is not a dataclass instance")
-    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init and f.name != ORIGINS}
 
 
 def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
@@ -102,6 +175,43 @@ def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
     data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
     text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"
     return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _follow_overrides(settings: dict[str, _Setting], overrides: Mapping[str, Any]) -> None:
+    """Drop the recipe's settings that describe a model or weights the overrides replace (`FOLLOWS`)."""
+    for key, followers in FOLLOWS.items():
+        recipe, typed = settings.get(key), overrides.get(key)
+        if recipe is None or typed is None or _same(key, recipe.value, typed):
+            continue
+        if key == "pretrained" and Path(str(typed)).is_file():
+            continue  # a weights file may hold the recipe's weights: keep what the recipe says of them
+        dropped = [name for name in followers if name in settings and name not in overrides]
+        if not dropped:
+            continue
+        shown = ", ".join(f"{name}: {_shown(settings[name].value)} ({settings[name].origin})" for name in dropped)
+        log.info("%s %s is not the recipe's %s (%s, %s): leaving out the recipe's %s, which describe%s %s; "
+                 "set %s to choose", option_for(key), typed, key, recipe.value, recipe.origin, shown,
+                 "" if len(dropped) > 1 else "s", "that model" if key == "model" else "those weights",
+                 " or ".join("--quick-gelu/--no-quick-gelu" if name == "quick_gelu" else option_for(name)
+                             for name in dropped))
+        for name in dropped:
+            del settings[name]
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    """Whether two values of `model` or `pretrained` name the same thing (`ViT-B/32` is `ViT-B-32`; tags
+    are case- and dash-blind, as open_clip reads them)."""
+    a, b = str(a), str(b)
+    if key == "model":
+        return a.replace("/", "-") == b.replace("/", "-")
+    return a.lower().replace("-", "_") == b.lower().replace("-", "_")
+
+
+def _shown(value: Any) -> str:
+    """A value as a recipe writes it: `true`, `null`, `ViT-B-32`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(_plain(value))
 
 
 def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, _Setting]:

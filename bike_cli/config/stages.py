@@ -23,6 +23,9 @@ from bike_cli.errors import InputError
 
 DEFAULT_TEMPLATE = "This is a video about {}"  # class / attribute-sentence prompt: `{}` is the class or the attributes
 DEFAULT_DECODER = "pyav"  # one of bike_cli.data.decoding.read.DECODERS
+# RECIPE_ORIGINS: the `origins` field of the configs a recipe fills is where each value came from (field name ->
+# "command line" or the recipe's `path:line`, set by config.recipe.build_config), so that messages can name a
+# recipe key the user never typed; it is not a setting (not in config.yaml, not compared on --resume).
 
 
 @dataclass
@@ -147,6 +150,7 @@ class TrainVideoConfig:
     loss: str | None = None  # bike (Eq. 7) | authors (their KL loss) [default: the profile's]
     ignore_visual_weights: bool = False  # --init-from a checkpoint whose visual encoder did not make the cache
     overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # not a setting: RECIPE_ORIGINS
 
 
 @dataclass
@@ -181,6 +185,7 @@ class TrainAttrsConfig:
     compat: str = "bike"  # bike | authors: their optimiser groups, scheduler steps, no logit-scale clamp
     loss: str | None = None  # bike (Eq. 8) | authors (their KL loss) [default: the profile's]
     overwrite: bool = False  # discard a run already in `out` (checkpoints, metrics, config)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # not a setting: RECIPE_ORIGINS
 
 
 @dataclass

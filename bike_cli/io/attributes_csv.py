@@ -26,7 +26,7 @@ import numpy as np
 
 from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import atomic_write
-from bike_cli.io.file_kind import not_text
+from bike_cli.io.file_kind import CSV_WORDS, MISSING, TEXT, not_text, sniff, wrong_kind
 from bike_cli.io.score_csv import (
     ID_COLUMN,
     LABEL_COLUMN,
@@ -87,11 +87,31 @@ def write_attributes_csv(path: str | Path, table: AttributesTable) -> Path:
     return path
 
 
+def check_attributes_csv(path: str | Path) -> Path:
+    """`path` if it is an attributes CSV by its kind and header, read before anything that trusts it (its
+    sidecar); else InputError saying what the file is instead: a feature cache, an empty file, a video
+    list, a score CSV (`file_kind.describe_file`). A header that names attribute columns but not all of
+    them is left to `read_attributes_csv`, which names the columns."""
+    source = Path(path)
+    kind = sniff(source)
+    if kind == MISSING:
+        raise InputError(f"attributes CSV not found: {source}")
+    if kind == TEXT:
+        try:
+            with open(source, newline="", encoding="utf-8-sig") as fh:
+                header = next(csv.reader(fh), [])
+        except UnicodeDecodeError as e:
+            raise not_text(source, "attributes CSV", e) from None
+        except csv.Error:
+            header = []
+        if any(_ATTR.fullmatch(cell.strip()) or cell.strip() == SENTENCE_COLUMN for cell in header):
+            return source
+    raise wrong_kind(source, CSV_WORDS["attributes"])
+
+
 def read_attributes_csv(path: str | Path) -> AttributesTable:
     """Read an attributes CSV; InputError naming the file and line of the first problem."""
-    source = Path(path)
-    if not source.is_file():
-        raise InputError(f"attributes CSV {'is not a file' if source.exists() else 'not found'}: {source}")
+    source = check_attributes_csv(path)
     try:
         with open(source, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)

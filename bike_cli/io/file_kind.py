@@ -2,13 +2,15 @@
 a file of the wrong kind (an HDF5 cache where a CSV belongs, a text file as a checkpoint, a folder).
 
 `describe_file(path)` is a noun phrase ("an HDF5 file (such as a feature cache)", "a folder", "an
-empty file", "a text file starting 'video_id,label'") and `wrong_kind(path, expected)` the error
-"PATH is WHAT, not EXPECTED". Only the first bytes are read; nothing is parsed or run.
+empty file", one of bike's own CSVs by its header (`csv_kind`: "a score CSV (...)"), "a text file
+starting 'x.mp4 3'") and `wrong_kind(path, expected)` the error "PATH is WHAT, not EXPECTED".
+Only the first bytes are read (a text file's first line is split as a CSV row); nothing is run.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 from pathlib import Path
 
 from bike_cli.config.files import FOLDER as FOLDER_WORDS
@@ -95,14 +97,41 @@ def sniff(path: str | Path) -> str:
     return _text_kind(head)
 
 
+CSV_WORDS = {  # bike's own CSVs, as messages name them
+    "attributes": "an attributes CSV (what gen-attributes writes)",
+    "hits": "a hits CSV (what search --out writes)",
+    "failures": "a failures CSV (the videos extract-features could not read)",
+    "score": "a score CSV (what eval and fuse write)",
+}
+
+
+def csv_kind(header: list[str]) -> str | None:
+    """Which of bike's CSVs a header row (its cells) is, as CSV_WORDS names it, or None (their columns:
+    docs/formats.md)."""
+    cells = [cell.strip() for cell in header]
+    if "attr_1" in cells and "sentence" in cells:
+        return CSV_WORDS["attributes"]
+    if cells[:3] == ["query", "rank", "video_id"]:
+        return CSV_WORDS["hits"]
+    if cells == ["video_id", "path", "reason"]:
+        return CSV_WORDS["failures"]
+    if len(cells) >= 3 and cells[0] == "video_id" and cells[1] in ("label", "labels"):
+        return CSV_WORDS["score"]
+    return None
+
+
 def describe_file(path: str | Path) -> str:
-    """What `path` is, as a noun phrase for "PATH is ...": "a folder", "an HDF5 file (...)", ..."""
+    """What `path` is, as a noun phrase for "PATH is ...": "a folder", "an HDF5 file (...)", "a score CSV
+    (...)", "a text file starting 'x.mp4 3'", ..."""
     kind = sniff(path)
     if kind == SPECIAL:
         return file_kind(path) or _WORDS[MISSING]
     if kind != TEXT:
         return _WORDS[kind]
     line = _head(Path(path)).decode("utf-8", errors="replace").lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
+    known = csv_kind(next(csv.reader([line]), []))
+    if known is not None:
+        return known
     shown = line if len(line) <= _SHOW else line[:_SHOW] + "..."
     return f"a text file starting {shown!r}" if shown.strip() else "a text file"
 

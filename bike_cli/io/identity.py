@@ -11,7 +11,10 @@ numbers mean nothing (another CLIP's features are another space):
     embed_dim    the embedding width
     image_size   the input side
 
-`--allow-model-mismatch` turns a mismatch into a warning, for experts who know the spaces agree.
+`--allow-model-mismatch` turns a mismatch into a warning, for experts who know the spaces agree,
+except where the embedding widths differ and the two sides' vectors meet (a cache's frames and a
+text tower): no flag can make a 512-d vector meet a 768-d one, so that is refused, and the refusal
+names both models and widths instead of suggesting the flag.
 """
 
 from __future__ import annotations
@@ -68,12 +71,26 @@ def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
     return out
 
 
-def check_same_model(a: object, a_name: str, b: object, b_name: str, allow: bool = False) -> None:
-    """CacheMismatchError naming both values of each differing field (a warning with `allow`)."""
-    diffs = differences(identity_of(a), identity_of(b))
+def check_same_model(a: object, a_name: str, b: object, b_name: str, allow: bool = False, *,
+                     same_space: bool = True, sources: Mapping[str, str] | None = None) -> None:
+    """CacheMismatchError naming both values of each differing field (a warning with `allow`).
+
+    `same_space`: the two sides' vectors meet (cached frames and a text tower, a checkpoint's head), so
+    different widths are refused even with `allow`; False where only text passes between them (two
+    attributes CSVs). `sources`: for a field of `a` ("quick_gelu", "weights", ...), where its value came
+    from and the option that changes it, shown beside the value."""
+    ia, ib = identity_of(a), identity_of(b)
+    diffs = differences(ia, ib)
     if not diffs:
         return
-    shown = "; ".join(f"{name}: {va!r} in {a_name}, {vb!r} in {b_name}" for name, va, vb in diffs)
+    sources = sources or {}
+    shown = "; ".join(f"{name}: {va!r} in {a_name}{f' ({sources[name]})' if sources.get(name) else ''}, "
+                      f"{vb!r} in {b_name}" for name, va, vb in diffs)
+    if same_space and any(name == "embed_dim" for name, _, _ in diffs):
+        raise CacheMismatchError(
+            f"{a_name} ({ia['model_name']}) and {b_name} ({ib['model_name']}) embed in different widths ({shown}); "
+            f"vectors of different widths cannot be compared{' (not even with --allow-model-mismatch)' if allow else ''}"
+            ": use files made by one model")
     if allow:
         log.warning("model mismatch allowed by --allow-model-mismatch: %s", shown)
         return

@@ -31,7 +31,7 @@ import pandas as pd
 from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import atomic_write
 from bike_cli.io.csv_numbers import write_number_rows
-from bike_cli.io.file_kind import not_text
+from bike_cli.io.file_kind import CSV_WORDS, csv_kind, not_text
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,10 @@ def _read_header(source: Path) -> list[str]:
         raise not_text(source, "score CSV", e) from None
     except csv.Error as e:  # a header cell over the csv module's 128 KiB field limit
         raise InputError(f"{location(source, 1)}: malformed score CSV header ({e})") from None
-    if "attr_1" in header and "sentence" in header:
-        raise InputError(f"{source} is an attributes CSV (what gen-attributes writes), not a score CSV: give the "
-                         "scores instead (eval's video_scores.csv / attrs_scores.csv, or gen-attributes --scores)")
+    kind = csv_kind(header)
+    if kind is not None and kind != CSV_WORDS["score"]:  # another of bike's CSVs
+        raise InputError(f"{source} is {kind}, not a score CSV: give the scores instead (eval's "
+                         "video_scores.csv / attrs_scores.csv, or gen-attributes --scores)")
     if len(header) < 3 or header[0] != ID_COLUMN or header[1] not in (LABEL_COLUMN, LABELS_COLUMN):
         raise InputError(f"{location(source, 1)}: expected the header 'video_id,label,<class>,...' "
                          f"(or 'labels' for multi-label scores), got {','.join(header)!r}")

@@ -58,7 +58,14 @@ from bike_cli.io.identity import check_same_model
 from bike_cli.models import hub
 from bike_cli.models.clip_spec import ClipSpec, make_spec
 from bike_cli.models.preprocess import agreed_preprocess
-from bike_cli.models.registry import HF_EXTRA, HUB_HINT, hub_unreachable, missing_package, resolve_model_name
+from bike_cli.models.registry import (
+    HF_EXTRA,
+    HUB_HINT,
+    configured_embed_dim,
+    hub_unreachable,
+    missing_package,
+    resolve_model_name,
+)
 from bike_cli.models.weights import CLIP_WEIGHTS, is_torchscript, load_state_dict_file, load_torchscript
 
 log = logging.getLogger(__name__)
@@ -225,8 +232,9 @@ def cache_clip(model: str | None, pretrained: str | None, quick_gelu: bool | Non
     same_model = meta is not None and model_name == meta.model_name  # else open_clip's own choice
     quick = quick_gelu if quick_gelu is not None else (meta.quick_gelu if same_model else None)
     what = what or f"--model {model_name} --pretrained {pretrained}"
-    if meta is not None:  # the name first: a mismatch is named before a large model loads
-        check_same_model({"model_name": model_name}, what, meta, str(cache.path), allow_model_mismatch)
+    if meta is not None:  # the name and width first: a mismatch is named before a large model loads
+        check_same_model({"model_name": model_name, "embed_dim": configured_embed_dim(model_name)}, what, meta,
+                         str(cache.path), allow_model_mismatch)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=quick, device=device)
     if meta is not None:
         check_same_model(spec, what, meta, str(cache.path), allow_model_mismatch)

@@ -292,20 +292,47 @@ def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], wh
 
 
 def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache | None = None,
-                        cache_visual: str | None = None, ignore_visual_weights: bool = False) -> None:
+                        cache_visual: str | None = None, ignore_visual_weights: bool = False, *,
+                        spec: VideoBranchSpec | None = None, model_from: str = "the options",
+                        allow_model_mismatch: bool = False) -> None:
     """`train-video --init-from`: start `branch` from a trained Video branch, bike's checkpoint or the authors'.
 
     On cached features the checkpoint's image tower is not used: its weights must be those that made
-    the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`."""
+    the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`. With
+    `spec` (the branch being trained; `model_from` says where its model came from), a bike checkpoint
+    of another CLIP architecture is refused naming both models (a warning with `allow_model_mismatch`
+    where the widths agree), and branch settings that do not fit are named."""
     authors = is_authors_checkpoint(source)
-    state = authors_branch_state(read_authors_checkpoint(source)) if authors else load_video_checkpoint(source).state_dict
+    trained = None
+    if authors:
+        state = authors_branch_state(read_authors_checkpoint(source))
+    else:
+        ckpt = load_video_checkpoint(source)
+        state = ckpt.state_dict
+        trained = video_spec_of(ckpt, source)
+        if spec is not None and trained.model_name != spec.model_name:
+            differ = (f"--init-from {source} is a Video branch of {trained.model_name} ({trained.embed_dim}-d, as its "
+                      f"checkpoint records), and this run trains {spec.model_name} ({spec.embed_dim}-d, {model_from}): "
+                      "the models differ")
+            if not allow_model_mismatch or trained.embed_dim != spec.embed_dim:
+                raise InputError(f"{differ}; start from a run of {spec.model_name}, or train {trained.model_name}")
+            log.warning("%s; going on (--allow-model-mismatch)", differ)
     if branch.visual is None:
         recorded = (cache.meta.visual_sha256 if cache is not None else None) or cache_visual
         check_visual_weights(visual_sha256(state), recorded, source, cache.path if cache else "the cache",
                              ignore_visual_weights)
     load_branch_weights(branch, state, f"--init-from {source} does not fit this Video branch "
-                                       "(head/temporal settings differ?)")
+                                       f"({_unlike(trained, spec) or 'head/temporal settings differ?'})")
     log.info("initialised from %s (%d tensors)", source, len(state))
+
+
+def _unlike(trained: VideoBranchSpec | None, spec: VideoBranchSpec | None) -> str:
+    """The branch settings in which a checkpoint's spec and the branch being trained differ, as options."""
+    if trained is None or spec is None:
+        return ""
+    return "; ".join(f"--{key.replace('_', '-')} {getattr(trained, key)} in the checkpoint, {getattr(spec, key)} "
+                     "now" for key in ("head", "temporal", "temporal_layers", "temporal_heads", "max_frames")
+                     if getattr(trained, key) != getattr(spec, key))
 
 
 @dataclass

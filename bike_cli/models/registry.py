@@ -44,6 +44,13 @@ def resolve_model_name(model_name: str) -> str:
     raise ModelLoadError(f"unknown model architecture {model_name!r}; {hint}")
 
 
+def configured_embed_dim(model_name: str) -> int | None:
+    """The embedding width of `model_name` as its open_clip config gives it, known without building the model
+    (None where the config names none); ModelLoadError for an unknown name."""
+    dim = (open_clip.get_model_config(resolve_model_name(model_name)) or {}).get("embed_dim")
+    return int(dim) if dim is not None else None
+
+
 def missing_package(exc: BaseException) -> str | None:
     """The optional package an open_clip error says is missing (transformers, sentencepiece), if any."""
     text = f"{type(exc).__name__}: {exc}"

@@ -57,7 +57,7 @@ from bike_cli.models.attributes import (
 )
 from bike_cli.models.clip import load_clip
 from bike_cli.models.clip_spec import ClipSpec
-from bike_cli.models.registry import get_tokenizer, resolve_model_name
+from bike_cli.models.registry import configured_embed_dim, get_tokenizer, resolve_model_name
 from bike_cli.models.retrieval import encode_texts
 from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
 from bike_cli.progress import Progress
@@ -186,8 +186,7 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
         meta.model_name, pretrained
     ):  # the cache's architecture with a file or 'none': the activation the cache was made with
         quick_gelu = meta.quick_gelu
-    model_cfg = open_clip.get_model_config(resolve_model_name(name)) or {}
-    dim = model_cfg.get("embed_dim")
+    dim = configured_embed_dim(name)
     if dim is not None and dim != meta.embed_dim:
         raise InputError(
             f"{name} embeds text in {dim} dimensions but {cfg.features} holds {meta.embed_dim}-d image embeddings "

@@ -52,7 +52,7 @@ from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts, fill_template
 from bike_cli.progress import Progress
-from bike_cli.report.search_sheet import check_sheet_path, draw_sheet, hit_tile, sheet_pages
+from bike_cli.report.search_sheet import SheetTile, check_sheet_path, draw_sheet, hit_tile, sheet_pages
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,20 @@ def _check(cfg: SearchConfig) -> list[str]:
     if cfg.sheet is not None:
         check_sheet_path(cfg.sheet)
     return [q.strip() for q in queries]
+
+
+def _unfound_without_root(cfg: SearchConfig, hits: list[Hit]) -> set[str]:
+    """--sheet without --root: the hits' relative video paths not found from here, said in one warning that
+    names --root (they are drawn blank without a warning each)."""
+    if cfg.root is not None:
+        return set()
+    paths = sorted({hit.path for hit in hits})
+    unfound = {path for path in paths if not Path(path).is_absolute() and not Path(path).exists()}
+    if unfound:
+        log.warning("--sheet: %d of the %d videos of the hits are not found from %s (e.g. %r): extract-features "
+                    "read the cache's video paths relative to its --root or its video list's folder; pass that "
+                    "folder as --root (drawn blank)", len(unfound), len(paths), Path.cwd(), min(unfound))
+    return unfound
 
 
 @dataclass
@@ -133,9 +147,12 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
         if cfg.out is not None and result.queries:
             result.out = write_hits_csv(cfg.out, [h for q in result.queries for h in q.hits], cache.meta.compat,
                                         cfg.rule)
+        unfound = _unfound_without_root(cfg, [h for q in result.queries for h in q.hits]) if pages else set()
         for page, shown in pages:  # one page's frames decoded at a time
             rows = [result.queries[i] for i in shown]
-            result.sheets.append(draw_sheet([(q.query, [hit_tile(h) for h in q.hits]) for q in rows], page))
+            result.sheets.append(draw_sheet([(q.query, [SheetTile(None, h.score, h.video_id, h.salient_frame)
+                                                        if h.path in unfound else hit_tile(h) for h in q.hits])
+                                             for q in rows], page))
     timings["total"] = time.perf_counter() - started
     return result
 

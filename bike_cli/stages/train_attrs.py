@@ -22,6 +22,7 @@ from torch.utils.data import TensorDataset
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
+from bike_cli.config.recipe import setting_text
 from bike_cli.config.stages import TrainAttrsConfig
 from bike_cli.data.class_names import labels_by_names, read_class_names
 from bike_cli.data.class_subsets import class_subset, restrict_labels
@@ -32,7 +33,7 @@ from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError, as_user_error
-from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv
+from bike_cli.io.attributes_csv import AttributesTable, check_attributes_csv, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
 from bike_cli.io.file_digest import file_sha256
@@ -148,10 +149,10 @@ def _class_names(cfg: TrainAttrsConfig) -> tuple[list[str], str]:
 def _recorded_model(cfg: TrainAttrsConfig) -> TrainAttrsConfig:
     """`--model`/`--pretrained` (and `--quick-gelu`) default to the CLIP that generated the attributes,
     which the attributes CSV's sidecar records (bike_cli.io.csv_meta, schema 2)."""
+    for path in filter(None, (cfg.attributes, cfg.val_attributes)):
+        check_attributes_csv(path)  # a file of another kind is named as such, not as one without a sidecar
     if cfg.model and cfg.pretrained:
         return cfg
-    if not Path(cfg.attributes).is_file():
-        read_attributes_csv(cfg.attributes)  # its one-line error: not found, or not a file
     recorded = read_csv_meta(cfg.attributes).model
     if recorded is None:
         raise InputError(f"{cfg.attributes} does not record the model that generated it (a hand-made file, or one "
@@ -170,7 +171,8 @@ def _check_recorded_model(cfg: TrainAttrsConfig, spec) -> None:
     recorded = [(path, read_csv_meta(path).model) for path in paths]
     recorded = [(path, model) for path, model in recorded if model is not None]
     for path, model in recorded[1:]:
-        check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch)
+        check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch,
+                         same_space=False)  # sentences are text: any text tower reads both
     if recorded and differences(identity_of(spec), identity_of(recorded[0][1])):
         log.info("the text encoder (%s, %s) is not the CLIP that generated %s (%s, %s): its sentences are read "
                  "as text", spec.model_name, spec.pretrained, recorded[0][0], recorded[0][1]["model_name"],
@@ -182,7 +184,8 @@ def run_train_attrs(cfg: TrainAttrsConfig, progress_factory=Progress) -> TrainSu
     guard = _check(cfg)
     cfg = _recorded_model(cfg)
     if not cfg.pretrained:
-        raise InputError(f"--model {cfg.model} is not the model that generated {cfg.attributes}: give --pretrained too")
+        raise InputError(f"{setting_text(cfg, 'model')} is not the model that generated {cfg.attributes}: give "
+                         "--pretrained too")
     profile = get_profile(cfg.compat)
     return run_training(cfg, "train-attrs", guard, profile, partial(_train_attrs, cfg, profile, progress_factory))
 

@@ -23,6 +23,7 @@ import torch
 
 from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
+from bike_cli.config.recipe import setting_source, setting_text
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.augment import ClipAugment
 from bike_cli.data.cached_clips import CachedClips, cache_labels
@@ -125,10 +126,20 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
         return cfg.model, cfg.pretrained
     meta = cache.meta
     if cfg.model and cfg.model != meta.model_name:
-        raise InputError(f"--model {cfg.model} differs from {meta.model_name}, the model that made {cache.path}")
+        raise InputError(f"{setting_text(cfg, 'model')} differs from {meta.model_name}, the model that made "
+                         f"{cache.path}: pass --model {meta.model_name}, or a cache made by {cfg.model}")
     if cfg.pretrained and cfg.pretrained != meta.pretrained and not Path(cfg.pretrained).is_file():
-        raise InputError(f"--pretrained {cfg.pretrained} differs from {meta.pretrained}, which made {cache.path}")
+        raise InputError(f"{setting_text(cfg, 'pretrained')} differs from {meta.pretrained}, which made "
+                         f"{cache.path}: pass --pretrained {meta.pretrained}, or a cache made with {cfg.pretrained}")
     return meta.model_name, cfg.pretrained or meta.pretrained
+
+
+def _clip_sources(cfg: TrainVideoConfig) -> dict[str, str]:
+    """Where each identity field of the run's CLIP came from (an option, a recipe key, the cache), for the
+    mismatch message (`check_same_model`)."""
+    return {"model_name": setting_source(cfg, "model", "the model of --features"),
+            "weights": setting_source(cfg, "pretrained", "the weights of --features"),
+            "quick_gelu": setting_source(cfg, "quick_gelu", "the default of these weights")}
 
 
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
@@ -157,8 +168,8 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
     for features in caches:
-        check_same_model(spec, f"--pretrained {pretrained}", features.meta, str(features.path),
-                         cfg.allow_model_mismatch)
+        check_same_model(spec, f"this run's {model_name}", features.meta, str(features.path),
+                         cfg.allow_model_mismatch, sources=_clip_sources(cfg))
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
                                          cfg.vcs_tokens, descriptions=descriptions)
@@ -172,7 +183,9 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
-        init_branch_weights(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights)
+        init_branch_weights(model, cfg.init_from, cache, cache_visual, cfg.ignore_visual_weights, spec=branch_spec,
+                            model_from=setting_text(cfg, "model") if cfg.model else f"the model that made {cache.path}",
+                            allow_model_mismatch=cfg.allow_model_mismatch)
     if cfg.grad_checkpointing:
         if visual is not None:
             visual.set_grad_checkpointing(True)
