@@ -413,10 +413,10 @@ def test_cli_writes_attributes_and_scores_for_an_extracted_cache(tmp_path, extra
 
 def test_cli_unknown_lexicon_exits_with_the_known_names(tmp_path, extracted, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["gen-attributes", "--features", str(extracted), "--lexicon", "k700",
+    result = CliRunner().invoke(app, ["gen-attributes", "--features", str(extracted), "--lexicon", "k900",
                                       "--out", str(tmp_path / "a.csv")])
     assert result.exit_code == 1
-    assert "unknown lexicon 'k700'" in result.output and "k400" in result.output
+    assert "unknown lexicon 'k900'" in result.output and "k400" in result.output
 
 
 def test_text_batch_size_below_one_is_refused_before_anything_is_loaded(tmp_path):
