@@ -27,7 +27,6 @@ that is then trained again), and a torn last line is dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -41,9 +40,10 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import append_line, copy_file, write_text
+from bike_cli.io.atomic import copy_file
 from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE, BranchCheckpoint, save_checkpoint
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
+from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
 from bike_cli.io.run_config import save_resolved
 from bike_cli.io.train_state import STATE_FILE, RunState
 from bike_cli.io.write_errors import make_folder
@@ -227,7 +227,7 @@ class RunFolder:
                      header: CheckpointHeader | None) -> None:
         """On the main process, once every process saved its state: the metrics line, the checkpoints, the
         state file that marks the epoch folder complete, retention, TensorBoard."""
-        append_line(self.out / METRICS_FILE, json.dumps(line))
+        append_metrics_line(self.out / METRICS_FILE, line)
         log.info("epoch %d: %s", line["epoch"], ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
         self.save_checkpoints(model, line, improved, header)
         train_state.save_trainer_state(self.epoch_folder(state.epoch), state)  # last: marks it complete
@@ -261,31 +261,26 @@ class RunFolder:
                              f"already; give --epochs {trained} or more to continue it, or --overwrite to start over")
 
     def _trim_metrics(self, last_epoch: int) -> None:
-        """Keep the complete lines of metrics.jsonl whose epoch is at most `last_epoch`."""
+        """Keep the complete lines of metrics.jsonl whose epoch is at most `last_epoch` (rewritten as strict
+        JSON: a `NaN` of older bike becomes null)."""
         path = self.out / METRICS_FILE
         if not path.exists():
             return
-        kept, dropped = [], 0
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                dropped += 1
-                continue
-            if isinstance(record, dict) and int(record.get("epoch", 0)) <= last_epoch:
-                kept.append(line)
-            else:
-                dropped += 1
+        records, dropped = read_metrics_lines(path)
+        kept = [record for record in records if int(record.get("epoch", 0)) <= last_epoch]
+        dropped += len(records) - len(kept)
         if dropped:
             log.info("%s: dropped %d line(s) past epoch %d (they are trained again)", path, dropped, last_epoch)
-            write_text(path, "".join(line + "\n" for line in kept))
+        if dropped or any(metrics_line(record) != line for record, line in
+                          zip(kept, path.read_text(encoding="utf-8").splitlines())):
+            write_metrics_lines(path, kept)
 
     def _last_line(self) -> dict:
         try:
-            lines = (self.out / METRICS_FILE).read_text().splitlines()
+            records, _ = read_metrics_lines(self.out / METRICS_FILE)
         except OSError:
             return {}
-        return json.loads(lines[-1]) if lines else {}
+        return records[-1] if records else {}
 
 
 def _same(saved, now) -> bool:
