@@ -2,6 +2,7 @@
 
     config.yaml               every setting of the run, a recipe (bike_cli.io.run_config)
     metrics.jsonl             one line per trained epoch
+    val_failures.csv          with --val-videos: the videos the last validation could not decode
     last.pt, best.pt          the branch checkpoint of the last epoch, and of the best (bike_cli.io.checkpoints)
     checkpoints/epoch_NNNN/   the resumable state of the two newest epochs (bike_cli.io.train_state); its
                               trainer_state.json, written last, marks it complete
@@ -42,6 +43,8 @@ from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import copy_file
 from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE, BranchCheckpoint, save_checkpoint
+from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.feature_cache_parts import Failure
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
 from bike_cli.io.run_config import save_resolved
@@ -51,7 +54,9 @@ from bike_cli.io.write_errors import make_folder
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINTS, TENSORBOARD = "config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"
-RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE)  # in the order the guard names them
+VAL_FAILURES = "val_failures.csv"  # the videos of --val-videos the last validation could not decode
+RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE, VAL_FAILURES)  # in the order the guard names them
+VAL_SKIPPED = "val_skipped"  # an epoch record's count of undecodable validation videos (not a score)
 RUN_FOLDERS = (CHECKPOINTS, TENSORBOARD)
 KEEP_CHECKPOINTS = 2  # epoch folders kept: the newest complete one, and the one before it
 FREE_ON_RESUME = {"resume", "overwrite", "workers", "cache_in_memory", "allow_model_mismatch", "out"}  # cannot change what the run computes
@@ -132,8 +137,20 @@ class RunFolder:
         state.epoch = line["epoch"]
         if not score > state.best_score:
             return False
-        state.best_epoch, state.best_metrics, state.best_score = line["epoch"], metrics, score
+        scores = {k: v for k, v in metrics.items() if k != VAL_SKIPPED}
+        state.best_epoch, state.best_metrics, state.best_score = line["epoch"], scores, score
         return True
+
+    def record_val_skips(self, skipped: list[Failure], videos: int) -> None:
+        """On the main process, after a validation over --val-videos: `val_failures.csv` lists the videos it
+        could not decode (header only when none), and a warning says how many and which."""
+        path = write_failures_csv(self.out / VAL_FAILURES, skipped)
+        if skipped:
+            shown = ", ".join(f"{f.video_id} ({f.reason})" for f in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            log.warning("validation skipped %d of the %d videos of --val-videos, which could not be decoded "
+                        "(the metrics are over the other %d): %s%s; all in %s", len(skipped), videos,
+                        videos - len(skipped), shown, more, path)
 
     def discard(self) -> None:
         """Remove the files a training run wrote into the folder (and nothing else), through its guard."""
