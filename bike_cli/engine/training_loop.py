@@ -263,8 +263,9 @@ class Trainer:
 
 
 def finite_weights(model: nn.Module) -> bool:
-    """Whether every floating-point parameter and buffer of `model` is finite (one host sync)."""
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    """Whether every floating-point tensor of `model`'s state dict (what a checkpoint saves) is finite (one
+    host sync). Non-persistent buffers are not weights: CLIP's causal attention mask holds -inf."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
 
 
