@@ -158,3 +158,24 @@ def test_the_exit_code_paragraphs_examples_give_the_codes_it_names(tmp_path, arg
                           env=env)
     assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_formats_says_metrics_jsonl_is_strict_json_and_its_one_writer_makes_it_so():
+    import json
+
+    from bike_cli.io.metrics_json import metrics_line
+
+    row = next(line for line in FORMATS.splitlines() if line.startswith("| `metrics.jsonl` |"))
+    assert "strict JSON" in row and "never `NaN`" in row and "`null`" in row
+    assert json.loads(metrics_line({"epoch": 1, "val_mAP": float("nan")})) == {"epoch": 1, "val_mAP": None}
+    assert "json.dumps" not in (ROOT / "bike_cli" / "engine" / "run_folder.py").read_text(encoding="utf-8")
+
+
+def test_formats_names_the_plots_an_eval_removes_from_its_folders():
+    from bike_cli.stages.evaluate import PLOT_FILES, plot_files
+
+    paragraph = FORMATS[FORMATS.index("An evaluation removes the outputs"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    assert all(f"`{name}`" in paragraph for name in PLOT_FILES) and "never mixes two runs" in paragraph
+    out, plots = Path("e"), Path("p")
+    assert {path.parent for _, _, path in plot_files(out, plots)} == {out, out / "plots", plots}

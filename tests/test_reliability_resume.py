@@ -65,13 +65,13 @@ def straight(motion_caches, tmp_path_factory) -> Path:
 
 KILL_AFTER_METRICS_OF_EPOCH_2 = """
 import os, signal
-from bike_cli.engine import run_folder
-_append = run_folder.append_line
+from bike_cli.io import metrics_json  # the one writer of metrics.jsonl
+_append = metrics_json.append_line
 def append_then_die(path, line):
     _append(path, line)
     if '"epoch": 2,' in line:
         os.kill(os.getpid(), signal.SIGKILL)
-run_folder.append_line = append_then_die
+metrics_json.append_line = append_then_die
 """
 
 KILL_DURING_SECOND_BEST_COPY = """

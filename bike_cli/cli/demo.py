@@ -38,11 +38,13 @@ def demo(
     from bike_cli.stages.demo import run_demo
 
     summary = run_guarded(run_demo, cfg, lambda: RichProgress("videos"))
-    table = Table(title=f"bike demo: {summary.out}", title_justify="left")
+    from bike_cli.cli.tables import Folded, title
+
+    table = Table(title=title(f"bike demo: {summary.out}"), title_justify="left")
     for column in ("stage", "videos", "result", "output", "seconds"):
         table.add_column(column, overflow="fold")
     for step in summary.steps:
-        table.add_row(step.name, str(step.videos or ""), step.result, str(step.output),
+        table.add_row(step.name, str(step.videos or ""), step.result, Folded(step.output),
                       f"{step.seconds:.1f}" if step.seconds >= 10 else f"{step.seconds:.2f}")
     console.print(table)
     result = Table(title="top-1 on the held-out videos (2x3 views)", title_justify="left")
@@ -53,4 +55,5 @@ def demo(
     if summary.search:
         console.print("search: " + "  ".join(f"{rank}. {video} ({score:.3f})"
                                              for rank, (video, score) in enumerate(summary.search, 1)), highlight=False)
-    console.print(f"files: {summary.out} (results/metrics.json, results/explain.png); classes in {summary.classes}")
+    console.print(Folded(f"files: {summary.out} (results/metrics.json, results/explain.png); classes in "
+                         f"{summary.classes}"))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, make_config, run_guarded, settings, variadic
-from bike_cli.cli.tables import add_columns, metric_cells
+from bike_cli.cli.tables import Folded, add_columns, metric_cells
 from bike_cli.config.stages import EvalConfig
 
 if TYPE_CHECKING:
@@ -114,6 +114,6 @@ def print_metrics(summary: EvalSummary) -> None:
                 split_cells = metric_cells(split)
                 table.add_row(f"  {Path(split['split']).name}", *(split_cells.get(n, "") for n in names))
     console.print(table)
-    console.print(f"scores and metrics.json in {summary.out}")
+    console.print(Folded(f"scores and metrics.json in {summary.out}"))
     if summary.failed:
         console.print(Text(f"{len(summary.failed)} videos could not be read", style="red"), "(listed in metrics.json)")

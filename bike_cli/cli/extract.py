@@ -9,7 +9,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import EXIT_USAGE, console, fail, given, make_config, run_guarded, settings
-from bike_cli.cli.tables import add_columns
+from bike_cli.cli.tables import Folded, add_columns
 from bike_cli.config.stages import ExtractConfig
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ def print_summary(summary: ExtractSummary) -> None:
     table.add_row("already cached", str(summary.already_done))
     table.add_row("extracted now", str(summary.extracted))
     table.add_row("failed", Text(str(summary.failed), style="red" if summary.failed else ""))
-    table.add_row("cache", f"{summary.cache} ({summary.cached} videos)")
-    table.add_row("failures", str(summary.failures_csv))
+    table.add_row("cache", Folded(f"{summary.cache} ({summary.cached} videos)"))
+    table.add_row("failures", Folded(summary.failures_csv))
     table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)
     for failure in summary.failures[:5]:

@@ -10,7 +10,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, make_config, run_guarded, settings
-from bike_cli.cli.tables import add_columns, metric_cells
+from bike_cli.cli.tables import Folded, add_columns, metric_cells
 from bike_cli.config.stages import FuseConfig, parse_weights
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def print_metrics(summary: FuseSummary) -> None:
     add_columns(table, ["weight", *fused])
     for path, weight, metrics in zip(summary.inputs, summary.weights, summary.input_metrics):
         cells = metric_cells(metrics)
-        table.add_row(str(path), f"{weight:.2f}", *(cells.get(k, "") for k in fused))
+        table.add_row(Folded(path), f"{weight:.2f}", *(cells.get(k, "") for k in fused))
     table.add_row("fused", "1.00", *fused.values(), style="bold")
     console.print(table)
     console.print(f"wrote {summary.out} and {summary.metrics_json}", highlight=False)

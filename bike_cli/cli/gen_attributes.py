@@ -10,7 +10,7 @@ import typer
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, make_config, run_guarded, settings
-from bike_cli.cli.tables import add_columns
+from bike_cli.cli.tables import Folded, add_columns
 from bike_cli.config.stages import GenAttributesConfig
 
 if TYPE_CHECKING:
@@ -81,12 +81,12 @@ def print_summary(summary: GenAttributesSummary) -> None:
     table.add_row("videos", f"{summary.videos} ({summary.rows} rows)")
     table.add_row("lexicon", f"{summary.phrases} phrases, top {summary.top_k}")
     reuse = "reused" if summary.phrase_cache_reused else "computed"
-    table.add_row("phrase embeddings", f"{summary.phrase_cache} ({reuse})")
+    table.add_row("phrase embeddings", Folded(f"{summary.phrase_cache} ({reuse})"))
     if summary.own_class_phrases:
         table.add_row("own class dropped", f"{summary.own_class_phrases} class names are phrases")
-    table.add_row("attributes", str(summary.out))
+    table.add_row("attributes", Folded(summary.out))
     if summary.scores_csv is not None:
-        table.add_row("S_A scores", str(summary.scores_csv))
+        table.add_row("S_A scores", Folded(summary.scores_csv))
     for name, value in summary.metrics.items():
         table.add_row(f"S_A {name}", f"{value:.2f} %")
     total = summary.seconds.get("total", 0.0)

@@ -98,7 +98,9 @@ def print_result(result: PredictResult) -> None:
 def video_table(p: VideoPrediction) -> Table:
     from rich.table import Table
 
-    table = Table(title=str(p.video), title_justify="left", show_header=False)
+    from bike_cli.cli.tables import title
+
+    table = Table(title=title(p.video), title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for rank, (name, prob) in enumerate(p.top, 1):

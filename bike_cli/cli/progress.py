@@ -1,6 +1,12 @@
-"""Rich progress bars for long stages (the library reports through `bike_cli.progress.Progress`)."""
+"""The CLI's progress (the library reports through `bike_cli.progress.Progress`): a live bar on a
+terminal; where stderr is a file or a pipe (a log, `nohup`, a job scheduler), a plain log line every
+`PIPE_INTERVAL` seconds (done/total, %, rate, ETA) and one when a loop that logged ends."""
 
 from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
 
 from rich.progress import (
     BarColumn,
@@ -15,16 +21,30 @@ from rich.progress import Progress as Bar
 from bike_cli.cli.core import console
 from bike_cli.progress import Progress
 
+log = logging.getLogger(__name__)
+
+PIPE_INTERVAL = 5.0  # seconds between two progress lines when stderr is not a terminal
+
 
 class RichProgress(Progress):
-    """The CLI's `Progress`: a bar with items done, items/s and ETA."""
+    """The CLI's `Progress`: on a terminal a bar with items done, items/s and ETA; elsewhere log lines.
 
-    def __init__(self, unit: str = "videos") -> None:
-        self.unit = unit
+    `terminal` None: whether the console is a terminal (asked at each `start`); `clock`: seconds (tests
+    pass their own); `interval` None: `PIPE_INTERVAL`."""
+
+    def __init__(self, unit: str = "videos", *, terminal: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic, interval: float | None = None) -> None:
+        self.unit, self.terminal, self.clock, self.interval = unit, terminal, clock, interval
         self._bar: Bar | None = None
         self._task = None
+        self._lines: _Lines | None = None
 
     def start(self, total: int, description: str) -> None:
+        terminal = console.is_terminal if self.terminal is None else self.terminal
+        if not terminal:
+            interval = PIPE_INTERVAL if self.interval is None else self.interval
+            self._lines = _Lines(total, description, self.unit, self.clock, interval)
+            return
         self._bar = Bar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -41,6 +61,8 @@ class RichProgress(Progress):
         self._task = self._bar.add_task(description, total=total, rate="")
 
     def advance(self, n: int) -> None:
+        if self._lines is not None:
+            self._lines.add(n)
         if self._bar is None:
             return
         self._bar.advance(self._task, n)
@@ -48,6 +70,48 @@ class RichProgress(Progress):
         self._bar.update(self._task, rate=f"{speed:.1f} {self.unit}/s" if speed else "")
 
     def stop(self) -> None:
+        if self._lines is not None:
+            self._lines.finish()
+            self._lines = None
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class _Lines:
+    """Progress as log lines: one each `interval` seconds of work, and a last one if any was logged."""
+
+    def __init__(self, total: int, description: str, unit: str, clock: Callable[[], float], interval: float) -> None:
+        self.total, self.description, self.unit, self.clock, self.interval = total, description, unit, clock, interval
+        self.done, self.logged = 0, False
+        self.started = self.last = clock()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= self.interval and self.done < self.total:  # the end has its own line
+            self.last, self.logged = now, True
+            elapsed = now - self.started
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = f", ETA {_clock_time((self.total - self.done) / rate)}" if rate > 0 else ""
+            log.info("%s: %d/%d %s (%d%%), %s%s", self.description, self.done, self.total, self.unit,
+                     100 * self.done // max(1, self.total), _rate(rate, self.unit), eta)
+
+    def finish(self) -> None:
+        if self.logged:
+            log.info("%s: %d/%d %s in %s", self.description, self.done, self.total, self.unit,
+                     _clock_time(self.clock() - self.started))
+
+
+def _rate(rate: float, unit: str) -> str:
+    """2.5 videos/s, or for slow work 20.0 s/video."""
+    if rate >= 1 or rate <= 0:
+        return f"{rate:.1f} {unit}/s"
+    return f"{1 / rate:.1f} s/{unit.removesuffix('s')}"
+
+
+def _clock_time(seconds: float) -> str:
+    """1:02:03 / 2:03 (hours only when there are some)."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -71,18 +71,21 @@ def search(
 
 def print_result(result: SearchResult) -> None:
     from rich.table import Table
+
+    from bike_cli.cli.tables import Folded
     for query in result.queries:
         table = Table(title=f"\u201c{query.query}\u201d ({result.rule})", title_justify="left")
         for column in ("rank", "score", "video", "salient frame"):
             table.add_column(column, justify="left" if column == "video" else "right", overflow="fold")
         for hit in query.hits:
-            table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.video_id, f"{hit.salient_frame} (t={hit.salient_step})")
+            table.add_row(str(hit.rank), f"{hit.score:.4f}", Folded(hit.video_id),
+                          f"{hit.salient_frame} (t={hit.salient_step})")
         stdout.print(table)
     if result.evaluation is not None:
         stdout.print(evaluation_table(result.evaluation))
     for what, path in (("hits", result.out), *(("sheet", page) for page in result.sheets)):
         if path is not None:
-            console.print(f"{what} written to {path}", highlight=False)
+            console.print(Folded(f"{what} written to {path}"))
 
 
 def evaluation_table(evaluation: dict):

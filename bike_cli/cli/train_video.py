@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from bike_cli.cli import options as o
 from bike_cli.cli.core import console, given, make_config, run_guarded, settings
-from bike_cli.cli.tables import add_columns
+from bike_cli.cli.tables import Folded, add_columns, title
 from bike_cli.config.stages import TrainVideoConfig
 
 if TYPE_CHECKING:
@@ -101,9 +101,9 @@ def print_train_summary(stage: str, summary: TrainSummary) -> None:
     from rich.table import Table
 
     if summary.finished_before:
-        console.print(f"{stage}: the run in {summary.out} finished all {summary.epochs} epochs before; "
-                      "nothing to do (raise --epochs to train on, or --overwrite to start over)", highlight=False)
-    table = Table(title=f"{stage}: {summary.out}", show_header=False, title_justify="left")
+        console.print(Folded(f"{stage}: the run in {summary.out} finished all {summary.epochs} epochs before; "
+                             "nothing to do (raise --epochs to train on, or --overwrite to start over)"))
+    table = Table(title=title(f"{stage}: {summary.out}"), show_header=False, title_justify="left")
     add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
     table.add_row("epochs / steps", f"{summary.epochs} / {summary.steps}")
     table.add_row("best epoch", str(summary.best_epoch))
@@ -111,7 +111,7 @@ def print_train_summary(stage: str, summary: TrainSummary) -> None:
         table.add_row(f"best {key}", f"{value:.2f}")
     if "train_loss" in summary.last_metrics:
         table.add_row("last train loss", f"{summary.last_metrics['train_loss']:.4f}")
-    table.add_row("checkpoints", f"{summary.out / 'best.pt'}, {summary.out / 'last.pt'}")
+    table.add_row("checkpoints", Folded(f"{summary.out / 'best.pt'}, {summary.out / 'last.pt'}"))
     if not summary.finished_before:
         table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)

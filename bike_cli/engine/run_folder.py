@@ -2,6 +2,7 @@
 
     config.yaml               every setting of the run, a recipe (bike_cli.io.run_config)
     metrics.jsonl             one line per trained epoch
+    val_failures.csv          with --val-videos: the videos the last validation could not decode
     last.pt, best.pt          the branch checkpoint of the last epoch, and of the best (bike_cli.io.checkpoints)
     checkpoints/epoch_NNNN/   the resumable state of the two newest epochs (bike_cli.io.train_state); its
                               trainer_state.json, written last, marks it complete
@@ -35,7 +36,6 @@ and files before it are removed); its cost is N copies of the branch's weights o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -49,7 +49,7 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import append_line, copy_file, write_text
+from bike_cli.io.atomic import copy_file
 from bike_cli.io.checkpoints import (
     AVERAGED_FILE,
     BEST_FILE,
@@ -58,7 +58,10 @@ from bike_cli.io.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from bike_cli.io.failures_csv import write_failures_csv
+from bike_cli.io.feature_cache_parts import Failure
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
+from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
 from bike_cli.io.run_config import save_resolved
 from bike_cli.io.train_state import STATE_FILE, RunState
 from bike_cli.io.write_errors import make_folder
@@ -67,7 +70,9 @@ from bike_cli.models.weight_space import StateMean
 log = logging.getLogger(__name__)
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINTS, TENSORBOARD = "config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"
-RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE, AVERAGED_FILE)  # in the order the guard names them
+VAL_FAILURES = "val_failures.csv"  # the videos of --val-videos the last validation could not decode
+RUN_FILES = (LAST_FILE, BEST_FILE, METRICS_FILE, CONFIG_FILE, VAL_FAILURES, AVERAGED_FILE)  # in the order the guard names them
+VAL_SKIPPED = "val_skipped"  # an epoch record's count of undecodable validation videos (not a score)
 RUN_FOLDERS = (CHECKPOINTS, TENSORBOARD)
 KEEP_CHECKPOINTS = 2  # epoch folders kept: the newest complete one, and the one before it
 AVERAGING = "averaging"  # checkpoints/averaging/epoch_NNNN.pt: the epochs averaged.pt is the mean of
@@ -150,8 +155,20 @@ class RunFolder:
         state.epoch = line["epoch"]
         if not score > state.best_score:
             return False
-        state.best_epoch, state.best_metrics, state.best_score = line["epoch"], metrics, score
+        scores = {k: v for k, v in metrics.items() if k != VAL_SKIPPED}
+        state.best_epoch, state.best_metrics, state.best_score = line["epoch"], scores, score
         return True
+
+    def record_val_skips(self, skipped: list[Failure], videos: int) -> None:
+        """On the main process, after a validation over --val-videos: `val_failures.csv` lists the videos it
+        could not decode (header only when none), and a warning says how many and which."""
+        path = write_failures_csv(self.out / VAL_FAILURES, skipped)
+        if skipped:
+            shown = ", ".join(f"{f.video_id} ({f.reason})" for f in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            log.warning("validation skipped %d of the %d videos of --val-videos, which could not be decoded "
+                        "(the metrics are over the other %d): %s%s; all in %s", len(skipped), videos,
+                        videos - len(skipped), shown, more, path)
 
     def discard(self) -> None:
         """Remove the files a training run wrote into the folder (and nothing else), through its guard."""
@@ -249,7 +266,7 @@ class RunFolder:
                      header: CheckpointHeader | None) -> None:
         """On the main process, once every process saved its state: the metrics line, the checkpoints, the
         state file that marks the epoch folder complete, retention, TensorBoard."""
-        append_line(self.out / METRICS_FILE, json.dumps(line))
+        append_metrics_line(self.out / METRICS_FILE, line)
         log.info("epoch %d: %s", line["epoch"], ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
         self.save_checkpoints(model, line, improved, header)
         self.keep_for_average(state.epoch, header)
@@ -320,31 +337,26 @@ class RunFolder:
                              f"already; give --epochs {trained} or more to continue it, or --overwrite to start over")
 
     def _trim_metrics(self, last_epoch: int) -> None:
-        """Keep the complete lines of metrics.jsonl whose epoch is at most `last_epoch`."""
+        """Keep the complete lines of metrics.jsonl whose epoch is at most `last_epoch` (rewritten as strict
+        JSON: a `NaN` of older bike becomes null)."""
         path = self.out / METRICS_FILE
         if not path.exists():
             return
-        kept, dropped = [], 0
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                dropped += 1
-                continue
-            if isinstance(record, dict) and int(record.get("epoch", 0)) <= last_epoch:
-                kept.append(line)
-            else:
-                dropped += 1
+        records, dropped = read_metrics_lines(path)
+        kept = [record for record in records if int(record.get("epoch", 0)) <= last_epoch]
+        dropped += len(records) - len(kept)
         if dropped:
             log.info("%s: dropped %d line(s) past epoch %d (they are trained again)", path, dropped, last_epoch)
-            write_text(path, "".join(line + "\n" for line in kept))
+        if dropped or any(metrics_line(record) != line for record, line in
+                          zip(kept, path.read_text(encoding="utf-8").splitlines())):
+            write_metrics_lines(path, kept)
 
     def _last_line(self) -> dict:
         try:
-            lines = (self.out / METRICS_FILE).read_text().splitlines()
+            records, _ = read_metrics_lines(self.out / METRICS_FILE)
         except OSError:
             return {}
-        return json.loads(lines[-1]) if lines else {}
+        return records[-1] if records else {}
 
 
 def _same(saved, now) -> bool:

@@ -4,6 +4,16 @@ Accelerate (devices, processes, mixed precision, gradient accumulation), AdamW w
 parameter groups, cosine schedule with linear warm-up (`engine.schedule`) stepped at the profile's
 cadence (`LR_CADENCES`), a seeded per-epoch batch sampler, validation every N epochs; the run's files
 (metrics, best/last checkpoints, resumable state per epoch, resume) are the `RunFolder`'s.
+
+A run that diverges stops: the first non-finite loss raises `TrainingDiverged` naming the epoch and
+step, and so do the weights an epoch ends with when they are not finite or give a non-finite loss on
+the epoch's last batch (weights can overflow in their last step: one forward an epoch checks what
+last.pt would hold), before anything of that epoch is saved; last.pt, best.pt, metrics.jsonl and the
+resumable state stay those of the last finite epoch. The per-step check costs nothing new: the loss
+is read once a step already (`loss.item()`, the step's one host sync), and every process reads the
+same value: bike's branches compute the loss of the whole batch gathered over the processes
+(`models.gather`), so a non-finite value on any process is non-finite on all of them, and every
+process stops at the same step with no collective of its own (the gather is the reduction).
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ from bike_cli.engine.schedule import (
     step_before_optimizer,
     warmup_cosine,
 )
-from bike_cli.errors import InputError
+from bike_cli.errors import BikeError, InputError
+from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE
 from bike_cli.io.guard import PathGuard
 from bike_cli.io.train_state import RunState
 from bike_cli.progress import Progress
@@ -66,12 +77,26 @@ class Cadence(NamedTuple):
 LR_CADENCES = {PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), PER_BATCH: Cadence(True, _per_batch)}
 
 
+class TrainingDiverged(BikeError):
+    """The loss (or the weights) became NaN or infinite: the run stopped, keeping its last finite epoch."""
+
+
+class _NonFiniteLoss(Exception):
+    """Raised inside an epoch at the first non-finite loss; `fit` turns it into `TrainingDiverged`.
+
+    `batch` (1-based) of `batches`; `after`: the loss of the weights the epoch ends with, on its last batch."""
+
+    def __init__(self, batch: int, batches: int, value: float, after: bool = False) -> None:
+        super().__init__(batch, batches, value, after)
+        self.batch, self.batches, self.value, self.after = batch, batches, value, after
+
+
 @dataclass
 class TrainBranch:
     """What a stage trains: the module, its AdamW groups, how a batch reaches it, how it is validated, and
     what its checkpoints record (None: no last.pt / best.pt)."""
 
-    model: nn.Module  # forward(*inputs) -> the loss
+    model: nn.Module  # forward(*inputs) -> the loss of the whole batch gathered over the processes (the same on each)
     param_groups: list[dict]
     inputs: Callable[[object], tuple]  # a batch -> the model's arguments, on the device
     validate: Callable[[nn.Module], dict] | None = None  # the unwrapped model -> val_* metrics in %
@@ -115,27 +140,52 @@ class Trainer:
             log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
                      len(dataset), acc.num_processes, batches.global_batch, steps_per_epoch)
         line: dict = {}
-        for epoch in range(state.epoch + 1, s.epochs + 1):
-            batches.set_epoch(epoch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            epoch_start = time.perf_counter()
-            progress = self.progress_factory() if self.is_main else Progress()
-            with cores_beside_workers(acc.device, workers):  # CPU: torch threads beside the loader workers
-                loss = self._epoch(model, loader, optimizer, scheduler, branch.inputs, progress, epoch,
-                                   cadence.per_batch)
-            state.step += steps_per_epoch
-            metrics = {}
-            if branch.validate is not None and (epoch % s.val_every == 0 or epoch == s.epochs):
-                metrics = branch.validate(acc.unwrap_model(model))
-            line = {"epoch": epoch, "step": state.step, "train_loss": loss, "lr": scheduler.get_last_lr()[0],
-                    **metrics, "seconds": time.perf_counter() - epoch_start}
-            self._end_epoch(model, state, line, metrics, branch.checkpoint, optimizer, scheduler)
-        acc.wait_for_everyone()
-        if self.is_main:
-            run.close()
+        try:
+            for epoch in range(state.epoch + 1, s.epochs + 1):
+                batches.set_epoch(epoch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
+                epoch_start = time.perf_counter()
+                progress = self.progress_factory() if self.is_main else Progress()
+                try:
+                    with cores_beside_workers(acc.device, workers):  # CPU: torch threads beside the loader workers
+                        loss = self._epoch(model, loader, optimizer, scheduler, branch.inputs, progress, epoch,
+                                           cadence.per_batch)
+                except _NonFiniteLoss as bad:
+                    step = state.step + min(steps_per_epoch, math.ceil(bad.batch / s.grad_accum))
+                    what = (f"the weights epoch {epoch} ends with (step {step}) give a training loss of {bad.value} "
+                            "on its last batch" if bad.after else
+                            f"the training loss is {bad.value} at epoch {epoch}, step {step} (batch {bad.batch} of "
+                            f"{bad.batches})")
+                    raise self._diverged(what, state, settings.lr) from None
+                state.step += steps_per_epoch
+                if not finite_weights(acc.unwrap_model(model)):  # the same weights on every process
+                    raise self._diverged(f"the weights became NaN or infinite at epoch {epoch} (step {state.step})",
+                                         state, settings.lr)
+                metrics = {}
+                if branch.validate is not None and (epoch % s.val_every == 0 or epoch == s.epochs):
+                    metrics = branch.validate(acc.unwrap_model(model))
+                line = {"epoch": epoch, "step": state.step, "train_loss": loss, "lr": scheduler.get_last_lr()[0],
+                        **metrics, "seconds": time.perf_counter() - epoch_start}
+                self._end_epoch(model, state, line, metrics, branch.checkpoint, optimizer, scheduler)
+            acc.wait_for_everyone()
+        finally:
+            if self.is_main:
+                run.close()
         return TrainSummary(s.out, s.epochs, state.step, state.best_epoch, state.best_metrics, line,
                             time.perf_counter() - started, self.is_main)
+
+    def _diverged(self, what: str, state: RunState, lr: float) -> TrainingDiverged:
+        """The one line of a diverged run: what, where, what was kept, and what to change."""
+        again = "train again with --overwrite"
+        if state.epoch == 0:
+            kept, again = "nothing was saved", "train again"
+        elif state.best_epoch == state.epoch:
+            kept = f"{LAST_FILE} and {BEST_FILE} keep epoch {state.epoch}, the last finite one"
+        else:
+            kept = f"{LAST_FILE} keeps epoch {state.epoch}, the last finite one, and {BEST_FILE} epoch {state.best_epoch}"
+        return TrainingDiverged(f"training diverged: {what}; {kept}. Lower --lr (now {lr:g}; e.g. {lr / 10:g}) "
+                                f"and {again}")
 
     def _loader(self, dataset: Dataset, collate_fn: Callable | None,
                 batch_loader: Callable[[Sampler], Iterable] | None,
@@ -181,11 +231,19 @@ class Trainer:
                     elif acc.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                total += loss.item()
+                value = loss.item()  # the step's one host sync; the same value on every process (gathered loss)
+                if not math.isfinite(value):
+                    raise _NonFiniteLoss(i + 1, len(loader), value)
+                total += value
                 count += 1
                 progress.advance(1)
         finally:
             progress.stop()
+        if count:  # the weights last.pt would hold, on the epoch's last batch: one forward an epoch
+            with torch.no_grad(), acc.autocast():
+                value = model(*inputs).item()  # every process: the loss gathers over them
+            if not math.isfinite(value):
+                raise _NonFiniteLoss(count, len(loader), value, after=True)
         return total / max(1, count)
 
     def _end_epoch(self, model, state: RunState, line: dict, metrics: dict, checkpoint: CheckpointHeader | None,
@@ -202,6 +260,13 @@ class Trainer:
         if self.is_main:
             run.finish_epoch(state, line, acc.unwrap_model(model), improved, checkpoint)
         acc.wait_for_everyone()
+
+
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every floating-point tensor of `model`'s state dict (what a checkpoint saves) is finite (one
+    host sync). Non-persistent buffers are not weights: CLIP's causal attention mask holds -inf."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
 
 
 def run_training(cfg, stage: str, guard: PathGuard, profile: Profile,

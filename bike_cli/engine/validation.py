@@ -1,10 +1,14 @@
 """The Video branch's validation during `train-video`: this process's share of the validation set,
-and the class probabilities of the whole set, measured by `bike_cli.eval.metrics` over every process."""
+and the class probabilities of the whole set, measured by `bike_cli.eval.metrics` over every process.
+
+Videos of `--val-videos` that cannot be decoded are left out of the metrics and counted: the epoch's
+record holds `val_skipped`, and `ValData.skipped` lists them (every process's) for the run folder's
+`val_failures.csv` and the warning (`RunFolder.record_val_skips`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +24,10 @@ from bike_cli.data.train_clips import val_targets
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.frame_encoder import to_unit_pixels
+from bike_cli.engine.run_folder import VAL_SKIPPED
+from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
+from bike_cli.io.feature_cache_parts import Failure
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
@@ -33,6 +40,8 @@ class ValData:
     loader: Iterable  # of batches: SlabBatches (a cache) or a DataLoader (videos)
     from_videos: bool
     multilabel: bool = False
+    videos: int = 0  # in the whole validation list (every process's share)
+    skipped: list[Failure] = field(default_factory=list)  # of the last validation, every process's, in list order
 
 
 def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank: int, world: int,
@@ -59,18 +68,20 @@ def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank
         dataset = MultiViewClips(items, frames=cfg.frames, layout=ViewLayout(1, 1), size=spec.image_size,
                                  resize_mode=spec.resize_mode)
         loader = DataLoader(dataset, batch_size=16, num_workers=cfg.workers, collate_fn=collate_items)
-        return ValData(loader, True, video_list.multilabel)
+        return ValData(loader, True, video_list.multilabel, videos=len(video_list.entries))
     return None
 
 
 @torch.no_grad()
 def validate(model: VideoBranch, val: ValData, class_texts: ClassTexts, spec: ClipSpec,
              device: torch.device) -> dict:
-    """Top-1/top-5 (or mAP) over the whole validation set, gathered from every process."""
+    """Top-1/top-5 (or mAP) over the whole validation set, gathered from every process; with videos,
+    `val_skipped`: how many could not be decoded (listed in `val.skipped`)."""
     model.eval()
-    scores, labels = [], []
+    scores, labels, failed = [], [], []
     for batch in val.loader:
         if val.from_videos:
+            failed += [Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in batch.failed]
             if batch.frames is None:
                 continue
             pixels = to_unit_pixels(batch.frames, spec, device)  # [b, V, T, 3, S, S]
@@ -82,4 +93,18 @@ def validate(model: VideoBranch, val: ValData, class_texts: ClassTexts, spec: Cl
         probs = model.class_probabilities(frames.to(device).float(), class_texts)  # [b, K]
         scores.append(probs.cpu().numpy())
         labels.append(target.numpy())
-    return metrics_over_processes(scores, labels)
+    if not val.from_videos:
+        return metrics_over_processes(scores, labels)
+    val.skipped = skipped_over_processes(failed)
+    if len(val.skipped) >= val.videos:
+        first = val.skipped[0]
+        raise InputError(f"none of the {val.videos} videos of --val-videos could be read (e.g. {first.video_id}: "
+                         f"{first.reason}); check the list and --val-root")
+    return {**metrics_over_processes(scores, labels), VAL_SKIPPED: len(val.skipped)}
+
+
+def skipped_over_processes(failed: list[Failure]) -> list[Failure]:
+    """Every process's undecodable validation videos, in list order (the same list on every process)."""
+    from accelerate.utils import gather_object
+
+    return sorted((f for part in gather_object([failed]) for f in part), key=lambda f: f.list_index)

@@ -32,12 +32,34 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = 
     return out
 
 
-def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy per class, averaged over the classes present (the UCF/HMDB convention), in %."""
+def _class_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The share of each class's labelled videos predicted top-1 [K]; NaN for a class with none."""
     scores, labels = _labelled(np.asarray(scores), np.asarray(labels))
     pred = scores.argmax(1)
-    per_class = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
-    return 100.0 * float(np.mean(per_class)) if per_class else float("nan")
+    return np.array([float((pred[labels == c] == c).mean()) if np.any(labels == c) else np.nan
+                     for c in range(scores.shape[1])])
+
+
+def per_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Top-1 accuracy (%) of each of the K classes [K]: NaN for a class with no labelled video."""
+    return 100.0 * _class_hits(scores, labels)
+
+
+def mean_class_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy per class, averaged over the classes present (the UCF/HMDB convention), in %."""
+    hits = _class_hits(scores, labels)
+    present = hits[~np.isnan(hits)]
+    return 100.0 * float(np.mean(present)) if len(present) else float("nan")
+
+
+def worst_and_best(values: np.ndarray, limit: int) -> tuple[np.ndarray, bool]:
+    """Indices of the finite `values`, lowest first (ties by index); of more than 2 x `limit`, only the
+    `limit` lowest and the `limit` highest. Returns (indices, whether some were left out)."""
+    present = np.flatnonzero(np.isfinite(values))
+    order = present[np.argsort(values[present], kind="stable")]
+    if len(order) <= 2 * limit:
+        return order, False
+    return np.concatenate([order[:limit], order[-limit:]]), True
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:

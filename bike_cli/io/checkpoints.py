@@ -109,6 +109,16 @@ def _refused(err: pickle.UnpicklingError) -> str:
     return f"its pickle has what the safe loader does not read ({what}); {_SAFE}"
 
 
+def check_finite_weights(path: Path, state_dict: dict) -> None:
+    """InputError naming `path` when a floating-point tensor of `state_dict` holds NaN or inf (a diverged
+    run of an older bike saved it): nothing would score with it but NaN."""
+    bad = [key for key, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())]
+    if bad:
+        raise InputError(f"{path} holds NaN or infinite weights ({len(bad)} tensor(s), e.g. {bad[0]}): the run "
+                         "that saved it diverged; train it again with a lower --lr")
+
+
 def load_video_checkpoint(path: str | Path) -> BranchCheckpoint:
     """A Video-branch checkpoint (a file, or a run folder holding best.pt / last.pt)."""
     return load_checkpoint(path, VIDEO_KIND)
@@ -142,7 +152,9 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
         raise InputError(f"{path} has checkpoint schema {data.get('schema_version')}; bike reads "
                          f"{' and '.join(map(str, READABLE_SCHEMAS))}")
     model_args, origin = data.get("model_args"), data.get("origin")
-    return BranchCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
-                           dict(data["metrics"]), dict(data["state_dict"]),
-                           dict(model_args) if model_args is not None else None,
-                           dict(origin) if origin is not None else None)
+    ckpt = BranchCheckpoint(data["config"], data["clip"], list(data["class_names"]), int(data["epoch"]),
+                            dict(data["metrics"]), dict(data["state_dict"]),
+                            dict(model_args) if model_args is not None else None,
+                            dict(origin) if origin is not None else None)
+    check_finite_weights(path, ckpt.state_dict)
+    return ckpt

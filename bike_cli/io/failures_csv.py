@@ -1,4 +1,5 @@
-"""The failures CSV of `bike extract-features`: one row per video that produced no features.
+"""The failures CSV of `bike extract-features` (one row per video that produced no features), also
+written as a run folder's `val_failures.csv` by `train-video --val-videos`.
 
 Columns: `video_id,path,reason` (reason starts with a short class: "file not found", "no video
 stream", "zero frames", "corrupt"...). Rows follow the order of the video list. The file is written

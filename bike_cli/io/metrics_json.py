@@ -1,9 +1,11 @@
-"""The metrics JSON files (docs/formats.md): `bike eval`'s `DIR/metrics.json`, `bike fuse`'s `F.metrics.json`.
+"""The metrics JSON files (docs/formats.md): `bike eval`'s `DIR/metrics.json`, `bike fuse`'s `F.metrics.json`,
+and a training run's `metrics.jsonl` (one JSON object a line, one line an epoch).
 
-Both are strict JSON (any JSON reader takes them) with a `kind` and a `schema_version`, written
-atomically with a final newline. Values are made plain on the way out: NumPy numbers and arrays
-become JSON numbers and lists, a non-finite float (NaN, inf: a metric with nothing to measure) is
-null, Paths and any other object are written as their text.
+All are strict JSON (any JSON reader takes them; `NaN` never appears). The two metrics JSON files
+have a `kind` and a `schema_version` and are written atomically with a final newline; `metrics.jsonl`
+is appended to, one fsync'ed line at a time. Values are made plain on the way out: NumPy numbers and
+arrays become JSON numbers and lists, a non-finite float (NaN, inf: a metric with nothing to measure)
+is null, Paths and any other object are written as their text.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bike_cli.errors import InputError
-from bike_cli.io.atomic import write_text
+from bike_cli.io.atomic import append_line, write_text
 
 EVAL_METRICS_KIND = "bike-eval-metrics"  # the `kind` of eval's metrics.json
 FUSE_METRICS_KIND = "bike-fuse-metrics"  # the `kind` of a fuse metrics JSON
@@ -49,6 +51,37 @@ def read_metrics_json(path: Path) -> dict:
     if not isinstance(document, dict):
         raise InputError(f"{path} is not a metrics JSON (not a JSON object)")
     return document
+
+
+def metrics_line(record: dict) -> str:
+    """One line of `metrics.jsonl`: `record` made plain, as strict JSON (no newline)."""
+    return json.dumps(_plain(record), allow_nan=False)
+
+
+def append_metrics_line(path: Path, record: dict) -> None:
+    """Append `record` to a `metrics.jsonl` as one strict-JSON line (fsync'ed)."""
+    append_line(path, metrics_line(record))
+
+
+def write_metrics_lines(path: Path, records: list[dict]) -> Path:
+    """Write a whole `metrics.jsonl` atomically: one strict-JSON line per record."""
+    return write_text(path, "".join(metrics_line(record) + "\n" for record in records))
+
+
+def read_metrics_lines(path: Path) -> tuple[list[dict], int]:
+    """The records of a `metrics.jsonl` and how many lines were not one (a torn last line, a stray text)."""
+    records, dropped = [], 0
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            dropped += 1
+    return records, dropped
 
 
 def _plain(value: Any) -> Any:

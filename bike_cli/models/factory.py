@@ -91,8 +91,18 @@ class VideoClassifier:
     settings: dict  # the run's recorded settings (a bike checkpoint's `config`; {} otherwise)
 
     def scores(self, frames: torch.Tensor, rule: ViewRule) -> torch.Tensor:
-        """Frame embeddings [b, V, T, D] -> class scores [b, K] by the score rule `rule`."""
-        return self.branch.class_probabilities(frames, self.texts, rule)
+        """Frame embeddings [b, V, T, D] -> class scores [b, K] by the score rule `rule` (InputError where the
+        weights give NaN or inf: no NaN score is ever reported)."""
+        return finite_scores(self.branch.class_probabilities(frames, self.texts, rule),
+                             self.description.get("checkpoint") or "the zero-shot model")
+
+
+def finite_scores(scores: torch.Tensor, source: str) -> torch.Tensor:
+    """`scores` [b, K] when every one is finite; else InputError naming `source`, whose weights overflow."""
+    if not bool(scores.isfinite().all()):  # the caller reads them on the host next: no extra wait
+        raise InputError(f"{source} gives NaN or infinite class scores: its weights are finite but overflow (the "
+                         "run that saved it diverged); train it again with a lower --lr")
+    return scores
 
 
 def load_video_branch(source: Path | None, *, class_names: list[str] | None = None, model: str | None = None,
@@ -354,7 +364,7 @@ class AttrsClassifier:
             return rule(logits, self.clip.logit_scale.exp())
         tokens = self.tokenizer(sentences).to(self.classes.device)  # [R, L]
         inputs = tokens if self.tune == "full" else self.clip.encode_text(tokens).float()
-        return self.branch.class_probabilities(inputs, self.classes, rule)
+        return finite_scores(self.branch.class_probabilities(inputs, self.classes, rule), "the Attributes-branch checkpoint")
 
 
 def load_attrs_branch(source: Path | None, class_names: list[str], *,

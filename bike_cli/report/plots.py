@@ -1,7 +1,7 @@
 """Report plots of `bike eval --plots DIR`: per-class accuracy and the fusion-weight curve (PNG).
 
-Drawn, with text as typed (a class name may hold a `$`), and written atomically as every figure of
-`report.figures`.
+Drawing only (what to show is the caller's: `eval.metrics` measures, the eval stage chooses), with
+text as typed (a class name may hold a `$`), written atomically as every figure of `report.figures`.
 """
 
 from __future__ import annotations
@@ -14,31 +14,26 @@ from matplotlib.figure import Figure
 from bike_cli.report.figures import literal_text, save_figure
 
 
-def per_class_accuracy(scores: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
-    """Top-1 accuracy (%) of every class, per branch; NaN for classes with no labelled video."""
-    out = {}
-    for branch, probs in scores.items():
-        pred = probs.argmax(1)
-        out[branch] = np.array([100.0 * np.mean(pred[labels == c] == c) if np.any(labels == c) else np.nan
-                                for c in range(len(class_names))])
-    return out
-
-
 @literal_text
-def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], class_names: list[str], path: Path) -> Path:
-    """Horizontal bars per class (sorted by the first branch's accuracy), one colour per branch."""
-    first = next(iter(accuracy.values()))
-    order = np.argsort(np.nan_to_num(first, nan=-1.0))
-    height = max(3.0, 0.22 * len(class_names) * max(1, len(accuracy)) / 2 + 1.5)
-    figure = Figure(figsize=(8, min(height, 200)))
+def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], names: list[str], title: str, path: Path,
+                            gap: int | None = None) -> Path:
+    """Horizontal bars of top-1 (%) per class, one colour per branch, the first class at the bottom.
+
+    accuracy: branch -> [n] values of the n classes `names`, in drawing order; `gap`: a dashed line below
+    the class of that position (where classes were left out between two groups)."""
+    n, branches = len(names), max(1, len(accuracy))
+    figure = Figure(figsize=(8, 1.5 + n * (0.18 + 0.08 * branches)))
     axes = figure.add_subplot()
-    width = 0.8 / len(accuracy)
+    width = 0.8 / branches
     for i, (branch, values) in enumerate(accuracy.items()):
-        axes.barh(np.arange(len(order)) + i * width, np.nan_to_num(values[order]), height=width, label=branch)
-    axes.set_yticks(np.arange(len(order)) + 0.4 - width / 2, [class_names[c] for c in order], fontsize=7)
+        axes.barh(np.arange(n) + i * width, values, height=width, label=branch)
+    axes.set_yticks(np.arange(n) + 0.4 - width / 2, names, fontsize=8)
+    axes.set_ylim(-0.5, n - 0.1)
+    if gap is not None:
+        axes.axhline(gap - 0.5 + 0.4 - width / 2, color="0.4", linestyle="--", linewidth=0.8)
     axes.set_xlabel("top-1 accuracy (%)")
     axes.set_xlim(0, 100)
-    axes.set_title("per-class accuracy")
+    axes.set_title(title, fontsize=10)
     axes.legend(loc="lower right")
     figure.tight_layout()
     return save_figure(figure, path)

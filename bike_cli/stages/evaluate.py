@@ -51,6 +51,7 @@ from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
+from bike_cli.eval.metrics import per_class_accuracy, worst_and_best
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
@@ -99,8 +100,11 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if cfg.views:
         parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)
+    if cfg.plots is not None:
+        check_folder_output("--plots", cfg.plots)
     outputs = {f"--out's {name}": cfg.out / name for name in OUTPUT_FILES}
     outputs.update({f"--out's {meta_path(name)}": meta_path(cfg.out / name) for name in OUTPUT_FILES})
+    outputs.update({f"{option} {name}": path for option, name, path in plot_files(cfg.out, cfg.plots)})
     return PathGuard({"--checkpoint": cfg.checkpoint, "--features": cfg.features, "--videos": cfg.videos,
                       "--classes": cfg.classes, "--class-texts": cfg.class_texts, "--attributes": cfg.attributes,
                       "--attrs-checkpoint": cfg.attrs_checkpoint, "--pretrained": file_or_none(cfg.pretrained),
@@ -135,12 +139,28 @@ def _novel_input(cfg: EvalConfig) -> Path | None:
 
 
 OUTPUT_FILES = ("video_scores.csv", "novel_video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
+PLOT_FILES = ("per_class_accuracy.png", "fusion_curve.png")  # what --plots DIR writes into DIR
 
 
-def clear_outputs(out: Path, guard: PathGuard) -> None:
-    """Remove the outputs of an earlier eval in `out`, metrics.json first: a run never mixes with another."""
+def plot_files(out: Path, plots: Path | None) -> list[tuple[str, str, Path]]:
+    """(option, name, path) of every plot an earlier eval may have left with this one's results: in --out
+    itself, in --out's plots/ folder and in --plots (each folder once)."""
+    folders = {"--out's": out, "--out's plots/": out / "plots", "--plots'": plots}
+    found, seen = [], set()
+    for option, folder in folders.items():
+        if folder is None or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        found += [(option, name, folder / name) for name in PLOT_FILES]
+    return found
+
+
+def clear_outputs(out: Path, guard: PathGuard, plots: Path | None = None) -> None:
+    """Remove the outputs of an earlier eval in `out`, metrics.json first, then bike's plots (only its own
+    files, by name) in `out`, `out/plots` and `plots`: a run never mixes with another."""
     for name in reversed(OUTPUT_FILES):
         guard.discard(out / name, meta_path(out / name))
+    guard.discard(*(path for _, _, path in plot_files(out, plots)))
 
 
 def run_eval(cfg: EvalConfig, progress: Progress | None = None) -> EvalSummary:
@@ -199,7 +219,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         if weights is not None:
             branches["fused"] = fuse_scores([branches["video"], branches["attrs"]], weights)
     make_folder(cfg.out)
-    clear_outputs(cfg.out, guard)
+    clear_outputs(cfg.out, guard, cfg.plots)
     metrics, files = {}, {}
     rules = {"video": video_rule, "attrs": profile.attrs_scores, "fused": FUSED}
     options = {"full": {}, "zero-shot-half": {"repeats": cfg.repeats, "seed": cfg.seed},
@@ -316,12 +336,37 @@ def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray,
 
     written = {}
     if labels.ndim == 1:
-        accuracy = plots.per_class_accuracy(branches, labels, class_names)
-        written["per_class_plot"] = plots.plot_per_class_accuracy(accuracy, class_names,
-                                                                  cfg.plots / "per_class_accuracy.png")
+        shown = _shown_classes(branches, labels, class_names)
+        if shown is not None:
+            values, names, title, gap = shown
+            written["per_class_plot"] = plots.plot_per_class_accuracy(values, names, title, cfg.plots / PLOT_FILES[0],
+                                                                      gap=gap)
         if "attrs" in branches:
             lambdas, top1 = fusion_curve(branches["video"], branches["attrs"], labels)
-            written["fusion_plot"] = plots.plot_fusion_curve(lambdas, top1, cfg.fuse, cfg.plots / "fusion_curve.png")
+            written["fusion_plot"] = plots.plot_fusion_curve(lambdas, top1, cfg.fuse, cfg.plots / PLOT_FILES[1])
     else:
         log.warning("--plots: per-class accuracy and the fusion curve are drawn for single-label sets only")
     return written
+
+
+PER_CLASS_SHOWN = 20  # of many classes, the per-class figure draws the 20 worst and the 20 best
+
+
+def _shown_classes(branches: dict[str, np.ndarray], labels: np.ndarray,
+                   class_names: list[str]) -> tuple[dict[str, np.ndarray], list[str], str, int | None] | None:
+    """What the per-class figure draws: the classes with test videos, sorted by the first branch's top-1,
+    only the worst and best `PER_CLASS_SHOWN` of more; (values per branch, names, title, gap) or None."""
+    accuracy = {name: per_class_accuracy(probs, labels) for name, probs in branches.items()}  # [K] each
+    first = next(iter(accuracy))
+    order, cut = worst_and_best(accuracy[first], PER_CLASS_SHOWN)
+    present, total = int(np.isfinite(accuracy[first]).sum()), len(class_names)
+    if not present:
+        log.warning("--plots: no class has a labelled test video; no per-class figure")
+        return None
+    without = f"; {total - present} of the {total} classes have none" if present < total else ""
+    what = (f"the {PER_CLASS_SHOWN} worst and {PER_CLASS_SHOWN} best of the {present} classes with test videos"
+            if cut else f"the {present} classes with test videos")
+    log.info("--plots: %s shows %s, sorted by %s top-1%s", PLOT_FILES[0], what, first, without)
+    title = f"per-class top-1 (%), sorted by the {first} branch\n{what}{without}"
+    return ({name: values[order] for name, values in accuracy.items()}, [class_names[c] for c in order], title,
+            PER_CLASS_SHOWN if cut else None)

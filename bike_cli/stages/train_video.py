@@ -6,8 +6,9 @@ text encoder is always frozen; the class embeddings are computed once per run. T
 one CPU, one GPU or many GPUs and nodes under `accelerate launch`.
 
 Outputs in `out/`: `config.yaml` (the resolved settings), `metrics.jsonl` (one line per epoch),
-`last.pt` and `best.pt` (bike's checkpoint format), and `checkpoints/epoch_NNNN/` (Accelerate state:
-model, optimiser, scheduler, RNG; what `--resume` continues from); with `--average-last N`,
+`last.pt` and `best.pt` (bike's checkpoint format), `checkpoints/epoch_NNNN/` (Accelerate state:
+model, optimiser, scheduler, RNG; what `--resume` continues from), with `--val-videos`
+`val_failures.csv` (the validation videos that could not be decoded), and with `--average-last N`
 `averaged.pt`, the mean of the last N epochs' weights (`engine.run_folder.RunFolder.keep_for_average`).
 """
 
@@ -40,7 +41,7 @@ from bike_cli.engine.rules import PARAM_GROUPS
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
 from bike_cli.engine.schedule import RepeatedDataset
 from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
-from bike_cli.engine.validation import val_data, validate
+from bike_cli.engine.validation import ValData, val_data, validate
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
 from bike_cli.io.checkpoints import VIDEO_KIND
@@ -209,12 +210,20 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
 
     branch = TrainBranch(
         model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups]), batch_inputs,
-        validate=(lambda m: validate(m, val, class_texts, spec, device)) if val is not None else None,
+        validate=(lambda m: _validate(m, val, class_texts, spec, accelerator, run)) if val is not None else None,
         checkpoint=CheckpointHeader(VIDEO_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(
         branch, FitSettings(cfg.lr, cfg.weight_decay, profile), train_set,
         collate_fn=collate_train if cfg.videos else None,
         batch_loader=(lambda sampler: MemoryBatches(memory, sampler)) if memory is not None else None)
+
+
+def _validate(model, val: ValData, class_texts, spec, accelerator, run: RunFolder) -> dict:
+    """The epoch's validation; over --val-videos the main process records the videos it skipped."""
+    metrics = validate(model, val, class_texts, spec, accelerator.device)
+    if val.from_videos and accelerator.is_main_process:
+        run.record_val_skips(val.skipped, val.videos)
+    return metrics
 
 
 def _in_memory(cfg: TrainVideoConfig, train_set, device) -> MemoryClips | None:
