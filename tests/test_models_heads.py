@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bike_cli.errors import InputError
-from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs_logits, vcs_saliency
+from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs, vcs_logits, vcs_saliency
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
 
@@ -73,6 +74,57 @@ def test_vcs_saliency_is_a_distribution_over_frames_and_chunking_agrees():
     assert whole.shape == (3, 7, 5)
     torch.testing.assert_close(whole.sum(-1), torch.ones(3, 7))
     torch.testing.assert_close(chunked, whole)
+
+
+def _einsum_vcs(frames, classes, tau):
+    """Eq. 5-6 as the head computed them before `vcs`: [B, C, M, T] einsums, softmax over the last dim."""
+    f, w = F.normalize(frames, dim=-1), F.normalize(classes.tokens, dim=-1)
+    weights = classes.token_mask.float() / classes.token_mask.sum(1, keepdim=True).clamp(min=1)  # [C, M]
+    sim = torch.einsum("btd,cmd->bcmt", f, w) / tau  # [B, C, M, T]
+    saliency = torch.einsum("bcmt,cm->bct", sim.softmax(-1), weights)  # [B, C, T]
+    frame_class = torch.einsum("btd,cd->bct", f, F.normalize(classes.pooled, dim=-1))  # [B, C, T]
+    return (saliency * frame_class).sum(-1), saliency  # [B, C], [B, C, T]
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 1, 3 * 8 * 5 * 2])
+def test_vcs_equals_the_einsum_formula_to_float32_round_off(chunk_elements):
+    frames = torch.randn(13, 8, 64, generator=_gen(4)) * 3  # not unit: vcs normalises
+    classes = _random_classes(5, 3, 64, seed=5)
+    classes.token_mask[2] = False  # a class with no query token: S = 0
+    want_logits, want_saliency = _einsum_vcs(frames, classes, 0.05)
+    with torch.no_grad():  # inference: the in-place path
+        got = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.05, keep_saliency=True,
+                  chunk_elements=chunk_elements)
+    torch.testing.assert_close(got.logits, want_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.saliency, want_saliency, rtol=1e-5, atol=1e-6)
+    assert not got.saliency[:, 2].any()
+    torch.testing.assert_close(vcs_logits(frames, classes, 0.05), want_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_vcs_gradients_equal_the_einsum_formulas():
+    frames = torch.randn(6, 5, 32, generator=_gen(6), requires_grad=True)
+    classes = _random_classes(4, 3, 32, seed=7)
+    classes.tokens.requires_grad_(True)
+    classes.pooled.requires_grad_(True)
+    upstream = torch.randn(6, 4, generator=_gen(8))
+    inputs = (frames, classes.tokens, classes.pooled)
+    want = torch.autograd.grad((_einsum_vcs(frames, classes, 0.1)[0] * upstream).sum(), inputs)
+    got_logits = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.1, chunk_elements=2 * 5 * 3 * 4)
+    got = torch.autograd.grad((got_logits.logits * upstream).sum(), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 11])  # C <= T: |e_v| of e_v itself; C > T: of the frames' Gram matrix
+def test_vcs_renormalised_is_the_cosine_of_the_enhanced_embedding(num_classes):
+    frames = torch.randn(7, 6, 32, generator=_gen(9))
+    classes = _random_classes(num_classes, 3, 32, seed=10)
+    saliency = _einsum_vcs(frames, classes, 0.2)[1]  # [B, C, T]
+    enhanced = saliency @ F.normalize(frames, dim=-1)  # e_v: [B, C, D]
+    want = F.normalize(enhanced, dim=-1) @ F.normalize(classes.pooled, dim=-1).T  # [B, C, C]
+    want = want.diagonal(dim1=1, dim2=2)  # cos(e_v[b, c], class c): [B, C]
+    got = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.2, renormalise=True).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_vcs_default_tau_picks_the_best_matching_frame():

@@ -19,7 +19,7 @@ For training on the B x B matrix of Eq. 7, gather `encode`'s output over process
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,8 @@ from bike_cli.errors import InputError
 HEADS = ("mean", "vcs")
 TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
-VCS_CHUNK_ELEMENTS = 1 << 24  # at most this many B*c*M*T similarities at once (64 MiB in fp32)
+VCS_CHUNK_ELEMENTS = 1 << 18  # CPU: b*T*M*C similarities at once (1 MiB in fp32: a core's L2 cache)
+VCS_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24  # GPU: 64 MiB in fp32, few kernel launches
 
 
 class ClassSide(Protocol):
@@ -48,39 +49,80 @@ def mean_logits(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     return video @ F.normalize(pooled, dim=-1).T  # [B, D] @ [D, C] -> [B, C]
 
 
-def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, tau: float = DEFAULT_TAU,
-                 chunk_elements: int = VCS_CHUNK_ELEMENTS) -> torch.Tensor:
-    """Temporal saliency S [B, C, T] of Eq. 5 (each row sums to 1 over T).
+class Spotting(NamedTuple):
+    """What `vcs` returns: logits [B, C] (None without `pooled`), saliency S [B, C, T] (None unless kept)."""
 
-    frames [B, T, D] and tokens [C, M, D] are L2-normalised here; sim[b,c,m,t] = tok[c,m] . frame[b,t];
-    softmax over t at temperature tau; mean over the masked-in m of `mask` [C, M] (a class with no
-    query token gets S = 0). Time and memory are O(B*C*M*T) (plus O((B*T + C*M)*D) for the products):
-    the [B, c, M, T] similarities are built for a chunk of c classes at a time, so that at most
-    about `chunk_elements` exist at once in inference (autograd keeps every chunk's softmax).
+    logits: torch.Tensor | None
+    saliency: torch.Tensor | None
+
+
+def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor | None = None,
+        tau: float = DEFAULT_TAU, *, renormalise: bool = False, keep_saliency: bool = False,
+        chunk_elements: int | None = None) -> Spotting:
+    """Video Concept Spotting (Eq. 5-6) of frames [B, T, D] against C classes (or queries): the one place.
+
+    tokens [C, M, D] / mask [C, M] (True = real query token) / pooled [C, D] (or None: saliency only).
+    Frames, tokens and pooled are L2-normalised here. Eq. 5: sim[b,t,m,c] = tok[c,m] . frame[b,t] / tau,
+    softmax over t, mean over the masked-in m: the temporal saliency S[b,c,t] (each row sums to 1 over t;
+    a class with no query token gets S = 0). Eq. 6: e_v[b,c] = sum_t S[b,c,t] frame[b,t], and
+    logits[b,c] = e_v . class[c], computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without building
+    the [B, C, D] embeddings. `renormalise=False` is the recognition head, as the authors' code (e_v is
+    not unit); `renormalise=True` gives cos(e_v, class) (search: a cosine compares fairly across videos),
+    |e_v| taken from e_v itself when C <= T, else as sqrt(S G S) with each clip's frame Gram matrix G [T, T].
+
+    Cost: the products are two matrix products, [b*T, D] @ [D, M*C] and [b*T, D] @ [D, C]; the rest is
+    O(B*T*M*C) elementwise work. The clips are taken `b` at a time so that at most about
+    `chunk_elements` similarities exist at once in inference (the default, None: `VCS_CHUNK_ELEMENTS`
+    on the CPU, where a chunk that stays in cache is fastest; `VCS_CHUNK_ELEMENTS_ACCELERATOR`
+    elsewhere; at least one clip's T*M*C); under autograd every chunk's activations are kept.
+    The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
     """
-    f = F.normalize(frames, dim=-1)  # [B, T, D]
-    w = F.normalize(tokens, dim=-1)  # [C, M, D]
-    weights = mask.to(f.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(f.dtype)  # [C, M], rows sum to 1
-    batch, steps = f.shape[:2]
-    chunk = max(1, chunk_elements // max(1, batch * w.shape[1] * steps))
-    out = []
-    for w_c, weights_c in zip(w.split(chunk), weights.split(chunk)):
-        sim = torch.einsum("btd,cmd->bcmt", f, w_c) / tau  # [B, c, M, T]
-        out.append(torch.einsum("bcmt,cm->bct", sim.softmax(-1), weights_c))  # masked mean over m: [B, c, T]
-    return torch.cat(out, 1)  # [B, C, T]
+    steps, dim = frames.shape[1:]
+    classes, per_class = mask.shape
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (frames, tokens, pooled))
+    dtype = torch.promote_types(frames.dtype, tokens.dtype)
+    # the token side once per call, 1/tau folded in, m-major rows (row m*C + c = token m of class c)
+    words = (F.normalize(tokens.to(dtype), dim=-1) / tau).transpose(0, 1).reshape(per_class * classes, dim)
+    weights = (mask / mask.sum(1, keepdim=True).clamp(min=1)).T.to(dtype)  # [M, C], real tokens' mean weights
+    unit_pooled = None if pooled is None else F.normalize(pooled.to(dtype), dim=-1)  # [C, D]
+    if chunk_elements is None:
+        chunk_elements = VCS_CHUNK_ELEMENTS if frames.device.type == "cpu" else VCS_CHUNK_ELEMENTS_ACCELERATOR
+    rows = max(1, chunk_elements // max(1, steps * per_class * classes))
+    logits, saliency = [], []
+    for clips in frames.split(rows):  # [b, T, D]
+        b = clips.shape[0]
+        unit = F.normalize(clips.to(dtype), dim=-1)  # [b, T, D]
+        flat = unit.reshape(b * steps, dim)  # [b*T, D]
+        sim = (flat @ words.T).view(b, steps, per_class, classes)  # [b, T, M, C]
+        # softmax over t, in place in inference (three passes over [b, T, M, C] instead of a copy each)
+        top = sim.detach().amax(1, keepdim=True)  # [b, 1, M, C]
+        soft = (sim - top).exp() if grad else sim.sub_(top).exp_()  # unnormalised
+        scale = weights / soft.sum(1, keepdim=True)  # [b, 1, M, C]: mean weight / softmax normaliser
+        s = (soft * scale if grad else soft.mul_(scale)).sum(2)  # S: [b, T, C]
+        if keep_saliency:
+            saliency.append(s)
+        if unit_pooled is not None:
+            frame_class = (flat @ unit_pooled.T).view(b, steps, classes)  # frame . class: [b, T, C]
+            out = (s * frame_class).sum(1)  # [b, C]
+            if renormalise:  # / |e_v| (floored as F.normalize): from e_v for few classes, else S G S
+                norm = ((s.transpose(1, 2) @ unit).norm(dim=-1) if classes <= steps  # e_v: [b, C, D]
+                        else ((unit @ unit.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b, T, T]
+                out = out / norm.clamp_min(1e-12)
+            logits.append(out)
+    return Spotting(torch.cat(logits) if logits else None,
+                    torch.cat(saliency).transpose(1, 2) if saliency else None)
+
+
+def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, tau: float = DEFAULT_TAU,
+                 chunk_elements: int | None = None) -> torch.Tensor:
+    """Temporal saliency S [B, C, T] of Eq. 5 of frames [B, T, D], tokens [C, M, D], mask [C, M] (`vcs`)."""
+    return vcs(frames, tokens, mask, None, tau, keep_saliency=True, chunk_elements=chunk_elements).saliency
 
 
 def vcs_logits(frames: torch.Tensor, classes: ClassSide, tau: float = DEFAULT_TAU) -> torch.Tensor:
-    """VCS head (Eq. 5-6): logits [B, C] = (sum_t S[b,c,t] * frame[b,t]) . class[c], frames and class unit.
-
-    Computed as sum_t S[b,c,t] * (frame[b,t] . class[c]), which is the same number without building
-    the [B, C, D] enhanced video embeddings e_v.
-    """
-    saliency = vcs_saliency(frames, classes.tokens, classes.token_mask, tau)  # [B, C, T]
-    f = F.normalize(frames, dim=-1)  # [B, T, D]
-    c = F.normalize(classes.pooled, dim=-1)  # [C, D]
-    frame_class = torch.einsum("btd,cd->bct", f, c)  # [B, C, T]
-    return (saliency * frame_class).sum(-1)  # [B, C]
+    """VCS head (Eq. 5-6): logits [B, C] = (sum_t S[b,c,t] * frame[b,t]) . class[c], frames and class unit,
+    e_v not renormalised (`vcs`)."""
+    return vcs(frames, classes.tokens, classes.token_mask, classes.pooled, tau).logits
 
 
 class QuickGELU(nn.Module):
