@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bike_cli.errors import InputError
 from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs, vcs_logits, vcs_saliency
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
@@ -155,12 +154,12 @@ def test_video_head_without_transformer_has_no_parameters():
     assert not list(VideoHead(64, head="vcs").parameters())
 
 
-def test_bad_head_names_raise_input_error():
-    with pytest.raises(InputError, match="'max'"):
+def test_bad_head_names_raise_value_error():  # the builder makes them a user's InputError (test_models_build)
+    with pytest.raises(ValueError, match="'max'"):
         VideoHead(64, head="max")
-    with pytest.raises(InputError, match="'lstm'"):
+    with pytest.raises(ValueError, match="'lstm'"):
         VideoHead(64, temporal="lstm")
-    with pytest.raises(InputError, match="tau"):
+    with pytest.raises(ValueError, match="tau"):
         VideoHead(64, head="vcs", tau=0.0)
 
 
@@ -199,9 +198,12 @@ def test_transformer_init_and_heads():
 
 
 def test_transformer_refuses_too_many_frames_and_bad_heads():
-    with pytest.raises(InputError, match="max_frames"):
+    with pytest.raises(ValueError, match="max_frames"):
         TemporalTransformer(64, layers=1, max_frames=4)(torch.zeros(1, 5, 64))
-    with pytest.raises(InputError, match="heads"):
+    with pytest.raises(ValueError, match="max_frames"):
+        VideoHead(64, temporal="transformer", layers=1, max_frames=4).check_frames(5)
+    VideoHead(64, max_frames=4).check_frames(5)  # no temporal module: any frame count
+    with pytest.raises(ValueError, match="heads"):
         TemporalTransformer(96, layers=1, heads=5)
 
 

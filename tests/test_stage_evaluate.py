@@ -138,3 +138,12 @@ def test_fusion_curve_matches_the_fused_scores(trained, tmp_path):
     at = int(np.flatnonzero(np.isclose(lambdas, 0.6))[0])
     assert top1[at] == pytest.approx(summary.metrics["fused"]["top1"], abs=1e-6)
     assert top1[-1] == pytest.approx(summary.metrics["video"]["top1"], abs=1e-6)
+
+
+def test_frames_beyond_the_transformers_position_table_are_one_input_error(trained):
+    from bike_cli.models.factory import load_video_branch
+
+    _, run, val, _ = trained
+    with pytest.raises(InputError, match=r"^78 frames per clip, but the temporal transformer was built for at most "
+                                         r"77 \(max_frames\)$"):
+        load_video_branch(run, frames=78, cache=FeatureCache(val), device="cpu")

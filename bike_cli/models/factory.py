@@ -130,6 +130,10 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
 def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, branch_spec: VideoBranchSpec,
                 names: list[str], frames: int, device, settings: dict, **described) -> VideoClassifier:
     """The classifier, its class texts encoded by `clip_model`'s text tower."""
+    try:
+        branch.head.check_frames(frames)  # --frames beyond the temporal transformer's position table
+    except ValueError as err:
+        raise InputError(str(err)) from None
     texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
                                branch_spec.vcs_tokens)
     description = {"checkpoint": described.pop("checkpoint"), "model_name": spec.model_name,

@@ -26,8 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from bike_cli.errors import InputError
-
 HEADS = ("mean", "vcs")
 TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
@@ -168,9 +166,9 @@ class TemporalTransformer(nn.Module):
         super().__init__()
         heads = heads if heads is not None else max(1, width // 64)
         if heads < 1 or width % heads:
-            raise InputError(f"temporal transformer width {width} is not divisible into {heads} heads")
+            raise ValueError(f"temporal transformer width {width} is not divisible into {heads} heads")
         if layers < 1 or max_frames < 1:
-            raise InputError(f"temporal transformer needs layers >= 1 and max_frames >= 1, "
+            raise ValueError(f"temporal transformer needs layers >= 1 and max_frames >= 1, "
                              f"not {layers} and {max_frames}")
         self.frame_position_embeddings = nn.Embedding(max_frames, width)  # [max_frames, width]
         self.transformer = nn.Module()
@@ -192,12 +190,16 @@ class TemporalTransformer(nn.Module):
     def max_frames(self) -> int:
         return self.frame_position_embeddings.num_embeddings
 
+    def check_frames(self, steps: int) -> None:
+        """ValueError unless clips of `steps` frames fit the position table."""
+        if steps > self.max_frames:
+            raise ValueError(f"{steps} frames per clip, but the temporal transformer was built for at most "
+                             f"{self.max_frames} (max_frames)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, width] -> [B, T, width]."""
         steps = x.shape[1]
-        if steps > self.max_frames:
-            raise InputError(f"{steps} frames per clip, but the temporal transformer was built for at most "
-                             f"{self.max_frames} (max_frames)")
+        self.check_frames(steps)
         h = x + self.frame_position_embeddings.weight[:steps]  # position on the input only
         for block in self.transformer.resblocks:
             if self.grad_checkpointing and self.training:
@@ -214,14 +216,19 @@ class VideoHead(nn.Module):
                  max_frames: int = 77, layers: int = 6, heads: int | None = None) -> None:
         super().__init__()
         if head not in HEADS:
-            raise InputError(f"unknown video head {head!r}; choose one of {', '.join(HEADS)}")
+            raise ValueError(f"unknown video head {head!r}; choose one of {', '.join(HEADS)}")
         if temporal not in TEMPORALS:
-            raise InputError(f"unknown temporal module {temporal!r}; choose one of {', '.join(TEMPORALS)}")
+            raise ValueError(f"unknown temporal module {temporal!r}; choose one of {', '.join(TEMPORALS)}")
         if tau <= 0:
-            raise InputError(f"VCS temperature tau must be > 0, not {tau}")
+            raise ValueError(f"VCS temperature tau must be > 0, not {tau}")
         self.head, self.tau = head, tau
         self.temporal = (TemporalTransformer(embed_dim, layers=layers, heads=heads, max_frames=max_frames)
                          if temporal == "transformer" else nn.Identity())
+
+    def check_frames(self, steps: int) -> None:
+        """ValueError unless this head takes clips of `steps` frames (the temporal transformer's table)."""
+        if isinstance(self.temporal, TemporalTransformer):
+            self.temporal.check_frames(steps)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """The temporal module: frames [B, T, D] -> [B, T, D] (identity for temporal='none')."""
