@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 HEADS = ("mean", "vcs")
 TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
-VCS_CHUNK_ELEMENTS = 1 << 18  # CPU: b*T*M*C similarities at once (1 MiB in fp32: a core's L2 cache)
+VCS_CHUNK_ELEMENTS = 1 << 20  # CPU: b*T*M*C similarities at once (4 MiB in fp32; matmuls of ~100 clips)
 VCS_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24  # GPU: 64 MiB in fp32, few kernel launches
 
 
@@ -45,6 +45,11 @@ def mean_logits(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     """Mean-pooling head: cosine logits [B, C] of frames [B, T, D] against classes [C, D]."""
     video = F.normalize(frames.mean(1), dim=-1)  # mean over T, then unit (as the authors' DP head): [B, D]
     return video @ F.normalize(pooled, dim=-1).T  # [B, D] @ [D, C] -> [B, C]
+
+
+def _unit(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """x / max(|x|, 1e-12) / scale over the last dim: F.normalize, by one reciprocal per row and a product."""
+    return x * (torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12) * scale).reciprocal()
 
 
 class Spotting(NamedTuple):
@@ -68,11 +73,14 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     not unit); `renormalise=True` gives cos(e_v, class) (search: a cosine compares fairly across videos),
     |e_v| taken from e_v itself when C <= T, else as sqrt(S G S) with each clip's frame Gram matrix G [T, T].
 
-    Cost: the products are two matrix products, [b*T, D] @ [D, M*C] and [b*T, D] @ [D, C]; the rest is
-    O(B*T*M*C) elementwise work. The clips are taken `b` at a time so that at most about
-    `chunk_elements` similarities exist at once in inference (the default, None: `VCS_CHUNK_ELEMENTS`
-    on the CPU, where a chunk that stays in cache is fastest; `VCS_CHUNK_ELEMENTS_ACCELERATOR`
-    elsewhere; at least one clip's T*M*C); under autograd every chunk's activations are kept.
+    Cost: two matrix products, [b*T, D] @ [D, M*C] (1/tau folded into the tokens) and [b*T, D] @ [D, C],
+    which lay the similarities out so that the softmax over t and the sums run on contiguous memory;
+    the rest is O(B*T*M*C) elementwise work (softmax, one product with frame.class, two sums). Memory:
+    the clips are taken `b` at a time so that at most about 2 x `chunk_elements` similarities (and
+    their softmax) exist at once in inference; under autograd every chunk's activations are kept.
+    The default, None: `VCS_CHUNK_ELEMENTS` on the CPU (matrix products large enough to run near the
+    machine's matmul rate, elementwise work still in cache), `VCS_CHUNK_ELEMENTS_ACCELERATOR` elsewhere;
+    a chunk is at least one clip's T*M*C.
     The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
     """
     steps, dim = frames.shape[1:]
@@ -80,28 +88,27 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (frames, tokens, pooled))
     dtype = torch.promote_types(frames.dtype, tokens.dtype)
     # the token side once per call, 1/tau folded in, m-major rows (row m*C + c = token m of class c)
-    words = (F.normalize(tokens.to(dtype), dim=-1) / tau).transpose(0, 1).reshape(per_class * classes, dim)
+    words = _unit(tokens.to(dtype).transpose(0, 1).reshape(per_class * classes, dim), tau)  # [M*C, D]
     weights = (mask / mask.sum(1, keepdim=True).clamp(min=1)).T.to(dtype)  # [M, C], real tokens' mean weights
-    unit_pooled = None if pooled is None else F.normalize(pooled.to(dtype), dim=-1)  # [C, D]
+    unit_pooled = None if pooled is None else _unit(pooled.to(dtype))  # [C, D]
     if chunk_elements is None:
         chunk_elements = VCS_CHUNK_ELEMENTS if frames.device.type == "cpu" else VCS_CHUNK_ELEMENTS_ACCELERATOR
     rows = max(1, chunk_elements // max(1, steps * per_class * classes))
     logits, saliency = [], []
     for clips in frames.split(rows):  # [b, T, D]
         b = clips.shape[0]
-        unit = F.normalize(clips.to(dtype), dim=-1)  # [b, T, D]
+        unit = _unit(clips.to(dtype))  # [b, T, D]
         flat = unit.reshape(b * steps, dim)  # [b*T, D]
         sim = (flat @ words.T).view(b, steps, per_class, classes)  # [b, T, M, C]
-        # softmax over t, in place in inference (three passes over [b, T, M, C] instead of a copy each)
-        top = sim.detach().amax(1, keepdim=True)  # [b, 1, M, C]
-        soft = (sim - top).exp() if grad else sim.sub_(top).exp_()  # unnormalised
-        scale = weights / soft.sum(1, keepdim=True)  # [b, 1, M, C]: mean weight / softmax normaliser
-        s = (soft * scale if grad else soft.mul_(scale)).sum(2)  # S: [b, T, C]
+        soft = sim.softmax(1)  # over t, contiguous [T, M*C] blocks (torch's vectorised kernel)
+        s = (soft * weights).sum(2) if keep_saliency or renormalise else None  # S: [b, T, C]
         if keep_saliency:
             saliency.append(s)
         if unit_pooled is not None:
-            frame_class = (flat @ unit_pooled.T).view(b, steps, classes)  # frame . class: [b, T, C]
-            out = (s * frame_class).sum(1)  # [b, C]
+            frame_class = (flat @ unit_pooled.T).view(b, steps, 1, classes)  # frame . class: [b, T, 1, C]
+            # sum_t S[t] fc[t] = sum_m weight[m] sum_t soft[t, m] fc[t]: no [b, T, C] saliency needed
+            spotted = (soft * frame_class if grad else soft.mul_(frame_class)).sum(1)  # [b, M, C]
+            out = torch.linalg.vecdot(spotted, weights, dim=1)  # sum over m: [b, C]
             if renormalise:  # / |e_v| (floored as F.normalize): from e_v for few classes, else S G S
                 norm = ((s.transpose(1, 2) @ unit).norm(dim=-1) if classes <= steps  # e_v: [b, C, D]
                         else ((unit @ unit.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b, T, T]
