@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bike_cli.models import heads
 from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs, vcs_logits, vcs_saliency
 from bike_cli.models.loss import LogitScale, bike_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
@@ -85,8 +86,11 @@ def _einsum_vcs(frames, classes, tau):
     return (saliency * frame_class).sum(-1), saliency  # [B, C], [B, C, T]
 
 
-@pytest.mark.parametrize("chunk_elements", [None, 1, 3 * 8 * 5 * 2])
-def test_vcs_equals_the_einsum_formula_to_float32_round_off(chunk_elements):
+@pytest.mark.parametrize(("chunk_elements", "block_elements"), [(None, None), (1, None), (3 * 8 * 5 * 2, None),
+                                                               (None, 3 * 8 * 5 * 4), (3 * 8 * 5 * 5, 3 * 8 * 5 * 2)])
+def test_vcs_equals_the_einsum_formula_to_float32_round_off(chunk_elements, block_elements, monkeypatch):
+    if block_elements is not None:  # blocks of clips within a chunk, a runt at the end
+        monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", block_elements)
     frames = torch.randn(13, 8, 64, generator=_gen(4)) * 3  # not unit: vcs normalises
     classes = _random_classes(5, 3, 64, seed=5)
     classes.token_mask[2] = False  # a class with no query token: S = 0
@@ -100,7 +104,8 @@ def test_vcs_equals_the_einsum_formula_to_float32_round_off(chunk_elements):
     torch.testing.assert_close(vcs_logits(frames, classes, 0.05), want_logits, rtol=1e-5, atol=1e-6)
 
 
-def test_vcs_gradients_equal_the_einsum_formulas():
+def test_vcs_gradients_equal_the_einsum_formulas(monkeypatch):
+    monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", 5 * 3 * 4)  # one clip a block
     frames = torch.randn(6, 5, 32, generator=_gen(6), requires_grad=True)
     classes = _random_classes(4, 3, 32, seed=7)
     classes.tokens.requires_grad_(True)
@@ -115,7 +120,8 @@ def test_vcs_gradients_equal_the_einsum_formulas():
 
 
 @pytest.mark.parametrize("num_classes", [2, 11])  # C <= T: |e_v| of e_v itself; C > T: of the frames' Gram matrix
-def test_vcs_renormalised_is_the_cosine_of_the_enhanced_embedding(num_classes):
+def test_vcs_renormalised_is_the_cosine_of_the_enhanced_embedding(num_classes, monkeypatch):
+    monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", 2 * 6 * 3 * num_classes)  # two clips a block
     frames = torch.randn(7, 6, 32, generator=_gen(9))
     classes = _random_classes(num_classes, 3, 32, seed=10)
     saliency = _einsum_vcs(frames, classes, 0.2)[1]  # [B, C, T]

@@ -31,6 +31,7 @@ TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
 VCS_CHUNK_ELEMENTS = 1 << 20  # CPU: b*T*M*C similarities at once (4 MiB in fp32; matmuls of ~100 clips)
 VCS_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24  # GPU: 64 MiB in fp32, few kernel launches
+VCS_BLOCK_ELEMENTS = 1 << 16  # CPU: the softmax and sums run over this many at once (256 KiB: L2 cache)
 
 
 class ClassSide(Protocol):
@@ -76,11 +77,11 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     Cost: two matrix products, [b*T, D] @ [D, M*C] (1/tau folded into the tokens) and [b*T, D] @ [D, C],
     which lay the similarities out so that the softmax over t and the sums run on contiguous memory;
     the rest is O(B*T*M*C) elementwise work (softmax, one product with frame.class, two sums). Memory:
-    the clips are taken `b` at a time so that at most about 2 x `chunk_elements` similarities (and
-    their softmax) exist at once in inference; under autograd every chunk's activations are kept.
-    The default, None: `VCS_CHUNK_ELEMENTS` on the CPU (matrix products large enough to run near the
-    machine's matmul rate, elementwise work still in cache), `VCS_CHUNK_ELEMENTS_ACCELERATOR` elsewhere;
-    a chunk is at least one clip's T*M*C.
+    the clips are taken `b` at a time so that at most about `chunk_elements` similarities (and, on the
+    CPU, a block's softmax) exist at once in inference; under autograd every chunk's activations are
+    kept. The default, None: `VCS_CHUNK_ELEMENTS` on the CPU (matrix products large enough to run near
+    the machine's matmul rate; the elementwise work then runs `VCS_BLOCK_ELEMENTS` at a time, in
+    cache), `VCS_CHUNK_ELEMENTS_ACCELERATOR` elsewhere; a chunk is at least one clip's T*M*C.
     The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
     """
     steps, dim = frames.shape[1:]
@@ -91,27 +92,33 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     words = _unit(tokens.to(dtype).transpose(0, 1).reshape(per_class * classes, dim), tau)  # [M*C, D]
     weights = (mask / mask.sum(1, keepdim=True).clamp(min=1)).T.to(dtype)  # [M, C], real tokens' mean weights
     unit_pooled = None if pooled is None else _unit(pooled.to(dtype))  # [C, D]
-    if chunk_elements is None:
-        chunk_elements = VCS_CHUNK_ELEMENTS if frames.device.type == "cpu" else VCS_CHUNK_ELEMENTS_ACCELERATOR
-    rows = max(1, chunk_elements // max(1, steps * per_class * classes))
+    cpu = frames.device.type == "cpu"
+    per_clip = max(1, steps * per_class * classes)
+    rows = max(1, (chunk_elements or (VCS_CHUNK_ELEMENTS if cpu else VCS_CHUNK_ELEMENTS_ACCELERATOR)) // per_clip)
+    rows = -(-len(frames) // -(-len(frames) // rows))  # the same rows in every chunk, no runt
+    block = max(1, VCS_BLOCK_ELEMENTS // per_clip) if cpu else rows
     logits, saliency = [], []
     for clips in frames.split(rows):  # [b, T, D]
         b = clips.shape[0]
         unit = _unit(clips.to(dtype))  # [b, T, D]
         flat = unit.reshape(b * steps, dim)  # [b*T, D]
-        sim = (flat @ words.T).view(b, steps, per_class, classes)  # [b, T, M, C]
-        soft = sim.softmax(1)  # over t, contiguous [T, M*C] blocks (torch's vectorised kernel)
-        s = (soft * weights).sum(2) if keep_saliency or renormalise else None  # S: [b, T, C]
-        if keep_saliency:
-            saliency.append(s)
-        if unit_pooled is not None:
-            frame_class = (flat @ unit_pooled.T).view(b, steps, 1, classes)  # frame . class: [b, T, 1, C]
-            # sum_t S[t] fc[t] = sum_m weight[m] sum_t soft[t, m] fc[t]: no [b, T, C] saliency needed
-            spotted = (soft * frame_class if grad else soft.mul_(frame_class)).sum(1)  # [b, M, C]
-            out = torch.linalg.vecdot(spotted, weights, dim=1)  # sum over m: [b, C]
+        sims = (flat @ words.T).view(b, steps, per_class, classes)  # [b, T, M, C]
+        frame_class = None if unit_pooled is None else (flat @ unit_pooled.T).view(b, steps, 1, classes)  # [b, T, 1, C]
+        for at in range(0, b, block):  # the elementwise work a cache-sized block of clips at a time
+            sim, unit_b = sims[at:at + block], unit[at:at + block]
+            soft = sim.softmax(1)  # over t, contiguous [T, M*C] blocks (torch's vectorised kernel)
+            s = (soft * weights).sum(2) if keep_saliency or renormalise else None  # S: [b', T, C]
+            if keep_saliency:
+                saliency.append(s)
+            if frame_class is None:
+                continue
+            fc = frame_class[at:at + block]  # frame . class: [b', T, 1, C]
+            # sum_t S[t] fc[t] = sum_m weight[m] sum_t soft[t, m] fc[t]: no [b', T, C] saliency needed
+            spotted = (soft * fc if grad else soft.mul_(fc)).sum(1)  # [b', M, C]
+            out = torch.linalg.vecdot(spotted, weights, dim=1)  # sum over m: [b', C]
             if renormalise:  # / |e_v| (floored as F.normalize): from e_v for few classes, else S G S
-                norm = ((s.transpose(1, 2) @ unit).norm(dim=-1) if classes <= steps  # e_v: [b, C, D]
-                        else ((unit @ unit.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b, T, T]
+                norm = ((s.transpose(1, 2) @ unit_b).norm(dim=-1) if classes <= steps  # e_v: [b', C, D]
+                        else ((unit_b @ unit_b.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b', T, T]
                 out = out / norm.clamp_min(1e-12)
             logits.append(out)
     return Spotting(torch.cat(logits) if logits else None,
