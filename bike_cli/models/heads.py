@@ -29,9 +29,8 @@ from torch.utils.checkpoint import checkpoint
 HEADS = ("mean", "vcs")
 TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
-VCS_CHUNK_ELEMENTS = 1 << 20  # CPU: b*T*M*C similarities at once (4 MiB in fp32; matmuls of ~100 clips)
-VCS_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24  # GPU: 64 MiB in fp32, few kernel launches
-VCS_BLOCK_ELEMENTS = 1 << 16  # CPU: the softmax and sums run over this many at once (256 KiB: L2 cache)
+VCS_CHUNK_ELEMENTS = 1 << 24  # at most this many b*T*M*C similarities at once (64 MiB in fp32)
+VCS_BLOCK_ELEMENTS = 1 << 17  # CPU: the softmax and sums over this many at once (512 KiB, in L2 cache)
 
 
 class ClassSide(Protocol):
@@ -77,11 +76,11 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     Cost: two matrix products, [b*T, D] @ [D, M*C] (1/tau folded into the tokens) and [b*T, D] @ [D, C],
     which lay the similarities out so that the softmax over t and the sums run on contiguous memory;
     the rest is O(B*T*M*C) elementwise work (softmax, one product with frame.class, two sums). Memory:
-    the clips are taken `b` at a time so that at most about `chunk_elements` similarities (and, on the
-    CPU, a block's softmax) exist at once in inference; under autograd every chunk's activations are
-    kept. The default, None: `VCS_CHUNK_ELEMENTS` on the CPU (matrix products large enough to run near
-    the machine's matmul rate; the elementwise work then runs `VCS_BLOCK_ELEMENTS` at a time, in
-    cache), `VCS_CHUNK_ELEMENTS_ACCELERATOR` elsewhere; a chunk is at least one clip's T*M*C.
+    the clips are taken `b` at a time so that at most about `chunk_elements` (default
+    `VCS_CHUNK_ELEMENTS`; at least one clip's T*M*C) similarities exist at once in inference (under
+    autograd every chunk's activations are kept). Large chunks keep the matrix products near the
+    machine's matmul rate; on the CPU the elementwise work then runs `VCS_BLOCK_ELEMENTS` at a time,
+    so that its several passes stay in cache.
     The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
     """
     steps, dim = frames.shape[1:]
@@ -94,7 +93,7 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     unit_pooled = None if pooled is None else _unit(pooled.to(dtype))  # [C, D]
     cpu = frames.device.type == "cpu"
     per_clip = max(1, steps * per_class * classes)
-    rows = max(1, (chunk_elements or (VCS_CHUNK_ELEMENTS if cpu else VCS_CHUNK_ELEMENTS_ACCELERATOR)) // per_clip)
+    rows = max(1, (chunk_elements or VCS_CHUNK_ELEMENTS) // per_clip)
     rows = -(-len(frames) // -(-len(frames) // rows))  # the same rows in every chunk, no runt
     block = max(1, VCS_BLOCK_ELEMENTS // per_clip) if cpu else rows
     logits, saliency = [], []
