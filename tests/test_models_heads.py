@@ -225,3 +225,9 @@ def test_gradient_reaches_transformer_and_logit_scale():
     assert scale.log_scale.grad is not None and scale.log_scale.grad.abs().item() > 0
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum().item() > 0, name
+
+
+def test_vcs_of_no_clips_is_empty():
+    classes = _random_classes(3, 2, 16)
+    got = vcs(torch.zeros(0, 8, 16), classes.tokens, classes.token_mask, classes.pooled, keep_saliency=True)
+    assert got.logits.shape == (0, 3) and got.saliency.shape == (0, 3, 8)

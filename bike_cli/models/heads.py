@@ -94,9 +94,9 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     cpu = frames.device.type == "cpu"
     per_clip = max(1, steps * per_class * classes)
     rows = max(1, (chunk_elements or VCS_CHUNK_ELEMENTS) // per_clip)
-    rows = -(-len(frames) // -(-len(frames) // rows))  # the same rows in every chunk, no runt
+    rows = -(-len(frames) // -(-len(frames) // rows)) if len(frames) else rows  # equal chunks, no runt
     block = max(1, VCS_BLOCK_ELEMENTS // per_clip) if cpu else rows
-    logits, saliency = [], []
+    logits, saliency = [frames.new_zeros(0, classes, dtype=dtype)], [frames.new_zeros(0, steps, classes, dtype=dtype)]
     for clips in frames.split(rows):  # [b, T, D]
         b = clips.shape[0]
         unit = _unit(clips.to(dtype))  # [b, T, D]
@@ -120,8 +120,8 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
                         else ((unit_b @ unit_b.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b', T, T]
                 out = out / norm.clamp_min(1e-12)
             logits.append(out)
-    return Spotting(torch.cat(logits) if logits else None,
-                    torch.cat(saliency).transpose(1, 2) if saliency else None)
+    return Spotting(torch.cat(logits) if unit_pooled is not None else None,
+                    torch.cat(saliency).transpose(1, 2) if keep_saliency else None)
 
 
 def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, tau: float = DEFAULT_TAU,
