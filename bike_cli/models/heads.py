@@ -7,7 +7,12 @@ A `VideoHead` is an optional temporal module (`encode`) followed by a parameter-
   with each L2-normalised class embedding.
 - ``vcs``: Video Concept Spotting (Eq. 5-6). The class's word-token embeddings query the frames;
   the temporal saliency weights the normalised frames; the weighted sum (not renormalised) is
-  dotted with the normalised class embedding, as in the authors' code.
+  dotted with the normalised class embedding, as in the authors' code. `vcs` is the one
+  implementation: the head, the predictor's saliency and `bike search` (one query, renormalised)
+  call it.
+
+Settings that do not fit (an unknown head, tau <= 0, more frames than the position table) raise
+ValueError; the builder (`bike_cli.models.build`) turns a user's into an InputError.
 
 Temporal modules: ``none`` (identity) or ``transformer`` (`TemporalTransformer`, the paper's
 "Transf"), applied to the raw frame embeddings before the head.
