@@ -8,15 +8,25 @@ random class texts (pooled [K, D], tokens [K, M, D], a mask of 1..M real tokens 
 
 For each head configuration, eval's own cache loop (bike_cli.engine.evaluation.cache_scores: CachedClips
 -> contiguous slab reads (`SlabBatches`) -> `VideoBranch.class_probabilities`, views averaged) runs with
-`class_probabilities` wrapped in a timer: model time is the time inside it, cache read is the rest of the loop. Each
-configuration's FLOP (torch's FlopCounterMode on `class_probabilities`) for all videos is set against
-the machine's measured fp32 matmul rate (`matmul_limit_s`: the time at that rate, the physical limit). Configurations whose scoring is slow run on the first `--subset` videos and are
-extrapolated linearly to all videos (marked `extrapolated`). Metrics (`run_protocol('full')`) and
-`write_score_csv` run on the full [N, K] probabilities, `--repeats` times (median).
+`class_probabilities` wrapped in a timer: model time is the time inside it, cache read is the rest of the loop.
+
+The floor: each configuration's FLOP (torch's FlopCounterMode on `class_probabilities`) for all videos,
+divided by the machine's fp32 matmul rate, measured in the same run: one 1024^3 product after every
+`--rate-every`-th batch of the scoring loop (outside the timer; interleaved, so the floor sees the
+same load from other processes as the scorer), median and best of those samples. `floor_s` is at
+the median rate, `ratio` = model seconds / floor_s (`ratio_best_rate` at the best sample); also
+`matmul_limit_s`, at the best of 5 products measured after scoring. The same in CPU seconds of this
+process (`model_cpu_full_s`, `cpu_floor_s`, `cpu_ratio`; with --threads 1 the same as wall seconds on
+an idle machine): on a machine shared with other work it shows what time-slicing hides. Each
+configuration's figure, floor and ratio are also printed on stderr at the end. The configurations
+of `--subset-configs` (the slow VCS + transformer) run on the first `--subset` videos and are
+extrapolated linearly to all videos (marked `extrapolated`); the others score every video.
+Metrics (`run_protocol('full')`) and `write_score_csv` run on the full [N, K] probabilities,
+`--repeats` times (median).
 Also: the head's parts on one batch in memory (temporal transformer vs scoring head, fp32 vs bf16
 autocast), and the whole `bike eval` CLI on a small bike-tiny cache with a vcs+transformer checkpoint.
 
-    .venv/bin/python benchmarks/eval.py --out-json eval.json
+    .venv/bin/python benchmarks/eval.py --threads 1 --cli-videos 0 --out-json eval.json
 """
 
 from __future__ import annotations
@@ -102,18 +112,42 @@ def make_branch(dim: int, head: str, temporal: str, heads: int, layers: int = 6)
     return VideoBranch(video_head, LogitScale(math.log(100.0))).eval()
 
 
-class TimedModel:
-    """Wraps `class_probabilities`, adding up the seconds spent inside it."""
+RATE_N = 1024  # the matmul rate: n x n fp32 products
 
-    def __init__(self, branch: VideoBranch) -> None:
-        self.seconds, self.clips, self._inner = 0.0, 0, branch.class_probabilities
+
+def one_matmul_gflops(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """GFLOP/s of one a @ b (n x n): per wall second and per CPU second of this process."""
+    started, cpu = time.perf_counter(), time.process_time()
+    a @ b
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return 2 * a.shape[0] ** 3 / wall / 1e9, 2 * a.shape[0] ** 3 / max(cpu, 1e-9) / 1e9
+
+
+class TimedModel:
+    """Wraps `class_probabilities`, adding up the seconds spent inside it; after every `rate_every`-th
+    call, outside that time, one 1024^3 matmul samples the machine's fp32 matmul rate (0: never)."""
+
+    def __init__(self, branch: VideoBranch, rate_every: int = 0) -> None:
+        self.seconds, self.cpu_seconds, self.clips, self.calls = 0.0, 0.0, 0, 0
+        self._inner = branch.class_probabilities
+        self.rate_every, self.rates, self.cpu_rates, self.rate_seconds = rate_every, [], [], 0.0
+        self._a, self._b = torch.randn(RATE_N, RATE_N), torch.randn(RATE_N, RATE_N)
+        one_matmul_gflops(self._a, self._b)  # warm-up
         branch.class_probabilities = self  # instance attribute: the stage calls this
 
     def __call__(self, frames: torch.Tensor, classes: ClassTexts, rule=scaled_view_scores) -> torch.Tensor:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         out = self._inner(frames, classes, rule)
         self.seconds += time.perf_counter() - started
+        self.cpu_seconds += time.process_time() - cpu
         self.clips += frames.shape[0] * frames.shape[1]
+        self.calls += 1
+        if self.rate_every and self.calls % self.rate_every == 0:
+            started = time.perf_counter()
+            wall_rate, cpu_rate = one_matmul_gflops(self._a, self._b)
+            self.rates.append(wall_rate)
+            self.cpu_rates.append(cpu_rate)
+            self.rate_seconds += time.perf_counter() - started
         return out
 
 
@@ -121,14 +155,16 @@ def score_config(cache: FeatureCache, texts: ClassTexts, args: argparse.Namespac
                  videos: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """Eval's `cache_scores` on the first `videos` rows: read and model seconds, probabilities."""
     branch = make_branch(args.dim, head, temporal, args.heads)
-    timer = TimedModel(branch)
+    timer = TimedModel(branch, args.rate_every)
     vm = VideoClassifier(branch, texts, list(cache.meta.class_names), None, None, None, args.frames, {}, {})
     view = _Subset(cache, videos)
     started = time.perf_counter()
     _, labels, probs, _ = cache_scores(vm, scaled_view_scores, view, args.batch_size, torch.device("cpu"), Progress())
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started - timer.rate_seconds  # the rate samples are no part of eval
     scale = len(cache) / videos
-    figures = {"videos_scored": videos, "clips": timer.clips, "wall_s": wall, "model_s": timer.seconds,
+    figures = {"matmul_rates_gflops": timer.rates, "matmul_cpu_rates_gflops": timer.cpu_rates,
+               "model_cpu_s": timer.cpu_seconds, "model_cpu_full_s": timer.cpu_seconds * len(cache) / videos,
+               "videos_scored": videos, "clips": timer.clips, "wall_s": wall, "model_s": timer.seconds,
                "read_s": wall - timer.seconds, "clips_per_s": timer.clips / wall,
                "model_clips_per_s": timer.clips / timer.seconds, "extrapolated": videos < len(cache),
                "read_full_s": (wall - timer.seconds) * scale, "model_full_s": timer.seconds * scale}
@@ -237,6 +273,23 @@ def flops_per_video(texts: ClassTexts, args: argparse.Namespace, head: str, temp
     return counter.get_total_flops() / 4
 
 
+def floor(figures: dict) -> dict:
+    """The matrix-product floor of a configuration's model time from the rates sampled while it ran."""
+    rates, cpu_rates = figures.pop("matmul_rates_gflops"), figures.pop("matmul_cpu_rates_gflops")
+    if not rates:
+        return {}
+    median, best, cpu_median = statistics.median(rates), max(rates), statistics.median(cpu_rates)
+    floor_s, floor_best_s = figures["gflop_all_videos"] / median, figures["gflop_all_videos"] / best
+    cpu_floor_s = figures["gflop_all_videos"] / cpu_median
+    return {"matmul_rate_median_gflops": median, "matmul_rate_best_gflops": best,
+            "matmul_rate_worst_gflops": min(rates), "rate_samples": len(rates),
+            "floor_s": floor_s, "ratio": figures["model_full_s"] / floor_s,
+            "floor_best_rate_s": floor_best_s, "ratio_best_rate": figures["model_full_s"] / floor_best_s,
+            # per CPU second of this process: robust to other processes taking the cores in turn
+            "matmul_cpu_rate_median_gflops": cpu_median, "cpu_floor_s": cpu_floor_s,
+            "cpu_ratio": figures["model_cpu_full_s"] / cpu_floor_s}
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -255,7 +308,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size, help="videos per batch [stage's 64]")
     p.add_argument("--workers", type=int, default=EvalConfig.workers, help="DataLoader workers of the CLI run [stage's 2]")
     p.add_argument("--subset", type=int, default=1000,
-                   help="videos scored by the vcs configurations, extrapolated to --videos [1000]")
+                   help="videos scored by the --subset-configs, extrapolated to --videos [1000]")
+    p.add_argument("--subset-configs", default="vcs+transformer",
+                   help="head+temporal configurations scored on --subset videos only [vcs+transformer]")
+    p.add_argument("--rate-every", type=int, default=1,
+                   help="sample the matmul rate after every N-th scoring batch; 0: never [1]")
     p.add_argument("--repeats", type=int, default=3, help="repeats of metrics and CSV timings (median) [3]")
     p.add_argument("--cli-videos", type=int, default=2000, help="videos of the bike-tiny CLI run; 0 skips it [2000]")
     p.add_argument("--configs", default=",".join(f"{h}+{t}" for h, t in CONFIGS),
@@ -266,6 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.clips, args.crops = (int(v) for v in args.views.lower().split("x"))
     args.views_count = args.clips * args.crops
     args.configs = [tuple(c.split("+")) for c in {"mean+none", *args.configs.split(",")}]
+    args.subset_configs = [tuple(c.split("+")) for c in args.subset_configs.split(",") if c]
     return args
 
 
@@ -286,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(cache.meta.class_names)
         report["configs"] = {}
         for head, temporal in [c for c in reversed(CONFIGS) if c in args.configs]:  # mean first: its full-size scores feed metrics and CSV
-            videos = len(cache) if head == "mean" and temporal == "none" else min(args.subset, len(cache))
+            videos = min(args.subset, len(cache)) if (head, temporal) in args.subset_configs else len(cache)
             progress(f"scoring head={head} temporal={temporal} on {videos} videos")
             figures, labels, probs = score_config(cache, texts, args, head, temporal, videos)
             if videos == len(cache) and "outputs" not in report:
@@ -298,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
             head, temporal = name.split("+")
             figures["gflop_all_videos"] = flops_per_video(texts, args, head, temporal) * args.videos / 1e9
             figures["matmul_limit_s"] = figures["gflop_all_videos"] / gflops  # at the machine's matmul rate
+            figures.update(floor(figures))
+            if "ratio" in figures:
+                progress(f"{name}: model {figures['model_full_s']:.1f} s, floor {figures['floor_s']:.1f} s "
+                         f"({figures['gflop_all_videos'] / 1e3:.2f} TFLOP at the median of "
+                         f"{figures['rate_samples']} matmul samples, {figures['matmul_rate_median_gflops']:.0f} "
+                         f"GFLOP/s): ratio {figures['ratio']:.2f}; CPU seconds {figures['model_cpu_full_s']:.1f} / "
+                         f"{figures['cpu_floor_s']:.1f} = {figures['cpu_ratio']:.2f}"
+                         f"{' (extrapolated)' if figures['extrapolated'] else ''}")
         for figures in report["configs"].values():
             figures["total_s"] = (figures["read_full_s"] + figures["model_full_s"] + report["outputs"]["metrics_s"]
                                   + report["outputs"]["csv_s"])

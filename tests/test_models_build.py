@@ -143,3 +143,18 @@ def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, mo
     legacy = resolve_video_spec(video_spec_of(replace(ckpt, model_args=None), "old"), tiny[0])
     assert video_spec_of(ckpt, "new") == legacy
     assert legacy.temporal == "transformer" and legacy.temporal_layers == 2 and legacy.frames == 8
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"head": "max"}, "unknown video head 'max'; choose one of mean, vcs"),
+    ({"temporal": "lstm"}, "unknown temporal module 'lstm'; choose one of none, transformer"),
+    ({"tau": 0.0}, "VCS temperature tau must be > 0, not 0.0"),
+    ({"temporal": "transformer", "temporal_layers": 0}, "needs layers >= 1 and max_frames >= 1, not 0 and 77"),
+    ({"temporal": "transformer", "temporal_heads": 5}, "width 64 is not divisible into 5 heads"),
+    ({"temporal": "transformer", "frames": 78},
+     "78 frames per clip, but the temporal transformer was built for at most 77 (max_frames)"),
+])
+def test_a_users_bad_head_setting_is_one_input_error(tiny, settings, message):
+    clip_model, spec = tiny  # models/heads raises ValueError; the builder turns it into the user's message
+    with pytest.raises(InputError, match=re.escape(message)):
+        build_video_branch(VideoBranchSpec.of(spec, **settings), clip_model)

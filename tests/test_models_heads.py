@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from bike_cli.errors import InputError
-from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs_logits, vcs_saliency
+from bike_cli.models import heads
+from bike_cli.models.heads import TemporalTransformer, VideoHead, mean_logits, vcs, vcs_logits, vcs_saliency
 from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
 
@@ -75,6 +76,62 @@ def test_vcs_saliency_is_a_distribution_over_frames_and_chunking_agrees():
     torch.testing.assert_close(chunked, whole)
 
 
+def _einsum_vcs(frames, classes, tau):
+    """Eq. 5-6 as the head computed them before `vcs`: [B, C, M, T] einsums, softmax over the last dim."""
+    f, w = F.normalize(frames, dim=-1), F.normalize(classes.tokens, dim=-1)
+    weights = classes.token_mask.float() / classes.token_mask.sum(1, keepdim=True).clamp(min=1)  # [C, M]
+    sim = torch.einsum("btd,cmd->bcmt", f, w) / tau  # [B, C, M, T]
+    saliency = torch.einsum("bcmt,cm->bct", sim.softmax(-1), weights)  # [B, C, T]
+    frame_class = torch.einsum("btd,cd->bct", f, F.normalize(classes.pooled, dim=-1))  # [B, C, T]
+    return (saliency * frame_class).sum(-1), saliency  # [B, C], [B, C, T]
+
+
+@pytest.mark.parametrize(("chunk_elements", "block_elements"), [(None, None), (1, None), (3 * 8 * 5 * 2, None),
+                                                               (None, 3 * 8 * 5 * 4), (3 * 8 * 5 * 5, 3 * 8 * 5 * 2)])
+def test_vcs_equals_the_einsum_formula_to_float32_round_off(chunk_elements, block_elements, monkeypatch):
+    if block_elements is not None:  # blocks of clips within a chunk, a runt at the end
+        monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", block_elements)
+    frames = torch.randn(13, 8, 64, generator=_gen(4)) * 3  # not unit: vcs normalises
+    classes = _random_classes(5, 3, 64, seed=5)
+    classes.token_mask[2] = False  # a class with no query token: S = 0
+    want_logits, want_saliency = _einsum_vcs(frames, classes, 0.05)
+    with torch.no_grad():  # inference: the in-place path
+        got = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.05, keep_saliency=True,
+                  chunk_elements=chunk_elements)
+    torch.testing.assert_close(got.logits, want_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.saliency, want_saliency, rtol=1e-5, atol=1e-6)
+    assert not got.saliency[:, 2].any()
+    torch.testing.assert_close(vcs_logits(frames, classes, 0.05), want_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_vcs_gradients_equal_the_einsum_formulas(monkeypatch):
+    monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", 5 * 3 * 4)  # one clip a block
+    frames = torch.randn(6, 5, 32, generator=_gen(6), requires_grad=True)
+    classes = _random_classes(4, 3, 32, seed=7)
+    classes.tokens.requires_grad_(True)
+    classes.pooled.requires_grad_(True)
+    upstream = torch.randn(6, 4, generator=_gen(8))
+    inputs = (frames, classes.tokens, classes.pooled)
+    want = torch.autograd.grad((_einsum_vcs(frames, classes, 0.1)[0] * upstream).sum(), inputs)
+    got_logits = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.1, chunk_elements=2 * 5 * 3 * 4)
+    got = torch.autograd.grad((got_logits.logits * upstream).sum(), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 11])  # C <= T: |e_v| of e_v itself; C > T: of the frames' Gram matrix
+def test_vcs_renormalised_is_the_cosine_of_the_enhanced_embedding(num_classes, monkeypatch):
+    monkeypatch.setattr(heads, "VCS_BLOCK_ELEMENTS", 2 * 6 * 3 * num_classes)  # two clips a block
+    frames = torch.randn(7, 6, 32, generator=_gen(9))
+    classes = _random_classes(num_classes, 3, 32, seed=10)
+    saliency = _einsum_vcs(frames, classes, 0.2)[1]  # [B, C, T]
+    enhanced = saliency @ F.normalize(frames, dim=-1)  # e_v: [B, C, D]
+    want = F.normalize(enhanced, dim=-1) @ F.normalize(classes.pooled, dim=-1).T  # [B, C, C]
+    want = want.diagonal(dim1=1, dim2=2)  # cos(e_v[b, c], class c): [B, C]
+    got = vcs(frames, classes.tokens, classes.token_mask, classes.pooled, 0.2, renormalise=True).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_vcs_default_tau_picks_the_best_matching_frame():
     frames = torch.tensor([[[1.0, 0.0], [0.8, 0.6]]])
     tokens = torch.tensor([[[1.0, 0.0]]])
@@ -103,12 +160,12 @@ def test_video_head_without_transformer_has_no_parameters():
     assert not list(VideoHead(64, head="vcs").parameters())
 
 
-def test_bad_head_names_raise_input_error():
-    with pytest.raises(InputError, match="'max'"):
+def test_bad_head_names_raise_value_error():  # the builder makes them a user's InputError (test_models_build)
+    with pytest.raises(ValueError, match="'max'"):
         VideoHead(64, head="max")
-    with pytest.raises(InputError, match="'lstm'"):
+    with pytest.raises(ValueError, match="'lstm'"):
         VideoHead(64, temporal="lstm")
-    with pytest.raises(InputError, match="tau"):
+    with pytest.raises(ValueError, match="tau"):
         VideoHead(64, head="vcs", tau=0.0)
 
 
@@ -147,9 +204,12 @@ def test_transformer_init_and_heads():
 
 
 def test_transformer_refuses_too_many_frames_and_bad_heads():
-    with pytest.raises(InputError, match="max_frames"):
+    with pytest.raises(ValueError, match="max_frames"):
         TemporalTransformer(64, layers=1, max_frames=4)(torch.zeros(1, 5, 64))
-    with pytest.raises(InputError, match="heads"):
+    with pytest.raises(ValueError, match="max_frames"):
+        VideoHead(64, temporal="transformer", layers=1, max_frames=4).check_frames(5)
+    VideoHead(64, max_frames=4).check_frames(5)  # no temporal module: any frame count
+    with pytest.raises(ValueError, match="heads"):
         TemporalTransformer(96, layers=1, heads=5)
 
 
@@ -165,3 +225,9 @@ def test_gradient_reaches_transformer_and_logit_scale():
     assert scale.log_scale.grad is not None and scale.log_scale.grad.abs().item() > 0
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum().item() > 0, name
+
+
+def test_vcs_of_no_clips_is_empty():
+    classes = _random_classes(3, 2, 16)
+    got = vcs(torch.zeros(0, 8, 16), classes.tokens, classes.token_mask, classes.pooled, keep_saliency=True)
+    assert got.logits.shape == (0, 3) and got.saliency.shape == (0, 3, 8)

@@ -169,3 +169,12 @@ def test_eval_reaches_the_function_that_scores_a_video_within_five_calls(tmp_pat
     assert min(depths) <= 5
     doc = (__import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert "models/video_branch.py: VideoBranch.class_probabilities" in " ".join(doc.split())
+
+
+def test_frames_beyond_the_transformers_position_table_are_one_input_error(trained):
+    from bike_cli.models.factory import load_video_branch
+
+    _, run, val, _ = trained
+    with pytest.raises(InputError, match=r"^78 frames per clip, but the temporal transformer was built for at most "
+                                         r"77 \(max_frames\)$"):
+        load_video_branch(run, frames=78, cache=FeatureCache(val), device="cpu")

@@ -134,8 +134,10 @@ def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_vis
     tower in the branch (decoded videos, end-to-end training), else the branch scores cached frame
     embeddings [b, T, D]."""
     spec = resolve_video_spec(spec, clip_model)
+    # ValueError for a bad head setting: the stage or loader that took it from the user says it (as_user_error)
     head = VideoHead(spec.embed_dim, head=spec.head, temporal=spec.temporal, tau=spec.tau,
                      max_frames=spec.max_frames, layers=spec.temporal_layers, heads=spec.temporal_heads)
+    head.check_frames(spec.frames)
     visual = clip_model.visual if with_visual else None
     return VideoBranch(head, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap), visual,
                        training_loss(spec.loss))

@@ -202,6 +202,10 @@ def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, bran
                 names: list[str], frames: int, device, settings: dict,
                 descriptions: list[tuple[str, ...]] | None, **described) -> VideoClassifier:
     """The classifier, its class texts (the names, or `descriptions` per class) encoded by `clip_model`'s text tower."""
+    try:
+        branch.head.check_frames(frames)  # --frames beyond the temporal transformer's position table
+    except ValueError as err:
+        raise InputError(str(err)) from None
     with as_user_error(PromptError):
         texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
                                    branch_spec.vcs_tokens, descriptions=descriptions)

@@ -7,7 +7,12 @@ A `VideoHead` is an optional temporal module (`encode`) followed by a parameter-
   with each L2-normalised class embedding.
 - ``vcs``: Video Concept Spotting (Eq. 5-6). The class's word-token embeddings query the frames;
   the temporal saliency weights the normalised frames; the weighted sum (not renormalised) is
-  dotted with the normalised class embedding, as in the authors' code.
+  dotted with the normalised class embedding, as in the authors' code. `vcs` is the one
+  implementation: the head, the predictor's saliency and `bike search` (one query, renormalised)
+  call it.
+
+Settings that do not fit (an unknown head, tau <= 0, more frames than the position table) raise
+ValueError; the builder (`bike_cli.models.build`) turns a user's into an InputError.
 
 Temporal modules: ``none`` (identity) or ``transformer`` (`TemporalTransformer`, the paper's
 "Transf"), applied to the raw frame embeddings before the head.
@@ -19,19 +24,18 @@ For training on the B x B matrix of Eq. 7, gather `encode`'s output over process
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from bike_cli.errors import InputError
-
 HEADS = ("mean", "vcs")
 TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
-VCS_CHUNK_ELEMENTS = 1 << 24  # at most this many B*c*M*T similarities at once (64 MiB in fp32)
+VCS_CHUNK_ELEMENTS = 1 << 24  # at most this many b*T*M*C similarities at once (64 MiB in fp32)
+VCS_BLOCK_ELEMENTS = 1 << 17  # CPU: the softmax and sums over this many at once (512 KiB, in L2 cache)
 
 
 class ClassSide(Protocol):
@@ -49,42 +53,97 @@ def mean_logits(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     return video @ F.normalize(pooled, dim=-1).T  # [B, D] @ [D, C] -> [B, C]
 
 
-def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, tau: float = DEFAULT_TAU,
-                 chunk_elements: int = VCS_CHUNK_ELEMENTS) -> torch.Tensor:
-    """Temporal saliency S [B, C, T] of Eq. 5 (each row sums to 1 over T).
+def _unit(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """x / max(|x|, 1e-12) / scale over the last dim: F.normalize, by one reciprocal per row and a product."""
+    return x * (torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12) * scale).reciprocal()
 
-    frames [B, T, D] and tokens [C, M, D] are L2-normalised here; sim[b,c,m,t] = tok[c,m] . frame[b,t];
-    softmax over t at temperature tau; mean over the masked-in m of `mask` [C, M] (a class with no
-    query token gets S = 0). A float `mask` holds the weights of that mean itself (rows summing to 1,
-    0 = no query token): `ClassTexts.token_weights`, the mean over a class's descriptions. Time and memory are O(B*C*M*T) (plus O((B*T + C*M)*D) for the products):
-    the [B, c, M, T] similarities are built for a chunk of c classes at a time, so that at most
-    about `chunk_elements` exist at once in inference (autograd keeps every chunk's softmax).
+
+class Spotting(NamedTuple):
+    """What `vcs` returns: logits [B, C] (None without `pooled`), saliency S [B, C, T] (None unless kept)."""
+
+    logits: torch.Tensor | None
+    saliency: torch.Tensor | None
+
+
+def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor | None = None,
+        tau: float = DEFAULT_TAU, *, renormalise: bool = False, keep_saliency: bool = False,
+        chunk_elements: int | None = None) -> Spotting:
+    """Video Concept Spotting (Eq. 5-6) of frames [B, T, D] against C classes (or queries): the one place.
+
+    tokens [C, M, D] / mask [C, M] (True = real query token; or float: each token's weight in the mean
+    over m, rows summing to 1) / pooled [C, D] (or None: saliency only).
+    Frames, tokens and pooled are L2-normalised here. Eq. 5: sim[b,t,m,c] = tok[c,m] . frame[b,t] / tau,
+    softmax over t, mean over the masked-in m: the temporal saliency S[b,c,t] (each row sums to 1 over t;
+    a class with no query token gets S = 0). Eq. 6: e_v[b,c] = sum_t S[b,c,t] frame[b,t], and
+    logits[b,c] = e_v . class[c], computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without building
+    the [B, C, D] embeddings. `renormalise=False` is the recognition head, as the authors' code (e_v is
+    not unit); `renormalise=True` gives cos(e_v, class) (search: a cosine compares fairly across videos),
+    |e_v| taken from e_v itself when C <= T, else as sqrt(S G S) with each clip's frame Gram matrix G [T, T].
+
+    Cost: two matrix products, [b*T, D] @ [D, M*C] (1/tau folded into the tokens) and [b*T, D] @ [D, C],
+    which lay the similarities out so that the softmax over t and the sums run on contiguous memory;
+    the rest is O(B*T*M*C) elementwise work (softmax, one product with frame.class, two sums). Memory:
+    the clips are taken `b` at a time so that at most about `chunk_elements` (default
+    `VCS_CHUNK_ELEMENTS`; at least one clip's T*M*C) similarities exist at once in inference (under
+    autograd every chunk's activations are kept). Large chunks keep the matrix products near the
+    machine's matmul rate; on the CPU the elementwise work then runs `VCS_BLOCK_ELEMENTS` at a time,
+    so that its several passes stay in cache.
+    The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
     """
-    f = F.normalize(frames, dim=-1)  # [B, T, D]
-    w = F.normalize(tokens, dim=-1)  # [C, M, D]
-    weights = mask.to(f.dtype) if mask.is_floating_point() else \
-        mask.to(f.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(f.dtype)  # [C, M], rows sum to 1
-    batch, steps = f.shape[:2]
-    chunk = max(1, chunk_elements // max(1, batch * w.shape[1] * steps))
-    out = []
-    for w_c, weights_c in zip(w.split(chunk), weights.split(chunk)):
-        sim = torch.einsum("btd,cmd->bcmt", f, w_c) / tau  # [B, c, M, T]
-        out.append(torch.einsum("bcmt,cm->bct", sim.softmax(-1), weights_c))  # masked mean over m: [B, c, T]
-    return torch.cat(out, 1)  # [B, C, T]
+    steps, dim = frames.shape[1:]
+    classes, per_class = mask.shape
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (frames, tokens, pooled))
+    dtype = torch.promote_types(frames.dtype, tokens.dtype)
+    # the token side once per call, 1/tau folded in, m-major rows (row m*C + c = token m of class c)
+    words = _unit(tokens.to(dtype).transpose(0, 1).reshape(per_class * classes, dim), tau)  # [M*C, D]
+    # [M, C]: the real tokens' mean weights; a float `mask` holds them itself (rows summing to 1, 0 = no
+    # token): `ClassTexts.token_weights`, the mean over a class's several descriptions
+    weights = (mask if mask.is_floating_point() else mask / mask.sum(1, keepdim=True).clamp(min=1)).T.to(dtype)
+    unit_pooled = None if pooled is None else _unit(pooled.to(dtype))  # [C, D]
+    cpu = frames.device.type == "cpu"
+    per_clip = max(1, steps * per_class * classes)
+    rows = max(1, (chunk_elements or VCS_CHUNK_ELEMENTS) // per_clip)
+    rows = -(-len(frames) // -(-len(frames) // rows)) if len(frames) else rows  # equal chunks, no runt
+    block = max(1, VCS_BLOCK_ELEMENTS // per_clip) if cpu else rows
+    logits, saliency = [frames.new_zeros(0, classes, dtype=dtype)], [frames.new_zeros(0, steps, classes, dtype=dtype)]
+    for clips in frames.split(rows):  # [b, T, D]
+        b = clips.shape[0]
+        unit = _unit(clips.to(dtype))  # [b, T, D]
+        flat = unit.reshape(b * steps, dim)  # [b*T, D]
+        sims = (flat @ words.T).view(b, steps, per_class, classes)  # [b, T, M, C]
+        frame_class = None if unit_pooled is None else (flat @ unit_pooled.T).view(b, steps, 1, classes)  # [b, T, 1, C]
+        for at in range(0, b, block):  # the elementwise work a cache-sized block of clips at a time
+            sim, unit_b = sims[at:at + block], unit[at:at + block]
+            soft = sim.softmax(1)  # over t, contiguous [T, M*C] blocks (torch's vectorised kernel)
+            s = (soft * weights).sum(2) if keep_saliency or renormalise else None  # S: [b', T, C]
+            if keep_saliency:
+                saliency.append(s)
+            if frame_class is None:
+                continue
+            fc = frame_class[at:at + block]  # frame . class: [b', T, 1, C]
+            # sum_t S[t] fc[t] = sum_m weight[m] sum_t soft[t, m] fc[t]: no [b', T, C] saliency needed
+            spotted = (soft * fc if grad else soft.mul_(fc)).sum(1)  # [b', M, C]
+            out = torch.linalg.vecdot(spotted, weights, dim=1)  # sum over m: [b', C]
+            if renormalise:  # / |e_v| (floored as F.normalize): from e_v for few classes, else S G S
+                norm = ((s.transpose(1, 2) @ unit_b).norm(dim=-1) if classes <= steps  # e_v: [b', C, D]
+                        else ((unit_b @ unit_b.transpose(1, 2) @ s) * s).sum(1).sqrt())  # G: [b', T, T]
+                out = out / norm.clamp_min(1e-12)
+            logits.append(out)
+    return Spotting(torch.cat(logits) if unit_pooled is not None else None,
+                    torch.cat(saliency).transpose(1, 2) if keep_saliency else None)
+
+
+def vcs_saliency(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, tau: float = DEFAULT_TAU,
+                 chunk_elements: int | None = None) -> torch.Tensor:
+    """Temporal saliency S [B, C, T] of Eq. 5 of frames [B, T, D], tokens [C, M, D], mask [C, M] (`vcs`)."""
+    return vcs(frames, tokens, mask, None, tau, keep_saliency=True, chunk_elements=chunk_elements).saliency
 
 
 def vcs_logits(frames: torch.Tensor, classes: ClassSide, tau: float = DEFAULT_TAU) -> torch.Tensor:
-    """VCS head (Eq. 5-6): logits [B, C] = (sum_t S[b,c,t] * frame[b,t]) . class[c], frames and class unit.
-
-    Computed as sum_t S[b,c,t] * (frame[b,t] . class[c]), which is the same number without building
-    the [B, C, D] enhanced video embeddings e_v.
-    """
+    """VCS head (Eq. 5-6): logits [B, C] = (sum_t S[b,c,t] * frame[b,t]) . class[c], frames and class unit,
+    e_v not renormalised (`vcs`)."""
     weights = getattr(classes, "token_weights", None)  # [C, M] float where classes have several descriptions
-    saliency = vcs_saliency(frames, classes.tokens, classes.token_mask if weights is None else weights, tau)
-    f = F.normalize(frames, dim=-1)  # [B, T, D]
-    c = F.normalize(classes.pooled, dim=-1)  # [C, D]
-    frame_class = torch.einsum("btd,cd->bct", f, c)  # [B, C, T]
-    return (saliency * frame_class).sum(-1)  # [B, C]
+    return vcs(frames, classes.tokens, classes.token_mask if weights is None else weights, classes.pooled, tau).logits
 
 
 class QuickGELU(nn.Module):
@@ -130,9 +189,9 @@ class TemporalTransformer(nn.Module):
         super().__init__()
         heads = heads if heads is not None else max(1, width // 64)
         if heads < 1 or width % heads:
-            raise InputError(f"temporal transformer width {width} is not divisible into {heads} heads")
+            raise ValueError(f"temporal transformer width {width} is not divisible into {heads} heads")
         if layers < 1 or max_frames < 1:
-            raise InputError(f"temporal transformer needs layers >= 1 and max_frames >= 1, "
+            raise ValueError(f"temporal transformer needs layers >= 1 and max_frames >= 1, "
                              f"not {layers} and {max_frames}")
         self.frame_position_embeddings = nn.Embedding(max_frames, width)  # [max_frames, width]
         self.transformer = nn.Module()
@@ -154,12 +213,16 @@ class TemporalTransformer(nn.Module):
     def max_frames(self) -> int:
         return self.frame_position_embeddings.num_embeddings
 
+    def check_frames(self, steps: int) -> None:
+        """ValueError unless clips of `steps` frames fit the position table."""
+        if steps > self.max_frames:
+            raise ValueError(f"{steps} frames per clip, but the temporal transformer was built for at most "
+                             f"{self.max_frames} (max_frames)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, width] -> [B, T, width]."""
         steps = x.shape[1]
-        if steps > self.max_frames:
-            raise InputError(f"{steps} frames per clip, but the temporal transformer was built for at most "
-                             f"{self.max_frames} (max_frames)")
+        self.check_frames(steps)
         h = x + self.frame_position_embeddings.weight[:steps]  # position on the input only
         for block in self.transformer.resblocks:
             if self.grad_checkpointing and self.training:
@@ -176,14 +239,19 @@ class VideoHead(nn.Module):
                  max_frames: int = 77, layers: int = 6, heads: int | None = None) -> None:
         super().__init__()
         if head not in HEADS:
-            raise InputError(f"unknown video head {head!r}; choose one of {', '.join(HEADS)}")
+            raise ValueError(f"unknown video head {head!r}; choose one of {', '.join(HEADS)}")
         if temporal not in TEMPORALS:
-            raise InputError(f"unknown temporal module {temporal!r}; choose one of {', '.join(TEMPORALS)}")
+            raise ValueError(f"unknown temporal module {temporal!r}; choose one of {', '.join(TEMPORALS)}")
         if tau <= 0:
-            raise InputError(f"VCS temperature tau must be > 0, not {tau}")
+            raise ValueError(f"VCS temperature tau must be > 0, not {tau}")
         self.head, self.tau = head, tau
         self.temporal = (TemporalTransformer(embed_dim, layers=layers, heads=heads, max_frames=max_frames)
                          if temporal == "transformer" else nn.Identity())
+
+    def check_frames(self, steps: int) -> None:
+        """ValueError unless this head takes clips of `steps` frames (the temporal transformer's table)."""
+        if isinstance(self.temporal, TemporalTransformer):
+            self.temporal.check_frames(steps)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """The temporal module: frames [B, T, D] -> [B, T, D] (identity for temporal='none')."""

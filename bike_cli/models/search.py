@@ -8,9 +8,9 @@ Two rules score a video of V views x T frames (embeddings v_t, L2-normalised her
   (the mean over views of the unit per-view means), which is what the search index stores.
 - ``vcs``: Video Concept Spotting (Eq. 5-6) with the query's word tokens as the queries:
   S_t = (1/N) sum_n softmax_t(v_t . t_n / tau), e_v = sum_t S_t v_t, score = cos(e_v, q), per view,
-  averaged over the views. (The recognition head `heads.vcs_logits` uses e_v . q without
-  renormalising e_v, as the authors' code; across videos a cosine compares fairly, so search
-  renormalises.)
+  averaged over the views: `heads.vcs`, the recognition head's own function, with the query as its
+  one class and `renormalise=True` (the head uses e_v . q without renormalising e_v, as the authors'
+  code; across videos a cosine compares fairly, so search renormalises).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bike_cli.models.heads import DEFAULT_TAU
+from bike_cli.models.heads import DEFAULT_TAU, vcs
 
 RULES = ("vcs", "mean")
 
@@ -44,18 +44,14 @@ def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask
     """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
 
     tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]; weights [M]: the
-    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N."""
+    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N. The head's own
+    `heads.vcs` with the query as its one class, e_v renormalised (a cosine)."""
     frames = _tensor(embeddings)
     n, views, steps, dim = frames.shape
-    flat = F.normalize(frames.reshape(n * views, steps, dim), dim=-1)  # v_t: [nV, T, D]
-    words = F.normalize(tokens[mask].float(), dim=-1)  # t_n: [N, D], the real tokens only
-    # One query: one matrix product, where heads.vcs_saliency (the same numbers) batches many classes.
-    sim = (flat.reshape(-1, dim) @ words.T).view(n * views, steps, -1) / tau  # [nV, T, N]
-    saliency = sim.softmax(1).mean(2) if weights is None else \
-        sim.softmax(1) @ weights[mask].float()  # S_t = (1/N) sum_n softmax_t(v_t . t_n / tau): [nV, T]
-    enhanced = torch.bmm(saliency.unsqueeze(1), flat)[:, 0]  # e_v = sum_t S_t v_t: [nV, D]
-    scores = F.normalize(enhanced, dim=-1) @ F.normalize(pooled.float(), dim=-1)  # [nV]
-    return scores.view(n, views).mean(1), saliency.view(n, views, steps)
+    scores, saliency = vcs(frames.reshape(n * views, steps, dim), tokens[None].float(),
+                           (mask if weights is None else weights.float())[None],
+                           pooled[None].float(), tau, renormalise=True, keep_saliency=True)  # [nV, 1], [nV, 1, T]
+    return scores.view(n, views).mean(1), saliency.reshape(n, views, steps)
 
 
 @torch.no_grad()
