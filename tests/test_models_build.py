@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bike_cli.errors import InputError
+from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.checkpoints import (
     ATTRS_KIND,
     VIDEO_KIND,
@@ -154,7 +154,9 @@ def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, mo
     ({"temporal": "transformer", "frames": 78},
      "78 frames per clip, but the temporal transformer was built for at most 77 (max_frames)"),
 ])
-def test_a_users_bad_head_setting_is_one_input_error(tiny, settings, message):
-    clip_model, spec = tiny  # models/heads raises ValueError; the builder turns it into the user's message
-    with pytest.raises(InputError, match=re.escape(message)):
+def test_a_users_bad_head_setting_is_a_value_error_that_the_stage_says_as_one_line(tiny, settings, message):
+    clip_model, spec = tiny  # models/ raises ValueError; the stage or loader that took the value says it
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_video_branch(VideoBranchSpec.of(spec, **settings), clip_model)
+    with pytest.raises(InputError, match=re.escape(message)), as_user_error(ValueError):
         build_video_branch(VideoBranchSpec.of(spec, **settings), clip_model)

@@ -258,4 +258,44 @@ def test_run_scripts_drive_the_pipeline_with_existing_recipes(tmp_path, script):
 
 
 def test_every_run_script_is_covered():
-    assert set(SCRIPTS) == {p.name for p in (REPO / "recipes").glob("run_*.sh")}
+    standalone = {"run_base2novel.sh"}  # runs its own loop over seeds (its test is below)
+    assert set(SCRIPTS) | standalone == {p.name for p in (REPO / "recipes").glob("run_*.sh")}
+
+
+B2N_STUB = """#!/usr/bin/env bash
+stage=$1 out= seed= prev=
+for arg in "$@"; do [[ $prev == --out ]] && out=$arg; [[ $prev == --seed ]] && seed=$arg; prev=$arg; done
+echo "$*" >> calls.txt
+case $stage in
+  extract-features) touch "$out" ;;
+  train-video) mkdir -p "$out" && touch "$out/last.pt" ;;
+  eval) mkdir -p "$out" && s=${out%/eval}; s=${s##*/s}
+        printf '{"metrics": {"video": {"base_top1": %s, "novel_top1": %s, "HM": %s}}}' \\
+          $((60 + 10 * s)) $((40 + s)) $((50 + 2 * s)) > "$out/metrics.json" ;;
+esac
+"""
+
+
+def test_the_base_to_novel_script_trains_each_seed_on_its_list_and_prints_mean_and_std(tmp_path):
+    """run_base2novel.sh: one run per seed on fs_base_sN_train's cache with --base-classes, eval base-novel on
+    base_val / novel_val, then the mean ± population std of each figure over the seeds' metrics.json."""
+    import statistics
+
+    stub = tmp_path / "bike"
+    stub.write_text(B2N_STUB)
+    stub.chmod(0o755)
+    env = {**_base_env(), "BIKE": str(stub), "SPLITS": "splits", "BASE_CLASSES": "base.csv",
+           "NOVEL_CLASSES": "novel.csv", "DATA_ROOT": "videos", "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(REPO / "recipes" / "run_base2novel.sh")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    trains = [c for c in calls if c.startswith("train-video")]
+    assert [c.split("--features ")[1].split()[0] for c in trains] == [
+        f"bike-runs/base2novel/features/fs_base_s{s}_train.h5" for s in (1, 2, 3)]
+    assert all("--base-classes base.csv" in c for c in trains)
+    evals = [c for c in calls if c.startswith("eval")]
+    assert len(evals) == 3 and all("--protocol base-novel" in c and "--novel-features" in c for c in evals)
+    for key, values in (("base_top1", [70, 80, 90]), ("novel_top1", [41, 42, 43]), ("HM", [52, 54, 56])):
+        line = next(line for line in result.stdout.splitlines() if line.split()[:1] == [key])
+        assert f"{statistics.fmean(values):6.2f} ± {statistics.pstdev(values):.2f}" in line

@@ -27,8 +27,8 @@ def test_queries_are_encoded_and_scored_in_chunks_with_the_same_hits(cache, monk
     whole = run_search(SearchConfig(features=cache, queries=QUERIES, top=3))
     sizes = []
     encode = stage.encode_class_texts
-    monkeypatch.setattr(stage, "encode_class_texts", lambda m, t, texts, *a: sizes.append(len(texts)) or
-                        encode(m, t, texts, *a))
+    monkeypatch.setattr(stage, "encode_class_texts", lambda m, t, texts, *a, **k: sizes.append(len(texts)) or
+                        encode(m, t, texts, *a, **k))
     monkeypatch.setattr(stage, "QUERY_CHUNK", 2)
     chunked = run_search(SearchConfig(features=cache, queries=QUERIES, top=3))
     assert sizes == [2, 2, 1]
