@@ -5,27 +5,23 @@ holds for every CSV reader."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from cli_run import bike as run_bike
 
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import check_attributes_csv, read_attributes_csv
 from bike_cli.io.file_kind import CSV_WORDS, csv_kind
 
 ROOT = Path(__file__).resolve().parents[1]
-BIKE = [sys.executable, "-m", "bike_cli"]
 EXPECTED = "not an attributes CSV (what gen-attributes writes)"
 
 
-def bike(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([*BIKE, *args], capture_output=True, text=True, env=env, timeout=300)
+bike = partial(run_bike, timeout=300, columns=400)
 
 
 def flat(text: str) -> str:

@@ -4,20 +4,14 @@ videos, sorted, only the worst and best 20 of more)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 
 import numpy as np
+from cli_run import bike as run_bike
 from matplotlib.image import imread
 from test_stage_search import DIM, make_cache
 
-BIKE = [sys.executable, "-m", "bike_cli"]
-
-
-def bike(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*BIKE, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "300"}, timeout=300)
+bike = partial(run_bike, timeout=300, columns=300)
 
 
 def test_eval_removes_the_plots_an_earlier_eval_left_and_nothing_else(tmp_path, tiny_cache):

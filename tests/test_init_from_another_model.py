@@ -4,19 +4,17 @@ with other branch settings names the settings that differ."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from functools import partial
 
 import numpy as np
 import pytest
+from cli_run import bike as run_bike
 from test_stage_gen_attributes import write_cache
 
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.stages.train_video import run_train_video
 
-BIKE = [sys.executable, "-m", "bike_cli"]
 FAST = dict(epochs=1, batch_size=4, workers=0, frames=4, temporal_layers=1, templates=["{}"])
 
 
@@ -28,9 +26,7 @@ def tiny_run(tmp_path_factory, tiny_cache):
     return run
 
 
-def bike(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([*BIKE, *args], capture_output=True, text=True, env=env, timeout=300)
+bike = partial(run_bike, timeout=300, columns=400)
 
 
 @pytest.mark.slow

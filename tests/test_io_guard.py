@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import bike
 
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.synthetic import make_sample_dataset
@@ -20,12 +20,8 @@ from bike_cli.io.lock import OutputLockedError, WriterLock
 from bike_cli.io.score_csv import write_score_csv
 from bike_cli.models.clip import load_clip
 
-BIKE = [sys.executable, "-m", "bike_cli"]
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "config.yaml")
 
-
-def bike(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*BIKE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def refused(done: subprocess.CompletedProcess) -> str:

@@ -5,11 +5,10 @@ the branch is the run's; the output is a checkpoint eval and predict read; one-l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_run import bike, one_line
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
@@ -28,13 +27,6 @@ from bike_cli.stages.train_video import run_train_video
 VISUAL = "visual."
 
 
-def bike(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bike_cli", *args], capture_output=True, text=True, timeout=600)
-
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return " ".join(done.stderr.split())
 
 
 @pytest.fixture(scope="module")

@@ -6,31 +6,26 @@ them go on whatever their widths."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import bike as run_bike
+from cli_run import one_line
 from test_stage_gen_attributes import write_cache
 
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.identity import check_same_model
 
-BIKE = [sys.executable, "-m", "bike_cli"]
 WIDE = "ViT-S-32-alt"  # an open_clip architecture of 256-d embeddings (bike-tiny: 64-d); never built here
 TINY = {"compat": "bike", "model_name": "bike-tiny", "pretrained": "none", "checkpoint_sha256": None,
         "quick_gelu": False, "embed_dim": 64, "image_size": 64}
 
 
-def bike(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([*BIKE, *args], capture_output=True, text=True, env=env, timeout=300)
+bike = partial(run_bike, timeout=300, columns=400)
 
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    return " ".join(done.stderr.split())
 
 
 def assert_refused_for_widths(done: subprocess.CompletedProcess, *, allowed: bool) -> None:

@@ -6,11 +6,11 @@ another file. The real command, in subprocesses."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import bike, one_line
 
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.class_names import read_class_names
@@ -19,15 +19,6 @@ from bike_cli.io.score_csv import read_score_csv
 from bike_cli.models.clip import load_clip
 from bike_cli.stages.extract import ExtractConfig, run_extraction
 from bike_cli.stages.train_video import run_train_video
-
-
-def bike(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bike_cli", *args], capture_output=True, text=True, timeout=600)
-
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return " ".join(done.stderr.split())
 
 
 @pytest.fixture(scope="module")

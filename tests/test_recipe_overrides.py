@@ -6,14 +6,13 @@ recipe's, with an info line; recipes/README.md says so."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_run import bike as run_bike
 
 from bike_cli.config.recipe import FOLLOWS, build_config, setting_source, setting_text
 from bike_cli.config.stages import TrainVideoConfig
@@ -22,13 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 K400_B32 = RECIPES / "k400_vitb32_8f.yaml"
 BASE = RECIPES / "base_video.yaml"
-BIKE = [sys.executable, "-m", "bike_cli"]
 FAST = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--frames", "4", "--temporal-layers", "1"]
 
 
-def bike(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([*BIKE, *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+bike = partial(run_bike, timeout=300, columns=400)
 
 
 def flat(text: str) -> str:

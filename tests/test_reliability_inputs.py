@@ -10,12 +10,12 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import pytest
+from cli_run import BIKE, one_line
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
@@ -23,8 +23,6 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.io.feature_cache_parts import parts_dir_for
 from bike_cli.io.lock import lock_path_for
-
-BIKE = [sys.executable, "-m", "bike_cli"]
 
 
 def extract_args(list_path: Path, out: Path, classes: Path, *extra: str) -> list[str]:
@@ -37,10 +35,6 @@ def cli(*args: str):
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return result.exit_code, " ".join(result.output.split())
 
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return " ".join(done.stderr.split())
 
 
 def first_video(data) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from cli_run import BIKE, bike, one_line
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
@@ -26,12 +27,6 @@ from bike_cli.io.atomic import temp_path
 from bike_cli.io.feature_cache_parts import parts_dir_for
 from bike_cli.io.lock import WriterLock, lock_path_for
 from bike_cli.stages.extract import run_extraction
-
-BIKE = [sys.executable, "-m", "bike_cli"]
-
-
-def bike(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*BIKE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -45,10 +40,6 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
     return subprocess.CompletedProcess(args, result.exit_code, "", result.output)
 
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return " ".join(done.stderr.split())
 
 
 def extract_args(data, out: Path, *extra: str) -> list[str]:

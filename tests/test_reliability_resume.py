@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import one_line
 
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.stages.extract import run_extraction
-
-BIKE = [sys.executable, "-m", "bike_cli"]
 
 
 def bike(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
@@ -28,10 +27,6 @@ def bike(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
     code = f"import sys\n{prelude}\nfrom bike_cli.cli.app import main\nmain(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
 
-
-def one_line(done: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return " ".join(done.stderr.split())
 
 
 def train_args(train: Path, out: Path, *extra: str) -> list[str]:
