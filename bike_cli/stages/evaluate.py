@@ -174,12 +174,7 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     """The evaluation proper, while this process holds the output folder's lock."""
     progress = progress or Progress()
     device = resolve_device(cfg.device)
-    cache = FeatureCache(cfg.features, need_rows=True) if cfg.features else None
-    if cache is not None:
-        check_same_profile(cfg.compat, cache.meta.compat, cache.path)
-    if cache is not None and cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
-        raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
-                         f"{cache.path} holds (extract the cache with --views {cfg.views})")
+    cache = _test_cache(cfg, cfg.features)
     class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
     split_inputs = cfg.protocol == "base-novel" and _novel_input(cfg) is not None
     if split_inputs:  # ViFi-CLIP's layout: the main input's labels index B, the novel input's N
@@ -198,12 +193,10 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     frame_scorer = ZERO_SHOT_FRAME_SCORERS[profile.zero_shot] if cfg.protocol == "zero-shot-half" else None
     kept = [] if frame_scorer is not None and cache is None else None  # frame embeddings [b, V, T, D] per batch
     started = time.perf_counter()
-    ids, labels, video_probs, failed = _video_scores(cfg, vm, VIDEO_SCORES[video_rule], cache, device, progress,
-                                                     kept)
-    if cache is not None:  # the cache numbers its labels by its own class names: renumber them by the columns'
-        labels = labels_by_names(labels, class_names, list(cache.meta.class_names or []),
-                                 f"--base-classes {cfg.base_classes}" if split_inputs else
-                                 f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint, cache.path)
+    named_by = (f"--base-classes {cfg.base_classes}" if split_inputs else
+                f"--classes {cfg.classes}" if cfg.classes else cfg.checkpoint)  # what names the columns
+    ids, labels, video_probs, failed = _video_scores(cfg, vm, VIDEO_SCORES[video_rule], cache, cfg.videos, named_by,
+                                                     device, progress, kept)
     branches = {"video": video_probs}
     weights = _fusion_weights(cfg, profile.fuse_weight)  # [lambda, 1 - lambda] of Eq. 4, None: not fused
     fuse = weights[0] if weights else None
@@ -258,24 +251,13 @@ def _novel_table(cfg: EvalConfig, vm: VideoClassifier, video_rule: str, device, 
                  failed: list[str]) -> ScoreTable:
     """The novel classes' own test set scored among the novel classes (`vm`) by the score rule `video_rule`,
     written to novel_video_scores.csv; its undecodable videos are added to `failed`."""
-    rule = VIDEO_SCORES[video_rule]
-    cache = FeatureCache(cfg.novel_features, need_rows=True) if cfg.novel_features else None
+    cache = _test_cache(cfg, cfg.novel_features)
     if cache is not None:
-        check_same_profile(cfg.compat, cache.meta.compat, cache.path)
         check_same_model(vm.spec, str(cfg.checkpoint or f"--model {vm.spec.model_name}"), cache.meta, str(cache.path),
                          cfg.allow_model_mismatch)
-        if cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
-            raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
-                             f"{cache.path} holds")
         cache.check_classes(len(vm.names), f"--novel-classes {cfg.novel_classes}")
-        ids, labels, probs, lost = cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
-        labels = labels_by_names(labels, vm.names, list(cache.meta.class_names or []),
-                                 f"--novel-classes {cfg.novel_classes}", cache.path)
-    else:
-        layout = parse_views(cfg.views or "1x1", get_profile(cfg.compat))
-        ids, labels, probs, lost = decoded_scores(vm, rule, cfg.novel_videos, cfg.root, layout,
-                                                  get_profile(cfg.compat), cfg.batch_size, cfg.workers, device,
-                                                  progress)
+    ids, labels, probs, lost = _video_scores(cfg, vm, VIDEO_SCORES[video_rule], cache, cfg.novel_videos,
+                                             f"--novel-classes {cfg.novel_classes}", device, progress)
     failed += lost
     path = write_score_csv(cfg.out / "novel_video_scores.csv", ids, labels, probs, vm.names)
     write_csv_meta(path, cfg.compat, video_rule)
@@ -320,14 +302,30 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     return vm
 
 
-def _video_scores(cfg: EvalConfig, vm: VideoClassifier, rule, cache: FeatureCache | None, device,
-                  progress: Progress, kept: list | None) -> Scores:
-    """(video ids, labels, probabilities [N, K], failed ids) of the Video branch by `rule`."""
+def _test_cache(cfg: EvalConfig, path: Path | None) -> FeatureCache | None:
+    """The test cache at `path` (None: none), of this --compat and, where --views is given, of those views."""
+    if path is None:
+        return None
+    cache = FeatureCache(path, need_rows=True)
+    check_same_profile(cfg.compat, cache.meta.compat, cache.path)
+    if cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
+        raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
+                         f"{cache.path} holds (extract the cache with --views {cfg.views})")
+    return cache
+
+
+def _video_scores(cfg: EvalConfig, vm: VideoClassifier, rule, cache: FeatureCache | None, videos: Path | None,
+                  named_by: object, device, progress: Progress, kept: list | None = None) -> Scores:
+    """(video ids, labels, probabilities [N, K], failed ids) of the Video branch by `rule`, of `cache`, else
+    of the video list `videos` decoded here. A cache numbers its labels by its own class names: they are
+    renumbered by `vm`'s, which `named_by` (an option, a checkpoint) gave."""
     if cache is not None:
-        return cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
+        ids, labels, scores, failed = cache_scores(vm, rule, cache, cfg.batch_size, device, progress)
+        labels = labels_by_names(labels, vm.names, list(cache.meta.class_names or []), named_by, cache.path)
+        return ids, labels, scores, failed
     layout = parse_views(cfg.views or "1x1", get_profile(cfg.compat))
-    return decoded_scores(vm, rule, cfg.videos, cfg.root, layout, get_profile(cfg.compat), cfg.batch_size, cfg.workers, device,
-                          progress, kept)
+    return decoded_scores(vm, rule, videos, cfg.root, layout, get_profile(cfg.compat), cfg.batch_size, cfg.workers,
+                          device, progress, kept)
 
 
 def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict:
