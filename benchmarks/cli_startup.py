@@ -28,6 +28,8 @@ ROWS = {
     "bike --version": [BIKE, "--version"] if BIKE else [PY, "-m", "bike_cli", "--version"],
     "bike train-video --help": [BIKE, "train-video", "--help"] if BIKE else [PY, "-m", "bike_cli", "train-video", "--help"],
     "bike fuse --no-such-option (usage error)": ([BIKE] if BIKE else [PY, "-m", "bike_cli"]) + ["fuse", "--x"],
+    "bike eval --batch-size 0 (out of range)": ([BIKE] if BIKE else [PY, "-m", "bike_cli"])
+    + ["eval", "--out", "bench-eval", "--features", "none.h5", "--batch-size", "0"],
     "import every stage (the old start-up)": [PY, "-c", "import bike_cli.stages.demo, bike_cli.cli.app"],
 }
 
