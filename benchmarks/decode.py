@@ -38,9 +38,15 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bike_cli.data.decoding.frames import resized_size
-from bike_cli.data.decoding.pyav_backend import decode_sequentially, read_pyav, to_rgb, upright_hw
-from bike_cli.data.decoding.pyav_fast import PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.frames import PlanError, resized_size
+from bike_cli.data.decoding.pyav_backend import (
+    decode_kept,
+    decode_sequentially,
+    read_packets,
+    read_pyav,
+    to_rgb,
+    upright_hw,
+)
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, video_seed
 

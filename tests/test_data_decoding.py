@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bike_cli.data.decoding.pyav_backend import probe
+from bike_cli.data.decoding.pyav_backend import upright_size
 from bike_cli.data.decoding.read import DECODERS, read_frames
 from bike_cli.data.synthetic import write_corrupt_video, write_video
 from bike_cli.errors import DecodeError, InputError
@@ -177,15 +177,9 @@ def test_rotated_video_comes_back_upright(rotated_video: Path, decoder: str) -> 
     upright = np.rot90(pattern_frame(96, 128), 1)  # 90 degrees counter-clockwise: [128, 96, 3]
     assert (clip.height, clip.width) == (128, 96)
     assert np.abs(clip.frames[0].numpy().astype(float) - upright).mean() < 4.0
-    assert (probe(rotated_video).height, probe(rotated_video).width) == (128, 96)
+    assert upright_size(rotated_video) == (128, 96)
     resized = read_frames(rotated_video, lambda n: [1], short_side=60, decoder=decoder, fallback=False)
     assert (resized.height, resized.width) == (80, 60)
-
-
-def test_probe_reports_count_size_and_fps(grey_video: Path) -> None:
-    info = probe(grey_video)
-    assert (info.num_frames, info.height, info.width) == (NUM_FRAMES, 96, 128)
-    assert info.fps == pytest.approx(25.0)
 
 
 @needs_clips

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from bike_cli.data.decoding import pyav_backend
-from bike_cli.data.decoding.frames import resized_size
-from bike_cli.data.decoding.pyav_backend import to_rgb, upright_hw
-from bike_cli.data.decoding.pyav_fast import FALLBACKS, PlanError, decode_kept, read_packets
+from bike_cli.data.decoding.frames import PlanError, resized_size
+from bike_cli.data.decoding.pyav_backend import FALLBACKS, decode_kept, read_packets, to_rgb, upright_hw
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices, video_seed
 from bike_cli.data.synthetic import write_video

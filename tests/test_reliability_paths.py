@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.config.files import file_kind
-from bike_cli.data.decoding.failures import check_video_file
+from bike_cli.data.decoding.frames import check_video_file
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.score_csv import write_score_csv

@@ -35,7 +35,7 @@ from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_texts import read_class_texts
-from bike_cli.data.decoding.failures import check_video_file
+from bike_cli.data.decoding.frames import check_video_file
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.engine.predictor import Predictor, VideoPrediction
 from bike_cli.engine.runtime import resolve_device

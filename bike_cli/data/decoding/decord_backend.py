@@ -19,8 +19,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bike_cli.data.decoding.failures import UNAVAILABLE, ZERO_FRAMES, BackendFailure, as_failure
-from bike_cli.data.decoding.frames import DecodedClip, IndexChooser, gather, requested_indices, resized_size
+from bike_cli.data.decoding.frames import (
+    UNAVAILABLE,
+    ZERO_FRAMES,
+    BackendFailure,
+    DecodedClip,
+    IndexChooser,
+    as_failure,
+    gather,
+    requested_indices,
+    resized_size,
+)
 from bike_cli.data.decoding.pyav_backend import upright_size
 
 if TYPE_CHECKING:

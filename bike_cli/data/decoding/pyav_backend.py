@@ -1,33 +1,155 @@
-"""The PyAV backend (the default): decode only the kept frames and the reference frames they need.
+"""The PyAV backend (the default): decode only the kept frames and the reference frames they need,
+bit-identical to a full sequential decode (0.53-0.68x decord's time, benchmarks/decode.py).
 
-Frames are bit-identical to a full sequential decode (see `pyav_fast`); measured 0.53-0.68x
-decord's time on the shared clips by benchmarks/decode.py. Where timestamps do not allow that, the
-video is decoded sequentially up to the highest index needed.
+- non-reference frames that are not kept are not decoded (`skip_frame = "NONREF"` while their packet
+  is sent; "DEFAULT" for kept frames): no frame refers to them, so the others decode exactly as in
+  a full decode;
+- where the next kept frame lies past a key frame that starts a closed GOP (no frame after it in
+  decode order is shown before it), the decoder is drained and flushed and jumps there.
 
-Rotated video (a display matrix in the container, e.g. phone video): PyAV exposes the rotation on
-frames only; this backend turns its frames upright (display orientation), as decord does, so both
-backends return the same upright frames and `DecodedClip.height`/`width` describe the frames
-returned.
+Frames are matched to indices by their timestamps (index = rank of the packet's pts). Where that is
+not known to be sound (a codec outside `PLANNED_CODECS`, AVI, whose timestamps are decode times, a
+packet without pts, repeated pts, a frame count that differs from the packets, decoded pts going
+backwards) `PlanError` is raised and the video is decoded sequentially up to the highest index
+needed, counted in `FALLBACKS` (per process): `unplanned` where the packets were known not to allow
+a plan, `failed` where a plan broke mid-decode (also logged as a warning: the frames stay right).
 
-`probe` reads a video's frame count, upright frame size and frame rate.
+Rotated video (a display matrix, e.g. phone video): PyAV exposes the rotation on frames only; frames
+are turned upright, as decord does, so both backends return the same frames.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
-from bike_cli.data.decoding.failures import NO_VIDEO, ZERO_FRAMES, BackendFailure, as_failure, check_video_file
-from bike_cli.data.decoding.frames import DecodedClip, IndexChooser, gather, requested_indices, resized_size
-from bike_cli.data.decoding.pyav_fast import FALLBACKS, PlanError, decode_kept, read_packets
-from bike_cli.errors import DecodeError
+from bike_cli.data.decoding.frames import (
+    NO_VIDEO,
+    ZERO_FRAMES,
+    BackendFailure,
+    DecodedClip,
+    IndexChooser,
+    PlanError,
+    as_failure,
+    gather,
+    requested_indices,
+    resized_size,
+)
 
 logger = logging.getLogger(__name__)
+
+# codecs whose decoders skip only frames nothing refers to, in containers whose timestamps order the
+# frames (not AVI: its timestamps are decode times; MPEG-4 ASP's packed B-frames come out of order)
+PLANNED_CODECS = ("h264", "hevc", "vp8", "vp9", "av1")
+GOP_LOOKAHEAD = 16  # packets after a key frame checked for frames shown before it (an open GOP)
+
+
+@dataclass
+class PlanFallbacks:
+    """How many videos this process decoded sequentially instead of by plan, by kind (module docstring)."""
+
+    unplanned: int = 0
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, planned: bool) -> None:
+        """One more fallback: `failed` when a plan had been tried (`planned`), else `unplanned`."""
+        with self._lock:
+            if planned:
+                self.failed += 1
+            else:
+                self.unplanned += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"unplanned": self.unplanned, "failed": self.failed}
+
+
+FALLBACKS = PlanFallbacks()
+
+
+@dataclass
+class Packets:
+    """A video stream's packets (held: a clip's are small), in decode order, with what the plan needs."""
+
+    packets: list[av.Packet]
+    index: dict[int, int]  # pts -> frame index (presentation order); empty when not plannable
+    jumps: list[int]  # decode positions of key frames that start a closed GOP
+
+    @property
+    def plannable(self) -> bool:
+        """Whether timestamps can match frames to indices (else: decode sequentially)."""
+        return bool(self.index)
+
+
+def read_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Packets:
+    """Demux the whole stream (packets with data only, as the frame count counts them)."""
+    packets = [p for p in container.demux(stream) if p.size]
+    pts = [p.pts for p in packets]
+    trusted = stream.codec_context.name in PLANNED_CODECS and "avi" not in container.format.name
+    if not trusted or any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return Packets(packets, {}, [])  # timestamps cannot match frames to indices
+    index = {p: i for i, p in enumerate(sorted(pts))}
+    jumps = [i for i, p in enumerate(packets) if p.is_keyframe
+             and all(q >= pts[i] for q in pts[i + 1 : i + 1 + GOP_LOOKAHEAD])]
+    return Packets(packets, index, jumps)
+
+
+def decode_kept(
+    stream: av.video.stream.VideoStream, packets: Packets, wanted: set[int],
+    convert: Callable[[av.VideoFrame], np.ndarray], skip: bool = True, jump: bool = True,
+) -> tuple[dict[int, np.ndarray], int]:
+    """({index: convert(frame)} for every wanted index, frames the decoder produced).
+
+    `skip`: do not decode non-reference frames that are not kept; `jump`: skip to closed-GOP key frames."""
+    if not packets.plannable:
+        raise PlanError("packets without unique timestamps")
+    codec = stream.codec_context
+    position = {i: packets.index[p.pts] for i, p in enumerate(packets.packets)}  # decode pos -> index
+    kept_at = sorted(pos for pos, idx in position.items() if idx in wanted)  # decode positions to keep
+    kept: dict[int, np.ndarray] = {}
+    state = {"decoded": 0, "last": -1}
+
+    def take(frames: Iterable[av.VideoFrame]) -> None:
+        """Record decoded frames: check their order, keep the wanted ones converted."""
+        for frame in frames:
+            index = packets.index.get(frame.pts, -1) if frame.pts is not None else -1
+            if index <= state["last"]:
+                raise PlanError(f"decoded timestamps are not increasing (pts {frame.pts})")
+            state["decoded"], state["last"] = state["decoded"] + 1, index
+            if index in wanted:
+                kept[index] = convert(frame)
+
+    pos, done = 0, 0  # next packet to send; kept packets sent so far
+    while len(kept) < len(wanted):
+        if done < len(kept_at) and jump:
+            before = bisect.bisect_right(packets.jumps, kept_at[done]) - 1
+            target = packets.jumps[before] if before >= 0 else -1
+            if target > pos:  # a closed GOP starts after here and before the next kept frame
+                take(codec.decode(None))
+                codec.flush_buffers()
+                pos, state["last"] = target, -1
+        if pos >= len(packets.packets):
+            take(codec.decode(None))
+            break
+        packet = packets.packets[pos]
+        if skip:
+            codec.skip_frame = "DEFAULT" if position[pos] in wanted else "NONREF"
+        if done < len(kept_at) and kept_at[done] == pos:
+            done += 1
+        take(codec.decode(packet))
+        pos += 1
+    missing = wanted - kept.keys()
+    if missing:
+        raise PlanError(f"frames {sorted(missing)[:4]} were not decoded")
+    return kept, state["decoded"]
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -55,15 +177,6 @@ def upright_size(path: Path) -> tuple[int, int]:
     if frame is None:
         raise BackendFailure(ZERO_FRAMES, "no frame could be decoded")
     return upright_hw(frame)
-
-
-def pyav_frame_count(path: Path, stream: av.video.stream.VideoStream) -> int:
-    """The container's frame count if it has one (webm/mkv often do not), else the video packets
-    counted by demuxing a second opening of the file, without decoding."""
-    if stream.frames > 0:
-        return stream.frames
-    with av.open(str(path)) as container:
-        return sum(1 for packet in container.demux(video_stream(container)) if packet.size)
 
 
 def to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
@@ -98,8 +211,7 @@ def decode_sequentially(
 def read_pyav(
     path: Path, choose_indices: IndexChooser, short_side: int | None, num_threads: int, resize: str
 ) -> DecodedClip:
-    """PyAV backend: decode only what the kept frames need (`pyav_fast`: the same frames as a full
-    decode), or, where timestamps do not allow that, sequentially up to the highest index needed."""
+    """PyAV backend: decode only what the kept frames need (`decode_kept`), else sequentially."""
     with as_failure():
         container = av.open(str(path))
     with container:
@@ -137,28 +249,3 @@ def _threads(stream: av.video.stream.VideoStream, num_threads: int) -> None:
     """Let the decoder use `num_threads` threads (0: FFmpeg decides), frame and slice threading."""
     stream.thread_type = "AUTO"  # frame and slice threads
     stream.codec_context.thread_count = num_threads
-
-
-@dataclass
-class VideoInfo:
-    """Frame count, upright frame size and frame rate of a video (read with PyAV)."""
-
-    num_frames: int
-    height: int
-    width: int
-    fps: float
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Frame count, upright size and fps of a video, read with PyAV."""
-    path = Path(path)
-    check_video_file(path)
-    try:
-        height, width = upright_size(path)
-        with as_failure(), av.open(str(path)) as container:
-            stream = video_stream(container)
-            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-            num_frames = pyav_frame_count(path, stream)
-    except BackendFailure as failure:
-        raise DecodeError(f"{failure.reason}: {path} (pyav: {failure.detail})") from None
-    return VideoInfo(num_frames, height, width, fps)

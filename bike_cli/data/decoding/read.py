@@ -1,7 +1,7 @@
 """The front of decoding (`read_frames`): checks, the backend asked for, the fallback, the DecodeError.
 
 With `fallback=True` a file the chosen backend cannot read is tried with the other one; when all
-fail, the DecodeError leads with the most specific reason (see `failures.REASONS`) and names each
+fail, the DecodeError leads with the most specific reason (see `frames.REASONS`) and names each
 backend's error.
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.decord_backend import read_decord
-from bike_cli.data.decoding.failures import REASONS, BackendFailure, check_video_file
-from bike_cli.data.decoding.frames import RESIZES, DecodedClip, IndexChooser
+from bike_cli.data.decoding.frames import REASONS, RESIZES, BackendFailure, DecodedClip, IndexChooser, check_video_file
 from bike_cli.data.decoding.pyav_backend import read_pyav
 from bike_cli.errors import DecodeError, InputError
 
