@@ -1,26 +1,5 @@
-"""Video lists: the files that name a dataset's videos and their labels, in every format bike reads.
-
-``read_video_list`` detects the format from the extension and the first non-blank line, parses it,
-and checks its entries:
-
-``kinetics``: the official Kinetics CSV
-    Chosen when the header has ``youtube_id``, ``time_start`` and ``time_end``.
-``csv``: a header naming a path column
-    Chosen when the header names a path column; a ``.csv`` file whose header names neither a path
-    column nor the Kinetics columns is an error.
-``text``: mmaction style, ``relpath [label ...]``
-    Chosen when the file is neither of the CSV formats above.
-
-Labels are read by `LabelParser`: class indices, or class names with the class-name list
-(``--classes``, read by `bike_cli.data.class_names`).
-
-Paths: relative paths resolve against ``root``, which defaults to the folder of the list file (so
-a list travels with its videos); absolute paths are used as written. Apart from the Kinetics
-folder lookup, no path is checked for existence here: the decoder reports missing files.
-
-All files are read as UTF-8 (a BOM and CR/LF line ends are accepted, `read_lines`, which the
-class-name and query files share); blank lines are ignored.
-"""
+"""Video lists: the files that name a dataset's videos and their labels (text, CSV, Kinetics CSV) and the
+test-split lists, read and checked. Every format rule: docs/formats.md, "Video lists"."""
 
 from __future__ import annotations
 
@@ -31,7 +10,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +23,6 @@ from bike_cli.errors import InputError, location
 from bike_cli.io.file_kind import not_text
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The lines of a list, class-name or query file: UTF-8 text, and the CSV cells of one line
 
 
 def read_lines(path: Path, what: str) -> list[str]:
@@ -77,11 +52,6 @@ def csv_cells(source: Path, number: int, text: str) -> list[str]:
         return next(csv.reader([text]), [])
     except csv.Error as err:
         raise InputError(f"{location(source, number)}: malformed CSV line of {len(text)} characters ({err})") from None
-
-
-# ----------------------------------------------------------------------------------------------------
-# The entries of a video list, and the checks every entry passes (a usable path, a unique id, one entry
-# per video file)
 
 
 MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096  # Linux's NAME_MAX and PATH_MAX
@@ -183,15 +153,6 @@ def _warn_respelled(source: Path, spellings: list[VideoEntry]) -> None:
                 len(spellings), written, first.video_id, first.line)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Label tokens of a video list turned into class indices.
-#
-# An integer is a class index (``0 <= i < K`` with K class names, ``>= 0`` without); any other token
-# is a class name, matched exactly, then in the form of `bike_cli.data.lexicons.normalise_name` (lower
-# case, ``_`` read as a space, spaces stripped and collapsed). Class names need the class-name list
-# (``--classes``). A label repeated within one entry is kept once.
-
-
 _INT = re.compile(r"[+-]?\d+")
 
 
@@ -263,15 +224,6 @@ class LabelParser:
         return f"{where}: unknown class name {token!r}{hint}"
 
 
-# ----------------------------------------------------------------------------------------------------
-# The ``text`` (mmaction style) video-list format.
-#
-# One video per line: ``relpath [label ...]``, whitespace separated. The first token is the path, so a
-# path cannot contain spaces in this format; every further token is a label (``relpath 3 7 12`` is
-# multi-label, a bare ``relpath`` has an unknown label). The old mmaction rawframes layout
-# ``relpath total_frames label`` is not supported: its frame count would be read as a label.
-
-
 def parse_text(source: Path, lines: list[str], root: Path, parser: LabelParser) -> list[VideoEntry]:
     """Entries of an mmaction-style `relpath [label ...]` list."""
     entries = []
@@ -281,14 +233,6 @@ def parse_text(source: Path, lines: list[str], root: Path, parser: LabelParser) 
             video, labels = parts[0], parser.labels(parts[1] if len(parts) > 1 else "", number)
             entries.append(VideoEntry(video, check_path(source, number, root / video), labels, number))
     return entries
-
-
-# ----------------------------------------------------------------------------------------------------
-# The ``csv`` video-list format, and the CSV table reading the Kinetics format shares.
-#
-# A header row names a path column (``path``, ``video`` or ``filename``; the first of these present
-# wins) and optionally a label column (``label``, ``labels`` or ``class``; likewise); other columns are
-# ignored. Several labels in one cell are separated by ``;``; an empty cell is an unknown label.
 
 
 PATH_COLUMNS = ("path", "video", "filename")
@@ -354,16 +298,6 @@ def _fit(source: Path, number: int, cells: list[str], width: int) -> list[str]:
             "(quote values that contain commas)"
         )
     return cells[:width] + [""] * (width - len(cells))
-
-
-# ----------------------------------------------------------------------------------------------------
-# The ``kinetics`` video-list format: the official Kinetics CSV.
-#
-# Header ``label,youtube_id,time_start,time_end,split`` (the test split may lack the ``label`` column
-# or leave it empty; extra columns are ignored). A row is the file
-# ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` and its stem is the video id. The file is looked
-# for at ``root/file``, then ``root/<label>/file``, then ``root/<label with spaces as _>/file`` (each
-# folder listed once); when none exists the path is ``root/file`` and decoding reports it missing.
 
 
 KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -432,13 +366,6 @@ def _listing(folder: Path) -> frozenset[str]:
         return frozenset()
 
 
-# ----------------------------------------------------------------------------------------------------
-# Reading a list: detect the format, parse, check
-
-
-ListParser = Callable[[Path, list[str], Path, LabelParser], list[VideoEntry]]
-
-
 def read_video_list(
     path: str | Path,
     root: str | Path | None = None,
@@ -464,11 +391,8 @@ def read_video_list(
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many entries (no cycles are made).
-
-    Its repeated passes over the growing list of entries and paths doubled the time of a
-    240,000-line list.
-    """
+    """Pause the cyclic garbage collector while building many entries (no cycles are made): its passes over
+    the growing list doubled the time of a 240,000-line list."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -509,21 +433,7 @@ def _detect_format(source: Path, lines: list[str]) -> str:
     return "text"
 
 
-_PARSERS: dict[str, ListParser] = {
-    "text": parse_text,
-    "csv": parse_csv,
-    "kinetics": parse_kinetics,
-}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Test-split lists (`bike eval --protocol splits`): which videos of a cache each official split holds.
-#
-# A split list is any video list above (its labels are not used: a video's label is the cache's), UCF-101's
-# official `testlist0N.txt` (`ClassName/v_ClassName_gXX_cYY.avi`, the text format without labels),
-# ViFi-CLIP's `val1.txt` (`video.avi label`, the text format) or HMDB-51's official split files: one file
-# per class, `<class>_test_split<N>.txt`, lines `video.avi 0|1|2` where 2 marks a test video. The HMDB files
-# are taken as a folder, a glob or the files themselves, and grouped by split number N: each N is one list.
+_PARSERS = {"text": parse_text, "csv": parse_csv, "kinetics": parse_kinetics}
 
 
 HMDB_SPLIT_FILE = re.compile(r"(?P<cls>.+)_test_split(?P<split>\d+)\.txt")
@@ -606,12 +516,6 @@ def _hmdb_split(name: str, files: list[Path]) -> SplitList:
     if not ids:
         raise InputError(f"{name}: its {len(files)} HMDB-51 split files mark no test video (tag 2)")
     return SplitList(name, ids)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Videos a published list names (a test split, a K-shot training list) found among the videos of a cache
-# or list: the same id, else the one video of the same file stem (the list and the cache may write other
-# folders or extensions: `Drum/v_Drum_g01_c01.avi` is the cache's `UCF-101/Drum/v_Drum_g01_c01.mp4`).
 
 
 def video_stem(video_id: str) -> str:
