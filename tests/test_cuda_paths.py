@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from bike_cli.config.stages import EvalConfig, TrainVideoConfig
-from bike_cli.data.cached_clips import CachedClips
-from bike_cli.data.memory_cache import MemoryClips
+from bike_cli.data.cached_clips import CachedClips, MemoryClips
 from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache

@@ -9,9 +9,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.data import memory_cache
-from bike_cli.data.cached_clips import CachedClips
-from bike_cli.data.memory_cache import MemoryBatches, MemoryClips, SlabBatches, read_rows, wants_memory
+from bike_cli.data import cached_clips
+from bike_cli.data.cached_clips import (
+    CachedClips,
+    MemoryBatches,
+    MemoryClips,
+    SlabBatches,
+    read_rows,
+    wants_memory,
+)
 from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
@@ -41,7 +47,7 @@ def write_cache(path, n=37, views=3, frames=8, dim=16, classes=5, multilabel=Fal
 @pytest.fixture
 def small_slabs(monkeypatch):
     """Slabs of 3 rows (16-d, 3 views, 8 frames: 768 bytes a row), so that every read spans several."""
-    monkeypatch.setattr(memory_cache, "SLAB_BYTES", 3 * 768)
+    monkeypatch.setattr(cached_clips, "SLAB_BYTES", 3 * 768)
 
 
 def test_read_rows_of_sparse_rows_equals_row_by_row_reads(tmp_path, small_slabs):
@@ -91,13 +97,13 @@ def test_slab_batches_equal_the_dataloader_batches(tmp_path, small_slabs, frames
 
 def test_auto_holds_the_rows_only_under_the_budget(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(memory_cache, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(cached_clips, "available_bytes", lambda device: 1000)
     assert wants_memory("auto", 400, cpu) and not wants_memory("auto", 600, cpu)
     assert wants_memory("on", 10**15, cpu) and not wants_memory("off", 1, cpu)
     with pytest.raises(InputError, match="--cache-in-memory 'sometimes'"):
         wants_memory("sometimes", 1, cpu)
     monkeypatch.undo()
-    assert memory_cache.available_bytes(cpu) > 0
+    assert cached_clips.available_bytes(cpu) > 0
 
 
 @pytest.mark.parametrize("extra", [{}, {"frames": 4, "samples_per_epoch": 60}])

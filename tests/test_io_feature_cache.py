@@ -182,16 +182,16 @@ def distinct_rows_cache(path, n=12, views=2, frames=3, dim=4) -> FeatureCache:
 
 @pytest.mark.parametrize("frames", [None, np.array([0, 2])])
 def test_sparse_rows_with_a_gap_inside_one_slab_read_as_row_by_row(tmp_path, monkeypatch, frames):
-    from bike_cli.data import memory_cache
+    from bike_cli.data import cached_clips
 
     cache = distinct_rows_cache(tmp_path / "c.h5")
     row_bytes = 2 * 3 * 4 * 2  # views x frames x dim, float16
-    monkeypatch.setattr(memory_cache, "SLAB_BYTES", 4 * row_bytes)  # slabs of 4 rows: 0-3, 4-7, 8-11 here
+    monkeypatch.setattr(cached_clips, "SLAB_BYTES", 4 * row_bytes)  # slabs of 4 rows: 0-3, 4-7, 8-11 here
     # slab 0-3 with a gap (row 2), a slab of one row, then a gap right after a slab's first row
     rows = np.array([0, 1, 3, 5, 9, 11])
     want = np.stack([cache.embeddings(int(r)) for r in rows])  # [n, V, T, D], row by row
     want = want if frames is None else want[:, :, frames]
-    got = memory_cache.read_rows(cache, rows, frames=frames)
+    got = cached_clips.read_rows(cache, rows, frames=frames)
     np.testing.assert_array_equal(got, want)
     assert got[:, 0, 0, 0].tolist() == rows.tolist()  # each row's own values, none shifted by one
     if frames is None:

@@ -19,9 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from bike_cli.config.profile import Profile, check_same_profile
-from bike_cli.data.cached_clips import CachedClips
+from bike_cli.data.cached_clips import CachedClips, SlabBatches
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items
-from bike_cli.data.memory_cache import SlabBatches
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.frame_encoder import FrameEncoder
