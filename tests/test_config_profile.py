@@ -212,8 +212,7 @@ def test_the_precision_rule_of_a_third_profile_is_honoured(third):
 
 def test_the_training_loops_rule_tables_cover_exactly_the_profiles_rule_names(third):
     """A value a Profile may take has its entry; a value it may not take fails when the Profile is made."""
-    from bike_cli.data.sampling import CROPS_REFUSED
-    from bike_cli.data.views import TEST_TRANSFORMS
+    from bike_cli.data.sampling import CROPS_REFUSED, TEST_TRANSFORMS
     from bike_cli.engine.loop_settings import MIXED_PRECISION_AUTO
     from bike_cli.engine.training_loop import LR_CADENCES
     from bike_cli.stages.evaluate import ZERO_SHOT_FRAME_SCORERS

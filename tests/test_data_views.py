@@ -11,10 +11,9 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import app
 from bike_cli.data.clip_dataset import MultiViewClips
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.sampling import ViewLayout
+from bike_cli.data.sampling import ViewLayout, square_views, view_resize_mode
 from bike_cli.data.synthetic import write_video
 from bike_cli.data.video_lists import VideoEntry
-from bike_cli.data.views import square_views, view_resize_mode
 from bike_cli.models import clip as clip_module
 from bike_cli.models.preprocess import agreed_preprocess
 

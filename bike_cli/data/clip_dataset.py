@@ -2,7 +2,7 @@
 
 Each item is decoded with one batched decoder call (all views' frames at once), resized during
 decoding so that the short side equals the model's input size, and cropped into the view layout
-(a single-crop layout uses the model's own resize mode instead: see `bike_cli.data.views`).
+(a single-crop layout uses the model's own resize mode instead: see `bike_cli.data.sampling`).
 Frames stay uint8 until they reach the model: converting and normalising there (on the GPU where
 there is one) moves 4x fewer bytes between processes.
 """
@@ -19,9 +19,15 @@ from torch.utils.data import Dataset
 from bike_cli.config.profile import DEFAULT_PROFILE, Profile
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, ViewLayout, video_seed
+from bike_cli.data.sampling import (
+    TEST_INDICES,
+    TEST_TRANSFORMS,
+    TRAIN_INDICES,
+    ViewLayout,
+    video_seed,
+    view_resize_mode,
+)
 from bike_cli.data.video_lists import VideoEntry
-from bike_cli.data.views import TEST_TRANSFORMS, view_resize_mode
 from bike_cli.errors import BikeError
 
 

@@ -11,6 +11,11 @@ Spatial views: the frame is resized so that its short side equals the model's in
 square crops are taken along the long side: `S = 1` centre; `S = 3` start, centre, end (left, centre,
 right for landscape video; top, centre, bottom for portrait), as in the paper's "4x3" protocol.
 `--compat authors` also takes the authors' `S = 5` and `S = 10` (`bike_cli.data.authors`).
+The single centre view (`Cx1`) follows the model's own open_clip `resize_mode` (`shortest`: short side
+resized and centre crop; `squash`: the whole frame resized to a square; `longest`: long side resized,
+centred on a black square); multi-crop views stay crops of the short-side resize (a squashed frame has
+no three crops); training crops are unchanged. Resizing happens in the decoder with its own scaler, not
+the model's `interpolation` (`bike_cli.models.preprocess.PreprocessSpec` records it for reference).
 
 The frame-index rules by name (`TEST_INDICES`, `TRAIN_INDICES`): `Profile.test_indices` and
 `Profile.train_indices` (bike_cli.config.profile) name one of them; every rule returns int64
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bike_cli.config.profile import (
     AUTHORS_CROPS,
@@ -43,7 +49,8 @@ from bike_cli.config.profile import (
     TICK_STARTS,
     Profile,
 )
-from bike_cli.data.authors import authors_test_indices, authors_train_indices
+from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
+from bike_cli.data.decoding.frames import RESIZES
 from bike_cli.errors import InputError
 
 SAMPLING_MODES = ("test", "train")
@@ -190,3 +197,43 @@ def shot_list_indices(video_ids: Sequence[str], shots_list: str | Path, where: s
 
     listed = [entry.video_id for entry in read_video_list(shots_list).entries]
     return np.sort(match_videos(listed, video_ids, f"--shots-list {shots_list}", where))
+
+
+def view_resize_mode(resize_mode: str, crops: int) -> str:
+    """The resize mode a view layout uses: the model's for one crop, `shortest` for several."""
+    if resize_mode not in RESIZES:
+        raise InputError(f"resize mode {resize_mode!r} is not one of {', '.join(RESIZES)}")
+    return resize_mode if crops == 1 else "shortest"
+
+
+def square_views(frames: torch.Tensor, size: int, crops: int, resize_mode: str) -> torch.Tensor:
+    """uint8 frames [N, H, W, 3] resized by `read_frames(resize=view_resize_mode(...))` -> [S, N, 3, s, s].
+
+    shortest: `crops` square crops; squash: the frames as they are (already s x s); longest: the
+    frames centred on a black s x s canvas."""
+    mode = view_resize_mode(resize_mode, crops)
+    if mode == "shortest":
+        return spatial_crops(frames, size, crops)
+    chw = frames.permute(0, 3, 1, 2)  # [N, 3, H, W]
+    height, width = chw.shape[-2:]
+    if mode == "longest":
+        top, left = (size - height) // 2, (size - width) // 2
+        chw = F.pad(chw, (left, size - width - left, top, size - height - top))  # zeros = black
+    if chw.shape[-2:] != (size, size):
+        raise InputError(f"frames {height}x{width} do not fit a {size}x{size} {mode} view")
+    return chw.unsqueeze(0).contiguous()  # [1, N, 3, s, s]
+
+
+@dataclass(frozen=True)
+class TestTransform:
+    """How test frames become views (`Profile.test_transform`): decoded at the model's size or at their
+    own, then `views(frames [T, H, W, 3] uint8, size, crops, resize_mode) -> [S, T, 3, size, size]`."""
+
+    full_size: bool  # decode at the frames' own size (the transform resizes them itself)
+    views: Callable[[torch.Tensor, int, int, str], torch.Tensor]
+
+
+TEST_TRANSFORMS: dict[str, TestTransform] = {
+    DECODE_RESIZE: TestTransform(False, square_views),  # short side resized while decoding, square crops
+    PIL_SCALE: TestTransform(True, lambda frames, size, crops, resize_mode: authors_views(frames, size, crops)),
+}

@@ -4,7 +4,7 @@ open_clip sets a model's preprocess config from its pretrained tag. A checkpoint
 weights carry none, so bike gives them what every pretrained tag of the architecture agrees on
 (`agreed_preprocess`: SigLIP's mean/std 0.5 and squash, MobileCLIP's [0, 1] input, ...), key by key;
 where the tags disagree (ViT-L-14: OpenAI vs 0.5 mean/std) open_clip's defaults stay.
-See `bike_cli.data.views` for how bike's views use it.
+See `bike_cli.data.sampling` for how bike's views use it.
 """
 
 from __future__ import annotations

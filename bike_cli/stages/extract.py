@@ -20,9 +20,8 @@ from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips
 from bike_cli.data.decoding.read import DECODERS
-from bike_cli.data.sampling import SAMPLING_MODES, parse_views
+from bike_cli.data.sampling import SAMPLING_MODES, parse_views, view_resize_mode
 from bike_cli.data.video_lists import VideoList, read_video_list
-from bike_cli.data.views import view_resize_mode
 from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
 from bike_cli.engine.extraction import extract_share
 from bike_cli.engine.frame_encoder import FrameEncoder
