@@ -59,8 +59,8 @@ from torch.utils.data import DataLoader, default_collate
 from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.class_names import read_class_names
+from bike_cli.data.clip_dataset import collate_train
 from bike_cli.data.synthetic import make_sample_dataset
-from bike_cli.data.train_clips import collate_train
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.run_folder import RunFolder

@@ -257,9 +257,8 @@ def test_an_unknown_loss_is_a_users_one_line_error_from_the_profile_and_a_value_
 
 
 def test_the_frame_indices_of_a_third_profile_are_honoured_by_the_datasets(third):
-    from bike_cli.data.clip_dataset import MultiViewClips
+    from bike_cli.data.clip_dataset import MultiViewClips, TrainClips
     from bike_cli.data.sampling import ViewLayout
-    from bike_cli.data.train_clips import TrainClips
     from bike_cli.data.video_lists import VideoEntry
 
     entry = VideoEntry("v", Path("v.mp4"), (0,), 1)

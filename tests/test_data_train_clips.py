@@ -1,4 +1,4 @@
-"""Tests for bike_cli.data.augment and bike_cli.data.train_clips: train-time clips from real decoding."""
+"""Tests for bike_cli.data.clip_dataset's ClipAugment and TrainClips: train-time clips from real decoding."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from bike_cli.data.augment import RATIO, ClipAugment, random_resized_box
 from bike_cli.data.class_names import read_class_names
-from bike_cli.data.clip_dataset import MultiViewClips, collate_items
+from bike_cli.data.clip_dataset import (
+    RATIO,
+    ClipAugment,
+    MultiViewClips,
+    TrainClips,
+    collate_items,
+    collate_train,
+    decode_short_side,
+    random_resized_box,
+    val_targets,
+)
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.synthetic import SampleDataset, make_sample_dataset, write_corrupt_video, write_video
-from bike_cli.data.train_clips import TrainClips, collate_train, decode_short_side, val_targets
 from bike_cli.data.video_lists import VideoEntry, read_video_list
 from bike_cli.errors import DecodeError, InputError
 
@@ -193,7 +201,7 @@ def test_corrupt_video_is_replaced_with_a_warning(
     bad = entry("bad_video", write_corrupt_video(tmp_path / "bad.mp4"), labels=(3,), line=9)
     items = [(0, bad)] + train_items[:2]
     data = TrainClips(items, frames=4, size=32, augment=ClipAugment(32), num_classes=4)
-    with caplog.at_level(logging.WARNING, logger="bike_cli.data.train_clips"):
+    with caplog.at_level(logging.WARNING, logger="bike_cli.data.clip_dataset"):
         frames, label = data[0]
     assert frames.shape == (4, 3, 32, 32)
     assert label in {video.labels[0] for _, video in train_items[:2]}  # the substitute's label

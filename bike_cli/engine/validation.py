@@ -17,9 +17,8 @@ from torch.utils.data import DataLoader
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips, SlabBatches, cache_labels
 from bike_cli.data.class_subsets import subset_entries, subset_rows
-from bike_cli.data.clip_dataset import MultiViewClips, collate_items
+from bike_cli.data.clip_dataset import MultiViewClips, collate_items, val_targets
 from bike_cli.data.sampling import ViewLayout
-from bike_cli.data.train_clips import val_targets
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.frame_encoder import to_unit_pixels
