@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.data.class_texts import descriptions_for, read_class_texts
+from bike_cli.data.class_names import descriptions_for, read_class_texts
 from bike_cli.data.synthetic import SAMPLE_CLASSES
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint

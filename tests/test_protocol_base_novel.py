@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.config.stages import EvalConfig, ExtractConfig, TrainVideoConfig
-from bike_cli.data.class_names import read_class_names
-from bike_cli.data.class_subsets import restrict_labels
+from bike_cli.data.class_names import read_class_names, restrict_labels
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.validation import val_data
 from bike_cli.errors import InputError

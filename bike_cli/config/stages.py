@@ -100,7 +100,7 @@ class TrainVideoConfig:
     videos: Path | None = None  # train video list (end-to-end fine-tuning)
     root: Path | None = None  # folder that relative paths of the train list start from
     classes: Path | None = None  # class-name file
-    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_subsets)
+    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_names)
     val_features: Path | None = None
     val_videos: Path | None = None
     val_root: Path | None = None
@@ -160,7 +160,7 @@ class TrainAttrsConfig:
     attributes: Path | None = None  # train attributes CSV from gen-attributes
     val_attributes: Path | None = None
     classes: Path | None = None  # class-name file [default: the names the attributes file records]
-    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_subsets)
+    base_classes: Path | None = None  # base-to-novel: train on these classes only (bike_cli.data.class_names)
     out: Path = Path("runs/attrs")
     model: str | None = None  # text encoder's CLIP [default: the one that generated the attributes]
     pretrained: str | None = None

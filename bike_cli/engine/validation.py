@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips, SlabBatches, cache_labels
-from bike_cli.data.class_subsets import subset_entries, subset_rows
+from bike_cli.data.class_names import subset_entries, subset_rows
 from bike_cli.data.clip_dataset import MultiViewClips, collate_items, val_targets
 from bike_cli.data.sampling import ViewLayout
 from bike_cli.data.video_lists import read_video_list
@@ -48,7 +48,7 @@ def val_data(cfg: TrainVideoConfig, class_names: list[str], spec: ClipSpec, rank
 
     Labels are numbered by `class_names`, as the training labels are; with `subset` (the positions among
     them of the classes trained on, `--base-classes`) only the videos of those classes are validated,
-    relabelled by the subset, as training reads its own (`bike_cli.data.class_subsets`)."""
+    relabelled by the subset, as training reads its own (`bike_cli.data.class_names`)."""
     if cfg.val_features:
         cache = FeatureCache(cfg.val_features, need_rows=True)
         labels = cache_labels(cache, class_names, cfg.classes or cfg.features)

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.data.class_names import read_class_names
-from bike_cli.data.class_subsets import check_disjoint, match_class_names
+from bike_cli.data.class_names import check_disjoint, match_class_names, read_class_names
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists
 from bike_cli.errors import InputError

@@ -20,7 +20,7 @@ scored with is the user's input error, naming the checkpoint where it came from 
 
 Class texts (`--class-texts`, several descriptions per class): those given are used (a warning where a
 checkpoint was trained with others, or with its class names alone); without them, those the checkpoint
-recorded, which must then describe every class scored (`bike_cli.data.class_texts.descriptions_for`).
+recorded, which must then describe every class scored (`bike_cli.data.class_names.descriptions_for`).
 
 With a feature cache the branch scores cached frame embeddings (no image tower): the cache must come
 from the branch's CLIP (`check_same_model`), and a checkpoint's own image tower must be the one that
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from bike_cli.config.stages import DEFAULT_TEMPLATE
-from bike_cli.data.class_texts import descriptions_for
+from bike_cli.data.class_names import descriptions_for
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import (
     AUTHORS_VCS_TOKENS,

@@ -200,7 +200,7 @@ def encode_class_texts(
 ) -> ClassTexts:
     """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
 
-    descriptions: per class, its texts (`bike_cli.data.class_texts`), each filling the templates in the
+    descriptions: per class, its texts (`bike_cli.data.class_names`), each filling the templates in the
     class name's place; None: the class name itself, its one description.
     PromptError for names, templates or a `vcs_tokens` that give no valid prompt or queries."""
     if vcs_tokens not in VCS_TOKENS:

@@ -39,9 +39,7 @@ from bike_cli.config.profile import (
 )
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import EvalConfig
-from bike_cli.data.class_names import labels_by_names, read_class_names
-from bike_cli.data.class_subsets import check_disjoint
-from bike_cli.data.class_texts import read_class_texts
+from bike_cli.data.class_names import check_disjoint, labels_by_names, read_class_names, read_class_texts
 from bike_cli.data.sampling import parse_views
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
 from bike_cli.engine.distributed import writer_lock

@@ -33,8 +33,7 @@ from torch import nn
 from bike_cli.config.profile import check_profile, get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import PredictConfig
-from bike_cli.data.class_names import read_class_names
-from bike_cli.data.class_texts import read_class_texts
+from bike_cli.data.class_names import read_class_names, read_class_texts
 from bike_cli.data.decoding.frames import check_video_file
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.engine.predictor import Predictor, VideoPrediction

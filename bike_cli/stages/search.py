@@ -35,7 +35,7 @@ import torch
 from bike_cli.config.profile import get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import SearchConfig
-from bike_cli.data.class_texts import described_classes
+from bike_cli.data.class_names import described_classes
 from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
 from bike_cli.data.video_lists import nonblank, read_lines
 from bike_cli.engine.runtime import resolve_device

@@ -24,9 +24,13 @@ from bike_cli.config.profile import Profile, check_profile, check_same_profile, 
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.recipe import setting_text
 from bike_cli.config.stages import TrainAttrsConfig
-from bike_cli.data.class_names import labels_by_names, read_class_names
-from bike_cli.data.class_subsets import class_subset, restrict_labels
-from bike_cli.data.class_texts import described_classes
+from bike_cli.data.class_names import (
+    class_subset,
+    described_classes,
+    labels_by_names,
+    read_class_names,
+    restrict_labels,
+)
 from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
 from bike_cli.engine.rules import PARAM_GROUPS

@@ -27,9 +27,7 @@ from bike_cli.config.ranges import check_ranges
 from bike_cli.config.recipe import setting_source, setting_text
 from bike_cli.config.stages import TrainVideoConfig
 from bike_cli.data.cached_clips import CachedClips, MemoryBatches, MemoryClips, cache_labels, wants_memory
-from bike_cli.data.class_names import read_class_names
-from bike_cli.data.class_subsets import class_subset, subset_entries, subset_rows
-from bike_cli.data.class_texts import described_classes
+from bike_cli.data.class_names import class_subset, described_classes, read_class_names, subset_entries, subset_rows
 from bike_cli.data.clip_dataset import ClipAugment, TrainClips, collate_train
 from bike_cli.data.sampling import few_shot_indices, shot_list_indices
 from bike_cli.data.video_lists import labels_array, read_video_list
