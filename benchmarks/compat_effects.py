@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from bike_cli.config.stages import ExtractConfig
-from bike_cli.data.authors import authors_test_indices, authors_views
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.decoding.read import read_frames
-from bike_cli.data.sampling import segment_indices, spatial_crops
+from bike_cli.data.sampling import authors_test_indices, authors_views, segment_indices, spatial_crops
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.frame_encoder import to_unit_pixels

@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.config.profile import AUTHORS, get_profile
-from bike_cli.data.authors import authors_crop_boxes, authors_flips, authors_views
 from bike_cli.data.class_names import read_class_names
-from bike_cli.data.sampling import ViewLayout, parse_views
+from bike_cli.data.sampling import ViewLayout, authors_crop_boxes, authors_flips, authors_views, parse_views
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision.transforms as TV
 from PIL import Image
 
-from bike_cli.data.authors import (
+from bike_cli.data.sampling import (
     authors_crop_boxes,
     authors_resized_size,
     authors_scale_size,

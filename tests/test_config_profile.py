@@ -80,7 +80,7 @@ def test_profiles_are_frozen():
 
 
 def test_the_constants_other_layers_read_are_the_profiles_values():
-    from bike_cli.data.authors import AUTHORS_CROPS
+    from bike_cli.data.sampling import AUTHORS_CROPS
     from bike_cli.models.loss import MAX_LOG_SCALE
 
     assert get_profile("authors").crops == AUTHORS_CROPS

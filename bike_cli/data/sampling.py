@@ -1,29 +1,13 @@
-"""Which frames and which crops a clip is made of: TSN segment sampling and multi-view layouts.
+"""Which frames and which crops a clip is made of, under the paper reading and the authors' code
+(`authors_*`: github whwu95/BIKE `datasets/video.py`, `datasets/transforms.py`, `test.py`); few-shot sets.
 
-Temporal sampling (TSN): a video of `n` frames is cut into `T` equal segments of length `n / T`.
-- test mode: clip `c` of `C` takes, in every segment, the frame at offset `(c + 0.5) / C` of the
-  segment, so `C = 1` is the segment centre and `C` clips are spread evenly inside each segment;
-- train mode: one uniformly random frame per segment (seeded per video, so the choice does not depend
-  on the process count or the order of work).
-Videos shorter than `T` frames repeat frames (the same formulas, with segments shorter than a frame).
-
-Spatial views: the frame is resized so that its short side equals the model's input size, then `S`
-square crops are taken along the long side: `S = 1` centre; `S = 3` start, centre, end (left, centre,
-right for landscape video; top, centre, bottom for portrait), as in the paper's "4x3" protocol.
-`--compat authors` also takes the authors' `S = 5` and `S = 10` (`bike_cli.data.authors`).
-The single centre view (`Cx1`) follows the model's own open_clip `resize_mode` (`shortest`: short side
-resized and centre crop; `squash`: the whole frame resized to a square; `longest`: long side resized,
-centred on a black square); multi-crop views stay crops of the short-side resize (a squashed frame has
-no three crops); training crops are unchanged. Resizing happens in the decoder with its own scaler, not
-the model's `interpolation` (`bike_cli.models.preprocess.PreprocessSpec` records it for reference).
-
-The frame-index rules by name (`TEST_INDICES`, `TRAIN_INDICES`): `Profile.test_indices` and
-`Profile.train_indices` (bike_cli.config.profile) name one of them; every rule returns int64
-[clips, frames] indices into a video of `num_frames` frames, a training rule drawing from `rng` clip
-after clip.
-
-Few-shot training sets (`few_shot_indices`): K videos per class, a seeded sample that is the same on
-every machine; or exactly the videos of a published K-shot list (`shot_list_indices`).
+TSN sampling cuts a video of `n` frames into `T` segments of `n / T`: test clip `c` of `C` takes the
+frame at offset `(c + 0.5) / C` of each segment; training one random frame per segment, seeded per
+video. Views: `S = 1` centre or `S = 3` start, centre, end crops along the long side of a short-side
+resize (the authors' also 5 and 10); the single view `Cx1` follows the model's open_clip `resize_mode`
+(`squash`, `longest`: a squashed frame has no three crops). The rules by name (`TEST_INDICES`,
+`TRAIN_INDICES`, `TEST_TRANSFORMS`) are what `Profile` fields name; each index rule returns int64
+[clips, frames]. The cache's sampling, both profiles: docs/formats.md, "Feature cache".
 """
 
 from __future__ import annotations
@@ -37,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from bike_cli.config.profile import (
-    AUTHORS_CROPS,
+    AUTHORS_CROPS,  # test.py --test_crops
     DECODE_RESIZE,
     DEFAULT_PROFILE,
     PIL_SCALE,
@@ -49,7 +34,6 @@ from bike_cli.config.profile import (
     TICK_STARTS,
     Profile,
 )
-from bike_cli.data.authors import authors_test_indices, authors_train_indices, authors_views
 from bike_cli.data.decoding.frames import RESIZES
 from bike_cli.errors import InputError
 
@@ -151,6 +135,78 @@ def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
     _, height, width, _ = frames.shape
     chw = frames.permute(0, 3, 1, 2)  # [N, 3, H, W]
     out = [chw[:, :, y : y + size, x : x + size] for y, x in crop_boxes(height, width, size, crops)]
+    return torch.stack(out).contiguous()
+
+
+def authors_test_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:
+    """int64 [clips, frames] frame indices of the authors' test sampling."""
+    if num_frames < 1:
+        raise InputError(f"cannot sample from a video with {num_frames} frames")
+    tick = num_frames / float(frames)
+    # [C]: linspace(..., dtype=int) truncated towards zero up to numpy 1.x (the authors' numpy); numpy 2
+    # floors, which differs for videos shorter than T frames (a negative start)
+    starts = [int(v) for v in np.linspace(0, tick - 1, num=clips).tolist()]
+    rows = [[int(start + tick * x) % num_frames for x in range(frames)] for start in starts]
+    return np.array(rows, dtype=np.int64)
+
+
+def authors_train_indices(num_frames: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """int64 [frames]: one random frame per segment of (n - 1) / T frames, rounded bounds included."""
+    if num_frames < 1:
+        raise InputError(f"cannot sample from a video with {num_frames} frames")
+    seg = float(num_frames - 1) / frames
+    bounds = [(int(np.round(seg * i)), int(np.round(seg * (i + 1)))) for i in range(frames)]
+    return np.array([rng.integers(lo, hi + 1) for lo, hi in bounds], dtype=np.int64)
+
+
+def authors_scale_size(input_size: int) -> int:
+    """Short side of the resized test frame: 256 for a 224 px input, else the input size (test.py)."""
+    return 256 if input_size == 224 else input_size
+
+
+def authors_resized_size(height: int, width: int, scale: int) -> tuple[int, int]:
+    """(H, W) with the short side `scale` and the long side int(scale * long / short)."""
+    if height <= width:
+        return scale, int(scale * width / height)
+    return int(scale * height / width), scale
+
+
+def authors_crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of the authors' test crops on a resized frame of height x width."""
+    if height < size or width < size:
+        raise InputError(f"frame {height}x{width} is smaller than the crop size {size}")
+    if crops == 1:  # torchvision CenterCrop
+        return [(int(round((height - size) / 2.0)), int(round((width - size) / 2.0)))]
+    w_step, h_step = (width - size) // 4, (height - size) // 4
+    if crops == 3:  # GroupFullResSample: left, right, centre
+        return [(2 * h_step, 0), (2 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]
+    if crops in (5, 10):  # GroupOverSample: fill_fix_offset's five; ten: each box again, for its flip
+        five = [(0, 0), (0, 4 * w_step), (4 * h_step, 0), (4 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]
+        return five if crops == 5 else [box for box in five for _ in range(2)]
+    raise InputError(f"the authors' test transform takes 1, 3, 5 or 10 crops, not {crops}")
+
+
+def authors_flips(crops: int) -> list[bool]:
+    """Per view of `authors_crop_boxes`: True where the crop is mirrored left-right (10 crops: every second)."""
+    if crops not in AUTHORS_CROPS:
+        raise InputError(f"the authors' test transform takes 1, 3, 5 or 10 crops, not {crops}")
+    return [crops == 10 and v % 2 == 1 for v in range(crops)]
+
+
+def authors_views(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
+    """The authors' test transform of full-size frames.
+
+    frames: uint8 [N, H, W, 3]  ->  uint8 [S, N, 3, size, size]
+    """
+    _, height, width, _ = frames.shape
+    new_h, new_w = authors_resized_size(height, width, authors_scale_size(size))
+    resized = np.stack([
+        np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BICUBIC)) for frame in frames.numpy()
+    ])  # [N, h, w, 3]
+    chw = torch.from_numpy(resized).permute(0, 3, 1, 2)  # [N, 3, h, w]
+    boxes = authors_crop_boxes(new_h, new_w, size, crops)
+    out = [chw[:, :, y : y + size, x : x + size] for y, x in boxes]  # S x [N, 3, size, size]
+    out = [view.flip(-1) if flip else view for view, flip in zip(out, authors_flips(crops))]  # mirror the columns
     return torch.stack(out).contiguous()
 
 
