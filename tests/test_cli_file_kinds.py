@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from corrupt_video import write_corrupt_video
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
-from bike_cli.data.synthetic import write_corrupt_video
 
 runner = CliRunner()
 FORBIDDEN = ("weights_only", "Traceback", "file an issue", "pop from empty list", "IndexError", "KeyError")

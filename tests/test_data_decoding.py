@@ -10,10 +10,11 @@ import decord
 import numpy as np
 import pytest
 import torch
+from corrupt_video import write_corrupt_video
 
 from bike_cli.data.decoding.pyav_backend import upright_size
 from bike_cli.data.decoding.read import DECODERS, read_frames
-from bike_cli.data.synthetic import write_corrupt_video, write_video
+from bike_cli.data.synthetic import write_video
 from bike_cli.errors import DecodeError, InputError
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from corrupt_video import write_corrupt_video
 from torch.utils.data import DataLoader
 
 from bike_cli.data.class_names import read_class_names
@@ -24,7 +25,7 @@ from bike_cli.data.clip_dataset import (
     val_targets,
 )
 from bike_cli.data.sampling import ViewLayout
-from bike_cli.data.synthetic import SampleDataset, make_sample_dataset, write_corrupt_video, write_video
+from bike_cli.data.synthetic import SampleDataset, make_sample_dataset, write_video
 from bike_cli.data.video_lists import VideoEntry, read_video_list
 from bike_cli.errors import DecodeError, InputError
 

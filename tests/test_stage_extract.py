@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from corrupt_video import write_corrupt_video
 
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices
-from bike_cli.data.synthetic import write_corrupt_video
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.feature_cache_parts import parts_dir_for
