@@ -1,17 +1,12 @@
-"""Training and evaluation samples read from a feature cache (the backbone-frozen mode), row by row
-(`CachedClips`, in a DataLoader) or held in memory (`MemoryClips`) and streamed in slabs (`SlabBatches`).
+"""Training and evaluation samples read from a feature cache (the backbone-frozen mode): row by row
+(`CachedClips`, in a DataLoader), held in memory (`MemoryClips`) or streamed in slabs (`SlabBatches`).
 
-A cache row holds `[V, Tc, D]` frame embeddings. Training takes one random view and, when the cache
-holds more frames than the model uses (Tc > T), T of them by train-mode segment sampling: temporal
-augmentation for free. Evaluation takes every view and the segment centres. The random choices are
-seeded from (seed, epoch, video id), so they do not depend on the number of workers or processes,
-and a resumed run sees the same samples as an uninterrupted one.
-
-`MemoryClips` (`train-video --cache-in-memory`) reads the rows once, one h5py read per slab of
-consecutive rows, into one tensor [n, V, Tc, D] in RAM or on the GPU, so every batch is one gather.
-Its samples are those of `CachedClips` exactly (the same `train_choice`, batches, dtypes, and the one
-draw of torch's global generator a DataLoader iterator makes per epoch), so results are identical
-with or without it.
+Training takes one random view of a row's `[V, Tc, D]` and, when Tc > T, T frames by train-mode
+segment sampling (temporal augmentation for free); evaluation takes every view and the segment
+centres. Choices are seeded from (seed, epoch, video id): independent of workers and processes, and
+the same after a resume. `MemoryClips` reads the rows once (one h5py read per slab) into RAM or the
+GPU and draws exactly `CachedClips`' samples, batches and global-generator draws, so results are
+identical with or without it.
 """
 
 from __future__ import annotations

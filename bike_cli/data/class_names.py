@@ -1,12 +1,8 @@
 """Class names: class-name files (`read_class_names`), the one rule for matching the classes a file records
-with those of the class file in use (`label_order`, `labels_by_names`, `columns_by_names`), base-to-novel
-class subsets (`class_subset`, `restrict_labels`) and `--class-texts` files (`read_class_texts`).
-The file formats: docs/formats.md, "Class-name files" and "Class texts".
-
-Names are matched in their `bike_cli.data.lexicons.normalise_name` form (lower case, `_` as a space), so
-`brush_hair` finds `brush hair`. A subset (ViFi-CLIP's `hmdb_51_base_labels.csv`, the K600 splits) is picked
-by name from the classes labels are numbered by (a cache's recorded names, `--classes`, else the base
-file), never guessed from the numbers.
+with the class file in use (`label_order`, `labels_by_names`, `columns_by_names`), base-to-novel subsets
+(`class_subset`, `restrict_labels`) and `--class-texts` files (`read_class_texts`); formats: docs/formats.md.
+Names match in their `lexicons.normalise_name` form (`brush_hair` finds `brush hair`); a subset is picked
+by name from the classes labels are numbered by, never guessed from the numbers.
 """
 
 from __future__ import annotations

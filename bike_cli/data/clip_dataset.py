@@ -1,19 +1,13 @@
-"""The torch Datasets over videos, decoding in DataLoader workers: multi-view test clips (`MultiViewClips`,
-extract and validation) and augmented training clips (`TrainClips`, end-to-end `train-video`).
+"""The torch Datasets over videos, decoding in DataLoader workers: multi-view test clips (`MultiViewClips`)
+and augmented training clips (`TrainClips`, end-to-end `train-video`).
 
-Each item is decoded with one batched decoder call, resized while decoding so that the short side
-equals the model's input size (a single-crop layout uses the model's own resize mode: see
-`bike_cli.data.sampling`). Frames stay uint8 until they reach the model: converting and normalising
-there (on the GPU where there is one) moves 4x fewer bytes between processes.
-
-Training: TSN train sampling, then one `ClipAugment` per clip (torchvision `RandomResizedCrop`
-semantics, flip, grayscale), the same for all its frames. Frames are decoded at short side
-`round(size * 256 / 224)` (as the authors' pipeline scales before cropping), so the crop has room
-around the centre square. Randomness comes from generators seeded with (run seed, epoch, video id)
-only, so an item is the same whatever the worker count or process; the DataLoader must re-create its
-workers each epoch (`persistent_workers=False`) to see `set_epoch`. A video that fails to decode is
-logged and replaced by another drawn like the item, so one bad file among 240k does not stop
-training; after `max_retries` substitutes also fail, DecodeError lists every reason.
+One batched decoder call per item, resized while decoding (a single-crop layout in the model's own
+resize mode: `bike_cli.data.sampling`); frames stay uint8 until the model (4x fewer bytes between
+processes). Training decodes at short side `round(size * 256 / 224)`, as the authors scale before
+cropping, then one `ClipAugment` per clip. Randomness is seeded with (run seed, epoch, video id) only,
+so an item is the same whatever the workers (re-created each epoch to see `set_epoch`). A video that
+fails to decode is logged and replaced by another drawn like the item; after `max_retries`
+substitutes also fail, DecodeError lists every reason.
 """
 
 from __future__ import annotations

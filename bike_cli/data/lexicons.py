@@ -1,15 +1,7 @@
-"""Phrase lexicons for the Attributes branch: the candidate "attributes" a video is matched against.
-
-A lexicon is a list of phrases. `load_lexicon` takes the name of a built-in lexicon (`LEXICONS`) or
-the path of a user's phrase file. Built-in lexicons are plain phrase files in the repository's
-`lexicons/` folder (beside the `bike_cli` package: found for checkouts and editable installs), except
-`imagenet1k`, which is built at run time from `open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES`.
-
-Phrase files: UTF-8, one phrase per line; surrounding whitespace is stripped, blank lines and lines
-starting with `#` are skipped. Two phrases that are equal after `normalise_name` (lower case,
-`_` read as a space, whitespace collapsed; CLIP's tokenizer lower-cases anyway) are an error naming
-both lines. A built-in name wins over a file of the same name in the working folder; write `./k400`
-to read the file.
+"""Phrase lexicons for the Attributes branch (the candidate "attributes" a video is matched against): a
+built-in name (`LEXICONS`, the phrase files of the repository's `lexicons/`; `imagenet1k` built at run
+time from open_clip) or a phrase file (docs/formats.md, "Lexicons"); the one name form (`normalise_name`).
+A built-in name wins over a file of that name in the working folder: write `./k400` for the file.
 """
 
 from __future__ import annotations

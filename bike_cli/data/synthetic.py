@@ -1,9 +1,6 @@
-"""Small labelled videos made by bike itself, for the demo and the tests.
-
-Each class is a shape moving across a noisy, textured background. Some classes differ in content
-(a red-ish square versus a blue-ish circle) and pairs differ only in the direction of motion, so a
-model that ignores frame order (mean pooling) cannot tell those pairs apart while a temporal head can.
-"""
+"""Small labelled videos made by bike itself, for the demo and the tests: a shape moving across a noisy
+background. Pairs of classes differ only in the direction of motion, so a model that ignores frame order
+(mean pooling) cannot tell them apart while a temporal head can."""
 
 from __future__ import annotations
 

@@ -1,21 +1,13 @@
 """The PyAV backend (the default): decode only the kept frames and the reference frames they need,
-bit-identical to a full sequential decode (0.53-0.68x decord's time, benchmarks/decode.py).
+bit-identical to a full sequential decode (0.53-0.68x decord's time, benchmarks/decode.py): non-reference
+frames that are not kept are skipped (`skip_frame = "NONREF"`), and where a closed-GOP key frame lies
+before the next kept frame the decoder is drained, flushed and jumps there.
 
-- non-reference frames that are not kept are not decoded (`skip_frame = "NONREF"` while their packet
-  is sent; "DEFAULT" for kept frames): no frame refers to them, so the others decode exactly as in
-  a full decode;
-- where the next kept frame lies past a key frame that starts a closed GOP (no frame after it in
-  decode order is shown before it), the decoder is drained and flushed and jumps there.
-
-Frames are matched to indices by their timestamps (index = rank of the packet's pts). Where that is
-not known to be sound (a codec outside `PLANNED_CODECS`, AVI, whose timestamps are decode times, a
-packet without pts, repeated pts, a frame count that differs from the packets, decoded pts going
-backwards) `PlanError` is raised and the video is decoded sequentially up to the highest index
-needed, counted in `FALLBACKS` (per process): `unplanned` where the packets were known not to allow
-a plan, `failed` where a plan broke mid-decode (also logged as a warning: the frames stay right).
-
-Rotated video (a display matrix, e.g. phone video): PyAV exposes the rotation on frames only; frames
-are turned upright, as decord does, so both backends return the same frames.
+Frames are matched to indices by timestamp (rank of the packet's pts). Where that is not known to be
+sound (a codec outside `PLANNED_CODECS`, AVI's decode-time stamps, missing or repeated pts, a frame
+count that differs from the packets, decoded pts going backwards) `PlanError` sends the video to a
+sequential decode, counted in `FALLBACKS` per process (`failed`, also logged, where a plan broke
+mid-decode; `unplanned` where none was possible). Rotated frames are turned upright, as decord does.
 """
 
 from __future__ import annotations

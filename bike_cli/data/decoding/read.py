@@ -1,9 +1,5 @@
-"""The front of decoding (`read_frames`): checks, the backend asked for, the fallback, the DecodeError.
-
-With `fallback=True` a file the chosen backend cannot read is tried with the other one; when all
-fail, the DecodeError leads with the most specific reason (see `frames.REASONS`) and names each
-backend's error.
-"""
+"""The front of decoding (`read_frames`): checks, the backend asked for, the fallback to the other, and
+the DecodeError that leads with the most specific reason (`frames.REASONS`) and names each backend's."""
 
 from __future__ import annotations
 
