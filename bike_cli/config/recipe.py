@@ -29,7 +29,7 @@ T = TypeVar("T")
 EXTENDS = "extends"
 STAGE = "stage"
 OVERRIDE_ORIGIN = "command line"
-ORIGINS = "origins"  # the field (when a dataclass has one) that build_config fills: field -> OVERRIDE_ORIGIN or path:line
+ORIGINS = "origins"  # the field (where a dataclass has one) build_config fills: name -> OVERRIDE_ORIGIN or path:line
 FOLLOWS = {"model": ("pretrained", "quick_gelu"), "pretrained": ("quick_gelu",)}  # settings that follow a typed key
 
 
@@ -51,13 +51,17 @@ def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapp
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     names = [name for name in fields if name != ORIGINS]
     settings = _read_recipe(Path(recipe)) if recipe is not None else {}
-    _check_stage(settings.pop(STAGE, None), stage)
+    recipe_stage = settings.pop(STAGE, None)
+    if recipe_stage is not None and stage is not None and recipe_stage.value != stage:
+        raise InputError(f"{recipe_stage.origin}: this recipe is for stage {recipe_stage.value!r}, not {stage!r}")
     _follow_overrides(settings, overrides or {})
     settings.update({key: _Setting(value, OVERRIDE_ORIGIN) for key, value in (overrides or {}).items()})
     values = {}
     for key, setting in settings.items():
         if key not in names:
-            raise InputError(_unknown_key_message(key, setting.origin, names))
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known settings: {', '.join(names)}"
+            raise InputError(f"{setting.origin}: unknown setting {key!r}; {hint}")
         values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
     if ORIGINS in fields:
         values[ORIGINS] = {key: setting.origin for key, setting in settings.items()}
@@ -125,9 +129,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
-    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (written by
-    `bike_cli.io.run_config.save_resolved`). With `stage`, it starts with `stage: STAGE`, so other
-    stages refuse it."""
+    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (`io.run_config.save_resolved`);
+    with `stage`, it starts with `stage: STAGE`, so other stages refuse it."""
     data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
     text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"
     return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -195,8 +198,6 @@ def _read_mapping(path: Path) -> dict[str, _Setting]:
     check_regular_file(path, "recipe")  # a FIFO would block the read, /dev/zero never end it
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"recipe not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read recipe {path}: {e}") from None
     loader = yaml.SafeLoader(text)
@@ -234,18 +235,6 @@ def _key_lines(node: yaml.Node | None, path: Path) -> dict[str, int]:
                              f"(first on line {lines[key_node.value]})")
         lines[key_node.value] = line
     return lines
-
-
-def _check_stage(setting: _Setting | None, expected: str | None) -> None:
-    """Refuse a recipe whose `stage` is not `expected` (no check without one of the two)."""
-    if setting is not None and expected is not None and setting.value != expected:
-        raise InputError(f"{setting.origin}: this recipe is for stage {setting.value!r}, not {expected!r}")
-
-
-def _unknown_key_message(key: str, origin: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known settings: {', '.join(names)}"
-    return f"{origin}: unknown setting {key!r}; {hint}"
 
 
 def _coerce(value: Any, hint: Any, what: str) -> Any:

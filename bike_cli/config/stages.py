@@ -285,7 +285,7 @@ class PredictConfig:
     lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes
     top_k: int = ranged(5, min=1)  # attributes per video
     top: int = ranged(5, min=1)  # classes reported per video
-    explain: Path | None = None  # figure to draw (report.explain)
+    explain: Path | None = None  # figure to draw (report.figures.draw_explanation)
     skip_bad: bool = False
     decoder: str = DEFAULT_DECODER
     device: str | None = None
