@@ -15,10 +15,15 @@ from torch import nn
 from training_rig import Rows, fit_rig
 
 from bike_cli.config import profile as pf
-from bike_cli.config.profile import PROFILES, Profile, check_fusable, check_profile, get_profile, video_score_rule
+from bike_cli.config.profile import PROFILES, Profile, check_fusable, check_profile, get_profile
 from bike_cli.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def video_score_rule(profile: str, fusing: bool) -> str:
+    """The Video branch's score rule under the profile called `profile` (a test helper)."""
+    return get_profile(profile).video_score_rule(fusing)
 
 # docs/reproducing.md, "The authors' released code: --compat authors": bike's default | the authors' code
 EXPECTED = {

@@ -11,7 +11,7 @@ import open_clip
 import pytest
 import yaml
 
-from bike_cli.config.recipe import ORIGINS, build_config, config_to_dict, load_recipe
+from bike_cli.config.recipe import ORIGINS, _read_recipe, build_config, config_to_dict
 from bike_cli.config.stages import DEFAULT_TEMPLATE, TrainVideoConfig
 from bike_cli.errors import InputError
 from bike_cli.io.run_config import save_resolved
@@ -19,6 +19,11 @@ from bike_cli.io.run_config import save_resolved
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STAGE = "train-video"
 DATA_FIELDS = ("features", "videos", "root", "classes", "val_features", "val_videos", "val_root")
+
+
+def load_recipe(path: str | Path) -> dict:
+    """The settings of a recipe file with its `extends` chain merged in (`stage` kept, if any)."""
+    return {key: setting.value for key, setting in _read_recipe(Path(path)).items()}
 
 
 def _video_recipes() -> list[Path]:

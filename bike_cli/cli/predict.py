@@ -1,5 +1,5 @@
 """`bike predict`: classes, temporal saliency and attributes of single videos (a thin shell over
-stages.predict; the figure of --explain is drawn by report.explain)."""
+stages.predict; the figure of --explain is drawn by report.figures)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """What a path is, and the check every file bike reads passes first: it is a regular file.
 
-A FIFO blocks its reader until a writer comes (forever, for a typo'd `mkfifo`), and a character
-device such as `/dev/zero` never ends, so no input is opened before `os.stat` says what it is. The
-recipe loader (here, in config: it reads before a command has a guard), every command's `PathGuard`
-(io) and the list, class-file and video readers (data) share these two functions.
+A FIFO blocks its reader (forever, for a typo'd `mkfifo`) and `/dev/zero` never ends, so no input is
+opened before `os.stat` says what it is (the recipe loader, every `PathGuard`, the list and video readers).
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
-"""The `--compat` profile: the paper reading (bike's default), or the authors' released code's behaviour.
+"""The `--compat` profile: the paper reading (`bike`, the default) or the authors' released code (`authors`).
 
-Words, here and in every module: "BIKE" is the paper; "bike" alone is this toolkit (its commands and
-files); the *paper reading* (`--compat bike`, `PAPER_READING`) is this project's reading of the paper's
-formulas, with its own choices where the paper leaves room, and its rule functions are named for what
-they compute (`paper_contrastive_loss`, `scaled_view_scores`); *the authors'* (`--compat authors`,
-`AUTHORS`, functions `authors_*`) is what their released code github.com/whwu95/BIKE does.
-
-`bike` (the default) computes the paper's formulas with the paper reading's choices;
-`authors` does what github.com/whwu95/BIKE does (test.py, train.py, datasets/, utils/; the list is in
-docs/reproducing.md). Every file bike writes records the profile that made it in a `compat` field
-(absent means `bike`), and stages that read such a file check that it matches their own.
-
-A profile is one `Profile`: a rule name or a value for every choice the two rule sets make
-differently. A stage resolves it once (`get_profile(cfg.compat)`) and passes the `Profile`, or the
-rules it chose, down; the layer that implements a rule looks the field's value up in its table (e.g.
-`bike_cli.data.sampling.TEST_INDICES`), never tests a name or a value with `==`. A `Profile` whose
-value no table has (`RULE_NAMES`) fails when it is made. Another rule set is one more entry of `PROFILES`.
+A `Profile` names a rule or a value for every choice the two rule sets make differently; a stage resolves
+it once (`get_profile`) and passes it down, and the layer that implements a rule looks the field's value up
+in its table, never compares names (docs/architecture.md, "Words"; the list is in docs/reproducing.md).
+Every file bike writes records its profile in a `compat` field (absent means `bike`).
 """
 
 from __future__ import annotations
@@ -107,7 +95,8 @@ class Profile:
                 raise ValueError(f"Profile.{name} {getattr(self, name)!r} has no rule: one of {', '.join(known)}")
 
     def video_score_rule(self, fusing: bool) -> str:
-        """The Video branch's score rule where it is fused (`fusing`) or not."""
+        """The Video branch's score rule where it is fused (`fusing`) or not: the authors' fusion
+        (`utils.fusion_acc`) fuses `validate()`'s single-softmax scores, their `test.py` reports the double softmax."""
         return self.fused_video_scores if fusing else self.video_scores
 
     def branch_training(self, loss: str | None) -> dict:
@@ -164,12 +153,6 @@ def check_same_profile(own: str, recorded: str, source: object) -> None:
             f"{source} was made with --compat {recorded}, but this command runs with --compat {own}: "
             f"pass --compat {recorded}, or remake {source} with --compat {own}"
         )
-
-
-def video_score_rule(profile: str, fusing: bool) -> str:
-    """The Video branch's score rule under `profile`: the authors' fusion (`utils.fusion_acc`) fuses
-    `validate()`'s single-softmax scores, their multi-view test (`test.py`) reports the double softmax."""
-    return get_profile(profile).video_score_rule(fusing)
 
 
 def check_fusable(profile: str, rule: str | None, source: object) -> None:

@@ -1,14 +1,5 @@
-"""The range of every numeric setting, declared beside its field, and the one check of them.
-
-A field of a settings dataclass (`bike_cli.config.stages`) declares its range with `ranged`::
-
-    batch_size: int = ranged(16, min=1)
-
-and `check_ranges` checks every such field of a settings instance: `build_config`
-(`bike_cli.config.recipe`) calls it on every config it builds, so every command checks its numbers
-once, where its options become a config, before its stage (and torch) is imported; a stage run from
-Python calls it too. The message names the option (`--batch-size must be at least 1, not 0`) or,
-for a value a recipe set, the recipe file, line and key and the option that overrides it.
+"""The range of every numeric setting, declared beside its field (`batch_size: int = ranged(16, min=1)`),
+and the one check of them, `check_ranges` (run by `build_config` before any stage is imported).
 """
 
 from __future__ import annotations
@@ -45,7 +36,7 @@ class Range:
             return f"must be {self.describe(isinstance(value, float))}, not {_number(value)}"
         other = getattr(config, self.at_least) if self.at_least else None
         if other is not None and value < other:
-            return f"({_number(value)}) must be at least {option_name(self.at_least)} ({_number(other)})"
+            return f"({_number(value)}) must be at least {option_for(self.at_least)} ({_number(other)})"
         return None
 
     def describe(self, real: bool = False) -> str:
@@ -73,31 +64,27 @@ def field_ranges(cls: type) -> dict[str, Range]:
     return {f.name: f.metadata[RANGE] for f in dataclasses.fields(cls) if RANGE in f.metadata}
 
 
-def option_name(name: str) -> str:
-    """The option of a settings field: its name with dashes (`batch_size` -> `--batch-size`)."""
-    return "--" + name.replace("_", "-")
+def option_for(key: str, value: Any = None) -> str:
+    """The option that sets field `key`: `--batch-size`; for a flag, the one that sets `value`
+    (`--quick-gelu` for True, `--no-quick-gelu` for False)."""
+    return f"--{'no-' if value is False else ''}{key.replace('_', '-')}"
 
 
 def check_ranges(config: Any, origins: Mapping[str, str] | None = None,
                  options: Collection[str] = ()) -> None:
-    """InputError naming the first setting of `config` out of its declared range (None values are
-    not checked: they mean "not given").
+    """InputError naming the first setting of `config` out of its declared range (None is "not given").
 
-    `origins[name]`, where given, is the `path:line` of the recipe that set the value; other values
-    are the options'. A recipe's value names the option that overrides it where the command has one
-    (its field name is in `options`)."""
+    `origins[name]`: the `path:line` of the recipe that set the value (others are the options'); such a
+    value names the option that overrides it where the command has one (its field name is in `options`)."""
     origins = origins or {}
     for name, bounds in field_ranges(type(config)).items():
         value = getattr(config, name)
-        if value is None:
-            continue
-        problem = bounds.problem(value, config)
-        if problem is None:
+        if value is None or (problem := bounds.problem(value, config)) is None:
             continue
         if name in origins:
-            hint = f" (the option {option_name(name)} overrides it)" if name in options else ""
+            hint = f" (the option {option_for(name)} overrides it)" if name in options else ""
             raise InputError(f"{origins[name]}: {name} {problem}{hint}")
-        raise InputError(f"{option_name(name)} {problem}")
+        raise InputError(f"{option_for(name)} {problem}")
 
 
 def _number(value: float) -> str:

@@ -1,37 +1,7 @@
 """Recipes: YAML files that fill a settings dataclass, with defaults < recipe < overrides.
 
-A recipe is a YAML mapping of field names of the stage's dataclass to values, e.g.::
-
-    stage: train-video           # optional: the stage this recipe is for (checked when given)
-    extends: base_video.yaml     # optional: a recipe whose values this one overrides
-    model: ViT-B-16
-    frames: 8
-    out: runs/k400_vitb16_8f
-
-- ``extends`` names another recipe, relative to this recipe's folder; chains are allowed, cycles
-  are an error. The recipe's own values win over the ones it extends.
-- ``stage`` is not a setting: `build_config(..., stage=...)` refuses a recipe whose ``stage``
-  differs; it is inherited through ``extends`` like any other key.
-- Values are converted to the field's annotated type (`int`, `float`, `bool`, `str`, `Path`,
-  `list[str]`, `dict`, `X | None`); `null` is allowed only for `X | None` fields. YAML 1.1 reads ``5e-5``
-  as a string: number fields accept numeric strings.
-- Relative paths stay as written: they are relative to the current directory of the command that
-  loads the recipe, not to the recipe's folder (only ``extends`` is relative to the recipe).
-
-Overrides are the options the user actually typed, keyed by field name; a `None` override sets
-the field to `None` (so pass only typed options). Unknown keys, bad values and unreadable files
-raise `InputError` naming the file and line (or "command line"), the key and the value.
-
-A recipe's settings that describe its model follow an override of that model (`FOLLOWS`): a typed
-`model` other than the recipe's drops the recipe's `pretrained` and `quick_gelu` (a pretrained tag
-names weights of one architecture; QuickGELU is the activation those weights were trained with),
-and a typed `pretrained` tag other than the recipe's drops its `quick_gelu` (a weights file keeps
-it: the recipe may say that a state-dict file of its OpenAI weights needs QuickGELU). An info line
-names what was dropped; the options that set them are still typed as usual.
-
-Where each value came from is kept on a dataclass that has an `origins` field (`ORIGINS`): the
-field name -> "command line" or the recipe's `path:line`, so that a stage's message can name the
-recipe key the user never typed instead of an option (`setting_text`, `setting_source`).
+The rules (`extends`, `stage`, type conversion, relative paths, settings that follow a typed model) are in
+docs/formats.md, "Recipes (YAML)". Overrides are the options the user typed, keyed by field name.
 """
 
 from __future__ import annotations
@@ -50,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from bike_cli.config.files import check_regular_file, file_kind, not_regular
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_ranges, option_for
 from bike_cli.errors import InputError, location
 
 log = logging.getLogger(__name__)
@@ -59,8 +29,8 @@ T = TypeVar("T")
 EXTENDS = "extends"
 STAGE = "stage"
 OVERRIDE_ORIGIN = "command line"
-ORIGINS = "origins"  # the field (when a dataclass has one) that build_config fills with where each value came from
-FOLLOWS = {"model": ("pretrained", "quick_gelu"), "pretrained": ("quick_gelu",)}  # see the module docstring
+ORIGINS = "origins"  # the field (where a dataclass has one) build_config fills: name -> OVERRIDE_ORIGIN or path:line
+FOLLOWS = {"model": ("pretrained", "quick_gelu"), "pretrained": ("quick_gelu",)}  # settings that follow a typed key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,33 +39,29 @@ class _Setting:
     origin: str  # `path:line` of a recipe, or OVERRIDE_ORIGIN
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """The settings of a recipe file with its `extends` chain merged in (`stage` kept, if any)."""
-    return {key: setting.value for key, setting in _read_recipe(Path(path)).items()}
-
-
 def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
                  *, stage: str | None = None, options: Collection[str] = ()) -> T:
-    """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides`, each
-    numeric setting checked against its declared range (`config.ranges.check_ranges`).
+    """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides` (a `None`
+    override sets None), ranges checked. Every command builds its settings here, before it imports its stage.
 
-    Every command builds its settings here, before it imports its stage (and torch). With `stage`, a
-    recipe whose `stage` key names another stage is refused. `options`: the fields the command has an
-    option for (a recipe value out of range names the one that overrides it).
+    With `stage`, a recipe for another stage is refused. `options`: the fields the command has an option
+    for (a recipe value out of range names the one that overrides it).
     """
-    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
-        raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     names = [name for name in fields if name != ORIGINS]
     settings = _read_recipe(Path(recipe)) if recipe is not None else {}
-    _check_stage(settings.pop(STAGE, None), stage)
+    recipe_stage = settings.pop(STAGE, None)
+    if recipe_stage is not None and stage is not None and recipe_stage.value != stage:
+        raise InputError(f"{recipe_stage.origin}: this recipe is for stage {recipe_stage.value!r}, not {stage!r}")
     _follow_overrides(settings, overrides or {})
     settings.update({key: _Setting(value, OVERRIDE_ORIGIN) for key, value in (overrides or {}).items()})
     values = {}
     for key, setting in settings.items():
         if key not in names:
-            raise InputError(_unknown_key_message(key, setting.origin, names))
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known settings: {', '.join(names)}"
+            raise InputError(f"{setting.origin}: unknown setting {key!r}; {hint}")
         values[key] = _coerce(setting.value, hints[key], f"{setting.origin}: {key}")
     if ORIGINS in fields:
         values[ORIGINS] = {key: setting.origin for key, setting in settings.items()}
@@ -109,12 +75,6 @@ def setting_origin(config: Any, key: str) -> str | None:
     """Where `config.key` came from: OVERRIDE_ORIGIN, a recipe's `path:line`, or None (the dataclass default,
     or a config not made by `build_config`)."""
     return (getattr(config, ORIGINS, None) or {}).get(key)
-
-
-def option_for(key: str, value: Any = None) -> str:
-    """The option that sets field `key`: `--batch-size`; for a flag, the one that sets `value`
-    (`--quick-gelu` for True, `--no-quick-gelu` for False)."""
-    return f"--{'no-' if value is False else ''}{key.replace('_', '-')}"
 
 
 def setting_text(config: Any, key: str) -> str:
@@ -169,9 +129,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
-    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (written by
-    `bike_cli.io.run_config.save_resolved`). With `stage`, it starts with `stage: STAGE`, so other
-    stages refuse it."""
+    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (`io.run_config.save_resolved`);
+    with `stage`, it starts with `stage: STAGE`, so other stages refuse it."""
     data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
     text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"
     return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -239,8 +198,6 @@ def _read_mapping(path: Path) -> dict[str, _Setting]:
     check_regular_file(path, "recipe")  # a FIFO would block the read, /dev/zero never end it
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"recipe not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read recipe {path}: {e}") from None
     loader = yaml.SafeLoader(text)
@@ -278,20 +235,6 @@ def _key_lines(node: yaml.Node | None, path: Path) -> dict[str, int]:
                              f"(first on line {lines[key_node.value]})")
         lines[key_node.value] = line
     return lines
-
-
-def _check_stage(setting: _Setting | None, expected: str | None) -> None:
-    """Refuse a recipe whose `stage` is not `expected` (no check without one of the two)."""
-    if setting is None or expected is None:
-        return
-    if setting.value != expected:
-        raise InputError(f"{setting.origin}: this recipe is for stage {setting.value!r}, not {expected!r}")
-
-
-def _unknown_key_message(key: str, origin: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
-    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"known settings: {', '.join(names)}"
-    return f"{origin}: unknown setting {key!r}; {hint}"
 
 
 def _coerce(value: Any, hint: Any, what: str) -> Any:

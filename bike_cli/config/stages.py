@@ -1,15 +1,8 @@
 """The settings of every stage: one dataclass per command, filled from defaults < recipe YAML < options.
 
-Each dataclass holds a command's settings and their defaults, nothing that computes; a numeric
-field declares its range beside it (`ranged`, `bike_cli.config.ranges`), checked wherever a config is
-built (`bike_cli.config.recipe.build_config`, the one path of every command), before any stage is
-imported; the stage (`bike_cli.stages.*`) checks the rest before it loads anything. The parsers of
-the two options whose text holds a list (`--class-names`, `--weights`) live here too, so a command
-parses them before it imports anything heavy. They live here, free of torch, so that
-`bike COMMAND --help` shows these defaults by reading the dataclass itself, and recipes
-(`bike_cli.config.recipe`) fill them; a field's name is its option's name (`--batch-size` is
-`batch_size`). In stage order: extract-features, gen-attributes, train-video, train-attrs, merge, eval,
-fuse, predict, search, demo.
+Free of torch, so that `bike COMMAND --help` reads the defaults here; a field's name is its option's
+(`batch_size` is `--batch-size`) and a numeric field declares its range beside it (`config.ranges`). The
+parsers of the two options whose text holds a list (`--class-names`, `--weights`) live here too.
 """
 
 from __future__ import annotations
@@ -23,9 +16,8 @@ from bike_cli.errors import InputError
 
 DEFAULT_TEMPLATE = "This is a video about {}"  # class / attribute-sentence prompt: `{}` is the class or the attributes
 DEFAULT_DECODER = "pyav"  # one of bike_cli.data.decoding.read.DECODERS
-# RECIPE_ORIGINS: the `origins` field of the configs a recipe fills is where each value came from (field name ->
-# "command line" or the recipe's `path:line`, set by config.recipe.build_config), so that messages can name a
-# recipe key the user never typed; it is not a setting (not in config.yaml, not compared on --resume).
+# RECIPE_ORIGINS: the `origins` field is where each value came from (config.recipe.ORIGINS); it is not a
+# setting (not in config.yaml, not compared on --resume).
 
 
 @dataclass
@@ -293,7 +285,7 @@ class PredictConfig:
     lexicon: str | None = None  # None: DEFAULT_LEXICON when available; NO_LEXICON: no attributes
     top_k: int = ranged(5, min=1)  # attributes per video
     top: int = ranged(5, min=1)  # classes reported per video
-    explain: Path | None = None  # figure to draw (report.explain)
+    explain: Path | None = None  # figure to draw (report.figures.draw_explanation)
     skip_bad: bool = False
     decoder: str = DEFAULT_DECODER
     device: str | None = None

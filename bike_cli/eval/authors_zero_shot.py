@@ -1,11 +1,9 @@
-"""The authors' half-classes zero-shot evaluation (`test_zeroshot.py`, `multi_split_test`).
+"""The authors' half-classes zero-shot evaluation (`test_zeroshot.py`, `multi_split_test`), for
+`bike eval --compat authors --protocol zero-shot-half`.
 
-Their scorer reads frame embeddings, not a branch's scores: per frame, softmax over the classes of
-100 x (raw frame embedding . unit class embedding) (the frames are NOT normalised), averaged over
-the frames (and, here, over the views: their run has one). The splits: for split s = 0..9,
-`np.random.seed(s)`, the first K // 2 classes of `np.random.permutation(K)`; the videos whose label
-is among them, ranked among the classes of the split that occur in those videos; top-1 / top-5 (%)
-per split, then mean and population std. Used by `bike eval --compat authors --protocol zero-shot-half`.
+Per frame, softmax over the classes of 100 x (raw frame embedding . unit class embedding) (frames NOT
+normalised), averaged over frames and views. Split s: `np.random.seed(s)`, the first K // 2 classes of
+`np.random.permutation(K)`; their videos ranked among the split's classes that occur in them.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bike_cli.errors import InputError
+from bike_cli.eval.protocols import mean_std
 
 ZERO_SHOT_SCALE = 100.0
 
@@ -54,8 +53,5 @@ def authors_zero_shot_half(frames: torch.Tensor, pooled: torch.Tensor, labels: n
         s1, s5 = _topk(authors_frame_scores(frames[torch.from_numpy(sel)], pooled[torch.from_numpy(sub)]), target)
         runs.append({"run": split, "classes": int(sub.size), "videos": int(sel.sum()), "top1": s1, "top5": s5,
                      "class_indices": sub.tolist()})
-    values = {k: np.array([r[k] for r in runs]) for k in ("top1", "top5")}
     return {"protocol": "zero-shot-half", "scorer": "authors", "videos": int(known.sum()), "repeats": repeats,
-            "seed": seed, "full_top1": top1, "full_top5": top5,
-            **{f"{k}_{stat}": float(getattr(v, stat)()) for k, v in values.items() for stat in ("mean", "std")},
-            "runs": runs}
+            "seed": seed, "full_top1": top1, "full_top5": top5, **mean_std(runs), "runs": runs}

@@ -1,26 +1,24 @@
-"""Linear fusion of branch scores (the paper's Eq. 4 over M inputs) and the search for its weights.
+"""Linear fusion of branch score tables (the paper's Eq. 4 over M inputs) and the search for its weights.
 
-S = sum_i w_i S_i with w_i >= 0 and sum_i w_i = 1; for the Video and Attributes branches,
-S = lambda S_V + (1 - lambda) S_A. Scores are added as they are (no softmax). A search scores every
-weight vector of a simplex grid of step `step` (for two inputs: lambda = 0, 0.05, ..., 1) by top-1
-(mAP for multi-label tables) on aligned validation tables (bike_cli.eval.align). On a tie for the best
-score the tied point nearest the default weights wins (the first in grid order between equally near
-ones); when every point of the grid ties, the validation files cannot choose and the default weights
-are kept (`grid_tied`), on the grid or not.
+S = sum_i w_i S_i, w_i >= 0, sum_i w_i = 1 (two branches: S = lambda S_V + (1 - lambda) S_A), scores added as
+they are (no softmax), of tables aligned first: the same classes (mapped by name), kind of labels and videos
+(any row order) with the same labels. A search scores each weight vector of a simplex grid by top-1 (mAP).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from bike_cli.data.class_names import columns_by_names, labels_by_names
 from bike_cli.errors import InputError
-from bike_cli.eval.align import table_name
-from bike_cli.eval.metrics import mean_average_precision, topk_accuracy
-from bike_cli.io.score_csv import ScoreTable
+from bike_cli.eval.metrics import labelled_count, mean_average_precision, topk_accuracy
+from bike_cli.io.score_csv import ScoreTable, read_score_csv
 
 MAX_GRID_POINTS = 5000  # weight vectors a --search may score
 WEIGHT_SUM_TOLERANCE = 1e-6
@@ -34,7 +32,75 @@ class GridPoint:
     score: float
 
 
-# ----------------------------------------------------------------------------- weights
+def table_name(table: ScoreTable, i: int) -> str:
+    """The table's file, or `input i+1` for a table read from nowhere."""
+    return str(table.source) if table.source is not None else f"input {i + 1}"
+
+
+def read_aligned(paths: Sequence[Path]) -> list[ScoreTable]:
+    """Read the score CSVs and align them (`align_tables`)."""
+    return align_tables([read_score_csv(p) for p in paths])
+
+
+def align_tables(tables: Sequence[ScoreTable]) -> list[ScoreTable]:
+    """The tables with rows in the first one's order; InputError naming the files when their classes,
+    video ids or labels differ."""
+    first, name_a = tables[0], table_name(tables[0], 0)
+    aligned = [first]
+    for i, table in enumerate(tables[1:], start=1):
+        name_b = table_name(table, i)
+        _check_same_classes(first, table, name_a, name_b)
+        aligned.append(_reordered(first, _by_class_names(first, table, name_a, name_b), name_a, name_b))
+    return aligned
+
+
+def _check_same_classes(a: ScoreTable, b: ScoreTable, name_a: str, name_b: str) -> None:
+    if a.multilabel != b.multilabel:
+        kinds = {True: "multi-label ('labels' column)", False: "single-label ('label' column)"}
+        raise InputError(f"{name_a} is {kinds[a.multilabel]} but {name_b} is {kinds[b.multilabel]}")
+    if len(a.class_names) != len(b.class_names):
+        raise InputError(f"{name_a} has {len(a.class_names)} classes but {name_b} has {len(b.class_names)}")
+
+
+def _by_class_names(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:
+    """`table` with its class columns and labels in the class order of `first` (mapped by name)."""
+    names, recorded = list(first.class_names), list(table.class_names)
+    scores = columns_by_names(table.scores, names, recorded, name_a, name_b)
+    labels = labels_by_names(table.labels, names, recorded, name_a, name_b)
+    return ScoreTable(list(table.video_ids), labels, scores, names, table.source)
+
+
+def _reordered(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:
+    position = {vid: i for i, vid in enumerate(table.video_ids)}
+    missing = [vid for vid in first.video_ids if vid not in position]
+    wanted = set(first.video_ids)
+    extra = [vid for vid in table.video_ids if vid not in wanted]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} videos of {name_a} are not in {name_b} (first: {_first(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} videos of {name_b} are not in {name_a} (first: {_first(extra)})")
+        raise InputError("the score files hold different videos: " + "; ".join(parts))
+    order = np.array([position[vid] for vid in first.video_ids], dtype=np.int64)
+    labels = table.labels[order]
+    differ = np.flatnonzero((labels != first.labels).reshape(len(order), -1).any(1))
+    if differ.size:
+        vid = first.video_ids[differ[0]]
+        raise InputError(f"video {vid!r} has label {_label_text(first.labels[differ[0]])} in {name_a} but "
+                         f"{_label_text(labels[differ[0]])} in {name_b}")
+    return ScoreTable(list(first.video_ids), labels, table.scores[order], list(table.class_names), table.source)
+
+
+def _first(ids: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(repr(v) for v in ids[:shown]) + (", ..." if len(ids) > shown else "")
+
+
+def _label_text(label: np.ndarray) -> str:
+    label = np.asarray(label)
+    if label.ndim == 0:
+        return str(int(label))
+    return ";".join(str(i) for i in np.flatnonzero(label)) or "-1"
 
 
 def default_weights(count: int, fuse_weight: float | None = None) -> list[float]:
@@ -72,19 +138,8 @@ def simplex_grid(parts: int, step: float) -> np.ndarray:
     lexicographic order (for two parts: [0, 1], [0.05, 0.95], ..., [1, 0])."""
     simplex_size(parts, step)
     n = round(1 / step)
-    return np.array(list(_compositions(n, parts)), dtype=np.float64) / n
-
-
-def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
-    if parts == 1:
-        yield (total,)
-        return
-    for first in range(total + 1):
-        for rest in _compositions(total - first, parts - 1):
-            yield (first, *rest)
-
-
-# ----------------------------------------------------------------------------- fusing
+    bars = itertools.combinations(range(n + parts - 1), parts - 1)  # stars and bars, in lexicographic order
+    return np.array([np.diff((-1, *b, n + parts - 1)) - 1 for b in bars], dtype=np.float64) / n
 
 
 def looks_like_probabilities(scores: np.ndarray, tolerance: float = 1e-3) -> bool:
@@ -100,9 +155,6 @@ def fuse_scores(scores: Sequence[np.ndarray], weights: Sequence[float]) -> np.nd
     for branch, weight in zip(scores, weights):
         fused += weight * np.asarray(branch, dtype=np.float64)
     return fused
-
-
-# ----------------------------------------------------------------------------- search
 
 
 def search_criterion(table: ScoreTable) -> str:
@@ -127,8 +179,7 @@ def weight_grid(scores: Sequence[np.ndarray], labels: np.ndarray, step: float) -
 def search_weights(val_tables: Sequence[ScoreTable], step: float) -> list[GridPoint]:
     """`weight_grid` of aligned validation tables, which must hold labelled videos."""
     labels = val_tables[0].labels
-    known = labels.any(1) if labels.ndim == 2 else labels >= 0
-    if not known.any():
+    if not labelled_count(labels):
         names = ", ".join(table_name(t, i) for i, t in enumerate(val_tables))
         raise InputError(f"--search needs labelled validation videos; {names} have none")
     return weight_grid([t.scores for t in val_tables], labels, step)

@@ -14,6 +14,12 @@ def _labelled(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return scores[keep], labels[keep]
 
 
+def labelled_count(labels: np.ndarray) -> int:
+    """Videos with a label: label >= 0 (single-label) or at least one positive (multi-label)."""
+    labels = np.asarray(labels)
+    return int((labels.any(1) if labels.ndim == 2 else labels >= 0).sum())
+
+
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores.
 

@@ -1,27 +1,12 @@
-"""Evaluation protocols of the paper's tables over a score table [N, K].
+"""Evaluation protocols of the paper's tables over a score table [N, K] (docs/reproducing.md tells each).
 
-- `full`: every labelled video against every class (Tables 1-3, the "full-classes" numbers of
-  Table 5): top-1/top-5, mean class accuracy and mAP over one-hot targets (ActivityNet's second
-  number) for single-label sets; mAP for multi-label sets (Charades).
-- `zero-shot-half`: Table 5's starred columns (UCF*, HMDB*, ActivityNet*): half of the classes
-  (`K // 2`: 50 of UCF's 101) drawn at random, the videos of those classes ranked among those classes
-  only, repeated 10 times (seeded); mean and standard deviation over the repetitions.
-- `k600-splits`: Table 5's Kinetics-600 column: each of the three 160-class splits
-  (`lexicons/k600_split{1,2,3}.txt`) evaluated on its own classes; mean and std over the splits.
-- `base-novel`: the base-to-novel protocol of ViFi-CLIP (CVPR 2023), reported by FROSTER and TC-CLIP:
-  the videos of the base classes ranked among the base classes only (base accuracy), the videos of the
-  novel classes among the novel classes only (novel accuracy), and their harmonic mean HM = 2ab/(a+b)
-  of the two top-1 accuracies.
-- `splits`: the zero-shot protocol of X-CLIP, ViFi-CLIP and their successors on UCF-101 / HMDB-51: each
-  official test split (a list of videos, `bike_cli.data.video_lists.read_split_lists`) scored over all
-  classes (`full`'s metrics on its videos); mean and std over the splits. One score table of every video
-  serves all splits: a listed video is the table's row of the same id, else the row whose file stem
-  (name without folder and extension) is the listed one's, when exactly one row has it
-  (`bike_cli.data.video_lists.match_videos`).
-
-Standard deviations are population ones (`ddof=0`, numpy's default). Metrics are in %; a metric
-with nothing to measure (no labelled video) is NaN. Every result is a flat dict: float entries are
-metrics, int entries counts, lists the per-run details.
+`full`: every labelled video against every class. `zero-shot-half`: Table 5's starred columns, K // 2
+random classes, 10 seeded draws. `k600-splits`: the three 160-class Kinetics-600 splits, each on its own
+classes. `base-novel` (ViFi-CLIP): base videos among base classes, novel among novel, HM = 2ab/(a+b) of
+the top-1s. `splits` (X-CLIP): each official test split over all classes, a listed video matched to a
+row by `bike_cli.data.video_lists.match_videos`. Standard deviations are population ones (`ddof=0`);
+metrics are in %, NaN with nothing to measure. A result is a flat dict: float entries are metrics, int
+entries counts, lists the per-run details.
 """
 
 from __future__ import annotations
@@ -36,7 +21,7 @@ from bike_cli.data.class_names import check_disjoint, match_class_names, read_cl
 from bike_cli.data.lexicons import load_lexicon
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists
 from bike_cli.errors import InputError
-from bike_cli.eval.metrics import mean_average_precision, recognition_metrics
+from bike_cli.eval.metrics import labelled_count, mean_average_precision, recognition_metrics
 from bike_cli.io.score_csv import ScoreTable
 
 log = logging.getLogger(__name__)
@@ -55,12 +40,6 @@ def full_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         onehot[np.arange(len(onehot)), labels[known]] = 1
         metrics["mAP"] = mean_average_precision(scores[known], onehot)
     return metrics
-
-
-def labelled_count(labels: np.ndarray) -> int:
-    """Videos with a label: label >= 0 (single-label) or at least one positive (multi-label)."""
-    labels = np.asarray(labels)
-    return int((labels.any(1) if labels.ndim == 2 else labels >= 0).sum())
 
 
 def zero_shot_half_splits(num_classes: int, repeats: int = 10, seed: int = 0) -> list[np.ndarray]:
@@ -117,12 +96,10 @@ def subset_run(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> d
 
 def mean_std(runs: Sequence[dict]) -> dict[str, float]:
     """`<metric>_mean` and `<metric>_std` (population std) of the float entries shared by all runs."""
-    keys = [k for k, v in runs[0].items() if isinstance(v, float)]
     out: dict[str, float] = {}
-    for key in keys:
+    for key in (k for k, v in runs[0].items() if isinstance(v, float)):
         values = np.array([run[key] for run in runs], dtype=np.float64)
-        out[f"{key}_mean"] = float(values.mean())
-        out[f"{key}_std"] = float(values.std())
+        out[f"{key}_mean"], out[f"{key}_std"] = float(values.mean()), float(values.std())
     return out
 
 
@@ -152,17 +129,11 @@ def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return {**mean_std(runs), "splits": runs}
 
 
-def harmonic_mean(a: float, b: float) -> float:
-    """2ab / (a + b): the harmonic mean of two accuracies (0 when both are 0)."""
-    return 2.0 * a * b / (a + b) if a + b else 0.0
-
-
 def base_novel(base: ScoreTable, novel: ScoreTable, base_names: Sequence[str], novel_names: Sequence[str],
                base_source: object = "--base-classes", novel_source: object = "--novel-classes") -> dict:
-    """The base-to-novel protocol: the videos of the base classes of `base` ranked among the base classes'
-    columns only, those of the novel classes of `novel` among the novel columns only (the two tables are
-    the same one when one test set holds both), and HM of the two top-1 accuracies. Classes are matched
-    by name (`match_class_names`); overlapping subsets are an InputError."""
+    """The base-to-novel protocol: the base classes' videos of `base` ranked among the base columns only, the
+    novel classes' of `novel` (may be `base`) among the novel columns only, and HM = 2ab/(a+b) of the two
+    top-1s (0 if both are 0). Classes are matched by name; overlapping subsets are an InputError."""
     check_disjoint(base_names, novel_names, base_source, novel_source)
     runs = []
     for split, table, names, source in (("base", base, base_names, base_source),
@@ -171,7 +142,7 @@ def base_novel(base: ScoreTable, novel: ScoreTable, base_names: Sequence[str], n
         classes = match_class_names(names, table.class_names, f"--{split}-classes {source}", where)
         runs.append({"split": split, **subset_run(table.scores, table.labels, classes)})
     a, b = runs[0]["top1"], runs[1]["top1"]
-    return {"base_top1": a, "novel_top1": b, "HM": harmonic_mean(a, b), "splits": runs}
+    return {"base_top1": a, "novel_top1": b, "HM": 2.0 * a * b / (a + b) if a + b else 0.0, "splits": runs}
 
 
 def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[str], splits: Sequence[SplitList],

@@ -328,7 +328,7 @@ def _video_scores(cfg: EvalConfig, vm: VideoClassifier, rule, cache: FeatureCach
 
 def _plots(cfg: EvalConfig, branches: dict[str, np.ndarray], labels: np.ndarray, class_names: list[str]) -> dict:
     """Per-class accuracy (single-label sets) and, with both branches, the fusion-weight curve."""
-    from bike_cli.report import plots
+    from bike_cli.report import figures as plots
 
     written = {}
     if labels.ndim == 1:

@@ -27,7 +27,6 @@ from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_s
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
-from bike_cli.eval.align import read_aligned, table_name
 from bike_cli.eval.fusion import (
     GridPoint,
     best_point,
@@ -36,9 +35,11 @@ from bike_cli.eval.fusion import (
     fuse_scores,
     grid_tied,
     looks_like_probabilities,
+    read_aligned,
     search_criterion,
     search_weights,
     simplex_size,
+    table_name,
 )
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta

@@ -154,9 +154,9 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     """Predict every video of `cfg` (see the module docstring); draw `cfg.explain` when set."""
     check_options(cfg)
     if cfg.explain is not None:
-        from bike_cli.report.explain import check_figure_path  # matplotlib only when a figure is asked for
+        from bike_cli.report.figures import check_figure_path  # matplotlib only when a figure is asked for
 
-        check_figure_path(cfg.explain)
+        check_figure_path(cfg.explain, "--explain")
     # videos are checked by _check_inputs, so that --skip-bad can skip one that is not a regular file
     PathGuard({"--checkpoint": cfg.checkpoint, "--classes": cfg.classes, "--class-texts": cfg.class_texts,
                "--pretrained": file_or_none(cfg.pretrained)}, {"--explain": cfg.explain},
@@ -186,7 +186,7 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
                           + "; ".join(reason for _, reason in skipped))
     result = PredictResult(predictions, skipped, predictor.description, lexicon, class_names=predictor.class_names)
     if cfg.explain is not None:
-        from bike_cli.report.explain import draw_explanation
+        from bike_cli.report.figures import draw_explanation
 
         result.explain = draw_explanation(predictions, cfg.explain)
     return result

@@ -52,7 +52,7 @@ from bike_cli.models.retrieval import topk_cosine
 from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts, fill_template
 from bike_cli.progress import Progress
-from bike_cli.report.search_sheet import SheetTile, check_sheet_path, draw_sheet, hit_tile, sheet_pages
+from bike_cli.report.figures import SheetTile, check_figure_path, draw_sheet, hit_tile, sheet_pages
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _check(cfg: SearchConfig) -> list[str]:
     if not queries and not cfg.evaluate:
         raise InputError("no query given: pass one or more texts, --queries FILE, or --eval")
     if cfg.sheet is not None:
-        check_sheet_path(cfg.sheet)
+        check_figure_path(cfg.sheet, "--sheet", "hits.png")
     return [q.strip() for q in queries]
 
 
