@@ -25,6 +25,7 @@ from bike_cli.config.stages import (
     TrainVideoConfig,
 )
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
+from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.io.atomic import write_text
 from bike_cli.io.guard import check_folder_output
 from bike_cli.progress import Progress
@@ -34,7 +35,7 @@ from bike_cli.stages.gen_attributes import run_gen_attributes
 from bike_cli.stages.predict import run_predict
 from bike_cli.stages.search import run_search
 from bike_cli.stages.train_attrs import run_train_attrs
-from bike_cli.stages.train_video import TrainSummary, run_train_video
+from bike_cli.stages.train_video import run_train_video
 
 # Phrases that can describe the generated videos: the Video-to-Text lexicon of the demo.
 DEMO_LEXICON = (
