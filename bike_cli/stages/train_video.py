@@ -119,14 +119,6 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
     return meta.model_name, cfg.pretrained or meta.pretrained
 
 
-def _clip_sources(cfg: TrainVideoConfig) -> dict[str, str]:
-    """Where each identity field of the run's CLIP came from (an option, a recipe key, the cache), for the
-    mismatch message (`check_same_model`)."""
-    return {"model_name": setting_source(cfg, "model", "the model of --features"),
-            "weights": setting_source(cfg, "pretrained", "the weights of --features"),
-            "quick_gelu": setting_source(cfg, "quick_gelu", "the default of these weights")}
-
-
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
     """Train the Video branch; see the module docstring for the outputs."""
     guard = _check(cfg)
@@ -152,9 +144,13 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
     descriptions = described_classes(cfg.class_texts, class_names)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
+    # where each identity field of the run's CLIP came from (an option, a recipe key, the cache), for a mismatch
+    sources = {"model_name": setting_source(cfg, "model", "the model of --features"),
+               "weights": setting_source(cfg, "pretrained", "the weights of --features"),
+               "quick_gelu": setting_source(cfg, "quick_gelu", "the default of these weights")}
     for features in caches:
         check_same_model(spec, f"this run's {model_name}", features.meta, str(features.path),
-                         cfg.allow_model_mismatch, sources=_clip_sources(cfg))
+                         cfg.allow_model_mismatch, sources=sources)
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
                                          cfg.vcs_tokens, descriptions=descriptions)
