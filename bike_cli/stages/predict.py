@@ -93,10 +93,8 @@ def load_predictor(cfg: PredictConfig) -> Predictor:
 
 def resolve_lexicon(lexicon: str | None) -> tuple[str | None, list[str]]:
     """(name, phrases) of the lexicon to use: the given one, none, or DEFAULT_LEXICON when available."""
-    if lexicon is not None and lexicon.lower() == NO_LEXICON:
-        return None, []
     if lexicon is not None:
-        return lexicon, load_lexicon(lexicon)
+        return (None, []) if lexicon.lower() == NO_LEXICON else (lexicon, load_lexicon(lexicon))
     try:
         return DEFAULT_LEXICON, load_lexicon(DEFAULT_LEXICON)
     except InputError as err:
