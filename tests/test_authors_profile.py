@@ -107,7 +107,7 @@ def test_predict_under_the_authors_profile_scores_any_model_their_way(sample_dat
     video = read_video_list(sample_data.val, class_names=read_class_names(sample_data.classes)).entries[0].path
     cfg = PredictConfig(videos=[video], model="bike-tiny", pretrained="none", class_names=["a", "b", "c"],
                         lexicon="none", compat="authors")
-    predictor, _ = load_predictor(cfg)
+    predictor = load_predictor(cfg)
     assert predictor.compat == "authors" and predictor.description["compat"] == "authors"
     prediction = predictor.predict(video, top=3, top_k=1)
     encoded = predictor.encode_video(video)

@@ -81,7 +81,7 @@ def test_an_old_format_checkpoint_without_model_args_still_loads(tmp_path, tiny)
     from bike_cli.config.stages import PredictConfig
     from bike_cli.stages.predict import load_predictor
 
-    predictor, _ = load_predictor(PredictConfig(videos=[], checkpoint=path, lexicon="none"))  # as a stage loads it
+    predictor = load_predictor(PredictConfig(videos=[], checkpoint=path, lexicon="none"))  # as a stage loads it
     assert predictor.frames == 4 and predictor.description["temporal"] == "transformer"
     for key, value in branch.state_dict().items():
         torch.testing.assert_close(predictor.branch.state_dict()[key], value)

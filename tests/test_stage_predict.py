@@ -89,7 +89,7 @@ def test_mean_head_reports_uniform_saliency(trained, lexicon):
 def test_checkpoint_prediction_uses_the_trained_branch_and_the_extracted_features(trained, lexicon):
     run, video, cached = trained
     cfg = PredictConfig(videos=[video], checkpoint=run, lexicon=str(lexicon))
-    predictor, _ = load_predictor(cfg)
+    predictor = load_predictor(cfg)
     ckpt = load_video_checkpoint(run)
     assert predictor.class_names == list(SAMPLE_CLASSES) and predictor.frames == 8
     own = predictor.branch.state_dict()

@@ -25,6 +25,7 @@ from bike_cli.config.stages import (
     TrainVideoConfig,
 )
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
+from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.io.atomic import write_text
 from bike_cli.io.guard import check_folder_output
 from bike_cli.progress import Progress
@@ -34,7 +35,7 @@ from bike_cli.stages.gen_attributes import run_gen_attributes
 from bike_cli.stages.predict import run_predict
 from bike_cli.stages.search import run_search
 from bike_cli.stages.train_attrs import run_train_attrs
-from bike_cli.stages.train_video import TrainSummary, run_train_video
+from bike_cli.stages.train_video import run_train_video
 
 # Phrases that can describe the generated videos: the Video-to-Text lexicon of the demo.
 DEMO_LEXICON = (
@@ -79,23 +80,19 @@ def run_demo(cfg: DemoConfig, progress_factory=Progress) -> DemoSummary:
     log.info("sample dataset: %s", data.root)
     steps, caches = [], {}
     for name, list_path, views in (("train", data.train, "1x1"), ("val", data.val, "2x3")):
-        extract = ExtractConfig(
-            list_path=list_path, out=cfg.out / "features" / f"{name}.h5", model=cfg.model,
-            pretrained=cfg.pretrained, classes=data.classes, frames=cfg.frames, views=views,
-            sampling="test", seed=cfg.seed, workers=cfg.workers,
-        )
+        extract = ExtractConfig(list_path=list_path, out=cfg.out / "features" / f"{name}.h5", model=cfg.model,
+                                pretrained=cfg.pretrained, classes=data.classes, frames=cfg.frames, views=views,
+                                sampling="test", seed=cfg.seed, workers=cfg.workers)
         log.info("extract-features: %s videos -> %s (%s views)", name, extract.out, views)
         done: ExtractSummary = run_extraction(extract, progress_factory())
         caches[name] = done.cache
         steps.append(DemoStep(f"extract-features ({name}, {views} views)", done.cache, done.cached, done.seconds))
-    train = TrainVideoConfig(
-        features=caches["train"], val_features=caches["val"], out=cfg.out / "runs" / "video",
-        frames=cfg.frames, epochs=20, batch_size=8, lr=2e-3, warmup_epochs=1, val_every=5, workers=0,
-        seed=cfg.seed, resume=True,
-        # bike-tiny's text tower is random: behind the paper's shared prompt prefix every class embeds
-        # to nearly the same vector, so the tiny demo prompts with the bare class name.
-        templates=["{}"] if cfg.model == "bike-tiny" else TrainVideoConfig().templates,
-    )
+    train = TrainVideoConfig(features=caches["train"], val_features=caches["val"], out=cfg.out / "runs" / "video",
+                             frames=cfg.frames, epochs=20, batch_size=8, lr=2e-3, warmup_epochs=1, val_every=5,
+                             workers=0, seed=cfg.seed, resume=True,
+                             # bike-tiny's text tower is random: behind the paper's shared prompt prefix every
+                             # class embeds to nearly the same vector, so the tiny demo prompts with the bare name.
+                             templates=["{}"] if cfg.model == "bike-tiny" else TrainVideoConfig().templates)
     log.info("train-video: VCS head + temporal transformer on %s -> %s", caches["train"], train.out)
     trained: TrainSummary = run_train_video(train, progress_factory)
     top1 = trained.best_metrics.get("val_top1", float("nan"))
@@ -124,7 +121,8 @@ def _eval_and_predict(cfg: DemoConfig, data, val_cache: Path, val_attributes: Pa
     top1 = {branch: result["top1"] for branch, result in evaluated.metrics.items()}
     steps.append(DemoStep("eval (2x3 views, fuse 0.6)", evaluation.out / "metrics.json", evaluated.videos, seconds,
                           ", ".join(f"{b} {v:.1f} %" for b, v in top1.items())))
-    first_val = data.root / read_csv_column(data.val, "path")[0]
+    with open(data.val, newline="") as fh:  # the list's first video
+        first_val = data.root / next(csv.DictReader(fh))["path"]
     predicted, seconds = _timed(run_predict, PredictConfig(
         videos=[first_val], checkpoint=video_run, lexicon=str(cfg.out / "data" / "lexicon.txt"), top_k=3,
         explain=cfg.out / "results" / "explain.png"))
@@ -140,11 +138,6 @@ def _timed(call, *args):
     return result, time.perf_counter() - started
 
 
-def read_csv_column(path: Path, column: str) -> list[str]:
-    with open(path, newline="") as fh:
-        return [row[column] for row in csv.DictReader(fh)]
-
-
 def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: list[str], steps: list,
                        progress_factory) -> dict[str, Path]:
     """gen-attributes on both caches (S_A without training on val), then train-attrs."""
@@ -152,8 +145,8 @@ def _attributes_branch(cfg: DemoConfig, caches: dict, classes: Path, templates: 
     write_text(lexicon, "\n".join(DEMO_LEXICON) + "\n")
     attributes = {}
     for name in ("train", "val"):
-        gen = GenAttributesConfig(features=caches[name], lexicon=str(lexicon), out=cfg.out / "attributes" / f"{name}.csv",
-                                  top_k=3, class_prompt=templates[0],
+        gen = GenAttributesConfig(features=caches[name], lexicon=str(lexicon),
+                                  out=cfg.out / "attributes" / f"{name}.csv", top_k=3, class_prompt=templates[0],
                                   scores=cfg.out / "scores" / "val_attrs_zero_shot.csv" if name == "val" else None)
         log.info("gen-attributes: %s -> %s", caches[name], gen.out)
         done = run_gen_attributes(gen, progress_factory())

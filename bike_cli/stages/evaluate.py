@@ -1,21 +1,9 @@
 """Stage `eval`: score a test set with the Video branch (and the Attributes branch), fuse, measure.
 
-Video branch: from a multi-view feature cache or from videos (`CxS` views decoded here). Each view
-is scored as softmax(logit_scale * cosine logits) over the K classes and the views are averaged per
-video (the authors' multi-view protocol). Without `--checkpoint` the branch is zero-shot CLIP (the
-chosen head on the pretrained model, no temporal transformer) scored with the model's own logit scale,
-uncapped. A SigLIP model's `logit_bias` is one number added to every class's logit: it cancels in the
-softmax over classes, so bike's softmax-based scores, views average and fusion need no change.
-
-Attributes branch (optional, from an attributes CSV): S_A = the same softmax of the attribute
-sentence's logits, from a train-attrs checkpoint or, without one, the plug-and-play zero-training
-branch (frozen text encoder, CLIP's logit scale). Per-view attribute rows are averaged per video.
-Fusion: S = lambda * S_V + (1 - lambda) * S_A (Eq. 4).
-
-Outputs in `out/`: `video_scores.csv`, `attrs_scores.csv`, `fused_scores.csv` (score CSVs,
-docs/formats.md) and `metrics.json` (the protocol's results per branch). The branches to score are
-loaded by bike_cli.models.factory (as `bike predict` loads its), the scoring loops are
-bike_cli.engine.evaluation's, the score rules the profile's (bike_cli.engine.rules).
+Video branch from a multi-view cache or from videos: each view softmax(logit_scale * cosine logits), the
+views averaged per video; without `--checkpoint`, zero-shot CLIP at its own logit scale (a SigLIP
+`logit_bias` cancels in that softmax). Attributes branch: the same softmax of the attribute sentence's
+logits. Fusion: S = lambda * S_V + (1 - lambda) * S_A (Eq. 4). Outputs: docs/formats.md, "Evaluation folder".
 """
 
 from __future__ import annotations
@@ -124,16 +112,11 @@ def _check_base_novel(cfg: EvalConfig) -> None:
         raise InputError("--protocol base-novel needs --base-classes B and --novel-classes N (class files)")
     if cfg.novel_features is not None and cfg.novel_videos is not None:
         raise InputError("give at most one of --novel-features and --novel-videos")
-    if _novel_input(cfg) is not None and cfg.attributes is not None:
+    if (cfg.novel_features or cfg.novel_videos) is not None and cfg.attributes is not None:
         raise InputError("--attributes scores one test set: with --novel-features / --novel-videos, evaluate "
                          "the Attributes branch on one cache of all test videos instead")
     check_disjoint(read_class_names(cfg.base_classes), read_class_names(cfg.novel_classes), cfg.base_classes,
                    cfg.novel_classes)
-
-
-def _novel_input(cfg: EvalConfig) -> Path | None:
-    """The novel classes' own test set (ViFi-CLIP's novel_val list), when they are not in the main one."""
-    return cfg.novel_features or cfg.novel_videos
 
 
 OUTPUT_FILES = ("video_scores.csv", "novel_video_scores.csv", "attrs_scores.csv", "fused_scores.csv", "metrics.json")
@@ -173,9 +156,10 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
     progress = progress or Progress()
     device = resolve_device(cfg.device)
     cache = _test_cache(cfg, cfg.features)
-    class_names = read_class_names(cfg.classes) if cfg.classes else (list(cache.meta.class_names) if cache and cache.meta.class_names else None)
-    split_inputs = cfg.protocol == "base-novel" and _novel_input(cfg) is not None
-    if split_inputs:  # ViFi-CLIP's layout: the main input's labels index B, the novel input's N
+    class_names = read_class_names(cfg.classes) if cfg.classes else (
+        list(cache.meta.class_names) if cache and cache.meta.class_names else None)
+    split_inputs = cfg.protocol == "base-novel" and (cfg.novel_features or cfg.novel_videos) is not None
+    if split_inputs:  # ViFi-CLIP's layout (novel_val): the main input's labels index B, the novel input's N
         class_names = read_class_names(cfg.base_classes) + read_class_names(cfg.novel_classes)
     if cache is not None and class_names is not None:
         cache.check_classes(len(class_names), f"--classes {cfg.classes}")
@@ -197,7 +181,6 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
                                                      device, progress, kept)
     branches = {"video": video_probs}
     weights = _fusion_weights(cfg, profile.fuse_weight)  # [lambda, 1 - lambda] of Eq. 4, None: not fused
-    fuse = weights[0] if weights else None
     if cfg.attributes is not None:
         attrs_model = load_attrs_branch(cfg.attrs_checkpoint, class_names, clip=(vm.clip, vm.spec), device=device,
                                         class_texts=class_texts, class_texts_source=cfg.class_texts)
@@ -231,16 +214,15 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         metrics["video"] = frame_scorer(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels, cfg.repeats, cfg.seed)
     if cfg.plots is not None:
         files.update(_plots(cfg, branches, labels, class_names))
-    document = {"protocol": cfg.protocol, "fuse": fuse, "compat": cfg.compat, "videos": len(ids), "failed": failed,
-                "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics}
-    write_eval_metrics(cfg.out / "metrics.json", document)
+    write_eval_metrics(cfg.out / "metrics.json", {
+        "protocol": cfg.protocol, "fuse": weights[0] if weights else None, "compat": cfg.compat, "videos": len(ids),
+        "failed": failed, "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics})
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
 
 
 def _split_classes(vm: VideoClassifier, base: int) -> tuple[VideoClassifier, VideoClassifier]:
     """`vm` over B + N classes split into the classifier of the first `base` classes and that of the rest."""
-    k = len(vm.names)
-    first, rest = torch.arange(base), torch.arange(base, k)
+    first, rest = torch.arange(base), torch.arange(base, len(vm.names))
     return (replace(vm, texts=vm.texts.select(first.to(vm.texts.pooled.device)), names=vm.names[:base]),
             replace(vm, texts=vm.texts.select(rest.to(vm.texts.pooled.device)), names=vm.names[base:]))
 
@@ -271,7 +253,8 @@ def _split_lists(cfg: EvalConfig, cache: FeatureCache | None, class_names: list[
     if cache is not None:
         ids, where = cache.video_ids, f"the cache {cache.path}"
     else:
-        ids, where = [e.video_id for e in read_video_list(cfg.videos, cfg.root, class_names).entries], f"--videos {cfg.videos}"
+        ids = [e.video_id for e in read_video_list(cfg.videos, cfg.root, class_names).entries]
+        where = f"--videos {cfg.videos}"
     for split in lists:
         match_videos(split.video_ids, ids, f"split list {split.name}", where)
     return lists
@@ -291,9 +274,10 @@ def _video_model(cfg: EvalConfig, class_names: list[str] | None, cache: FeatureC
     bike_checkpoint = cfg.checkpoint is not None and not is_authors_checkpoint(cfg.checkpoint)
     vm = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
                            quick_gelu=cfg.quick_gelu, head=cfg.head, vcs_tokens=cfg.vcs_tokens,
-                           templates=cfg.templates, frames=cfg.frames, cache=cache, allow_model_mismatch=cfg.allow_model_mismatch,
-                           ignore_visual_weights=cfg.ignore_visual_weights, device=device,
-                           class_texts=class_texts, class_texts_source=cfg.class_texts)
+                           templates=cfg.templates, frames=cfg.frames, cache=cache, device=device,
+                           allow_model_mismatch=cfg.allow_model_mismatch,
+                           ignore_visual_weights=cfg.ignore_visual_weights, class_texts=class_texts,
+                           class_texts_source=cfg.class_texts)
     trained = recorded_profile(vm.settings.get("compat"))
     if bike_checkpoint and trained != cfg.compat:  # training and scoring rules are separate choices
         log.warning("%s was trained with --compat %s; scoring with --compat %s", cfg.checkpoint, trained, cfg.compat)

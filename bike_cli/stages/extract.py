@@ -50,6 +50,7 @@ from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
+
 def _check(cfg: ExtractConfig) -> None:
     """Every option, checked before anything is loaded."""
     check_ranges(cfg)
@@ -70,12 +71,10 @@ def _check(cfg: ExtractConfig) -> None:
 
 def _guard(cfg: ExtractConfig, videos: Iterable[Path] = ()) -> PathGuard:
     """The run's paths, checked: no output is an input (the listed `videos` too) or another output."""
-    return PathGuard(
-        {"--list": cfg.list_path, "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)},
-        {"--out": cfg.out, "--failures": cfg.failures_path, "the parts folder of --out": parts_dir_for(cfg.out),
-         "the lock file of --out": WriterLock(cfg.out).path},
-        listed={"a video of --list": videos},
-    )
+    return PathGuard({"--list": cfg.list_path, "--classes": cfg.classes, "--pretrained": file_or_none(cfg.pretrained)},
+                     {"--out": cfg.out, "--failures": cfg.failures_path,
+                      "the parts folder of --out": parts_dir_for(cfg.out),
+                      "the lock file of --out": WriterLock(cfg.out).path}, listed={"a video of --list": videos})
 
 
 @dataclass
@@ -123,9 +122,8 @@ def run_extraction(cfg: ExtractConfig, progress: Progress | None = None) -> Extr
     progress = progress or Progress()
     class_names = read_class_names(cfg.classes) if cfg.classes else None
     video_list = read_video_list(cfg.list_path, root=cfg.root, class_names=class_names)
-    num_classes = len(class_names) if class_names else 1 + max(
-        (max(e.labels) for e in video_list.entries if e.labels), default=-1
-    )
+    num_classes = len(class_names) if class_names else 1 + max((max(e.labels) for e in video_list.entries
+                                                                  if e.labels), default=-1)
     guard = _guard(cfg, [e.path for e in video_list.entries])
     dist = init_distributed()
     with writer_lock(cfg.out, folder=False, is_main=dist.is_main, world_size=dist.world_size):
@@ -137,15 +135,13 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
     """The extraction proper, while this launch holds the cache's WriterLock."""
     layout = parse_views(cfg.views, get_profile(cfg.compat))
     model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=authors_quick_gelu(cfg.pretrained, cfg.quick_gelu))
-    meta = CacheMeta(
-        model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
-        quick_gelu=spec.quick_gelu, image_size=spec.image_size, embed_dim=spec.embed_dim,
-        frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
-        seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
-        class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
-        bike_version=__version__, compat=cfg.compat, visual_sha256=visual_sha256(model.state_dict()),
-        resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation,
-    )
+    meta = CacheMeta(model_name=spec.model_name, pretrained=spec.pretrained, checkpoint_sha256=spec.checkpoint_sha256,
+                     quick_gelu=spec.quick_gelu, image_size=spec.image_size, embed_dim=spec.embed_dim,
+                     frames=cfg.frames, clips=layout.clips, crops=layout.crops, sampling_mode=cfg.sampling,
+                     seed=cfg.seed, decoder=cfg.decoder, multilabel=video_list.multilabel, num_classes=num_classes,
+                     class_names=tuple(class_names or ()), mean=tuple(spec.mean), std=tuple(spec.std),
+                     bike_version=__version__, compat=cfg.compat, visual_sha256=visual_sha256(model.state_dict()),
+                     resize_mode=view_resize_mode(spec.resize_mode, layout.crops), interpolation=spec.interpolation)
     make_folder(cfg.out.parent)
     parts = _prepare_outputs(cfg, meta, dist, guard)
     done = set(parts.done_ids)
@@ -153,31 +149,24 @@ def _extract_locked(cfg: ExtractConfig, video_list: VideoList, class_names: list
         done.update(FeatureCache(cfg.out).video_ids)
     todo = [(i, e) for i, e in enumerate(video_list.entries) if e.video_id not in done]
     mine = todo[dist.rank :: dist.world_size]
-    log.info(
-        "%d videos in %s: %d already cached, %d to extract%s",
-        len(video_list), cfg.list_path, len(video_list) - len(todo), len(todo),
-        f" ({len(mine)} on process {dist.rank} of {dist.world_size})" if dist.world_size > 1 else "",
-    )
+    log.info("%d videos in %s: %d already cached, %d to extract%s", len(video_list), cfg.list_path,
+             len(video_list) - len(todo), len(todo),
+             f" ({len(mine)} on process {dist.rank} of {dist.world_size})" if dist.world_size > 1 else "")
     device = resolve_device(cfg.device) if cfg.device else dist.device
     encoder = FrameEncoder(model, spec, device, cfg.precision)
     workers = loader_workers(cfg.workers, len(mine))
     with cores_beside_workers(device, workers):
         if mine:
-            clips = MultiViewClips(
-                mine, frames=cfg.frames, layout=layout, size=meta.image_size, mode=cfg.sampling, seed=cfg.seed,
-                decoder=cfg.decoder, profile=get_profile(cfg.compat), resize_mode=meta.resize_mode,
-            )
+            clips = MultiViewClips(mine, frames=cfg.frames, layout=layout, size=meta.image_size, mode=cfg.sampling,
+                                   seed=cfg.seed, decoder=cfg.decoder, profile=get_profile(cfg.compat),
+                                   resize_mode=meta.resize_mode)
             extract_share(clips, encoder, parts_dir_for(cfg.out), video_list, meta, batch_size=cfg.batch_size,
                           workers=workers, dist=dist, progress=progress)
     cached, failures = _merge_shares(cfg, meta, dist)
-    summary = ExtractSummary(
-        cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
-        already_done=len(video_list) - len(todo), extracted=len(todo) - len(failures), failed=len(failures),
-        cached=cached, seconds=time.perf_counter() - started, failures=failures, is_main=dist.is_main,
-    )
-    return summary
-
-
+    return ExtractSummary(cache=cfg.out, failures_csv=cfg.failures_path, videos_in_list=len(video_list),
+                          already_done=len(video_list) - len(todo), extracted=len(todo) - len(failures),
+                          failed=len(failures), cached=cached, seconds=time.perf_counter() - started,
+                          failures=failures, is_main=dist.is_main)
 
 def _merge_shares(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> tuple[int, list[Failure]]:
     """Once every process wrote its share, rank 0 merges the parts into the cache and writes the failures
@@ -187,9 +176,7 @@ def _merge_shares(cfg: ExtractConfig, meta: CacheMeta, dist: DistContext) -> tup
     cached = 0
     if dist.is_main:
         parts = scan_parts(parts_dir_for(cfg.out))
-        cached = merge(cfg.out, parts, meta) if (parts.files or not cfg.out.exists()) else len(
-            FeatureCache(cfg.out)
-        )
+        cached = merge(cfg.out, parts, meta) if (parts.files or not cfg.out.exists()) else len(FeatureCache(cfg.out))
         failures = [f for vid, f in parts.failures.items() if vid not in parts.done_ids]
         write_failures_csv(cfg.failures_path, failures)
         finish(parts_dir_for(cfg.out))

@@ -1,19 +1,9 @@
 """Stage `fuse`: score CSVs of several branches -> one fused score CSV and its metrics JSON.
 
-The paper's Eq. 4 generalised to M inputs: S = sum_i w_i S_i with w_i >= 0 and sum_i w_i = 1; for the
-Video and Attributes branches, S = lambda S_V + (1 - lambda) S_A (lambda = 0.6 for ViT-B, 0.8 for ViT-L).
-
-Scores are combined as they are, linearly: fuse applies no softmax. The paper (and the authors' code)
-fuses softmax probabilities averaged over views, which is what the Video branch's evaluation writes;
-`gen-attributes --scores` writes S_A as cosine similarities, a different scale. When some inputs look
-like probabilities (rows in [0, 1] summing to 1) and others do not, a warning says so; the metrics JSON
-records what each input looks like.
-
-The weights are given (`--weights`, default equal) or searched (`--search`): every weight vector on a
-simplex grid of step `grid_step` (for two inputs: lambda = 0, 0.05, ..., 1) is scored on validation
-score files, by top-1 (mAP for multi-label files) over all their classes; the best one (on a tie the
-one nearest the default weights; where the whole grid ties, the default weights, and the summary and
-the metrics JSON say that the grid tied) is applied to the test files.
+Eq. 4 for M inputs: S = sum_i w_i S_i (w_i >= 0, summing to 1), on the scores as they are: no softmax (a
+warning says when only some inputs look like probabilities). `--search` scores every weight vector of a
+simplex grid on validation files (top-1, mAP for multi-label); a tie goes to the one nearest the default
+weights, a grid that ties everywhere keeps the default.
 """
 
 from __future__ import annotations
@@ -62,7 +52,12 @@ def _check(cfg: FuseConfig) -> None:
               {"--out": cfg.out, "the metrics JSON of --out": cfg.metrics_json,
                "the .meta.json sidecar of --out": meta_path(cfg.out)})
     if cfg.search:
-        _check_search(cfg)
+        if cfg.weights is not None:
+            raise InputError("give either --weights or --search, not both")
+        if len(cfg.val) != len(cfg.inputs):
+            raise InputError(f"--search needs one --val file per input, in the same order: {len(cfg.inputs)} "
+                             f"inputs, {len(cfg.val)} --val files (write --val A_val.csv --val B_val.csv)")
+        simplex_size(len(cfg.inputs), cfg.grid_step)
     elif cfg.val:
         raise InputError("--val files are only read with --search")
     if cfg.weights is not None:
@@ -72,15 +67,6 @@ def _check(cfg: FuseConfig) -> None:
         meta = read_csv_meta(path)
         check_same_profile(cfg.compat, meta.compat, path)
         check_fusable(cfg.compat, meta.scores, path)
-
-
-def _check_search(cfg: FuseConfig) -> None:
-    if cfg.weights is not None:
-        raise InputError("give either --weights or --search, not both")
-    if len(cfg.val) != len(cfg.inputs):
-        raise InputError(f"--search needs one --val file per input, in the same order: {len(cfg.inputs)} "
-                         f"inputs, {len(cfg.val)} --val files (write --val A_val.csv --val B_val.csv)")
-    simplex_size(len(cfg.inputs), cfg.grid_step)
 
 
 @dataclass
@@ -120,13 +106,14 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     _warn_mixed_scales(tables)
     input_metrics = [run_protocol(cfg.protocol, t, **cfg.protocol_options) for t in tables]
     first = tables[0]
-    fused = ScoreTable(first.video_ids, first.labels, fuse_scores([t.scores for t in tables], weights), first.class_names, cfg.out)
+    fused = ScoreTable(first.video_ids, first.labels, fuse_scores([t.scores for t in tables], weights),
+                       first.class_names, cfg.out)
     fused_metrics = run_protocol(cfg.protocol, fused, **cfg.protocol_options)
     write_score_csv(cfg.out, fused.video_ids, fused.labels, fused.scores, fused.class_names)
     write_csv_meta(cfg.out, cfg.compat, FUSED)
     summary = FuseSummary(cfg.out, cfg.metrics_json, list(cfg.inputs), weights, input_metrics, fused_metrics,
-                          criterion, grid,
-                          len(first.video_ids), len(first.class_names), best, grid is not None and grid_tied(grid))
+                          criterion, grid, len(first.video_ids), len(first.class_names), best,
+                          grid is not None and grid_tied(grid))
     write_fuse_metrics(summary.metrics_json, metrics_document(cfg, summary, tables))
     return summary
 
@@ -140,30 +127,19 @@ def _warn_mixed_scales(tables: Sequence[ScoreTable]) -> None:
                     "as they are, so the weights also have to make up for the different scales", probs, other)
 
 
-# ----------------------------------------------------------------------------- metrics JSON
-
-
 def metrics_document(cfg: FuseConfig, summary: FuseSummary, tables: Sequence[ScoreTable]) -> dict:
     """The content of the metrics JSON (its writer turns NaN into null)."""
     search = None
     if summary.grid is not None:
-        best = summary.best
-        key = summary.criterion
+        best, key = summary.best, summary.criterion
         search = {"val": [str(p) for p in cfg.val], "criterion": key, "grid_step": cfg.grid_step,
                   "tied": summary.grid_tied, "best": {"weights": list(best.weights), key: best.score},
                   "grid": [{"weights": list(p.weights), key: p.score} for p in summary.grid]}
-    document = {
-        "compat": cfg.compat,
-        "protocol": cfg.protocol,
-        "protocol_options": {k: v if isinstance(v, (int, float, str)) else [str(x) for x in v]
-                             for k, v in cfg.protocol_options.items()},
-        "videos": summary.videos,
-        "classes": summary.classes,
-        "weights": summary.weights,
-        "inputs": [{"path": str(path), "weight": w, "metrics": m,
-                    "scores_look_like_probabilities": looks_like_probabilities(t.scores)}
-                   for path, w, t, m in zip(summary.inputs, summary.weights, tables, summary.input_metrics)],
-        "fused": {"path": str(summary.out), "metrics": summary.fused_metrics},
-        "search": search,
-    }
-    return document
+    return {"compat": cfg.compat, "protocol": cfg.protocol,
+            "protocol_options": {k: v if isinstance(v, (int, float, str)) else [str(x) for x in v]
+                                 for k, v in cfg.protocol_options.items()},
+            "videos": summary.videos, "classes": summary.classes, "weights": summary.weights,
+            "inputs": [{"path": str(path), "weight": w, "metrics": m,
+                        "scores_look_like_probabilities": looks_like_probabilities(t.scores)}
+                       for path, w, t, m in zip(summary.inputs, summary.weights, tables, summary.input_metrics)],
+            "fused": {"path": str(summary.out), "metrics": summary.fused_metrics}, "search": search}

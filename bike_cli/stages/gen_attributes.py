@@ -1,23 +1,10 @@
 """Stage `gen-attributes`: the Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache.
 
-For every video of a cache: the frame embeddings are mean-pooled over frames and views (or over
-frames only, one row per view, with `per_view`) and L2-normalised; every lexicon phrase goes through
-the same CLIP's text encoder (the phrase as it is by default: the paper feeds each phrase to the text
-encoder, its prompt only prefixes the attribute sentence) and is L2-normalised; the k phrases of
-highest cosine similarity are the video's attributes. They are joined into the attribute sentence
-`"This is a video about " + ",".join(attributes)`, as in the authors' code.
-
-Optionally (`scores`), the zero-training Attributes recognition S_A: the cosine similarity between
-the encoded attribute sentence and every encoded prompted class name ("This is a video about
-{class}"), written as a score CSV. Per-view rows are averaged per video.
-
-Memory is bounded whatever the cache and lexicon sizes: videos are read `chunk_size` rows at a time,
-and the similarity matrix of a chunk is computed in phrase blocks of at most `max_elements` entries,
-keeping a running top-k. Phrase embeddings are computed once and kept in a file beside the output
-(`OUT.phrases.pt`), reused while the model, prompt and lexicon are the same.
-
-The retrieval itself (phrase embeddings, selection, S_A) is `bike_cli.models.attributes`; this module
-checks the options, loads the text encoder the cache fits, and builds and writes the tables.
+A video's attributes are the k lexicon phrases (each encoded as it is: the prompt only prefixes the
+sentence) of highest cosine with its mean frame embedding (one row per view with `per_view`), joined into
+the attribute sentence as the authors' code joins them. With `scores`: S_A, the sentence's cosine with
+every prompted class name. The bounded-memory retrieval is `bike_cli.models.attributes`; this module checks
+the options, loads the text encoder the cache fits, and writes the tables (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -44,7 +31,7 @@ from bike_cli.io.attributes_csv import AttributesTable, write_attributes_csv
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
-from bike_cli.io.identity import check_same_model, identity_record
+from bike_cli.io.identity import check_same_model, differences, identity_of, identity_record
 from bike_cli.io.score_csv import label_tuples, write_score_csv
 from bike_cli.models.attributes import (
     Selection,
@@ -155,11 +142,7 @@ def run_gen_attributes(cfg: GenAttributesConfig, progress: Progress | None = Non
     return GenAttributesSummary(
         out=cfg.out, scores_csv=cfg.scores, phrase_cache=cfg.phrase_cache_path, phrase_cache_reused=reused,
         videos=len(cache), rows=len(table), phrases=len(phrases), top_k=cfg.top_k,
-        own_class_phrases=int((own >= 0).sum()) if own is not None else 0, metrics=metrics, seconds=seconds,
-    )
-
-
-# ----------------------------------------------------------------------------- inputs
+        own_class_phrases=int((own >= 0).sum()) if own is not None else 0, metrics=metrics, seconds=seconds)
 
 
 def resolve_class_names(cfg: GenAttributesConfig, meta: CacheMeta) -> list[str]:
@@ -182,19 +165,16 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
     pretrained = cfg.pretrained or meta.pretrained
     from_cache = cfg.model is None and cfg.pretrained is None
     quick_gelu = cfg.quick_gelu
-    if quick_gelu is None and resolve_model_name(name) == meta.model_name and not open_clip.get_pretrained_cfg(
-        meta.model_name, pretrained
-    ):  # the cache's architecture with a file or 'none': the activation the cache was made with
-        quick_gelu = meta.quick_gelu
+    if (quick_gelu is None and resolve_model_name(name) == meta.model_name
+            and not open_clip.get_pretrained_cfg(meta.model_name, pretrained)):
+        quick_gelu = meta.quick_gelu  # the cache's architecture with a file or 'none': the cache's activation
     dim = configured_embed_dim(name)
     if dim is not None and dim != meta.embed_dim:
-        raise InputError(
-            f"{name} embeds text in {dim} dimensions but {cfg.features} holds {meta.embed_dim}-d image embeddings "
-            f"made by {meta.model_name}: use the cache's model (leave --model out) or a cache made by {name}"
-        )
+        raise InputError(f"{name} embeds text in {dim} dimensions but {cfg.features} holds {meta.embed_dim}-d image "
+                         f"embeddings made by {meta.model_name}: use the cache's model (leave --model out) or a "
+                         f"cache made by {name}")
     try:
-        model, spec = load_clip(name, pretrained, quick_gelu=quick_gelu,
-                                device=resolve_device(cfg.device))
+        model, spec = load_clip(name, pretrained, quick_gelu=quick_gelu, device=resolve_device(cfg.device))
     except ModelLoadError as e:
         if not from_cache:
             raise
@@ -202,11 +182,8 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
                              "to use another copy of it)") from e
     if spec.embed_dim != meta.embed_dim:
         raise InputError(f"{name} gives {spec.embed_dim}-d embeddings; {cfg.features} holds {meta.embed_dim}-d ones")
-    if spec.checkpoint_sha256 and meta.checkpoint_sha256:
-        same_weights = spec.checkpoint_sha256 == meta.checkpoint_sha256  # the same file, wherever it lies now
-    else:
-        same_weights = spec.pretrained == meta.pretrained
-    if spec.model_name != meta.model_name or not same_weights or spec.quick_gelu != meta.quick_gelu:
+    differing = {key for key, _, _ in differences(identity_of(spec), identity_of(meta))}
+    if differing & {"model_name", "weights", "quick_gelu"}:  # weights: the same file by sha256, wherever it lies
         log.warning("the text encoder (%s, %s) is not the model that made %s (%s, %s): attributes are only "
                     "meaningful when both towers come from one CLIP", spec.model_name, spec.pretrained,
                     cfg.features, meta.model_name, meta.pretrained)
@@ -214,24 +191,17 @@ def load_text_model(cfg: GenAttributesConfig, meta: CacheMeta) -> tuple[nn.Modul
     return model, spec
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
 def attributes_table(cache: FeatureCache, selection: Selection, phrases: Sequence[str], template: str,
                      separator: str) -> AttributesTable:
     """The rows of the attributes CSV for a selection."""
     attributes = [[phrases[i] for i in row] for row in selection.indices.tolist()]
     labels = label_tuples(cache.labels)
-    return AttributesTable(
-        video_ids=[cache.video_ids[r] for r in selection.video_rows],
-        views=selection.views.tolist() if selection.views is not None else None,
-        labels=[labels[r] for r in selection.video_rows],
-        multilabel=cache.meta.multilabel,
-        attributes=attributes,
-        scores=selection.scores,
-        sentences=[attribute_sentence(a, template, separator) for a in attributes],
-        top_k=selection.indices.shape[1],
-    )
+    return AttributesTable(video_ids=[cache.video_ids[r] for r in selection.video_rows],
+                           views=selection.views.tolist() if selection.views is not None else None,
+                           labels=[labels[r] for r in selection.video_rows], multilabel=cache.meta.multilabel,
+                           attributes=attributes, scores=selection.scores,
+                           sentences=[attribute_sentence(a, template, separator) for a in attributes],
+                           top_k=selection.indices.shape[1])
 
 
 def write_attribute_scores(cfg: GenAttributesConfig, cache: FeatureCache, table: AttributesTable,

@@ -1,21 +1,8 @@
 """Stage `merge`: interpolate a fine-tuned visual encoder with the original CLIP's (WiSE-FT, Open-VCLIP).
 
-A train-video run trained end to end (`--videos`) fine-tuned CLIP's visual encoder; its checkpoint
-records the CLIP it started from (model name, pretrained tag or weights file and its sha256). `merge`
-rebuilds that CLIP (`models.clip.recorded_clip`: a weights file that moved is given with `--pretrained`,
-the same file by sha256) and writes, for every `visual.*` tensor,
-
-    merged = (1 - alpha) * original + alpha * fine-tuned      (alpha 0: the original, 1: the run's)
-
-(`models.weight_space.interpolate`). Everything else is kept from the run: the temporal transformer and
-the head (`head.*`) and the logit scale have no counterpart in CLIP; the text encoder is never trained
-by train-video (it is CLIP's own, rebuilt from the record by whoever loads the checkpoint), so
-interpolating it would change nothing.
-
-The output is an ordinary Video-branch checkpoint (`io.checkpoints`, the run's kind, schema, settings,
-classes and branch spec) that eval and predict read like the run's own; its `origin` records alpha, the
-source checkpoint file and its sha256, and the CLIP weights interpolated with. Its `metrics` are empty:
-the run's validation figures describe the fine-tuned weights, not these.
+Every `visual.*` tensor becomes (1 - alpha) * original + alpha * fine-tuned; the head and logit scale are
+the run's, the text tower is never trained. The output is a Video-branch checkpoint with an `origin`
+(docs/formats.md) and empty `metrics`: the run's figures describe other weights.
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
 """Stage `predict`: single-video inference with a trained Video branch or zero-shot CLIP, explained.
 
-Three ways to get a model (`bike_cli.models.factory.load_video_branch`, as `bike eval` gets its):
-
-- a Video-branch checkpoint of bike's own (`bike train-video`'s run folder or `.pt` file): CLIP is
-  rebuilt from the checkpoint's record (architecture, weights, QuickGELU), the head and temporal
-  module from its settings, the class names and prompt templates from the run. When the recorded
-  weights are a file that has moved, `pretrained` points to the same file (its sha256 is checked);
-- an authors' checkpoint: `model` and `frames` from the options, the class names from the user;
-- plain CLIP, zero-shot (`model` + `pretrained` + class names): the VCS head by default, no
-  temporal module, CLIP's own logit scale.
-
-For every video (`bike_cli.engine.predictor.Predictor`): T frames by test sampling (segment
-centres, one centre crop: the 1x1 view), encoded by CLIP's image tower; class probabilities
-softmax(scale * logits); the temporal saliency of the predicted class (Eq. 5 on the temporally
-encoded frames with the class's VCS query tokens; uniform 1/T for the mean head, which weighs every
-frame alike); and the video's attributes, the top-k lexicon phrases by cosine with the
-L2-normalised mean of the frame embeddings (Sec. 2.2), joined into the attribute sentence.
-
-Unreadable videos: by default the first one stops the run with a `DecodeError` naming the file,
-before anything is written (all videos are predicted before any output). With `skip_bad` they are
-skipped, listed in `PredictResult.skipped`, and the run fails only if no video could be read.
+The model is loaded as `bike eval` loads its (`models.factory.load_video_branch`); each video is predicted
+by `engine.predictor.Predictor`. All videos are predicted before anything is written: an unreadable one
+stops the run (`DecodeError` naming it), or with `skip_bad` is skipped and listed in
+`PredictResult.skipped`, the run failing only if no video could be read.
 """
 
 from __future__ import annotations
@@ -27,8 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from torch import nn
 
 from bike_cli.config.profile import check_profile, get_profile
 from bike_cli.config.ranges import check_ranges
@@ -67,9 +49,8 @@ def check_options(cfg: PredictConfig) -> None:
                              "architecture nor the classes: pass --model and one of --classes / --class-names")
         return
     if cfg.checkpoint is not None:
-        given = [o for o, v in (("--model", cfg.model), ("--classes", cfg.classes),
-                                ("--class-names", cfg.class_names), ("--quick-gelu", cfg.quick_gelu))
-                 if v is not None]
+        given = [o for o, v in (("--model", cfg.model), ("--classes", cfg.classes), ("--class-names", cfg.class_names),
+                                ("--quick-gelu", cfg.quick_gelu)) if v is not None]
         if given:
             raise InputError(f"{', '.join(given)} cannot be combined with --checkpoint: the checkpoint "
                              "fixes the model and its classes")
@@ -93,47 +74,31 @@ class PredictResult:
 
     def to_json(self) -> dict:
         """The document `bike predict --json` prints."""
-        return {
-            "model": self.model,
-            "lexicon": self.lexicon,
-            "videos": [p.to_json() for p in self.predictions],
-            "skipped": [{"video": str(v), "error": reason} for v, reason in self.skipped],
-        }
+        return {"model": self.model, "lexicon": self.lexicon, "videos": [p.to_json() for p in self.predictions],
+                "skipped": [{"video": str(v), "error": reason} for v, reason in self.skipped]}
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def load_predictor(cfg: PredictConfig) -> tuple[Predictor, nn.Module]:
-    """The predictor of `cfg` (checkpoint or zero-shot) and the CLIP model whose text tower it used."""
+def load_predictor(cfg: PredictConfig) -> Predictor:
+    """The predictor of `cfg` (checkpoint or zero-shot)."""
     device = resolve_device(cfg.device)
-    model = load_video_branch(cfg.checkpoint, class_names=_class_names(cfg) or None,  # None: the checkpoint's
-                              model=cfg.model, pretrained=cfg.pretrained, quick_gelu=cfg.quick_gelu, head=cfg.head,
-                              vcs_tokens=cfg.vcs_tokens, frames=cfg.frames, device=device,
-                              class_texts=read_class_texts(cfg.class_texts) if cfg.class_texts else None,
+    # the classes of a zero-shot or authors' model: --classes FILE or --class-names; None: the checkpoint's
+    class_names = read_class_names(cfg.classes) if cfg.classes is not None else cfg.class_names or None
+    model = load_video_branch(cfg.checkpoint, class_names=class_names, model=cfg.model, pretrained=cfg.pretrained,
+                              quick_gelu=cfg.quick_gelu, head=cfg.head, vcs_tokens=cfg.vcs_tokens, frames=cfg.frames,
+                              device=device, class_texts=read_class_texts(cfg.class_texts) if cfg.class_texts else None,
                               class_texts_source=cfg.class_texts)
-    return Predictor(model, get_profile(cfg.compat), cfg.compat, device), model.clip
-
-
-def _class_names(cfg: PredictConfig) -> list[str]:
-    """The classes of a zero-shot or authors' model: `--classes FILE` or `--class-names` ([] for neither)."""
-    return read_class_names(cfg.classes) if cfg.classes is not None else list(cfg.class_names or [])
+    return Predictor(model, get_profile(cfg.compat), cfg.compat, device)
 
 
 def resolve_lexicon(lexicon: str | None) -> tuple[str | None, list[str]]:
     """(name, phrases) of the lexicon to use: the given one, none, or DEFAULT_LEXICON when available."""
-    if lexicon is not None and lexicon.lower() == NO_LEXICON:
-        return None, []
     if lexicon is not None:
-        return lexicon, load_lexicon(lexicon)
+        return (None, []) if lexicon.lower() == NO_LEXICON else (lexicon, load_lexicon(lexicon))
     try:
         return DEFAULT_LEXICON, load_lexicon(DEFAULT_LEXICON)
     except InputError as err:
         log.warning("no attributes: the default lexicon is not available (%s); pass --lexicon", err)
         return None, []
-
-
-# ----------------------------------------------------------------------------- the stage
 
 
 def _check_inputs(cfg: PredictConfig) -> list[tuple[Path, str]]:
@@ -165,7 +130,7 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     lexicon, phrases = resolve_lexicon(cfg.lexicon)
     if phrases and cfg.top_k > len(phrases):
         raise InputError(f"--top-k {cfg.top_k} is more than the {len(phrases)} phrases of lexicon {lexicon}")
-    predictor, _ = load_predictor(cfg)
+    predictor = load_predictor(cfg)
     if phrases:
         predictor.set_lexicon(phrases)
     predictions = []

@@ -1,25 +1,9 @@
 """Stage `search`: text-to-video retrieval over a feature cache, with Video Concept Spotting.
 
-Queries are encoded by the cache's own CLIP (identity checked), each wrapped in `template`, with the
-query's word tokens as VCS queries (`models.text.encode_class_texts`, vcs_tokens="words").
-
-Two stages, so that a large cache answers in about a second:
-
-1. the search index (`io.search_index`: per video the mean over views of the unit mean-pooled view
-   vectors, built once beside the cache, rebuilt when it changes, held in memory as float16): one
-   fp16 matrix product scores every video by the `mean` rule (the views' mean cosine); the best
-   `candidates` are kept;
-2. those are scored in float32: `mean` by the index's cosine, `vcs` by Eq. 5-6
-   (`models.search.vcs_scores`) on their frames, read from the cache in one sorted pass.
-
-The most salient frame: t* = argmax_t of the view mean of S_t (`vcs`) or of the frames' cosine with
-the query (`mean`), in the clip whose crops peak there; its number in the video follows the cache's
-sampling rule and frame count. `evaluate`: class names as queries, per class AP and recall@1/5/10
-of its videos over the two-stage ranking (candidates by their rule, then the rest by stage 1).
-
-Queries are encoded and scored QUERY_CHUNK at a time, sheet pages drawn one at a time: memory does not
-grow with the queries. --out and --sheet are written under their writer locks, a killed run's
-temporary files removed first.
+Two stages (README, docs/formats.md): the fp16 search index picks `candidates` videos per query by the
+`mean` rule; those are scored in float32, `mean` by the index's cosine, `vcs` by Eq. 5-6 on their frames
+(read in one sorted pass). Queries are encoded and scored QUERY_CHUNK at a time, sheet pages drawn one at
+a time: memory does not grow with the queries.
 """
 
 from __future__ import annotations
@@ -127,9 +111,9 @@ def run_search(cfg: SearchConfig, progress: Progress | None = None) -> SearchRes
     cache = FeatureCache(cfg.features, need_rows=True)
     pages = sheet_pages(cfg.sheet, len(queries)) if cfg.sheet is not None and queries else []
     outputs = [cfg.out, meta_path(cfg.out) if cfg.out is not None else None, *(page for page, _ in pages)]
-    guard = PathGuard({"--features": cache.path, "--class-texts": cfg.class_texts}, {"--out": outputs[:2], "--sheet": outputs[2:],
-                                                   "the search index": index_path(cache.path),
-                                                   "--pretrained": file_or_none(cfg.pretrained)})
+    guard = PathGuard({"--features": cache.path, "--class-texts": cfg.class_texts},
+                      {"--out": outputs[:2], "--sheet": outputs[2:], "the search index": index_path(cache.path),
+                       "--pretrained": file_or_none(cfg.pretrained)})
     with guard.holding(*outputs):
         encode = _text_encoder(cfg, cache)
         vectors, index = load_index(cache, progress or Progress())

@@ -1,12 +1,7 @@
 """Stage `train-attrs`: the Attributes branch trained on attribute sentences (Sec. 2.2, Eq. 8).
 
-Reads the attributes CSV of `gen-attributes`, encodes the class prompts once with the frozen text
-encoder, and trains the attributes encoder (`--tune head`: MLPs on frozen sentence embeddings,
-computed once and cached; `--tune full`: the text encoder fine-tuned). Shares the training loop of
-`train-video` (Accelerate, AdamW groups, warm-up cosine schedule, resume, validation, recipes).
-
-Outputs in `out/`: `config.yaml`, `metrics.jsonl`, `last.pt`/`best.pt` (an attributes checkpoint,
-docs/formats.md), `checkpoints/epoch_NNNN/`, and `sentence_embeddings.pt` (the cache of `--tune head`).
+`--tune head` trains MLPs on frozen sentence embeddings (computed once, cached in the run folder), `--tune
+full` fine-tunes the text encoder; the loop is train-video's. Outputs: docs/formats.md.
 """
 
 from __future__ import annotations
@@ -67,24 +62,21 @@ def _targets(table: AttributesTable, num_classes: int) -> torch.Tensor:
     return hot
 
 
-def _class_targets(table: AttributesTable, class_names: list[str], classes: str) -> torch.Tensor:
+def _class_targets(table: AttributesTable, class_names: list[str], classes: str,
+                   subset: np.ndarray | None) -> torch.Tensor:
     """`_targets` numbered by `class_names`: the labels of a file whose sidecar records the classes they
-    number are mapped by name (`labels_by_names`); the labels of one without are taken as indices of them."""
+    number are mapped by name (`labels_by_names`); the labels of one without are taken as indices of them.
+    With `subset` (the positions of the classes trained on: `class_subset`) renumbered by it, the rows of
+    other classes unlabelled."""
     recorded = list(read_csv_meta(table.source).class_names)
     width = len(recorded) or len(class_names)
-    _check_labels(table, width, table.source if recorded else classes)
+    for row, labels in enumerate(table.labels):  # the first label beyond the class list is named
+        beyond = [i for i in labels if i >= width]
+        if beyond:
+            raise InputError(f"{table.source}: video {table.video_ids[row]!r} has label {beyond[0]}, beyond the "
+                             f"{width} classes of {table.source if recorded else classes}")
     mapped = labels_by_names(_targets(table, width).numpy(), class_names, recorded, classes, table.source)
-    return torch.from_numpy(mapped)
-
-
-def _subset_targets(targets: torch.Tensor, subset: np.ndarray | None) -> torch.Tensor:
-    """Targets numbered by the classes the labels index, renumbered by the classes trained on (`subset`,
-    their positions: `class_subset`; rows of other classes become unlabelled); all of them when None."""
-    return targets if subset is None else torch.from_numpy(restrict_labels(targets.numpy(), subset))
-
-
-def _labelled_rows(targets: torch.Tensor) -> torch.Tensor:
-    return torch.nonzero(targets.any(1) if targets.ndim == 2 else targets >= 0).flatten()
+    return torch.from_numpy(mapped if subset is None else restrict_labels(mapped, subset))
 
 
 @torch.no_grad()
@@ -102,29 +94,19 @@ def sentence_embeddings(clip_model, tokenizer, sentences: list[str], cache: Path
     return embeddings
 
 
-def _check_labels(table: AttributesTable, num_classes: int, classes: object) -> None:
-    """InputError naming the first label beyond the class list."""
-    for row, labels in enumerate(table.labels):
-        beyond = [i for i in labels if i >= num_classes]
-        if beyond:
-            raise InputError(f"{table.source}: video {table.video_ids[row]!r} has label {beyond[0]}, beyond the "
-                             f"{num_classes} classes of {classes}")
-
-
 def _inputs(cfg: TrainAttrsConfig, table: AttributesTable, clip_model, tokenizer, spec, split: str) -> torch.Tensor:
     """Per row: sentence embeddings [R, D] (--tune head) or sentence tokens [R, L] (--tune full)."""
     if cfg.tune == "full":
         return tokenizer(table.sentences)
     key = {"model": spec.model_name, "pretrained": spec.pretrained, "sha256": spec.checkpoint_sha256 or "",
            "attributes": file_sha256(table.source), "split": split}
-    return sentence_embeddings(clip_model, tokenizer, table.sentences,
-                               cfg.out / f"sentence_embeddings_{split}.pt", key)
+    return sentence_embeddings(clip_model, tokenizer, table.sentences, cfg.out / f"sentence_embeddings_{split}.pt", key)
 
 
 def _check(cfg: TrainAttrsConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--attributes": cfg.attributes, "--val-attributes": cfg.val_attributes,
-                                "--classes": cfg.classes, "--base-classes": cfg.base_classes, "--class-texts": cfg.class_texts,
-                                "--pretrained": file_or_none(cfg.pretrained)})
+                                "--classes": cfg.classes, "--base-classes": cfg.base_classes,
+                                "--class-texts": cfg.class_texts, "--pretrained": file_or_none(cfg.pretrained)})
     if cfg.attributes is None:
         raise InputError("--attributes is required (an attributes CSV from bike gen-attributes)")
     check_ranges(cfg)
@@ -214,8 +196,8 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
                                      descriptions=descriptions).pooled.to(device)  # [K, D]
     make_folder(cfg.out)
     train_inputs = _inputs(cfg, train_table, clip_model, tokenizer, spec, "train")
-    train_targets = _subset_targets(_class_targets(train_table, label_names, classes_source), subset)
-    rows = _labelled_rows(train_targets)
+    train_targets = _class_targets(train_table, label_names, classes_source, subset)
+    rows = torch.nonzero(train_targets.any(1) if train_targets.ndim == 2 else train_targets >= 0).flatten()
     branch_spec = AttrsBranchSpec.of(spec, tune=cfg.tune, templates=cfg.templates,
                                      class_texts=descriptions and list(zip(class_names, descriptions)),
                                      **profile.branch_training(cfg.loss))
@@ -224,13 +206,12 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
     val = None
     if val_table is not None:
         val_inputs = _inputs(cfg, val_table, clip_model, tokenizer, spec, "val")
-        val = (val_table, val_inputs, _subset_targets(_class_targets(val_table, label_names, classes_source), subset))
+        val = (val_table, val_inputs, _class_targets(val_table, label_names, classes_source, subset))
     del clip_model  # class embeddings and sentence embeddings are computed; `text` is a copy
 
     def batch_inputs(batch) -> tuple:
         inputs, targets = batch
         return inputs.to(device), targets.to(device), classes
-
 
     def validate(unwrapped: AttributesBranch) -> dict:
         table, inputs, targets = val
@@ -246,9 +227,8 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
         first = np.unique(video_rows(video_ids)[1], return_index=True)[1]  # [n] first row of each video
         return metrics_over_processes([scores], [targets.numpy()[mine[first]]])
 
-    branch = TrainBranch(model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay,
-                                             PARAM_GROUPS[profile.optimizer_groups]),
-                         batch_inputs, validate=validate if val is not None else None,
+    groups = model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups])
+    branch = TrainBranch(model, groups, batch_inputs, validate=validate if val is not None else None,
                          checkpoint=CheckpointHeader(ATTRS_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(
         branch, FitSettings(cfg.lr, cfg.weight_decay, profile), TensorDataset(train_inputs[rows], train_targets[rows]))

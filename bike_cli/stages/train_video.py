@@ -1,15 +1,8 @@
 """Stage `train-video`: the paper's Video branch (VCS head, temporal transformer, Eq. 7 loss).
 
-Two modes: from a feature cache (CLIP frozen; trains the temporal transformer and the logit scale)
-or end to end from videos (CLIP's visual encoder fine-tuned at `clip_lr_ratio` x the head's lr). The
-text encoder is always frozen; the class embeddings are computed once per run. The same code runs on
-one CPU, one GPU or many GPUs and nodes under `accelerate launch`.
-
-Outputs in `out/`: `config.yaml` (the resolved settings), `metrics.jsonl` (one line per epoch),
-`last.pt` and `best.pt` (bike's checkpoint format), `checkpoints/epoch_NNNN/` (Accelerate state:
-model, optimiser, scheduler, RNG; what `--resume` continues from), with `--val-videos`
-`val_failures.csv` (the validation videos that could not be decoded), and with `--average-last N`
-`averaged.pt`, the mean of the last N epochs' weights (`engine.run_folder.RunFolder.keep_for_average`).
+From a feature cache (CLIP frozen) or end to end from videos (CLIP's visual encoder fine-tuned at
+`clip_lr_ratio` x the head's lr); the text encoder is always frozen. The same code runs on one CPU, one GPU
+or many under `accelerate launch`. Outputs: docs/formats.md, "Video-branch run folder".
 """
 
 from __future__ import annotations
@@ -52,14 +45,13 @@ from bike_cli.models.text import PromptError, check_templates, encode_class_text
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.progress import Progress
 
-__all__ = ["TrainSummary", "run_train_video"]
-
 log = logging.getLogger(__name__)
 
 
 def _check(cfg: TrainVideoConfig) -> PathGuard:
     guard = run_guard(cfg.out, {"--features": cfg.features, "--videos": cfg.videos, "--classes": cfg.classes,
-                                "--base-classes": cfg.base_classes, "--shots-list": cfg.shots_list, "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
+                                "--base-classes": cfg.base_classes, "--shots-list": cfg.shots_list,
+                                "--val-features": cfg.val_features, "--val-videos": cfg.val_videos,
                                 "--init-from": cfg.init_from, "--pretrained": file_or_none(cfg.pretrained),
                                 "--class-texts": cfg.class_texts})
     if (cfg.features is None) == (cfg.videos is None):
@@ -87,32 +79,24 @@ def _vcs_tokens(cfg: TrainVideoConfig) -> str:
     """--vcs-tokens as given; else all under --compat authors from an authors' checkpoint, else words."""
     if cfg.vcs_tokens is not None:
         return cfg.vcs_tokens
-    if get_profile(cfg.compat).authors_init_all_tokens and cfg.init_from is not None and is_authors_checkpoint(cfg.init_from):
+    if (get_profile(cfg.compat).authors_init_all_tokens and cfg.init_from is not None
+            and is_authors_checkpoint(cfg.init_from)):
         log.info("authors' checkpoint %s: VCS queries are all token positions (--vcs-tokens all), as the "
                  "authors' code computes them; pass --vcs-tokens words for Eq. 5's class-name words", cfg.init_from)
         return AUTHORS_VCS_TOKENS
     return "words"
 
 
-def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> list[str]:
-    """The names the training labels are numbered by: `--classes` (a cache's labels are mapped to it by
-    name: `cache_labels`), else the cache's own, else (a video list with --base-classes) the base classes'."""
-    from_file = read_class_names(cfg.classes) if cfg.classes else None
-    names = from_file or (list(cache.meta.class_names) if cache is not None else [])
-    if not names and cfg.base_classes is not None:
-        names = read_class_names(cfg.base_classes)
-    if not names:
-        raise InputError("no class names: pass --classes FILE (the cache does not record them)")
-    return names
-
-
-def _label_source(cfg: TrainVideoConfig, cache: FeatureCache | None) -> str:
-    """What names the classes the training labels are numbered by (for messages)."""
+def _class_names(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[list[str], str]:
+    """The names the training labels are numbered by and what gives them (for messages): `--classes` (a
+    cache's labels are mapped to it by name: `cache_labels`), else the cache's own, else the base classes'."""
     if cfg.classes:
-        return f"--classes {cfg.classes}"
+        return read_class_names(cfg.classes), f"--classes {cfg.classes}"
     if cache is not None and cache.meta.class_names:
-        return str(cache.path)
-    return f"--base-classes {cfg.base_classes}"
+        return list(cache.meta.class_names), str(cache.path)
+    if cfg.base_classes is not None:
+        return read_class_names(cfg.base_classes), f"--base-classes {cfg.base_classes}"
+    raise InputError("no class names: pass --classes FILE (the cache does not record them)")
 
 
 def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[str, str]:
@@ -129,14 +113,6 @@ def _resolve_model(cfg: TrainVideoConfig, cache: FeatureCache | None) -> tuple[s
         raise InputError(f"{setting_text(cfg, 'pretrained')} differs from {meta.pretrained}, which made "
                          f"{cache.path}: pass --pretrained {meta.pretrained}, or a cache made with {cfg.pretrained}")
     return meta.model_name, cfg.pretrained or meta.pretrained
-
-
-def _clip_sources(cfg: TrainVideoConfig) -> dict[str, str]:
-    """Where each identity field of the run's CLIP came from (an option, a recipe key, the cache), for the
-    mismatch message (`check_same_model`)."""
-    return {"model_name": setting_source(cfg, "model", "the model of --features"),
-            "weights": setting_source(cfg, "pretrained", "the weights of --features"),
-            "quick_gelu": setting_source(cfg, "quick_gelu", "the default of these weights")}
 
 
 def run_train_video(cfg: TrainVideoConfig, progress_factory=Progress) -> TrainSummary:
@@ -156,27 +132,31 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
               if made is not None]
     for made in caches:
         check_same_profile(cfg.compat, made.meta.compat, made.path)
-    label_names = _class_names(cfg, cache)
+    label_names, label_source = _class_names(cfg, cache)
     for made in caches:
         made.check_classes(len(label_names), f"--classes {cfg.classes}")
-    subset = class_subset(cfg.base_classes, label_names, _label_source(cfg, cache))
+    subset = class_subset(cfg.base_classes, label_names, label_source)
     class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
     descriptions = described_classes(cfg.class_texts, class_names)
     model_name, pretrained = _resolve_model(cfg, cache)
     clip_model, spec = load_clip(model_name, pretrained, quick_gelu=cfg.quick_gelu, device=device)
+    # where each identity field of the run's CLIP came from (an option, a recipe key, the cache), for a mismatch
+    sources = {"model_name": setting_source(cfg, "model", "the model of --features"),
+               "weights": setting_source(cfg, "pretrained", "the weights of --features"),
+               "quick_gelu": setting_source(cfg, "quick_gelu", "the default of these weights")}
     for features in caches:
         check_same_model(spec, f"this run's {model_name}", features.meta, str(features.path),
-                         cfg.allow_model_mismatch, sources=_clip_sources(cfg))
+                         cfg.allow_model_mismatch, sources=sources)
     with as_user_error(PromptError):  # a class name too long for the text context, --vcs-tokens
         class_texts = encode_class_texts(clip_model, get_tokenizer(model_name), class_names, cfg.templates,
                                          cfg.vcs_tokens, descriptions=descriptions)
     branch_spec = resolve_video_spec(VideoBranchSpec.of(
         spec, head=cfg.head, temporal=cfg.temporal, temporal_layers=cfg.temporal_layers, tau=cfg.tau,
         vcs_tokens=cfg.vcs_tokens, templates=cfg.templates, frames=cfg.frames,
-        class_texts=descriptions and list(zip(class_names, descriptions)), **profile.branch_training(cfg.loss)), clip_model)
+        class_texts=descriptions and list(zip(class_names, descriptions)), **profile.branch_training(cfg.loss)),
+        clip_model)
     with as_user_error(ValueError):  # --head, --temporal, --tau, --loss
         model = build_video_branch(branch_spec, clip_model, with_visual=bool(cfg.videos)).to(device)
-    head, visual = model.head, model.visual
     cache_visual = visual_sha256(clip_model.state_dict()) if cache is not None and cfg.init_from else None
     del clip_model  # the text tower's work is done (class_texts); the visual tower lives on in `model`
     if cfg.init_from:
@@ -184,10 +164,10 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
                             model_from=setting_text(cfg, "model") if cfg.model else f"the model that made {cache.path}",
                             allow_model_mismatch=cfg.allow_model_mismatch)
     if cfg.grad_checkpointing:
-        if visual is not None:
-            visual.set_grad_checkpointing(True)
+        if model.visual is not None:
+            model.visual.set_grad_checkpointing(True)
         if cfg.temporal == "transformer":
-            head.temporal.grad_checkpointing = True
+            model.head.temporal.grad_checkpointing = True
     train_set = train_dataset(cfg, cache, label_names, spec.image_size, subset)
     memory = _in_memory(cfg, train_set, device)
     if memory is not None:
@@ -204,10 +184,10 @@ def _train_video(cfg: TrainVideoConfig, profile: Profile, progress_factory, sett
             inputs = inputs.to(device, non_blocking=True).float()
         return inputs, targets.to(device), class_texts
 
-    branch = TrainBranch(
-        model, model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups]), batch_inputs,
-        validate=(lambda m: _validate(m, val, class_texts, spec, accelerator, run)) if val is not None else None,
-        checkpoint=CheckpointHeader(VIDEO_KIND, asdict(spec), class_names, branch_spec.to_dict()))
+    groups = model.param_groups(cfg.lr, cfg.clip_lr_ratio, cfg.weight_decay, PARAM_GROUPS[profile.optimizer_groups])
+    branch = TrainBranch(model, groups, batch_inputs,
+                         validate=(lambda m: _validate(m, val, class_texts, spec, accelerator, run)) if val else None,
+                         checkpoint=CheckpointHeader(VIDEO_KIND, asdict(spec), class_names, branch_spec.to_dict()))
     return Trainer(settings, accelerator, run, progress_factory).fit(
         branch, FitSettings(cfg.lr, cfg.weight_decay, profile), train_set,
         collate_fn=collate_train if cfg.videos else None,
@@ -265,9 +245,8 @@ def train_dataset(cfg: TrainVideoConfig, cache: FeatureCache | None, class_names
         entries = [(int(i), kept[int(i)]) for i in rows]
     augment = ClipAugment(size, scale_min=cfg.crop_scale_min, flip_prob=cfg.flip_prob,
                           grayscale_prob=cfg.grayscale_prob)
-    dataset = TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
-                         num_classes=num_classes, multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
-    return dataset
+    return TrainClips(entries, frames=cfg.frames, size=size, augment=augment, seed=cfg.seed,
+                      num_classes=num_classes, multilabel=video_list.multilabel, profile=get_profile(cfg.compat))
 
 
 def _labelled_shots(rows: np.ndarray, labelled: set[int], video_ids: list[str], shots_list: Path) -> np.ndarray:
