@@ -17,10 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.models.authors import scaled_row_scores
-from bike_cli.models.gather import gather_with_grad
-from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
+from bike_cli.models.authors import GroupRule, decay_exempt_groups, scaled_row_scores
+from bike_cli.models.loss import LogitScale, gather_with_grad, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text_towers import CLIP_TEXT_PARTS, encode_text_tokens, text_tower_kind
 
 TUNES = ("head", "full")

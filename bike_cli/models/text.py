@@ -1,33 +1,11 @@
 """The category side of BIKE's Video branch: frozen CLIP text embeddings of prompted class names.
 
-For each class name and prompt template the frozen text encoder gives
-
-- the pooled embedding (what `encode_text` returns: the row at the EOT position for CLIP), the
-  category embedding e_c of Eq. 1;
-- the per-token embeddings (every context position through `ln_final` and the text projection),
-  whose class-name word tokens are the queries t_n of the VCS saliency (Eq. 5).
-
-`vcs_tokens` chooses which positions are VCS queries:
-
-- ``"words"``: the real tokens of the class name inside the prompt, as in Eq. 5 (the N words of the
-  class name); SOT, EOT, padding and the template's own words are masked out;
-- ``"all"``: every one of the context positions (SOT, template words, EOT and padding included),
-  which is what the authors' released code does (no mask at all) with CLIP's BPE; for tokenizers
-  that pad with a pad token (Hugging Face and SentencePiece ones), every position but the padding.
-
-Every open_clip text tower is supported (`bike_cli.models.text_towers`: CLIP's built-in tower,
-`TextTransformer`, CoCa, Hugging Face towers), and any open_clip tokenizer: the class name's
-positions are found by tokenising the prompt with and without the name (`class_name_spans`).
-
-Several descriptions per class (`--class-texts`, docs/formats.md "Class texts"): each description
-takes the class name's place in every template. The class embedding is the mean of the L2-normalised
-embeddings of all its prompts (descriptions x templates), renormalised; the VCS saliency is the mean
-over the descriptions of each description's saliency (the mean over its query tokens), which
-`ClassTexts.token_weights` expresses as per-token weights 1 / (n_descriptions x n_tokens_of_description).
-One description per class is exactly the computation without descriptions (no weights).
-
-A prompt that cannot be built from the given names and templates raises `PromptError` (a ValueError):
-the stage or loader that took them from the user reports it as the user's input error.
+Per class and template: the pooled embedding (`encode_text`'s, e_c of Eq. 1) and the per-token
+embeddings, whose VCS query positions (Eq. 5) `vcs_tokens` chooses: ``words``, the class name's own
+tokens (found by tokenising the prompt with and without the name, for any open_clip tokenizer), or
+``all``, every context position as the authors' code (for tokenizers with a pad token, all but padding).
+Several descriptions per class (`--class-texts`) each take the name's place: see `ClassTexts`. Names or
+templates that give no valid prompt raise `PromptError` (a ValueError), reported by the stage or loader.
 """
 
 from __future__ import annotations
@@ -59,9 +37,8 @@ class PromptError(ValueError):
 class ClassTexts:
     """Frozen text embeddings of K classes (float32, on the text encoder's device).
 
-    pooled: [K, D] category embeddings e_c. With several templates each template's pooled embedding
-        is L2-normalised, these are averaged over the templates and the average renormalised
-        (CLIP's prompt-ensemble recipe), so rows have unit norm; consumers normalise anyway.
+    pooled: [K, D] category embeddings e_c: each prompt's (template x description) pooled embedding
+        L2-normalised, averaged over a class's prompts and renormalised (CLIP's prompt ensemble).
     tokens: [K, M, D] VCS query token embeddings (not normalised), the templates' query tokens
         concatenated along M, then packed to the front so that M is the largest per-class count.
     token_mask: [K, M] bool, True where `tokens` holds a real query token (False = padding of M).
@@ -79,13 +56,6 @@ class ClassTexts:
         """The rows `indices` [B] (e.g. a batch's labels, for the B x B training matrix)."""
         weights = None if self.token_weights is None else self.token_weights[indices]
         return ClassTexts(self.pooled[indices], self.tokens[indices], self.token_mask[indices], weights)
-
-
-def text_token_embeddings(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-token text embeddings [N, L, D] of `tokens` [N, L], projected like `encode_text`'s output.
-
-    Any open_clip text tower (see `bike_cli.models.text_towers`)."""
-    return encode_text_tokens(model, tokens)[0]
 
 
 def fill_template(template: str, class_name: str) -> str:

@@ -11,11 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bike_cli.models.authors import scaled_view_scores
-from bike_cli.models.gather import gather_with_grad
+from bike_cli.models.authors import GroupRule, decay_exempt_groups, scaled_view_scores
 from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
+from bike_cli.models.loss import LogitScale, gather_with_grad, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
 
 # (cosine logits [b, V, K], exp(logit scale)) -> scores [b, K]: `bike_cli.models.authors` has them
