@@ -1,14 +1,9 @@
 """The Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache: phrases, selection, S_A.
 
-Phrase embeddings: every lexicon phrase through CLIP's text encoder (with a prompt, "{}" by
-default), L2-normalised, kept in a phrase-embedding file (`bike_cli.io.text_embedding_caches`) and reused
-while the model, prompt and lexicon are the same. Selection: the frame embeddings of each video
-mean-pooled (over frames and views, or over frames only with `per_view`) and L2-normalised; the k
-phrases of highest cosine are its attributes, read `chunk_size` rows at a time and searched in
-blocks of at most `max_elements` entries. S_A (`attribute_scores`, the one computation that eval,
-gen-attributes and train-attrs' validation share): each attribute sentence's scores against the classes,
-by the caller's row scorer (the zero-training cosine `sentence_cosines`, or a branch and its score
-rule), averaged over the rows of a video.
+Lexicon phrases are encoded once per model, prompt and lexicon (`phrase_embeddings`); each video's (or
+view's) mean-pooled frames choose the k phrases of highest cosine (`select_attributes`); S_A
+(`attribute_scores`, shared by eval, gen-attributes and train-attrs) averages a row scorer's class scores
+over a video's attribute sentences.
 """
 
 from __future__ import annotations
@@ -33,9 +28,6 @@ from bike_cli.models.text import Tokenizer, fill_template
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- phrase embeddings
 
 
 def phrase_cache_key(spec: ClipSpec, prompt: str, phrases: Sequence[str]) -> dict:
@@ -65,9 +57,6 @@ def phrase_embeddings(model: nn.Module, tokenizer: Tokenizer, phrases: Sequence[
     emb = encode_texts(model, tokenizer, [fill_template(prompt, p) for p in phrases], batch_size).cpu()
     write_phrase_cache(path, key, phrases, emb)
     return emb, False
-
-
-# ----------------------------------------------------------------------------- selection
 
 
 @dataclass
@@ -160,10 +149,6 @@ def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views:
     pairs = [(i * views + v, int(own_phrase[c])) for i, classes in enumerate(labels)
              for c in classes if own_phrase[c] >= 0 for v in range(views)]
     return torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
-
-
-
-# ----------------------------------------------------------------------------- S_A
 
 
 def video_rows(video_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -1,8 +1,4 @@
-"""Text embeddings in batches, and the top-k cosine search of queries against many keys.
-
-Shared by `gen-attributes` (lexicon phrases against video embeddings), `predict` (a video's
-attributes), `train-attrs` and `eval` (attribute sentences through the text encoder).
-"""
+"""Text embeddings in batches, and the top-k cosine search of queries against many keys."""
 
 from __future__ import annotations
 
@@ -21,10 +17,8 @@ SENTENCE_BATCH = 512  # attribute sentences per text-encoder call (train-attrs, 
 def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device.
 
-    Filled into one preallocated tensor, batch by batch: peak memory is the result plus one batch. A list
-    of small batch results joined at the end grew the process by about 5 MB per batch of 256 (each
-    result pinned the heap above the batch's freed activations: 1.1 GB for 50,000 phrases with
-    bike-tiny, measured), and held the result twice while joining it."""
+    Filled into one preallocated tensor: batch results joined at the end pinned the heap (1.1 GB for
+    50,000 phrases with bike-tiny, measured) and held the result twice."""
     device = next(model.parameters()).device
     out: torch.Tensor | None = None
     for start in range(0, len(texts), batch_size):

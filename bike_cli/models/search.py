@@ -1,16 +1,8 @@
-"""Text-to-video search scores over cached frame embeddings (`bike search`).
+"""Text-to-video search scores over cached frame embeddings [n, V, T, D] (`bike search`), averaged over views.
 
-Two rules score a video of V views x T frames (embeddings v_t, L2-normalised here) against a query q
-(pooled embedding, and the embeddings t_n of its N word tokens):
-
-- ``mean``: per view, the cosine of the mean-pooled frames with the pooled query, averaged over the
-  views. Because the view vectors are unit, this is one dot product with `video_vectors`' row
-  (the mean over views of the unit per-view means), which is what the search index stores.
-- ``vcs``: Video Concept Spotting (Eq. 5-6) with the query's word tokens as the queries:
-  S_t = (1/N) sum_n softmax_t(v_t . t_n / tau), e_v = sum_t S_t v_t, score = cos(e_v, q), per view,
-  averaged over the views: `heads.vcs`, the recognition head's own function, with the query as its
-  one class and `renormalise=True` (the head uses e_v . q without renormalising e_v, as the authors'
-  code; across videos a cosine compares fairly, so search renormalises).
+``mean``: the cosine of the mean-pooled frames with the pooled query (one dot product with `video_vectors`'
+row, what the search index stores). ``vcs``: `heads.vcs` with the query as its one class and e_v
+renormalised (the head does not renormalise, as the authors' code; across videos a cosine compares fairly).
 """
 
 from __future__ import annotations
