@@ -10,7 +10,7 @@ Two stages, so that a large cache answers in about a second:
    fp16 matrix product scores every video by the `mean` rule (the views' mean cosine); the best
    `candidates` are kept;
 2. those are scored in float32: `mean` by the index's cosine, `vcs` by Eq. 5-6
-   (`models.search.vcs_scores`) on their frames, read from the cache in one sorted pass.
+   (`models.heads.vcs_scores`) on their frames, read from the cache in one sorted pass.
 
 The most salient frame: t* = argmax_t of the view mean of S_t (`vcs`) or of the frames' cosine with
 the query (`mean`), in the clip whose crops peak there; its number in the video follows the cache's
@@ -46,10 +46,10 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.hits_csv import Hit, write_hits_csv
 from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
+from bike_cli.models.attributes import topk_cosine
 from bike_cli.models.clip import cache_clip
+from bike_cli.models.heads import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.retrieval import topk_cosine
-from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts, fill_template
 from bike_cli.progress import Progress
 from bike_cli.report.search_sheet import SheetTile, check_sheet_path, draw_sheet, hit_tile, sheet_pages
