@@ -15,8 +15,7 @@ from safetensors.torch import save_file
 from bike_cli.errors import ModelLoadError
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.models import clip as clip_module
-from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.registry import get_tokenizer
 
 TINY = "bike-tiny"

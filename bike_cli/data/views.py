@@ -16,7 +16,7 @@ The paper reading's views follow it as far as a view allows:
 - training crops (random resized crops of a short-side resize) are unchanged.
 
 Resizing happens inside the video decoder (`read_frames`), with the decoder's own scaler: bike
-does not apply the model's `interpolation` (`bike_cli.models.clip_spec.ClipSpec` records
+does not apply the model's `interpolation` (`bike_cli.models.clip.ClipSpec` records
 it for reference only).
 """
 
@@ -33,7 +33,7 @@ from bike_cli.data.authors import authors_views
 from bike_cli.data.sampling import spatial_crops
 from bike_cli.errors import InputError
 
-RESIZE_MODES = ("shortest", "squash", "longest")  # as bike_cli.models.clip_spec
+RESIZE_MODES = ("shortest", "squash", "longest")  # as bike_cli.models.clip
 
 
 def view_resize_mode(resize_mode: str, crops: int) -> str:

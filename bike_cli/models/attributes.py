@@ -22,7 +22,7 @@ from bike_cli.data.lexicons import lexicon_sha256, normalise_name
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
 from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.text import Tokenizer, fill_template
 from bike_cli.progress import Progress
 
@@ -138,10 +138,8 @@ def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, 
     finally:
         progress.stop()
     rows = np.arange(len(cache), dtype=np.int64)
-    return Selection(
-        scores=scores, indices=indices, video_rows=np.repeat(rows, views),
-        views=np.tile(np.arange(views, dtype=np.int64), len(cache)) if per_view else None,
-    )
+    return Selection(scores=scores, indices=indices, video_rows=np.repeat(rows, views),
+                     views=np.tile(np.arange(views, dtype=np.int64), len(cache)) if per_view else None)
 
 
 def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views: int,

@@ -15,7 +15,7 @@ from torch import nn
 from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import training_loss
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU, VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.text_towers import text_width

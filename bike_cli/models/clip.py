@@ -10,6 +10,7 @@ QuickGELU (open_clip 3.3 does not switch it on for a tag; exact GELU on OpenAI's
 worse features): a tag's pretrained config decides, a TorchScript archive always has it, a state-dict
 file or `none` takes `quick_gelu` (None: on for `-quickgelu` names); a contradicting `quick_gelu` is an
 error. Preprocessing: a tag's own, else what all the architecture's tags agree on (`agreed_preprocess`).
+`ClipSpec` is what a feature cache or checkpoint records of the model, its preprocessing included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import socket
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -37,7 +40,6 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.file_kind import SAFETENSORS, sniff, wrong_kind
 from bike_cli.io.identity import check_same_model
-from bike_cli.models.clip_spec import ClipSpec, agreed_preprocess, make_spec
 from bike_cli.models.registry import (
     HF_EXTRA,
     HUB_HINT,
@@ -59,15 +61,61 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"  # open_clip's file name when a tag names none
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
 PREFIX = "visual."
+RESIZE_MODES = ("shortest", "squash", "longest")
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
-def load_clip(
-    model_name: str,
-    pretrained: str = "none",
-    *,
-    quick_gelu: bool | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[nn.Module, ClipSpec]:
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a feature cache records about the model that made it."""
+
+    model_name: str
+    pretrained: str  # tag, 'none', or the checkpoint path as given
+    checkpoint_sha256: str | None  # sha256 of the checkpoint file when pretrained is a path
+    quick_gelu: bool
+    image_size: int  # square input side (model.visual.image_size)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    embed_dim: int
+    interpolation: str = "bicubic"  # the model's preprocess config (recorded; bike resizes in the decoder)
+    resize_mode: str = "shortest"  # shortest / squash / longest: how the centre view is made
+
+
+def make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, quick_gelu: bool) -> ClipSpec:
+    """The `ClipSpec` of a loaded model of registered architecture `name`, its preprocessing read from its image
+    tower (`image_size`, `preprocess_cfg`); ValueError for one bike cannot feed (not square, unknown resize mode)."""
+    visual = model.visual
+    size = visual.image_size
+    height, width = (size, size) if isinstance(size, int) else size
+    if height != width:
+        raise ValueError(f"the model takes {height}x{width} images; bike needs a square input")
+    cfg = dict(getattr(visual, "preprocess_cfg", None) or {})
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"the model's resize mode {mode!r} is not one of {', '.join(RESIZE_MODES)}")
+    return ClipSpec(model_name=name, pretrained=pretrained, checkpoint_sha256=sha256, quick_gelu=quick_gelu,
+                    image_size=int(height), mean=tuple(float(v) for v in visual.image_mean),
+                    std=tuple(float(v) for v in visual.image_std),
+                    embed_dim=int(open_clip.get_model_config(name)["embed_dim"]),
+                    interpolation=str(cfg.get("interpolation", "bicubic")), resize_mode=mode)
+
+
+def agreed_preprocess(name: str) -> dict[str, Any]:
+    """The preprocess settings on which all pretrained tags of architecture `name` agree ({} if none).
+
+    What a weights file or random init (which carry none) gets: SigLIP's mean/std 0.5 and squash,
+    MobileCLIP's [0, 1] input, ...; where the tags disagree (ViT-L-14) open_clip's defaults stay."""
+    cfgs = [open_clip.get_pretrained_cfg(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name)]
+    agreed = {}
+    for key in PREPROCESS_KEYS:
+        values = {tuple(c[key]) if isinstance(c.get(key), (list, tuple)) else c.get(key) for c in cfgs}
+        if len(values) == 1 and None not in values:
+            agreed[key] = next(iter(values))
+    return agreed
+
+
+def load_clip(model_name: str, pretrained: str = "none", *, quick_gelu: bool | None = None,
+              device: str | torch.device = "cpu") -> tuple[nn.Module, ClipSpec]:
     """`model_name` with weights from `pretrained` (see the module docstring), in eval mode, and its `ClipSpec`."""
     name = resolve_model_name(model_name)
     device = torch.device(device)
@@ -105,10 +153,8 @@ def _auto_quick_gelu(name: str, requested: bool | None) -> bool:
 
 def _required_quick_gelu(required: bool, requested: bool | None, source: str) -> bool:
     if requested is not None and requested != required:
-        raise ModelLoadError(
-            f"{source} was trained {'with' if required else 'without'} QuickGELU; quick_gelu={requested} "
-            "contradicts it (leave the QuickGELU option unset)"
-        )
+        raise ModelLoadError(f"{source} was trained {'with' if required else 'without'} QuickGELU; "
+                             f"quick_gelu={requested} contradicts it (leave the QuickGELU option unset)")
     return required
 
 
@@ -151,10 +197,9 @@ def _load_tag(name: str, tag: str, quick_gelu: bool | None, device: torch.device
         checkpoint = download_pretrained(cfg)
     except Exception as e:  # offline, hub and URL downloads fail with many error types
         reason = str(e).rstrip(".")
-        raise ModelLoadError(
-            f"cannot download the {tag!r} weights of {name}: {reason}. Without network access, download the "
-            f"checkpoint elsewhere and pass the local file instead, e.g. --pretrained /path/to/{name}.pt"
-        ) from e
+        raise ModelLoadError(f"cannot download the {tag!r} weights of {name}: {reason}. Without network access, "
+                             "download the checkpoint elsewhere and pass the local file instead, e.g. "
+                             f"--pretrained /path/to/{name}.pt") from e
     # The tag's preprocess config carries its mean/std (not OpenAI's for every tag).
     return _create(name, use_quick_gelu, device, checkpoint=checkpoint, preprocess=cfg), use_quick_gelu
 
@@ -170,10 +215,8 @@ def _existing_file(name: str, pretrained: str) -> Path:
         raise ModelLoadError(f"checkpoint file not found: {pretrained}")
     tags = open_clip.list_pretrained_tags_by_model(name)
     known = f"known tags for {name}: {', '.join(tags)}" if tags else f"{name} has no pretrained tags"
-    raise ModelLoadError(
-        f"{pretrained!r} is neither a pretrained tag of {name} nor an existing file; {known} "
-        "(or 'none' for random weights, or the path of a checkpoint file)"
-    )
+    raise ModelLoadError(f"{pretrained!r} is neither a pretrained tag of {name} nor an existing file; {known} "
+                         "(or 'none' for random weights, or the path of a checkpoint file)")
 
 
 class HubUnreachable(OSError):
@@ -305,17 +348,12 @@ def check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.T
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
               for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:_SHOW])}{', ...' if len(keys) > _SHOW else ''}"
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shapes, checkpoint vs model", shapes))
-        if keys
-    ]
+    problems = [f"{label} ({len(keys)}): {', '.join(keys[:_SHOW])}{', ...' if len(keys) > _SHOW else ''}"
+                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shapes, checkpoint vs model", shapes)) if keys]
     if problems:
-        raise ModelLoadError(
-            f"{path} does not fit the {name} architecture (a checkpoint of another model?): "
-            + "; ".join(problems)
-        )
+        raise ModelLoadError(f"{path} does not fit the {name} architecture (a checkpoint of another model?): "
+                             + "; ".join(problems))
 
 
 def recorded_clip(record: dict, source: object, pretrained: str | None,
@@ -380,16 +418,13 @@ def visual_sha256(state_dict: Mapping[str, torch.Tensor], prefix: str = PREFIX) 
 
 def check_visual_weights(checkpoint_sha: str | None, cache_sha: str | None, checkpoint: object, cache: object,
                          ignore: bool = False) -> None:
-    """CacheMismatchError when a checkpoint's visual weights differ from those that made a cache.
-
-    `ignore` (--ignore-visual-weights) makes it a no-op; so does a checkpoint without visual weights.
-    """
+    """CacheMismatchError when a checkpoint's visual weights differ from those that made a cache (a no-op with
+    `ignore`, --ignore-visual-weights, or for a checkpoint without visual weights)."""
     if ignore or checkpoint_sha is None or checkpoint_sha == cache_sha:
         return
-    made_by = f"visual weights sha256 {cache_sha}" if cache_sha else "visual weights it does not record (made before bike recorded them)"
-    raise CacheMismatchError(
-        f"{checkpoint} holds its own visual encoder (visual weights sha256 {checkpoint_sha}), but {cache} was "
-        f"extracted by another one ({made_by}). Extract the features with the checkpoint's own weights "
-        f"(bike extract-features --pretrained {checkpoint} ...), or pass --ignore-visual-weights to use "
-        "this cache anyway"
-    )
+    made_by = (f"visual weights sha256 {cache_sha}" if cache_sha
+               else "visual weights it does not record (made before bike recorded them)")
+    raise CacheMismatchError(f"{checkpoint} holds its own visual encoder (visual weights sha256 {checkpoint_sha}), "
+                             f"but {cache} was extracted by another one ({made_by}). Extract the features with the "
+                             f"checkpoint's own weights (bike extract-features --pretrained {checkpoint} ...), or "
+                             "pass --ignore-visual-weights to use this cache anyway")

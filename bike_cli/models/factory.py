@@ -42,8 +42,15 @@ from bike_cli.models.build import (
     frozen_settings,
     resolve_video_spec,
 )
-from bike_cli.models.clip import PREFIX, cache_clip, check_visual_weights, load_clip, recorded_clip, visual_sha256
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import (
+    PREFIX,
+    ClipSpec,
+    cache_clip,
+    check_visual_weights,
+    load_clip,
+    recorded_clip,
+    visual_sha256,
+)
 from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts
@@ -179,10 +186,8 @@ def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, bran
                 names: list[str], frames: int, device, settings: dict,
                 descriptions: list[tuple[str, ...]] | None, **described) -> VideoClassifier:
     """The classifier, its class texts (the names, or `descriptions` per class) encoded by `clip_model`'s text tower."""
-    try:
+    with as_user_error(ValueError):
         branch.head.check_frames(frames)  # --frames beyond the temporal transformer's position table
-    except ValueError as err:
-        raise InputError(str(err)) from None
     with as_user_error(PromptError):
         texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
                                    branch_spec.vcs_tokens, descriptions=descriptions)

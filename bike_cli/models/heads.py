@@ -138,11 +138,8 @@ class QuickGELU(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """CLIP's pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4 x width QuickGELU MLP.
-
-    Parameter names (`attn`, `ln_1`, `mlp.c_fc`, `mlp.c_proj`, `ln_2`) are those of the authors'
-    released temporal transformer, so their checkpoints load as they are.
-    """
+    """CLIP's pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4 x width QuickGELU MLP; parameter
+    names as the authors' released temporal transformer, so that their checkpoints load as they are."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -160,16 +157,11 @@ class ResidualBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """The paper's "Transf": out = transformer(x + pos[:T]) + x for frames x [B, T, width].
+    """The paper's "Transf" as the authors' code: out = transformer(x + pos[:T]) + x for frames x [B, T, width],
+    `layers` `ResidualBlock`s, heads = the CLIP text width / 64, a learned frame position table [max_frames,
+    width] on the input only. Init: the table and every linear map N(0, 0.02), zero biases."""
 
-    As in the authors' code: `layers` CLIP-style pre-LN blocks (`ResidualBlock`, QuickGELU,
-    LayerNorm eps 1e-12), heads = the CLIP text width / 64, a learned frame position embedding
-    (`frame_position_embeddings`, [max_frames, width], 77 rows like theirs) added to the input only,
-    not to the residual. Init: position embedding and every linear map N(0, 0.02), zero biases.
-    """
-
-    def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77,
-                 grad_checkpointing: bool = False) -> None:
+    def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77) -> None:
         super().__init__()
         heads = heads if heads is not None else max(1, width // 64)
         if heads < 1 or width % heads:
@@ -180,7 +172,7 @@ class TemporalTransformer(nn.Module):
         self.frame_position_embeddings = nn.Embedding(max_frames, width)  # [max_frames, width]
         self.transformer = nn.Module()
         self.transformer.resblocks = nn.Sequential(*[ResidualBlock(width, heads) for _ in range(layers)])
-        self.grad_checkpointing = grad_checkpointing
+        self.grad_checkpointing = False  # train-video --grad-checkpointing sets it
         self._init_weights()
 
     def _init_weights(self) -> None:

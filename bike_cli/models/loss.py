@@ -18,13 +18,9 @@ _MAX_DIMS = 8  # gather_with_grad exchanges shapes as fixed-size vectors
 
 
 def paper_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric multi-positive cross-entropy of cosine logits [B, C] against 0/1 targets [B, C].
-
-    Per row (video->text, softmax over C) and per column (text->video, softmax over B) of
-    exp(logit_scale) * logits, the cross-entropy against the targets normalised to sum 1 (the 1/|K(i)|
-    terms of Eq. 7); each direction the mean over its slices with a positive, the result their mean.
-    `logit_scale` is log-space (a 0-d or [1] tensor, e.g. `LogitScale()()`).
-    """
+    """Symmetric multi-positive cross-entropy of cosine logits [B, C] against 0/1 targets [B, C], log-space
+    `logit_scale`: per row (softmax over C) and column (over B) against the targets normalised to sum 1 (the
+    1/|K(i)| of Eq. 7), each direction the mean over its slices with a positive, the result their mean."""
     if logits.ndim != 2 or logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
                          "must both be [B, C]")

@@ -35,21 +35,14 @@ class PromptError(ValueError):
 
 @dataclass
 class ClassTexts:
-    """Frozen text embeddings of K classes (float32, on the text encoder's device).
+    """Frozen text embeddings of K classes (float32, on the text encoder's device)."""
 
-    pooled: [K, D] category embeddings e_c: each prompt's (template x description) pooled embedding
-        L2-normalised, averaged over a class's prompts and renormalised (CLIP's prompt ensemble).
-    tokens: [K, M, D] VCS query token embeddings (not normalised), the templates' query tokens
-        concatenated along M, then packed to the front so that M is the largest per-class count.
-    token_mask: [K, M] bool, True where `tokens` holds a real query token (False = padding of M).
-    token_weights: [K, M] float, each row summing to 1: the weight of each query token in the VCS
-        saliency's mean, where a class has several descriptions (1 / (n_desc x n_tokens of its
-        description): the mean of the descriptions' saliencies); None: the plain mean over `token_mask`.
-    """
-
+    # [K, D] e_c: each prompt's (template x description) pooled embedding unit, averaged per class, renormalised
     pooled: torch.Tensor
-    tokens: torch.Tensor
-    token_mask: torch.Tensor
+    tokens: torch.Tensor  # [K, M, D] VCS query tokens (not unit) of all templates, packed to the front
+    token_mask: torch.Tensor  # [K, M] bool, True = a real query token (False = padding of M)
+    # [K, M] rows summing to 1, with several descriptions: 1 / (n_desc x the description's n_tokens), so that
+    # the saliency is the mean of the descriptions' saliencies; None: the plain mean over `token_mask`
     token_weights: torch.Tensor | None = None
 
     def select(self, indices: torch.Tensor) -> ClassTexts:
@@ -79,13 +72,9 @@ def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLA
 
 
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
-    """Per class, the token positions [start, end) of the class name inside its tokenized prompt.
-
-    Found from the tokenizer itself, for any tokenizer (CLIP's BPE, SentencePiece, byte-level BPE,
-    with or without start/end tokens): the prompt is tokenized with the class name and with an empty
-    name; the positions between their common prefix and their common suffix are the name's tokens
-    (a template that glues the name to its neighbours, as in "{}s", gives the glued tokens).
-    """
+    """Per class, the token positions [start, end) of the class name inside its tokenized prompt: between
+    the common prefix and suffix of the prompt tokenized with the name and with an empty one (any tokenizer;
+    a template that glues the name to its neighbours, as "{}s", gives the glued tokens)."""
     base = _real_ids(tokenizer, [fill_template(template, "")])[0]
     prompts = _real_ids(tokenizer, [fill_template(template, n) for n in class_names])
     return [_changed_span(ids, base, name) for ids, name in zip(prompts, class_names)]
@@ -159,15 +148,9 @@ def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> t
 
 
 @torch.no_grad()
-def encode_class_texts(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    class_names: Sequence[str],
-    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
-    vcs_tokens: str = "words",
-    batch_size: int = 256,
-    descriptions: Sequence[Sequence[str]] | None = None,
-) -> ClassTexts:
+def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequence[str],
+                       templates: Sequence[str] = (DEFAULT_TEMPLATE,), vcs_tokens: str = "words", batch_size: int = 256,
+                       descriptions: Sequence[Sequence[str]] | None = None) -> ClassTexts:
     """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
 
     descriptions: per class, its texts (`bike_cli.data.class_texts`), each filling the templates in the

@@ -28,10 +28,9 @@ def text_tower_kind(model: nn.Module) -> str:
         return "hf"
     missing = [a for a in CLIP_TEXT_PARTS if not hasattr(model, a)]
     if missing:
-        raise ModelLoadError(
-            f"{type(model).__name__} has no text tower bike knows: no open_clip TextTransformer or HFTextEncoder "
-            f"as `.text`, and no built-in CLIP text transformer (missing {', '.join(missing)})"
-        )
+        raise ModelLoadError(f"{type(model).__name__} has no text tower bike knows: no open_clip TextTransformer or "
+                             "HFTextEncoder as `.text`, and no built-in CLIP text transformer (missing "
+                             f"{', '.join(missing)})")
     return "clip"
 
 

@@ -56,8 +56,7 @@ from bike_cli.models.attributes import (
     select_attributes,
     sentence_cosines,
 )
-from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.registry import configured_embed_dim, get_tokenizer, resolve_model_name
 from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
 from bike_cli.progress import Progress
