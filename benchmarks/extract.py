@@ -50,8 +50,7 @@ from bike_cli.data.sampling import parse_views, segment_indices
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.engine.extraction import worker_init
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.stages.extract import run_extraction
 
 CLIPS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"

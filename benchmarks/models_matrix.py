@@ -218,7 +218,7 @@ NOTES = """## How bike adapts to a model
   tokenizer: CLIP's BPE, SentencePiece, byte-level BPE, with or without start/end tokens).
   `--vcs-tokens all` keeps every context position with CLIP's BPE (the authors' code) and drops the
   pad tokens of tokenizers that pad with one.
-- **Image side** (`bike_cli/models/preprocess.py`, `bike_cli/data/sampling.py`): input size, mean/std
+- **Image side** (`bike_cli/models/clip.py`, `bike_cli/data/sampling.py`): input size, mean/std
   and resize mode from the model's preprocess config (a tag's own; for a checkpoint file or random
   weights what all the architecture's tags agree on). A single-crop view is made in that resize
   mode (`squash` for SigLIP and PE-Core, `shortest` for CLIP, `longest` pads); three-crop views stay

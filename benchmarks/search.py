@@ -44,7 +44,7 @@ from bike_cli.io import untrusted_hdf5
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.search_index import index_path
-from bike_cli.models.search import RULES
+from bike_cli.models.heads import RULES
 from bike_cli.models.text import ClassTexts
 from bike_cli.progress import Progress
 from bike_cli.stages import search as stage

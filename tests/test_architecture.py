@@ -137,8 +137,8 @@ def test_models_import_nothing_from_the_profile():
 
 # The modules of models/ that read what users name or give (model names, weight files, checkpoints, a
 # cache's recorded weights): they may raise bike's errors. Every other module of models/ computes.
-MODEL_LOADERS = {"factory", "clip", "weights", "registry", "hub",
-                 "visual_digest",  # a checkpoint's image tower against the cache's
+MODEL_LOADERS = {"factory", "registry",
+                 "clip",  # weight files, the hub, a checkpoint's image tower against the cache's
                  "text_towers"}  # which text side a user's open_clip model has (refuses a model it cannot read)
 
 

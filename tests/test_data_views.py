@@ -15,7 +15,7 @@ from bike_cli.data.sampling import ViewLayout, square_views, view_resize_mode
 from bike_cli.data.synthetic import write_video
 from bike_cli.data.video_lists import VideoEntry
 from bike_cli.models import clip as clip_module
-from bike_cli.models.preprocess import agreed_preprocess
+from bike_cli.models.clip import agreed_preprocess
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import pytest
 
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.identity import FIELDS, check_same_model
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 
 RECORD = {"compat": "bike", "model_name": "ViT-B-32", "pretrained": "openai", "checkpoint_sha256": None,
           "quick_gelu": True, "embed_dim": 512, "image_size": 224}

@@ -20,7 +20,7 @@ from test_stage_search import DIM, make_cache
 
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.search_index import index_path
-from bike_cli.models.search import video_vectors
+from bike_cli.models.heads import video_vectors
 from bike_cli.stages import search as stage
 
 ROWS = 20

@@ -14,9 +14,8 @@ from safetensors.torch import save_file
 
 from bike_cli.errors import ModelLoadError
 from bike_cli.io.file_digest import file_sha256
-from bike_cli.models import hub
-from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models import clip as clip_module
+from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.registry import get_tokenizer
 
 TINY = "bike-tiny"
@@ -199,7 +198,7 @@ def test_failed_download_says_how_to_pass_a_local_file(monkeypatch: pytest.Monke
         raise FileNotFoundError("An error happened while trying to locate the file on the Hub")
 
     monkeypatch.setattr(open_clip, "download_pretrained", offline)  # the real one retries ~45 s offline
-    monkeypatch.setattr(hub, "_reachable", lambda endpoint: True)  # the hub client's own failure
+    monkeypatch.setattr(clip_module, "_reachable", lambda endpoint: True)  # the hub client's own failure
     with pytest.raises(ModelLoadError, match="--pretrained /path/to/ViT-B-32.pt") as err:
         load_clip("ViT-B-32", "openai")
     assert "locate the file on the Hub" in str(err.value)
@@ -224,7 +223,7 @@ def test_tag_uses_its_quick_gelu_and_preprocessing(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(open_clip, "get_pretrained_cfg",
                         lambda name, tag: fake_cfg if (name, tag) == (TINY, "fake") else real_cfg(name, tag))
     monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, *a, **k: str(path))
-    monkeypatch.setattr(hub, "_reachable", lambda endpoint: True)
+    monkeypatch.setattr(clip_module, "_reachable", lambda endpoint: True)
     model, spec = load_clip(TINY, "fake")
     assert spec.quick_gelu and _uses_quick_gelu(model)
     assert (spec.pretrained, spec.checkpoint_sha256) == ("fake", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bike_cli.models import hub
+from bike_cli.models import clip as hub
 
 CFG = {"hf_hub": "org/model/", "quick_gelu": True}
 

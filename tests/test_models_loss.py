@@ -11,14 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bike_cli.models.gather import gather_with_grad
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import (
     MAX_LOG_SCALE,
     LogitScale,
+    gather_with_grad,
     paper_contrastive_loss,
     same_label_targets,
-    shared_label_targets,
 )
 
 WORLD = 2
@@ -69,12 +68,6 @@ def test_loss_shape_mismatch_raises_value_error():
 def test_same_label_targets_mark_every_positive_pair():
     expected = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]])
     assert torch.equal(same_label_targets(torch.tensor([3, 1, 3, 0])), expected)
-
-
-def test_shared_label_targets_for_multi_label():
-    multi_hot = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0]])
-    expected = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
-    assert torch.equal(shared_label_targets(multi_hot), expected)
 
 
 def test_logit_scale_starts_from_clip_and_is_capped():

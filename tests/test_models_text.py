@@ -18,9 +18,15 @@ from bike_cli.models.text import (
     PromptError,
     class_name_spans,
     encode_class_texts,
-    text_token_embeddings,
     word_token_mask,
 )
+from bike_cli.models.text_towers import encode_text_tokens
+
+
+def text_token_embeddings(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token text embeddings [N, L, D] of `tokens` [N, L] (a test helper, once in bike_cli.models.text)."""
+    return encode_text_tokens(model, tokens)[0]
+
 
 NAMES = ["playing guitar", "video", "tai chi"]
 

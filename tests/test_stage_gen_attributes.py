@@ -23,9 +23,9 @@ from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
 from bike_cli.io.text_embedding_caches import PHRASE_CACHE_KIND
 from bike_cli.models import attributes as ma
+from bike_cli.models.attributes import topk_cosine
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer
-from bike_cli.models.retrieval import topk_cosine
 from bike_cli.stages.extract import run_extraction
 from bike_cli.stages.gen_attributes import run_gen_attributes
 

@@ -17,8 +17,7 @@ from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
 from bike_cli.io.hits_csv import Hit, read_hits_csv, write_hits_csv
 from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index
-from bike_cli.models.heads import DEFAULT_TAU
-from bike_cli.models.search import vcs_scores, video_vectors
+from bike_cli.models.heads import DEFAULT_TAU, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts
 from bike_cli.stages import search as stage
 from bike_cli.stages.search import run_search

@@ -35,7 +35,7 @@ PIL_SCALE = "pil-scale"  # their GroupScale (PIL bicubic, 256 for 224 px) of ful
 # The zero-shot half-class scorer (bike_cli.stages.evaluate)
 BRANCH_SCORES = "branch-scores"  # the Video branch's scores
 FRAME_SOFTMAX = "frame-softmax"  # their test_zeroshot.py: per-frame softmax(100 x frame . class), their draws
-# AdamW parameter groups (bike_cli.models.param_groups)
+# AdamW parameter groups (bike_cli.models.authors)
 DECAY_EXEMPT = "decay-exempt"  # no decay on biases, norms, embeddings and the logit scale (at the head's lr)
 DECAY_ALL = "decay-all"  # decay on every parameter, the logit scale with CLIP's parameters
 # When the lr schedule steps (bike_cli.engine.training_loop.Trainer)

@@ -28,9 +28,8 @@ from bike_cli.engine.runtime import cores_beside_workers, loader_workers
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.csv_meta import read_csv_compat
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.models.attributes import attribute_scores
+from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores
 from bike_cli.models.factory import AttrsClassifier, VideoClassifier
-from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.video_branch import ViewRule
 from bike_cli.progress import Progress
 

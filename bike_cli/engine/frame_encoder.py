@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from bike_cli.engine.runtime import autocast_for
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.video_branch import image_features
 
 # Frames per encode_image call: bounds activation memory whatever the batch and view settings.

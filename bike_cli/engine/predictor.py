@@ -25,10 +25,10 @@ from bike_cli.data.sampling import TEST_INDICES, TEST_TRANSFORMS
 from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.engine.rules import VIDEO_SCORES
 from bike_cli.errors import InputError
+from bike_cli.models.attributes import encode_texts, topk_cosine
 from bike_cli.models.factory import VideoClassifier
 from bike_cli.models.heads import vcs_saliency
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import attribute_sentence
 
 

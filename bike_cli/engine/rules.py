@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from bike_cli.config.profile import AUTHORS_TEST, AUTHORS_VALIDATE, BIKE_SOFTMAX, DECAY_ALL, DECAY_EXEMPT
 from bike_cli.models.authors import (
+    GroupRule,
     authors_attrs_scores,
     authors_validate_scores,
     authors_view_scores,
+    decay_all_groups,
+    decay_exempt_groups,
     scaled_row_scores,
     scaled_view_scores,
 )
-from bike_cli.models.param_groups import GroupRule, decay_all_groups, decay_exempt_groups
 from bike_cli.models.video_branch import ViewRule
 
 VIDEO_SCORES: dict[str, ViewRule] = {

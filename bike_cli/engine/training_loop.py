@@ -12,7 +12,7 @@ last.pt would hold), before anything of that epoch is saved; last.pt, best.pt, m
 resumable state stay those of the last finite epoch. The per-step check costs nothing new: the loss
 is read once a step already (`loss.item()`, the step's one host sync), and every process reads the
 same value: bike's branches compute the loss of the whole batch gathered over the processes
-(`models.gather`), so a non-finite value on any process is non-finite on all of them, and every
+(`models.loss`), so a non-finite value on any process is non-finite on all of them, and every
 process stops at the same step with no collective of its own (the gather is the reduction).
 """
 

@@ -26,7 +26,7 @@ from bike_cli.engine.run_folder import VAL_SKIPPED
 from bike_cli.errors import InputError
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.feature_cache_parts import Failure
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
 

@@ -79,7 +79,7 @@ class CacheMeta:
     interpolation: str = "bicubic"  # the model's preprocess config, recorded (the decoder's scaler resized)
     schema_version: int = SCHEMA_VERSION
     compat: str = "bike"  # the --compat profile (bike_cli.config.profile); absent in older caches: bike
-    visual_sha256: str | None = None  # digest of the image tower's weights (models.visual_digest)
+    visual_sha256: str | None = None  # digest of the image tower's weights (models.clip)
 
     COMPAT_FIELDS = (
         "model_name", "pretrained", "checkpoint_sha256", "quick_gelu", "image_size", "embed_dim",

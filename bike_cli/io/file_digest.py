@@ -1,4 +1,4 @@
-"""The sha256 of a file's bytes: a checkpoint's identity (`models.clip_spec`), a feature cache's
+"""The sha256 of a file's bytes: a checkpoint's identity (`models.clip.ClipSpec`), a feature cache's
 content (what its search index records, `search_index`). Read in blocks of 1 MiB, so that memory
 stays small and a stop (SIGTERM, Ctrl-C) is acted on between blocks."""
 

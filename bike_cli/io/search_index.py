@@ -3,7 +3,7 @@
 Layout (schema version 2; documented in docs/formats.md):
 
     /vectors   float16 [N, D]   per video, the mean over views of the unit mean-pooled view
-                                vectors (`bike_cli.models.search.video_vectors`), in cache row order
+                                vectors (`bike_cli.models.heads.video_vectors`), in cache row order
     attributes kind ("bike-search-index"), schema_version, and what it was built from:
                cache_meta_sha256 (of the cache's attributes), rows, cache_sha256 (of the cache
                file's bytes), and the cache file's stamp then: cache_device, cache_inode,

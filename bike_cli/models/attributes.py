@@ -1,14 +1,9 @@
 """The Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache: phrases, selection, S_A.
 
-Phrase embeddings: every lexicon phrase through CLIP's text encoder (with a prompt, "{}" by
-default), L2-normalised, kept in a phrase-embedding file (`bike_cli.io.text_embedding_caches`) and reused
-while the model, prompt and lexicon are the same. Selection: the frame embeddings of each video
-mean-pooled (over frames and views, or over frames only with `per_view`) and L2-normalised; the k
-phrases of highest cosine are its attributes, read `chunk_size` rows at a time and searched in
-blocks of at most `max_elements` entries. S_A (`attribute_scores`, the one computation that eval,
-gen-attributes and train-attrs' validation share): each attribute sentence's scores against the classes,
-by the caller's row scorer (the zero-training cosine `sentence_cosines`, or a branch and its score
-rule), averaged over the rows of a video.
+Lexicon phrases are encoded once per model, prompt and lexicon (`phrase_embeddings`); each video's (or
+view's) mean-pooled frames choose the k phrases of highest cosine (`select_attributes`); S_A
+(`attribute_scores`, shared by eval, gen-attributes and train-attrs) averages a row scorer's class scores
+over a video's attribute sentences.
 """
 
 from __future__ import annotations
@@ -27,15 +22,13 @@ from bike_cli.data.lexicons import lexicon_sha256, normalise_name
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
 from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
-from bike_cli.models.clip_spec import ClipSpec
-from bike_cli.models.retrieval import encode_texts, topk_cosine
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.text import Tokenizer, fill_template
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
-
-# ----------------------------------------------------------------------------- phrase embeddings
+SENTENCE_BATCH = 512  # attribute sentences per text-encoder call (train-attrs, eval)
 
 
 def phrase_cache_key(spec: ClipSpec, prompt: str, phrases: Sequence[str]) -> dict:
@@ -65,9 +58,6 @@ def phrase_embeddings(model: nn.Module, tokenizer: Tokenizer, phrases: Sequence[
     emb = encode_texts(model, tokenizer, [fill_template(prompt, p) for p in phrases], batch_size).cpu()
     write_phrase_cache(path, key, phrases, emb)
     return emb, False
-
-
-# ----------------------------------------------------------------------------- selection
 
 
 @dataclass
@@ -148,10 +138,8 @@ def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, 
     finally:
         progress.stop()
     rows = np.arange(len(cache), dtype=np.int64)
-    return Selection(
-        scores=scores, indices=indices, video_rows=np.repeat(rows, views),
-        views=np.tile(np.arange(views, dtype=np.int64), len(cache)) if per_view else None,
-    )
+    return Selection(scores=scores, indices=indices, video_rows=np.repeat(rows, views),
+                     views=np.tile(np.arange(views, dtype=np.int64), len(cache)) if per_view else None)
 
 
 def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views: int,
@@ -160,10 +148,6 @@ def _own_pairs(labels: Sequence[tuple[int, ...]], own_phrase: np.ndarray, views:
     pairs = [(i * views + v, int(own_phrase[c])) for i, classes in enumerate(labels)
              for c in classes if own_phrase[c] >= 0 for v in range(views)]
     return torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
-
-
-
-# ----------------------------------------------------------------------------- S_A
 
 
 def video_rows(video_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -226,3 +210,47 @@ def sentence_cosines(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence
     """The zero-training Attributes branch: the cosine [r, K] of each sentence through CLIP's frozen
     text encoder with each class embedding `classes` [K, D]."""
     return encode_texts(model, tokenizer, sentences, batch_size) @ F.normalize(classes.float(), dim=-1).T
+
+
+@torch.no_grad()
+def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device.
+
+    Filled into one preallocated tensor: batch results joined at the end pinned the heap (1.1 GB for
+    50,000 phrases with bike-tiny, measured) and held the result twice."""
+    device = next(model.parameters()).device
+    out: torch.Tensor | None = None
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[start:start + batch_size])).to(device)  # [b, L]
+        rows = F.normalize(model.encode_text(tokens).float(), dim=-1)  # [b, D]
+        if out is None:
+            out = torch.empty((len(texts), rows.shape[1]), dtype=torch.float32, device=device)
+        out[start:start + rows.shape[0]] = rows
+    if out is None:
+        raise ValueError("encode_texts needs at least one text")
+    return out
+
+
+def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
+                max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k].
+
+    Keys are taken in blocks so that no block of scores exceeds `max_elements` entries (at least k
+    keys per block). `exclude` [m, 2] lists (row, key index) pairs that may not be chosen.
+    """
+    n, num_keys = queries.shape[0], keys.shape[0]
+    block = max(k, max_elements // max(n, 1))
+    best_values = queries.new_empty((n, 0))
+    best_indices = torch.empty((n, 0), dtype=torch.long, device=queries.device)
+    for start in range(0, num_keys, block):
+        scores = queries @ keys[start:start + block].T  # [n, b]
+        if exclude is not None:
+            inside = exclude[(exclude[:, 1] >= start) & (exclude[:, 1] < start + scores.shape[1])]
+            scores[inside[:, 0], inside[:, 1] - start] = float("-inf")
+        values, indices = scores.topk(min(k, scores.shape[1]), dim=1)  # [n, k']
+        merged_values = torch.cat([best_values, values], dim=1)  # [n, k + k']
+        merged_indices = torch.cat([best_indices, indices + start], dim=1)
+        best_values, order = merged_values.topk(min(k, merged_values.shape[1]), dim=1)  # [n, k]
+        best_indices = merged_indices.gather(1, order)
+        del scores  # before the next block is allocated: one block of scores alive at a time
+    return best_values, best_indices

@@ -1,12 +1,8 @@
 """The Attributes branch (Sec. 2.2, Eq. 3 and 8): attribute sentences scored against class prompts.
 
-Two ways to train the attributes encoder g(.|phi_a), the category encoder g(.|phi_c) staying frozen:
-
-- ``head``: the text encoder stays frozen too; a 2-layer MLP on each side (attribute sentence and
-  class embedding) learns to align them, as in the authors' released `sentence_text_logit`. The
-  sentence embeddings are computed once, so training is cheap enough for a CPU.
-- ``full``: the text encoder that reads attribute sentences is fine-tuned end to end (Table 6e);
-  the class embeddings come from the frozen original.
+``head``: the text encoder stays frozen, a 2-layer MLP on each side (sentence, class) aligns them, as the
+authors' `sentence_text_logit` (cheap enough for a CPU); ``full``: the text encoder that reads the
+sentences is fine-tuned (Table 6e), the class embeddings coming from the frozen original.
 """
 
 from __future__ import annotations
@@ -17,10 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bike_cli.models.authors import scaled_row_scores
-from bike_cli.models.gather import gather_with_grad
-from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
+from bike_cli.models.authors import GroupRule, decay_exempt_groups, scaled_row_scores
+from bike_cli.models.loss import LogitScale, gather_with_grad, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text_towers import CLIP_TEXT_PARTS, encode_text_tokens, text_tower_kind
 
 TUNES = ("head", "full")

@@ -1,25 +1,18 @@
-"""The authors' scoring and loss rules (github whwu95/BIKE), used under `--compat authors`.
+"""The rules in which the two readings differ: scores, losses, AdamW groups (`bike_cli.engine.rules` names them).
 
-- multi-view scores (`test.py`): per view the softmax over classes of the *unscaled* cosine logits,
-  the mean over the views, then a softmax again: `authors_view_scores`;
-- the scores their fusion (`utils.fusion_acc`) takes, as `train.py: validate()` writes them: the same
-  without the second softmax: `authors_validate_scores`;
-- Attributes-branch scores (`train_attributes.py` validation): the softmax of the unscaled cosine
-  logits, averaged over a video's rows: `authors_attrs_scores`;
-- the training loss (`utils/NCELoss.py`, `train.py`): `KLDivLoss(reduction="mean")` between the
-  log-softmax of the scaled logits and softmax(10 x ground truth), times the batch size, for the
-  logits and their transpose, averaged: `authors_kl_loss`;
-- the zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
-
-The paper reading's rules sit beside them (`scaled_view_scores`, `scaled_row_scores`): every score rule takes
-the unscaled cosine logits and exp(logit scale); `bike_cli.engine.rules` maps the profile's rule
-names to these functions.
+The authors' (github whwu95/BIKE, `--compat authors`) are named `authors_*`: their multi-view scores
+(`test.py`), the scores `train.py: validate()` writes for their fusion, the Attributes branch's
+validation scores, their KL training loss (`utils/NCELoss.py`). Every score rule takes the unscaled
+cosine logits and exp(logit scale). The zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bike_cli.models.loss import paper_contrastive_loss
 
@@ -73,3 +66,43 @@ def training_loss(name: str):
     if name not in LOSSES:
         raise ValueError(f"loss {name!r} is not one of {', '.join(LOSSES)}")
     return LOSSES[name]
+
+
+# (module, CLIP layers' prefix, logit scale's prefix, lr, clip_lr_ratio, weight_decay) -> AdamW groups
+GroupRule = Callable[[nn.Module, str, str, float, float, float], list[dict]]
+
+
+def decay_exempt_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
+                        weight_decay: float) -> list[dict]:
+    """The paper reading's groups of `module`'s trainable parameters.
+
+    Parameters whose name starts with `clip_prefix` (pretrained CLIP layers) get `lr * clip_lr_ratio`,
+    the others (new layers, the logit scale under `scale_prefix` among them) `lr`. Weight decay applies
+    to matrices only: not to biases, norms, embeddings, position tables or the logit scale.
+    """
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_clip = name.startswith(clip_prefix)
+        decay = param.ndim >= 2 and "position" not in name and "embedding" not in name
+        groups.setdefault((is_clip, decay), []).append(param)
+    return [
+        {"params": params, "lr": lr * (clip_lr_ratio if is_clip else 1.0),
+         "weight_decay": weight_decay if decay else 0.0,
+         "name": f"{'clip' if is_clip else 'new'}{'' if decay else '_no_decay'}"}
+        for (is_clip, decay), params in sorted(groups.items())
+    ]
+
+
+def decay_all_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
+                     weight_decay: float) -> list[dict]:
+    """The authors' groups (utils/solver.py): every CLIP parameter, the logit scale (`scale_prefix`)
+    included, at `lr * clip_lr_ratio`, the new layers at `lr`; weight decay on every parameter."""
+    clip, new = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            (clip if name.startswith((clip_prefix, scale_prefix)) else new).append(param)
+    groups = [("clip", clip, lr * clip_lr_ratio), ("new", new, lr)]
+    return [{"params": p, "lr": group_lr, "weight_decay": weight_decay, "name": name}
+            for name, p, group_lr in groups if p]

@@ -1,19 +1,13 @@
 """The one builder of branch modules, from specs that checkpoints store as `model_args`.
 
-A `VideoBranchSpec` / `AttrsBranchSpec` holds everything that rebuilds a branch: which CLIP (model
-name, weights, QuickGELU: what `load_clip` takes) and the branch's own settings (head, temporal
-module, VCS tokens, tau, prompt templates, class texts, tune mode, ...) and how it trains: its loss (a `--loss`
-name) and the cap on its log-space logit scale (None: uncapped). `build_video_branch` and
-`build_attrs_branch` turn a spec and the loaded CLIP into the module; train-video, train-attrs,
-and the loader of trained branches (`bike_cli.models.factory`, which reads a checkpoint's spec) build
-through them. Settings a branch cannot be built with raise ValueError. A spec read from a checkpoint
-that records no loss or cap rebuilds with the paper reading's (`bike`, CLIP's cap), what every branch was built
-with before.
+A `VideoBranchSpec` / `AttrsBranchSpec` holds which CLIP (what `load_clip` takes), the branch's own
+settings and how it trains (its `--loss`, the logit-scale cap; a checkpoint that records neither rebuilds
+with `bike` and CLIP's cap, what every branch was built with before). Settings that do not fit: ValueError.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 from torch import nn
@@ -21,7 +15,7 @@ from torch import nn
 from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.models.attrs_branch import AttributesBranch, TextTower
 from bike_cli.models.authors import training_loss
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec
 from bike_cli.models.heads import DEFAULT_TAU, VideoHead
 from bike_cli.models.loss import MAX_LOG_SCALE, LogitScale
 from bike_cli.models.text_towers import text_width
@@ -31,8 +25,28 @@ ClassTextsRecord = tuple[tuple[str, tuple[str, ...]], ...]  # ((class name, (des
 DEFAULT_MAX_FRAMES = 77  # rows of the temporal transformer's frame position table (as the authors')
 
 
+class _Spec:
+    """What both branch specs share: made on a loaded CLIP, stored as plain containers."""
+
+    @classmethod
+    def of(cls, clip: ClipSpec, **settings):
+        """The spec of a branch on the loaded CLIP `clip` with the given settings."""
+        return cls(model_name=clip.model_name, pretrained=clip.pretrained, quick_gelu=clip.quick_gelu,
+                   embed_dim=clip.embed_dim, **frozen_settings(settings))
+
+    def to_dict(self) -> dict:
+        """Plain containers, as a checkpoint stores them (`model_args`)."""
+        args = asdict(self)
+        args["templates"] = list(args["templates"])
+        if args["class_texts"] is None:
+            del args["class_texts"]  # what a run without --class-texts stored before the field existed
+        else:
+            args["class_texts"] = {name: list(descriptions) for name, descriptions in self.class_texts}
+        return args
+
+
 @dataclass(frozen=True)
-class VideoBranchSpec:
+class VideoBranchSpec(_Spec):
     """Everything that rebuilds a Video branch (`head.*`, `logit_scale.*`, `visual.*`)."""
 
     model_name: str  # open_clip architecture
@@ -52,18 +66,9 @@ class VideoBranchSpec:
     loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
     logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped (zero-shot scoring, the authors' training)
 
-    @classmethod
-    def of(cls, clip: ClipSpec, **settings) -> VideoBranchSpec:
-        """The spec of a branch on the loaded CLIP `clip` with the given settings."""
-        return _with_clip(cls, clip, settings)
-
-    def to_dict(self) -> dict:
-        """Plain containers, as a checkpoint stores them (`model_args`)."""
-        return _plain(self)
-
 
 @dataclass(frozen=True)
-class AttrsBranchSpec:
+class AttrsBranchSpec(_Spec):
     """Everything that rebuilds an Attributes branch (`sentence_fc.*`/`query_fc.*` or `text.*`)."""
 
     model_name: str
@@ -76,48 +81,18 @@ class AttrsBranchSpec:
     loss: str = "bike"  # the training loss (`models.authors.LOSSES`)
     logit_scale_cap: float | None = MAX_LOG_SCALE  # None: uncapped
 
-    @classmethod
-    def of(cls, clip: ClipSpec, **settings) -> AttrsBranchSpec:
-        """The spec of a branch on the loaded CLIP `clip` with the given settings."""
-        return _with_clip(cls, clip, settings)
-
-    def to_dict(self) -> dict:
-        """Plain containers, as a checkpoint stores them (`model_args`)."""
-        return _plain(self)
-
-
-def class_texts_record(texts: Mapping[str, Sequence[str]] | Sequence | None) -> ClassTextsRecord | None:
-    """A spec's `class_texts` from a {class: [description, ...]} mapping (as `model_args` store it) or
-    (class, descriptions) pairs; None stays None."""
-    if texts is None:
-        return None
-    pairs = texts.items() if isinstance(texts, Mapping) else texts
-    return tuple((str(name), tuple(str(d) for d in descriptions)) for name, descriptions in pairs)
-
 
 def frozen_settings(settings: dict) -> dict:
-    """`settings` with templates and class texts as the spec holds them (tuples)."""
+    """`settings` with templates and class texts as the spec holds them (tuples): `class_texts` from a
+    {class: [description, ...]} mapping (as `model_args` store it) or (class, descriptions) pairs."""
     if "templates" in settings:
         settings = {**settings, "templates": tuple(settings["templates"])}
-    if settings.get("class_texts") is not None:
-        settings = {**settings, "class_texts": class_texts_record(settings["class_texts"])}
+    texts = settings.get("class_texts")
+    if texts is not None:
+        pairs = texts.items() if isinstance(texts, Mapping) else texts
+        settings = {**settings, "class_texts": tuple((str(name), tuple(str(d) for d in descriptions))
+                                                     for name, descriptions in pairs)}
     return settings
-
-
-def _with_clip(cls, clip: ClipSpec, settings: dict):
-    settings = frozen_settings(settings)
-    return cls(model_name=clip.model_name, pretrained=clip.pretrained, quick_gelu=clip.quick_gelu,
-               embed_dim=clip.embed_dim, **settings)
-
-
-def _plain(spec) -> dict:
-    args = asdict(spec)
-    args["templates"] = list(args["templates"])
-    if args["class_texts"] is None:
-        del args["class_texts"]  # what a run without --class-texts stored before the field existed
-    else:
-        args["class_texts"] = {name: list(descriptions) for name, descriptions in spec.class_texts}
-    return args
 
 
 def resolve_video_spec(spec: VideoBranchSpec, clip_model: nn.Module) -> VideoBranchSpec:

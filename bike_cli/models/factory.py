@@ -1,30 +1,10 @@
 """The one loader of trained branches: every weight source converted to the branch's names, one strict load.
 
-`load_video_branch(source, ...)` takes
-
-- a bike Video-branch checkpoint (run folder or file, schema 1 or 2): CLIP rebuilt from its record
-  (a weights file that has moved is found again with `pretrained`, its sha256 checked), the branch
-  from its spec, the class names, prompt templates and class texts from the run;
-- the authors' released checkpoint: converted by `io.authors_checkpoint.authors_branch_state`; the
-  architecture and frame count from the caller (`--model`, `--frames`), the classes from the user;
-- `None`: zero-shot CLIP, the chosen head and no temporal module, CLIP's own logit scale, uncapped;
-
-and returns a `VideoClassifier`. `load_attrs_branch` loads the Attributes branch (a bike checkpoint,
-or without one CLIP's frozen text encoder). `load_branch_weights` is the strict load itself, also
-what `train-video --init-from` starts from (`init_branch_weights`).
-
-A checkpoint's branch spec is its `model_args` (schema 2), or (schema 1, before `model_args`) derived
-from what it stores: the resolved training settings (`config`) and the CLIP record (`clip`)
-(`video_spec_of`, `attrs_spec_of`). A spec, class name or template the branch cannot be built or
-scored with is the user's input error, naming the checkpoint where it came from one.
-
-Class texts (`--class-texts`, several descriptions per class): those given are used (a warning where a
-checkpoint was trained with others, or with its class names alone); without them, those the checkpoint
-recorded, which must then describe every class scored (`bike_cli.data.class_names.descriptions_for`).
-
-With a feature cache the branch scores cached frame embeddings (no image tower): the cache must come
-from the branch's CLIP (`check_same_model`), and a checkpoint's own image tower must be the one that
-made the cache's features (`--ignore-visual-weights` aside).
+`load_video_branch` takes a bike Video-branch checkpoint (CLIP rebuilt from its record, the branch from
+its spec: `model_args`, or for schema 1 derived from `config` and `clip`), the authors' released
+checkpoint (architecture and frames from the caller, classes from the user), or None (zero-shot CLIP).
+`load_attrs_branch` loads the Attributes branch; `init_branch_weights` is `train-video --init-from`.
+On a feature cache the cache must come from the branch's CLIP and image tower (`--ignore-visual-weights`).
 """
 
 from __future__ import annotations
@@ -62,13 +42,19 @@ from bike_cli.models.build import (
     frozen_settings,
     resolve_video_spec,
 )
-from bike_cli.models.clip import cache_clip, load_clip, recorded_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import (
+    PREFIX,
+    ClipSpec,
+    cache_clip,
+    check_visual_weights,
+    load_clip,
+    recorded_clip,
+    visual_sha256,
+)
 from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts
 from bike_cli.models.video_branch import VideoBranch, ViewRule
-from bike_cli.models.visual_digest import PREFIX, check_visual_weights, visual_sha256
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +100,9 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
                       ) -> VideoClassifier:
     """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
 
-    `class_names` replace a checkpoint's own; `pretrained` relocates a checkpoint's CLIP weights file;
-    `frames` None: the trained count (or the cache's), else scored with. What a bike checkpoint fixes
-    (`model`, `quick_gelu`, `head`, `vcs_tokens`, `templates`), given, must be what it was trained with
-    (`check_fixed_by_checkpoint`): never ignored; `class_texts` ({class: [description, ...]}, read from
-    `class_texts_source`) replace the class names' own prompts (or a checkpoint's recorded texts)."""
+    `class_names` replace a checkpoint's own; `pretrained` relocates its CLIP weights file; `frames` None:
+    the trained count (or the cache's). What a bike checkpoint fixes, given, must be what it was trained
+    with (`check_fixed_by_checkpoint`); `class_texts` (read from `class_texts_source`): see `class_descriptions`."""
     described_by = (class_texts, class_texts_source)
     if source is None:
         return _zero_shot(class_names, model, pretrained, quick_gelu, head, vcs_tokens, templates, frames, cache,
@@ -160,8 +144,8 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
 
 def class_descriptions(names: list[str], given: TextsByClass | None, given_source: object,
                        recorded: ClassTextsRecord | None, checkpoint: object = None) -> list[tuple[str, ...]] | None:
-    """Per class of `names` its descriptions: the `given` class texts, else those `checkpoint` recorded,
-    else None (the class names themselves). InputError naming the classes the texts do not describe."""
+    """Per class of `names` its descriptions: the `given` class texts (a warning where `checkpoint` was trained
+    with others), else those it recorded, else None (the names). InputError for classes the texts miss."""
     if given is not None:
         descriptions = descriptions_for(given, names, given_source)
         if checkpoint is not None and descriptions != _recorded_for(recorded, names):
@@ -186,8 +170,8 @@ def check_fixed_by_checkpoint(source: Path, trained: VideoBranchSpec, *, model: 
                               head: str | None = None, vcs_tokens: str | None = None,
                               templates: Sequence[str] | None = None, quick_gelu: bool | None = None,
                               trained_quick_gelu: bool | None = None) -> None:
-    """The one rule of the settings a bike Video-branch checkpoint fixes (eval and predict load through it):
-    each one given (not None) must be what `source` was trained with; InputError naming the option."""
+    """Each setting given (not None) must be what the bike checkpoint `source` was trained with; InputError
+    naming the option otherwise."""
     fixed = (("--model", model, trained.model_name), ("--quick-gelu", quick_gelu, trained_quick_gelu),
              ("--head", head, trained.head), ("--vcs-tokens", vcs_tokens, trained.vcs_tokens),
              ("--template", None if templates is None else tuple(templates), tuple(trained.templates)))
@@ -202,10 +186,8 @@ def _classifier(branch: VideoBranch, clip_model: nn.Module, spec: ClipSpec, bran
                 names: list[str], frames: int, device, settings: dict,
                 descriptions: list[tuple[str, ...]] | None, **described) -> VideoClassifier:
     """The classifier, its class texts (the names, or `descriptions` per class) encoded by `clip_model`'s text tower."""
-    try:
+    with as_user_error(ValueError):
         branch.head.check_frames(frames)  # --frames beyond the temporal transformer's position table
-    except ValueError as err:
-        raise InputError(str(err)) from None
     with as_user_error(PromptError):
         texts = encode_class_texts(clip_model, get_tokenizer(spec.model_name), names, branch_spec.templates,
                                    branch_spec.vcs_tokens, descriptions=descriptions)
@@ -311,11 +293,9 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
                         allow_model_mismatch: bool = False) -> None:
     """`train-video --init-from`: start `branch` from a trained Video branch, bike's checkpoint or the authors'.
 
-    On cached features the checkpoint's image tower is not used: its weights must be those that made
-    the cache (`cache_visual`, the digest of the cache's CLIP), unless `ignore_visual_weights`. With
-    `spec` (the branch being trained; `model_from` says where its model came from), a bike checkpoint
-    of another CLIP architecture is refused naming both models (a warning with `allow_model_mismatch`
-    where the widths agree), and branch settings that do not fit are named."""
+    On cached features the checkpoint's image tower must be the one that made the cache (`cache_visual`,
+    unless `ignore_visual_weights`). With `spec` (the branch trained; its model from `model_from`) a bike
+    checkpoint of another CLIP is refused (a warning with `allow_model_mismatch` where the widths agree)."""
     authors = is_authors_checkpoint(source)
     trained = None
     if authors:

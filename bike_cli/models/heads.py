@@ -1,24 +1,13 @@
-"""Video heads: aggregate frame embeddings [B, T, D] and score them against class embeddings.
+"""Video heads: a temporal module (`encode`) and a parameter-free scoring head (`score`) of frame
+embeddings [B, T, D] against class embeddings, giving cosine logits [B, C] (no logit scale).
 
-A `VideoHead` is an optional temporal module (`encode`) followed by a parameter-free scoring head
-(`score`), which returns cosine-similarity logits [B, C] (no logit scale):
+Heads: ``mean`` (Eq. 1-2: frames averaged over T, cosine with the class) and ``vcs`` (Eq. 5-6, `vcs`,
+also the predictor's saliency). Temporal modules: ``none`` or ``transformer`` (`TemporalTransformer`,
+the paper's "Transf"). Settings that do not fit raise ValueError.
 
-- ``mean``: the baseline of Eq. 1-2. Frames averaged over T, then L2-normalised; cosine
-  with each L2-normalised class embedding.
-- ``vcs``: Video Concept Spotting (Eq. 5-6). The class's word-token embeddings query the frames;
-  the temporal saliency weights the normalised frames; the weighted sum (not renormalised) is
-  dotted with the normalised class embedding, as in the authors' code. `vcs` is the one
-  implementation: the head, the predictor's saliency and `bike search` (one query, renormalised)
-  call it.
-
-Settings that do not fit (an unknown head, tau <= 0, more frames than the position table) raise
-ValueError; the builder (`bike_cli.models.build`) turns a user's into an InputError.
-
-Temporal modules: ``none`` (identity) or ``transformer`` (`TemporalTransformer`, the paper's
-"Transf"), applied to the raw frame embeddings before the head.
-
-For training on the B x B matrix of Eq. 7, gather `encode`'s output over processes
-(`bike_cli.models.gather.gather_with_grad`) and `score` it against the gathered batch's classes.
+`bike search` scores cached videos [n, V, T, D] against a query by the same two rules (`RULES`), averaged
+over the views: ``mean`` is one dot product with `video_vectors`' row (what the search index stores);
+``vcs`` renormalises e_v (the head does not, as the authors' code; across videos a cosine compares fairly).
 """
 
 from __future__ import annotations
@@ -26,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +26,7 @@ TEMPORALS = ("none", "transformer")
 DEFAULT_TAU = 0.01
 VCS_CHUNK_ELEMENTS = 1 << 24  # at most this many b*T*M*C similarities at once (64 MiB in fp32)
 VCS_BLOCK_ELEMENTS = 1 << 17  # CPU: the softmax and sums over this many at once (512 KiB, in L2 cache)
+LN_EPS = 1e-12  # the authors' temporal transformer's LayerNorm eps
 
 
 class ClassSide(Protocol):
@@ -71,24 +62,17 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     """Video Concept Spotting (Eq. 5-6) of frames [B, T, D] against C classes (or queries): the one place.
 
     tokens [C, M, D] / mask [C, M] (True = real query token; or float: each token's weight in the mean
-    over m, rows summing to 1) / pooled [C, D] (or None: saliency only).
-    Frames, tokens and pooled are L2-normalised here. Eq. 5: sim[b,t,m,c] = tok[c,m] . frame[b,t] / tau,
-    softmax over t, mean over the masked-in m: the temporal saliency S[b,c,t] (each row sums to 1 over t;
-    a class with no query token gets S = 0). Eq. 6: e_v[b,c] = sum_t S[b,c,t] frame[b,t], and
-    logits[b,c] = e_v . class[c], computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without building
-    the [B, C, D] embeddings. `renormalise=False` is the recognition head, as the authors' code (e_v is
-    not unit); `renormalise=True` gives cos(e_v, class) (search: a cosine compares fairly across videos),
-    |e_v| taken from e_v itself when C <= T, else as sqrt(S G S) with each clip's frame Gram matrix G [T, T].
+    over m, rows summing to 1) / pooled [C, D] (or None: saliency only); all L2-normalised here.
+    Eq. 5: S[b,c,t] = mean over the masked-in m of softmax_t(tok[c,m] . frame[b,t] / tau) (0 for a class
+    without query tokens). Eq. 6: logits[b,c] = e_v . class[c] with e_v = sum_t S[b,c,t] frame[b,t],
+    computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without the [B, C, D] embeddings. `renormalise`:
+    cos(e_v, class) (search), |e_v| from e_v when C <= T, else sqrt(S G S) with the frame Gram G [T, T];
+    the head (as the authors' code) does not renormalise.
 
-    Cost: two matrix products, [b*T, D] @ [D, M*C] (1/tau folded into the tokens) and [b*T, D] @ [D, C],
-    which lay the similarities out so that the softmax over t and the sums run on contiguous memory;
-    the rest is O(B*T*M*C) elementwise work (softmax, one product with frame.class, two sums). Memory:
-    the clips are taken `b` at a time so that at most about `chunk_elements` (default
-    `VCS_CHUNK_ELEMENTS`; at least one clip's T*M*C) similarities exist at once in inference (under
-    autograd every chunk's activations are kept). Large chunks keep the matrix products near the
-    machine's matmul rate; on the CPU the elementwise work then runs `VCS_BLOCK_ELEMENTS` at a time,
-    so that its several passes stay in cache.
-    The kept saliency is [B, C, T] (a transposed view of [B, T, C]).
+    Two matrix products lay the similarities out so that the softmax over t and the sums run on
+    contiguous memory. Clips are taken so that about `chunk_elements` (`VCS_CHUNK_ELEMENTS`, at least one
+    clip's T*M*C) similarities exist at once; on the CPU the elementwise work runs `VCS_BLOCK_ELEMENTS` at
+    a time, in cache. The kept saliency is [B, C, T] (a transposed view).
     """
     steps, dim = frames.shape[1:]
     classes, per_class = mask.shape
@@ -154,20 +138,17 @@ class QuickGELU(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """CLIP's pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4 x width QuickGELU MLP.
+    """CLIP's pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4 x width QuickGELU MLP; parameter
+    names as the authors' released temporal transformer, so that their checkpoints load as they are."""
 
-    Parameter names (`attn`, `ln_1`, `mlp.c_fc`, `mlp.c_proj`, `ln_2`) are those of the authors'
-    released temporal transformer, so their checkpoints load as they are.
-    """
-
-    def __init__(self, width: int, heads: int, ln_eps: float) -> None:
+    def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_1 = nn.LayerNorm(width, eps=ln_eps)
+        self.ln_1 = nn.LayerNorm(width, eps=LN_EPS)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, 4 * width)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(4 * width, width)),
         ]))
-        self.ln_2 = nn.LayerNorm(width, eps=ln_eps)
+        self.ln_2 = nn.LayerNorm(width, eps=LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, width]
         h = self.ln_1(x)
@@ -176,16 +157,11 @@ class ResidualBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """The paper's "Transf": out = transformer(x + pos[:T]) + x for frames x [B, T, width].
+    """The paper's "Transf" as the authors' code: out = transformer(x + pos[:T]) + x for frames x [B, T, width],
+    `layers` `ResidualBlock`s, heads = the CLIP text width / 64, a learned frame position table [max_frames,
+    width] on the input only. Init: the table and every linear map N(0, 0.02), zero biases."""
 
-    As in the authors' code: `layers` CLIP-style pre-LN blocks (`ResidualBlock`, QuickGELU,
-    LayerNorm eps 1e-12), heads = the CLIP text width / 64, a learned frame position embedding
-    (`frame_position_embeddings`, [max_frames, width], 77 rows like theirs) added to the input only,
-    not to the residual. Init: position embedding and every linear map N(0, 0.02), zero biases.
-    """
-
-    def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77,
-                 ln_eps: float = 1e-12, grad_checkpointing: bool = False) -> None:
+    def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77) -> None:
         super().__init__()
         heads = heads if heads is not None else max(1, width // 64)
         if heads < 1 or width % heads:
@@ -195,8 +171,8 @@ class TemporalTransformer(nn.Module):
                              f"not {layers} and {max_frames}")
         self.frame_position_embeddings = nn.Embedding(max_frames, width)  # [max_frames, width]
         self.transformer = nn.Module()
-        self.transformer.resblocks = nn.Sequential(*[ResidualBlock(width, heads, ln_eps) for _ in range(layers)])
-        self.grad_checkpointing = grad_checkpointing
+        self.transformer.resblocks = nn.Sequential(*[ResidualBlock(width, heads) for _ in range(layers)])
+        self.grad_checkpointing = False  # train-video --grad-checkpointing sets it
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -266,3 +242,42 @@ class VideoHead(nn.Module):
     def forward(self, frames: torch.Tensor, classes: ClassSide) -> torch.Tensor:
         """Frames [B, T, D], classes (pooled [C, D], tokens [C, M, D], token_mask [C, M]) -> [B, C]."""
         return self.score(self.encode(frames), classes)
+
+
+RULES = ("vcs", "mean")  # `bike search --rule`
+
+
+def _tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(embeddings) if not torch.is_tensor(embeddings) else embeddings).float()
+
+
+@torch.no_grad()
+def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """float32 [n, D]: the mean over views of unit(mean over T of the frames) of [n, V, T, D] embeddings.
+
+    Its dot product with a unit query is the mean over views of the per-view cosines (the mean rule)."""
+    per_view = F.normalize(_tensor(embeddings).mean(2), dim=-1)  # [n, V, D]
+    return per_view.mean(1)  # [n, D], unit for one view
+
+
+@torch.no_grad()
+def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+               pooled: torch.Tensor, tau: float = DEFAULT_TAU, weights: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
+
+    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]; weights [M]: the
+    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N. The head's own
+    `heads.vcs` with the query as its one class, e_v renormalised (a cosine)."""
+    frames = _tensor(embeddings)
+    n, views, steps, dim = frames.shape
+    scores, saliency = vcs(frames.reshape(n * views, steps, dim), tokens[None].float(),
+                           (mask if weights is None else weights.float())[None],
+                           pooled[None].float(), tau, renormalise=True, keep_saliency=True)  # [nV, 1], [nV, 1, T]
+    return scores.view(n, views).mean(1), saliency.reshape(n, views, steps)
+
+
+@torch.no_grad()
+def frame_cosines(embeddings: np.ndarray | torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """[n, V, T]: each frame's cosine with the pooled query (the mean rule's most telling frame)."""
+    return F.normalize(_tensor(embeddings), dim=-1) @ F.normalize(pooled.float(), dim=-1)

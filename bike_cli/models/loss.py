@@ -1,9 +1,8 @@
-"""BIKE's symmetric video-category contrastive loss (Eq. 7) with every positive pair a target.
+"""BIKE's symmetric video-category contrastive loss (Eq. 7), its logit scale, and the distributed gather.
 
-Training scores each video against the batch's own prompts (C = B classes, duplicates kept), with
-targets[i, j] = [y_i == y_j] (`same_label_targets`) or, for multi-label data, 1 where videos i and j
-share a label (`shared_label_targets`). `paper_contrastive_loss` is Eq. 7 for that matrix: each
-row's / column's cross-entropy against its positives, uniformly weighted (the 1/|K(i)| terms).
+Training scores each video against the batch's own prompts (C = B classes, duplicates kept), every
+same-label pair a target (`same_label_targets`); `gather_with_grad` makes that batch global over
+processes (the Distributed InfoNCE of the paper's Appendix A.6).
 """
 
 from __future__ import annotations
@@ -11,20 +10,17 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 MAX_LOG_SCALE = math.log(100.0)  # CLIP's cap on the logit scale (exp(scale) <= 100), as CLIP trains it
+_MAX_DIMS = 8  # gather_with_grad exchanges shapes as fixed-size vectors
 
 
 def paper_contrastive_loss(logits: torch.Tensor, targets: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric multi-positive cross-entropy of cosine logits [B, C] against 0/1 targets [B, C].
-
-    video->text: per row, log-softmax over C of exp(logit_scale) * logits, against the row of
-    targets normalised to sum 1; text->video: likewise per column, softmax over B. The result is
-    the mean of the two directions, each the mean over its rows (columns) that have at least one
-    positive; rows (columns) without a positive are skipped (with none at all, that term is 0).
-    `logit_scale` is log-space (a 0-d or [1] tensor, e.g. `LogitScale()()`).
-    """
+    """Symmetric multi-positive cross-entropy of cosine logits [B, C] against 0/1 targets [B, C], log-space
+    `logit_scale`: per row (softmax over C) and column (over B) against the targets normalised to sum 1 (the
+    1/|K(i)| of Eq. 7), each direction the mean over its slices with a positive, the result their mean."""
     if logits.ndim != 2 or logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
                          "must both be [B, C]")
@@ -48,18 +44,11 @@ def same_label_targets(labels: torch.Tensor) -> torch.Tensor:
     return (labels.unsqueeze(1) == labels.unsqueeze(0)).float()
 
 
-def shared_label_targets(multi_hot: torch.Tensor) -> torch.Tensor:
-    """Targets [B, B] for multi-hot labels [B, K]: 1 where videos i and j share at least one label."""
-    m = multi_hot.float()
-    return (m @ m.T > 0).float()
-
-
 class LogitScale(nn.Module):
     """A learnable log-space logit scale; the forward returns it clamped at `cap` (log(100)).
 
-    `cap=None` leaves it as it is: zero-shot scoring uses the model's own scale, which for SigLIP
-    models is above CLIP's cap (their sigmoid loss has no such limit); `--compat authors` training
-    sets it to None too (the authors' code never clamps the scale).
+    `cap=None` leaves it as it is: zero-shot scoring (SigLIP's own scale is above CLIP's cap) and
+    `--compat authors` training (the authors' code never clamps the scale).
     """
 
     def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07), cap: float | None = MAX_LOG_SCALE) -> None:
@@ -75,3 +64,43 @@ class LogitScale(nn.Module):
     def forward(self) -> torch.Tensor:
         """The 0-d log-space scale, at most `cap` (no gradient while above the cap)."""
         return self.log_scale if self.cap is None else self.log_scale.clamp(max=self.cap)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """x [n, ...] on each of W ranks -> [W * n, ...] (rank order); x itself without a process group.
+
+    The backward sums the gradient over ranks and keeps this rank's slice: with the same global loss on
+    every rank, DDP's gradient averaging then gives exactly the one-process gradient of the whole batch.
+    Every rank must pass the same shape (pad or drop the last batch): ValueError on every rank otherwise.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    if x.ndim > _MAX_DIMS:
+        raise ValueError(f"gather_with_grad takes tensors of at most {_MAX_DIMS} dims, not {x.ndim}")
+    shape = torch.full((_MAX_DIMS,), -1, dtype=torch.long, device=x.device)  # fixed size on every rank
+    shape[:x.ndim] = torch.tensor(x.shape, dtype=torch.long)
+    shapes = [torch.empty_like(shape) for _ in range(dist.get_world_size())]
+    dist.all_gather(shapes, shape)
+    listed = [tuple(d for d in s.tolist() if d >= 0) for s in shapes]
+    if len(set(listed)) > 1:
+        raise ValueError(f"gather_with_grad needs the same tensor shape on every rank; got {listed} "
+                         "(pad or drop the last, smaller batch)")
+    return _GatherWithGrad.apply(x)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: all_gather + concatenate. Backward: all_reduce(SUM) of the gradient, own slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, 0)  # [W * n, ...]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()  # all_reduce is in place; the incoming gradient is not ours
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]

@@ -1,10 +1,5 @@
-"""Model names: bike's own architectures registered with open_clip, name resolution, tokenizers.
-
-bike's tiny test architectures (`configs/*.json`, e.g. `bike-tiny`) are registered on import, so
-every open_clip architecture name (`open_clip.list_models()`) and bike's own resolve alike. The
-hints for missing optional packages (transformers, sentencepiece) and an unreachable Hugging Face
-hub live here too: tokenizers and model building report them the same way.
-"""
+"""Model names (bike's `configs/*.json` architectures registered with open_clip on import), tokenizers,
+and the hints for missing optional packages and an unreachable Hugging Face hub."""
 
 from __future__ import annotations
 

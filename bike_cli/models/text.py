@@ -1,33 +1,11 @@
 """The category side of BIKE's Video branch: frozen CLIP text embeddings of prompted class names.
 
-For each class name and prompt template the frozen text encoder gives
-
-- the pooled embedding (what `encode_text` returns: the row at the EOT position for CLIP), the
-  category embedding e_c of Eq. 1;
-- the per-token embeddings (every context position through `ln_final` and the text projection),
-  whose class-name word tokens are the queries t_n of the VCS saliency (Eq. 5).
-
-`vcs_tokens` chooses which positions are VCS queries:
-
-- ``"words"``: the real tokens of the class name inside the prompt, as in Eq. 5 (the N words of the
-  class name); SOT, EOT, padding and the template's own words are masked out;
-- ``"all"``: every one of the context positions (SOT, template words, EOT and padding included),
-  which is what the authors' released code does (no mask at all) with CLIP's BPE; for tokenizers
-  that pad with a pad token (Hugging Face and SentencePiece ones), every position but the padding.
-
-Every open_clip text tower is supported (`bike_cli.models.text_towers`: CLIP's built-in tower,
-`TextTransformer`, CoCa, Hugging Face towers), and any open_clip tokenizer: the class name's
-positions are found by tokenising the prompt with and without the name (`class_name_spans`).
-
-Several descriptions per class (`--class-texts`, docs/formats.md "Class texts"): each description
-takes the class name's place in every template. The class embedding is the mean of the L2-normalised
-embeddings of all its prompts (descriptions x templates), renormalised; the VCS saliency is the mean
-over the descriptions of each description's saliency (the mean over its query tokens), which
-`ClassTexts.token_weights` expresses as per-token weights 1 / (n_descriptions x n_tokens_of_description).
-One description per class is exactly the computation without descriptions (no weights).
-
-A prompt that cannot be built from the given names and templates raises `PromptError` (a ValueError):
-the stage or loader that took them from the user reports it as the user's input error.
+Per class and template: the pooled embedding (`encode_text`'s, e_c of Eq. 1) and the per-token
+embeddings, whose VCS query positions (Eq. 5) `vcs_tokens` chooses: ``words``, the class name's own
+tokens (found by tokenising the prompt with and without the name, for any open_clip tokenizer), or
+``all``, every context position as the authors' code (for tokenizers with a pad token, all but padding).
+Several descriptions per class (`--class-texts`) each take the name's place: see `ClassTexts`. Names or
+templates that give no valid prompt raise `PromptError` (a ValueError), reported by the stage or loader.
 """
 
 from __future__ import annotations
@@ -57,35 +35,20 @@ class PromptError(ValueError):
 
 @dataclass
 class ClassTexts:
-    """Frozen text embeddings of K classes (float32, on the text encoder's device).
+    """Frozen text embeddings of K classes (float32, on the text encoder's device)."""
 
-    pooled: [K, D] category embeddings e_c. With several templates each template's pooled embedding
-        is L2-normalised, these are averaged over the templates and the average renormalised
-        (CLIP's prompt-ensemble recipe), so rows have unit norm; consumers normalise anyway.
-    tokens: [K, M, D] VCS query token embeddings (not normalised), the templates' query tokens
-        concatenated along M, then packed to the front so that M is the largest per-class count.
-    token_mask: [K, M] bool, True where `tokens` holds a real query token (False = padding of M).
-    token_weights: [K, M] float, each row summing to 1: the weight of each query token in the VCS
-        saliency's mean, where a class has several descriptions (1 / (n_desc x n_tokens of its
-        description): the mean of the descriptions' saliencies); None: the plain mean over `token_mask`.
-    """
-
+    # [K, D] e_c: each prompt's (template x description) pooled embedding unit, averaged per class, renormalised
     pooled: torch.Tensor
-    tokens: torch.Tensor
-    token_mask: torch.Tensor
+    tokens: torch.Tensor  # [K, M, D] VCS query tokens (not unit) of all templates, packed to the front
+    token_mask: torch.Tensor  # [K, M] bool, True = a real query token (False = padding of M)
+    # [K, M] rows summing to 1, with several descriptions: 1 / (n_desc x the description's n_tokens), so that
+    # the saliency is the mean of the descriptions' saliencies; None: the plain mean over `token_mask`
     token_weights: torch.Tensor | None = None
 
     def select(self, indices: torch.Tensor) -> ClassTexts:
         """The rows `indices` [B] (e.g. a batch's labels, for the B x B training matrix)."""
         weights = None if self.token_weights is None else self.token_weights[indices]
         return ClassTexts(self.pooled[indices], self.tokens[indices], self.token_mask[indices], weights)
-
-
-def text_token_embeddings(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-token text embeddings [N, L, D] of `tokens` [N, L], projected like `encode_text`'s output.
-
-    Any open_clip text tower (see `bike_cli.models.text_towers`)."""
-    return encode_text_tokens(model, tokens)[0]
 
 
 def fill_template(template: str, class_name: str) -> str:
@@ -109,13 +72,9 @@ def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLA
 
 
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
-    """Per class, the token positions [start, end) of the class name inside its tokenized prompt.
-
-    Found from the tokenizer itself, for any tokenizer (CLIP's BPE, SentencePiece, byte-level BPE,
-    with or without start/end tokens): the prompt is tokenized with the class name and with an empty
-    name; the positions between their common prefix and their common suffix are the name's tokens
-    (a template that glues the name to its neighbours, as in "{}s", gives the glued tokens).
-    """
+    """Per class, the token positions [start, end) of the class name inside its tokenized prompt: between
+    the common prefix and suffix of the prompt tokenized with the name and with an empty one (any tokenizer;
+    a template that glues the name to its neighbours, as "{}s", gives the glued tokens)."""
     base = _real_ids(tokenizer, [fill_template(template, "")])[0]
     prompts = _real_ids(tokenizer, [fill_template(template, n) for n in class_names])
     return [_changed_span(ids, base, name) for ids, name in zip(prompts, class_names)]
@@ -189,15 +148,9 @@ def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> t
 
 
 @torch.no_grad()
-def encode_class_texts(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    class_names: Sequence[str],
-    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
-    vcs_tokens: str = "words",
-    batch_size: int = 256,
-    descriptions: Sequence[Sequence[str]] | None = None,
-) -> ClassTexts:
+def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequence[str],
+                       templates: Sequence[str] = (DEFAULT_TEMPLATE,), vcs_tokens: str = "words", batch_size: int = 256,
+                       descriptions: Sequence[Sequence[str]] | None = None) -> ClassTexts:
     """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
 
     descriptions: per class, its texts (`bike_cli.data.class_names`), each filling the templates in the

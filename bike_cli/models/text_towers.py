@@ -1,26 +1,8 @@
-"""Per-token and pooled text embeddings for every kind of open_clip text tower.
+"""Per-token and pooled text embeddings for every kind of open_clip text tower (docs/models.md, "Text side").
 
-BIKE needs two things from the frozen text encoder: the pooled class embedding (exactly what the
-model's own `encode_text` returns) and the per-token embeddings that VCS uses as queries, projected
-into the joint space the same way as the pooled one. open_clip builds its text side in four ways;
-the kind is read from the model object (not from its name):
-
-- ``clip``: the `CLIP` class's built-in tower (`model.token_embedding`, `model.transformer`, ...):
-  OpenAI CLIP, RN50, ConvNeXt, ViT-*. Per token: `ln_final` then the text projection; pooled: the
-  row at the pool position (`text_pool_type`: argmax = EOT for CLIP's BPE).
-- ``transformer``: `CustomTextCLIP` with an open_clip `TextTransformer` (`model.text`): EVA02,
-  SigLIP/SigLIP2, PE-Core, MobileCLIP, ViTamin. Pool types argmax / last / first / eos, with or
-  without the causal mask; `text_projection` a matrix, an `nn.Linear` or none.
-- ``coca``: CoCa's `TextTransformer` with an appended CLS embedding: pooled = `ln_final` of the CLS
-  row (after the L text positions), per token = `ln_final` of the L text rows, both projected.
-- ``hf``: a Hugging Face text tower (`HFTextEncoder`: roberta, xlm-roberta, mT5, NLLB). Pooled =
-  `proj(pooler(hidden states))` as open_clip computes it; per token = `proj(last hidden state)`.
-  With the mean pooler and a linear projection, the mean of the token rows over the real
-  positions equals the pooled row; with a CLS pooler that uses the model's own `pooler_output`
-  (BERT-style tanh layer) the pooled row is not one of the token rows.
-
-`tower_for(model)` returns the module holding the tower; `encode_text_tokens` works on it or on a
-copy of it (the Attributes branch fine-tunes one).
+The pooled row is exactly the model's own `encode_text`; the per-token rows (the VCS queries) go through
+the same final norm and projection. The kind (`clip`: CLIP's built-in tower; `transformer`: an open_clip
+`TextTransformer`; `coca`: one with an appended CLS row; `hf`: `HFTextEncoder`) is read from the model object.
 """
 
 from __future__ import annotations
@@ -32,14 +14,13 @@ from torch import nn
 
 from bike_cli.errors import ModelLoadError
 
-KINDS = ("clip", "transformer", "coca", "hf")
 CLIP_TEXT_PARTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection",
                    "attn_mask")
 _POOLS = ("argmax", "eos", "first", "last")  # text_global_pool types that give one row per text
 
 
 def text_tower_kind(model: nn.Module) -> str:
-    """One of `KINDS` for a model (or a `TextTower` copy of its text side); ModelLoadError otherwise."""
+    """clip, transformer, coca or hf for a model (or a `TextTower` copy of its text side); else ModelLoadError."""
     text = getattr(model, "text", None)
     if isinstance(text, TextTransformer):
         return "coca" if text.cls_emb is not None else "transformer"
@@ -47,10 +28,9 @@ def text_tower_kind(model: nn.Module) -> str:
         return "hf"
     missing = [a for a in CLIP_TEXT_PARTS if not hasattr(model, a)]
     if missing:
-        raise ModelLoadError(
-            f"{type(model).__name__} has no text tower bike knows: no open_clip TextTransformer or HFTextEncoder "
-            f"as `.text`, and no built-in CLIP text transformer (missing {', '.join(missing)})"
-        )
+        raise ModelLoadError(f"{type(model).__name__} has no text tower bike knows: no open_clip TextTransformer or "
+                             "HFTextEncoder as `.text`, and no built-in CLIP text transformer (missing "
+                             f"{', '.join(missing)})")
     return "clip"
 
 
@@ -112,7 +92,8 @@ def _transformer_tokens(text: TextTransformer, tokens: torch.Tensor) -> tuple[to
 
 
 def _hf_tokens(text: HFTextEncoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`HFTextEncoder.forward` of open_clip 3.3, with the last hidden state projected per token."""
+    """`HFTextEncoder.forward` of open_clip 3.3, with the last hidden state projected per token (a CLS pooler
+    that uses the model's `pooler_output` gives a pooled row that is none of the token rows)."""
     attn_mask = (tokens != text.config.pad_token_id).long()  # [N, L]
     out = text.transformer(input_ids=tokens, attention_mask=attn_mask)
     pooled = text.proj(text.pooler(out, attn_mask))  # [N, D]
@@ -120,11 +101,8 @@ def _hf_tokens(text: HFTextEncoder, tokens: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def encode_text_tokens(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token [N, L, D], pooled [N, D]) text embeddings of `tokens` [N, L], not normalised.
-
-    `pooled` equals `model.encode_text(tokens, normalize=False)`; row l of `per-token` is position
-    l of the prompt through the same final norm and projection.
-    """
+    """(per-token [N, L, D], pooled [N, D]) text embeddings of `tokens` [N, L], not normalised; `pooled` equals
+    `model.encode_text(tokens, normalize=False)`."""
     kind = text_tower_kind(model)
     if kind == "clip":
         return _clip_tokens(model, tokens)

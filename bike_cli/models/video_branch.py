@@ -1,8 +1,5 @@
-"""The Video branch as one module: (CLIP visual encoder) -> temporal head -> logits, plus the logit scale.
-
-In the backbone-frozen mode the frame embeddings come from a feature cache and `visual` is None;
-end to end, `visual` is CLIP's image tower, fine-tuned at a lower learning rate.
-"""
+"""The Video branch as one module: (CLIP image tower, end to end; None on cached features) -> temporal
+head -> logits, plus the logit scale."""
 
 from __future__ import annotations
 
@@ -11,11 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bike_cli.models.authors import scaled_view_scores
-from bike_cli.models.gather import gather_with_grad
+from bike_cli.models.authors import GroupRule, decay_exempt_groups, scaled_view_scores
 from bike_cli.models.heads import VideoHead
-from bike_cli.models.loss import LogitScale, paper_contrastive_loss, same_label_targets
-from bike_cli.models.param_groups import GroupRule, decay_exempt_groups
+from bike_cli.models.loss import LogitScale, gather_with_grad, paper_contrastive_loss, same_label_targets
 from bike_cli.models.text import ClassTexts
 
 # (cosine logits [b, V, K], exp(logit scale)) -> scores [b, K]: `bike_cli.models.authors` has them
@@ -50,13 +45,10 @@ class VideoBranch(nn.Module):
         return image_features(self.visual, pixels.flatten(0, 1)).view(b, t, -1)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
-        """The training loss (Eq. 7) of this process's batch against the whole (gathered) batch.
+        """The training loss (Eq. 7) of this process's batch against the whole batch, gathered over processes.
 
         inputs: frame embeddings [b, T, D] (cached) or normalised pixels [b, T, 3, S, S] (end to end);
-        targets: class indices [b] (the columns are the batch's own prompts: a [B, B] matrix with
-        every same-label pair positive) or multi-hot [b, K] (the columns are all K classes).
-        Under several processes the encoded clips and targets are gathered with gradients, so every
-        process computes the same loss on the global batch B.
+        targets: class indices [b] (against the batch's own prompts: [B, B]) or multi-hot [b, K] (all K classes).
         """
         frames = self.frame_embeddings(inputs) if self.visual is not None else inputs  # [b, T, D]
         encoded = gather_with_grad(self.head.encode(frames.float()))  # [B, T, D]

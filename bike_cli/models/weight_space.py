@@ -1,15 +1,7 @@
-"""Arithmetic on weights (state dicts): interpolation of two models, the mean of several.
-
-- `interpolate(original, tuned, alpha)`: (1 - alpha) * original + alpha * tuned, tensor by tensor
-  (WiSE-FT, Wortsman et al. 2022; Open-VCLIP's interpolation with the zero-shot CLIP). Written as
-  `original * (1 - alpha) + tuned * alpha`, so that alpha 0 gives `original` and alpha 1 `tuned`
-  exactly (x * 0 + y * 1 is y in floating point, for finite x and y).
-- `StateMean`: the mean of state dicts added one at a time (weight averaging over epochs: SWA,
-  FROSTER), summed in float64 and returned in each tensor's own dtype, so that one copy of the
-  weights is held however many are averaged.
+"""Arithmetic on weights (state dicts): `interpolate` two models (WiSE-FT), `StateMean` of several (SWA).
 
 Tensors that are not floating point (integer buffers) are not averaged: the tuned / last one is kept.
-A contract violation (other keys, other shapes) is a ValueError.
+Other keys or shapes are a ValueError.
 """
 
 from __future__ import annotations

@@ -44,8 +44,7 @@ from bike_cli.io.feature_cache_parts import (
 from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
 from bike_cli.io.lock import WriterLock
 from bike_cli.io.write_errors import make_folder
-from bike_cli.models.clip import load_clip
-from bike_cli.models.visual_digest import visual_sha256
+from bike_cli.models.clip import load_clip, visual_sha256
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)

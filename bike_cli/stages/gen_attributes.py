@@ -37,15 +37,14 @@ from bike_cli.models.attributes import (
     Selection,
     TooFewPhrases,
     attribute_scores,
+    encode_texts,
     own_class_phrases,
     phrase_embeddings,
     select_attributes,
     sentence_cosines,
 )
-from bike_cli.models.clip import load_clip
-from bike_cli.models.clip_spec import ClipSpec
+from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.registry import configured_embed_dim, get_tokenizer, resolve_model_name
-from bike_cli.models.retrieval import encode_texts
 from bike_cli.models.text import Tokenizer, attribute_sentence, fill_template
 from bike_cli.progress import Progress
 

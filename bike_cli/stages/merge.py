@@ -23,8 +23,7 @@ from bike_cli.io.checkpoints import (
 )
 from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
-from bike_cli.models.clip import recorded_clip
-from bike_cli.models.visual_digest import PREFIX
+from bike_cli.models.clip import PREFIX, recorded_clip
 from bike_cli.models.weight_space import interpolate
 
 log = logging.getLogger(__name__)

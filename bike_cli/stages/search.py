@@ -30,10 +30,10 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.hits_csv import Hit, write_hits_csv
 from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
+from bike_cli.models.attributes import topk_cosine
 from bike_cli.models.clip import cache_clip
+from bike_cli.models.heads import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.retrieval import topk_cosine
-from bike_cli.models.search import RULES, frame_cosines, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts, PromptError, encode_class_texts, fill_template
 from bike_cli.progress import Progress
 from bike_cli.report.figures import SheetTile, check_figure_path, draw_sheet, hit_tile, sheet_pages

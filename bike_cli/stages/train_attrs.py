@@ -40,12 +40,11 @@ from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, identity_of
 from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
 from bike_cli.io.write_errors import make_folder
-from bike_cli.models.attributes import attribute_scores, video_rows
+from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores, video_rows
 from bike_cli.models.attrs_branch import TUNES, AttributesBranch
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import get_tokenizer
-from bike_cli.models.retrieval import SENTENCE_BATCH
 from bike_cli.models.text import PromptError, check_templates, encode_class_texts
 from bike_cli.progress import Progress
 

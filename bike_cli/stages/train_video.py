@@ -38,11 +38,10 @@ from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.build import VideoBranchSpec, build_video_branch, resolve_video_spec
-from bike_cli.models.clip import load_clip
+from bike_cli.models.clip import load_clip, visual_sha256
 from bike_cli.models.factory import init_branch_weights
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.text import PromptError, check_templates, encode_class_texts
-from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
