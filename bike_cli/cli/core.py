@@ -1,5 +1,5 @@
-"""The shell every command shares: the Typer app, the console, logging, and the one place that turns
-errors into messages and exit codes. It never imports a command (`bike_cli.cli.app` registers them)
+"""The shell every command shares: the Typer app, the consoles, logging, and the one place that turns
+errors into messages and exit codes. It never imports a command (`bike_cli.cli.app` holds them)
 and nothing heavy: `bike --help` must not load torch.
 
 Exit codes: 0 success; 1 a failure bike reports (bad input, unreadable data, `--strict` with
@@ -17,19 +17,55 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.logging import RichHandler
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from bike_cli import __version__
-from bike_cli.cli.user_text import LiteralConsole, LiteralRichHandler
 from bike_cli.errors import BikeError
 
 EXIT_FAILURE = 1  # a problem bike found and reported (BikeError)
 EXIT_USAGE = 2  # Click's code for a bad command line
 EXIT_INTERRUPTED = 130
 
+# User text is text: queries, class names, video paths and error messages come from users and files, and
+# printed as they are `[link=file:///etc/passwd]x[/link]` would become a hyperlink (Rich markup) and ESC or
+# OSC sequences would clear the screen or retitle the window. So every console is a `LiteralConsole` (no
+# markup, no `:emoji:` codes; styles come from `Text` objects bike builds) whose strings pass through
+# `visible`, as log records do in `LiteralRichHandler`.
+# C0 controls (ESC included), DEL and the C1 controls (U+0080-U+009F: CSI and OSC among them)
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def visible(text: str) -> str:
+    """`text` with every control character (C0, DEL, C1; ESC, tab and line breaks included) written as
+    its `\\xNN` escape, so that a terminal shows it instead of obeying it."""
+    return text.translate(_CONTROLS)
+
+
+class LiteralConsole(Console):
+    """A Rich console on which every string is literal: markup and emoji codes off, controls made visible."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("markup", False)
+        kwargs.setdefault("emoji", False)
+        super().__init__(*args, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Every string printed, and every string cell and title of a table, goes through here."""
+        return super().render_str(visible(text), **kwargs)
+
+
+class LiteralRichHandler(RichHandler):
+    """Rich's log handler, with the controls of every message made visible (markup is off by default)."""
+
+    def render_message(self, record: Any, message: str) -> Any:
+        return super().render_message(record, visible(message))
+
+
 # Messages and logs go to stderr so that stdout stays clean for machine-readable output; results (tables)
-# go to `stdout`. Both print user text literally (`cli.user_text`): styles come from `Text` objects.
+# go to `stdout`.
 console = LiteralConsole(stderr=True)
 stdout = LiteralConsole()
 ERROR = Text("error:", style="bold red")
