@@ -186,10 +186,8 @@ TRAINING_BLOCK: dict[str, object] = {
 
 
 def with_options(block: dict[str, object]) -> Callable[[F], F]:
-    """Add the options of `block` (name -> alias) to a command's signature, each defaulting to None.
-
-    The command takes them as `**kwargs` and receives them by name, as Typer passes every option.
-    """
+    """Add the options of `block` (name -> alias) to a command's signature, each defaulting to None: the
+    command takes them as `**kwargs`, by name, as Typer passes every option."""
 
     def add(func: F) -> F:
         signature = inspect.signature(func, eval_str=True)
@@ -442,8 +440,7 @@ def merge(
     the head and the logit scale are kept from the run; the text encoder is CLIP's own (train-video
     never trains it).
     """
-    cfg = make_config(MergeConfig, given({"run": run, "out": out, "alpha": alpha, "pretrained": pretrained,
-                                          "overwrite": overwrite}))
+    cfg = make_config(MergeConfig, given(locals()))
     from bike_cli.stages.merge import run_merge
 
     summary = run_guarded(run_merge, cfg)

@@ -29,11 +29,9 @@ EXIT_FAILURE = 1  # a problem bike found and reported (BikeError)
 EXIT_USAGE = 2  # Click's code for a bad command line
 EXIT_INTERRUPTED = 130
 
-# User text is text: queries, class names, video paths and error messages come from users and files, and
-# printed as they are `[link=file:///etc/passwd]x[/link]` would become a hyperlink (Rich markup) and ESC or
-# OSC sequences would clear the screen or retitle the window. So every console is a `LiteralConsole` (no
-# markup, no `:emoji:` codes; styles come from `Text` objects bike builds) whose strings pass through
-# `visible`, as log records do in `LiteralRichHandler`.
+# User text (queries, class names, paths, messages quoting them) is printed as text, never read as Rich
+# markup (`[link=file:///etc/passwd]x[/link]`) or obeyed as terminal controls (`\x1b[2J`): every console is
+# a `LiteralConsole` (styles come from `Text` objects bike builds), log records pass `LiteralRichHandler`.
 # C0 controls (ESC included), DEL and the C1 controls (U+0080-U+009F: CSI and OSC among them)
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
 
@@ -64,8 +62,7 @@ class LiteralRichHandler(RichHandler):
         return super().render_message(record, visible(message))
 
 
-# Messages and logs go to stderr so that stdout stays clean for machine-readable output; results (tables)
-# go to `stdout`.
+# Messages and logs go to stderr, so that stdout stays clean for machine-readable output.
 console = LiteralConsole(stderr=True)
 stdout = LiteralConsole()
 ERROR = Text("error:", style="bold red")
@@ -144,11 +141,8 @@ class BikeGroup(TyperGroup):
 
 
 class BikeCommand(TyperCommand):
-    """A stage command: `-q/-v` after the subcommand, and help that shows its settings dataclass's defaults.
-
-    A command function decorated with `settings(...)` names its config dataclass; options whose
-    Typer default is None (meaning "not given": the dataclass default applies) show that default.
-    """
+    """A stage command: `-q/-v` after the subcommand, and help that shows the defaults of the settings
+    dataclass its function names (`settings`) for the options whose Typer default is None ("not given")."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -188,12 +182,8 @@ class BikeCommand(TyperCommand):
 
 
 def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
-    """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults
-    in its help.
-
-    `none_means[field]`: what leaving the option out means, shown instead of the dataclass default
-    (e.g. model="the cache's"); None shows no default.
-    """
+    """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults in
+    its help. `none_means[field]`: what leaving the option out means, shown instead (None: no default)."""
 
     def mark(func: F) -> F:
         func.bike_config = config  # type: ignore[attr-defined]
@@ -232,10 +222,9 @@ def spread_variadic(args: list[str], flags: tuple[str, ...]) -> list[str]:
 
 def make_config(config: type[C], options: dict[str, Any], recipe: Any = None, stage: str | None = None,
                 names: Collection[str] = ()) -> C:
-    """A command's settings from the options it was given (over `recipe`'s, if any): the one path of every
-    command (`config.recipe.build_config`: types, then each number's range), taken before the command
-    imports its stage, so a bad value is one line (exit 1) before torch loads. `names`: the command's
-    parameter names, for a recipe's value to name the option that overrides it."""
+    """A command's settings from its options (over `recipe`'s, if any) by `config.recipe.build_config`, before
+    the command imports its stage: a bad value is one line (exit 1) before torch loads. `names`: the
+    command's parameter names, for a recipe's value to name the option that overrides it."""
     from bike_cli.config.recipe import build_config
 
     return run_guarded(build_config, config, recipe, options, stage=stage, options=names)

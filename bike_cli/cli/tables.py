@@ -93,11 +93,22 @@ def title(text: object) -> Folded:
     return Folded(text, style="table.title")
 
 
-def print_extract(summary: ExtractSummary) -> None:
+def _table(heading: object, **options: Any) -> Table:
+    """A Rich table titled on the left (rich.table is imported here, on first use: not at start-up)."""
     from rich.table import Table
 
-    table = Table(title="extract-features", show_header=False, title_justify="left")
+    return Table(title=heading, title_justify="left", **options)
+
+
+def _facts(heading: object) -> Table:
+    """A two-column table of names and values, without a header."""
+    table = _table(heading, show_header=False)
     add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
+    return table
+
+
+def print_extract(summary: ExtractSummary) -> None:
+    table = _facts("extract-features")
     table.add_row("videos in list", str(summary.videos_in_list))
     table.add_row("already cached", str(summary.already_done))
     table.add_row("extracted now", str(summary.extracted))
@@ -113,10 +124,7 @@ def print_extract(summary: ExtractSummary) -> None:
 
 
 def print_gen_attributes(summary: GenAttributesSummary) -> None:
-    from rich.table import Table
-
-    table = Table(title="gen-attributes", show_header=False, title_justify="left")
-    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
+    table = _facts("gen-attributes")
     table.add_row("videos", f"{summary.videos} ({summary.rows} rows)")
     table.add_row("lexicon", f"{summary.phrases} phrases, top {summary.top_k}")
     reuse = "reused" if summary.phrase_cache_reused else "computed"
@@ -136,13 +144,10 @@ def print_gen_attributes(summary: GenAttributesSummary) -> None:
 
 def print_train_summary(stage: str, summary: TrainSummary) -> None:
     """The final table of a training stage (or the line saying the run had finished before)."""
-    from rich.table import Table
-
     if summary.finished_before:
         console.print(Folded(f"{stage}: the run in {summary.out} finished all {summary.epochs} epochs before; "
                              "nothing to do (raise --epochs to train on, or --overwrite to start over)"))
-    table = Table(title=title(f"{stage}: {summary.out}"), show_header=False, title_justify="left")
-    add_columns(table, ["", ""], justify="left")  # paths fold instead of ending in "…"
+    table = _facts(title(f"{stage}: {summary.out}"))
     table.add_row("epochs / steps", f"{summary.epochs} / {summary.steps}")
     table.add_row("best epoch", str(summary.best_epoch))
     for key, value in summary.best_metrics.items():
@@ -156,13 +161,10 @@ def print_train_summary(stage: str, summary: TrainSummary) -> None:
 
 
 def print_eval(summary: EvalSummary) -> None:
-    from rich.table import Table
-
     branches = list(summary.metrics)
     cells = {branch: metric_cells(summary.metrics[branch]) for branch in branches}
     names = list(cells[branches[0]])
-    table = Table(title=f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']}, %)",
-                  title_justify="left")
+    table = _table(f"eval: {summary.videos} videos ({summary.metrics[branches[0]]['protocol']}, %)")
     add_columns(table, ["branch"], justify="left")
     add_columns(table, names)
     for branch in branches:
@@ -178,8 +180,6 @@ def print_eval(summary: EvalSummary) -> None:
 
 
 def _print_grid(summary: FuseSummary) -> None:
-    from rich.table import Table
-
     key = summary.criterion or "score"
     best = summary.best
     rows = summary.grid
@@ -187,7 +187,7 @@ def _print_grid(summary: FuseSummary) -> None:
     if len(rows) > GRID_ROWS_SHOWN:
         rows = sorted(rows, key=lambda p: (math.isnan(p.score), -p.score))[:10]
         heading += f": the best 10 of {len(summary.grid)} (all in the metrics JSON)"
-    table = Table(title=heading, title_justify="left")
+    table = _table(heading)
     add_columns(table, [*(f"w {path.name}" for path in summary.inputs), key])
     for point in rows:
         style = "bold green" if point == best else None
@@ -199,13 +199,11 @@ def _print_grid(summary: FuseSummary) -> None:
 
 
 def print_fuse(summary: FuseSummary) -> None:
-    from rich.table import Table
-
     if summary.grid is not None:
         _print_grid(summary)
     fused = metric_cells(summary.fused_metrics)
-    table = Table(title=f"fuse: {summary.videos} videos, {summary.classes} classes "
-                  f"(protocol {summary.fused_metrics['protocol']}, %)", title_justify="left")
+    table = _table(f"fuse: {summary.videos} videos, {summary.classes} classes "
+                   f"(protocol {summary.fused_metrics['protocol']}, %)")
     add_columns(table, ["scores"], justify="left")
     add_columns(table, ["weight", *fused])
     for path, weight, metrics in zip(summary.inputs, summary.weights, summary.input_metrics):
@@ -230,10 +228,7 @@ def print_predict(result: PredictResult) -> None:
 
 
 def video_table(p: VideoPrediction) -> Table:
-    from rich.table import Table
-
-
-    table = Table(title=title(p.video), title_justify="left", show_header=False)
+    table = _table(title(p.video), show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for rank, (name, prob) in enumerate(p.top, 1):
@@ -249,10 +244,8 @@ def video_table(p: VideoPrediction) -> Table:
 
 
 def print_search(result: SearchResult) -> None:
-    from rich.table import Table
-
     for query in result.queries:
-        table = Table(title=f"\u201c{query.query}\u201d ({result.rule})", title_justify="left")
+        table = _table(f"\u201c{query.query}\u201d ({result.rule})")
         for column in ("rank", "score", "video", "salient frame"):
             table.add_column(column, justify="left" if column == "video" else "right", overflow="fold")
         for hit in query.hits:
@@ -266,11 +259,9 @@ def print_search(result: SearchResult) -> None:
             console.print(Folded(f"{what} written to {path}"))
 
 
-def evaluation_table(evaluation: dict):
-    from rich.table import Table
-
-    table = Table(title=f"text-to-video retrieval: {evaluation['classes']} class names over "
-                  f"{evaluation['videos']} videos (%, mean over classes)", title_justify="left")
+def evaluation_table(evaluation: dict) -> Table:
+    table = _table(f"text-to-video retrieval: {evaluation['classes']} class names over "
+                   f"{evaluation['videos']} videos (%, mean over classes)")
     rules = evaluation["rules"]
     names = list(next(iter(rules.values()))["mean"])
     table.add_column("rule")
@@ -282,16 +273,14 @@ def evaluation_table(evaluation: dict):
 
 
 def print_demo(summary: DemoSummary) -> None:
-    from rich.table import Table
-
-    table = Table(title=title(f"bike demo: {summary.out}"), title_justify="left")
+    table = _table(title(f"bike demo: {summary.out}"))
     for column in ("stage", "videos", "result", "output", "seconds"):
         table.add_column(column, overflow="fold")
     for step in summary.steps:
         table.add_row(step.name, str(step.videos or ""), step.result, Folded(step.output),
                       f"{step.seconds:.1f}" if step.seconds >= 10 else f"{step.seconds:.2f}")
     console.print(table)
-    result = Table(title="top-1 on the held-out videos (2x3 views)", title_justify="left")
+    result = _table("top-1 on the held-out videos (2x3 views)")
     for column in ("Video branch", "Attributes branch", "fused (0.6)", "chance"):
         result.add_column(column, justify="right", overflow="fold")
     result.add_row(*(f"{v:.1f} %" for v in (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)))
