@@ -1,12 +1,7 @@
 """The `bike` command: every stage command (options -> settings dataclass -> one stage call -> a table), in
-stage order, on the app of `cli.core`.
-
-Importing this module is cheap: a command imports its stage (and with it torch) inside its body, so
-`bike --help`, `bike --version`, `bike COMMAND --help` and argument errors load neither torch nor open_clip.
-Before a command runs (never for `--help`), `cli.torch_pair` checks that torch and torchvision belong together.
-
-Options several commands share are typed `Annotated` aliases below, each defaulting to None in a signature:
-None means "not given", so the settings dataclass's default applies and `--help` shows it (`core.BikeCommand`).
+stage order. A command imports its stage (and torch) in its body, so help and argument errors load no torch;
+`cli.torch_pair` checks torch and torchvision before a command runs. The options several commands share are
+`Annotated` aliases, each None ("not given": the settings dataclass's default applies and `--help` shows it).
 """
 
 from __future__ import annotations
@@ -38,7 +33,6 @@ from bike_cli.cli.core import (
     make_config,
     run_guarded,
     settings,
-    variadic,
 )
 from bike_cli.cli.torch_pair import installed_mismatch
 from bike_cli.config.stages import (
@@ -449,13 +443,12 @@ def merge(
                   "(temporal transformer, head, logit scale)", highlight=False, soft_wrap=True)
 
 
-@settings(EvalConfig, classes="the checkpoint's, else the cache's",
+@settings(EvalConfig, variadic=("--split-lists",), classes="the checkpoint's, else the cache's",
           model="zero-shot: the cache's",
           pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
           frames="the checkpoint's, else the cache's, else 8", views="the cache's",
           vcs_tokens="words zero-shot; all with an authors' checkpoint", head="vcs; a checkpoint's own",
           templates="'This is a video about {}'; a checkpoint's own")
-@variadic("--split-lists")
 def evaluate(
     out: Path = out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
                              required=True),
@@ -739,8 +732,6 @@ class CheckedCommand(BikeCommand):
 
 for _name, _command in COMMANDS:
     app.command(_name, cls=CheckedCommand)(_command)
-
-__all__ = ["COMMANDS", "app", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -181,24 +181,16 @@ class BikeCommand(TyperCommand):
                 param.default = value
 
 
-def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
+def settings(config: type, variadic: tuple[str, ...] = (), **none_means: str | None) -> Callable[[F], F]:
     """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults in
-    its help. `none_means[field]`: what leaving the option out means, shown instead (None: no default)."""
+    its help. `none_means[field]`: what leaving the option out means, shown instead (None: no default).
+    `variadic`: list options that take several values after one flag (`--split-lists A B C`) as well as
+    the flag repeated (`spread_variadic`)."""
 
     def mark(func: F) -> F:
         func.bike_config = config  # type: ignore[attr-defined]
         func.bike_none_means = none_means  # type: ignore[attr-defined]
-        return func
-
-    return mark
-
-
-def variadic(*flags: str) -> Callable[[F], F]:
-    """Let each of a command's list options `flags` take several values after one flag (`--split-lists A B C`),
-    as well as the flag repeated (`--split-lists A --split-lists B`): see `spread_variadic`."""
-
-    def mark(func: F) -> F:
-        func.bike_variadic = flags  # type: ignore[attr-defined]
+        func.bike_variadic = variadic  # type: ignore[attr-defined]
         return func
 
     return mark

@@ -55,11 +55,9 @@ def add_columns(table: Any, names: list[str], justify: str = "right") -> None:
 
 
 class Folded:
-    """Text for a table cell or title that wraps at spaces and after path separators, so that a path
-    breaks between its folders, never inside a name (only a name wider than the whole column folds).
-
-    Rich's own folding cuts a long path wherever the column ends (`train_video_ru` / `n/best.pt`).
-    The text is user text: its controls are shown, not obeyed (`cli.user_text.visible`)."""
+    """Text for a table cell or title that wraps at spaces and after path separators, so that a path breaks
+    between its folders, not wherever the column ends as Rich's folding does (`train_video_ru` / `n/best.pt`);
+    only a name wider than the whole column folds. User text: its controls are shown (`core.visible`)."""
 
     def __init__(self, text: object, style: str = "") -> None:
         self.text, self.style = visible(str(text)), style
