@@ -152,7 +152,7 @@ class BikeCommand(TyperCommand):
                          in PANELS else 0)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, spread_variadic(args, getattr(self.callback, "bike_variadic", ())))
+        return super().parse_args(ctx, spread_variadic(args, self.callback.bike_variadic))
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         params = self.get_params(ctx)
@@ -161,13 +161,10 @@ class BikeCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
     def _show_config_defaults(self, params: list) -> None:
-        config = getattr(self.callback, "bike_config", None)
-        if config is None:
-            return
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(config)
+                    for f in dataclasses.fields(self.callback.bike_config)  # every command has `settings`
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-        meanings: dict[str, str | None] = getattr(self.callback, "bike_none_means", {})
+        meanings: dict[str, str | None] = self.callback.bike_none_means
         for param in params:
             name = param.name
             if param.default is not None or not isinstance(param, TyperOption):
