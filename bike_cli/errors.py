@@ -1,8 +1,5 @@
-"""The error types library code raises; `bike_cli.cli.app` turns them into messages and exit codes.
-
-Library code never prints or exits: it raises one of these with a message that names the bad value
-and, where there is one, the file (and line) it came from.
-"""
+"""The error types library code raises (it never prints or exits), each with a message naming the bad
+value and its file (and line); `bike_cli.cli.core.run_guarded` turns them into messages and exit codes."""
 
 from __future__ import annotations
 
@@ -43,11 +40,8 @@ class DecodeError(BikeError):
 
 @contextmanager
 def as_user_error(*kinds: type[Exception], error: type[BikeError] = InputError, prefix: str = "") -> Iterator[None]:
-    """Re-raise an exception of `kinds` from inside as `error` with the same message (after `prefix`).
-
-    For the stage or loader that handed a user's value (an option, a file) to code whose contract it
-    broke: models/ raises ValueError/TypeError and knows nothing of the command line; the caller knows
-    the value was the user's, and the CLI reports a BikeError in one line."""
+    """Re-raise an exception of `kinds` from inside as `error` with the same message (after `prefix`): for
+    the caller that handed a user's value to code (models/) that raises ValueError/TypeError."""
     try:
         yield
     except kinds as err:

@@ -1,10 +1,5 @@
-"""The one progress protocol: what every long loop of the library reports to.
-
-A loop calls `start(total, description)`, `advance(n)` as items finish, and `stop()` (in a `finally`).
-This class reports nothing: it is the protocol and the default of a caller that shows no progress;
-the CLI passes `bike_cli.cli.progress.RichProgress`, a subclass that draws a bar. Like `errors.py`, it
-sits below every layer, so that engine/, models/ and data/ report through the same one.
-"""
+"""The one progress protocol every long loop reports to, below every layer like `errors.py`: `start`,
+`advance` as items finish, `stop` in a `finally`. The CLI passes `bike_cli.cli.progress.RichProgress`."""
 
 from __future__ import annotations
 

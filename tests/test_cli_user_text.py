@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bike_cli.cli.user_text import LiteralConsole, visible
+from bike_cli.cli.core import LiteralConsole, visible
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 LINK = "[link=file:///etc/passwd]x[/link]"

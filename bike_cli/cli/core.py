@@ -1,5 +1,5 @@
-"""The shell every command shares: the Typer app, the console, logging, and the one place that turns
-errors into messages and exit codes. It never imports a command (`bike_cli.cli.app` registers them)
+"""The shell every command shares: the Typer app, the consoles, logging, and the one place that turns
+errors into messages and exit codes. It never imports a command (`bike_cli.cli.app` holds them)
 and nothing heavy: `bike --help` must not load torch.
 
 Exit codes: 0 success; 1 a failure bike reports (bad input, unreadable data, `--strict` with
@@ -17,19 +17,52 @@ from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.logging import RichHandler
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from bike_cli import __version__
-from bike_cli.cli.user_text import LiteralConsole, LiteralRichHandler
 from bike_cli.errors import BikeError
 
 EXIT_FAILURE = 1  # a problem bike found and reported (BikeError)
 EXIT_USAGE = 2  # Click's code for a bad command line
 EXIT_INTERRUPTED = 130
 
-# Messages and logs go to stderr so that stdout stays clean for machine-readable output; results (tables)
-# go to `stdout`. Both print user text literally (`cli.user_text`): styles come from `Text` objects.
+# User text (queries, class names, paths, messages quoting them) is printed as text, never read as Rich
+# markup (`[link=file:///etc/passwd]x[/link]`) or obeyed as terminal controls (`\x1b[2J`): every console is
+# a `LiteralConsole` (styles come from `Text` objects bike builds), log records pass `LiteralRichHandler`.
+# C0 controls (ESC included), DEL and the C1 controls (U+0080-U+009F: CSI and OSC among them)
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def visible(text: str) -> str:
+    """`text` with every control character (C0, DEL, C1; ESC, tab and line breaks included) written as
+    its `\\xNN` escape, so that a terminal shows it instead of obeying it."""
+    return text.translate(_CONTROLS)
+
+
+class LiteralConsole(Console):
+    """A Rich console on which every string is literal: markup and emoji codes off, controls made visible."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("markup", False)
+        kwargs.setdefault("emoji", False)
+        super().__init__(*args, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Every string printed, and every string cell and title of a table, goes through here."""
+        return super().render_str(visible(text), **kwargs)
+
+
+class LiteralRichHandler(RichHandler):
+    """Rich's log handler, with the controls of every message made visible (markup is off by default)."""
+
+    def render_message(self, record: Any, message: str) -> Any:
+        return super().render_message(record, visible(message))
+
+
+# Messages and logs go to stderr, so that stdout stays clean for machine-readable output.
 console = LiteralConsole(stderr=True)
 stdout = LiteralConsole()
 ERROR = Text("error:", style="bold red")
@@ -108,11 +141,8 @@ class BikeGroup(TyperGroup):
 
 
 class BikeCommand(TyperCommand):
-    """A stage command: `-q/-v` after the subcommand, and help that shows its settings dataclass's defaults.
-
-    A command function decorated with `settings(...)` names its config dataclass; options whose
-    Typer default is None (meaning "not given": the dataclass default applies) show that default.
-    """
+    """A stage command: `-q/-v` after the subcommand, and help that shows the defaults of the settings
+    dataclass its function names (`settings`) for the options whose Typer default is None ("not given")."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,7 +152,7 @@ class BikeCommand(TyperCommand):
                          in PANELS else 0)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, spread_variadic(args, getattr(self.callback, "bike_variadic", ())))
+        return super().parse_args(ctx, spread_variadic(args, self.callback.bike_variadic))
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         params = self.get_params(ctx)
@@ -131,13 +161,10 @@ class BikeCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
     def _show_config_defaults(self, params: list) -> None:
-        config = getattr(self.callback, "bike_config", None)
-        if config is None:
-            return
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(config)
+                    for f in dataclasses.fields(self.callback.bike_config)  # every command has `settings`
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-        meanings: dict[str, str | None] = getattr(self.callback, "bike_none_means", {})
+        meanings: dict[str, str | None] = self.callback.bike_none_means
         for param in params:
             name = param.name
             if param.default is not None or not isinstance(param, TyperOption):
@@ -151,28 +178,16 @@ class BikeCommand(TyperCommand):
                 param.default = value
 
 
-def settings(config: type, **none_means: str | None) -> Callable[[F], F]:
-    """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults
-    in its help.
-
-    `none_means[field]`: what leaving the option out means, shown instead of the dataclass default
-    (e.g. model="the cache's"); None shows no default.
-    """
+def settings(config: type, variadic: tuple[str, ...] = (), **none_means: str | None) -> Callable[[F], F]:
+    """Link a command function to its settings dataclass (in `bike_cli.config.stages`) for the defaults in
+    its help. `none_means[field]`: what leaving the option out means, shown instead (None: no default).
+    `variadic`: list options that take several values after one flag (`--split-lists A B C`) as well as
+    the flag repeated (`spread_variadic`)."""
 
     def mark(func: F) -> F:
         func.bike_config = config  # type: ignore[attr-defined]
         func.bike_none_means = none_means  # type: ignore[attr-defined]
-        return func
-
-    return mark
-
-
-def variadic(*flags: str) -> Callable[[F], F]:
-    """Let each of a command's list options `flags` take several values after one flag (`--split-lists A B C`),
-    as well as the flag repeated (`--split-lists A --split-lists B`): see `spread_variadic`."""
-
-    def mark(func: F) -> F:
-        func.bike_variadic = flags  # type: ignore[attr-defined]
+        func.bike_variadic = variadic  # type: ignore[attr-defined]
         return func
 
     return mark
@@ -196,10 +211,9 @@ def spread_variadic(args: list[str], flags: tuple[str, ...]) -> list[str]:
 
 def make_config(config: type[C], options: dict[str, Any], recipe: Any = None, stage: str | None = None,
                 names: Collection[str] = ()) -> C:
-    """A command's settings from the options it was given (over `recipe`'s, if any): the one path of every
-    command (`config.recipe.build_config`: types, then each number's range), taken before the command
-    imports its stage, so a bad value is one line (exit 1) before torch loads. `names`: the command's
-    parameter names, for a recipe's value to name the option that overrides it."""
+    """A command's settings from its options (over `recipe`'s, if any) by `config.recipe.build_config`, before
+    the command imports its stage: a bad value is one line (exit 1) before torch loads. `names`: the
+    command's parameter names, for a recipe's value to name the option that overrides it."""
     from bike_cli.config.recipe import build_config
 
     return run_guarded(build_config, config, recipe, options, stage=stage, options=names)

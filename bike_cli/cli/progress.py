@@ -37,13 +37,13 @@ class RichProgress(Progress):
         self.unit, self.terminal, self.clock, self.interval = unit, terminal, clock, interval
         self._bar: Bar | None = None
         self._task = None
-        self._lines: _Lines | None = None
+        self._lines = False  # log lines instead of the bar: the loop's state below
 
     def start(self, total: int, description: str) -> None:
-        terminal = console.is_terminal if self.terminal is None else self.terminal
-        if not terminal:
-            interval = PIPE_INTERVAL if self.interval is None else self.interval
-            self._lines = _Lines(total, description, self.unit, self.clock, interval)
+        if not (console.is_terminal if self.terminal is None else self.terminal):
+            self._lines, self.total, self.description, self.done, self.logged = True, total, description, 0, False
+            self.every = PIPE_INTERVAL if self.interval is None else self.interval
+            self.started = self.last = self.clock()
             return
         self._bar = Bar(
             TextColumn("[bold]{task.description}"),
@@ -61,35 +61,19 @@ class RichProgress(Progress):
         self._task = self._bar.add_task(description, total=total, rate="")
 
     def advance(self, n: int) -> None:
-        if self._lines is not None:
-            self._lines.add(n)
+        if self._lines:
+            self._log_line(n)
         if self._bar is None:
             return
         self._bar.advance(self._task, n)
         speed = self._bar.tasks[0].speed
         self._bar.update(self._task, rate=f"{speed:.1f} {self.unit}/s" if speed else "")
 
-    def stop(self) -> None:
-        if self._lines is not None:
-            self._lines.finish()
-            self._lines = None
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-class _Lines:
-    """Progress as log lines: one each `interval` seconds of work, and a last one if any was logged."""
-
-    def __init__(self, total: int, description: str, unit: str, clock: Callable[[], float], interval: float) -> None:
-        self.total, self.description, self.unit, self.clock, self.interval = total, description, unit, clock, interval
-        self.done, self.logged = 0, False
-        self.started = self.last = clock()
-
-    def add(self, n: int) -> None:
+    def _log_line(self, n: int) -> None:
+        """Count `n` more items; a line once `every` seconds have passed since the last one."""
         self.done += n
         now = self.clock()
-        if now - self.last >= self.interval and self.done < self.total:  # the end has its own line
+        if now - self.last >= self.every and self.done < self.total:  # the end has its own line
             self.last, self.logged = now, True
             elapsed = now - self.started
             rate = self.done / elapsed if elapsed > 0 else 0.0
@@ -97,10 +81,14 @@ class _Lines:
             log.info("%s: %d/%d %s (%d%%), %s%s", self.description, self.done, self.total, self.unit,
                      100 * self.done // max(1, self.total), _rate(rate, self.unit), eta)
 
-    def finish(self) -> None:
-        if self.logged:
+    def stop(self) -> None:
+        if self._lines and self.logged:
             log.info("%s: %d/%d %s in %s", self.description, self.done, self.total, self.unit,
                      _clock_time(self.clock() - self.started))
+        self._lines = False
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _rate(rate: float, unit: str) -> str:

@@ -1,18 +1,9 @@
-"""Do the installed torch and torchvision belong together? Decided from package metadata alone.
+"""Do the installed torch and torchvision belong together? Decided from package metadata alone (milliseconds),
+not from a failing import (`operator torchvision::nms does not exist`, after seconds of loading).
 
-A torchvision built for another torch fails deep inside its import (`RuntimeError: operator
-torchvision::nms does not exist`), after seconds of loading; bike reads both packages' metadata
-instead (a few milliseconds, neither package imported) and says so in one line before a command runs.
-
-The rule, the one place bike keeps it:
-- versions: torchvision 0.(N + 15) is built for torch 2.N (0.15 for 2.0, ..., 0.29 for 2.14). A
-  release of either inside that known range fixes the other's minor version; where both are newer
-  than the range (future releases) bike cannot tell and says nothing.
-- builds: PyTorch's own indexes label their wheels (`2.14.1+cpu`, `+cu121`, `+rocm6.2`, `+xpu`);
-  when both carry such a label, the labels must agree. A CPU-only torch (`+cpu`) beside an
-  unlabelled torchvision that ships CUDA's runtime (PyPI's Linux wheels do) is also a mismatch: its
-  compiled operators need torch's CUDA libraries. Other unlabelled or source-built versions say
-  nothing.
+The rule: torchvision 0.(N + 15) is built for torch 2.N; either inside that known range fixes the other
+(both newer: bike cannot tell). PyTorch's build labels (`+cpu`, `+cu121`, `+rocm6.2`, `+xpu`) must agree
+where both carry one, and a `+cpu` torch cannot run an unlabelled torchvision that ships CUDA's runtime.
 """
 
 from __future__ import annotations
@@ -73,25 +64,16 @@ def mismatch(torch_version: str, vision_version: str, vision_ships_cuda: bool = 
 
 
 def pair_install_args(build: str | None) -> str:
-    """pip's arguments that install torch and torchvision together, from one place: PyTorch's `build`
-    index (e.g. 'cpu') where it answers, else PyPI; None: PyPI (or the configured index) alone.
-
-    pip takes the highest version of each from every index it reads, and `2.14.1+cpu` sorts above
-    PyPI's `2.14.1`: where the build index answers both come from it, and where it cannot be reached
-    pip warns (one try, 5 s at most per request) and both come from PyPI. The README's CPU-only step is
-    this with 'cpu'.
-    """
+    """pip's arguments that install torch and torchvision from one place: PyTorch's `build` index (e.g. 'cpu')
+    where it answers (`2.14.1+cpu` sorts above PyPI's `2.14.1`), else PyPI after one 5 s try; None: PyPI alone.
+    The README's CPU-only step is this with 'cpu'."""
     index = f"--extra-index-url {PYTORCH_INDEX}/{build} --timeout 5 --retries 0 " if build else ""
     return f"{index}'torch<={TORCH_CAP}' torchvision"
 
 
 def fix_command(torch_version: str) -> str:
-    """The one command that gives this Python a torch and a torchvision that belong together.
-
-    An unlabelled torch in the known range (PyPI's, or the configured index's) stays: torchvision alone
-    is reinstalled, from there, for it. Otherwise (a torch from one of PyTorch's indexes, or one newer
-    than the known pairs) both are reinstalled with `pair_install_args`, from torch's own index.
-    """
+    """The one command that gives this Python a torch and a torchvision that belong together: for an
+    unlabelled torch in the known range torchvision alone, else both from torch's own index."""
     build = _build(_label(torch_version))
     release = _release(torch_version)
     pip = f"{shlex.quote(sys.executable)} -m pip install --force-reinstall"
