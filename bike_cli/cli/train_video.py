@@ -12,7 +12,7 @@ from bike_cli.cli.tables import Folded, add_columns, title
 from bike_cli.config.stages import TrainVideoConfig
 
 if TYPE_CHECKING:
-    from bike_cli.engine.loop_settings import TrainSummary
+    from bike_cli.engine.run_folder import TrainSummary
 
 
 

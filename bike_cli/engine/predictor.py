@@ -23,8 +23,8 @@ from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import TEST_INDICES
 from bike_cli.data.views import TEST_TRANSFORMS
+from bike_cli.engine.evaluation import VIDEO_SCORES
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.engine.rules import VIDEO_SCORES
 from bike_cli.errors import InputError
 from bike_cli.models.factory import VideoClassifier
 from bike_cli.models.heads import vcs_saliency

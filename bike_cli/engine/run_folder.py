@@ -46,7 +46,6 @@ import yaml
 from torch import nn
 
 from bike_cli.config.recipe import config_to_dict
-from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import copy_file
@@ -78,6 +77,19 @@ KEEP_CHECKPOINTS = 2  # epoch folders kept: the newest complete one, and the one
 AVERAGING = "averaging"  # checkpoints/averaging/epoch_NNNN.pt: the epochs averaged.pt is the mean of
 FREE_ON_RESUME = {"resume", "overwrite", "workers", "cache_in_memory", "allow_model_mismatch", "out"}  # cannot change what the run computes
 GROWS_ON_RESUME = "epochs"  # a new total: the run goes on, on the schedule of the new total
+
+
+@dataclass
+class TrainSummary:
+    out: Path
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_metrics: dict
+    last_metrics: dict
+    seconds: float
+    is_main: bool = True
+    finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
 
 
 @dataclass

@@ -1,19 +1,13 @@
-"""The training loop that `train-video` and `train-attrs` share.
+"""The training loop that `train-video` and `train-attrs` share: its settings, the Accelerator it runs
+under (devices, processes, mixed precision, gradient accumulation), AdamW with the branch's parameter
+groups, the lr schedule (`engine.schedule`) at the profile's cadence, validation every N epochs; the
+run's files are the `RunFolder`'s. Each profile field the loop implements is looked up in a table keyed
+by the field's value (tests/test_config_profile.py holds each table to `config.profile.RULE_NAMES`).
 
-Accelerate (devices, processes, mixed precision, gradient accumulation), AdamW with the branch's
-parameter groups, cosine schedule with linear warm-up (`engine.schedule`) stepped at the profile's
-cadence (`LR_CADENCES`), a seeded per-epoch batch sampler, validation every N epochs; the run's files
-(metrics, best/last checkpoints, resumable state per epoch, resume) are the `RunFolder`'s.
-
-A run that diverges stops: the first non-finite loss raises `TrainingDiverged` naming the epoch and
-step, and so do the weights an epoch ends with when they are not finite or give a non-finite loss on
-the epoch's last batch (weights can overflow in their last step: one forward an epoch checks what
-last.pt would hold), before anything of that epoch is saved; last.pt, best.pt, metrics.jsonl and the
-resumable state stay those of the last finite epoch. The per-step check costs nothing new: the loss
-is read once a step already (`loss.item()`, the step's one host sync), and every process reads the
-same value: bike's branches compute the loss of the whole batch gathered over the processes
-(`models.gather`), so a non-finite value on any process is non-finite on all of them, and every
-process stops at the same step with no collective of its own (the gather is the reduction).
+A run that diverges stops before anything of that epoch is saved: the first non-finite loss, or weights
+an epoch ends with that are not finite or give a non-finite loss on its last batch, raise
+`TrainingDiverged`. Every process reads the same loss (`loss.item()`, the step's one host sync, of the
+batch gathered over the processes: `models.gather`), so all stop at the same step with no collective.
 """
 
 from __future__ import annotations
@@ -23,17 +17,24 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bike_cli.config.profile import PER_BATCH, PER_OPTIMIZER_STEP, Profile
-from bike_cli.engine.distributed import writer_lock
-from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary, make_accelerator
-from bike_cli.engine.run_folder import CheckpointHeader, RunFolder
-from bike_cli.engine.runtime import cores_beside_workers, loader_workers
+from bike_cli.config.profile import (
+    BF16_ELSE_FP16,
+    DECAY_ALL,
+    DECAY_EXEMPT,
+    FP16,
+    PER_BATCH,
+    PER_OPTIMIZER_STEP,
+    Profile,
+)
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary
+from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device, writer_lock
 from bike_cli.engine.schedule import (
     EpochBatches,
     apply_schedule,
@@ -45,11 +46,80 @@ from bike_cli.errors import BikeError, InputError
 from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE
 from bike_cli.io.guard import PathGuard
 from bike_cli.io.train_state import RunState
+from bike_cli.models.param_groups import GroupRule, decay_all_groups, decay_exempt_groups
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
 ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
+PARAM_GROUPS: dict[str, GroupRule] = {DECAY_EXEMPT: decay_exempt_groups, DECAY_ALL: decay_all_groups}
+MIXED_PRECISION_AUTO: dict[str, Callable[[bool], str]] = {  # Profile.auto_precision -> bf16 supported -> mode
+    BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
+    FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
+}
+
+
+@dataclass
+class LoopSettings:
+    """The settings every training stage has (its config dataclass provides them)."""
+
+    out: Path
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    warmup_epochs: float
+    precision: str
+    seed: int
+    val_every: int
+    workers: int
+    resume: bool
+    device: str | None = None
+    overwrite: bool = False
+
+    @classmethod
+    def of(cls, cfg) -> LoopSettings:
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        """The settings no range declares (the ranges are `config.ranges.check_ranges`', which the stage called)."""
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What one `Trainer.fit` follows besides the run's `LoopSettings`: AdamW's lr and weight decay
+    (for the parameter groups that set none) and the profile whose loop rules apply."""
+
+    lr: float
+    weight_decay: float
+    profile: Profile
+
+
+def accelerate_precision(precision: str, cuda: bool, profile: Profile, bf16_supported: bool = True) -> str:
+    """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
+
+    The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
+    is kept; `auto` on CUDA follows the profile's `auto_precision` (`MIXED_PRECISION_AUTO`)."""
+    if not cuda or precision == "fp32":
+        return "no"
+    if precision != "auto":
+        return precision
+    return MIXED_PRECISION_AUTO[profile.auto_precision](bf16_supported)
+
+
+def make_accelerator(settings: LoopSettings, profile: Profile):
+    """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cuda = resolve_device(settings.device).type == "cuda"
+    mixed = accelerate_precision(settings.precision, cuda, profile, cuda and torch.cuda.is_bf16_supported())
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
+    set_seed(settings.seed)
+    return accelerator
 
 
 def _per_optimizer_step(s: LoopSettings, batches: int) -> tuple[int, Callable[[int], float]]:

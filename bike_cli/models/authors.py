@@ -12,7 +12,7 @@
 - the zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
 
 The paper reading's rules sit beside them (`scaled_view_scores`, `scaled_row_scores`): every score rule takes
-the unscaled cosine logits and exp(logit scale); `bike_cli.engine.rules` maps the profile's rule
+the unscaled cosine logits and exp(logit scale); `bike_cli.engine.evaluation` maps the profile's rule
 names to these functions.
 """
 

@@ -1,5 +1,5 @@
 """AdamW parameter groups: CLIP layers at a lower learning rate; the rule of weight decay and of the
-logit scale's group is one of these functions (`bike_cli.engine.rules.PARAM_GROUPS` names them)."""
+logit scale's group is one of these functions (`bike_cli.engine.training_loop.PARAM_GROUPS` names them)."""
 
 from __future__ import annotations
 

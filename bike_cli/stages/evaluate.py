@@ -15,7 +15,7 @@ Fusion: S = lambda * S_V + (1 - lambda) * S_A (Eq. 4).
 Outputs in `out/`: `video_scores.csv`, `attrs_scores.csv`, `fused_scores.csv` (score CSVs,
 docs/formats.md) and `metrics.json` (the protocol's results per branch). The branches to score are
 loaded by bike_cli.models.factory (as `bike predict` loads its), the scoring loops are
-bike_cli.engine.evaluation's, the score rules the profile's (bike_cli.engine.rules).
+bike_cli.engine.evaluation's, the score rules the profile's (bike_cli.engine.evaluation).
 """
 
 from __future__ import annotations
@@ -44,10 +44,8 @@ from bike_cli.data.class_subsets import check_disjoint
 from bike_cli.data.class_texts import read_class_texts
 from bike_cli.data.sampling import parse_views
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
-from bike_cli.engine.distributed import writer_lock
-from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
-from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
-from bike_cli.engine.runtime import resolve_device
+from bike_cli.engine.evaluation import ATTRS_SCORES, VIDEO_SCORES, Scores, attrs_scores, cache_scores, decoded_scores
+from bike_cli.engine.runtime import resolve_device, writer_lock
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
