@@ -63,8 +63,7 @@ from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.train_clips import collate_train
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.run_folder import RunFolder
-from bike_cli.engine.schedule import EpochBatches, warmup_cosine
-from bike_cli.engine.training_loop import LoopSettings, Trainer, make_accelerator
+from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts

@@ -16,7 +16,7 @@ from bike_cli.config.stages import PredictConfig, parse_class_names
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from bike_cli.engine.predictor import VideoPrediction
+    from bike_cli.engine.evaluation import VideoPrediction
     from bike_cli.stages.predict import PredictResult
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -34,19 +34,14 @@ def to_unit_pixels(pixels: torch.Tensor, spec: ClipSpec, device: torch.device) -
 
 
 class FrameEncoder:
-    """uint8 frames -> CLIP image embeddings (not normalised), in chunks on `device` under `precision`.
-
-    `model` is anything whose `visual` is a CLIP image tower: a CLIP model (extract-features) or a
-    Video branch (eval, predict: its tower, fine-tuned or CLIP's)."""
+    """uint8 frames -> CLIP image embeddings (not normalised) of `model.visual` (a CLIP model's or a Video
+    branch's tower), in chunks of FRAMES_PER_FORWARD on `device`, autocast by `precision`, channels-last on CUDA."""
 
     def __init__(self, model: torch.nn.Module, spec: ClipSpec, device: torch.device, precision: str = "auto") -> None:
-        if getattr(model, "visual", None) is None:
-            raise ValueError("FrameEncoder needs a model with an image tower (`visual`)")
         self.visual = model.visual.to(device).eval()
         if device.type == "cuda":
             self.visual = self.visual.to(memory_format=torch.channels_last)
-        self.spec, self.device = spec, device
-        self.precision = precision  # auto, fp32, bf16 or fp16
+        self.spec, self.device, self.precision = spec, device, precision  # precision: auto, fp32, bf16 or fp16
 
     @torch.inference_mode()
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
@@ -60,8 +55,7 @@ class FrameEncoder:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             with autocast_for(self.device, self.precision):
                 out.append(image_features(self.visual, chunk).float())  # [n, D]
-        emb = torch.cat(out)
-        return emb.view(*lead, emb.shape[-1])
+        return torch.cat(out).view(*lead, -1)  # [..., D]
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [..., 3, S, S] -> float16 [..., D] on the CPU: a feature cache's rows."""
@@ -71,15 +65,10 @@ class FrameEncoder:
 def extract_share(dataset: MultiViewClips, encoder: FrameEncoder, parts_dir: Path, video_list: VideoList,
                   meta: CacheMeta, *, batch_size: int, workers: int, dist: DistContext, progress: Progress) -> None:
     """Decode (in `workers` workers) and encode this process's videos, writing one part file per batch."""
-    # One video per loader item, so that the workers share the videos evenly (a batch per worker
-    # would leave one worker decoding the odd batch alone); the main process groups --batch-size
-    # videos for the model and the part file.
-    loader = DataLoader(
-        dataset, batch_size=1, shuffle=False, num_workers=workers,
-        collate_fn=collate_items, worker_init_fn=worker_init, pin_memory=encoder.device.type == "cuda",
-        prefetch_factor=max(2, math.ceil(batch_size / workers)) if workers > 0 else None,
-        persistent_workers=False,
-    )
+    # One video per loader item, so the workers share the videos evenly; the main process groups --batch-size.
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_items,
+                        worker_init_fn=worker_init, pin_memory=encoder.device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=max(2, math.ceil(batch_size / workers)) if workers > 0 else None)
     writer = PartWriter(parts_dir, dist.rank)
     if not dist.is_main:
         progress = Progress()  # rank 0 shows the progress, estimated for all processes
@@ -89,8 +78,7 @@ def extract_share(dataset: MultiViewClips, encoder: FrameEncoder, parts_dir: Pat
         for i, item in enumerate(loader, start=1):
             pending.append(item)
             if len(pending) == batch_size or i == len(dataset):
-                batch = merge_batches(pending)
-                writer.write(encode_batch(batch, encoder, video_list, meta))
+                writer.write(encode_batch(merge_batches(pending), encoder, video_list, meta))
                 progress.advance(len(pending) * dist.world_size)
                 pending = []
     finally:
@@ -114,14 +102,11 @@ def encode_batch(batch: ClipBatch, encoder: FrameEncoder, video_list: VideoList,
     for item in failed:
         log.warning("skipped %s: %s", item.entry.video_id, item.error)
     return Batch(
-        list_index=np.array([i.list_index for i in ok], dtype=np.int64),
-        video_ids=[i.entry.video_id for i in ok],
-        embeddings=emb,
+        list_index=np.array([i.list_index for i in ok], dtype=np.int64), video_ids=[i.entry.video_id for i in ok],
+        embeddings=emb, num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
         labels=labels_array([video_list.entries[i.list_index] for i in ok], meta.num_classes, video_list.multilabel),
-        num_frames=np.array([i.num_frames for i in ok], dtype=np.int64),
         decoders=[i.decoder for i in ok],
-        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in failed],
-    )
+        failures=[Failure(i.list_index, i.entry.video_id, str(i.entry.path), i.error or "") for i in failed])
 
 
 def worker_init(_: int) -> None:

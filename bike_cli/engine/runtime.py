@@ -1,6 +1,5 @@
 """What every stage's compute needs from this machine: the device, the precision, CPU threads, and the
-processes of an `accelerate launch` (a plain `bike ...` is one process; under `--num_processes N` every
-process runs the same stage and takes its share of the work)."""
+processes of an `accelerate launch` (each runs the same stage and takes its share of the work)."""
 
 from __future__ import annotations
 
@@ -50,8 +49,7 @@ def usable_cores() -> int:
 
 
 def loader_workers(requested: int, items: int) -> int:
-    """The DataLoader workers that can help: `requested`, at most one per usable core and one per item
-    (video or batch) to load; a log line says when fewer than requested are started."""
+    """`requested` DataLoader workers, at most one per usable core and per item to load (logged when fewer)."""
     workers = max(0, min(requested, usable_cores(), items))
     if workers < requested and items > 0:
         log.info("--workers %d: starting %d (%d usable CPU cores, %d items to load)", requested, workers,
@@ -61,10 +59,8 @@ def loader_workers(requested: int, items: int) -> int:
 
 @contextlib.contextmanager
 def cores_beside_workers(device: torch.device, workers: int) -> Iterator[None]:
-    """On the CPU, give this process's torch ops the cores the DataLoader workers do not use.
-
-    Measured on 2 cores: 2 torch threads next to 2 decoding workers made the model 5-20x slower.
-    """
+    """On the CPU, give torch the cores the DataLoader workers do not use (on 2 cores, 2 threads beside 2
+    decoding workers made the model 5-20x slower)."""
     threads = torch.get_num_threads()
     if device.type == "cpu" and workers > 0:
         torch.set_num_threads(max(1, usable_cores() - workers))
@@ -77,9 +73,7 @@ def cores_beside_workers(device: torch.device, workers: int) -> Iterator[None]:
 def autocast_for(device: torch.device, precision: str):
     """Autocast context: bf16 (or fp16 where bf16 is unsupported) on CUDA for `auto`; fp32 on CPU."""
     if precision == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -103,14 +97,10 @@ class DistContext:
 
 
 def init_distributed() -> DistContext:
-    """One process, or this process's place in an `accelerate launch` run.
-
-    On a machine without CUDA the processes talk over gloo (launch with ACCELERATE_USE_CPU=1).
-    """
+    """One process, or this one's place in an `accelerate launch` (without CUDA: gloo, ACCELERATE_USE_CPU=1)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched <= 1:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        return DistContext(0, 1, device)
+        return DistContext(0, 1, resolve_device(None))
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -125,11 +115,8 @@ def init_distributed() -> DistContext:
 
 @contextlib.contextmanager
 def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -> Iterator[None]:
-    """Hold the WriterLock of `output` for the block: rank 0 takes it for all the ranks of one launch.
-
-    Every rank learns whether rank 0 got it and raises the same OutputLockedError if not, so that
-    no rank waits at a barrier for a rank 0 that has stopped.
-    """
+    """Hold the WriterLock of `output` for the block, rank 0 for every rank; each rank raises the same
+    OutputLockedError if rank 0 failed (none waits at a barrier for a rank 0 that has stopped)."""
     lock = WriterLock(output, folder=folder)
     message = None
     if is_main:
@@ -150,10 +137,7 @@ def writer_lock(output: Path, *, folder: bool, is_main: bool, world_size: int) -
 
 
 def metrics_over_processes(scores: list, labels: list) -> dict:
-    """`val_*` metrics (in %) of the whole validation set from every process's share of it.
-
-    scores: this process's float [n, K] arrays; labels: its int [n] or multi-hot [n, K] arrays.
-    """
+    """`val_*` metrics (%) of the whole validation set from this process's scores [n, K] and labels [n] or [n, K]."""
     import numpy as np
     from accelerate.utils import gather_object
 
@@ -161,6 +145,5 @@ def metrics_over_processes(scores: list, labels: list) -> dict:
 
     mine = (np.concatenate(scores), np.concatenate(labels)) if scores else (None, None)
     parts = [(s, y) for s, y in gather_object([mine]) if s is not None]
-    all_scores = np.concatenate([s for s, _ in parts])
-    all_labels = np.concatenate([y for _, y in parts])
-    return {f"val_{k}": v for k, v in recognition_metrics(all_scores, all_labels).items()}
+    metrics = recognition_metrics(np.concatenate([s for s, _ in parts]), np.concatenate([y for _, y in parts]))
+    return {f"val_{k}": v for k, v in metrics.items()}

@@ -1,21 +1,15 @@
-"""The training loop that `train-video` and `train-attrs` share: its settings, the Accelerator it runs
-under (devices, processes, mixed precision, gradient accumulation), AdamW with the branch's parameter
-groups, the lr schedule (`engine.schedule`) at the profile's cadence, validation every N epochs; the
-run's files are the `RunFolder`'s. Each profile field the loop implements is looked up in a table keyed
-by the field's value (tests/test_config_profile.py holds each table to `config.profile.RULE_NAMES`).
-
-A run that diverges stops before anything of that epoch is saved: the first non-finite loss, or weights
-an epoch ends with that are not finite or give a non-finite loss on its last batch, raise
-`TrainingDiverged`. Every process reads the same loss (`loss.item()`, the step's one host sync, of the
-batch gathered over the processes: `models.gather`), so all stop at the same step with no collective.
-"""
+"""The training loop of `train-video` and `train-attrs`: settings, Accelerator, seeded batches, AdamW, the lr
+schedule at the profile's cadence (profile rules in tables keyed by the field's value), validation; files
+are the `RunFolder`'s. A non-finite loss or end-of-epoch weights raise `TrainingDiverged` before the epoch
+is saved; the loss is gathered over the processes (`models.gather`): every process stops at the same step."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -24,24 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bike_cli.config.profile import (
-    BF16_ELSE_FP16,
-    DECAY_ALL,
-    DECAY_EXEMPT,
-    FP16,
-    PER_BATCH,
-    PER_OPTIMIZER_STEP,
-    Profile,
-)
+from bike_cli.config import profile as pf
+from bike_cli.config.profile import Profile
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary
 from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device, writer_lock
-from bike_cli.engine.schedule import (
-    EpochBatches,
-    apply_schedule,
-    authors_warmup_cosine,
-    step_before_optimizer,
-    warmup_cosine,
-)
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE
 from bike_cli.io.guard import PathGuard
@@ -52,10 +32,10 @@ from bike_cli.progress import Progress
 log = logging.getLogger(__name__)
 
 ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
-PARAM_GROUPS: dict[str, GroupRule] = {DECAY_EXEMPT: decay_exempt_groups, DECAY_ALL: decay_all_groups}
+PARAM_GROUPS: dict[str, GroupRule] = {pf.DECAY_EXEMPT: decay_exempt_groups, pf.DECAY_ALL: decay_all_groups}
 MIXED_PRECISION_AUTO: dict[str, Callable[[bool], str]] = {  # Profile.auto_precision -> bf16 supported -> mode
-    BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
-    FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
+    pf.BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
+    pf.FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
 }
 
 
@@ -90,8 +70,7 @@ class LoopSettings:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """What one `Trainer.fit` follows besides the run's `LoopSettings`: AdamW's lr and weight decay
-    (for the parameter groups that set none) and the profile whose loop rules apply."""
+    """AdamW's lr and weight decay (for groups that set none) and the profile whose loop rules apply."""
 
     lr: float
     weight_decay: float
@@ -99,10 +78,8 @@ class FitSettings:
 
 
 def accelerate_precision(precision: str, cuda: bool, profile: Profile, bf16_supported: bool = True) -> str:
-    """Accelerate's `mixed_precision` for `--precision` on this device under the profile.
-
-    The CPU trains in fp32 ("no") whatever is asked; `fp32` is fp32 everywhere; an explicit bf16/fp16
-    is kept; `auto` on CUDA follows the profile's `auto_precision` (`MIXED_PRECISION_AUTO`)."""
+    """Accelerate's `mixed_precision` for `--precision`: "no" on the CPU or for fp32, bf16/fp16 kept, and
+    `auto` on CUDA by the profile's `auto_precision` (`MIXED_PRECISION_AUTO`)."""
     if not cuda or precision == "fp32":
         return "no"
     if precision != "auto":
@@ -120,6 +97,101 @@ def make_accelerator(settings: LoopSettings, profile: Profile):
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     return accelerator
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
+    Every process sees equal batches (the gathered loss needs that): a last batch is cut to a multiple of
+    the world size; `drop_last` drops any last batch under the global one (the authors' DataLoader)."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, drop_last: bool = False) -> None:
+        self.n, self.rank, self.world, self.seed, self.drop_last = n, rank, world, seed, drop_last
+        self.global_batch = max(world, min(global_batch, n) // world * world)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sizes(self) -> list[int]:
+        full, rest = divmod(self.n, self.global_batch)
+        rest = 0 if self.drop_last else rest - rest % self.world
+        return [self.global_batch] * full + ([rest] if rest else [])
+
+    def __len__(self) -> int:
+        return len(self._sizes())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        start = 0
+        for size in self._sizes():
+            yield perm[start : start + size][self.rank :: self.world].tolist()
+            start += size
+
+
+class RepeatedDataset(Dataset):
+    """`length` samples an epoch cycled from `dataset` (few-shot: a full epoch's steps); pass r of epoch e
+    runs `dataset` as epoch e * passes + r (its own augmentation)."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, max(length, len(dataset))
+        self.passes = math.ceil(self.length / len(dataset))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        n = len(self.dataset)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch * self.passes + i // n)
+        return self.dataset[i % n]
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """LR factor per batch as the authors' train.py steps WarmupCosineAnnealingLR: at iteration i of epoch e
+    when i == 0 or (i + 1) % 10 == 0, at x = e + i / steps_per_epoch; x / warmup, then
+    (1 + cos(pi * min(1, (x - warmup) / (epochs - warmup)))) / 2, held between two steps."""
+
+    def factor(step: int) -> float:
+        epoch, i = divmod(step, steps_per_epoch)
+        last = 0 if i < 9 else (i + 1) // 10 * 10 - 1  # the iteration of the latest scheduler step
+        x = epoch + last / steps_per_epoch
+        if x < warmup_epochs:
+            return x / warmup_epochs
+        progress = min(1.0, (x - warmup_epochs) / max(1e-12, epochs - warmup_epochs))
+        return (math.cos(math.pi * progress) + 1) / 2
+
+    return factor
+
+
+def apply_schedule(optimizer, scheduler) -> None:
+    """Set each group's lr to the scheduler's factor at its restored step (a resumed LambdaLR keeps the lr
+    it was saved with, of the old schedule when `--epochs` grew)."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def step_before_optimizer(scheduler) -> None:
+    """Step the schedule per batch, before the first optimiser step may come (intended: no torch warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def _per_optimizer_step(s: LoopSettings, batches: int) -> tuple[int, Callable[[int], float]]:
@@ -144,7 +216,7 @@ class Cadence(NamedTuple):
     schedule: Callable[[LoopSettings, int], tuple[int, Callable[[int], float]]]  # -> steps an epoch, lr factor
 
 
-LR_CADENCES = {PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), PER_BATCH: Cadence(True, _per_batch)}
+LR_CADENCES = {pf.PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), pf.PER_BATCH: Cadence(True, _per_batch)}
 
 
 class TrainingDiverged(BikeError):
@@ -152,19 +224,15 @@ class TrainingDiverged(BikeError):
 
 
 class _NonFiniteLoss(Exception):
-    """Raised inside an epoch at the first non-finite loss; `fit` turns it into `TrainingDiverged`.
-
-    `batch` (1-based) of `batches`; `after`: the loss of the weights the epoch ends with, on its last batch."""
+    """The first non-finite loss, at `batch` (1-based) of `batches`; `after`: of the weights the epoch ends with."""
 
     def __init__(self, batch: int, batches: int, value: float, after: bool = False) -> None:
-        super().__init__(batch, batches, value, after)
         self.batch, self.batches, self.value, self.after = batch, batches, value, after
 
 
 @dataclass
 class TrainBranch:
-    """What a stage trains: the module, its AdamW groups, how a batch reaches it, how it is validated, and
-    what its checkpoints record (None: no last.pt / best.pt)."""
+    """What a stage trains, how a batch reaches it, how it is validated, what its checkpoints record."""
 
     model: nn.Module  # forward(*inputs) -> the loss of the whole batch gathered over the processes (the same on each)
     param_groups: list[dict]
@@ -187,9 +255,8 @@ class Trainer:
 
     def fit(self, branch: TrainBranch, settings: FitSettings, dataset: Dataset, *, collate_fn: Callable | None = None,
             batch_loader: Callable[[Sampler], Iterable] | None = None) -> TrainSummary:
-        """Train `loop.epochs` epochs (resuming if asked); returns the summary on every process.
-
-        `batch_loader(batch_sampler)`: the batches, in the place of a DataLoader (rows held in memory)."""
+        """Train `loop.epochs` epochs (resuming if asked); the summary on every process. `batch_loader(sampler)`:
+        the batches in the place of a DataLoader (rows held in memory)."""
         started = time.perf_counter()
         s, acc, run = self.loop, self.accelerator, self.run
         cadence = LR_CADENCES[settings.profile.lr_cadence]
@@ -257,8 +324,7 @@ class Trainer:
         return TrainingDiverged(f"training diverged: {what}; {kept}. Lower --lr (now {lr:g}; e.g. {lr / 10:g}) "
                                 f"and {again}")
 
-    def _loader(self, dataset: Dataset, collate_fn: Callable | None,
-                batch_loader: Callable[[Sampler], Iterable] | None,
+    def _loader(self, dataset: Dataset, collate_fn: Callable | None, batch_loader: Callable[[Sampler], Iterable] | None,
                 profile: Profile) -> tuple[EpochBatches, Iterable, int]:
         """This process's batches of `dataset`, what yields them, and how many loader workers it runs."""
         s, acc = self.loop, self.accelerator
@@ -275,11 +341,9 @@ class Trainer:
 
     def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
                per_batch: bool = False) -> float:
-        """One epoch. bike steps the schedule per optimiser step, and an epoch's last, incomplete
-        accumulation group steps too (ceil(batches / grad_accum) steps, the count the schedule is
-        made for); `per_batch` steps it per batch (their train.py) and counts the accumulation from each
-        epoch's first batch (an epoch's last incomplete group steps nothing: its gradients join the next
-        epoch's first step, as theirs do)."""
+        """One epoch. bike steps the schedule per optimiser step, an epoch's last incomplete accumulation group
+        too (ceil(batches / grad_accum) steps); `per_batch` steps it per batch (their train.py), accumulation
+        counted from each epoch's first batch (a last incomplete group's gradients join the next step)."""
         acc = self.accelerator
         model.train()
         acc.step = 0  # Accelerate's accumulation counter: (i + 1) % grad_accum == 0 within the epoch
@@ -333,8 +397,7 @@ class Trainer:
 
 
 def finite_weights(model: nn.Module) -> bool:
-    """Whether every floating-point tensor of `model`'s state dict (what a checkpoint saves) is finite (one
-    host sync). Non-persistent buffers are not weights: CLIP's causal attention mask holds -inf."""
+    """Whether every float tensor of the state dict is finite (one host sync; not buffers: CLIP's mask holds -inf)."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
 

@@ -26,7 +26,7 @@ from bike_cli.report import figures
 
 
 class ExplainedVideo(Protocol):
-    """What a row of the figure shows of one video (`bike_cli.engine.predictor.VideoPrediction` has it)."""
+    """What a row of the figure shows of one video (`bike_cli.engine.evaluation.VideoPrediction` has it)."""
 
     video: Path
     top: list[tuple[str, float]]  # (class name, probability), best first

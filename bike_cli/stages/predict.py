@@ -10,7 +10,7 @@ Three ways to get a model (`bike_cli.models.factory.load_video_branch`, as `bike
 - plain CLIP, zero-shot (`model` + `pretrained` + class names): the VCS head by default, no
   temporal module, CLIP's own logit scale.
 
-For every video (`bike_cli.engine.predictor.Predictor`): T frames by test sampling (segment
+For every video (`bike_cli.engine.evaluation.Predictor`): T frames by test sampling (segment
 centres, one centre crop: the 1x1 view), encoded by CLIP's image tower; class probabilities
 softmax(scale * logits); the temporal saliency of the predicted class (Eq. 5 on the temporally
 encoded frames with the class's VCS query tokens; uniform 1/T for the mean head, which weighs every
@@ -37,7 +37,7 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.class_texts import read_class_texts
 from bike_cli.data.decoding.failures import check_video_file
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.engine.predictor import Predictor, VideoPrediction
+from bike_cli.engine.evaluation import Predictor, VideoPrediction
 from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint

@@ -38,8 +38,15 @@ from bike_cli.data.video_lists import labels_array, read_video_list
 from bike_cli.engine.evaluation import ValData, val_data, validate
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary, run_guard
-from bike_cli.engine.schedule import RepeatedDataset
-from bike_cli.engine.training_loop import PARAM_GROUPS, FitSettings, LoopSettings, TrainBranch, Trainer, run_training
+from bike_cli.engine.training_loop import (
+    PARAM_GROUPS,
+    FitSettings,
+    LoopSettings,
+    RepeatedDataset,
+    TrainBranch,
+    Trainer,
+    run_training,
+)
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
 from bike_cli.io.checkpoints import VIDEO_KIND
