@@ -48,8 +48,7 @@ from bike_cli.config.stages import DEFAULT_DECODER, ExtractConfig
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.sampling import parse_views, segment_indices
 from bike_cli.data.video_lists import read_video_list
-from bike_cli.engine.extraction import worker_init
-from bike_cli.engine.frame_encoder import FrameEncoder
+from bike_cli.engine.frame_encoder import FrameEncoder, worker_init
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.stages.extract import run_extraction
 
@@ -162,7 +161,7 @@ def time_decode(w: Workload, image_size: int) -> tuple[Stopwatch, list[ClipBatch
     dataset = MultiViewClips(list(enumerate(entries)), frames=w.frames, layout=parse_views(w.views),
                              size=image_size, mode="test", seed=0, decoder=DEFAULT_DECODER)  # the stage's
     with Stopwatch() as watch:
-        loader = DataLoader(  # as in bike_cli.engine.extraction.extract_share: one video per item
+        loader = DataLoader(  # as in bike_cli.engine.frame_encoder.extract_share: one video per item
             dataset, batch_size=1, shuffle=False, num_workers=w.workers,
             collate_fn=collate_items, worker_init_fn=worker_init, pin_memory=w.device.type == "cuda",
             prefetch_factor=max(2, math.ceil(w.batch_size / w.workers)) if w.workers > 0 else None,

@@ -43,8 +43,7 @@ def child(spec: dict) -> dict:
     from bike_cli.config.profile import get_profile
     from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.data.cached_clips import MemoryBatches, MemoryClips
-    from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
-    from bike_cli.engine.schedule import EpochBatches
+    from bike_cli.engine.training_loop import EpochBatches, LoopSettings, make_accelerator
     from bike_cli.io.feature_cache import FeatureCache
     from bike_cli.models.heads import VideoHead
     from bike_cli.models.loss import LogitScale

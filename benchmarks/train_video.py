@@ -62,10 +62,8 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import collate_train
 from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.engine.frame_encoder import to_unit_pixels
-from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.run_folder import RunFolder
-from bike_cli.engine.schedule import EpochBatches, warmup_cosine
-from bike_cli.engine.training_loop import Trainer
+from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.feature_cache_merge import merge
 from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts

@@ -11,8 +11,7 @@ import torch
 
 from bike_cli.config.profile import get_profile
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.engine.rules import PARAM_GROUPS
-from bike_cli.engine.schedule import authors_warmup_cosine
+from bike_cli.engine.training_loop import PARAM_GROUPS, authors_warmup_cosine
 from bike_cli.errors import CacheMismatchError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.authors import LOSSES, authors_kl_loss

@@ -12,8 +12,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_rig import Rows, fit_rig
 
 from bike_cli.config.profile import get_profile
-from bike_cli.engine.loop_settings import LoopSettings, accelerate_precision, make_accelerator
-from bike_cli.engine.schedule import EpochBatches
+from bike_cli.engine.training_loop import EpochBatches, LoopSettings, accelerate_precision, make_accelerator
 
 LR = 1e-2
 N, BATCH, EPOCHS, WARMUP = 47, 2, 3, 1.0  # 23 full batches an epoch and one partial batch of 1

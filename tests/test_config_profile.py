@@ -95,7 +95,8 @@ def test_the_constants_other_layers_read_are_the_profiles_values():
 
 def test_every_rule_name_of_a_profile_has_its_implementation():
     from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES
-    from bike_cli.engine.rules import ATTRS_SCORES, PARAM_GROUPS, VIDEO_SCORES
+    from bike_cli.engine.evaluation import ATTRS_SCORES, VIDEO_SCORES
+    from bike_cli.engine.training_loop import PARAM_GROUPS
     from bike_cli.models.authors import LOSSES
 
     for profile in PROFILES.values():
@@ -156,7 +157,7 @@ def third(monkeypatch):
 
 def _batch_sizes(out: Path, compat: str, n: int = 7, batch: int = 2) -> list[int]:
     """The batch sizes one epoch of Trainer.fit feeds under `compat` (an in-memory loader, CPU)."""
-    from bike_cli.engine.loop_settings import LoopSettings
+    from bike_cli.engine.training_loop import LoopSettings
 
     seen: list[int] = []
     rows = Rows(n)
@@ -206,7 +207,7 @@ def test_the_fusion_weight_of_a_third_profile_is_honoured_by_fuse(third):
 
 
 def test_the_precision_rule_of_a_third_profile_is_honoured(third):
-    from bike_cli.engine.loop_settings import accelerate_precision
+    from bike_cli.engine.training_loop import accelerate_precision
 
     assert accelerate_precision("auto", True, get_profile("bike"), True) == "bf16"
     assert accelerate_precision("auto", True, get_profile(third("bike", auto_precision=pf.FP16)), True) == "fp16"
@@ -218,8 +219,7 @@ def test_the_precision_rule_of_a_third_profile_is_honoured(third):
 def test_the_training_loops_rule_tables_cover_exactly_the_profiles_rule_names(third):
     """A value a Profile may take has its entry; a value it may not take fails when the Profile is made."""
     from bike_cli.data.sampling import CROPS_REFUSED, TEST_TRANSFORMS
-    from bike_cli.engine.loop_settings import MIXED_PRECISION_AUTO
-    from bike_cli.engine.training_loop import LR_CADENCES
+    from bike_cli.engine.training_loop import LR_CADENCES, MIXED_PRECISION_AUTO
     from bike_cli.stages.evaluate import ZERO_SHOT_FRAME_SCORERS
 
     assert set(MIXED_PRECISION_AUTO) == set(pf.RULE_NAMES["auto_precision"])
@@ -318,7 +318,7 @@ def test_the_video_score_rules_of_a_third_profile_are_honoured(third):
 
 
 def test_the_optimiser_groups_of_a_third_profile_are_honoured_by_the_branches(third):
-    from bike_cli.engine.rules import PARAM_GROUPS
+    from bike_cli.engine.training_loop import PARAM_GROUPS
     from bike_cli.models.attrs_branch import AttributesBranch
     from bike_cli.models.video_branch import VideoBranch
 

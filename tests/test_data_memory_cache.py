@@ -18,7 +18,7 @@ from bike_cli.data.cached_clips import (
     read_rows,
     wants_memory,
 )
-from bike_cli.engine.schedule import EpochBatches, RepeatedDataset
+from bike_cli.engine.training_loop import EpochBatches, RepeatedDataset
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache

@@ -18,8 +18,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from training_rig import Quadratic, Rows, fit_rig
 
-from bike_cli.engine.loop_settings import LoopSettings
-from bike_cli.engine.training_loop import TrainingDiverged
+from bike_cli.engine.training_loop import LoopSettings, TrainingDiverged
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.train_state import STATE_FILE
 

@@ -12,9 +12,8 @@ import pytest
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_rig import Rows, fit_rig
 
-from bike_cli.engine.loop_settings import LoopSettings
 from bike_cli.engine.run_folder import RunFolder
-from bike_cli.engine.schedule import warmup_cosine
+from bike_cli.engine.training_loop import LoopSettings, warmup_cosine
 from bike_cli.errors import InputError
 from bike_cli.io.train_state import STATE_FILE
 

@@ -243,7 +243,7 @@ def test_a_video_whose_embeddings_are_not_finite_is_a_failure_not_a_row(tmp_path
 
     from bike_cli.data.clip_dataset import ClipBatch, ClipItem
     from bike_cli.data.video_lists import VideoEntry, VideoList
-    from bike_cli.engine.extraction import encode_batch
+    from bike_cli.engine.frame_encoder import encode_batch
 
     meta = make_meta()
     entries = [VideoEntry(f"v{i}.mp4", tmp_path / f"v{i}.mp4", (i,), i + 1) for i in range(3)]

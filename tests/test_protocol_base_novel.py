@@ -14,7 +14,7 @@ from bike_cli.cli.app import app
 from bike_cli.config.stages import EvalConfig, ExtractConfig, TrainVideoConfig
 from bike_cli.data.class_names import read_class_names, restrict_labels
 from bike_cli.data.video_lists import read_video_list
-from bike_cli.engine.validation import val_data
+from bike_cli.engine.evaluation import val_data
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache

@@ -17,8 +17,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_rig import Rows, fit_rig
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.engine.loop_settings import LoopSettings
-from bike_cli.engine.training_loop import Trainer
+from bike_cli.engine.training_loop import LoopSettings, Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.stages.train_attrs import run_train_attrs

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from bike_cli.config.stages import TrainVideoConfig
-from bike_cli.engine.schedule import EpochBatches
-from bike_cli.engine.training_loop import Trainer
+from bike_cli.engine.training_loop import EpochBatches, Trainer
 from bike_cli.errors import InputError
 from bike_cli.io.checkpoints import load_video_checkpoint
 from bike_cli.models.heads import TemporalTransformer
@@ -137,7 +136,7 @@ def test_samples_per_epoch_cycles_a_few_shot_set(tmp_path, motion_caches):
 
 
 def test_repeated_dataset_gives_each_pass_its_own_epoch():
-    from bike_cli.engine.schedule import RepeatedDataset
+    from bike_cli.engine.training_loop import RepeatedDataset
 
     class Recorder:
         epoch = -1

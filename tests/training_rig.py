@@ -36,9 +36,8 @@ def fit_rig(settings, compat: str, dataset: Dataset, *, model: nn.Module | None 
     """`Trainer.fit` of `model` (a fresh Quadratic) on `dataset` under the profile `compat`, in the run
     folder `run` (a plain RunFolder of `settings.out` by default); returns the summary."""
     from bike_cli.config.profile import get_profile
-    from bike_cli.engine.loop_settings import FitSettings, make_accelerator
     from bike_cli.engine.run_folder import RunFolder
-    from bike_cli.engine.training_loop import TrainBranch, Trainer
+    from bike_cli.engine.training_loop import FitSettings, TrainBranch, Trainer, make_accelerator
 
     profile = get_profile(compat)
     model = model if model is not None else Quadratic()

@@ -52,7 +52,7 @@ from bike_cli.config.stages import (
 from bike_cli.data.lexicons import LEXICONS
 
 if TYPE_CHECKING:
-    from bike_cli.engine.loop_settings import TrainSummary
+    from bike_cli.engine.run_folder import TrainSummary
 
 MODEL_NEEDED = ("extract-features needs --model: an open_clip architecture with its weights, e.g. "
                 "--model ViT-B-16 --pretrained openai, or --model bike-tiny (built in, random weights: tests only)")

@@ -41,7 +41,7 @@ DECAY_ALL = "decay-all"  # decay on every parameter, the logit scale with CLIP's
 # When the lr schedule steps (bike_cli.engine.training_loop.Trainer)
 PER_OPTIMIZER_STEP = "optimizer-step"  # warm-up cosine per optimiser step, accumulation across the run
 PER_BATCH = "batch"  # their train.py: per batch (every 10th), accumulation counted from each epoch's start
-# Mixed precision of `--precision auto` on CUDA (bike_cli.engine.loop_settings.accelerate_precision)
+# Mixed precision of `--precision auto` on CUDA (bike_cli.engine.training_loop.accelerate_precision)
 BF16_ELSE_FP16 = "bf16-else-fp16"  # bf16 where the GPU has it, else fp16 with a GradScaler
 FP16 = "fp16"  # their amp: fp16 autocast with a GradScaler
 

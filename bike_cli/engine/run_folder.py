@@ -1,38 +1,5 @@
-"""The run folder (`--out`) of a training stage, as one object: `RunFolder` (after timm's CheckpointSaver).
-
-    config.yaml               every setting of the run, a recipe (bike_cli.io.run_config)
-    metrics.jsonl             one line per trained epoch
-    val_failures.csv          with --val-videos: the videos the last validation could not decode
-    last.pt, best.pt          the branch checkpoint of the last epoch, and of the best (bike_cli.io.checkpoints)
-    checkpoints/epoch_NNNN/   the resumable state of the two newest epochs (bike_cli.io.train_state); its
-                              trainer_state.json, written last, marks it complete
-    averaged.pt               with `average_last` N (train-video --average-last): the mean of the last N
-                              epochs' weights, an ordinary branch checkpoint, written after the last epoch
-    checkpoints/averaging/    with `average_last` N: epoch_NNNN.pt, last.pt of each epoch of the last N
-                              (of the total asked for) trained so far: what averaged.pt is the mean of
-    tensorboard/              TensorBoard's events (where tensorboard is installed)
-
-Under the folder's writer lock (taken first: another process's live run is never touched):
-
-- no run there: train;
-- a run there, neither `--resume` nor `--overwrite`: an error offering both (nothing is touched);
-- `--overwrite`: the run's files are removed (only those: other files in the folder stay), then train;
-- `--resume` of a run whose last complete epoch is the last one asked for: nothing to do; the run's
-  own summary is returned and no file is written (config.yaml stays as it was);
-- `--resume` with fewer `--epochs` than the run has trained: an error (nothing is touched);
-- `--resume` of an unfinished run, of a finished one with a larger `--epochs`, or of a folder with no
-  run yet: train (resuming where it was, on the schedule of the total now asked for).
-
-`--resume` continues the newest complete epoch folder. The resolved settings must equal config.yaml's
-(except those that cannot change the result, `FREE_ON_RESUME`); `--epochs` may grow (`GROWS_ON_RESUME`,
-as with the Hugging Face Trainer and mmaction2). `metrics.jsonl` is cut back to the epochs the resumed
-state has finished (a kill between the metrics append and the state write leaves a line of an epoch
-that is then trained again), and a torn last line is dropped.
-
-Averaging keeps the weights of each epoch of the window, not a running sum: a resumed run, or one
-whose `--epochs` grew, averages exactly the last N epochs of the total (the window only moves later,
-and files before it are removed); its cost is N copies of the branch's weights on disk.
-"""
+"""The run folder (`--out`) of a training stage as one object, `RunFolder` (after timm's CheckpointSaver): its
+files, the --resume/--overwrite rules and the averaging window are described in docs/formats.md."""
 
 from __future__ import annotations
 
@@ -46,7 +13,6 @@ import yaml
 from torch import nn
 
 from bike_cli.config.recipe import config_to_dict
-from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
 from bike_cli.io.atomic import copy_file
@@ -81,6 +47,19 @@ GROWS_ON_RESUME = "epochs"  # a new total: the run goes on, on the schedule of t
 
 
 @dataclass
+class TrainSummary:
+    out: Path
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_metrics: dict
+    last_metrics: dict
+    seconds: float
+    is_main: bool = True
+    finished_before: bool = False  # --resume of a run that had trained every epoch: nothing was done
+
+
+@dataclass
 class CheckpointHeader:
     """What last.pt and best.pt record besides the run's config and the epoch's metrics and weights."""
 
@@ -98,8 +77,7 @@ def run_guard(out: Path, inputs: PathOptions) -> PathGuard:
 
 
 class RunFolder:
-    """The files of one training run in `out`: names, best/last, retention, resume discovery, the state
-    files and the rules of the module docstring. The training loop asks it (rank 0 writes the shared files)."""
+    """The files of one training run in `out` and their rules; the loop asks it (rank 0 writes shared files)."""
 
     def __init__(self, out: Path, stage: str, *, resume: bool = False, overwrite: bool = False,
                  config: object = None, guard: PathGuard | None = None, average_last: int | None = None) -> None:
@@ -112,19 +90,16 @@ class RunFolder:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete epoch folder: what --resume continues."""
-        done = sorted(p.parent for p in (self.out / CHECKPOINTS).glob(f"epoch_*/{STATE_FILE}"))
-        return done[-1] if done else None
+        return max((p.parent for p in (self.out / CHECKPOINTS).glob(f"epoch_*/{STATE_FILE}")), default=None)
 
     def holds_run(self) -> bool:
-        """Whether the folder has what a training run leaves: a complete epoch, metrics or a last checkpoint."""
+        """Whether the folder holds a complete epoch, metrics or a last checkpoint."""
         return self.out.is_dir() and (self.latest_checkpoint() is not None or (self.out / METRICS_FILE).exists()
                                       or (self.out / LAST_FILE).exists())
 
     def check(self, epochs: int) -> TrainSummary | None:
-        """Apply the rules of the module docstring (hold the lock); a summary means "finished before: do nothing".
-
-        A finished run is read as `--resume` reads any run (`check_config`, then the state files
-        through the code-free loader): changed settings and foreign files are refused here too."""
+        """Apply the --resume/--overwrite rules (hold the lock); a summary means "finished before: do nothing".
+        A finished run is read as `--resume` reads any: changed settings and foreign files are refused."""
         if not self.holds_run():
             return None
         main = int(os.environ.get("RANK", "0")) == 0
@@ -135,8 +110,7 @@ class RunFolder:
         if not self.resume:
             raise InputError(f"{self.out} already holds a {self.stage} run: pass --resume to continue it, "
                              "--overwrite to start it over, or choose another --out")
-        if self.config is not None:
-            self.check_config()
+        self.check_config()
         latest = self.latest_checkpoint()
         if latest is None:
             return None
@@ -149,8 +123,8 @@ class RunFolder:
                             self._last_line(), 0.0, is_main=main, finished_before=True)
 
     def end_epoch(self, state: RunState, line: dict, metrics: dict) -> bool:
-        """Record the epoch of `line` in `state`; whether it is the new best (val_mAP, else val_top1, else
-        the lowest training loss; a tie keeps the earlier epoch)."""
+        """Record the epoch of `line` in `state`; whether it is the new best (val_mAP, else val_top1, else the
+        lowest training loss; a tie keeps the earlier epoch)."""
         score = metrics.get("val_mAP" if "val_mAP" in metrics else "val_top1", -line["train_loss"])
         state.epoch = line["epoch"]
         if not score > state.best_score:
@@ -160,8 +134,7 @@ class RunFolder:
         return True
 
     def record_val_skips(self, skipped: list[Failure], videos: int) -> None:
-        """On the main process, after a validation over --val-videos: `val_failures.csv` lists the videos it
-        could not decode (header only when none), and a warning says how many and which."""
+        """Main process, after validating --val-videos: `val_failures.csv` (header only when none) and a warning."""
         path = write_failures_csv(self.out / VAL_FAILURES, skipped)
         if skipped:
             shown = ", ".join(f"{f.video_id} ({f.reason})" for f in skipped[:3])
@@ -181,10 +154,10 @@ class RunFolder:
         (self.guard or run_guard(self.out, {})).sweep_temps(self.out, RUN_FILES)
 
     def check_config(self) -> int | None:
-        """InputError listing every setting that differs from the run's config.yaml (`--epochs` aside);
-        returns the epochs the run was set for (None without a config.yaml)."""
+        """InputError listing every setting that differs from config.yaml (`--epochs` aside); the run's epochs
+        (None without a config or a config.yaml)."""
         path = self.out / CONFIG_FILE
-        if not path.is_file():
+        if self.config is None or not path.is_file():
             return None
         try:
             saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -202,13 +175,13 @@ class RunFolder:
         return epochs if isinstance(epochs, int) else None
 
     def restore(self, model: nn.Module, optimizer, scheduler, scaler, *, epochs: int, rank: int) -> RunState | None:
-        """Make the folder; with --resume, load the newest complete epoch folder (only bike's code-free state
-        files) into the unwrapped `model` and the others and return its state (None: nothing to continue)."""
+        """Make the folder; with --resume, load the newest complete epoch folder (code-free state files) into the
+        unwrapped `model` and the others and return its state (None: nothing to continue)."""
         make_folder(self.out)
         self.epochs = epochs
         if not self.resume:
             return None
-        was = self.check_config() if self.config is not None else None
+        was = self.check_config()
         latest = self.latest_checkpoint()
         if latest is None:
             log.info("--resume: no checkpoint in %s yet; starting from the first epoch", self.out)
@@ -234,8 +207,7 @@ class RunFolder:
         return state
 
     def start(self, state: RunState) -> None:
-        """On the main process, before the first epoch: metrics cut back to the state's epoch, an averaged.pt
-        of a shorter total removed, config.yaml, TensorBoard."""
+        """Main process, before the first epoch: trim metrics, drop a shorter total's averaged.pt, config, board."""
         self._trim_metrics(state.epoch)
         if self.average_last and (self.out / AVERAGED_FILE).exists():  # of a shorter total: epochs are to come
             (self.guard or run_guard(self.out, {})).discard(self.out / AVERAGED_FILE)
@@ -264,8 +236,7 @@ class RunFolder:
 
     def finish_epoch(self, state: RunState, line: dict, model: nn.Module, improved: bool,
                      header: CheckpointHeader | None) -> None:
-        """On the main process, once every process saved its state: the metrics line, the checkpoints, the
-        state file that marks the epoch folder complete, retention, TensorBoard."""
+        """Main process, once every process saved its state: metrics, checkpoints, state file, retention, board."""
         append_metrics_line(self.out / METRICS_FILE, line)
         log.info("epoch %d: %s", line["epoch"], ", ".join(f"{k} {v:.4g}" for k, v in line.items() if k != "epoch"))
         self.save_checkpoints(model, line, improved, header)
@@ -280,8 +251,7 @@ class RunFolder:
             self.board.flush()
 
     def save_checkpoints(self, model: nn.Module, line: dict, improved: bool, header: CheckpointHeader | None) -> None:
-        """last.pt (bike's format, with the `model_args` that rebuild the branch) every epoch; best.pt an
-        atomic copy of it when the epoch improved on the best so far. Nothing without a `header`."""
+        """last.pt every epoch; best.pt an atomic copy of it when the epoch improved. Nothing without a `header`."""
         if header is None:
             return
         ckpt = BranchCheckpoint(config=config_to_dict(self.config), clip=header.clip, class_names=header.class_names,
@@ -292,9 +262,8 @@ class RunFolder:
             copy_file(self.out / LAST_FILE, self.out / BEST_FILE)
 
     def keep_for_average(self, epoch: int, header: CheckpointHeader | None) -> None:
-        """With `average_last` N: keep last.pt of an epoch among the last N of the total, drop those before
-        them, and after the last epoch write averaged.pt, their mean (before the epoch's state file: a
-        kill before it trains the epoch again and writes the same files)."""
+        """With `average_last` N: keep last.pt of the last N epochs of the total, and after the last epoch write
+        averaged.pt, their mean (before the epoch's state file: a kill trains the epoch again, same files)."""
         if not self.average_last or header is None:
             return
         first = self.epochs - self.average_last + 1
@@ -310,8 +279,7 @@ class RunFolder:
             self.save_average([folder / f"epoch_{e:04d}.pt" for e in range(first, epoch + 1)], header.kind)
 
     def save_average(self, paths: list[Path], kind: str) -> None:
-        """averaged.pt: the mean of the weights of the checkpoints `paths` (in epoch order), with the last
-        one's record (settings, CLIP, classes, spec, epoch); `origin` lists the epochs averaged."""
+        """averaged.pt: the mean weights of `paths` (epoch order), the last one's record; `origin` lists the epochs."""
         mean, epochs, last = StateMean(), [], None
         for path in paths:
             if not path.is_file():
@@ -337,8 +305,7 @@ class RunFolder:
                              f"already; give --epochs {trained} or more to continue it, or --overwrite to start over")
 
     def _trim_metrics(self, last_epoch: int) -> None:
-        """Keep the complete lines of metrics.jsonl whose epoch is at most `last_epoch` (rewritten as strict
-        JSON: a `NaN` of older bike becomes null)."""
+        """Keep metrics.jsonl's complete lines up to `last_epoch` (strict JSON: an older bike's `NaN` becomes null)."""
         path = self.out / METRICS_FILE
         if not path.exists():
             return
@@ -359,9 +326,6 @@ class RunFolder:
         return records[-1] if records else {}
 
 
-def _same(saved, now) -> bool:
-    if saved == now:
-        return True
-    if isinstance(saved, str) and isinstance(now, str) and "/" in saved + now:
-        return Path(saved).resolve() == Path(now).resolve()  # the same file, written another way
-    return False
+def _same(saved, now) -> bool:  # equal, or the same file written another way
+    return saved == now or (isinstance(saved, str) and isinstance(now, str) and "/" in saved + now
+                            and Path(saved).resolve() == Path(now).resolve())

@@ -1,55 +1,197 @@
-"""The training loop that `train-video` and `train-attrs` share.
-
-Accelerate (devices, processes, mixed precision, gradient accumulation), AdamW with the branch's
-parameter groups, cosine schedule with linear warm-up (`engine.schedule`) stepped at the profile's
-cadence (`LR_CADENCES`), a seeded per-epoch batch sampler, validation every N epochs; the run's files
-(metrics, best/last checkpoints, resumable state per epoch, resume) are the `RunFolder`'s.
-
-A run that diverges stops: the first non-finite loss raises `TrainingDiverged` naming the epoch and
-step, and so do the weights an epoch ends with when they are not finite or give a non-finite loss on
-the epoch's last batch (weights can overflow in their last step: one forward an epoch checks what
-last.pt would hold), before anything of that epoch is saved; last.pt, best.pt, metrics.jsonl and the
-resumable state stay those of the last finite epoch. The per-step check costs nothing new: the loss
-is read once a step already (`loss.item()`, the step's one host sync), and every process reads the
-same value: bike's branches compute the loss of the whole batch gathered over the processes
-(`models.loss`), so a non-finite value on any process is non-finite on all of them, and every
-process stops at the same step with no collective of its own (the gather is the reduction).
-"""
+"""The training loop of `train-video` and `train-attrs`: settings, Accelerator, seeded batches, AdamW, the lr
+schedule at the profile's cadence (profile rules in tables keyed by the field's value), validation; files
+are the `RunFolder`'s. A non-finite loss or end-of-epoch weights raise `TrainingDiverged` before the epoch
+is saved; the loss is gathered over the processes (`models.loss`): every process stops at the same step."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bike_cli.config.profile import PER_BATCH, PER_OPTIMIZER_STEP, Profile
-from bike_cli.engine.distributed import writer_lock
-from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary, make_accelerator
-from bike_cli.engine.run_folder import CheckpointHeader, RunFolder
-from bike_cli.engine.runtime import cores_beside_workers, loader_workers
-from bike_cli.engine.schedule import (
-    EpochBatches,
-    apply_schedule,
-    authors_warmup_cosine,
-    step_before_optimizer,
-    warmup_cosine,
-)
+from bike_cli.config import profile as pf
+from bike_cli.config.profile import Profile
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary
+from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device, writer_lock
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.checkpoints import BEST_FILE, LAST_FILE
 from bike_cli.io.guard import PathGuard
 from bike_cli.io.train_state import RunState
+from bike_cli.models.authors import GroupRule, decay_all_groups, decay_exempt_groups
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)
 
 ADAMW_BETAS = (0.9, 0.999)  # the paper's Table A.1 (and the authors' utils/solver.py)
+PARAM_GROUPS: dict[str, GroupRule] = {pf.DECAY_EXEMPT: decay_exempt_groups, pf.DECAY_ALL: decay_all_groups}
+MIXED_PRECISION_AUTO: dict[str, Callable[[bool], str]] = {  # Profile.auto_precision -> bf16 supported -> mode
+    pf.BF16_ELSE_FP16: lambda bf16: "bf16" if bf16 else "fp16",  # fp16 comes with a GradScaler
+    pf.FP16: lambda bf16: "fp16",  # their train.py `--precision amp`: torch.cuda.amp autocast and GradScaler
+}
+
+
+@dataclass
+class LoopSettings:
+    """The settings every training stage has (its config dataclass provides them)."""
+
+    out: Path
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    warmup_epochs: float
+    precision: str
+    seed: int
+    val_every: int
+    workers: int
+    resume: bool
+    device: str | None = None
+    overwrite: bool = False
+
+    @classmethod
+    def of(cls, cfg) -> LoopSettings:
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        """The settings no range declares (the ranges are `config.ranges.check_ranges`', which the stage called)."""
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume continues the run in --out, --overwrite discards it: give one of them")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """AdamW's lr and weight decay (for groups that set none) and the profile whose loop rules apply."""
+
+    lr: float
+    weight_decay: float
+    profile: Profile
+
+
+def accelerate_precision(precision: str, cuda: bool, profile: Profile, bf16_supported: bool = True) -> str:
+    """Accelerate's `mixed_precision` for `--precision`: "no" on the CPU or for fp32, bf16/fp16 kept, and
+    `auto` on CUDA by the profile's `auto_precision` (`MIXED_PRECISION_AUTO`)."""
+    if not cuda or precision == "fp32":
+        return "no"
+    if precision != "auto":
+        return precision
+    return MIXED_PRECISION_AUTO[profile.auto_precision](bf16_supported)
+
+
+def make_accelerator(settings: LoopSettings, profile: Profile):
+    """An Accelerator for this machine and profile (precision: `accelerate_precision`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cuda = resolve_device(settings.device).type == "cuda"
+    mixed = accelerate_precision(settings.precision, cuda, profile, cuda and torch.cuda.is_bf16_supported())
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=settings.grad_accum)
+    set_seed(settings.seed)
+    return accelerator
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Global batches of a seeded per-epoch permutation; this process gets every world-th index of each.
+    Every process sees equal batches (the gathered loss needs that): a last batch is cut to a multiple of
+    the world size; `drop_last` drops any last batch under the global one (the authors' DataLoader)."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, drop_last: bool = False) -> None:
+        self.n, self.rank, self.world, self.seed, self.drop_last = n, rank, world, seed, drop_last
+        self.global_batch = max(world, min(global_batch, n) // world * world)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sizes(self) -> list[int]:
+        full, rest = divmod(self.n, self.global_batch)
+        rest = 0 if self.drop_last else rest - rest % self.world
+        return [self.global_batch] * full + ([rest] if rest else [])
+
+    def __len__(self) -> int:
+        return len(self._sizes())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        start = 0
+        for size in self._sizes():
+            yield perm[start : start + size][self.rank :: self.world].tolist()
+            start += size
+
+
+class RepeatedDataset(Dataset):
+    """`length` samples an epoch cycled from `dataset` (few-shot: a full epoch's steps); pass r of epoch e
+    runs `dataset` as epoch e * passes + r (its own augmentation)."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, max(length, len(dataset))
+        self.passes = math.ceil(self.length / len(dataset))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        n = len(self.dataset)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch * self.passes + i // n)
+        return self.dataset[i % n]
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """LR factor per batch as the authors' train.py steps WarmupCosineAnnealingLR: at iteration i of epoch e
+    when i == 0 or (i + 1) % 10 == 0, at x = e + i / steps_per_epoch; x / warmup, then
+    (1 + cos(pi * min(1, (x - warmup) / (epochs - warmup)))) / 2, held between two steps."""
+
+    def factor(step: int) -> float:
+        epoch, i = divmod(step, steps_per_epoch)
+        last = 0 if i < 9 else (i + 1) // 10 * 10 - 1  # the iteration of the latest scheduler step
+        x = epoch + last / steps_per_epoch
+        if x < warmup_epochs:
+            return x / warmup_epochs
+        progress = min(1.0, (x - warmup_epochs) / max(1e-12, epochs - warmup_epochs))
+        return (math.cos(math.pi * progress) + 1) / 2
+
+    return factor
+
+
+def apply_schedule(optimizer, scheduler) -> None:
+    """Set each group's lr to the scheduler's factor at its restored step (a resumed LambdaLR keeps the lr
+    it was saved with, of the old schedule when `--epochs` grew)."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def step_before_optimizer(scheduler) -> None:
+    """Step the schedule per batch, before the first optimiser step may come (intended: no torch warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def _per_optimizer_step(s: LoopSettings, batches: int) -> tuple[int, Callable[[int], float]]:
@@ -74,7 +216,7 @@ class Cadence(NamedTuple):
     schedule: Callable[[LoopSettings, int], tuple[int, Callable[[int], float]]]  # -> steps an epoch, lr factor
 
 
-LR_CADENCES = {PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), PER_BATCH: Cadence(True, _per_batch)}
+LR_CADENCES = {pf.PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), pf.PER_BATCH: Cadence(True, _per_batch)}
 
 
 class TrainingDiverged(BikeError):
@@ -82,19 +224,15 @@ class TrainingDiverged(BikeError):
 
 
 class _NonFiniteLoss(Exception):
-    """Raised inside an epoch at the first non-finite loss; `fit` turns it into `TrainingDiverged`.
-
-    `batch` (1-based) of `batches`; `after`: the loss of the weights the epoch ends with, on its last batch."""
+    """The first non-finite loss, at `batch` (1-based) of `batches`; `after`: of the weights the epoch ends with."""
 
     def __init__(self, batch: int, batches: int, value: float, after: bool = False) -> None:
-        super().__init__(batch, batches, value, after)
         self.batch, self.batches, self.value, self.after = batch, batches, value, after
 
 
 @dataclass
 class TrainBranch:
-    """What a stage trains: the module, its AdamW groups, how a batch reaches it, how it is validated, and
-    what its checkpoints record (None: no last.pt / best.pt)."""
+    """What a stage trains, how a batch reaches it, how it is validated, what its checkpoints record."""
 
     model: nn.Module  # forward(*inputs) -> the loss of the whole batch gathered over the processes (the same on each)
     param_groups: list[dict]
@@ -117,9 +255,8 @@ class Trainer:
 
     def fit(self, branch: TrainBranch, settings: FitSettings, dataset: Dataset, *, collate_fn: Callable | None = None,
             batch_loader: Callable[[Sampler], Iterable] | None = None) -> TrainSummary:
-        """Train `loop.epochs` epochs (resuming if asked); returns the summary on every process.
-
-        `batch_loader(batch_sampler)`: the batches, in the place of a DataLoader (rows held in memory)."""
+        """Train `loop.epochs` epochs (resuming if asked); the summary on every process. `batch_loader(sampler)`:
+        the batches in the place of a DataLoader (rows held in memory)."""
         started = time.perf_counter()
         s, acc, run = self.loop, self.accelerator, self.run
         cadence = LR_CADENCES[settings.profile.lr_cadence]
@@ -187,8 +324,7 @@ class Trainer:
         return TrainingDiverged(f"training diverged: {what}; {kept}. Lower --lr (now {lr:g}; e.g. {lr / 10:g}) "
                                 f"and {again}")
 
-    def _loader(self, dataset: Dataset, collate_fn: Callable | None,
-                batch_loader: Callable[[Sampler], Iterable] | None,
+    def _loader(self, dataset: Dataset, collate_fn: Callable | None, batch_loader: Callable[[Sampler], Iterable] | None,
                 profile: Profile) -> tuple[EpochBatches, Iterable, int]:
         """This process's batches of `dataset`, what yields them, and how many loader workers it runs."""
         s, acc = self.loop, self.accelerator
@@ -205,11 +341,9 @@ class Trainer:
 
     def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
                per_batch: bool = False) -> float:
-        """One epoch. bike steps the schedule per optimiser step, and an epoch's last, incomplete
-        accumulation group steps too (ceil(batches / grad_accum) steps, the count the schedule is
-        made for); `per_batch` steps it per batch (their train.py) and counts the accumulation from each
-        epoch's first batch (an epoch's last incomplete group steps nothing: its gradients join the next
-        epoch's first step, as theirs do)."""
+        """One epoch. bike steps the schedule per optimiser step, an epoch's last incomplete accumulation group
+        too (ceil(batches / grad_accum) steps); `per_batch` steps it per batch (their train.py), accumulation
+        counted from each epoch's first batch (a last incomplete group's gradients join the next step)."""
         acc = self.accelerator
         model.train()
         acc.step = 0  # Accelerate's accumulation counter: (i + 1) % grad_accum == 0 within the epoch
@@ -263,8 +397,7 @@ class Trainer:
 
 
 def finite_weights(model: nn.Module) -> bool:
-    """Whether every floating-point tensor of `model`'s state dict (what a checkpoint saves) is finite (one
-    host sync). Non-persistent buffers are not weights: CLIP's causal attention mask holds -inf."""
+    """Whether every float tensor of the state dict is finite (one host sync; not buffers: CLIP's mask holds -inf)."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all()) if tensors else True
 

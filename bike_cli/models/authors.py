@@ -1,4 +1,4 @@
-"""The rules in which the two readings differ: scores, losses, AdamW groups (`bike_cli.engine.rules` names them).
+"""The rules in which the two readings differ: scores, losses, AdamW groups (`bike_cli.engine.evaluation` and `training_loop` name them).
 
 The authors' (github whwu95/BIKE, `--compat authors`) are named `authors_*`: their multi-view scores
 (`test.py`), the scores `train.py: validate()` writes for their fusion, the Attributes branch's

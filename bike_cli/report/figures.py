@@ -106,7 +106,7 @@ def plot_fusion_curve(lambdas: np.ndarray, top1: np.ndarray, chosen: float | Non
 
 
 class ExplainedVideo(Protocol):
-    """What a row of the figure shows of one video (`bike_cli.engine.predictor.VideoPrediction` has it)."""
+    """What a row of the figure shows of one video (`bike_cli.engine.evaluation.VideoPrediction` has it)."""
 
     video: Path
     top: list[tuple[str, float]]  # (class name, probability), best first

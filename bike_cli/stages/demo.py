@@ -25,7 +25,7 @@ from bike_cli.config.stages import (
     TrainVideoConfig,
 )
 from bike_cli.data.synthetic import SAMPLE_CLASSES, make_sample_dataset
-from bike_cli.engine.loop_settings import TrainSummary
+from bike_cli.engine.run_folder import TrainSummary
 from bike_cli.io.atomic import write_text
 from bike_cli.io.guard import check_folder_output
 from bike_cli.progress import Progress

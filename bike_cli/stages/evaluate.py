@@ -30,10 +30,8 @@ from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import check_disjoint, labels_by_names, read_class_names, read_class_texts
 from bike_cli.data.sampling import parse_views
 from bike_cli.data.video_lists import SplitList, match_videos, read_split_lists, read_video_list
-from bike_cli.engine.distributed import writer_lock
-from bike_cli.engine.evaluation import Scores, attrs_scores, cache_scores, decoded_scores
-from bike_cli.engine.rules import ATTRS_SCORES, VIDEO_SCORES
-from bike_cli.engine.runtime import resolve_device
+from bike_cli.engine.evaluation import ATTRS_SCORES, VIDEO_SCORES, Scores, attrs_scores, cache_scores, decoded_scores
+from bike_cli.engine.runtime import resolve_device, writer_lock
 from bike_cli.errors import InputError
 from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve

@@ -22,10 +22,16 @@ from bike_cli.data.clip_dataset import MultiViewClips
 from bike_cli.data.decoding.read import DECODERS
 from bike_cli.data.sampling import SAMPLING_MODES, parse_views, view_resize_mode
 from bike_cli.data.video_lists import VideoList, read_video_list
-from bike_cli.engine.distributed import DistContext, init_distributed, writer_lock
-from bike_cli.engine.extraction import extract_share
-from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device
+from bike_cli.engine.frame_encoder import FrameEncoder, extract_share
+from bike_cli.engine.runtime import (
+    PRECISIONS,
+    DistContext,
+    cores_beside_workers,
+    init_distributed,
+    loader_workers,
+    resolve_device,
+    writer_lock,
+)
 from bike_cli.errors import InputError
 from bike_cli.io.authors_checkpoint import authors_quick_gelu
 from bike_cli.io.failures_csv import write_failures_csv

@@ -1,7 +1,7 @@
 """Stage `predict`: single-video inference with a trained Video branch or zero-shot CLIP, explained.
 
 The model is loaded as `bike eval` loads its (`models.factory.load_video_branch`); each video is predicted
-by `engine.predictor.Predictor`. All videos are predicted before anything is written: an unreadable one
+by `engine.evaluation.Predictor`. All videos are predicted before anything is written: an unreadable one
 stops the run (`DecodeError` naming it), or with `skip_bad` is skipped and listed in
 `PredictResult.skipped`, the run failing only if no video could be read.
 """
@@ -18,7 +18,7 @@ from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names, read_class_texts
 from bike_cli.data.decoding.frames import check_video_file
 from bike_cli.data.lexicons import load_lexicon
-from bike_cli.engine.predictor import Predictor, VideoPrediction
+from bike_cli.engine.evaluation import Predictor, VideoPrediction
 from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import DecodeError, InputError
 from bike_cli.io.authors_checkpoint import is_authors_checkpoint

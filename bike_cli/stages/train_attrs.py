@@ -26,11 +26,9 @@ from bike_cli.data.class_names import (
     read_class_names,
     restrict_labels,
 )
-from bike_cli.engine.distributed import metrics_over_processes
-from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
-from bike_cli.engine.rules import PARAM_GROUPS
-from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
-from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary, run_guard
+from bike_cli.engine.runtime import metrics_over_processes
+from bike_cli.engine.training_loop import PARAM_GROUPS, FitSettings, LoopSettings, TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.attributes_csv import AttributesTable, check_attributes_csv, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND

@@ -24,13 +24,18 @@ from bike_cli.data.class_names import class_subset, described_classes, read_clas
 from bike_cli.data.clip_dataset import ClipAugment, TrainClips, collate_train
 from bike_cli.data.sampling import few_shot_indices, shot_list_indices
 from bike_cli.data.video_lists import labels_array, read_video_list
+from bike_cli.engine.evaluation import ValData, val_data, validate
 from bike_cli.engine.frame_encoder import to_unit_pixels
-from bike_cli.engine.loop_settings import FitSettings, LoopSettings, TrainSummary
-from bike_cli.engine.rules import PARAM_GROUPS
-from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, run_guard
-from bike_cli.engine.schedule import RepeatedDataset
-from bike_cli.engine.training_loop import TrainBranch, Trainer, run_training
-from bike_cli.engine.validation import ValData, val_data, validate
+from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary, run_guard
+from bike_cli.engine.training_loop import (
+    PARAM_GROUPS,
+    FitSettings,
+    LoopSettings,
+    RepeatedDataset,
+    TrainBranch,
+    Trainer,
+    run_training,
+)
 from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
 from bike_cli.io.checkpoints import VIDEO_KIND
