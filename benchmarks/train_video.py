@@ -66,9 +66,7 @@ from bike_cli.engine.loop_settings import LoopSettings, make_accelerator
 from bike_cli.engine.run_folder import RunFolder
 from bike_cli.engine.schedule import EpochBatches, warmup_cosine
 from bike_cli.engine.training_loop import Trainer
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts
+from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
 from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale

@@ -24,7 +24,7 @@ from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.io.atomic import temp_path
-from bike_cli.io.feature_cache_parts import parts_dir_for
+from bike_cli.io.feature_cache import parts_dir_for
 from bike_cli.io.lock import WriterLock, lock_path_for
 from bike_cli.stages.extract import run_extraction
 

@@ -12,9 +12,17 @@ import torch
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import segment_indices
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
+from bike_cli.io.feature_cache import (
+    Batch,
+    CacheMeta,
+    FeatureCache,
+    PartWriter,
+    finish,
+    merge,
+    parts_dir_for,
+    scan_parts,
+    write_meta_file,
+)
 from bike_cli.io.hits_csv import Hit, read_hits_csv, write_hits_csv
 from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index
 from bike_cli.models.heads import DEFAULT_TAU

@@ -1,5 +1,5 @@
 """One process's share of `extract-features`: decode its videos (in loader workers), encode them, and
-write one part file per batch (`bike_cli.io.feature_cache_parts`); rank 0's stage merges the parts."""
+write one part file per batch (`bike_cli.io.feature_cache`); rank 0's stage merges the parts."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items,
 from bike_cli.data.video_lists import VideoList, labels_array
 from bike_cli.engine.distributed import DistContext
 from bike_cli.engine.frame_encoder import FrameEncoder
-from bike_cli.io.feature_cache import CacheMeta
-from bike_cli.io.feature_cache_parts import Batch, Failure, PartWriter
+from bike_cli.io.feature_cache import Batch, CacheMeta, Failure, PartWriter
 from bike_cli.progress import Progress
 
 log = logging.getLogger(__name__)

@@ -58,8 +58,7 @@ from bike_cli.io.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from bike_cli.io.failures_csv import write_failures_csv
-from bike_cli.io.feature_cache_parts import Failure
+from bike_cli.io.feature_cache import Failure, write_failures_csv
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
 from bike_cli.io.run_config import save_resolved

@@ -26,8 +26,7 @@ from bike_cli.engine.distributed import metrics_over_processes
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.run_folder import VAL_SKIPPED
 from bike_cli.errors import InputError
-from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.feature_cache_parts import Failure
+from bike_cli.io.feature_cache import Failure, FeatureCache
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.text import ClassTexts
 from bike_cli.models.video_branch import VideoBranch
