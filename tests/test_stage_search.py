@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hits_reader import read_hits_csv
 
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import segment_indices
@@ -23,8 +24,7 @@ from bike_cli.io.feature_cache import (
     scan_parts,
     write_meta_file,
 )
-from bike_cli.io.hits_csv import Hit, read_hits_csv, write_hits_csv
-from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index
+from bike_cli.io.search_index import CacheIdentity, Hit, index_path, read_search_index, write_hits_csv
 from bike_cli.models.heads import DEFAULT_TAU
 from bike_cli.models.search import vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts

@@ -1,6 +1,6 @@
 """The run folder (`--out`) of a training stage, as one object: `RunFolder` (after timm's CheckpointSaver).
 
-    config.yaml               every setting of the run, a recipe (bike_cli.io.run_config)
+    config.yaml               every setting of the run, a recipe (bike_cli.io.train_state)
     metrics.jsonl             one line per trained epoch
     val_failures.csv          with --val-videos: the videos the last validation could not decode
     last.pt, best.pt          the branch checkpoint of the last epoch, and of the best (bike_cli.io.checkpoints)
@@ -49,7 +49,7 @@ from bike_cli.config.recipe import config_to_dict
 from bike_cli.engine.loop_settings import TrainSummary
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import copy_file
+from bike_cli.io.atomic import copy_file, make_folder
 from bike_cli.io.checkpoints import (
     AVERAGED_FILE,
     BEST_FILE,
@@ -61,9 +61,7 @@ from bike_cli.io.checkpoints import (
 from bike_cli.io.feature_cache import Failure, write_failures_csv
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
-from bike_cli.io.run_config import save_resolved
-from bike_cli.io.train_state import STATE_FILE, RunState
-from bike_cli.io.write_errors import make_folder
+from bike_cli.io.train_state import STATE_FILE, RunState, save_resolved
 from bike_cli.models.weight_space import StateMean
 
 log = logging.getLogger(__name__)

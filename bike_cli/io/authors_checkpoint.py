@@ -1,13 +1,6 @@
-"""The authors' released Video-branch checkpoints: reading the file, mapping keys, inferring settings.
-
-Their file (`model_state_dict`: the whole CLIP with OpenAI key names, maybe `module.`-prefixed;
-`fusion_model_state_dict`: their `video_header`, the same names as bike's temporal transformer:
-`frame_position_embeddings` and `transformer.resblocks.*`; maybe `epoch` and an optimiser state)
-does not record the CLIP architecture or the frame count: those come from the caller. What the keys
-tell is read here: the temporal module (`frame_position_embeddings` means the transformer, its depth
-from the `resblocks` indices, its position table's rows). Their CLIP runs with QuickGELU (OpenAI's
-activation) and their VCS queries are all token positions (`AUTHORS_VCS_TOKENS`). Building the
-branch is `bike_cli.models.factory.load_video_branch`.
+"""The authors' released Video-branch checkpoints (docs/formats.md): reading the file, mapping keys, and
+the temporal module the keys tell. Their CLIP runs with QuickGELU and their VCS queries are all token
+positions (`AUTHORS_VCS_TOKENS`); building the branch is `bike_cli.models.factory.load_video_branch`.
 """
 
 from __future__ import annotations

@@ -1,24 +1,6 @@
-"""Branch checkpoints in bike's own format (Video and Attributes branches); the authors' releases
-are read by `bike_cli.io.authors_checkpoint`.
-
-bike's format (schema version 2; docs/formats.md) is a `torch.save` of plain containers and tensors,
-so it loads with `torch.load(weights_only=True)` (no pickled code runs):
-
-    {"kind": "bike-video-checkpoint" | "bike-attrs-checkpoint", "schema_version": 2, "bike_version": str,
-     "config": {...resolved train-video settings, paths as strings...},
-     "clip": {...ClipSpec fields...},
-     "model_args": {...the branch spec's fields (bike_cli.models.build): what rebuilds the module...},
-     "class_names": [str], "epoch": int, "metrics": {...},
-     "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)},
-     "origin": None | {...}}
-
-`origin` (optional in schema 2: absent or None in an epoch's own weights) says how weights that no
-single epoch trained were made: `bike merge` (`"method": "interpolation"`, with `alpha` and the
-source checkpoint's sha256) or `train-video --average-last N` (`"method": "average"`, with the
-epochs averaged). Readers need nothing from it: the state dict is a complete branch.
-
-Schema 1 is the same without `model_args`: such checkpoints still load (`model_args` is None; the
-builder derives the spec from `config` and `clip`).
+"""Branch checkpoints in bike's own format (schema version 2, docs/formats.md: a `torch.save` of plain
+containers and tensors, loaded with `weights_only=True`; schema 1, without `model_args`, still loads),
+and the one safe torch reader. The authors' releases are `bike_cli.io.authors_checkpoint`'s.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""What a file is, told from its first bytes: the words an error message uses when a reader is given
-a file of the wrong kind (an HDF5 cache where a CSV belongs, a text file as a checkpoint, a folder).
-
-`describe_file(path)` is a noun phrase ("an HDF5 file (such as a feature cache)", "a folder", "an
-empty file", one of bike's own CSVs by its header (`csv_kind`: "a score CSV (...)"), "a text file
-starting 'x.mp4 3'") and `wrong_kind(path, expected)` the error "PATH is WHAT, not EXPECTED".
-Only the first bytes are read (a text file's first line is split as a CSV row); nothing is run.
+"""What a file is, told from its first bytes (nothing is run): the words an error message uses when a
+reader is given a file of the wrong kind. `describe_file` is a noun phrase ("an HDF5 file (such as a
+feature cache)", "a score CSV (...)", "a text file starting 'x.mp4 3'"), `wrong_kind` the error.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""One guard for every path a command reads and writes.
+"""One guard for every path a command reads and writes (docs/formats.md, "No output is an input").
 
-A stage builds a `PathGuard` from its inputs and outputs before it reads or writes anything. The
-guard first refuses an input that exists and is neither a regular file nor a folder (a FIFO would
-block its reader forever, a device such as `/dev/zero` never end: `bike_cli.config.files`); a folder
-is left to the reader of the option (a run folder is a checkpoint). It resolves every path
-(symlinks, `.` and `..`, and device and inode where the file exists, which catches hard links)
-together with the files an input owns:
-
-- a CSV's `.meta.json` sidecar (`bike_cli.io.csv_meta`);
-- a feature cache's `*.h5.parts/` folder, its default failures CSV and its lock file;
-- a run folder's `best.pt` and `last.pt` (what a checkpoint folder is read from).
-
-It refuses an output that is an input, a file an input owns, or another output, and an input inside
-an output folder the command replaces (`trees`). Under the writer lock (`WriterLock`, on the resolved
-path), it deletes only what the command declared as its outputs (`discard`) and only the temporary
-files of bike's own atomic writer (`sweep_temps`), never a user's file that merely looks alike.
-
-Before the guard, an output option's shape is checked (`check_file_output`, `check_folder_output`):
-a file output is not an existing folder, a folder output not an existing file.
+`PathGuard` refuses an input that is neither a regular file nor a folder, and an output that is an
+input, a file an input owns (`owned_files`: a CSV's sidecar, a cache's parts folder, failures CSV and
+lock, a run folder's checkpoints) or another output, compared resolved and by device and inode. Under
+the writer lock it deletes only declared outputs (`discard`) and bike's own temporary files
+(`sweep_temps`). `check_file_output` / `check_folder_output`: the shape of an output option.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
-"""One writer per output: an exclusive lock on each feature cache and each run folder.
+"""One writer per output: an exclusive `fcntl.flock` on each feature cache and run folder (`CACHE.h5.lock`
+beside a cache, `OUT/.bike.lock` inside a folder, of the resolved path; docs/formats.md).
 
-The lock is a file (`CACHE.h5.lock` beside a cache, `OUT/.bike.lock` inside a run or eval folder)
-of the output's resolved path (a symlink to a cache and the cache itself share one lock),
-held with `fcntl.flock` for the life of the writer. It records the holder (`{"pid", "host",
-"started"}`) so that a second writer is told who holds it. The kernel releases a flock when its
-process dies, so a lock left by a crash (SIGKILL, power loss) is simply taken over by the next run.
-
-The file is removed on release while still locked; a process that opened the old file before the
-removal notices (the inode it locked is no longer the one at the path) and tries again, so the
-removal never lets two writers in. Folders the lock itself created (a new run folder, its new parents)
-are removed on release when they are still empty: a command refused after taking the lock leaves no
-empty output folder behind, and a folder that existed before is never removed. Creating or writing the lock file is a command's first write: a
-full disk or a folder bike may not write is one line there (`bike_cli.io.write_errors`).
+The lock file records its holder, for the message a second writer gets; the kernel releases a flock
+when its process dies, so a crash's lock is simply taken over. The file is removed on release while
+still locked (a process that locked the removed inode tries again), and so are the folders the lock
+made that are still empty.
 """
 
 from __future__ import annotations
@@ -24,7 +17,7 @@ import time
 from pathlib import Path
 
 from bike_cli.errors import BikeError
-from bike_cli.io.write_errors import write_errors_as_bike
+from bike_cli.io.atomic import write_errors_as_bike
 
 LOCK_NAME = ".bike.lock"  # inside a folder output
 

@@ -1,11 +1,6 @@
-"""The metrics JSON files (docs/formats.md): `bike eval`'s `DIR/metrics.json`, `bike fuse`'s `F.metrics.json`,
-and a training run's `metrics.jsonl` (one JSON object a line, one line an epoch).
-
-All are strict JSON (any JSON reader takes them; `NaN` never appears). The two metrics JSON files
-have a `kind` and a `schema_version` and are written atomically with a final newline; `metrics.jsonl`
-is appended to, one fsync'ed line at a time. Values are made plain on the way out: NumPy numbers and
-arrays become JSON numbers and lists, a non-finite float (NaN, inf: a metric with nothing to measure)
-is null, Paths and any other object are written as their text.
+"""The metrics JSON files (docs/formats.md): eval's `metrics.json`, fuse's `F.metrics.json` (a `kind` and
+a `schema_version`, written atomically) and a run's appended `metrics.jsonl`. All strict JSON: values
+are made plain (NumPy to numbers and lists, a non-finite float to null, anything else to its text).
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""The text-embedding files bike keeps to skip encoding again (docs/formats.md):
-
-- the phrase embeddings of `bike gen-attributes` (`ATTRS.phrases.pt`): kind `bike-phrase-embeddings`;
-- the attribute-sentence embeddings of `train-attrs --tune head` (`RUN/sentence_embeddings_<split>.pt`):
-  kind `bike-sentence-embeddings`.
-
-Each is a `torch.save` dict of `kind`, `schema_version`, `key` (what the embeddings depend on) and
-`embeddings` (float [R, D]), written under a temporary name and renamed. Both are read through the one
-safe torch reader (`io.checkpoints.read_torch_file`). A file that is absent, torn, foreign, of another
-kind or schema version, or of another key reads as None (with a warning where it is not bike's file of
-that kind): the embeddings are then made again and the file rewritten.
+"""The text-embedding files bike keeps to skip encoding again (docs/formats.md): phrase embeddings of
+`gen-attributes` (`ATTRS.phrases.pt`) and sentence embeddings of `train-attrs --tune head`. A file that
+is absent, torn, foreign, or of another kind, schema or key reads as None (a warning where it is not
+bike's file of that kind): the embeddings are made again.
 """
 
 from __future__ import annotations

@@ -52,9 +52,8 @@ from torch import nn
 
 from bike_cli.errors import InputError, ModelLoadError, as_user_error
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.file_kind import wrong_kind
-from bike_cli.io.identity import check_same_model
+from bike_cli.io.identity import check_same_model, file_sha256
 from bike_cli.models import hub
 from bike_cli.models.clip_spec import ClipSpec, make_spec
 from bike_cli.models.preprocess import agreed_preprocess

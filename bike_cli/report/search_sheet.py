@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.errors import BikeError, InputError
-from bike_cli.io.hits_csv import Hit
+from bike_cli.io.search_index import Hit
 from bike_cli.report import figures
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,14 @@ from bike_cli.eval.metrics import average_precision
 from bike_cli.io.csv_meta import meta_path
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
-from bike_cli.io.hits_csv import Hit, write_hits_csv
-from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
+from bike_cli.io.search_index import (
+    CacheIdentity,
+    Hit,
+    index_path,
+    read_search_index,
+    write_hits_csv,
+    write_search_index,
+)
 from bike_cli.models.clip import cache_clip
 from bike_cli.models.registry import get_tokenizer
 from bike_cli.models.retrieval import topk_cosine
