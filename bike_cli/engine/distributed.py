@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bike_cli.errors import BikeError
-from bike_cli.io.lock import OutputLockedError, WriterLock
+from bike_cli.io.guard import OutputLockedError, WriterLock
 
 
 @dataclass

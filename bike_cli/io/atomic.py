@@ -31,10 +31,8 @@ class DiskFullError(BikeError):
 
     def __init__(self, path: Path | str) -> None:
         path = Path(path)
-        super().__init__(
-            f"no space left on {device_of(path)} while writing {path}; finished work is kept, "
-            "free space and run the same command"
-        )
+        super().__init__(f"no space left on {device_of(path)} while writing {path}; finished work is kept, "
+                         "free space and run the same command")
         self.path = path
 
 
@@ -43,19 +41,12 @@ class NotWritableError(BikeError):
 
     def __init__(self, path: Path | str, code: int) -> None:
         path = Path(path)
-        super().__init__(
-            f"cannot write {path}: {nearest_folder(path)} is not writable ({os.strerror(code)}); finished work "
-            "is kept, make the folder writable or choose another output"
-        )
+        folder = path.parent  # the nearest existing folder above: the one that refused to hold it
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        super().__init__(f"cannot write {path}: {folder} is not writable ({os.strerror(code)}); finished work "
+                         "is kept, make the folder writable or choose another output")
         self.path, self.errno = path, code
-
-
-def nearest_folder(path: Path) -> Path:
-    """The nearest existing folder above `path` (the one that refused to hold it)."""
-    folder = path.parent
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def device_of(path: Path) -> str:
@@ -207,11 +198,3 @@ def append_line(path: str | Path, line: str) -> None:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Remove bike temporary files in `folder` left by writers that died (call while holding its lock)."""
-    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-    for tmp in folder.glob(f"*{TMP_SUFFIX}"):  # the fixed `.tmp` names of bike before the unique suffix
-        tmp.unlink(missing_ok=True)

@@ -1,10 +1,13 @@
-"""Branch checkpoints in bike's own format (schema version 2, docs/formats.md: a `torch.save` of plain
-containers and tensors, loaded with `weights_only=True`; schema 1, without `model_args`, still loads),
-and the one safe torch reader. The authors' releases are `bike_cli.io.authors_checkpoint`'s.
+"""Branch checkpoints (docs/formats.md) and the one safe torch reader: bike's own format (schema version 2,
+a `torch.save` of plain containers and tensors loaded with `weights_only=True`; schema 1, without
+`model_args`, still loads), and the authors' released Video-branch checkpoints, read with their keys
+mapped and the temporal module they tell. Their CLIP runs with QuickGELU and their VCS queries are all
+token positions (`AUTHORS_VCS_TOKENS`); building a branch is `bike_cli.models.factory`'s.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import warnings
@@ -18,12 +21,16 @@ from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.file_kind import HDF5, TORCH_KINDS, describe_file, sniff, wrong_kind
 
+log = logging.getLogger(__name__)
+
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
 LAST_FILE, BEST_FILE = "last.pt", "best.pt"  # a run folder's checkpoints: every epoch's, the best epoch's
 AVERAGED_FILE = "averaged.pt"  # train-video --average-last N: the mean of the last N epochs' weights
 SCHEMA_VERSION = 2  # 2 added `model_args`
 READABLE_SCHEMAS = (1, 2)
+AUTHORS_VCS_TOKENS = "all"  # their code queries every token position (no mask)
+NO_TEMPORAL_FRAMES = 77  # position-table rows when there is no temporal transformer (unused then)
 
 
 @dataclass
@@ -35,7 +42,7 @@ class BranchCheckpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     model_args: dict | None = None  # the branch spec's fields; None in schema-1 checkpoints
-    origin: dict | None = None  # weights no single epoch trained: how they were made (module docstring)
+    origin: dict | None = None  # weights no single epoch trained: how they were made (docs/formats.md)
 
 
 def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
@@ -140,3 +147,78 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
                             dict(origin) if origin is not None else None)
     check_finite_weights(path, ckpt.state_dict)
     return ckpt
+
+
+@dataclass
+class AuthorsCheckpoint:
+    clip_state_dict: dict[str, torch.Tensor]  # OpenAI key names, `module.` stripped
+    temporal_state_dict: dict[str, torch.Tensor]  # bike TemporalTransformer names ({} without Transf)
+    epoch: int | None = None  # their `epoch` entry, when there is one
+
+
+@dataclass(frozen=True)
+class AuthorsTemporal:
+    """The temporal module the fusion weights describe."""
+
+    temporal: str  # "transformer" | "none"
+    layers: int  # resblocks (1 without a transformer)
+    max_frames: int  # rows of `frame_position_embeddings`
+
+
+def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
+    """The released BIKE checkpoints (`model_state_dict` + `fusion_model_state_dict`)."""
+    path = Path(path)
+    data = read_torch_file(path)
+    if not isinstance(data, dict) or "model_state_dict" not in data:
+        raise InputError(f"{path} has no 'model_state_dict': not a checkpoint of the authors' BIKE code")
+    strip = lambda sd: {k.removeprefix("module."): v for k, v in sd.items()}  # noqa: E731
+    epoch = data.get("epoch")
+    return AuthorsCheckpoint(strip(data["model_state_dict"]), strip(data.get("fusion_model_state_dict") or {}),
+                             int(epoch) if isinstance(epoch, (int, float)) else None)
+
+
+def is_authors_checkpoint(path: str | Path) -> bool:
+    """True for a file holding `model_state_dict` (the authors' layout), False for bike's own."""
+    path = Path(path)
+    if not path.is_file():  # a run folder, or a missing file (its loader names the problem)
+        return False
+    data = read_torch_file(path)
+    return isinstance(data, dict) and "model_state_dict" in data and "kind" not in data
+
+
+def authors_quick_gelu(pretrained: str | None, quick_gelu: bool | None) -> bool | None:
+    """QuickGELU on for an authors' checkpoint given as CLIP weights, unless the user chose."""
+    if quick_gelu is None and pretrained and _looks_like_authors(Path(pretrained)):
+        log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
+        return True
+    return quick_gelu
+
+
+def _looks_like_authors(path: Path) -> bool:
+    if not path.is_file() or path.suffix == ".safetensors":
+        return False
+    try:
+        return is_authors_checkpoint(path)
+    except BikeError:  # TorchScript archives and other files load_clip reads its own way
+        return False
+
+
+def authors_temporal(authors: AuthorsCheckpoint, path: Path) -> AuthorsTemporal:
+    """The temporal module of the fusion weights; InputError for weights of another module."""
+    state = authors.temporal_state_dict
+    if "frame_position_embeddings.weight" not in state:
+        if state:
+            raise InputError(f"{path}: fusion_model_state_dict holds {sorted(state)[:3]}, which is no "
+                             "temporal transformer bike knows")
+        return AuthorsTemporal("none", 1, NO_TEMPORAL_FRAMES)
+    layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
+    return AuthorsTemporal("transformer", layers, state["frame_position_embeddings.weight"].shape[0])
+
+
+def authors_branch_state(authors: AuthorsCheckpoint) -> dict[str, torch.Tensor]:
+    """The checkpoint in a bike Video branch's names: `head.temporal.*`, `visual.*`, `logit_scale.log_scale`."""
+    state = {f"head.temporal.{k}": v for k, v in authors.temporal_state_dict.items()}
+    state.update({k: v for k, v in authors.clip_state_dict.items() if k.startswith("visual.")})
+    if "logit_scale" in authors.clip_state_dict:
+        state["logit_scale.log_scale"] = authors.clip_state_dict["logit_scale"].reshape(())
+    return state

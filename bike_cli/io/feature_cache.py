@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.atomic import atomic_path, atomic_write, ensure_free_space, remove_stale_temps, write_bytes, write_text
+from bike_cli.io.atomic import TMP_SUFFIX, atomic_path, atomic_write, ensure_free_space, write_bytes, write_text
 from bike_cli.io.untrusted_hdf5 import STRING, Rules, file_stamp, hdf5_errors, open_hdf5
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,16 @@ KIND = "bike-feature-cache"
 WHAT = "feature cache"  # in messages: "PATH is a malformed feature cache: ..."
 PART = "part file"
 STR_DTYPE = h5py.string_dtype("utf-8")  # the strings of every dataset
-_ADDED_LATER = ("resize_mode", "interpolation")  # attributes older caches lack: their defaults apply
+_ADDED_LATER = ("resize_mode", "interpolation", "compat", "visual_sha256")  # older caches lack them: defaults apply
 UNKNOWN_LABEL = -1  # the single-label class index of a video whose class is not known
 # what the helper process checks before a file is opened here (`untrusted_hdf5`): kinds and ranks
 DATASET_RULES: Rules = {"embeddings": ("f", (4,)), "video_ids": (STRING, (1,)), "labels": ("iubf", (1, 2)),
                         "num_frames": ("iu", (1,)), "decoders": (STRING, (1,))}
-PART_RULES: Rules = {**DATASET_RULES, "list_index": ("iu", (1,)), "failure_index": ("iu", (1,)),
-                     **{f"failure_{name}": (STRING, (1,)) for name in ("video_id", "path", "reason")}}
 FAILURE_COLUMNS = ("video_id", "path", "reason")
+_ROWS = ("embeddings", "labels", "video_ids", "num_frames", "decoders")  # the row datasets, in merge's order
+_TEXT = ("video_ids", "decoders")
+PART_RULES: Rules = {**DATASET_RULES, "list_index": ("iu", (1,)), "failure_index": ("iu", (1,)),
+                     **{f"failure_{name}": (STRING, (1,)) for name in FAILURE_COLUMNS}}
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,6 @@ class CacheMeta:
         "frames", "clips", "crops", "sampling_mode", "seed", "decoder", "multilabel",
         "num_classes", "class_names", "resize_mode", "schema_version", "compat",
     )
-    OPTIONAL_FIELDS = {"compat": "bike", "visual_sha256": None}  # added later: older caches lack them
 
     @property
     def num_views(self) -> int:
@@ -93,7 +94,8 @@ class CacheMeta:
 
     @classmethod
     def from_attrs(cls, attrs: dict, source: Path) -> CacheMeta:
-        """Read back `to_attrs`; fields older caches lack take their defaults; InputError unless a bike cache of this schema."""
+        """Read back `to_attrs` (fields older caches lack take their defaults); InputError unless a bike
+        cache of this schema."""
         if attrs.get("kind") != KIND:
             raise InputError(f"{source} is not a bike feature cache (no kind={KIND!r} attribute)")
         version = int(attrs.get("schema_version", -1))
@@ -101,9 +103,6 @@ class CacheMeta:
             raise InputError(f"{source} has cache schema version {version}; this bike reads {SCHEMA_VERSION}")
         values = {}
         for f in fields(cls):
-            if f.name in cls.OPTIONAL_FIELDS and f.name not in attrs:
-                values[f.name] = cls.OPTIONAL_FIELDS[f.name]
-                continue
             if f.name not in attrs and f.name in _ADDED_LATER:  # caches written before the field existed
                 continue
             raw = attrs[f.name]
@@ -421,9 +420,10 @@ def scan_parts(parts_dir: Path) -> PartsIndex:
 
 
 def remove_stale_tmp(parts_dir: Path) -> None:
-    """Temporary files of writers that died (call only while holding the cache's WriterLock)."""
-    if parts_dir.is_dir():
-        remove_stale_temps(parts_dir)
+    """Remove the temporary files of writers that died: `.NAME...tmp`, and the fixed `NAME.tmp` of bike
+    before the unique suffix (call only while holding the cache's WriterLock)."""
+    for tmp in [*parts_dir.glob(f".*{TMP_SUFFIX}"), *parts_dir.glob(f"*{TMP_SUFFIX}")]:
+        tmp.unlink(missing_ok=True)
 
 
 def finish(parts_dir: Path) -> None:
@@ -451,18 +451,17 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
     new_rows.sort()
     total = len(existing_ids) + len(new_rows)
     ensure_free_space(cache_path, total * meta.num_views * meta.frames * meta.embed_dim * 2 + total * 256)
+    shape = (meta.num_views, meta.frames, meta.embed_dim)
     with atomic_path(cache_path) as tmp, h5py.File(tmp, "w") as out:
-        shape = (meta.num_views, meta.frames, meta.embed_dim)
-        emb = out.create_dataset("embeddings", shape=(total, *shape), maxshape=(None, *shape),
-                                 dtype=np.float16, chunks=(1, *shape))
-        label_shape = (meta.num_classes,) if meta.multilabel else ()
-        labels = out.create_dataset("labels", shape=(total, *label_shape),
-                                    dtype=np.uint8 if meta.multilabel else np.int64)
-        ids = out.create_dataset("video_ids", shape=(total,), dtype=STR_DTYPE)
-        nframes = out.create_dataset("num_frames", shape=(total,), dtype=np.int64)
-        decoders = out.create_dataset("decoders", shape=(total,), dtype=STR_DTYPE)
+        out.create_dataset("embeddings", shape=(total, *shape), maxshape=(None, *shape), dtype=np.float16,
+                           chunks=(1, *shape))
+        out.create_dataset("labels", shape=(total, *((meta.num_classes,) if meta.multilabel else ())),
+                           dtype=np.uint8 if meta.multilabel else np.int64)
+        for name, dtype in (("video_ids", STR_DTYPE), ("num_frames", np.int64), ("decoders", STR_DTYPE)):
+            out.create_dataset(name, shape=(total,), dtype=dtype)
         out.attrs.update(meta.to_attrs())
-        offset = _copy_existing(cache_path, emb, labels, ids, nframes, decoders) if existing_ids else 0
+        dest = {name: out[name] for name in _ROWS}
+        offset = _copy_existing(cache_path, dest) if existing_ids else 0
         # position of each new row in the output, grouped per part file (increasing within a part)
         per_file: dict[int, list[tuple[int, int]]] = {}
         for position, (_, file_no, row) in enumerate(new_rows, start=offset):
@@ -470,33 +469,23 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
         for file_no, pairs in per_file.items():
             with hdf5_errors(parts.files[file_no], PART), open_part(parts.files[file_no]) as part:
                 rows = np.array([r for r, _ in pairs])
-                src = {k: part[k][()][rows] for k in ("embeddings", "labels", "num_frames")}
-                src_ids = part["video_ids"].asstr()[()][rows]
-                src_dec = part["decoders"].asstr()[()][rows]
+                src = {k: (part[k].asstr() if k in _TEXT else part[k])[()][rows] for k in _ROWS}
             for i, (_, d) in enumerate(pairs):  # rows of one part land in increasing positions
-                emb[d] = src["embeddings"][i]
-                labels[d] = src["labels"][i]
-                ids[d] = src_ids[i]
-                nframes[d] = src["num_frames"][i]
-                decoders[d] = src_dec[i]
+                for k in _ROWS:
+                    dest[k][d] = src[k][i]
     return total
 
 
-def _copy_existing(
-    path: Path, emb: h5py.Dataset, labels: h5py.Dataset, ids: h5py.Dataset, nframes: h5py.Dataset,
-    decoders: h5py.Dataset, block: int = 256,
-) -> int:
-    """Copy the rows of the cache at `path` to the start of the output datasets; return how many. The
+def _copy_existing(path: Path, dest: dict[str, h5py.Dataset], block: int = 256) -> int:
+    """Copy the rows of the cache at `path` to the start of the `dest` datasets; return how many. The
     embeddings go through the checked reader: a row that is not finite is refused, not carried over."""
     with FeatureCache(path) as cache, hdf5_errors(path, WHAT), open_hdf5(path, DATASET_RULES, WHAT, cache.stamp) as src:
         n = len(cache)
         for start in range(0, n, block):
             stop = min(n, start + block)
-            emb[start:stop] = cache.embeddings(slice(start, stop))
-            labels[start:stop] = src["labels"][start:stop]
-            ids[start:stop] = src["video_ids"].asstr()[start:stop]
-            nframes[start:stop] = src["num_frames"][start:stop]
-            decoders[start:stop] = src["decoders"].asstr()[start:stop]
+            dest["embeddings"][start:stop] = cache.embeddings(slice(start, stop))
+            for k in _ROWS[1:]:
+                dest[k][start:stop] = (src[k].asstr() if k in _TEXT else src[k])[start:stop]
     return n
 
 

@@ -43,15 +43,6 @@ def _head(path: Path) -> bytes:
         return fh.read(HEAD_BYTES)
 
 
-def _is_safetensors(head: bytes) -> bool:
-    """safetensors: an 8-byte little-endian header length, then the JSON header."""
-    return len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
-
-
-def _is_video(head: bytes) -> bool:
-    return head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"OggS"))
-
-
 def _text_kind(head: bytes) -> str:
     if b"\x00" in head:
         return BINARY
@@ -86,9 +77,9 @@ def sniff(path: str | Path) -> str:
         return ZIP
     if head[0] == 0x80 and len(head) > 1 and head[1] in PICKLE_PROTOCOLS:
         return PICKLE
-    if _is_safetensors(head):
-        return SAFETENSORS
-    if _is_video(head):
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
+        return SAFETENSORS  # an 8-byte little-endian header length, then the JSON header
+    if head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"OggS")):
         return VIDEO
     return _text_kind(head)
 

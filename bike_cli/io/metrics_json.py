@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from bike_cli.errors import InputError
 from bike_cli.io.atomic import append_line, write_text
 
 EVAL_METRICS_KIND = "bike-eval-metrics"  # the `kind` of eval's metrics.json
@@ -35,17 +34,6 @@ def write_fuse_metrics(path: Path, document: dict) -> Path:
 def write_eval_metrics(path: Path, document: dict) -> Path:
     """Write `bike eval`'s metrics.json (see `write_metrics_json`)."""
     return write_metrics_json(path, document, EVAL_METRICS_KIND)
-
-
-def read_metrics_json(path: Path) -> dict:
-    """Either metrics JSON as a dict; InputError if it is not a readable JSON object."""
-    try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable metrics JSON: {err}") from None
-    if not isinstance(document, dict):
-        raise InputError(f"{path} is not a metrics JSON (not a JSON object)")
-    return document
 
 
 def metrics_line(record: dict) -> str:

@@ -124,16 +124,11 @@ def read_search_index(path: str | Path, identity: CacheIdentity) -> np.ndarray |
         log.warning("search index %s cannot be used (%s): rebuilding it", path, why)
         return None
     if any(str(attrs.get(name)) != str(getattr(identity.cache.stamp, f)) for name, f in STAMP.items()):
-        _restamp(path, data, identity)
+        try:  # record the cache's new stamp (same content), so that the next process skips the sha256
+            write_search_index(path, data, identity)
+        except (OSError, BikeError) as err:  # a read-only folder: the next process hashes again
+            log.debug("search index %s not re-stamped: %s", path, err)
     return data
-
-
-def _restamp(path: Path, vectors: np.ndarray, identity: CacheIdentity) -> None:
-    """Record the cache's new stamp (same content) so that the next process skips the sha256."""
-    try:
-        write_search_index(path, vectors, identity)
-    except (OSError, BikeError) as err:  # a read-only folder: the next process hashes again
-        log.debug("search index %s not re-stamped: %s", path, err)
 
 
 def write_search_index(path: str | Path, vectors: np.ndarray, identity: CacheIdentity) -> Path:

@@ -233,13 +233,6 @@ class Refused(Exception):
         self.kind = kind
 
 
-def _kind(dset: h5py.Dataset) -> str:
-    if h5py.check_string_dtype(dset.dtype) is not None:
-        return STRING
-    dtype = dset.dtype
-    return "V" if dtype.fields is not None or dtype.subdtype is not None else dtype.kind
-
-
 def _check_storage(name: str, dset: h5py.Dataset, file_size: int) -> None:
     """Hard storage in this file, unfiltered, every declared byte stored."""
     plist = dset.id.get_create_plist()
@@ -302,7 +295,9 @@ def check_file(path: str, rules: Rules, step: Callable[[], None]) -> None:
             if not isinstance(dset, h5py.Dataset):
                 raise Refused(f"/{name} is a {type(dset).__name__.lower()}, not a dataset")
             _check_storage(name, dset, file_size)
-            kind = _kind(dset)
+            dtype = dset.dtype
+            kind = STRING if h5py.check_string_dtype(dtype) is not None else (
+                "V" if dtype.fields is not None or dtype.subdtype is not None else dtype.kind)
             if kind not in kinds:
                 raise Refused(f"dataset /{name} is of dtype {dset.dtype}; "
                               f"{'text' if kinds == STRING else 'numbers of kind ' + kinds} expected")

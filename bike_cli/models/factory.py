@@ -5,7 +5,7 @@
 - a bike Video-branch checkpoint (run folder or file, schema 1 or 2): CLIP rebuilt from its record
   (a weights file that has moved is found again with `pretrained`, its sha256 checked), the branch
   from its spec, the class names, prompt templates and class texts from the run;
-- the authors' released checkpoint: converted by `io.authors_checkpoint.authors_branch_state`; the
+- the authors' released checkpoint: converted by `io.checkpoints.authors_branch_state`; the
   architecture and frame count from the caller (`--model`, `--frames`), the classes from the user;
 - `None`: zero-shot CLIP, the chosen head and no temporal module, CLIP's own logit scale, uncapped;
 
@@ -40,14 +40,16 @@ from torch import nn
 from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.data.class_texts import descriptions_for
 from bike_cli.errors import InputError, as_user_error
-from bike_cli.io.authors_checkpoint import (
+from bike_cli.io.checkpoints import (
     AUTHORS_VCS_TOKENS,
+    BranchCheckpoint,
     authors_branch_state,
     authors_temporal,
     is_authors_checkpoint,
+    load_attrs_checkpoint,
+    load_video_checkpoint,
     read_authors_checkpoint,
 )
-from bike_cli.io.checkpoints import BranchCheckpoint, load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.attributes import sentence_cosines

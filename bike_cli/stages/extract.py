@@ -29,7 +29,7 @@ from bike_cli.engine.frame_encoder import FrameEncoder
 from bike_cli.engine.runtime import PRECISIONS, cores_beside_workers, loader_workers, resolve_device
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import make_folder
-from bike_cli.io.authors_checkpoint import authors_quick_gelu
+from bike_cli.io.checkpoints import authors_quick_gelu
 from bike_cli.io.feature_cache import (
     CacheMeta,
     Failure,
@@ -44,8 +44,7 @@ from bike_cli.io.feature_cache import (
     write_failures_csv,
     write_meta_file,
 )
-from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
-from bike_cli.io.lock import WriterLock
+from bike_cli.io.guard import PathGuard, WriterLock, check_file_output, file_or_none
 from bike_cli.models.clip import load_clip
 from bike_cli.models.visual_digest import visual_sha256
 from bike_cli.progress import Progress
