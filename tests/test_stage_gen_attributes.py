@@ -17,6 +17,7 @@ from bike_cli.config.stages import ExtractConfig, GenAttributesConfig
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.eval.metrics import topk_accuracy
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
+from bike_cli.io.checkpoints import PHRASE_CACHE_KIND
 from bike_cli.io.feature_cache import (
     Batch,
     CacheMeta,
@@ -29,7 +30,6 @@ from bike_cli.io.feature_cache import (
     write_meta_file,
 )
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
-from bike_cli.io.text_embedding_caches import PHRASE_CACHE_KIND
 from bike_cli.models import attributes as ma
 from bike_cli.models.clip import load_clip
 from bike_cli.models.registry import CONFIG_DIR, get_tokenizer

@@ -1,11 +1,7 @@
 """The one way bike writes a file: atomically, durably, and with one clear line when the OS says no
-(docs/formats.md, "Rules every output follows").
-
-Every file goes through `atomic_write` (or `write_text`, `write_bytes`, `torch_save`, `copy_file`): a
-temporary file beside the target, `.NAME.PID.RANDOM.tmp`, fsync'ed, renamed over the target with
-`os.replace`, then the folder fsync'ed. `write_errors_as_bike` turns the OS refusing a write (here, the
-appended `metrics.jsonl`, the writer lock, output folders) into `DiskFullError` (ENOSPC, EDQUOT, EFBIG)
-or `NotWritableError` (EACCES, EPERM, EROFS); the target keeps its previous content.
+(docs/formats.md, "Rules every output follows"): a temporary file beside the target, fsync'ed, renamed
+over it, the folder fsync'ed. `write_errors_as_bike` turns a full disk or a folder bike may not write
+into `DiskFullError` / `NotWritableError`; the target keeps its previous content.
 """
 
 from __future__ import annotations

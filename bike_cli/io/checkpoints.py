@@ -1,8 +1,8 @@
-"""Branch checkpoints (docs/formats.md) and the one safe torch reader: bike's own format (schema version 2,
-a `torch.save` of plain containers and tensors loaded with `weights_only=True`; schema 1, without
-`model_args`, still loads), and the authors' released Video-branch checkpoints, read with their keys
-mapped and the temporal module they tell. Their CLIP runs with QuickGELU and their VCS queries are all
-token positions (`AUTHORS_VCS_TOKENS`); building a branch is `bike_cli.models.factory`'s.
+"""The torch.save files bike reads and writes, all through the one safe reader (`read_torch_file`;
+formats in docs/formats.md): bike's branch checkpoints (schema 2; schema 1 still loads), the authors'
+released Video-branch checkpoints (their CLIP runs with QuickGELU, their VCS queries are all token
+positions), and the text-embedding files kept to skip encoding again, which read as None (the
+embeddings made again) when absent, torn, foreign, or of another kind, schema or key.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import pickle
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ SCHEMA_VERSION = 2  # 2 added `model_args`
 READABLE_SCHEMAS = (1, 2)
 AUTHORS_VCS_TOKENS = "all"  # their code queries every token position (no mask)
 NO_TEMPORAL_FRAMES = 77  # position-table rows when there is no temporal transformer (unused then)
+PHRASE_CACHE_KIND = "bike-phrase-embeddings"
+PHRASE_CACHE_VERSION = 1
+SENTENCE_CACHE_KIND = "bike-sentence-embeddings"
+SENTENCE_CACHE_VERSION = 1  # earlier bike versions wrote {"key", "embeddings"} only: those are made again
 
 
 @dataclass
@@ -222,3 +227,59 @@ def authors_branch_state(authors: AuthorsCheckpoint) -> dict[str, torch.Tensor]:
     if "logit_scale" in authors.clip_state_dict:
         state["logit_scale.log_scale"] = authors.clip_state_dict["logit_scale"].reshape(())
     return state
+
+
+def _read_embeddings(path: Path, kind: str, version: int, what: str) -> dict | None:
+    """The stored dict when `path` is bike's `what` file of `kind` and `version` holding a float [R, D]
+    tensor; None otherwise (a warning names the file and what it is, unless it is absent)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_torch_file(path, f"a {what} file (a torch.save file)")
+    except BikeError as err:
+        log.warning("%s: ignored, the embeddings are made again", err)
+        return None
+    if not isinstance(stored, dict):
+        stored = {}
+    emb = stored.get("embeddings")
+    if stored.get("kind") != kind or not (isinstance(emb, torch.Tensor) and emb.ndim == 2
+                                          and emb.is_floating_point()):
+        earlier = "kind" not in stored and {"key", "embeddings"} <= stored.keys()  # bike before schema 1
+        why = " (it records no kind, as earlier bike versions wrote it)" if earlier else ""
+        log.warning("ignoring %s: not a bike %s file%s; the embeddings are made again", path, what, why)
+        return None
+    if stored.get("schema_version") != version:
+        log.warning("ignoring %s: a %s file of schema version %s (this bike reads %d); the embeddings are made "
+                    "again", path, what, stored.get("schema_version"), version)
+        return None
+    return stored
+
+
+def read_phrase_cache(path: Path) -> dict | None:
+    """The stored phrase embeddings (`key`, `phrases`, `embeddings` float32 [P, D]), or None."""
+    return _read_embeddings(path, PHRASE_CACHE_KIND, PHRASE_CACHE_VERSION, "phrase-embedding")
+
+
+def write_phrase_cache(path: Path, key: dict, phrases: Sequence[str], embeddings: torch.Tensor) -> Path:
+    """Store `embeddings` [P, D] (CPU) of `phrases` under `key` at `path`; returns `path`."""
+    return torch_save({"kind": PHRASE_CACHE_KIND, "schema_version": PHRASE_CACHE_VERSION, "key": key,
+                       "phrases": list(phrases), "embeddings": embeddings}, path)
+
+
+def read_sentence_cache(path: Path, key: dict, rows: int) -> torch.Tensor | None:
+    """The stored sentence embeddings [rows, D] when `path` holds them for `key`; None when absent,
+    stale or unreadable (then they are encoded again)."""
+    stored = _read_embeddings(path, SENTENCE_CACHE_KIND, SENTENCE_CACHE_VERSION, "sentence-embedding")
+    if stored is None or stored.get("key") != key:
+        return None
+    if len(stored["embeddings"]) != rows:
+        log.warning("ignoring %s: %d embeddings for %d sentences; they are made again",
+                    path, len(stored["embeddings"]), rows)
+        return None
+    return stored["embeddings"]
+
+
+def write_sentence_cache(path: Path, key: dict, embeddings: torch.Tensor) -> Path:
+    """Store `embeddings` [R, D] (CPU) under `key` at `path`; returns `path`."""
+    return torch_save({"kind": SENTENCE_CACHE_KIND, "schema_version": SENTENCE_CACHE_VERSION, "key": key,
+                       "embeddings": embeddings}, path)

@@ -1,17 +1,8 @@
-"""One guard for every path a command reads and writes (docs/formats.md, "No output is an input").
-
-`PathGuard` refuses an input that is neither a regular file nor a folder, and an output that is an
-input, a file an input owns (`owned_files`: a CSV's sidecar, a cache's parts folder, failures CSV and
-lock, a run folder's checkpoints) or another output, compared resolved and by device and inode. Under
-the writer lock it deletes only declared outputs (`discard`) and bike's own temporary files
-(`sweep_temps`). `check_file_output` / `check_folder_output`: the shape of an output option.
-
-One writer per output: `WriterLock`, an exclusive `fcntl.flock` on each feature cache and run folder
-(`CACHE.h5.lock` beside a cache, `OUT/.bike.lock` inside a folder, of the resolved path). The lock file
-records its holder, for the message a second writer gets; the kernel releases a flock when its process
-dies, so a crash's lock is simply taken over. The file is removed on release while still locked (a
-process that locked the removed inode tries again), and so are the folders the lock made that are still
-empty.
+"""One guard for every path a command reads and writes (docs/formats.md, "No output is an input" and
+"One writer per output"). `PathGuard` refuses an output that is an input, a file an input owns or
+another output (resolved, and by device and inode); under the writer lock (`WriterLock`, an exclusive
+`fcntl.flock` the kernel drops when its holder dies) it deletes only declared outputs and bike's own
+temporary files. `check_file_output` / `check_folder_output`: the shape of an output option.
 """
 
 from __future__ import annotations

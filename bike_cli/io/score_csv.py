@@ -1,11 +1,7 @@
-"""The score CSV: one row per video, `video_id`, `label` (or `labels`: ';'-joined indices, -1 none), then one
-score column per class in class-index order (docs/formats.md). Readers use positions; the names are
-for people. Written atomically. The label-cell helpers are shared with the attributes CSV.
-
-Scores are rounded to 7 significant digits in numpy (each value becomes the double nearest the decimal
-`%.7g` prints), then pyarrow's multi-threaded writer writes the shortest text that reads back as that
-double: the numbers `%.7g` gave, without Python's 0.3 us a number (2.7 s for 20,000 x 400 scores).
-Only the notation of very small or large numbers differs (`0.00001234567` for `1.234567e-05`).
+"""The score CSV: `video_id`, `label` (or `labels`), one score column per class (docs/formats.md; readers
+use positions, the names are for people), written atomically; label-cell helpers shared with the
+attributes CSV. Scores are rounded to `%.7g`'s value in numpy, then written by pyarrow's writer in the
+shortest text that reads back as it: the same numbers, without Python's 0.3 us a number.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""The one opener of every HDF5 file bike did not just write (caches, part files, search indexes), read as
-untrusted; what is refused, and why, is docs/formats.md's "What a reader refuses in a file from elsewhere".
+"""The one opener of every HDF5 file bike did not just write (caches, part files, search indexes), read
+as untrusted (what is refused and why: docs/formats.md, "What a reader refuses in a file from elsewhere").
 
-`check_hdf5` has a helper process (`serve`, this module's other half) check the file first, bounded in
-time and memory and killed on a stall or a stop (bike waits for it only in `select`, where signal
-handlers run); `open_hdf5` then opens it here and checks by the open descriptor that it is the file
-that passed (`Stamp`). Verdicts are kept per path, stamp and rules for the life of the process.
-`hdf5_errors` turns what h5py raises on a later read into one InputError naming the file.
-
-Helper protocol (JSON lines): it writes `ready`, then per request `{"path", "rules", "limit"}` a `.`
-line per step and one verdict `{"ok": true}` or `{"kind", "reason"}`. It ignores Ctrl-C and dies by
-SIGALRM when a step outlasts twice `limit` (its parent was killed and can no longer kill it).
+`check_hdf5` has a helper process (`serve`) check the file first, bounded in time and memory and killed
+on a stall or a stop (bike waits for it only in `select`, where signal handlers run); `open_hdf5` then
+opens it here and checks by the open descriptor that it is the file that passed (`Stamp`). Helper
+protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict.
 """
 
 from __future__ import annotations

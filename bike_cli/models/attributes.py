@@ -1,7 +1,7 @@
 """The Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache: phrases, selection, S_A.
 
 Phrase embeddings: every lexicon phrase through CLIP's text encoder (with a prompt, "{}" by
-default), L2-normalised, kept in a phrase-embedding file (`bike_cli.io.text_embedding_caches`) and reused
+default), L2-normalised, kept in a phrase-embedding file (`bike_cli.io.checkpoints`) and reused
 while the model, prompt and lexicon are the same. Selection: the frame embeddings of each video
 mean-pooled (over frames and views, or over frames only with `per_view`) and L2-normalised; the k
 phrases of highest cosine are its attributes, read `chunk_size` rows at a time and searched in
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.data.lexicons import lexicon_sha256, normalise_name
+from bike_cli.io.checkpoints import read_phrase_cache, write_phrase_cache
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
-from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
 from bike_cli.models.clip_spec import ClipSpec
 from bike_cli.models.retrieval import encode_texts, topk_cosine
 from bike_cli.models.text import Tokenizer, fill_template
