@@ -35,9 +35,17 @@ import open_clip
 import torch
 
 from bike_cli.config.stages import GenAttributesConfig
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
+from bike_cli.io.feature_cache import (
+    Batch,
+    CacheMeta,
+    FeatureCache,
+    PartWriter,
+    finish,
+    merge,
+    parts_dir_for,
+    scan_parts,
+    write_meta_file,
+)
 from bike_cli.models.attributes import select_attributes
 from bike_cli.models.registry import resolve_model_name
 from bike_cli.stages.gen_attributes import run_gen_attributes

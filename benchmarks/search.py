@@ -42,7 +42,7 @@ import torch
 
 from bike_cli.io import untrusted_hdf5
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.file_digest import file_sha256
+from bike_cli.io.identity import file_sha256
 from bike_cli.io.search_index import index_path
 from bike_cli.models.heads import RULES
 from bike_cli.models.text import ClassTexts

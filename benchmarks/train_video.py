@@ -64,9 +64,7 @@ from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.engine.frame_encoder import to_unit_pixels
 from bike_cli.engine.run_folder import RunFolder
 from bike_cli.engine.training_loop import EpochBatches, LoopSettings, Trainer, make_accelerator, warmup_cosine
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, scan_parts
+from bike_cli.io.feature_cache import Batch, CacheMeta, FeatureCache, PartWriter, finish, merge, scan_parts
 from bike_cli.models.clip import load_clip
 from bike_cli.models.heads import VideoHead
 from bike_cli.models.loss import LogitScale

@@ -100,9 +100,10 @@ def test_bikes_csvs_are_told_by_their_headers():
 
 
 def test_the_readme_promise_an_hdf5_cache_given_as_a_csv_is_named(tiny_cache):
+    from hits_reader import read_hits_csv
+
     from bike_cli.data.class_names import read_class_names
     from bike_cli.data.video_lists import read_video_list
-    from bike_cli.io.hits_csv import read_hits_csv
     from bike_cli.io.score_csv import read_score_csv
 
     assert "a file of the wrong kind (an HDF5 cache given as a CSV" in flat((ROOT / "README.md").read_text())

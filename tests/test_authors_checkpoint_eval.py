@@ -85,7 +85,7 @@ def test_an_authors_checkpoint_loads_its_temporal_weights(authors_ckpt, head):
 
 
 def test_init_from_an_authors_checkpoint_takes_its_temporal_weights(authors_ckpt):
-    from bike_cli.io.authors_checkpoint import authors_branch_state, read_authors_checkpoint
+    from bike_cli.io.checkpoints import authors_branch_state, read_authors_checkpoint
 
     state = authors_branch_state(read_authors_checkpoint(authors_ckpt))
     saved = torch.load(authors_ckpt, weights_only=True)["fusion_model_state_dict"]

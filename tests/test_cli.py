@@ -19,8 +19,7 @@ from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.config.stages import ExtractConfig
-from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.feature_cache_parts import parts_dir_for, scan_parts
+from bike_cli.io.feature_cache import FeatureCache, parts_dir_for, scan_parts
 from bike_cli.stages.extract import run_extraction
 
 runner = CliRunner()

@@ -97,8 +97,9 @@ def test_fuse_given_a_cache_says_it_is_hdf5(tmp_path, tiny_cache):
 
 
 def test_search_given_a_cache_as_hits_says_it_is_hdf5(tmp_path, tiny_cache):
+    from hits_reader import read_hits_csv
+
     from bike_cli.errors import InputError
-    from bike_cli.io.hits_csv import read_hits_csv
 
     with pytest.raises(InputError) as error:
         read_hits_csv(tiny_cache)

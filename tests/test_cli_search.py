@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from hits_reader import read_hits_csv
 from test_stage_search import DIM, make_cache
 from typer.testing import CliRunner
 
 from bike_cli.cli.app import app
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.hits_csv import read_hits_csv
 from bike_cli.io.search_index import index_path
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import yaml
 from bike_cli.config.recipe import ORIGINS, _read_recipe, build_config, config_to_dict
 from bike_cli.config.stages import DEFAULT_TEMPLATE, TrainVideoConfig
 from bike_cli.errors import InputError
-from bike_cli.io.run_config import save_resolved
+from bike_cli.io.train_state import save_resolved
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STAGE = "train-video"

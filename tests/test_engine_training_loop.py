@@ -154,7 +154,7 @@ def test_resume_after_overwrite_continues_the_new_run_not_the_old_one(tmp_path):
 def test_resume_takes_the_same_file_named_another_way_as_unchanged(tmp_path, monkeypatch):
     from bike_cli.config.stages import TrainVideoConfig
     from bike_cli.engine.run_folder import CONFIG_FILE
-    from bike_cli.io.run_config import save_resolved
+    from bike_cli.io.train_state import save_resolved
 
     def check_resume_config(config, out):
         return RunFolder(out, "train-video", resume=True, config=config).check_config()

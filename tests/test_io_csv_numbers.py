@@ -7,8 +7,7 @@ import csv
 import numpy as np
 import pandas as pd
 
-from bike_cli.io.csv_numbers import round_significant
-from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
+from bike_cli.io.score_csv import class_columns, read_score_csv, round_significant, write_score_csv
 
 
 def awkward_values() -> np.ndarray:

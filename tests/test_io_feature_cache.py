@@ -8,16 +8,17 @@ import pandas as pd
 import pytest
 
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.failures_csv import write_failures_csv
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import (
+from bike_cli.io.feature_cache import (
     Batch,
+    CacheMeta,
     Failure,
+    FeatureCache,
     PartWriter,
+    merge,
     parts_dir_for,
     remove_stale_tmp,
     scan_parts,
+    write_failures_csv,
     write_meta_file,
 )
 

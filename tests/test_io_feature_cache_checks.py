@@ -218,8 +218,7 @@ def test_a_bad_row_met_in_a_dataloader_worker_is_still_one_line(tmp_path, tiny_c
 
 
 def test_an_append_refuses_an_existing_cache_with_a_non_finite_row_and_keeps_both(tmp_path, tiny_cache):
-    from bike_cli.io.feature_cache_merge import merge
-    from bike_cli.io.feature_cache_parts import Batch, PartWriter, parts_dir_for, scan_parts
+    from bike_cli.io.feature_cache import Batch, PartWriter, merge, parts_dir_for, scan_parts
 
     cache = copy_of(tiny_cache, tmp_path)
     nan_in_row(cache, 5)

@@ -16,7 +16,7 @@ from bike_cli.data.synthetic import make_sample_dataset
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import InputError
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
-from bike_cli.io.lock import OutputLockedError, WriterLock
+from bike_cli.io.guard import OutputLockedError, WriterLock
 from bike_cli.io.score_csv import write_score_csv
 from bike_cli.models.clip import load_clip
 

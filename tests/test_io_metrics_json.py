@@ -1,4 +1,4 @@
-"""The metrics JSON writers and reader (bike_cli.io.metrics_json): both strict JSON with a kind."""
+"""The metrics JSON writers (bike_cli.io.metrics_json): both strict JSON with a kind."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bike_cli.errors import InputError
-from bike_cli.io.metrics_json import read_metrics_json, write_eval_metrics, write_fuse_metrics
+from bike_cli.io.metrics_json import write_eval_metrics, write_fuse_metrics
 
 
 def _strict(text: str) -> dict:
@@ -28,7 +27,6 @@ def test_metrics_json_is_strict_json_with_a_kind_and_non_finite_floats_as_null(t
     doc = _strict(text)
     assert doc == {"kind": kind, "schema_version": 1, "a": None, "b": [1.5, None, [2, None]],
                    "c": {"d": None, "e": "x", "f": None}}
-    assert read_metrics_json(path) == doc
 
 
 def test_eval_metrics_write_numpy_values_and_paths(tmp_path):
@@ -39,10 +37,3 @@ def test_eval_metrics_write_numpy_values_and_paths(tmp_path):
                                          "top1": 50.0, "scores": [[1.0, 2.0], [3.0, None]], "ok": True,
                                          "config": {"out": "runs/e", "templates": ["{}"], "seed": None}}
 
-
-def test_reading_what_is_not_a_metrics_json_names_the_file(tmp_path):
-    (tmp_path / "list.json").write_text("[1, 2]")
-    (tmp_path / "torn.json").write_text('{"a": ')
-    for name in ("list.json", "torn.json", "absent.json"):
-        with pytest.raises(InputError, match=name):
-            read_metrics_json(tmp_path / name)

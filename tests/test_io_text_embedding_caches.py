@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from bike_cli.io.text_embedding_caches import (
+from bike_cli.io.checkpoints import (
     PHRASE_CACHE_KIND,
     SENTENCE_CACHE_KIND,
     read_phrase_cache,

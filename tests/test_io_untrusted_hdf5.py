@@ -22,8 +22,7 @@ import pytest
 
 from bike_cli.errors import InputError
 from bike_cli.io import untrusted_hdf5
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_parts import parts_dir_for, scan_parts
+from bike_cli.io.feature_cache import CacheMeta, FeatureCache, parts_dir_for, scan_parts
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 MARKER = b"PRIVATE-MARKER-28."

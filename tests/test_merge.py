@@ -17,7 +17,7 @@ from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import InputError, ModelLoadError
 from bike_cli.io.checkpoints import load_video_checkpoint
-from bike_cli.io.file_digest import file_sha256
+from bike_cli.io.identity import file_sha256
 from bike_cli.models.clip import load_clip
 from bike_cli.models.factory import load_video_branch
 from bike_cli.stages.merge import run_merge

@@ -13,7 +13,7 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
 from bike_cli.errors import ModelLoadError
-from bike_cli.io.file_digest import file_sha256
+from bike_cli.io.identity import file_sha256
 from bike_cli.models import clip as clip_module
 from bike_cli.models.clip import ClipSpec, load_clip
 from bike_cli.models.registry import get_tokenizer

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from bike_cli.cli.app import app
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
-from bike_cli.io.feature_cache_parts import parts_dir_for
-from bike_cli.io.lock import lock_path_for
+from bike_cli.io.feature_cache import parts_dir_for
+from bike_cli.io.guard import lock_path_for
 
 
 def extract_args(list_path: Path, out: Path, classes: Path, *extra: str) -> list[str]:

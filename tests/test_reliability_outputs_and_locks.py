@@ -24,8 +24,8 @@ from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.io.atomic import temp_path
-from bike_cli.io.feature_cache_parts import parts_dir_for
-from bike_cli.io.lock import WriterLock, lock_path_for
+from bike_cli.io.feature_cache import parts_dir_for
+from bike_cli.io.guard import WriterLock, lock_path_for
 from bike_cli.stages.extract import run_extraction
 
 
@@ -130,13 +130,13 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path, motion_caches):
     assert not (run / "metrics.jsonl").exists()
 
 
-HOLD = "import sys; from bike_cli.io.lock import WriterLock; WriterLock(sys.argv[1], folder=True).acquire(); " \
+HOLD = "import sys; from bike_cli.io.guard import WriterLock; WriterLock(sys.argv[1], folder=True).acquire(); " \
        "print('held', flush=True); sys.stdin.read()"
 
 
 @contextlib.contextmanager
 def held_by_another_process(folder: Path) -> Iterator[int]:
-    """The folder lock of `folder` held by a real second process (io.lock, as a running stage holds it)."""
+    """The folder lock of `folder` held by a real second process (io.guard, as a running stage holds it)."""
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -26,8 +26,8 @@ from bike_cli.config.files import file_kind
 from bike_cli.data.decoding.frames import check_video_file
 from bike_cli.data.video_lists import read_video_list
 from bike_cli.errors import DecodeError, InputError
+from bike_cli.io.atomic import NotWritableError, write_errors_as_bike
 from bike_cli.io.score_csv import write_score_csv
-from bike_cli.io.write_errors import NotWritableError, write_errors_as_bike
 
 BIKE = [sys.executable, "-m", "bike_cli"]
 HANG = 240  # seconds: far beyond a refused command's start on a loaded machine; a blocked read never ends

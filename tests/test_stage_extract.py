@@ -14,8 +14,7 @@ from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import segment_indices
 from bike_cli.errors import CacheMismatchError
-from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.feature_cache_parts import parts_dir_for
+from bike_cli.io.feature_cache import FeatureCache, parts_dir_for
 from bike_cli.models.clip import load_clip
 from bike_cli.stages.extract import run_extraction
 

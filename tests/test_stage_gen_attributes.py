@@ -17,11 +17,19 @@ from bike_cli.config.stages import ExtractConfig, GenAttributesConfig
 from bike_cli.errors import CacheMismatchError, InputError
 from bike_cli.eval.metrics import topk_accuracy
 from bike_cli.io.attributes_csv import AttributesTable, read_attributes_csv, write_attributes_csv
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
+from bike_cli.io.checkpoints import PHRASE_CACHE_KIND
+from bike_cli.io.feature_cache import (
+    Batch,
+    CacheMeta,
+    FeatureCache,
+    PartWriter,
+    finish,
+    merge,
+    parts_dir_for,
+    scan_parts,
+    write_meta_file,
+)
 from bike_cli.io.score_csv import class_columns, read_score_csv, write_score_csv
-from bike_cli.io.text_embedding_caches import PHRASE_CACHE_KIND
 from bike_cli.models import attributes as ma
 from bike_cli.models.attributes import topk_cosine
 from bike_cli.models.clip import load_clip

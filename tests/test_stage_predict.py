@@ -20,7 +20,7 @@ from bike_cli.data.synthetic import SAMPLE_CLASSES
 from bike_cli.errors import DecodeError, InputError, ModelLoadError
 from bike_cli.io.checkpoints import VIDEO_KIND, load_video_checkpoint, save_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.file_digest import file_sha256
+from bike_cli.io.identity import file_sha256
 from bike_cli.models.clip import load_clip
 from bike_cli.report.figures import draw_explanation
 from bike_cli.stages.predict import check_options, load_predictor, resolve_lexicon, run_predict

@@ -8,15 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hits_reader import read_hits_csv
 
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.sampling import segment_indices
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import Batch, PartWriter, finish, parts_dir_for, scan_parts, write_meta_file
-from bike_cli.io.hits_csv import Hit, read_hits_csv, write_hits_csv
-from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index
+from bike_cli.io.feature_cache import (
+    Batch,
+    CacheMeta,
+    FeatureCache,
+    PartWriter,
+    finish,
+    merge,
+    parts_dir_for,
+    scan_parts,
+    write_meta_file,
+)
+from bike_cli.io.search_index import CacheIdentity, Hit, index_path, read_search_index, write_hits_csv
 from bike_cli.models.heads import DEFAULT_TAU, vcs_scores, video_vectors
 from bike_cli.models.text import ClassTexts
 from bike_cli.stages import search as stage

@@ -10,7 +10,7 @@ from test_stage_search import DIM, make_cache
 import bike_cli.report.figures as sheet_module
 import bike_cli.stages.search as stage
 from bike_cli.config.stages import SearchConfig
-from bike_cli.io.lock import OutputLockedError, WriterLock
+from bike_cli.io.guard import OutputLockedError, WriterLock
 from bike_cli.report.figures import sheet_pages
 from bike_cli.stages.search import run_search
 

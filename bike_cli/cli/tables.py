@@ -18,8 +18,8 @@ from bike_cli.cli.core import console, stdout, visible
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from bike_cli.engine.run_folder import TrainSummary
     from bike_cli.engine.evaluation import VideoPrediction
+    from bike_cli.engine.run_folder import TrainSummary
     from bike_cli.stages.demo import DemoSummary
     from bike_cli.stages.evaluate import EvalSummary
     from bike_cli.stages.extract import ExtractSummary

@@ -129,7 +129,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def resolved_yaml(config: Any, *, stage: str | None = None) -> str:
-    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (`io.run_config.save_resolved`);
+    """Every setting of `config` as a YAML recipe that `build_config` reads back equal (`io.train_state.save_resolved`);
     with `stage`, it starts with `stage: STAGE`, so other stages refuse it."""
     data = ({STAGE: stage} if stage is not None else {}) | config_to_dict(config)
     text = f"# every setting of a {type(config).__name__}; usable as a recipe\n"

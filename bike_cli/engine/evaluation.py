@@ -28,8 +28,7 @@ from bike_cli.engine.runtime import cores_beside_workers, loader_workers, metric
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import read_attributes_csv
 from bike_cli.io.csv_meta import read_csv_compat
-from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.feature_cache_parts import Failure
+from bike_cli.io.feature_cache import Failure, FeatureCache
 from bike_cli.models import authors
 from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores, encode_texts, topk_cosine
 from bike_cli.models.clip import ClipSpec

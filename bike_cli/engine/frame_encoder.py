@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader
 from bike_cli.data.clip_dataset import ClipBatch, MultiViewClips, collate_items, merge_batches
 from bike_cli.data.video_lists import VideoList, labels_array
 from bike_cli.engine.runtime import DistContext, autocast_for
-from bike_cli.io.feature_cache import CacheMeta
-from bike_cli.io.feature_cache_parts import Batch, Failure, PartWriter
+from bike_cli.io.feature_cache import Batch, CacheMeta, Failure, PartWriter
 from bike_cli.models.clip import ClipSpec
 from bike_cli.models.video_branch import image_features
 from bike_cli.progress import Progress

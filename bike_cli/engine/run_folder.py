@@ -15,7 +15,7 @@ from torch import nn
 from bike_cli.config.recipe import config_to_dict
 from bike_cli.errors import InputError
 from bike_cli.io import train_state
-from bike_cli.io.atomic import copy_file
+from bike_cli.io.atomic import copy_file, make_folder
 from bike_cli.io.checkpoints import (
     AVERAGED_FILE,
     BEST_FILE,
@@ -24,13 +24,10 @@ from bike_cli.io.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from bike_cli.io.failures_csv import write_failures_csv
-from bike_cli.io.feature_cache_parts import Failure
+from bike_cli.io.feature_cache import Failure, write_failures_csv
 from bike_cli.io.guard import PathGuard, PathOptions, check_folder_output
 from bike_cli.io.metrics_json import append_metrics_line, metrics_line, read_metrics_lines, write_metrics_lines
-from bike_cli.io.run_config import save_resolved
-from bike_cli.io.train_state import STATE_FILE, RunState
-from bike_cli.io.write_errors import make_folder
+from bike_cli.io.train_state import STATE_FILE, RunState, save_resolved
 from bike_cli.models.weight_space import StateMean
 
 log = logging.getLogger(__name__)

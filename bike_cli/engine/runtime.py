@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from bike_cli.errors import BikeError, InputError
-from bike_cli.io.lock import OutputLockedError, WriterLock
+from bike_cli.io.guard import OutputLockedError, WriterLock
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,13 @@
-"""The one way bike writes a file: atomically, durably, and with one clear line when the OS says no.
-
-Every file bike writes goes through `atomic_write` (or its helpers `write_text`, `write_bytes`,
-`torch_save`, `copy_file`): the content goes to a temporary file beside the target, named
-`.NAME.PID.RANDOM.tmp` (unique per writer, so two processes never share one), it is fsync'ed,
-renamed over the target with `os.replace`, and the folder is fsync'ed so that the rename itself
-survives a power loss. A reader therefore sees the old file or the new one, never a torn one.
-
-A write that runs out of space (ENOSPC, EDQUOT, EFBIG) raises `DiskFullError`, one the OS refuses
-(EACCES, EPERM, EROFS: a folder bike may not write) `NotWritableError`, both after removing the
-temporary file (`bike_cli.io.write_errors`); the target keeps its previous content.
+"""The one way bike writes a file: atomically, durably, and with one clear line when the OS says no
+(docs/formats.md, "Rules every output follows"): a temporary file beside the target, fsync'ed, renamed
+over it, the folder fsync'ed. `write_errors_as_bike` turns a full disk or a folder bike may not write
+into `DiskFullError` / `NotWritableError`; the target keeps its previous content.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -21,9 +15,87 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from bike_cli.io.write_errors import DiskFullError, device_of, write_errors_as_bike
+from bike_cli.errors import BikeError
 
 TMP_SUFFIX = ".tmp"
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DENIED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class DiskFullError(BikeError):
+    """No space left (or a quota or file-size limit) while bike wrote a file."""
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(path)
+        super().__init__(f"no space left on {device_of(path)} while writing {path}; finished work is kept, "
+                         "free space and run the same command")
+        self.path = path
+
+
+class NotWritableError(BikeError):
+    """The OS refused to create or write a file: no permission, or a read-only file system."""
+
+    def __init__(self, path: Path | str, code: int) -> None:
+        path = Path(path)
+        folder = path.parent  # the nearest existing folder above: the one that refused to hold it
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        super().__init__(f"cannot write {path}: {folder} is not writable ({os.strerror(code)}); finished work "
+                         "is kept, make the folder writable or choose another output")
+        self.path, self.errno = path, code
+
+
+def device_of(path: Path) -> str:
+    """The mount point that holds `path` (the nearest existing folder's)."""
+    folder = path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return str(folder)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for an OSError of a full disk, including h5py's (which carry the errno only in the text)."""
+    if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
+        return True
+    text = str(err)
+    return isinstance(err, (OSError, RuntimeError)) and any(
+        mark in text for mark in ("No space left", "Disk quota exceeded", "File too large",
+                                  *(f"errno = {code}" for code in FULL_ERRNOS))
+    )
+
+
+def _is_about(filename: object, path: Path) -> bool:
+    """Whether the OS error's file is `path`, a folder above it, or a file beside it (its temporary
+    file): a refused read of another file inside the block is that file's error, not this one."""
+    if filename is None:
+        return True
+    failed, target = Path(os.path.abspath(os.fsdecode(filename))), Path(os.path.abspath(path))
+    return failed == target or failed in target.parents or failed.parent == target.parent
+
+
+@contextlib.contextmanager
+def write_errors_as_bike(path: Path | str) -> Iterator[None]:
+    """Turn the OS refusing a write of `path` inside the block into `DiskFullError` / `NotWritableError`."""
+    try:
+        yield
+    except BikeError:
+        raise
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err):
+            raise DiskFullError(path) from None
+        if isinstance(err, OSError) and err.errno in DENIED_ERRNOS and _is_about(err.filename, Path(path)):
+            raise NotWritableError(path, err.errno) from None
+        raise
+
+
+def make_folder(folder: Path | str) -> Path:
+    """`folder` and its parents, made where missing; the OS's refusal as one line (see above)."""
+    folder = Path(folder)
+    with write_errors_as_bike(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def ensure_free_space(path: Path, nbytes: int) -> None:
@@ -122,21 +194,3 @@ def append_line(path: str | Path, line: str) -> None:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def remove_temps_of(path: Path) -> None:
-    """Remove the temporary files of writers of `path` that died (call while holding its lock)."""
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Remove bike temporary files in `folder` left by writers that died (call while holding its lock)."""
-    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-    for tmp in folder.glob(f"*{TMP_SUFFIX}"):  # the fixed `.tmp` names of bike before the unique suffix
-        tmp.unlink(missing_ok=True)

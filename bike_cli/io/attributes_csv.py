@@ -1,16 +1,6 @@
-"""The attributes CSV of `bike gen-attributes`: each video's top-k lexicon phrases and its sentence.
-
-Schema version 1 is this column set (documented in docs/formats.md), in this order:
-
-    video_id             the video's id, as in the feature cache
-    view                 only in per-view files: the view index v = clip * crops + crop
-    label | labels       class index (-1 unknown); multi-label files: `labels`, ';'-joined indices
-    attr_1 ... attr_k    the k phrases, most similar first
-    score_1 ... score_k  their cosine similarity to the video embedding (7 significant digits)
-    sentence             the attribute sentence, e.g. "This is a video about a1,a2,a3,a4,a5"
-
-A file is written under a temporary name and renamed into place. `read_attributes_csv` accepts the
-columns in any order but needs exactly this set.
+"""The attributes CSV of `bike gen-attributes`: each video's top-k lexicon phrases, their scores and its
+sentence (schema version 1, columns: docs/formats.md). Written atomically; `read_attributes_csv` accepts
+the columns in any order but needs exactly this set.
 """
 
 from __future__ import annotations

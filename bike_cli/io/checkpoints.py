@@ -1,31 +1,17 @@
-"""Branch checkpoints in bike's own format (Video and Attributes branches); the authors' releases
-are read by `bike_cli.io.authors_checkpoint`.
-
-bike's format (schema version 2; docs/formats.md) is a `torch.save` of plain containers and tensors,
-so it loads with `torch.load(weights_only=True)` (no pickled code runs):
-
-    {"kind": "bike-video-checkpoint" | "bike-attrs-checkpoint", "schema_version": 2, "bike_version": str,
-     "config": {...resolved train-video settings, paths as strings...},
-     "clip": {...ClipSpec fields...},
-     "model_args": {...the branch spec's fields (bike_cli.models.build): what rebuilds the module...},
-     "class_names": [str], "epoch": int, "metrics": {...},
-     "state_dict": {"head.*", "logit_scale.log_scale", "visual.*" (end-to-end runs only)},
-     "origin": None | {...}}
-
-`origin` (optional in schema 2: absent or None in an epoch's own weights) says how weights that no
-single epoch trained were made: `bike merge` (`"method": "interpolation"`, with `alpha` and the
-source checkpoint's sha256) or `train-video --average-last N` (`"method": "average"`, with the
-epochs averaged). Readers need nothing from it: the state dict is a complete branch.
-
-Schema 1 is the same without `model_args`: such checkpoints still load (`model_args` is None; the
-builder derives the spec from `config` and `clip`).
+"""The torch.save files bike reads and writes, all through the one safe reader (`read_torch_file`;
+formats in docs/formats.md): bike's branch checkpoints (schema 2; schema 1 still loads), the authors'
+released Video-branch checkpoints (their CLIP runs with QuickGELU, their VCS queries are all token
+positions), and the text-embedding files kept to skip encoding again, which read as None (the
+embeddings made again) when absent, torn, foreign, or of another kind, schema or key.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +22,20 @@ from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import torch_save
 from bike_cli.io.file_kind import HDF5, TORCH_KINDS, describe_file, sniff, wrong_kind
 
+log = logging.getLogger(__name__)
+
 VIDEO_KIND = "bike-video-checkpoint"
 ATTRS_KIND = "bike-attrs-checkpoint"
 LAST_FILE, BEST_FILE = "last.pt", "best.pt"  # a run folder's checkpoints: every epoch's, the best epoch's
 AVERAGED_FILE = "averaged.pt"  # train-video --average-last N: the mean of the last N epochs' weights
 SCHEMA_VERSION = 2  # 2 added `model_args`
 READABLE_SCHEMAS = (1, 2)
+AUTHORS_VCS_TOKENS = "all"  # their code queries every token position (no mask)
+NO_TEMPORAL_FRAMES = 77  # position-table rows when there is no temporal transformer (unused then)
+PHRASE_CACHE_KIND = "bike-phrase-embeddings"
+PHRASE_CACHE_VERSION = 1
+SENTENCE_CACHE_KIND = "bike-sentence-embeddings"
+SENTENCE_CACHE_VERSION = 1  # earlier bike versions wrote {"key", "embeddings"} only: those are made again
 
 
 @dataclass
@@ -53,7 +47,7 @@ class BranchCheckpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     model_args: dict | None = None  # the branch spec's fields; None in schema-1 checkpoints
-    origin: dict | None = None  # weights no single epoch trained: how they were made (module docstring)
+    origin: dict | None = None  # weights no single epoch trained: how they were made (docs/formats.md)
 
 
 def save_checkpoint(path: Path, ckpt: BranchCheckpoint, kind: str) -> Path:
@@ -158,3 +152,134 @@ def load_checkpoint(path: str | Path, kind: str) -> BranchCheckpoint:
                             dict(origin) if origin is not None else None)
     check_finite_weights(path, ckpt.state_dict)
     return ckpt
+
+
+@dataclass
+class AuthorsCheckpoint:
+    clip_state_dict: dict[str, torch.Tensor]  # OpenAI key names, `module.` stripped
+    temporal_state_dict: dict[str, torch.Tensor]  # bike TemporalTransformer names ({} without Transf)
+    epoch: int | None = None  # their `epoch` entry, when there is one
+
+
+@dataclass(frozen=True)
+class AuthorsTemporal:
+    """The temporal module the fusion weights describe."""
+
+    temporal: str  # "transformer" | "none"
+    layers: int  # resblocks (1 without a transformer)
+    max_frames: int  # rows of `frame_position_embeddings`
+
+
+def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
+    """The released BIKE checkpoints (`model_state_dict` + `fusion_model_state_dict`)."""
+    path = Path(path)
+    data = read_torch_file(path)
+    if not isinstance(data, dict) or "model_state_dict" not in data:
+        raise InputError(f"{path} has no 'model_state_dict': not a checkpoint of the authors' BIKE code")
+    strip = lambda sd: {k.removeprefix("module."): v for k, v in sd.items()}  # noqa: E731
+    epoch = data.get("epoch")
+    return AuthorsCheckpoint(strip(data["model_state_dict"]), strip(data.get("fusion_model_state_dict") or {}),
+                             int(epoch) if isinstance(epoch, (int, float)) else None)
+
+
+def is_authors_checkpoint(path: str | Path) -> bool:
+    """True for a file holding `model_state_dict` (the authors' layout), False for bike's own."""
+    path = Path(path)
+    if not path.is_file():  # a run folder, or a missing file (its loader names the problem)
+        return False
+    data = read_torch_file(path)
+    return isinstance(data, dict) and "model_state_dict" in data and "kind" not in data
+
+
+def authors_quick_gelu(pretrained: str | None, quick_gelu: bool | None) -> bool | None:
+    """QuickGELU on for an authors' checkpoint given as CLIP weights, unless the user chose."""
+    if quick_gelu is None and pretrained and _looks_like_authors(Path(pretrained)):
+        log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
+        return True
+    return quick_gelu
+
+
+def _looks_like_authors(path: Path) -> bool:
+    if not path.is_file() or path.suffix == ".safetensors":
+        return False
+    try:
+        return is_authors_checkpoint(path)
+    except BikeError:  # TorchScript archives and other files load_clip reads its own way
+        return False
+
+
+def authors_temporal(authors: AuthorsCheckpoint, path: Path) -> AuthorsTemporal:
+    """The temporal module of the fusion weights; InputError for weights of another module."""
+    state = authors.temporal_state_dict
+    if "frame_position_embeddings.weight" not in state:
+        if state:
+            raise InputError(f"{path}: fusion_model_state_dict holds {sorted(state)[:3]}, which is no "
+                             "temporal transformer bike knows")
+        return AuthorsTemporal("none", 1, NO_TEMPORAL_FRAMES)
+    layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
+    return AuthorsTemporal("transformer", layers, state["frame_position_embeddings.weight"].shape[0])
+
+
+def authors_branch_state(authors: AuthorsCheckpoint) -> dict[str, torch.Tensor]:
+    """The checkpoint in a bike Video branch's names: `head.temporal.*`, `visual.*`, `logit_scale.log_scale`."""
+    state = {f"head.temporal.{k}": v for k, v in authors.temporal_state_dict.items()}
+    state.update({k: v for k, v in authors.clip_state_dict.items() if k.startswith("visual.")})
+    if "logit_scale" in authors.clip_state_dict:
+        state["logit_scale.log_scale"] = authors.clip_state_dict["logit_scale"].reshape(())
+    return state
+
+
+def _read_embeddings(path: Path, kind: str, version: int, what: str) -> dict | None:
+    """The stored dict when `path` is bike's `what` file of `kind` and `version` holding a float [R, D]
+    tensor; None otherwise (a warning names the file and what it is, unless it is absent)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_torch_file(path, f"a {what} file (a torch.save file)")
+    except BikeError as err:
+        log.warning("%s: ignored, the embeddings are made again", err)
+        return None
+    if not isinstance(stored, dict):
+        stored = {}
+    emb = stored.get("embeddings")
+    if stored.get("kind") != kind or not (isinstance(emb, torch.Tensor) and emb.ndim == 2
+                                          and emb.is_floating_point()):
+        earlier = "kind" not in stored and {"key", "embeddings"} <= stored.keys()  # bike before schema 1
+        why = " (it records no kind, as earlier bike versions wrote it)" if earlier else ""
+        log.warning("ignoring %s: not a bike %s file%s; the embeddings are made again", path, what, why)
+        return None
+    if stored.get("schema_version") != version:
+        log.warning("ignoring %s: a %s file of schema version %s (this bike reads %d); the embeddings are made "
+                    "again", path, what, stored.get("schema_version"), version)
+        return None
+    return stored
+
+
+def read_phrase_cache(path: Path) -> dict | None:
+    """The stored phrase embeddings (`key`, `phrases`, `embeddings` float32 [P, D]), or None."""
+    return _read_embeddings(path, PHRASE_CACHE_KIND, PHRASE_CACHE_VERSION, "phrase-embedding")
+
+
+def write_phrase_cache(path: Path, key: dict, phrases: Sequence[str], embeddings: torch.Tensor) -> Path:
+    """Store `embeddings` [P, D] (CPU) of `phrases` under `key` at `path`; returns `path`."""
+    return torch_save({"kind": PHRASE_CACHE_KIND, "schema_version": PHRASE_CACHE_VERSION, "key": key,
+                       "phrases": list(phrases), "embeddings": embeddings}, path)
+
+
+def read_sentence_cache(path: Path, key: dict, rows: int) -> torch.Tensor | None:
+    """The stored sentence embeddings [rows, D] when `path` holds them for `key`; None when absent,
+    stale or unreadable (then they are encoded again)."""
+    stored = _read_embeddings(path, SENTENCE_CACHE_KIND, SENTENCE_CACHE_VERSION, "sentence-embedding")
+    if stored is None or stored.get("key") != key:
+        return None
+    if len(stored["embeddings"]) != rows:
+        log.warning("ignoring %s: %d embeddings for %d sentences; they are made again",
+                    path, len(stored["embeddings"]), rows)
+        return None
+    return stored["embeddings"]
+
+
+def write_sentence_cache(path: Path, key: dict, embeddings: torch.Tensor) -> Path:
+    """Store `embeddings` [R, D] (CPU) under `key` at `path`; returns `path`."""
+    return torch_save({"kind": SENTENCE_CACHE_KIND, "schema_version": SENTENCE_CACHE_VERSION, "key": key,
+                       "embeddings": embeddings}, path)

@@ -1,21 +1,6 @@
-"""The metadata sidecar of bike's CSV outputs (score CSVs, attributes CSVs): `FILE.csv.meta.json`.
-
-    {"kind": "bike-csv-meta", "schema_version": 2, "compat": "bike" | "authors", "scores": RULE,
-     "model": {"model_name": ..., "pretrained": ..., "checkpoint_sha256": ..., "quick_gelu": ...,
-               "embed_dim": ..., "image_size": ...}, "class_names": [NAME, ...]}
-
-`scores` (optional; absent in files from before it) names the rule that made a score CSV's numbers
-from a branch's logits: `bike-softmax`, `authors-test`, `authors-validate`, `cosine` or `fused`
-(bike_cli.config.profile); a hits CSV of `bike search` has `search-vcs` or `search-mean`
-(bike_cli.io.hits_csv). `model` (schema 2, attributes CSVs of `gen-attributes`) is the identity of
-the CLIP that generated the file (bike_cli.io.identity): train-attrs's default model, and what the
-identity check compares. Schema 1 sidecars (no `model`) are still read.
-`class_names` (optional) are the classes an attributes CSV's label indices number, in index order
-(a score CSV names its classes in its columns).
-
-The CSV layouts themselves stay plain tables (docs/formats.md); what made a file that its columns
-cannot say lives beside it. A CSV without a sidecar (hand-written, or from before sidecars) reads as
-made under the `bike` profile.
+"""The sidecar of bike's CSV outputs, `FILE.csv.meta.json` (schema version 2, fields: docs/formats.md):
+what made a file that its columns cannot say (the profile, the score rule, the generating CLIP, the
+class names). Schema 1 (no `model`) is still read; a CSV without a sidecar reads as made under `bike`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""What a file is, told from its first bytes: the words an error message uses when a reader is given
-a file of the wrong kind (an HDF5 cache where a CSV belongs, a text file as a checkpoint, a folder).
-
-`describe_file(path)` is a noun phrase ("an HDF5 file (such as a feature cache)", "a folder", "an
-empty file", one of bike's own CSVs by its header (`csv_kind`: "a score CSV (...)"), "a text file
-starting 'x.mp4 3'") and `wrong_kind(path, expected)` the error "PATH is WHAT, not EXPECTED".
-Only the first bytes are read (a text file's first line is split as a CSV row); nothing is run.
+"""What a file is, told from its first bytes (nothing is run): the words an error message uses when a
+reader is given a file of the wrong kind. `describe_file` is a noun phrase ("an HDF5 file (such as a
+feature cache)", "a score CSV (...)", "a text file starting 'x.mp4 3'"), `wrong_kind` the error.
 """
 
 from __future__ import annotations
@@ -47,15 +43,6 @@ def _head(path: Path) -> bytes:
         return fh.read(HEAD_BYTES)
 
 
-def _is_safetensors(head: bytes) -> bool:
-    """safetensors: an 8-byte little-endian header length, then the JSON header."""
-    return len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
-
-
-def _is_video(head: bytes) -> bool:
-    return head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"OggS"))
-
-
 def _text_kind(head: bytes) -> str:
     if b"\x00" in head:
         return BINARY
@@ -90,9 +77,9 @@ def sniff(path: str | Path) -> str:
         return ZIP
     if head[0] == 0x80 and len(head) > 1 and head[1] in PICKLE_PROTOCOLS:
         return PICKLE
-    if _is_safetensors(head):
-        return SAFETENSORS
-    if _is_video(head):
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
+        return SAFETENSORS  # an 8-byte little-endian header length, then the JSON header
+    if head[4:8] == b"ftyp" or head.startswith((b"\x1aE\xdf\xa3", b"RIFF", b"OggS")):
         return VIDEO
     return _text_kind(head)
 

@@ -1,39 +1,27 @@
-"""One guard for every path a command reads and writes.
-
-A stage builds a `PathGuard` from its inputs and outputs before it reads or writes anything. The
-guard first refuses an input that exists and is neither a regular file nor a folder (a FIFO would
-block its reader forever, a device such as `/dev/zero` never end: `bike_cli.config.files`); a folder
-is left to the reader of the option (a run folder is a checkpoint). It resolves every path
-(symlinks, `.` and `..`, and device and inode where the file exists, which catches hard links)
-together with the files an input owns:
-
-- a CSV's `.meta.json` sidecar (`bike_cli.io.csv_meta`);
-- a feature cache's `*.h5.parts/` folder, its default failures CSV and its lock file;
-- a run folder's `best.pt` and `last.pt` (what a checkpoint folder is read from).
-
-It refuses an output that is an input, a file an input owns, or another output, and an input inside
-an output folder the command replaces (`trees`). Under the writer lock (`WriterLock`, on the resolved
-path), it deletes only what the command declared as its outputs (`discard`) and only the temporary
-files of bike's own atomic writer (`sweep_temps`), never a user's file that merely looks alike.
-
-Before the guard, an output option's shape is checked (`check_file_output`, `check_folder_output`):
-a file output is not an existing folder, a folder output not an existing file.
+"""One guard for every path a command reads and writes (docs/formats.md, "No output is an input" and
+"One writer per output"). `PathGuard` refuses an output that is an input, a file an input owns or
+another output (resolved, and by device and inode); under the writer lock (`WriterLock`, an exclusive
+`fcntl.flock` the kernel drops when its holder dies) it deletes only declared outputs and bike's own
+temporary files. `check_file_output` / `check_folder_output`: the shape of an output option.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import re
 import shutil
+import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from bike_cli.config.files import FOLDER, file_kind, not_regular
 from bike_cli.errors import BikeError, InputError
-from bike_cli.io.atomic import TMP_SUFFIX
+from bike_cli.io.atomic import TMP_SUFFIX, write_errors_as_bike
 from bike_cli.io.csv_meta import meta_path
-from bike_cli.io.lock import WriterLock, lock_path_for
 
 PathOptions = Mapping[str, "Path | str | Iterable[Path | str] | None"]
 
@@ -41,6 +29,100 @@ CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what a run-folder checkpoint is rea
 CACHE_SUFFIXES = (".h5", ".hdf5")
 # `.NAME.PID.HEX.tmp`: the temporary file of bike's atomic writer (io.atomic.temp_path)
 BIKE_TEMP = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
+LOCK_NAME = ".bike.lock"  # inside a folder output
+
+
+class OutputLockedError(BikeError):
+    """Another process is writing the same output."""
+
+
+def lock_path_for(output: Path, folder: bool) -> Path:
+    """Where the lock of `output` lives: inside a folder output, beside a file output."""
+    return output / LOCK_NAME if folder else output.with_name(output.name + ".lock")
+
+
+class WriterLock:
+    """Exclusive, non-blocking lock on `output` (a cache file, or a run folder with `folder`)."""
+
+    def __init__(self, output: str | Path, folder: bool = False) -> None:
+        self.output = Path(output)
+        self.path = lock_path_for(Path(os.path.realpath(self.output)), folder)  # one lock whatever the route
+        self._fd: int | None = None
+        self._made: list[Path] = []  # folders this lock created, innermost first
+
+    def acquire(self) -> WriterLock:
+        with write_errors_as_bike(self.path):
+            fd = self._open_locked()
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            self._fd = fd
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            except BaseException:
+                self.release()  # a full disk: leave no lock file behind
+                raise
+        return self
+
+    def _open_locked(self) -> int:
+        """A descriptor of the lock file at `self.path`, flock'ed; OutputLockedError when another holds it."""
+        missing = [folder for folder in (self.path.parent, *self.path.parent.parents) if not folder.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # a holder refused at start removed the folder it had made: make it again
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise OutputLockedError(f"{self.output} is being written by {holder}; wait for it to finish "
+                                        "or choose another output") from None
+            if _same_file(fd, self.path):
+                return fd
+            os.close(fd)  # the holder removed the file after we opened it: lock the new one
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if _same_file(self._fd, self.path):
+                self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+        for folder in self._made:  # innermost first; a folder that holds anything stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {record['pid']} on {record['host']} (started {record['started']})"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "another process (it has just started)"
 
 
 def file_or_none(value: str | Path | None) -> Path | None:
@@ -169,31 +251,23 @@ class PathGuard:
             else:
                 path.unlink(missing_ok=True)
 
-    def sweep_temps(self, folder: Path, names: Iterable[str] = ()) -> list[Path]:
+    def sweep_temps(self, folder: Path, names: Iterable[str] = (), *, of: str | None = None) -> list[Path]:
         """Remove the temporary files bike's writers left in `folder` when they died (hold its lock).
 
-        Only bike's own: `.NAME.PID.HEX.tmp`, and the fixed `NAME.tmp` of older bike for the output
-        names given; a user's `notes.tmp` stays."""
+        Only bike's own: `.NAME.PID.HEX.tmp` (with `of`, only those of the output named so), and the fixed
+        `NAME.tmp` of older bike for the output names given; a user's `notes.tmp` stays."""
         legacy = {f"{name}{TMP_SUFFIX}" for name in names}
-        removed = []
         if not folder.is_dir():
-            return removed
-        for entry in folder.iterdir():
-            if entry.is_file() and (BIKE_TEMP.match(entry.name) or entry.name in legacy):
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-        return removed
-
-    def sweep_temps_of(self, path: Path) -> list[Path]:
-        """Remove the temporary files of dead writers of the one output `path` (hold its lock)."""
-        if not path.parent.is_dir():
             return []
-        stale = [entry for entry in path.parent.iterdir() if entry.is_file()
-                 and ((m := BIKE_TEMP.match(entry.name)) and m["name"] == path.name
-                      or entry.name == f"{path.name}{TMP_SUFFIX}")]
+        stale = [entry for entry in folder.iterdir() if entry.is_file()
+                 and ((m := BIKE_TEMP.match(entry.name)) and of in (None, m["name"]) or entry.name in legacy)]
         for entry in stale:
             entry.unlink(missing_ok=True)
         return stale
+
+    def sweep_temps_of(self, path: Path) -> list[Path]:
+        """Remove the temporary files of dead writers of the one output `path` (hold its lock)."""
+        return self.sweep_temps(path.parent, [path.name], of=path.name)
 
     @contextlib.contextmanager
     def holding(self, *paths: Path | None) -> Iterator[None]:
@@ -209,9 +283,6 @@ class PathGuard:
             for path in outputs:
                 self.sweep_temps_of(path)
             yield
-
-
-# ---------------------------------------------------------------------------- the shape of an output
 
 
 def check_file_output(option: str, path: Path) -> None:

@@ -1,26 +1,16 @@
-"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it.
-
-Where two files meet (a cache and a checkpoint, a cache and the CLIP a stage loads, the train and
-val attributes CSVs, whose sidecars record `identity_record`) their identities must agree, or the
-numbers mean nothing (another CLIP's features are another space):
-
-    compat       "bike" or "authors" (whose code conventions the file follows; where both record one)
-    model_name   the open_clip architecture
-    weights      the checkpoint file's sha256 where both sides have one, else the pretrained tag
-    quick_gelu   the activation the weights were trained with
-    embed_dim    the embedding width
-    image_size   the input side
-
-`--allow-model-mismatch` turns a mismatch into a warning, for experts who know the spaces agree,
-except where the embedding widths differ and the two sides' vectors meet (a cache's frames and a
-text tower): no flag can make a 512-d vector meet a 768-d one, so that is refused, and the refusal
-names both models and widths instead of suggesting the flag.
+"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it; where
+two files meet, their identities must agree (the fields and `--allow-model-mismatch`: docs/formats.md,
+"Model identity"). Different embedding widths whose vectors meet are refused even with the flag.
+`file_sha256`: a checkpoint's identity, and a feature cache's content (what its search index records).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
 
 from bike_cli.errors import CacheMismatchError
 
@@ -29,6 +19,7 @@ log = logging.getLogger(__name__)
 FIELDS = ("compat", "model_name", "weights", "quick_gelu", "embed_dim", "image_size")
 RECORD_TYPES = {"model_name": (str,), "pretrained": (str,), "checkpoint_sha256": (str, type(None)),
                 "quick_gelu": (bool,), "embed_dim": (int,), "image_size": (int,)}  # what a file records
+BLOCK = 1 << 20  # bytes hashed at a time: memory stays small, a stop is acted on between blocks
 
 
 def _getter(record: object):
@@ -96,3 +87,17 @@ def check_same_model(a: object, a_name: str, b: object, b_name: str, allow: bool
         return
     raise CacheMismatchError(f"{a_name} and {b_name} come from different models ({shown}); use files made by "
                              "one model, or --allow-model-mismatch if you know they agree")
+
+
+def stream_sha256(stream: BinaryIO) -> str:
+    """Hex sha256 of what `stream` holds from where it is to its end."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(BLOCK), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    with open(path, "rb") as f:
+        return stream_sha256(f)

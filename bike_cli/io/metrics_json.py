@@ -1,11 +1,6 @@
-"""The metrics JSON files (docs/formats.md): `bike eval`'s `DIR/metrics.json`, `bike fuse`'s `F.metrics.json`,
-and a training run's `metrics.jsonl` (one JSON object a line, one line an epoch).
-
-All are strict JSON (any JSON reader takes them; `NaN` never appears). The two metrics JSON files
-have a `kind` and a `schema_version` and are written atomically with a final newline; `metrics.jsonl`
-is appended to, one fsync'ed line at a time. Values are made plain on the way out: NumPy numbers and
-arrays become JSON numbers and lists, a non-finite float (NaN, inf: a metric with nothing to measure)
-is null, Paths and any other object are written as their text.
+"""The metrics JSON files (docs/formats.md): eval's `metrics.json`, fuse's `F.metrics.json` (a `kind` and
+a `schema_version`, written atomically) and a run's appended `metrics.jsonl`. All strict JSON: values
+are made plain (NumPy to numbers and lists, a non-finite float to null, anything else to its text).
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from bike_cli.errors import InputError
 from bike_cli.io.atomic import append_line, write_text
 
 EVAL_METRICS_KIND = "bike-eval-metrics"  # the `kind` of eval's metrics.json
@@ -40,17 +34,6 @@ def write_fuse_metrics(path: Path, document: dict) -> Path:
 def write_eval_metrics(path: Path, document: dict) -> Path:
     """Write `bike eval`'s metrics.json (see `write_metrics_json`)."""
     return write_metrics_json(path, document, EVAL_METRICS_KIND)
-
-
-def read_metrics_json(path: Path) -> dict:
-    """Either metrics JSON as a dict; InputError if it is not a readable JSON object."""
-    try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable metrics JSON: {err}") from None
-    if not isinstance(document, dict):
-        raise InputError(f"{path} is not a metrics JSON (not a JSON object)")
-    return document
 
 
 def metrics_line(record: dict) -> str:

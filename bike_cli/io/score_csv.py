@@ -1,39 +1,23 @@
-"""The score CSV: one row per video, one score column per class (documented in docs/formats.md).
-
-Columns, in this order:
-
-    video_id      the video's id, as in the feature cache
-    label         single-label files: the class index, -1 where unknown
-    (or labels)   multi-label files: the ';'-joined class indices, -1 where the video has none
-    <class 0> ... one column per class, in class-index order, named by the class name
-                  (see `class_columns`): the video's score for that class
-
-Scores are any per-class score where higher means more likely (cosine similarities for the
-Attributes branch S_A, logits or probabilities for the Video branch), rounded to 7 significant
-digits (the values `%.7g` writes, in the shortest notation: see `bike_cli.io.csv_numbers`). The class order is the column order: readers use positions, the names are for people.
-The file is written under a temporary name and renamed into place.
-
-The label-cell helpers are shared with the attributes CSV (`bike_cli.io.attributes_csv`).
+"""The score CSV: `video_id`, `label` (or `labels`), one score column per class (docs/formats.md; readers
+use positions, the names are for people), written atomically; label-cell helpers shared with the
+attributes CSV. Scores are rounded to `%.7g`'s value in numpy, then written by pyarrow's writer in the
+shortest text that reads back as it: the same numbers, without Python's 0.3 us a number.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-import pandas as pd
 
 from bike_cli.errors import InputError, location
 from bike_cli.io.atomic import atomic_write
-from bike_cli.io.csv_numbers import write_number_rows
 from bike_cli.io.file_kind import CSV_WORDS, csv_kind, not_text
-
-log = logging.getLogger(__name__)
 
 ID_COLUMN = "video_id"
 LABEL_COLUMN = "label"  # single-label files
@@ -41,6 +25,10 @@ LABELS_COLUMN = "labels"  # multi-label files
 RESERVED_COLUMNS = (ID_COLUMN, LABEL_COLUMN, LABELS_COLUMN)
 UNKNOWN_LABEL = "-1"
 SCORE_FORMAT = "%.7g"
+DIGITS = 7
+_TIE = 1e-8  # |frac - 0.5| below this: the scaled value may sit on a rounding tie; decided by Python
+_LOW, _HIGH = 10.0**DIGITS / 10, 10.0**DIGITS  # a value with DIGITS digits scales into [_LOW, _HIGH)
+_POW10 = 10.0 ** np.arange(23)  # exact powers of ten in float64
 
 
 @dataclass
@@ -56,9 +44,6 @@ class ScoreTable:
     @property
     def multilabel(self) -> bool:
         return self.labels.ndim == 2
-
-
-# ----------------------------------------------------------------------------- label cells
 
 
 def label_tuples(labels: np.ndarray) -> list[tuple[int, ...]]:
@@ -95,9 +80,6 @@ def parse_label_cell(cell: str, multilabel: bool, where: str, num_classes: int |
 
 def label_column(multilabel: bool) -> str:
     return LABELS_COLUMN if multilabel else LABEL_COLUMN
-
-
-# ----------------------------------------------------------------------------- writing
 
 
 def class_columns(class_names: Sequence[str]) -> list[str]:
@@ -155,11 +137,10 @@ def _check_unique_ids(video_ids: Sequence[str], path: Path) -> None:
         seen.add(vid)
 
 
-# ----------------------------------------------------------------------------- reading
-
-
 def read_score_csv(path: str | Path) -> ScoreTable:
     """Read a score CSV written by bike (or by hand in the same layout); errors name the file and row."""
+    import pandas as pd  # here, not on import: `bike search` writes CSVs without it
+
     source = Path(path)
     if not source.is_file():
         raise InputError(f"score CSV {'is not a file' if source.exists() else 'not found'}: {source}")
@@ -174,7 +155,15 @@ def read_score_csv(path: str | Path) -> ScoreTable:
         raise InputError(f"{source}: malformed score CSV ({e})") from None
     video_ids = frame[0].tolist()
     _check_unique_ids(video_ids, source)
-    scores = _score_matrix(frame, names, video_ids, source)
+    scores = np.empty((len(frame), len(names)), dtype=np.float32)  # [N, K] of the class columns
+    for k, name in enumerate(names):
+        column = pd.to_numeric(frame[k + 2], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(column))
+        if bad.size:
+            row = int(bad[0])
+            raise InputError(f"{source}: row {row + 1} (video {video_ids[row]!r}), column {name!r}: "
+                             f"{frame[k + 2].iloc[row]!r} is not a finite number")
+        scores[:, k] = column
     cells = [parse_label_cell(c, multilabel, f"{source}: row {i + 1} (video {v!r})", len(names))
              for i, (c, v) in enumerate(zip(frame[1].tolist(), video_ids))]
     if multilabel:
@@ -207,15 +196,73 @@ def _read_header(source: Path) -> list[str]:
     return header
 
 
-def _score_matrix(frame: pd.DataFrame, names: list[str], video_ids: list[str], source: Path) -> np.ndarray:
-    """float32 [N, K] of the class columns; InputError naming the first cell that is not a finite number."""
-    scores = np.empty((len(frame), len(names)), dtype=np.float32)
-    for k, name in enumerate(names):
-        column = pd.to_numeric(frame[k + 2], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(column))
-        if bad.size:
-            row = int(bad[0])
-            raise InputError(f"{source}: row {row + 1} (video {video_ids[row]!r}), column {name!r}: "
-                             f"{frame[k + 2].iloc[row]!r} is not a finite number")
-        scores[:, k] = column
-    return scores
+def _python_round(values: np.ndarray) -> np.ndarray:
+    """The `%.7g` decimals of `values` as doubles, by Python's own formatting (the exact reference)."""
+    return np.array([float(f"{v:.{DIGITS}g}") for v in values.tolist()], dtype=np.float64)
+
+
+def round_significant(values: np.ndarray) -> np.ndarray:
+    """float64 copy of `values` with each element the double nearest its `%.7g` decimal.
+
+    Vectorised where the decimal scaling is exact (one multiplication or division by a power of ten
+    up to 1e22); values outside (below about 1e-16 or above 1e28 in magnitude) and rare near-ties in
+    Python. Few passes over the data, in place: it is memory-bound."""
+    x = np.array(values, dtype=np.float64).ravel()  # a copy: the result is written into it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.log10(np.abs(x))
+        np.floor(shift, out=shift)
+        np.subtract(DIGITS - 1, shift, out=shift)  # scale by 10**shift so DIGITS digits stay before the point
+    shift[~np.isfinite(shift)] = 0  # zeros
+    shift = shift.astype(np.int64)
+    y = _scale(x, shift)
+    for _ in range(2):  # log10 can be off by one next to powers of ten: fix those few
+        off = np.flatnonzero((np.abs(y) >= _HIGH) | ((np.abs(y) < _LOW) & (x != 0)))
+        if not off.size:
+            break
+        shift[off] += np.where(np.abs(y[off]) >= _HIGH, -1, 1)
+        y[off] = _scale(x[off], shift[off])
+    frac = np.abs(y)
+    frac -= np.floor(frac)
+    frac -= 0.5
+    slow = (np.abs(frac) < _TIE) | (np.abs(shift) > 22)
+    np.rint(y, out=y)
+    _unscale(y, shift)
+    slow_at = np.flatnonzero(slow)
+    y[slow_at] = _python_round(x[slow_at])
+    return y.reshape(np.shape(values))
+
+
+def _scale(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """v * 10**shift, one correctly rounded operation by an exact power of ten (|shift| clipped to 22)."""
+    powers = _POW10[np.minimum(np.abs(shift), 22)]
+    with np.errstate(over="ignore"):  # huge values scaled down are multiplied first, then divided below
+        out = v * powers
+    down = np.flatnonzero(shift < 0)
+    out[down] = v[down] / powers[down]
+    return out
+
+
+def _unscale(m: np.ndarray, shift: np.ndarray) -> None:
+    """m / 10**shift in place (the inverse of `_scale`, again one correctly rounded operation)."""
+    powers = _POW10[np.minimum(np.abs(shift), 22)]
+    down = np.flatnonzero(shift < 0)
+    up = m[down] * powers[down]
+    m /= powers
+    m[down] = up
+
+
+def write_number_rows(fh: BinaryIO, prefixes: Sequence[str], matrix: np.ndarray) -> None:
+    """Write one line per row: `prefixes[i]` (already CSV text, ending with a comma) and the row's
+    numbers, `%.7g`-rounded and comma-separated. matrix: float [N, K]."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    columns = np.asfortranarray(round_significant(matrix))  # [N, K], each column contiguous
+    table = pa.Table.from_arrays([pa.array(columns[:, k]) for k in range(columns.shape[1])],
+                                 names=[str(k) for k in range(columns.shape[1])])
+    body = io.BytesIO()
+    pa_csv.write_csv(table, body, pa_csv.WriteOptions(include_header=False))
+    lines = body.getvalue().split(b"\n")  # N lines and the empty tail
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for prefix, line in zip(prefixes, lines):
+        fh.write(prefix.encode("utf-8") + line + b"\n")

@@ -1,29 +1,19 @@
-"""The search index of `bike search`, kept beside a feature cache: `CACHE.h5.search-index.h5`.
+"""The files of `bike search` (docs/formats.md): its index beside a feature cache, `CACHE.h5.search-index.h5`
+(schema version 2), and the hits CSV of `--out` with its sidecar (schema version 1).
 
-Layout (schema version 2; documented in docs/formats.md):
-
-    /vectors   float16 [N, D]   per video, the mean over views of the unit mean-pooled view
-                                vectors (`bike_cli.models.heads.video_vectors`), in cache row order
-    attributes kind ("bike-search-index"), schema_version, and what it was built from:
-               cache_meta_sha256 (of the cache's attributes), rows, cache_sha256 (of the cache
-               file's bytes), and the cache file's stamp then: cache_device, cache_inode,
-               cache_size, cache_mtime_ns, cache_ctime_ns
-
-The index is a cache, not an authority. It is read through `untrusted_hdf5` like any file bike did
-not just write, and used only when its /vectors are float16 [rows, D] of the cache's rows and width,
-all finite, and it was built from the cache's content: the same meta digest and rows, and either
-the same stamp (the file untouched since: no copy tool restores a ctime) or, where the stamp
-differs (a copy, `cp -p`, `rsync -a`, `touch -r`), the same sha256 of the cache's bytes (then the
-index is rewritten with the new stamp). Anything else is rebuilt by the stage (a warning where the
-index was malformed). Written under a temporary name and renamed into place.
+The index is a cache, not an authority: read through `untrusted_hdf5`, used only when built from the
+cache's content (same stamp, else same sha256), else rebuilt.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +21,11 @@ import h5py
 import numpy as np
 
 from bike_cli.errors import BikeError, InputError
-from bike_cli.io.atomic import atomic_path, ensure_free_space
+from bike_cli.io.atomic import atomic_path, ensure_free_space, write_text
+from bike_cli.io.csv_meta import write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.file_digest import stream_sha256
+from bike_cli.io.identity import stream_sha256
+from bike_cli.io.score_csv import round_significant
 from bike_cli.io.untrusted_hdf5 import Stamp, hdf5_errors, open_hdf5
 
 log = logging.getLogger(__name__)
@@ -45,6 +37,8 @@ WHAT = "search index"
 INDEX_RULES = {"vectors": ("f", (2,))}
 STAMP = {"cache_device": "device", "cache_inode": "inode", "cache_size": "size", "cache_mtime_ns": "mtime_ns",
          "cache_ctime_ns": "ctime_ns"}  # attribute -> Stamp field
+HITS_COLUMNS = ("query", "rank", "video_id", "path", "score", "salient_step", "salient_frame")
+SCORE_RULES = {"vcs": "search-vcs", "mean": "search-mean"}  # --rule -> the hits sidecar's `scores`
 
 
 def index_path(cache_path: str | Path) -> Path:
@@ -130,16 +124,11 @@ def read_search_index(path: str | Path, identity: CacheIdentity) -> np.ndarray |
         log.warning("search index %s cannot be used (%s): rebuilding it", path, why)
         return None
     if any(str(attrs.get(name)) != str(getattr(identity.cache.stamp, f)) for name, f in STAMP.items()):
-        _restamp(path, data, identity)
+        try:  # record the cache's new stamp (same content), so that the next process skips the sha256
+            write_search_index(path, data, identity)
+        except (OSError, BikeError) as err:  # a read-only folder: the next process hashes again
+            log.debug("search index %s not re-stamped: %s", path, err)
     return data
-
-
-def _restamp(path: Path, vectors: np.ndarray, identity: CacheIdentity) -> None:
-    """Record the cache's new stamp (same content) so that the next process skips the sha256."""
-    try:
-        write_search_index(path, vectors, identity)
-    except (OSError, BikeError) as err:  # a read-only folder: the next process hashes again
-        log.debug("search index %s not re-stamped: %s", path, err)
 
 
 def write_search_index(path: str | Path, vectors: np.ndarray, identity: CacheIdentity) -> Path:
@@ -154,3 +143,32 @@ def write_search_index(path: str | Path, vectors: np.ndarray, identity: CacheIde
         h5.create_dataset("vectors", data=vectors)
         h5.attrs.update(attrs)
     return path
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One row: a video found for a query."""
+
+    query: str
+    rank: int
+    video_id: str
+    path: str
+    score: float
+    salient_step: int
+    salient_frame: int
+
+
+def write_hits_csv(path: str | Path, hits: Sequence[Hit], compat: str, rule: str) -> Path:
+    """Write `hits` and the sidecar (`scores` = SCORE_RULES[rule]) atomically; returns `path`."""
+    if rule not in SCORE_RULES:
+        raise InputError(f"unknown search rule {rule!r}: one of {', '.join(SCORE_RULES)}")
+    scores = round_significant([h.score for h in hits]) if hits else []
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(HITS_COLUMNS)
+    for hit, score in zip(hits, scores):
+        writer.writerow([hit.query, hit.rank, hit.video_id, hit.path, repr(float(score)),
+                         hit.salient_step, hit.salient_frame])
+    write_text(path, text.getvalue())
+    write_csv_meta(path, compat, SCORE_RULES[rule])
+    return Path(path)

@@ -1,17 +1,7 @@
-"""The resumable state of a training run: `OUT/checkpoints/epoch_NNNN/` (schema version 1).
-
-Every file loads without running pickled code, and a folder holding any other file is refused, so
-a crafted run folder cannot execute anything on `--resume` (Accelerate's own `save_state` writes
-`custom_checkpoint_*.pkl` and RNG pickles that it loads with `weights_only=False`; bike does not use it):
-
-    model.pt             torch.save of the model's state dict       torch.load(weights_only=True)
-    optimizer.pt         torch.save of the optimiser's state dict   torch.load(weights_only=True)
-    scheduler.json       the LR scheduler's state dict               JSON
-    scaler.json          the fp16 gradient scaler's state (fp16 runs only)   JSON
-    rng_RANK.json        per process: Python, NumPy, torch (CPU, CUDA) RNG states   JSON
-    trainer_state.json   epoch, step, best epoch/metrics; written last: marks the folder complete
-
-All files are written with the atomic-write rule (`bike_cli.io.atomic`).
+"""The files of a training run that `--resume` reads back (docs/formats.md), written atomically: its
+resolved config (`RUN/config.yaml`, a recipe) and its resumable state, `RUN/checkpoints/epoch_NNNN/`
+(schema version 1). Every state file loads without running pickled code, and a folder holding any
+other file is refused, so a crafted run folder cannot execute anything on `--resume`.
 """
 
 from __future__ import annotations
@@ -22,10 +12,12 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from bike_cli.config.recipe import resolved_yaml
 from bike_cli.errors import InputError
 from bike_cli.io.atomic import torch_save, write_text
 from bike_cli.io.checkpoints import read_torch_file
@@ -45,6 +37,11 @@ class RunState:
     best_epoch: int = 0
     best_metrics: dict = field(default_factory=dict)
     best_score: float = -math.inf
+
+
+def save_resolved(config: Any, path: str | Path, *, stage: str | None = None) -> Path:
+    """Write every setting of `config` to `path` as a recipe that `build_config` reads back equal."""
+    return write_text(path, resolved_yaml(config, stage=stage))
 
 
 def rng_file(rank: int) -> str:

@@ -1,21 +1,10 @@
-"""The one opener of every HDF5 file bike did not just write: feature caches, the part files of an
-extraction in progress, search indexes. Such files are shared between people and machines, so they
-are read as untrusted:
+"""The one opener of every HDF5 file bike did not just write (caches, part files, search indexes), read
+as untrusted (what is refused and why: docs/formats.md, "What a reader refuses in a file from elsewhere").
 
-1. `check_hdf5` has a helper process check the file first (`hdf5_probe`: no link or storage that
-   reaches another file, no virtual dataset, no filter, dtypes and ranks as the reader's rules say,
-   every declared byte stored in the file, root attributes single values), reading every piece of
-   metadata bike will read. The helper is bounded: each of its steps must report within
-   `STALL_S` seconds (plus one per `BYTES_PER_S` bytes of file), else it is killed and the file
-   refused in one line; its memory is capped; a stop of bike (SIGTERM, Ctrl-C) kills it. bike's own
-   process only ever waits for it in `select`, where Python's signal handlers run, so a corrupted
-   file can neither hang a stage nor keep it from stopping.
-2. `open_hdf5` then opens the same file in this process and checks (by its open descriptor) that it
-   is the very file that was checked: same device, inode, size, mtime and ctime (`Stamp`).
-
-A verdict is kept per path, stamp and rules for the life of the process (and a reader hands its
-`Stamp` to the DataLoader workers it is pickled to), so repeated opens pay for one check.
-`hdf5_errors` turns whatever h5py raises on a later read into one `InputError` naming the file.
+`check_hdf5` has a helper process (`serve`) check the file first, bounded in time and memory and killed
+on a stall or a stop (bike waits for it only in `select`, where signal handlers run); `open_hdf5` then
+opens it here and checks by the open descriptor that it is the file that passed (`Stamp`). Helper
+protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict.
 """
 
 from __future__ import annotations
@@ -23,14 +12,17 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
+import resource
 import select
+import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +31,19 @@ import h5py
 
 from bike_cli.config.files import file_kind
 from bike_cli.errors import BikeError, InputError
-from bike_cli.io.hdf5_probe import is_locked_error
 
 log = logging.getLogger(__name__)
 
-Rules = dict[str, tuple[str, tuple[int, ...]]]  # dataset name -> (dtype kinds, ranks), see hdf5_probe
+Rules = dict[str, tuple[str, tuple[int, ...]]]  # dataset name -> (dtype kinds, ranks)
+STRING = "T"  # the kind of a rule for text datasets (variable- or fixed-length strings)
+STRING_SLAB = 65536  # strings read per step
+MEMORY_LIMIT = 4 << 30  # the helper's address space: a declared-huge attribute fails, never swaps
+_LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
 STALL_S = 5.0  # the longest a step of the helper may take on a small file
 BYTES_PER_S = 200e6  # and one more second per this many bytes of file (a chunk index grows with it)
 START_S = 60.0  # the helper's start (Python and h5py imported), whatever the file
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder bike_cli is in: the same code
-_HELPER_CODE = f"import sys; sys.path[0] = {_PACKAGE_ROOT!r}; from bike_cli.io.hdf5_probe import serve; serve()"
+_HELPER_CODE = f"import sys; sys.path[0] = {_PACKAGE_ROOT!r}; from bike_cli.io.untrusted_hdf5 import serve; serve()"
 
 
 @dataclass(frozen=True)
@@ -220,3 +215,124 @@ def hdf5_errors(path: str | Path, what: str) -> Iterator[None]:
         if is_locked_error(err):
             raise InputError(in_use(path)) from None
         raise InputError(f"{path} is a malformed {what} ({type(err).__name__}: {err})") from None
+
+
+# the helper process
+
+
+class Refused(Exception):
+    """What is wrong with the file, in words; `kind` "unreadable" (not HDF5 at all) or "malformed"."""
+
+    def __init__(self, reason: str, kind: str = "malformed") -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+def _check_storage(name: str, dset: h5py.Dataset, file_size: int) -> None:
+    """Hard storage in this file, unfiltered, every declared byte stored."""
+    plist = dset.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise Refused(f"dataset /{name} is a virtual dataset (its data lies in other files); bike reads only "
+                      "data stored in the file itself")
+    if layout not in _LAYOUTS:
+        raise Refused(f"dataset /{name} has HDF5 storage layout {layout}, not contiguous, chunked or compact")
+    if plist.get_external_count():
+        raise Refused(f"dataset /{name} keeps its data in another file (HDF5 external storage); bike reads "
+                      "only data stored in the file itself")
+    if plist.get_nfilters():
+        names = ", ".join(plist.get_filter(i)[3].decode(errors="replace") or "?" for i in range(plist.get_nfilters()))
+        raise Refused(f"dataset /{name} is stored through HDF5 filters ({names}); bike reads the unfiltered "
+                      "data it writes")
+    if dset.shape is None:
+        raise Refused(f"dataset /{name} has no dataspace")
+    declared = math.prod(dset.shape) * dset.id.get_type().get_size()
+    stored = dset.id.get_storage_size()
+    if stored < declared or stored > file_size:
+        raise Refused(f"dataset /{name} declares shape {dset.shape} ({declared:,} bytes) but stores "
+                      f"{stored:,} bytes in a file of {file_size:,}: bike reads datasets whose every row "
+                      "is written")
+
+
+def is_locked_error(err: BaseException) -> bool:
+    """Whether h5py refused to open a file because another process holds it open for writing."""
+    return isinstance(err, BlockingIOError) or "unable to lock file" in str(err)
+
+
+def check_file(path: str, rules: Rules, step: Callable[[], None]) -> None:
+    """Refused unless the file at `path` passes (docs/formats.md); `step` is called between reads."""
+    try:
+        h5 = h5py.File(path, "r")
+    except Exception as err:  # noqa: BLE001 - whatever libhdf5 makes of the bytes
+        raise Refused(str(err), "locked" if is_locked_error(err) else "unreadable") from None
+    with h5:
+        file_size = os.fstat(h5.id.get_vfd_handle()).st_size
+        for name in h5.attrs:
+            step()
+            shape = h5.attrs.get_id(name).shape
+            if shape is None:
+                raise Refused(f"attribute {name} holds no value (an empty dataspace)")
+            if shape != ():
+                raise Refused(f"attribute {name} holds an array of shape {shape}, not one value")
+            h5.attrs[name]  # the value itself (variable-length text lives in the global heap)
+        for name, (kinds, ranks) in rules.items():
+            step()
+            link = h5.get(name, getlink=True)
+            if link is None:
+                continue  # a missing dataset is named by the reader, with the others missing
+            if isinstance(link, h5py.SoftLink):
+                raise Refused(f"/{name} is a soft link to {link.path}, not a dataset; bike reads only datasets "
+                              "stored under their own name")
+            if not isinstance(link, h5py.HardLink):
+                raise Refused(f"/{name} is a link to another file ({type(link).__name__}); bike reads only data "
+                              "stored in the file itself")
+            dset = h5[name]
+            if not isinstance(dset, h5py.Dataset):
+                raise Refused(f"/{name} is a {type(dset).__name__.lower()}, not a dataset")
+            _check_storage(name, dset, file_size)
+            dtype = dset.dtype
+            kind = STRING if h5py.check_string_dtype(dtype) is not None else (
+                "V" if dtype.fields is not None or dtype.subdtype is not None else dtype.kind)
+            if kind not in kinds:
+                raise Refused(f"dataset /{name} is of dtype {dset.dtype}; "
+                              f"{'text' if kinds == STRING else 'numbers of kind ' + kinds} expected")
+            if dset.ndim not in ranks:
+                raise Refused(f"dataset /{name} has shape {dset.shape}; {' or '.join(map(str, ranks))} "
+                              f"dimension(s) expected")
+            if kind == STRING:
+                for start in range(0, dset.shape[0], STRING_SLAB):
+                    step()
+                    dset[start:start + STRING_SLAB]
+
+
+def serve() -> None:
+    """Answer requests from stdin until it ends (the helper process's main loop)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    except (ValueError, OSError):  # a system that caps no address space (macOS): the time bound remains
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = sys.stdout
+    alarm_s = 0
+
+    def step() -> None:
+        signal.alarm(alarm_s)  # SIGALRM's default action ends the process, even inside a C call
+        out.write(".\n")
+        out.flush()
+
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        alarm_s = 2 * math.ceil(request["limit"]) + 1
+        rules = {name: (kinds, tuple(ranks)) for name, (kinds, ranks) in request["rules"].items()}
+        try:
+            check_file(request["path"], rules, step)
+            verdict: dict = {"ok": True}
+        except Refused as err:
+            verdict = {"kind": err.kind, "reason": str(err)}
+        except Exception as err:  # noqa: BLE001 - RuntimeError, KeyError, MemoryError... from a corrupted file
+            verdict = {"kind": "malformed", "reason": f"{type(err).__name__}: {err}"}
+        signal.alarm(0)
+        out.write(json.dumps(verdict) + "\n")
+        out.flush()

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bike_cli.data.lexicons import lexicon_sha256, normalise_name
+from bike_cli.io.checkpoints import read_phrase_cache, write_phrase_cache
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.score_csv import label_tuples
-from bike_cli.io.text_embedding_caches import read_phrase_cache, write_phrase_cache
 from bike_cli.models.clip import ClipSpec
 from bike_cli.models.text import Tokenizer, fill_template
 from bike_cli.progress import Progress

@@ -37,9 +37,8 @@ from torch import nn
 from bike_cli.errors import CacheMismatchError, InputError, ModelLoadError, as_user_error
 from bike_cli.io.checkpoints import read_torch_file
 from bike_cli.io.feature_cache import FeatureCache
-from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.file_kind import SAFETENSORS, sniff, wrong_kind
-from bike_cli.io.identity import check_same_model
+from bike_cli.io.identity import check_same_model, file_sha256
 from bike_cli.models.registry import (
     HF_EXTRA,
     HUB_HINT,

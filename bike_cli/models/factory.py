@@ -20,14 +20,16 @@ from torch import nn
 from bike_cli.config.stages import DEFAULT_TEMPLATE
 from bike_cli.data.class_names import descriptions_for
 from bike_cli.errors import InputError, as_user_error
-from bike_cli.io.authors_checkpoint import (
+from bike_cli.io.checkpoints import (
     AUTHORS_VCS_TOKENS,
+    BranchCheckpoint,
     authors_branch_state,
     authors_temporal,
     is_authors_checkpoint,
+    load_attrs_checkpoint,
+    load_video_checkpoint,
     read_authors_checkpoint,
 )
-from bike_cli.io.checkpoints import BranchCheckpoint, load_attrs_checkpoint, load_video_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.identity import check_same_model
 from bike_cli.models.attributes import sentence_cosines

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure, SubFigure
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.errors import BikeError, InputError
 from bike_cli.io.atomic import atomic_write
-from bike_cli.io.hits_csv import Hit
+from bike_cli.io.search_index import Hit
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable)

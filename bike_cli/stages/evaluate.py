@@ -37,14 +37,14 @@ from bike_cli.eval.authors_zero_shot import authors_zero_shot_half
 from bike_cli.eval.fusion import default_weights, fuse_scores, fusion_curve
 from bike_cli.eval.metrics import per_class_accuracy, worst_and_best
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
-from bike_cli.io.authors_checkpoint import is_authors_checkpoint
+from bike_cli.io.atomic import make_folder
+from bike_cli.io.checkpoints import is_authors_checkpoint
 from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
 from bike_cli.io.identity import check_same_model
 from bike_cli.io.metrics_json import write_eval_metrics
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
-from bike_cli.io.write_errors import make_folder
 from bike_cli.models.factory import VideoClassifier, load_attrs_branch, load_video_branch
 from bike_cli.progress import Progress
 

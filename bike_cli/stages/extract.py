@@ -33,23 +33,23 @@ from bike_cli.engine.runtime import (
     writer_lock,
 )
 from bike_cli.errors import InputError
-from bike_cli.io.authors_checkpoint import authors_quick_gelu
-from bike_cli.io.failures_csv import write_failures_csv
-from bike_cli.io.feature_cache import CacheMeta, FeatureCache
-from bike_cli.io.feature_cache_merge import merge
-from bike_cli.io.feature_cache_parts import (
+from bike_cli.io.atomic import make_folder
+from bike_cli.io.checkpoints import authors_quick_gelu
+from bike_cli.io.feature_cache import (
+    CacheMeta,
     Failure,
+    FeatureCache,
     PartsIndex,
     finish,
+    merge,
     parts_dir_for,
     read_meta_file,
     remove_stale_tmp,
     scan_parts,
+    write_failures_csv,
     write_meta_file,
 )
-from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
-from bike_cli.io.lock import WriterLock
-from bike_cli.io.write_errors import make_folder
+from bike_cli.io.guard import PathGuard, WriterLock, check_file_output, file_or_none
 from bike_cli.models.clip import load_clip, visual_sha256
 from bike_cli.progress import Progress
 

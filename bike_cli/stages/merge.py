@@ -21,8 +21,8 @@ from bike_cli.io.checkpoints import (
     load_video_checkpoint,
     save_checkpoint,
 )
-from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.guard import PathGuard, check_file_output, file_or_none
+from bike_cli.io.identity import file_sha256
 from bike_cli.models.clip import PREFIX, recorded_clip
 from bike_cli.models.weight_space import interpolate
 

@@ -21,7 +21,7 @@ from bike_cli.data.lexicons import load_lexicon
 from bike_cli.engine.evaluation import Predictor, VideoPrediction
 from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import DecodeError, InputError
-from bike_cli.io.authors_checkpoint import is_authors_checkpoint
+from bike_cli.io.checkpoints import is_authors_checkpoint
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.models.factory import load_video_branch
 from bike_cli.models.heads import HEADS

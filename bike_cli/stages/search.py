@@ -28,8 +28,14 @@ from bike_cli.eval.metrics import average_precision
 from bike_cli.io.csv_meta import meta_path
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
-from bike_cli.io.hits_csv import Hit, write_hits_csv
-from bike_cli.io.search_index import CacheIdentity, index_path, read_search_index, write_search_index
+from bike_cli.io.search_index import (
+    CacheIdentity,
+    Hit,
+    index_path,
+    read_search_index,
+    write_hits_csv,
+    write_search_index,
+)
 from bike_cli.models.attributes import topk_cosine
 from bike_cli.models.clip import cache_clip
 from bike_cli.models.heads import RULES, frame_cosines, vcs_scores, video_vectors

@@ -30,14 +30,12 @@ from bike_cli.engine.run_folder import CheckpointHeader, RunFolder, TrainSummary
 from bike_cli.engine.runtime import metrics_over_processes
 from bike_cli.engine.training_loop import PARAM_GROUPS, FitSettings, LoopSettings, TrainBranch, Trainer, run_training
 from bike_cli.errors import InputError, as_user_error
+from bike_cli.io.atomic import make_folder
 from bike_cli.io.attributes_csv import AttributesTable, check_attributes_csv, read_attributes_csv
-from bike_cli.io.checkpoints import ATTRS_KIND
+from bike_cli.io.checkpoints import ATTRS_KIND, read_sentence_cache, write_sentence_cache
 from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
-from bike_cli.io.file_digest import file_sha256
 from bike_cli.io.guard import PathGuard, file_or_none
-from bike_cli.io.identity import check_same_model, differences, identity_of
-from bike_cli.io.text_embedding_caches import read_sentence_cache, write_sentence_cache
-from bike_cli.io.write_errors import make_folder
+from bike_cli.io.identity import check_same_model, differences, file_sha256, identity_of
 from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores, video_rows
 from bike_cli.models.attrs_branch import TUNES, AttributesBranch
 from bike_cli.models.build import AttrsBranchSpec, build_attrs_branch

@@ -37,8 +37,7 @@ from bike_cli.engine.training_loop import (
     run_training,
 )
 from bike_cli.errors import InputError, as_user_error
-from bike_cli.io.authors_checkpoint import AUTHORS_VCS_TOKENS, is_authors_checkpoint
-from bike_cli.io.checkpoints import VIDEO_KIND
+from bike_cli.io.checkpoints import AUTHORS_VCS_TOKENS, VIDEO_KIND, is_authors_checkpoint
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model
