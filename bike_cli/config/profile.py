@@ -135,12 +135,6 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def check_profile(name: str) -> str:
-    """`name` if it is a profile, else InputError listing them."""
-    get_profile(name)
-    return name
-
-
 def recorded_profile(value: object) -> str:
     """The profile a file records (`None` or an empty value: a file from before profiles, i.e. `bike`)."""
     return str(value) if value else PAPER_READING

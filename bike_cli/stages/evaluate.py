@@ -20,7 +20,6 @@ from bike_cli.config.profile import (
     BRANCH_SCORES,
     FRAME_SOFTMAX,
     FUSED,
-    check_profile,
     check_same_profile,
     get_profile,
     recorded_profile,
@@ -80,7 +79,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if (cfg.protocol == "splits") != bool(cfg.split_lists):
         raise InputError("--split-lists is for --protocol splits" if cfg.split_lists
                          else "--protocol splits needs --split-lists (the test-split lists)")
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.views:
         parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import FUSED, check_fusable, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
@@ -62,7 +62,7 @@ def _check(cfg: FuseConfig) -> None:
         raise InputError("--val files are only read with --search")
     if cfg.weights is not None:
         check_weights(cfg.weights, len(cfg.inputs))
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     for path in [*cfg.inputs, *cfg.val]:
         meta = read_csv_meta(path)
         check_same_profile(cfg.compat, meta.compat, path)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bike_cli.config.profile import check_profile, get_profile
+from bike_cli.config.profile import get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names, read_class_texts
@@ -42,7 +42,7 @@ def check_options(cfg: PredictConfig) -> None:
         raise InputError(f"--head {cfg.head!r} is not one of {', '.join(HEADS)}")
     if cfg.vcs_tokens is not None and cfg.vcs_tokens not in VCS_TOKENS:
         raise InputError(f"--vcs-tokens {cfg.vcs_tokens!r} is not one of {', '.join(VCS_TOKENS)}")
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
         if not cfg.model or (cfg.classes is None) == (not cfg.class_names):
             raise InputError(f"{cfg.checkpoint} is an authors' checkpoint, which records neither the CLIP "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import Profile, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.recipe import setting_text
 from bike_cli.config.stages import TrainAttrsConfig
@@ -109,7 +109,7 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
         raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {cfg.tune!r}")
     with as_user_error(PromptError):
         check_templates(cfg.templates)
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     return guard
 
 
