@@ -318,7 +318,7 @@ class Trainer:
         return batches, loader, workers
 
     def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
-               per_batch: bool = False) -> float:
+               per_batch: bool) -> float:
         """One epoch. bike steps the schedule per optimiser step, an epoch's last incomplete accumulation group
         too (ceil(batches / grad_accum) steps); `per_batch` steps it per batch (their train.py), accumulation
         counted from each epoch's first batch (a last incomplete group's gradients join the next step)."""

@@ -168,8 +168,17 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     if name == "zero-shot-half":
         return {**head, **zero_shot_half(table.scores, table.labels, options.get("repeats", 10),
                                          options.get("seed", 0))}
-    if name == "base-novel":
-        return {**head, **_base_novel_of(table, options)}
+    if name == "base-novel":  # class files are read here
+        subsets = []
+        for key in ("base_classes", "novel_classes"):
+            given = options.get(key)
+            if not given:
+                raise InputError(f"the base-novel protocol needs --{key.replace('_', '-')} (a class file)")
+            subsets.append((read_class_names(given), given) if isinstance(given, (str, Path)) else (list(given), key))
+        (base_names, base_source), (novel_names, novel_source) = subsets
+        novel = options.get("novel_table") or table
+        result = base_novel(table, novel, base_names, novel_names, base_source, novel_source)
+        return {**head, **({"novel_videos": labelled_count(novel.labels)} if novel is not table else {}), **result}
     where = str(table.source) if table.source is not None else "the score table"
     if name == "splits":
         lists = list(options.get("split_lists") or [])
@@ -179,22 +188,6 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
     lists = [load_lexicon(s) for s in sources]
     return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists, sources, where)}
-
-
-def _base_novel_of(table: ScoreTable, options: dict) -> dict:
-    """`base_novel` of run_protocol's options (class files are read here)."""
-    subsets = []
-    for key in ("base_classes", "novel_classes"):
-        given = options.get(key)
-        if not given:
-            raise InputError(f"the base-novel protocol needs --{key.replace('_', '-')} (a class file)")
-        subsets.append((read_class_names(given), given) if isinstance(given, (str, Path)) else (list(given), key))
-    (base_names, base_source), (novel_names, novel_source) = subsets
-    novel = options.get("novel_table") or table
-    result = base_novel(table, novel, base_names, novel_names, base_source, novel_source)
-    if novel is not table:
-        result = {"novel_videos": labelled_count(novel.labels), **result}
-    return result
 
 
 def headline_metrics(result: dict) -> dict[str, float]:
