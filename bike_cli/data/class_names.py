@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.data.lexicons import builtin_file, normalise_name
-from bike_cli.data.video_lists import VideoEntry, csv_cells, nonblank, read_lines
+from bike_cli.data.lexicons import builtin_file, normalise_name, read_lines
+from bike_cli.data.video_lists import VideoEntry, csv_cells, nonblank
 from bike_cli.errors import InputError, location
 
 CLASS_HEADER = ["id", "name"]

@@ -17,24 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.config.files import check_regular_file
-from bike_cli.data.lexicons import normalise_name
+from bike_cli.data.lexicons import normalise_name, read_lines
 from bike_cli.errors import InputError, location
-from bike_cli.io.file_kind import not_text
 
 log = logging.getLogger(__name__)
-
-
-def read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text file; InputError when it is missing, not a regular file or unreadable."""
-    check_regular_file(path, what)
-    try:
-        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
-            return f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise not_text(path, what, e) from None
-    except OSError as e:
-        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
 def nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:

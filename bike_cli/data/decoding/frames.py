@@ -15,8 +15,6 @@ import torch
 from bike_cli.config.files import not_regular
 from bike_cli.errors import DecodeError, InputError
 
-RESIZES = ("shortest", "squash", "longest")
-
 IndexChooser = Callable[[int], Sequence[int]]
 
 NOT_FOUND = "file not found"
