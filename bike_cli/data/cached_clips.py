@@ -36,16 +36,8 @@ def cache_labels(cache: FeatureCache, names: list[str], names_source: object) ->
 class CachedClips(Dataset):
     """Rows of a `FeatureCache` -> (frames float16 [T, D] train / [V, T, D] eval, target)."""
 
-    def __init__(
-        self,
-        cache: FeatureCache,
-        frames: int,
-        *,
-        train: bool,
-        seed: int = 0,
-        rows: Sequence[int] | None = None,
-        labels: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, cache: FeatureCache, frames: int, *, train: bool, seed: int = 0,
+                 rows: Sequence[int] | None = None, labels: np.ndarray | None = None) -> None:
         if frames > cache.meta.frames:
             raise InputError(
                 f"{cache.path} holds {cache.meta.frames} frames per clip; {frames} were asked for "
@@ -61,11 +53,6 @@ class CachedClips(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def target(self, i: int) -> torch.Tensor:
-        """int64 scalar (class index, -1 unknown) or float [K] multi-hot."""
-        label = self.labels[self.rows[i]]
-        return torch.as_tensor(label, dtype=torch.float32 if self.labels.ndim == 2 else torch.int64)
 
     def train_choice(self, row: int, epoch: int, views: int, cached_t: int) -> tuple[int, np.ndarray]:
         """The view and the frame indices int64 [T] that training takes from cache row `row` in `epoch`."""
@@ -88,7 +75,9 @@ class CachedClips(Dataset):
             clip = emb[view, t_idx]  # [T, D]
         else:
             clip = emb[:, self.eval_frames(emb.shape[1])]  # [V, T, D]
-        return torch.from_numpy(np.ascontiguousarray(clip)), self.target(i)
+        target = self.labels[row]  # int64 scalar (class index, -1 unknown) or float [K] multi-hot
+        dtype = torch.float32 if self.labels.ndim == 2 else torch.int64
+        return torch.from_numpy(np.ascontiguousarray(clip)), torch.as_tensor(target, dtype=dtype)
 
 
 CACHE_IN_MEMORY = ("auto", "on", "off")

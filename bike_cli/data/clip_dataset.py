@@ -212,16 +212,6 @@ def label_target(entry: VideoEntry, num_classes: int, multilabel: bool) -> Targe
     return entry.labels[0] if entry.labels else -1
 
 
-def _check_labels(items: Sequence[tuple[int, VideoEntry]], num_classes: int, multilabel: bool) -> None:
-    """InputError for a label outside [0, num_classes) or several labels in a single-label run."""
-    for _, entry in items:
-        where = f"video {entry.video_id!r} (list line {entry.line})"
-        if any(not 0 <= label < num_classes for label in entry.labels):
-            raise InputError(f"{where}: labels {list(entry.labels)} outside 0..{num_classes - 1}")
-        if not multilabel and len(entry.labels) > 1:
-            raise InputError(f"{where} has {len(entry.labels)} labels but the list is single-label")
-
-
 class TrainClips(Dataset):
     """`(list position, entry)` pairs -> `(frames uint8 [T, 3, size, size], target)` for training."""
 
@@ -241,7 +231,12 @@ class TrainClips(Dataset):
     ) -> None:
         if augment is not None and augment.size != size:
             raise InputError(f"augmentation size {augment.size} differs from the clip size {size}")
-        _check_labels(items, num_classes, multilabel)
+        for _, entry in items:  # every label in [0, num_classes), one per video unless multilabel
+            where = f"video {entry.video_id!r} (list line {entry.line})"
+            if any(not 0 <= label < num_classes for label in entry.labels):
+                raise InputError(f"{where}: labels {list(entry.labels)} outside 0..{num_classes - 1}")
+            if not multilabel and len(entry.labels) > 1:
+                raise InputError(f"{where} has {len(entry.labels)} labels but the list is single-label")
         self.items = list(items)
         self.frames, self.size, self.augment = frames, size, augment
         self.num_classes, self.multilabel = num_classes, multilabel

@@ -151,10 +151,7 @@ def _imagenet_phrases() -> list[str]:
     """open_clip's ImageNet-1K class names, each normalised phrase once (first occurrence kept)."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    seen: set[str] = set()
-    phrases = []
+    first: dict[str, str] = {}
     for name in IMAGENET_CLASSNAMES:
-        if normalise_name(name) not in seen:
-            seen.add(normalise_name(name))
-            phrases.append(name)
-    return phrases
+        first.setdefault(normalise_name(name), name)
+    return list(first.values())

@@ -50,9 +50,6 @@ class ViewLayout:
     def num_views(self) -> int:
         return self.clips * self.crops
 
-    def __str__(self) -> str:
-        return f"{self.clips}x{self.crops}"
-
 
 MAX_CLIPS = 64  # temporal clips per video: beyond this one video's pixels alone fill the memory
 
@@ -88,14 +85,8 @@ def video_seed(seed: int, video_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def segment_indices(
-    num_frames: int,
-    frames: int,
-    *,
-    mode: str = "test",
-    clips: int = 1,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
+def segment_indices(num_frames: int, frames: int, *, mode: str = "test", clips: int = 1,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
     """Frame indices of `clips` TSN clips of `frames` frames each: int64 [clips, frames]."""
     if num_frames < 1:
         raise InputError(f"cannot sample from a video with {num_frames} frames")

@@ -123,14 +123,8 @@ def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[object, obj
         writer.writerows(rows)
 
 
-def make_sample_dataset(
-    out_dir: str | Path,
-    videos_per_class: int = 6,
-    val_fraction: float = 1 / 3,
-    num_frames: int = 32,
-    size: tuple[int, int] = (96, 128),
-    seed: int = 0,
-) -> SampleDataset:
+def make_sample_dataset(out_dir: str | Path, videos_per_class: int = 6, val_fraction: float = 1 / 3,
+                        num_frames: int = 32, size: tuple[int, int] = (96, 128), seed: int = 0) -> SampleDataset:
     """Write videos/<class_slug>_<k>.mp4, classes.csv, train.csv and val.csv under `out_dir`.
 
     The last round(videos_per_class * val_fraction) videos of each class go to val. Video k of class c

@@ -7,6 +7,7 @@ import csv
 import difflib
 import functools
 import gc
+import glob
 import io
 import logging
 import os
@@ -104,12 +105,9 @@ def check_unique_videos(source: Path, entries: list[VideoEntry]) -> list[VideoEn
     line, with one warning naming the lines and spellings (an error where their labels differ)."""
     seen: dict[str, int] = {}
     for entry in entries:
-        first = seen.setdefault(entry.video_id, entry.line)
-        if first != entry.line:
-            raise InputError(
-                f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
-                f"(lines {first} and {entry.line})"
-            )
+        if (first := seen.setdefault(entry.video_id, entry.line)) != entry.line:
+            raise InputError(f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
+                             f"(lines {first} and {entry.line})")
     files: dict[str, list[VideoEntry]] = {}
     folders: dict[str, str] = {}  # resolved once per folder: a list has few folders and many videos
     for entry in entries:
@@ -328,19 +326,16 @@ def _listing(folder: Path) -> frozenset[str]:
         return frozenset()
 
 
-def read_video_list(
-    path: str | Path,
-    root: str | Path | None = None,
-    class_names: Sequence[str] | None = None,
-) -> VideoList:
-    """Read a text, CSV or Kinetics video list; relative paths resolve against `root`.
-
-    `root` defaults to the folder of the list file. Label names need `class_names`.
-    """
+def read_video_list(path: str | Path, root: str | Path | None = None,
+                    class_names: Sequence[str] | None = None) -> VideoList:
+    """Read a text, CSV or Kinetics video list; relative paths resolve against `root` (default: the list's
+    folder). Label names need `class_names`."""
     source = Path(path)
     lines = read_lines(source, "video list")
     fmt = _detect_format(source, lines)
-    base = _video_root(source, root)
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"video root is not a folder: {Path(root)}")
+    base = (source.parent if root is None else Path(root)).absolute()  # where relative paths resolve
     with _gc_paused():
         entries = _PARSERS[fmt](source, lines, base, LabelParser(source, class_names))
     if not entries:
@@ -362,16 +357,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _video_root(source: Path, root: str | Path | None) -> Path:
-    """The absolute folder relative paths resolve against."""
-    if root is None:
-        return source.parent.absolute()
-    folder = Path(root)
-    if not folder.is_dir():
-        raise InputError(f"video root is not a folder: {folder}")
-    return folder.absolute()
 
 
 def _detect_format(source: Path, lines: list[str]) -> str:
@@ -438,8 +423,6 @@ def _split_files(source: str) -> list[Path]:
             raise InputError(f"split list folder {source} holds no HMDB-51 split files (<class>_test_split<N>.txt)")
         return found
     if any(c in source for c in "*?[") and not path.exists():
-        import glob
-
         found = sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
         if not found:
             raise InputError(f"split list pattern {source!r} matches no file")

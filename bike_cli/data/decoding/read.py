@@ -29,15 +29,11 @@ def read_frames(
     num_threads: int = 1,
     resize: str = "shortest",
 ) -> DecodedClip:
-    """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed).
-
-    Each distinct index is decoded once; indices past the end are clamped to the last frame.
-    `short_side` resizes while decoding so the shorter side has that length (aspect kept; None keeps
-    the original size; `resize`, one of the model's modes: see `resized_size`). `num_threads`: decoder
+    """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed), each distinct
+    index once; indices past the end are clamped to the last frame. `short_side`: resize while decoding
+    (None: the original size; `resize`, one of the model's modes: `resized_size`). `num_threads`: decoder
     threads (0: the library decides). With `fallback` a file the chosen backend fails on is tried with the
-    other one. Raises DecodeError whose message starts with the reason (see REASONS) and names the path and
-    each backend's error.
-    """
+    other. DecodeError starts with the reason (REASONS) and names the path and each backend's error."""
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
     if short_side is not None and short_side < 1:
