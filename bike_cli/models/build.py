@@ -25,7 +25,7 @@ ClassTextsRecord = tuple[tuple[str, tuple[str, ...]], ...]  # ((class name, (des
 DEFAULT_MAX_FRAMES = 77  # rows of the temporal transformer's frame position table (as the authors')
 
 
-class _Spec:
+class BranchSpec:
     """What both branch specs share: made on a loaded CLIP, stored as plain containers."""
 
     @classmethod
@@ -46,7 +46,7 @@ class _Spec:
 
 
 @dataclass(frozen=True)
-class VideoBranchSpec(_Spec):
+class VideoBranchSpec(BranchSpec):
     """Everything that rebuilds a Video branch (`head.*`, `logit_scale.*`, `visual.*`)."""
 
     model_name: str  # open_clip architecture
@@ -68,7 +68,7 @@ class VideoBranchSpec(_Spec):
 
 
 @dataclass(frozen=True)
-class AttrsBranchSpec(_Spec):
+class AttrsBranchSpec(BranchSpec):
     """Everything that rebuilds an Attributes branch (`sentence_fc.*`/`query_fc.*` or `text.*`)."""
 
     model_name: str

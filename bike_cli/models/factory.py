@@ -37,6 +37,7 @@ from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.build import (
     AttrsBranchSpec,
+    BranchSpec,
     ClassTextsRecord,
     VideoBranchSpec,
     build_attrs_branch,
@@ -116,7 +117,7 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
         return _authors(source, class_names, model, head, vcs_tokens, templates, frames, cache,
                         ignore_visual_weights, device, described_by)
     ckpt = load_video_checkpoint(source)
-    branch_spec = video_spec_of(ckpt, source)
+    branch_spec = spec_of(VideoBranchSpec, ckpt, source)
     check_fixed_by_checkpoint(source, branch_spec, model=model, head=head, vcs_tokens=vcs_tokens,
                               templates=templates)
     names = ckpt.class_names
@@ -124,9 +125,10 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
         log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
                     len(class_names), len(names))
         names = class_names
+    tuned = any(k.startswith(PREFIX) for k in ckpt.state_dict)
     if cache is not None:  # the cache's features must come from the CLIP this branch was trained on
         check_same_model(ckpt.clip, f"--checkpoint {source}", cache.meta, str(cache.path), allow_model_mismatch)
-        if any(k.startswith(PREFIX) for k in ckpt.state_dict):
+        if tuned:
             raise InputError(f"{source} fine-tuned CLIP's visual encoder (trained end to end); a feature "
                              "cache holds the original CLIP's features: evaluate it with --videos and --views")
     clip_model, spec = recorded_clip(ckpt.clip, source, pretrained, device)
@@ -134,7 +136,6 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
     with as_user_error(ValueError, prefix=f"{source}: "):
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Video branch its settings describe")
-    tuned = sum(k.startswith(PREFIX) for k in ckpt.state_dict)
     log.info("loaded %s (epoch %d%s)", source, ckpt.epoch, ", fine-tuned image tower" if tuned else "")
     frames = frames or branch_spec.frames
     if frames != branch_spec.frames:
@@ -305,7 +306,7 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
     else:
         ckpt = load_video_checkpoint(source)
         state = ckpt.state_dict
-        trained = video_spec_of(ckpt, source)
+        trained = spec_of(VideoBranchSpec, ckpt, source)
         if spec is not None and trained.model_name != spec.model_name:
             differ = (f"--init-from {source} is a Video branch of {trained.model_name} ({trained.embed_dim}-d, as its "
                       f"checkpoint records), and this run trains {spec.model_name} ({spec.embed_dim}-d, {model_from}): "
@@ -365,7 +366,7 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
         branch, tune, templates = None, "none", [DEFAULT_TEMPLATE]
     else:
         ckpt = load_attrs_checkpoint(source)
-        attrs_spec = attrs_spec_of(ckpt, source)
+        attrs_spec = spec_of(AttrsBranchSpec, ckpt, source)
         clip_model, spec = load_clip(attrs_spec.model_name, attrs_spec.pretrained, quick_gelu=attrs_spec.quick_gelu,
                                      device=device)
         with as_user_error(ValueError, prefix=f"{source}: "):
@@ -382,39 +383,22 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
     return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
 
 
-def _from_args(cls, args: dict, source: object):
-    """A spec from a checkpoint's `model_args`; InputError when they are not this spec's fields."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(args) - known)
+_SCHEMA1 = {VideoBranchSpec: ("head", "temporal", "temporal_layers", "tau", "vcs_tokens", "templates", "frames"),
+            AttrsBranchSpec: ("tune", "templates")}  # the settings a schema-1 checkpoint's `config` holds
+
+
+def spec_of(cls: type[BranchSpec], ckpt: BranchCheckpoint, source: object) -> BranchSpec:
+    """The branch spec `cls` of a checkpoint: its `model_args` (InputError when they are not `cls`'s fields), or
+    (schema 1) derived from config + clip, each setting of its field's type."""
+    if ckpt.model_args is None:
+        clip = ckpt.clip
+        return cls(model_name=clip["model_name"], pretrained=clip["pretrained"], quick_gelu=clip["quick_gelu"],
+                   embed_dim=int(clip["embed_dim"]),
+                   **{key: type(getattr(cls, key))(ckpt.config[key]) for key in _SCHEMA1[cls]})
+    unknown = sorted(set(ckpt.model_args) - {f.name for f in fields(cls)})
     try:
         if unknown:
             raise TypeError(f"unknown fields {unknown}")
-        spec = cls(**frozen_settings(args))
+        return cls(**frozen_settings(ckpt.model_args))
     except (TypeError, AttributeError) as e:
         raise InputError(f"{source}: model_args do not describe a {cls.__name__}: {e}") from None
-    return spec
-
-
-def _legacy_clip(ckpt: BranchCheckpoint) -> dict:
-    clip = ckpt.clip
-    return {"model_name": clip["model_name"], "pretrained": clip["pretrained"], "quick_gelu": clip["quick_gelu"],
-            "embed_dim": int(clip["embed_dim"])}
-
-
-def video_spec_of(ckpt: BranchCheckpoint, source: object) -> VideoBranchSpec:
-    """The Video-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(VideoBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return VideoBranchSpec(**_legacy_clip(ckpt), head=config["head"], temporal=config["temporal"],
-                           temporal_layers=int(config["temporal_layers"]), tau=float(config["tau"]),
-                           vcs_tokens=config["vcs_tokens"], templates=tuple(config["templates"]),
-                           frames=int(config["frames"]))
-
-
-def attrs_spec_of(ckpt: BranchCheckpoint, source: object) -> AttrsBranchSpec:
-    """The Attributes-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(AttrsBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return AttrsBranchSpec(**_legacy_clip(ckpt), tune=config["tune"], templates=tuple(config["templates"]))
