@@ -1,14 +1,6 @@
-"""Video heads: a temporal module (`encode`) and a parameter-free scoring head (`score`) of frame
-embeddings [B, T, D] against class embeddings, giving cosine logits [B, C] (no logit scale).
-
-Heads: ``mean`` (Eq. 1-2: frames averaged over T, cosine with the class) and ``vcs`` (Eq. 5-6, `vcs`,
-also the predictor's saliency). Temporal modules: ``none`` or ``transformer`` (`TemporalTransformer`,
-the paper's "Transf"). Settings that do not fit raise ValueError.
-
-`bike search` scores cached videos [n, V, T, D] against a query by the same two rules (`RULES`), averaged
-over the views: ``mean`` is one dot product with `video_vectors`' row (what the search index stores);
-``vcs`` renormalises e_v (the head does not, as the authors' code; across videos a cosine compares fairly).
-"""
+"""Video heads: a temporal module (`encode`: ``none`` or ``transformer``, the paper's "Transf") and a scoring head
+(`score`: ``mean``, Eq. 1-2, or ``vcs``, Eq. 5-6) of frames [B, T, D] against classes: cosine logits [B, C].
+`bike search` scores cached videos [n, V, T, D] by the same two rules (`RULES`), averaged over the views."""
 
 from __future__ import annotations
 
@@ -18,6 +10,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -67,13 +60,8 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     without query tokens). Eq. 6: logits[b,c] = e_v . class[c] with e_v = sum_t S[b,c,t] frame[b,t],
     computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without the [B, C, D] embeddings. `renormalise`:
     cos(e_v, class) (search), |e_v| from e_v when C <= T, else sqrt(S G S) with the frame Gram G [T, T];
-    the head (as the authors' code) does not renormalise.
-
-    Two matrix products lay the similarities out so that the softmax over t and the sums run on
-    contiguous memory. Clips are taken so that about `chunk_elements` (`VCS_CHUNK_ELEMENTS`, at least one
-    clip's T*M*C) similarities exist at once; on the CPU the elementwise work runs `VCS_BLOCK_ELEMENTS` at
-    a time, in cache. The kept saliency is [B, C, T] (a transposed view).
-    """
+    the head (as the authors' code) does not renormalise (across videos a cosine compares fairly).
+    About `chunk_elements` (`VCS_CHUNK_ELEMENTS`) similarities exist at once; the kept saliency is a view."""
     steps, dim = frames.shape[1:]
     classes, per_class = mask.shape
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (frames, tokens, pooled))
@@ -128,13 +116,6 @@ def vcs_logits(frames: torch.Tensor, classes: ClassSide, tau: float = DEFAULT_TA
     e_v not renormalised (`vcs`)."""
     weights = getattr(classes, "token_weights", None)  # [C, M] float where classes have several descriptions
     return vcs(frames, classes.tokens, classes.token_mask if weights is None else weights, classes.pooled, tau).logits
-
-
-class QuickGELU(nn.Module):
-    """x * sigmoid(1.702 x): CLIP's activation, used by the authors' temporal transformer."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 class ResidualBlock(nn.Module):

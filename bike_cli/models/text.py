@@ -1,12 +1,6 @@
-"""The category side of BIKE's Video branch: frozen CLIP text embeddings of prompted class names.
-
-Per class and template: the pooled embedding (`encode_text`'s, e_c of Eq. 1) and the per-token
-embeddings, whose VCS query positions (Eq. 5) `vcs_tokens` chooses: ``words``, the class name's own
-tokens (found by tokenising the prompt with and without the name, for any open_clip tokenizer), or
-``all``, every context position as the authors' code (for tokenizers with a pad token, all but padding).
-Several descriptions per class (`--class-texts`) each take the name's place: see `ClassTexts`. Names or
-templates that give no valid prompt raise `PromptError` (a ValueError), reported by the stage or loader.
-"""
+"""The category side of the Video branch: frozen CLIP text embeddings of prompted class names, pooled (e_c, Eq. 1)
+and per token, whose VCS queries (Eq. 5) `vcs_tokens` picks: ``words``, the name's own tokens, or ``all``
+positions as the authors' code (but padding). Prompts that are not valid raise `PromptError`."""
 
 from __future__ import annotations
 
@@ -153,9 +147,7 @@ def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequ
                        descriptions: Sequence[Sequence[str]] | None = None) -> ClassTexts:
     """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
 
-    descriptions: per class, its texts (`bike_cli.data.class_names`), each filling the templates in the
-    class name's place; None: the class name itself, its one description.
-    PromptError for names, templates or a `vcs_tokens` that give no valid prompt or queries."""
+    descriptions: per class, its texts, each filling the templates in the name's place; None: the class name."""
     if vcs_tokens not in VCS_TOKENS:
         raise PromptError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
     if not class_names:
@@ -191,11 +183,8 @@ def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequ
 
 def _per_class(texts: list[list[str]], prompt_mean: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The P descriptions' pooled [P, D], tokens [P, M, D] and mask [P, M] gathered into K classes.
-
-    Returns pooled [K, D] (the renormalised mean of the class's normalised prompt embeddings),
-    tokens [K, M', D], mask [K, M'] and token weights [K, M'] = 1 / (n_desc x n_tokens of the token's
-    description), so that the saliency's weighted mean is the mean of the descriptions' saliencies."""
+    """The P descriptions' pooled [P, D], tokens [P, M, D] and mask [P, M] gathered into K classes: pooled [K, D]
+    (renormalised mean), tokens [K, M', D], mask [K, M'] and token weights [K, M'] (see `ClassTexts`)."""
     device = prompt_mean.device
     owner = torch.tensor([k for k, d in enumerate(texts) for _ in d], device=device)  # [P]
     slot = torch.tensor([j for d in texts for j in range(len(d))], device=device)  # [P]
