@@ -1,11 +1,5 @@
-"""The one loader of trained branches: every weight source converted to the branch's names, one strict load.
-
-`load_video_branch` takes a bike Video-branch checkpoint (CLIP rebuilt from its record, the branch from
-its spec: `model_args`, or for schema 1 derived from `config` and `clip`), the authors' released
-checkpoint (architecture and frames from the caller, classes from the user), or None (zero-shot CLIP).
-`load_attrs_branch` loads the Attributes branch; `init_branch_weights` is `train-video --init-from`.
-On a feature cache the cache must come from the branch's CLIP and image tower (`--ignore-visual-weights`).
-"""
+"""The one loader of trained branches (bike's checkpoints, the authors', zero-shot CLIP, `--init-from`): every
+weight source converted to the branch's names, one strict load."""
 
 from __future__ import annotations
 
@@ -101,7 +95,9 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
                       ignore_visual_weights: bool = False, device: torch.device | str = "cpu",
                       class_texts: TextsByClass | None = None, class_texts_source: object = "--class-texts"
                       ) -> VideoClassifier:
-    """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
+    """The Video branch of a bike checkpoint `source` (CLIP and branch rebuilt from its records), the authors'
+    (architecture and frames from the caller or `cache`) or None (zero-shot CLIP); with `cache`, without its
+    image tower (the cache must come from the branch's CLIP and image tower).
 
     `class_names` replace a checkpoint's own; `pretrained` relocates its CLIP weights file; `frames` None:
     the trained count (or the cache's). What a bike checkpoint fixes, given, must be what it was trained
@@ -273,10 +269,8 @@ def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str
 
 
 def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """One strict load of a branch's state dict, InputError (`what`: ...) naming keys that do not fit.
-
-    An image tower (`visual.*`) the state lacks keeps the CLIP weights it was built with; a branch
-    without one (cached features) takes none of the state's."""
+    """One strict load of a branch's state dict, InputError (`what`: ...) naming keys that do not fit. An image tower
+    the state lacks keeps its CLIP weights; a branch without one (cached features) takes none of the state's."""
     own = branch.state_dict()
     if getattr(branch, "visual", None) is None:
         state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
@@ -294,11 +288,9 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
                         cache_visual: str | None = None, ignore_visual_weights: bool = False, *,
                         spec: VideoBranchSpec | None = None, model_from: str = "the options",
                         allow_model_mismatch: bool = False) -> None:
-    """`train-video --init-from`: start `branch` from a trained Video branch, bike's checkpoint or the authors'.
-
-    On cached features the checkpoint's image tower must be the one that made the cache (`cache_visual`,
-    unless `ignore_visual_weights`). With `spec` (the branch trained; its model from `model_from`) a bike
-    checkpoint of another CLIP is refused (a warning with `allow_model_mismatch` where the widths agree)."""
+    """`train-video --init-from`: start `branch` from bike's or the authors' Video branch; on cached features its
+    image tower must have made the cache (`cache_visual`). With `spec` (the branch trained, its model from
+    `model_from`) a checkpoint of another CLIP is refused (warned with `allow_model_mismatch`, same widths)."""
     authors = is_authors_checkpoint(source)
     trained = None
     if authors:
