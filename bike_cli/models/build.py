@@ -105,7 +105,7 @@ def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_vis
                      max_frames=spec.max_frames, layers=spec.temporal_layers, heads=spec.temporal_heads)
     head.check_frames(spec.frames)
     visual = clip_model.visual if with_visual else None
-    return VideoBranch(head, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap), visual,
+    return VideoBranch(head, LogitScale(clip_model.logit_scale, spec.logit_scale_cap), visual,
                        training_loss(spec.loss))
 
 
@@ -113,6 +113,6 @@ def build_attrs_branch(spec: AttrsBranchSpec, clip_model: nn.Module) -> Attribut
     """The Attributes branch of `spec` on the loaded CLIP `clip_model` (`full`: a copy of its text tower);
     ValueError for a `tune` that is not one of `TUNES`."""
     text = TextTower(clip_model) if spec.tune == "full" else None
-    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap),
+    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale(clip_model.logit_scale, spec.logit_scale_cap),
                             text, training_loss(spec.loss))
 

@@ -134,8 +134,6 @@ def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tenso
 
 def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Bool mask [N, L] over `tokens` [N, L]: True at positions [start, end) of each row's span."""
-    if len(spans) != tokens.shape[0]:
-        raise ValueError(f"{len(spans)} class-name spans for {tokens.shape[0]} tokenized prompts")
     positions = torch.arange(tokens.shape[1], device=tokens.device)  # [L]
     bounds = torch.tensor(spans, dtype=torch.long, device=tokens.device).reshape(-1, 2)  # [N, 2]
     return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])  # [N, L]
