@@ -73,12 +73,10 @@ class AttributesBranch(nn.Module):
             return self.sentence_fc(F.normalize(inputs, dim=-1))
         return self.text(inputs)
 
-    def class_side(self, classes: torch.Tensor) -> torch.Tensor:
-        return self.query_fc(classes) if self.tune == "head" else classes  # [K, D]
-
     def logits(self, attributes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Cosine logits [b, K] between encoded attributes [b, D] and classes [K, D]."""
-        return F.normalize(attributes, dim=-1) @ F.normalize(self.class_side(classes), dim=-1).T
+        """Cosine logits [b, K] between encoded attributes [b, D] and classes [K, D] (``head``: through `query_fc`)."""
+        classes = self.query_fc(classes) if self.tune == "head" else classes  # [K, D]
+        return F.normalize(attributes, dim=-1) @ F.normalize(classes, dim=-1).T
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Eq. 8 on the global batch: B x B against the batch's own class prompts (single-label) or

@@ -310,9 +310,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def fit_to_model(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """open_clip's conversions, as in `open_clip.factory.load_checkpoint` (which only takes a path):
-    third-party layouts, the old text-tower layout, 0-d vs 1-d logit scale, position embeddings
-    of another image size or context length (resized)."""
+    """open_clip's conversions, as `open_clip.factory.load_checkpoint` (which only takes a path): third-party and
+    old text-tower layouts, 0-d vs 1-d logit scale, position embeddings of another size (resized)."""
     state = convert_state_dict(model, state)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)

@@ -139,8 +139,7 @@ class ResidualBlock(nn.Module):
 
 class TemporalTransformer(nn.Module):
     """The paper's "Transf" as the authors' code: out = transformer(x + pos[:T]) + x for frames x [B, T, width],
-    `layers` `ResidualBlock`s, heads = the CLIP text width / 64, a learned frame position table [max_frames,
-    width] on the input only. Init: the table and every linear map N(0, 0.02), zero biases."""
+    a learned position table [max_frames, width] on the input only; init N(0, 0.02), zero biases."""
 
     def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77) -> None:
         super().__init__()
@@ -154,9 +153,6 @@ class TemporalTransformer(nn.Module):
         self.transformer = nn.Module()
         self.transformer.resblocks = nn.Sequential(*[ResidualBlock(width, heads) for _ in range(layers)])
         self.grad_checkpointing = False  # train-video --grad-checkpointing sets it
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         nn.init.normal_(self.frame_position_embeddings.weight, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -234,9 +230,8 @@ def _tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """float32 [n, D]: the mean over views of unit(mean over T of the frames) of [n, V, T, D] embeddings.
-
-    Its dot product with a unit query is the mean over views of the per-view cosines (the mean rule)."""
+    """float32 [n, D]: the mean over views of unit(mean over T) of [n, V, T, D] embeddings; its dot product with a
+    unit query is the mean over views of the per-view cosines (the mean rule)."""
     per_view = F.normalize(_tensor(embeddings).mean(2), dim=-1)  # [n, V, D]
     return per_view.mean(1)  # [n, D], unit for one view
 
@@ -245,11 +240,8 @@ def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
 def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                pooled: torch.Tensor, tau: float = DEFAULT_TAU, weights: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
-
-    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]; weights [M]: the
-    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N. The head's own
-    `heads.vcs` with the query as its one class, e_v renormalised (a cosine)."""
+    """VCS scores [n] (mean over views, e_v renormalised) and saliency S [n, V, T] of one query against [n, V, T, D]
+    videos: tokens [M, D] / mask [M] (True = real token), pooled [D], weights [M] (`ClassTexts.token_weights`)."""
     frames = _tensor(embeddings)
     n, views, steps, dim = frames.shape
     scores, saliency = vcs(frames.reshape(n * views, steps, dim), tokens[None].float(),

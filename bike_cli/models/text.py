@@ -120,10 +120,8 @@ def _changed_span(ids: list[int], base: list[int], name: str) -> tuple[int, int]
 
 
 def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tensor:
-    """Bool [N, L]: every position except the pad tokens of a tokenizer that pads with one.
-
-    CLIP's BPE fills with zeros after its end-of-text but has no pad token (id 0 is "!"): there every
-    position is kept, as in the authors' code (`vcs_tokens="all"`)."""
+    """Bool [N, L]: every position except the pad tokens of a tokenizer that pads with one (CLIP's BPE has no pad
+    token, its zeros are "!": every position kept, as the authors' code)."""
     pad = _pad_id(tokenizer)
     if pad is None:
         return torch.ones_like(tokens, dtype=torch.bool)
@@ -212,9 +210,8 @@ def _encode_batched(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> 
 
 
 def _pack(tokens: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None):
-    """Move each row's masked-in tokens [K, M, D] to the front, in order; drop columns no row uses.
-
-    Returns (tokens [K, width, D], mask [K, width]), and the `weights` [K, M] moved alike when given."""
+    """Move each row's masked-in tokens [K, M, D] to the front, in order, dropping unused columns: tokens
+    [K, width, D], mask [K, width], and the `weights` [K, M] moved alike when given."""
     counts = mask.sum(1)  # [K]
     width = int(counts.max())
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]  # kept first, in order

@@ -51,12 +51,10 @@ class VideoBranch(nn.Module):
         frames = self.frame_embeddings(inputs) if self.visual is not None else inputs  # [b, T, D]
         encoded = gather_with_grad(self.head.encode(frames.float()))  # [B, T, D]
         targets = gather_with_grad(targets)  # [B] or [B, K]
-        if targets.ndim == 1:
-            logits = self.head.score(encoded, classes.select(targets))  # [B, B]
-            positives = same_label_targets(targets)  # [B, B]
-        else:
-            logits = self.head.score(encoded, classes)  # [B, K]
-            positives = targets
+        if targets.ndim == 1:  # [B, B]
+            logits, positives = self.head.score(encoded, classes.select(targets)), same_label_targets(targets)
+        else:  # [B, K]
+            logits, positives = self.head.score(encoded, classes), targets
         return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()
