@@ -91,7 +91,7 @@ class TooFewPhrases(ValueError):
     def __init__(self, k: int, video_id: str) -> None:
         super().__init__(f"k = {k} is more than the phrases left for video {video_id!r} once its own class "
                          "phrases are excluded")
-        self.k, self.video_id = k, video_id
+        self.video_id = video_id
 
 
 def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, per_view: bool = False,

@@ -74,8 +74,7 @@ class VideoClassifier:
     settings: dict  # the run's recorded settings (a bike checkpoint's `config`; {} otherwise)
 
     def scores(self, frames: torch.Tensor, rule: ViewRule) -> torch.Tensor:
-        """Frame embeddings [b, V, T, D] -> class scores [b, K] by the score rule `rule` (InputError where the
-        weights give NaN or inf: no NaN score is ever reported)."""
+        """Frame embeddings [b, V, T, D] -> class scores [b, K] by `rule`; InputError where they are NaN or inf."""
         return finite_scores(self.branch.class_probabilities(frames, self.texts, rule),
                              self.description.get("checkpoint") or "the zero-shot model")
 
@@ -169,8 +168,7 @@ def check_fixed_by_checkpoint(source: Path, trained: VideoBranchSpec, *, model: 
                               head: str | None = None, vcs_tokens: str | None = None,
                               templates: Sequence[str] | None = None, quick_gelu: bool | None = None,
                               trained_quick_gelu: bool | None = None) -> None:
-    """Each setting given (not None) must be what the bike checkpoint `source` was trained with; InputError
-    naming the option otherwise."""
+    """Each setting given (not None) must be what the bike checkpoint `source` was trained with (else InputError)."""
     fixed = (("--model", model, trained.model_name), ("--quick-gelu", quick_gelu, trained_quick_gelu),
              ("--head", head, trained.head), ("--vcs-tokens", vcs_tokens, trained.vcs_tokens),
              ("--template", None if templates is None else tuple(templates), tuple(trained.templates)))
@@ -263,9 +261,8 @@ def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str
                                      frames=frames, logit_scale_cap=None)
     with as_user_error(ValueError):  # --head
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
-    descriptions = class_descriptions(class_names, *given, None)
-    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, descriptions,
-                       checkpoint=None)
+    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {},
+                       class_descriptions(class_names, *given, None), checkpoint=None)
 
 
 def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -291,9 +288,8 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
     """`train-video --init-from`: start `branch` from bike's or the authors' Video branch; on cached features its
     image tower must have made the cache (`cache_visual`). With `spec` (the branch trained, its model from
     `model_from`) a checkpoint of another CLIP is refused (warned with `allow_model_mismatch`, same widths)."""
-    authors = is_authors_checkpoint(source)
     trained = None
-    if authors:
+    if is_authors_checkpoint(source):
         state = authors_branch_state(read_authors_checkpoint(source))
     else:
         ckpt = load_video_checkpoint(source)
@@ -316,7 +312,7 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
 
 
 def _unlike(trained: VideoBranchSpec | None, spec: VideoBranchSpec | None) -> str:
-    """The branch settings in which a checkpoint's spec and the branch being trained differ, as options."""
+    """The settings in which a checkpoint's spec and the branch being trained differ, as options."""
     if trained is None or spec is None:
         return ""
     return "; ".join(f"--{key.replace('_', '-')} {getattr(trained, key)} in the checkpoint, {getattr(spec, key)} "
@@ -352,10 +348,9 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
                       class_texts_source: object = "--class-texts") -> AttrsClassifier:
     """A train-attrs checkpoint, or (None) the plug-and-play branch on `clip`, CLIP's frozen text encoder;
     the classes described by `class_texts` or the checkpoint's recorded ones (see `class_descriptions`)."""
-    recorded = None
     if source is None:
         clip_model, spec = clip
-        branch, tune, templates = None, "none", [DEFAULT_TEMPLATE]
+        branch, tune, templates, recorded = None, "none", [DEFAULT_TEMPLATE], None
     else:
         ckpt = load_attrs_checkpoint(source)
         attrs_spec = spec_of(AttrsBranchSpec, ckpt, source)

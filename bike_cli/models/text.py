@@ -66,9 +66,8 @@ def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLA
 
 
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
-    """Per class, the token positions [start, end) of the class name inside its tokenized prompt: between
-    the common prefix and suffix of the prompt tokenized with the name and with an empty one (any tokenizer;
-    a template that glues the name to its neighbours, as "{}s", gives the glued tokens)."""
+    """Per class, the token positions [start, end) of the name in its prompt: between the common prefix and suffix
+    of the prompt tokenized with the name and with an empty one (any tokenizer; "{}s" gives the glued tokens)."""
     base = _real_ids(tokenizer, [fill_template(template, "")])[0]
     prompts = _real_ids(tokenizer, [fill_template(template, n) for n in class_names])
     return [_changed_span(ids, base, name) for ids, name in zip(prompts, class_names)]
@@ -141,8 +140,7 @@ def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> t
 def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequence[str],
                        templates: Sequence[str] = (DEFAULT_TEMPLATE,), vcs_tokens: str = "words", batch_size: int = 256,
                        descriptions: Sequence[Sequence[str]] | None = None) -> ClassTexts:
-    """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
-
+    """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`);
     descriptions: per class, its texts, each filling the templates in the name's place; None: the class name."""
     if vcs_tokens not in VCS_TOKENS:
         raise PromptError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
