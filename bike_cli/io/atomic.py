@@ -175,9 +175,7 @@ def torch_save(obj: object, path: str | Path) -> Path:
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buffer.getbuffer())
-    return Path(path)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def copy_file(source: str | Path, path: str | Path) -> Path:

@@ -193,19 +193,15 @@ def is_authors_checkpoint(path: str | Path) -> bool:
 
 def authors_quick_gelu(pretrained: str | None, quick_gelu: bool | None) -> bool | None:
     """QuickGELU on for an authors' checkpoint given as CLIP weights, unless the user chose."""
-    if quick_gelu is None and pretrained and _looks_like_authors(Path(pretrained)):
-        log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
-        return True
+    if quick_gelu is None and pretrained and Path(pretrained).suffix != ".safetensors":
+        try:
+            authors = is_authors_checkpoint(pretrained)
+        except BikeError:  # TorchScript archives and other files load_clip reads its own way
+            authors = False
+        if authors:
+            log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
+            return True
     return quick_gelu
-
-
-def _looks_like_authors(path: Path) -> bool:
-    if not path.is_file() or path.suffix == ".safetensors":
-        return False
-    try:
-        return is_authors_checkpoint(path)
-    except BikeError:  # TorchScript archives and other files load_clip reads its own way
-        return False
 
 
 def authors_temporal(authors: AuthorsCheckpoint, path: Path) -> AuthorsTemporal:

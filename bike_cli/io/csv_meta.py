@@ -45,11 +45,6 @@ def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None,
     return write_text(meta_path(csv_path), json.dumps(document) + "\n")
 
 
-def read_csv_compat(csv_path: str | Path) -> str:
-    """The profile that made `csv_path` (`bike` without a sidecar)."""
-    return read_csv_meta(csv_path).compat
-
-
 def read_csv_meta(csv_path: str | Path) -> CsvMeta:
     """The sidecar of `csv_path` (the `bike` profile and no score rule without one)."""
     path = meta_path(csv_path)

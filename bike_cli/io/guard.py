@@ -131,14 +131,20 @@ def file_or_none(value: str | Path | None) -> Path | None:
     return Path(value) if value and file_kind(value) not in (None, FOLDER) else None
 
 
-def _keys(path: Path) -> set[tuple]:
-    """The resolved path, and the device and inode where the file exists (hard links share them)."""
-    keys = {("path", os.path.realpath(path))}
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at `path` (hard links share them), None where there is none."""
     try:
         st = os.stat(path)
-        keys.add(("inode", st.st_dev, st.st_ino))
     except (OSError, ValueError):
-        pass
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _keys(path: Path) -> set[tuple]:
+    """The resolved path, and the device and inode where the file exists."""
+    keys, inode = {("path", os.path.realpath(path))}, _inode(path)
+    if inode:
+        keys.add(("inode", *inode))
     return keys
 
 
@@ -217,21 +223,11 @@ class PathGuard:
                                      f"it would destroy the input; move it out of {tree}")
 
     def _check_listed(self, listed: list[tuple[str, Path]]) -> None:
-        existing = {}
-        for option, path in self.outputs:
-            try:
-                st = os.stat(path)
-            except (OSError, ValueError):
-                continue
-            existing[(st.st_dev, st.st_ino)] = (option, path)
+        existing = {inode: (option, path) for option, path in self.outputs if (inode := _inode(path))}
         if not existing:
             return  # an output that does not exist yet cannot be a file that is read
         for other, path in listed:
-            try:
-                st = os.stat(path)
-            except (OSError, ValueError):
-                continue
-            hit = existing.get((st.st_dev, st.st_ino))
+            hit = existing.get(_inode(path))
             if hit is not None:
                 option, out = hit
                 raise InputError(f"{option} {out} is the same file as {path}, {other} (an input of this run): "

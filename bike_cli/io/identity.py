@@ -50,15 +50,9 @@ def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
     """(field, value in a, value in b) for every identity field that differs."""
     out = []
     for name in FIELDS:
-        if name == "weights":
-            if a["sha256"] and b["sha256"]:
-                va, vb = a["sha256"], b["sha256"]
-            else:
-                va, vb = a["pretrained"], b["pretrained"]
-        else:
-            va, vb = a[name], b[name]
-        if va is not None and vb is not None and va != vb:
-            out.append((name, va, vb))
+        key = ("sha256" if a["sha256"] and b["sha256"] else "pretrained") if name == "weights" else name
+        if a[key] is not None and b[key] is not None and a[key] != b[key]:
+            out.append((name, a[key], b[key]))
     return out
 
 

@@ -261,8 +261,5 @@ def write_number_rows(fh: BinaryIO, prefixes: Sequence[str], matrix: np.ndarray)
                                  names=[str(k) for k in range(columns.shape[1])])
     body = io.BytesIO()
     pa_csv.write_csv(table, body, pa_csv.WriteOptions(include_header=False))
-    lines = body.getvalue().split(b"\n")  # N lines and the empty tail
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for prefix, line in zip(prefixes, lines):
+    for prefix, line in zip(prefixes, body.getvalue().split(b"\n")):  # N lines and the empty tail
         fh.write(prefix.encode("utf-8") + line + b"\n")

@@ -114,18 +114,13 @@ class _Helper:
             except BaseException:  # SIGTERM, Ctrl-C: the helper goes with us
                 self.kill()
                 raise
-            return self._verdict(line)
-
-    def _verdict(self, line: str | None) -> dict:
-        """The verdict of the helper's last line (None: it stalled and is killed; "": it ended)."""
-        if line is None:
-            self.kill()
-            return {"kind": "stalled"}
-        if line == "":
-            code = self.proc.wait()
-            self.proc = None
-            return {"kind": "crashed", "code": code}
-        return json.loads(line)
+            if line is None:  # it stalled: killed
+                self.kill()
+                return {"kind": "stalled"}
+            if line == "":  # it ended
+                code, self.proc = self.proc.wait(), None
+                return {"kind": "crashed", "code": code}
+            return json.loads(line)
 
     def kill(self) -> None:
         """End the helper (only the process that started it does)."""
@@ -216,8 +211,6 @@ def hdf5_errors(path: str | Path, what: str) -> Iterator[None]:
             raise InputError(in_use(path)) from None
         raise InputError(f"{path} is a malformed {what} ({type(err).__name__}: {err})") from None
 
-
-# the helper process
 
 
 class Refused(Exception):
