@@ -1,9 +1,6 @@
-"""The torch.save files bike reads and writes, all through the one safe reader (`read_torch_file`;
-formats in docs/formats.md): bike's branch checkpoints (schema 2; schema 1 still loads), the authors'
-released Video-branch checkpoints (their CLIP runs with QuickGELU, their VCS queries are all token
-positions), and the text-embedding files kept to skip encoding again, which read as None (the
-embeddings made again) when absent, torn, foreign, or of another kind, schema or key.
-"""
+"""The torch.save files bike reads and writes (docs/formats.md), all through the one safe reader
+(`read_torch_file`): bike's branch checkpoints (schema 2; schema 1 still loads), the authors' released
+Video-branch checkpoints, and the text-embedding files, which read as None (made again) when unusable."""
 
 from __future__ import annotations
 

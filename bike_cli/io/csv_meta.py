@@ -1,7 +1,5 @@
-"""The sidecar of bike's CSV outputs, `FILE.csv.meta.json` (schema version 2, fields: docs/formats.md):
-what made a file that its columns cannot say (the profile, the score rule, the generating CLIP, the
-class names). Schema 1 (no `model`) is still read; a CSV without a sidecar reads as made under `bike`.
-"""
+"""The sidecar of bike's CSV outputs, `FILE.csv.meta.json` (schema 2, fields: docs/formats.md): what made a
+file that its columns cannot say. Schema 1 (no `model`) is still read; no sidecar reads as `bike`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """One guard for every path a command reads and writes (docs/formats.md, "No output is an input" and
-"One writer per output"). `PathGuard` refuses an output that is an input, a file an input owns or
-another output (resolved, and by device and inode); under the writer lock (`WriterLock`, an exclusive
-`fcntl.flock` the kernel drops when its holder dies) it deletes only declared outputs and bike's own
-temporary files. `check_file_output` / `check_folder_output`: the shape of an output option.
-"""
+"One writer per output"): `PathGuard`, the writer lock `WriterLock` (an exclusive `fcntl.flock` the
+kernel drops when its holder dies), and the shape of an output option (`check_file_output` / `_folder_`)."""
 
 from __future__ import annotations
 
@@ -248,10 +245,8 @@ class PathGuard:
                 path.unlink(missing_ok=True)
 
     def sweep_temps(self, folder: Path, names: Iterable[str] = (), *, of: str | None = None) -> list[Path]:
-        """Remove the temporary files bike's writers left in `folder` when they died (hold its lock).
-
-        Only bike's own: `.NAME.PID.HEX.tmp` (with `of`, only those of the output named so), and the fixed
-        `NAME.tmp` of older bike for the output names given; a user's `notes.tmp` stays."""
+        """Remove the temporary files bike's dead writers left in `folder` (hold its lock): `.NAME.PID.HEX.tmp`
+        (with `of`, only NAME `of`) and older bike's fixed `NAME.tmp` of the `names` given; a user's stay."""
         legacy = {f"{name}{TMP_SUFFIX}" for name in names}
         if not folder.is_dir():
             return []

@@ -1,8 +1,5 @@
-"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it; where
-two files meet, their identities must agree (the fields and `--allow-model-mismatch`: docs/formats.md,
-"Model identity"). Different embedding widths whose vectors meet are refused even with the flag.
-`file_sha256`: a checkpoint's identity, and a feature cache's content (what its search index records).
-"""
+"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it, and the
+check that two files that meet agree (docs/formats.md, "Model identity"); `file_sha256`."""
 
 from __future__ import annotations
 

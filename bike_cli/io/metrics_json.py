@@ -1,7 +1,5 @@
-"""The metrics JSON files (docs/formats.md): eval's `metrics.json`, fuse's `F.metrics.json` (a `kind` and
-a `schema_version`, written atomically) and a run's appended `metrics.jsonl`. All strict JSON: values
-are made plain (NumPy to numbers and lists, a non-finite float to null, anything else to its text).
-"""
+"""The metrics JSON files (docs/formats.md): eval's and fuse's metrics JSON and a run's `metrics.jsonl`,
+all strict JSON (values made plain: NumPy to numbers and lists, a non-finite float to null)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""The files of `bike search` (docs/formats.md): its index beside a feature cache, `CACHE.h5.search-index.h5`
-(schema version 2), and the hits CSV of `--out` with its sidecar (schema version 1).
-
-The index is a cache, not an authority: read through `untrusted_hdf5`, used only when built from the
-cache's content (same stamp, else same sha256), else rebuilt.
-"""
+"""The files of `bike search` (docs/formats.md): its index beside a feature cache (schema 2; a cache, not
+an authority: used only when built from the cache's content, else rebuilt) and the hits CSV of `--out`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The files of a training run that `--resume` reads back (docs/formats.md), written atomically: its
-resolved config (`RUN/config.yaml`, a recipe) and its resumable state, `RUN/checkpoints/epoch_NNNN/`
-(schema version 1). Every state file loads without running pickled code, and a folder holding any
-other file is refused, so a crafted run folder cannot execute anything on `--resume`.
-"""
+"""The files of a training run that `--resume` reads back (docs/formats.md): `RUN/config.yaml` and the
+state in `RUN/checkpoints/epoch_NNNN/`, loaded without running pickled code (any other file is refused)."""
 
 from __future__ import annotations
 

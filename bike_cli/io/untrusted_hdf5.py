@@ -1,11 +1,8 @@
-"""The one opener of every HDF5 file bike did not just write (caches, part files, search indexes), read
-as untrusted (what is refused and why: docs/formats.md, "What a reader refuses in a file from elsewhere").
-
-`check_hdf5` has a helper process (`serve`) check the file first, bounded in time and memory and killed
-on a stall or a stop (bike waits for it only in `select`, where signal handlers run); `open_hdf5` then
-opens it here and checks by the open descriptor that it is the file that passed (`Stamp`). Helper
-protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict.
-"""
+"""The one opener of every HDF5 file bike did not just write, read as untrusted (docs/formats.md, "What a
+reader refuses in a file from elsewhere"). `check_hdf5` has a helper process (`serve`) check the file
+first, bounded in time and memory and killed on a stall or a stop (bike waits only in `select`, where
+signal handlers run); `open_hdf5` then checks by the open descriptor that it is the file that passed
+(`Stamp`). Helper protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict."""
 
 from __future__ import annotations
 
