@@ -49,13 +49,12 @@ class WriterLock:
 
     def acquire(self) -> WriterLock:
         with write_errors_as_bike(self.path):
-            fd = self._open_locked()
+            self._fd = self._open_locked()
             record = {"pid": os.getpid(), "host": socket.gethostname(),
                       "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-            self._fd = fd
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(record).encode(), 0)
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, json.dumps(record).encode(), 0)
             except BaseException:
                 self.release()  # a full disk: leave no lock file behind
                 raise
