@@ -288,7 +288,8 @@ def _test_cache(cfg: EvalConfig, path: Path | None) -> FeatureCache | None:
         return None
     cache = FeatureCache(path, need_rows=True)
     check_same_profile(cfg.compat, cache.meta.compat, cache.path)
-    if cfg.views and str(parse_views(cfg.views, get_profile(cfg.compat))) != f"{cache.meta.clips}x{cache.meta.crops}":
+    layout = parse_views(cfg.views, get_profile(cfg.compat)) if cfg.views else None
+    if layout and (layout.clips, layout.crops) != (cache.meta.clips, cache.meta.crops):
         raise InputError(f"--views {cfg.views} differs from the {cache.meta.clips}x{cache.meta.crops} views "
                          f"{cache.path} holds (extract the cache with --views {cfg.views})")
     return cache
