@@ -370,7 +370,7 @@ def build_e2e(cfg: TrainVideoConfig, accelerator) -> tuple[Rig, object]:
     head = VideoHead(spec.embed_dim, head=cfg.head, temporal=cfg.temporal, tau=cfg.tau,
                      layers=cfg.temporal_layers, heads=max(1, text_width // 64))
     visual = clip_model.visual
-    model = VideoBranch(head, LogitScale.from_clip(clip_model), visual)
+    model = VideoBranch(head, LogitScale(clip_model.logit_scale), visual)
     del clip_model
     if cfg.grad_checkpointing:
         visual.set_grad_checkpointing(True)

@@ -260,7 +260,7 @@ def test_bike_predict_reads_an_authors_checkpoint(tmp_path, sample_data, authors
 
 def test_attributes_under_the_authors_profile_are_fused_0_7_0_3(tmp_path, sample_data, authors_ckpt):
     from bike_cli.config.stages import EvalConfig, ExtractConfig, GenAttributesConfig
-    from bike_cli.io.csv_meta import read_csv_compat
+    from bike_cli.io.csv_meta import read_csv_meta
     from bike_cli.stages.evaluate import run_eval
     from bike_cli.stages.extract import run_extraction
     from bike_cli.stages.gen_attributes import run_gen_attributes
@@ -272,7 +272,7 @@ def test_attributes_under_the_authors_profile_are_fused_0_7_0_3(tmp_path, sample
     lexicon.write_text("red square\nblue circle\nmoving left\nmoving right\n")
     attrs = tmp_path / "attrs.csv"
     run_gen_attributes(GenAttributesConfig(features=cache, lexicon=str(lexicon), out=attrs, top_k=2))
-    assert read_csv_compat(attrs) == "authors"
+    assert read_csv_meta(attrs).compat == "authors"
     summary = run_eval(EvalConfig(out=tmp_path / "eval", checkpoint=authors_ckpt, features=cache, attributes=attrs,
                                   compat="authors", workers=0))
     video, fused = (read_score_csv(summary.files[k]).scores for k in ("video", "fused"))

@@ -9,7 +9,7 @@ import pytest
 
 from bike_cli.config.stages import EvalConfig, FuseConfig
 from bike_cli.errors import CacheMismatchError, InputError
-from bike_cli.io.csv_meta import read_csv_compat, write_csv_meta
+from bike_cli.io.csv_meta import read_csv_meta, write_csv_meta
 from bike_cli.io.feature_cache import CacheMeta, FeatureCache
 from bike_cli.io.score_csv import read_score_csv, write_score_csv
 from bike_cli.stages.evaluate import run_eval
@@ -35,16 +35,16 @@ def test_fuse_under_authors_uses_their_weights_and_refuses_other_profiles(tmp_pa
                                   compat="authors"))
     assert summary.weights == pytest.approx([0.7, 0.3])
     np.testing.assert_allclose(read_score_csv(tmp_path / "f.csv").scores, 0.7 * video + 0.3 * attrs, atol=1e-6)
-    assert read_csv_compat(tmp_path / "f.csv") == "authors"
+    assert read_csv_meta(tmp_path / "f.csv").compat == "authors"
     assert json.loads(summary.metrics_json.read_text())["compat"] == "authors"
 
 
 def test_a_csv_without_sidecar_reads_as_bike(tmp_path):
     _scores(tmp_path / "plain.csv", 0)
-    assert read_csv_compat(tmp_path / "plain.csv") == "bike"
+    assert read_csv_meta(tmp_path / "plain.csv").compat == "bike"
     (tmp_path / "plain.csv.meta.json").write_text("{}")
     with pytest.raises(InputError, match="sidecar"):
-        read_csv_compat(tmp_path / "plain.csv")
+        read_csv_meta(tmp_path / "plain.csv")
 
 
 def test_old_cache_attributes_read_as_the_bike_profile():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bike_cli.io.metrics_json import write_eval_metrics, write_fuse_metrics
+from bike_cli.io.metrics_json import EVAL_METRICS_KIND, FUSE_METRICS_KIND, write_metrics_json
 
 
 def _strict(text: str) -> dict:
@@ -17,11 +17,11 @@ def _strict(text: str) -> dict:
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the metrics JSON"))
 
 
-@pytest.mark.parametrize("writer, kind", [(write_fuse_metrics, "bike-fuse-metrics"),
-                                          (write_eval_metrics, "bike-eval-metrics")])
-def test_metrics_json_is_strict_json_with_a_kind_and_non_finite_floats_as_null(tmp_path, writer, kind):
-    path = writer(tmp_path / "metrics.json", {"a": math.nan, "b": [1.5, math.inf, (2, -math.inf)],
-                                              "c": {"d": np.float64("nan"), "e": "x", "f": np.float32(-np.inf)}})
+@pytest.mark.parametrize("written, kind", [(FUSE_METRICS_KIND, "bike-fuse-metrics"),
+                                           (EVAL_METRICS_KIND, "bike-eval-metrics")])
+def test_metrics_json_is_strict_json_with_a_kind_and_non_finite_floats_as_null(tmp_path, written, kind):
+    path = write_metrics_json(tmp_path / "metrics.json", {"a": math.nan, "b": [1.5, math.inf, (2, -math.inf)],
+                              "c": {"d": np.float64("nan"), "e": "x", "f": np.float32(-np.inf)}}, written)
     text = path.read_text()
     assert text.endswith("}\n")
     doc = _strict(text)
@@ -32,7 +32,7 @@ def test_metrics_json_is_strict_json_with_a_kind_and_non_finite_floats_as_null(t
 def test_eval_metrics_write_numpy_values_and_paths(tmp_path):
     document = {"videos": np.int64(3), "top1": np.float32(50.0), "scores": np.array([[1, 2], [3, np.nan]]),
                 "ok": np.bool_(True), "config": {"out": Path("runs/e"), "templates": ("{}",), "seed": None}}
-    path = write_eval_metrics(tmp_path / "metrics.json", document)
+    path = write_metrics_json(tmp_path / "metrics.json", document, EVAL_METRICS_KIND)
     assert _strict(path.read_text()) == {"kind": "bike-eval-metrics", "schema_version": 1, "videos": 3,
                                          "top1": 50.0, "scores": [[1.0, 2.0], [3.0, None]], "ok": True,
                                          "config": {"out": "runs/e", "templates": ["{}"], "seed": None}}

@@ -26,7 +26,7 @@ from bike_cli.models.build import (
     resolve_video_spec,
 )
 from bike_cli.models.clip import load_clip
-from bike_cli.models.factory import attrs_spec_of, load_attrs_branch, video_spec_of
+from bike_cli.models.factory import load_attrs_branch, spec_of
 
 SETTINGS = {"head": "vcs", "temporal": "transformer", "temporal_layers": 2, "tau": 0.02, "vcs_tokens": "words",
             "templates": ["a video of {}"], "frames": 4}
@@ -55,8 +55,8 @@ def test_a_new_checkpoint_stores_the_spec_that_rebuilds_its_branch(tmp_path, tin
                             model_args=branch_spec.to_dict())
     loaded = load_video_checkpoint(save_checkpoint(tmp_path / "last.pt", ckpt, VIDEO_KIND))
     assert loaded.model_args == branch_spec.to_dict()
-    assert video_spec_of(loaded, tmp_path) == branch_spec
-    rebuilt = build_video_branch(video_spec_of(loaded, tmp_path), clip_model)
+    assert spec_of(VideoBranchSpec, loaded, tmp_path) == branch_spec
+    rebuilt = build_video_branch(spec_of(VideoBranchSpec, loaded, tmp_path), clip_model)
     rebuilt.load_state_dict(loaded.state_dict)
     for key, value in branch.state_dict().items():
         torch.testing.assert_close(rebuilt.state_dict()[key], value)
@@ -72,7 +72,7 @@ def test_an_old_format_checkpoint_without_model_args_still_loads(tmp_path, tiny)
                 "epoch": 3, "metrics": {"epoch": 3}, "state_dict": branch.state_dict()}, path)
     loaded = load_video_checkpoint(path)
     assert loaded.model_args is None
-    derived = video_spec_of(loaded, path)
+    derived = spec_of(VideoBranchSpec, loaded, path)
     assert resolve_video_spec(derived, clip_model) == branch_spec
     rebuilt = build_video_branch(derived, clip_model)
     rebuilt.load_state_dict(loaded.state_dict)
@@ -101,8 +101,8 @@ def test_old_and_new_attributes_checkpoints_rebuild_the_same_branch(tmp_path, ti
                           ATTRS_KIND)
     for path in (old, new):
         loaded = load_attrs_checkpoint(path)
-        assert attrs_spec_of(loaded, path) == branch_spec
-        rebuilt = build_attrs_branch(attrs_spec_of(loaded, path), clip_model)
+        assert spec_of(AttrsBranchSpec, loaded, path) == branch_spec
+        rebuilt = build_attrs_branch(spec_of(AttrsBranchSpec, loaded, path), clip_model)
         rebuilt.load_state_dict(loaded.state_dict)
 
 
@@ -110,7 +110,7 @@ def test_model_args_of_another_spec_are_refused(tmp_path, tiny):
     _, spec = tiny
     ckpt = BranchCheckpoint({}, asdict(spec), [], 0, {}, {}, model_args={"model_name": "bike-tiny", "tune": "x"})
     with pytest.raises(InputError, match="model_args do not describe a VideoBranchSpec"):
-        video_spec_of(ckpt, tmp_path / "x.pt")
+        spec_of(VideoBranchSpec, ckpt, tmp_path / "x.pt")
     path = tmp_path / "future.pt"
     torch.save({"kind": VIDEO_KIND, "schema_version": 3}, path)
     with pytest.raises(InputError, match="schema 3"):
@@ -140,8 +140,8 @@ def test_train_video_writes_the_spec_its_old_format_fields_describe(tmp_path, mo
                                      templates=["{}"], temporal_layers=2, warmup_epochs=0))
     ckpt = load_video_checkpoint(tmp_path / "run")
     assert ckpt.model_args is not None
-    legacy = resolve_video_spec(video_spec_of(replace(ckpt, model_args=None), "old"), tiny[0])
-    assert video_spec_of(ckpt, "new") == legacy
+    legacy = resolve_video_spec(spec_of(VideoBranchSpec, replace(ckpt, model_args=None), "old"), tiny[0])
+    assert spec_of(VideoBranchSpec, ckpt, "new") == legacy
     assert legacy.temporal == "transformer" and legacy.temporal_layers == 2 and legacy.frames == 8
 
 

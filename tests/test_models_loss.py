@@ -73,7 +73,7 @@ def test_same_label_targets_mark_every_positive_pair():
 def test_logit_scale_starts_from_clip_and_is_capped():
     clip = torch.nn.Module()
     clip.logit_scale = torch.nn.Parameter(torch.tensor(2.6593))
-    scale = LogitScale.from_clip(clip)
+    scale = LogitScale(clip.logit_scale)
     assert scale().item() == pytest.approx(2.6593)
     assert scale.log_scale.data_ptr() != clip.logit_scale.data_ptr()  # its own parameter
     with torch.no_grad():

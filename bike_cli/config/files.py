@@ -1,8 +1,5 @@
-"""What a path is, and the check every file bike reads passes first: it is a regular file.
-
-A FIFO blocks its reader (forever, for a typo'd `mkfifo`) and `/dev/zero` never ends, so no input is
-opened before `os.stat` says what it is (the recipe loader, every `PathGuard`, the list and video readers).
-"""
+"""What a path is, and the check every file bike reads passes first: it is a regular file (a FIFO would
+block its reader, `/dev/zero` never end; docs/formats.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
 """The `--compat` profile: the paper reading (`bike`, the default) or the authors' released code (`authors`).
-
-A `Profile` names a rule or a value for every choice the two rule sets make differently; a stage resolves
-it once (`get_profile`) and passes it down, and the layer that implements a rule looks the field's value up
-in its table, never compares names (docs/architecture.md, "Words"; the list is in docs/reproducing.md).
-Every file bike writes records its profile in a `compat` field (absent means `bike`).
-"""
+A stage resolves it once (`get_profile`); a layer looks a field's value up in its table, never compares
+names (docs/architecture.md, "Words"). Files record it in a `compat` field (absent means `bike`)."""
 
 from __future__ import annotations
 
@@ -133,12 +129,6 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise InputError(f"--compat {name!r} is not one of {', '.join(PROFILES)}")
     return PROFILES[name]
-
-
-def check_profile(name: str) -> str:
-    """`name` if it is a profile, else InputError listing them."""
-    get_profile(name)
-    return name
 
 
 def recorded_profile(value: object) -> str:

@@ -1,11 +1,9 @@
-"""Recipes: YAML files that fill a settings dataclass, with defaults < recipe < overrides.
-
-The rules (`extends`, `stage`, type conversion, relative paths, settings that follow a typed model) are in
-docs/formats.md, "Recipes (YAML)". Overrides are the options the user typed, keyed by field name.
-"""
+"""Recipes: YAML files that fill a settings dataclass, defaults < recipe < overrides (the options typed, by
+field name); the rules are in docs/formats.md, "Recipes (YAML)"."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -42,11 +40,8 @@ class _Setting:
 def build_config(cls: type[T], recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
                  *, stage: str | None = None, options: Collection[str] = ()) -> T:
     """An instance of dataclass `cls`: its defaults, then the recipe's values, then `overrides` (a `None`
-    override sets None), ranges checked. Every command builds its settings here, before it imports its stage.
-
-    With `stage`, a recipe for another stage is refused. `options`: the fields the command has an option
-    for (a recipe value out of range names the one that overrides it).
-    """
+    override sets None), ranges checked. With `stage`, a recipe for another stage is refused; `options`: the
+    fields the command has an option for (a recipe value out of range names the one that overrides it)."""
     hints = typing.get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     names = [name for name in fields if name != ORIGINS]
@@ -103,7 +98,8 @@ def setting_source(config: Any, key: str, default: str) -> str:
     "--quick-gelu on the command line", "recipes/base_video.yaml:9, key quick_gelu; --no-quick-gelu changes
     it", or, for a setting left unset, `default` (what the stage did instead) and the option that sets it."""
     value, origin = getattr(config, key), setting_origin(config, key)
-    flag = _is_flag(type(config), key)
+    hint = typing.get_type_hints(type(config)).get(key)
+    flag = hint is bool or bool in typing.get_args(hint)  # `bool` or `bool | None`: set on and off by two options
     if origin == OVERRIDE_ORIGIN:
         return f"{setting_text(config, key)} on the command line"
     if origin is None and not _is_default(config, key):  # a config built in code
@@ -113,12 +109,6 @@ def setting_source(config: Any, key: str, default: str) -> str:
         return f"{origin}, key {key}; {change} changes it"
     options = f"{option_for(key, True)}/{option_for(key, False)}" if flag else option_for(key)
     return f"{default}; {options} sets it"
-
-
-def _is_flag(cls: type, key: str) -> bool:
-    """Whether field `key` of dataclass `cls` is a flag (`bool` or `bool | None`), set on and off by two options."""
-    hint = typing.get_type_hints(cls).get(key)
-    return hint is bool or bool in typing.get_args(hint)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -267,22 +257,16 @@ def _to_int(value: Any, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
+        with contextlib.suppress(ValueError):
+            return int(value)  # int() and float() ignore surrounding whitespace
     raise InputError(f"{what}: {value!r} is not an integer")
 
 
 def _to_float(value: Any, what: str) -> float:
     number = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            pass
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            number = float(value)
     if number is None:
         raise InputError(f"{what}: {value!r} is not a number")
     if not math.isfinite(number):

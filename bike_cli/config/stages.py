@@ -1,9 +1,5 @@
-"""The settings of every stage: one dataclass per command, filled from defaults < recipe YAML < options.
-
-Free of torch, so that `bike COMMAND --help` reads the defaults here; a field's name is its option's
-(`batch_size` is `--batch-size`) and a numeric field declares its range beside it (`config.ranges`). The
-parsers of the two options whose text holds a list (`--class-names`, `--weights`) live here too.
-"""
+"""The settings of every stage: one dataclass per command (no torch: `--help` reads the defaults here), a
+field named as its option (`batch_size`: `--batch-size`), a number's range beside it; list options' parsers."""
 
 from __future__ import annotations
 

@@ -36,16 +36,8 @@ def cache_labels(cache: FeatureCache, names: list[str], names_source: object) ->
 class CachedClips(Dataset):
     """Rows of a `FeatureCache` -> (frames float16 [T, D] train / [V, T, D] eval, target)."""
 
-    def __init__(
-        self,
-        cache: FeatureCache,
-        frames: int,
-        *,
-        train: bool,
-        seed: int = 0,
-        rows: Sequence[int] | None = None,
-        labels: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, cache: FeatureCache, frames: int, *, train: bool, seed: int = 0,
+                 rows: Sequence[int] | None = None, labels: np.ndarray | None = None) -> None:
         if frames > cache.meta.frames:
             raise InputError(
                 f"{cache.path} holds {cache.meta.frames} frames per clip; {frames} were asked for "
@@ -61,11 +53,6 @@ class CachedClips(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def target(self, i: int) -> torch.Tensor:
-        """int64 scalar (class index, -1 unknown) or float [K] multi-hot."""
-        label = self.labels[self.rows[i]]
-        return torch.as_tensor(label, dtype=torch.float32 if self.labels.ndim == 2 else torch.int64)
 
     def train_choice(self, row: int, epoch: int, views: int, cached_t: int) -> tuple[int, np.ndarray]:
         """The view and the frame indices int64 [T] that training takes from cache row `row` in `epoch`."""
@@ -88,7 +75,9 @@ class CachedClips(Dataset):
             clip = emb[view, t_idx]  # [T, D]
         else:
             clip = emb[:, self.eval_frames(emb.shape[1])]  # [V, T, D]
-        return torch.from_numpy(np.ascontiguousarray(clip)), self.target(i)
+        target = self.labels[row]  # int64 scalar (class index, -1 unknown) or float [K] multi-hot
+        dtype = torch.float32 if self.labels.ndim == 2 else torch.int64
+        return torch.from_numpy(np.ascontiguousarray(clip)), torch.as_tensor(target, dtype=dtype)
 
 
 CACHE_IN_MEMORY = ("auto", "on", "off")
@@ -123,10 +112,9 @@ def wants_memory(mode: str, nbytes: int, device: torch.device) -> bool:
     return nbytes <= budget
 
 
-def _slab_rows(cache: FeatureCache) -> int:
+def _row_bytes(cache: FeatureCache) -> int:
     meta = cache.meta
-    row_bytes = meta.num_views * meta.frames * meta.embed_dim * 2  # float16
-    return max(1, SLAB_BYTES // row_bytes)
+    return meta.num_views * meta.frames * meta.embed_dim * 2  # float16 [V, Tc, D]
 
 
 def slabs(rows: np.ndarray, slab_rows: int) -> Iterator[tuple[np.ndarray, int, int]]:
@@ -150,7 +138,7 @@ def read_rows(cache: FeatureCache, rows: Sequence[int], frames: np.ndarray | Non
         frames = None  # every frame: no selection, no copy
     t = meta.frames if frames is None else len(frames)
     out = np.empty((len(rows), meta.num_views, t, meta.embed_dim), dtype=np.float16)
-    for positions, first, stop in slabs(rows, _slab_rows(cache)):
+    for positions, first, stop in slabs(rows, max(1, SLAB_BYTES // _row_bytes(cache))):
         if frames is None and stop - first == len(positions):  # consecutive rows: read straight into `out`
             cache.read_into(out, first, stop, at=int(positions[0]))
             continue
@@ -168,8 +156,6 @@ class MemoryClips:
     """
 
     def __init__(self, source: CachedClips, device: torch.device, length: int | None = None) -> None:
-        if not source.train:
-            raise InputError("MemoryClips holds training samples; evaluation streams slabs (SlabBatches)")
         self.source, self.device = source, device
         rows = read_rows(source.cache, source.rows)  # float16 [n, V, Tc, D]
         self.emb = torch.from_numpy(rows).to(device)  # the same memory on the CPU
@@ -184,8 +170,7 @@ class MemoryClips:
     @staticmethod
     def nbytes(source: CachedClips) -> int:
         """Bytes the rows of `source` take in memory."""
-        meta = source.cache.meta
-        return len(source.rows) * meta.num_views * meta.frames * meta.embed_dim * 2
+        return len(source.rows) * _row_bytes(source.cache)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -209,10 +194,8 @@ class MemoryClips:
         t_idx = np.stack([c[1] for c in choices])  # [b, T]
         if self.host is not None:
             return torch.from_numpy(self.host[items[:, None], view[:, None], t_idx]), self.targets[index]
-        index, view, t_idx = torch.from_numpy(items), torch.from_numpy(view), torch.from_numpy(t_idx)
-        index, view, t_idx = (x.to(self.device, non_blocking=True) for x in (index, view, t_idx))
-        clips = self.emb[index[:, None], view[:, None], t_idx]  # [b, T, D] on the device
-        return clips, self.targets[torch.from_numpy(items)]
+        at, view, t_idx = (torch.from_numpy(x).to(self.device, non_blocking=True) for x in (items, view, t_idx))
+        return self.emb[at[:, None], view[:, None], t_idx], self.targets[index]  # [b, T, D] on the device
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         clips, targets = self.batch([i])
@@ -239,8 +222,6 @@ class SlabBatches:
     (the batches a DataLoader over it makes), read in contiguous slabs; iterable again and again."""
 
     def __init__(self, source: CachedClips, batch_size: int) -> None:
-        if source.train:
-            raise InputError("SlabBatches reads test-mode samples")
         self.source, self.batch_size = source, batch_size
 
     def __len__(self) -> int:
@@ -249,7 +230,7 @@ class SlabBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cache, rows, size = self.source.cache, self.source.rows, self.batch_size
         frames = self.source.eval_frames(cache.meta.frames)
-        per_slab = max(1, _slab_rows(cache) // size) * size
+        per_slab = max(1, SLAB_BYTES // _row_bytes(cache) // size) * size
         float_labels = self.source.labels.ndim == 2
         for start in range(0, len(rows), per_slab):
             part = rows[start : start + per_slab]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bike_cli.data.lexicons import builtin_file, normalise_name
-from bike_cli.data.video_lists import VideoEntry, csv_cells, nonblank, read_lines
+from bike_cli.data.lexicons import builtin_file, normalise_name, read_lines
+from bike_cli.data.video_lists import VideoEntry, csv_cells, nonblank
 from bike_cli.errors import InputError, location
 
 CLASS_HEADER = ["id", "name"]
@@ -43,7 +43,11 @@ def read_class_names(path: str | Path) -> list[str]:
         rows = lines
     if not rows:
         raise InputError(f"{source}: the class-name file has a header but no class names")
-    _check_unique_names(source, rows)
+    seen: dict[str, int] = {}
+    for number, name in rows:
+        if (first := seen.setdefault(name, number)) != number:
+            raise InputError(f"{location(source, number)}: class name {name!r} appears twice "
+                             f"(lines {first} and {number})")
     return [name for _, name in rows]
 
 
@@ -85,18 +89,6 @@ def _check_ids(source: Path, rows: list[tuple[int, str, str]]) -> list[tuple[int
         if not name:
             raise InputError(f"{location(source, number)}: class id {token!r} has an empty name")
     return [(number, name) for number, _, name in rows]
-
-
-def _check_unique_names(source: Path, rows: list[tuple[int, str]]) -> None:
-    """InputError naming both lines when a class name appears twice."""
-    seen: dict[str, int] = {}
-    for number, name in rows:
-        first = seen.setdefault(name, number)
-        if first != number:
-            raise InputError(
-                f"{location(source, number)}: class name {name!r} appears twice "
-                f"(lines {first} and {number})"
-            )
 
 
 def label_order(names: list[str], recorded: list[str] | None, names_source: object,
@@ -153,6 +145,11 @@ def columns_by_names(scores, names: list[str], recorded: list[str], names_source
     return moved
 
 
+def _first(names: Sequence[str], shown: int) -> str:
+    """The first `shown` names quoted, then how many more there are."""
+    return ", ".join(map(repr, names[:shown])) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: str, where: str) -> np.ndarray:
     """Indices in `class_names` of the `wanted` names (compared as `normalise_name` forms); an InputError
     naming `what`, `where` and the missing names when some are not there, or one matching several."""
@@ -162,9 +159,8 @@ def match_class_names(wanted: Sequence[str], class_names: Sequence[str], what: s
     keys = [normalise_name(name) for name in wanted]
     missing = [name for name, key in zip(wanted, keys) if key not in index]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise InputError(f"{what}: {len(missing)} of its {len(wanted)} classes are not among the "
-                         f"{len(class_names)} classes of {where}: {shown}")
+                         f"{len(class_names)} classes of {where}: {_first(missing, 10)}")
     ambiguous = [name for name, key in zip(wanted, keys) if len(index[key]) > 1]
     if ambiguous:
         raise InputError(f"{what}: class {ambiguous[0]!r} matches several columns of {where}")
@@ -176,9 +172,8 @@ def check_disjoint(base: Sequence[str], novel: Sequence[str], base_source: objec
     novel_keys = {normalise_name(name) for name in novel}
     shared = [name for name in base if normalise_name(name) in novel_keys]
     if shared:
-        shown = ", ".join(repr(s) for s in shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
         raise InputError(f"--base-classes {base_source} and --novel-classes {novel_source} share "
-                         f"{len(shared)} classes ({shown}): base and novel classes must be disjoint")
+                         f"{len(shared)} classes ({_first(shared, 5)}): base and novel classes must be disjoint")
 
 
 def restrict_labels(labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -195,19 +190,13 @@ def restrict_labels(labels: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, remap[np.clip(labels, 0, None)], -1).astype(labels.dtype if labels.dtype.kind == "i" else np.int64)
 
 
-def labelled_rows(labels: np.ndarray) -> np.ndarray:
-    """Rows [n] with a known class: an integer label >= 0 ([N]) or a multi-hot row with a class ([N, K])."""
-    labels = np.asarray(labels)
-    return np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
-
-
 def subset_rows(labels: np.ndarray, positions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """A cache's labels (numbered by the classes in use) as training and validation read them with
     `--base-classes`: renumbered by the subset at `positions` (`restrict_labels`; unchanged when None),
-    and the rows [n] that keep a class (`labelled_rows`), so the videos of other classes are left out."""
-    if positions is not None:
-        labels = restrict_labels(labels, positions)
-    return labels, labelled_rows(labels)
+    and the rows [n] that keep a class (an integer label >= 0 [N], a multi-hot row with a class [N, K]), so the
+    videos of other classes are left out."""
+    labels = np.asarray(labels) if positions is None else restrict_labels(labels, positions)
+    return labels, np.flatnonzero(labels.any(1) if labels.ndim == 2 else labels >= 0)
 
 
 def class_subset(path: str | Path | None, class_names: Sequence[str], where: object) -> np.ndarray | None:
@@ -300,9 +289,8 @@ def descriptions_for(texts: Mapping[str, Sequence[str]], class_names: Sequence[s
         by_name[key] = by_name.get(key, ()) + tuple(descriptions)
     missing = [name for name in class_names if not by_name.get(normalise_name(name))]
     if missing:
-        shown = ", ".join(repr(n) for n in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise InputError(f"{source} has no description for {len(missing)} of the {len(class_names)} classes: "
-                         f"{shown} (every class needs one; names match ignoring case, '_' and spacing)")
+                         f"{_first(missing, 10)} (every class needs one; names match ignoring case, '_' and spacing)")
     return [by_name[normalise_name(name)] for name in class_names]
 
 

@@ -26,10 +26,10 @@ from bike_cli.config.profile import DEFAULT_PROFILE, Profile
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.read import read_frames
 from bike_cli.data.sampling import (
-    TEST_INDICES,
     TEST_TRANSFORMS,
     TRAIN_INDICES,
     ViewLayout,
+    clip_indices,
     spatial_crops,
     video_seed,
     view_resize_mode,
@@ -76,12 +76,9 @@ class MultiViewClips(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:
-        rng = np.random.default_rng(video_seed(self.seed, entry.video_id)) if self.mode == "train" else None
-        profile = self.profile
-        if rng is not None:  # [C, T] -> flat [C*T]
-            return TRAIN_INDICES[profile.train_indices](num_frames, self.frames, self.layout.clips, rng).ravel()
-        return TEST_INDICES[profile.test_indices](num_frames, self.frames, self.layout.clips).ravel()
+    def _indices(self, entry: VideoEntry, num_frames: int) -> np.ndarray:  # [C, T] -> flat [C*T]
+        return clip_indices(self.profile, self.mode, num_frames, self.frames, self.layout.clips, self.seed,
+                            entry.video_id).ravel()
 
     def __getitem__(self, i: int) -> ClipItem:
         list_index, entry = self.items[i]
@@ -170,8 +167,6 @@ class ClipAugment:
     grayscale_prob: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise InputError(f"augmentation size must be a positive number of pixels, got {self.size}")
         if not 0.0 < self.scale_min <= 1.0:
             raise InputError(f"crop scale_min must be in (0, 1], got {self.scale_min}")
         for name in ("flip_prob", "grayscale_prob"):
@@ -217,16 +212,6 @@ def label_target(entry: VideoEntry, num_classes: int, multilabel: bool) -> Targe
     return entry.labels[0] if entry.labels else -1
 
 
-def _check_labels(items: Sequence[tuple[int, VideoEntry]], num_classes: int, multilabel: bool) -> None:
-    """InputError for a label outside [0, num_classes) or several labels in a single-label run."""
-    for _, entry in items:
-        where = f"video {entry.video_id!r} (list line {entry.line})"
-        if any(not 0 <= label < num_classes for label in entry.labels):
-            raise InputError(f"{where}: labels {list(entry.labels)} outside 0..{num_classes - 1}")
-        if not multilabel and len(entry.labels) > 1:
-            raise InputError(f"{where} has {len(entry.labels)} labels but the list is single-label")
-
-
 class TrainClips(Dataset):
     """`(list position, entry)` pairs -> `(frames uint8 [T, 3, size, size], target)` for training."""
 
@@ -244,14 +229,14 @@ class TrainClips(Dataset):
         max_retries: int = 5,
         profile: Profile = DEFAULT_PROFILE,
     ) -> None:
-        if frames < 1 or size < 1 or num_classes < 1 or max_retries < 0:
-            raise InputError(
-                f"need frames, size, num_classes >= 1 and max_retries >= 0, got "
-                f"{frames}, {size}, {num_classes}, {max_retries}"
-            )
         if augment is not None and augment.size != size:
             raise InputError(f"augmentation size {augment.size} differs from the clip size {size}")
-        _check_labels(items, num_classes, multilabel)
+        for _, entry in items:  # every label in [0, num_classes), one per video unless multilabel
+            where = f"video {entry.video_id!r} (list line {entry.line})"
+            if any(not 0 <= label < num_classes for label in entry.labels):
+                raise InputError(f"{where}: labels {list(entry.labels)} outside 0..{num_classes - 1}")
+            if not multilabel and len(entry.labels) > 1:
+                raise InputError(f"{where} has {len(entry.labels)} labels but the list is single-label")
         self.items = list(items)
         self.frames, self.size, self.augment = frames, size, augment
         self.num_classes, self.multilabel = num_classes, multilabel
@@ -261,9 +246,7 @@ class TrainClips(Dataset):
         self.profile = profile  # its training frame indices (bike_cli.config.profile)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the frames, crops and substitutes of `epoch` (call before iterating the loader)."""
-        if epoch < 0:
-            raise InputError(f"epoch must be >= 0, got {epoch}")
+        """Draw the frames, crops and substitutes of `epoch` >= 0 (call before iterating the loader)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -279,12 +262,8 @@ class TrainClips(Dataset):
 
     def _clip(self, entry: VideoEntry) -> torch.Tensor:
         """Decode and augment one video: uint8 [T, 3, size, size]; DecodeError when it cannot."""
-        clip = read_frames(
-            entry.path,
-            lambda n: self.frame_indices(entry.video_id, n),
-            short_side=self.short_side,
-            decoder=self.decoder,
-        )  # frames [T, H, W, 3]
+        clip = read_frames(entry.path, lambda n: self.frame_indices(entry.video_id, n), short_side=self.short_side,
+                           decoder=self.decoder)  # frames [T, H, W, 3]
         if self.augment is None:
             return spatial_crops(clip.frames, self.size, 1)[0]  # centre crop [T, 3, s, s]
         return self.augment(clip.frames, self._rng(entry.video_id, _AUGMENT))

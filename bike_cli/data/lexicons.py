@@ -1,6 +1,7 @@
 """Phrase lexicons for the Attributes branch (the candidate "attributes" a video is matched against): a
 built-in name (`LEXICONS`, the phrase files of the repository's `lexicons/`; `imagenet1k` built at run
-time from open_clip) or a phrase file (docs/formats.md, "Lexicons"); the one name form (`normalise_name`).
+time from open_clip) or a phrase file (docs/formats.md, "Lexicons"); the one name form (`normalise_name`);
+`read_lines`, the checked reader of the text files (lists, class names, phrases) bike reads.
 A built-in name wins over a file of that name in the working folder: write `./k400` for the file.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bike_cli
+from bike_cli.config.files import check_regular_file
 from bike_cli.errors import InputError, location
 from bike_cli.io.file_kind import not_text
 
@@ -67,8 +69,15 @@ def _lexicon_key(name: str) -> str:
     return "".join(c for c in name.lower() if c not in "-_ ")
 
 
+def _bare(text: str) -> bool:
+    """No folder and no extension: a name that may be a built-in lexicon's."""
+    return "/" not in text and "\\" not in text and not Path(text).suffix
+
+
 def builtin_name(text: str) -> str | None:
-    """The built-in lexicon `text` names (itself, any case, or an alias such as IN-1K), else None."""
+    """The built-in lexicon a bare `text` names (itself, any case, or an alias such as IN-1K), else None."""
+    if not _bare(text):
+        return None
     keys = {_lexicon_key(name): name for name in LEXICONS} | ALIASES
     return keys.get(_lexicon_key(text))
 
@@ -77,24 +86,20 @@ def builtin_file(name_or_path: str | Path) -> Path | None:
     """The phrase file of the built-in lexicon a bare name (no folder, no extension) names, else None:
     how `--classes k700` reads a built-in class list (a built-in name wins over a file of that name in
     the working folder; write `./k700` for the file)."""
-    text = str(name_or_path)
-    if "/" in text or "\\" in text or Path(text).suffix:
-        return None
-    name = builtin_name(text)
+    name = builtin_name(str(name_or_path))
     return LEXICON_DIR / f"{name}.txt" if name is not None and name not in _GENERATED else None
 
 
 def load_lexicon(name_or_path: str | Path) -> list[str]:
     """The phrases of a built-in lexicon (a name in `LEXICONS` or `ALIASES`) or of a phrase file, in file order."""
     text = str(name_or_path)
-    if "/" not in text and "\\" not in text and not Path(text).suffix:
-        text = builtin_name(text) or text
-    if text in _GENERATED:
+    name = builtin_name(text)
+    if name in _GENERATED:
         return _imagenet_phrases()
-    if text in LEXICONS:
-        path = LEXICON_DIR / f"{text}.txt"
+    if name is not None:
+        path = LEXICON_DIR / f"{name}.txt"
         if not path.is_file():
-            raise InputError(f"built-in lexicon {text!r} not found at {path}: the bike installation is incomplete "
+            raise InputError(f"built-in lexicon {name!r} not found at {path}: the bike installation is incomplete "
                              "(reinstall it: pip install bike-cli, or pip install -e . in a checkout)")
         return read_phrase_file(path)
     path = Path(name_or_path)
@@ -102,7 +107,7 @@ def load_lexicon(name_or_path: str | Path) -> list[str]:
         return read_phrase_file(path)
     if path.exists():
         raise InputError(f"lexicon {path} is not a file")
-    if "/" in text or "\\" in text or path.suffix:
+    if not _bare(text):
         raise InputError(f"lexicon file not found: {path}")
     known = [_lexicon_key(n) for n in LEXICONS] + list(ALIASES)
     close = difflib.get_close_matches(_lexicon_key(text), known, n=3, cutoff=0.6)
@@ -111,16 +116,22 @@ def load_lexicon(name_or_path: str | Path) -> list[str]:
     raise InputError(f"unknown lexicon {text!r} (and no such file); {hint}built-in lexicons: {', '.join(LEXICONS)}")
 
 
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; InputError when it is missing, not a regular file or unreadable."""
+    check_regular_file(path, what)
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
+            return f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise not_text(path, what, e) from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
 def read_phrase_file(path: str | Path) -> list[str]:
     """Phrases of a file with one phrase per line (`#` comment lines and blank lines skipped)."""
     source = Path(path)
-    try:
-        with open(source, encoding="utf-8-sig") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise not_text(source, "lexicon", e) from None
-    except OSError as e:
-        raise InputError(f"cannot read lexicon {source}: {e.strerror}") from None
+    lines = read_lines(source, "lexicon")
     phrases, seen = [], {}  # seen: normalised phrase -> its line
     for number, line in enumerate(lines, 1):
         phrase = line.strip()
@@ -140,10 +151,7 @@ def _imagenet_phrases() -> list[str]:
     """open_clip's ImageNet-1K class names, each normalised phrase once (first occurrence kept)."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    seen: set[str] = set()
-    phrases = []
+    first: dict[str, str] = {}
     for name in IMAGENET_CLASSNAMES:
-        if normalise_name(name) not in seen:
-            seen.add(normalise_name(name))
-            phrases.append(name)
-    return phrases
+        first.setdefault(normalise_name(name), name)
+    return list(first.values())

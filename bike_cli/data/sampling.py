@@ -34,7 +34,6 @@ from bike_cli.config.profile import (
     TICK_STARTS,
     Profile,
 )
-from bike_cli.data.decoding.frames import RESIZES
 from bike_cli.errors import InputError
 
 SAMPLING_MODES = ("test", "train")
@@ -50,9 +49,6 @@ class ViewLayout:
     @property
     def num_views(self) -> int:
         return self.clips * self.crops
-
-    def __str__(self) -> str:
-        return f"{self.clips}x{self.crops}"
 
 
 MAX_CLIPS = 64  # temporal clips per video: beyond this one video's pixels alone fill the memory
@@ -89,14 +85,8 @@ def video_seed(seed: int, video_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def segment_indices(
-    num_frames: int,
-    frames: int,
-    *,
-    mode: str = "test",
-    clips: int = 1,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
+def segment_indices(num_frames: int, frames: int, *, mode: str = "test", clips: int = 1,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
     """Frame indices of `clips` TSN clips of `frames` frames each: int64 [clips, frames]."""
     if num_frames < 1:
         raise InputError(f"cannot sample from a video with {num_frames} frames")
@@ -107,17 +97,13 @@ def segment_indices(
     if mode == "test":
         offsets = (np.arange(clips) + 0.5) / clips  # [C]
         positions = starts[None, :] + offsets[:, None] * seg_len  # [C, T]
-    else:
-        if rng is None:
-            raise InputError("train-mode sampling needs a random generator")
+    else:  # train: `rng` given
         positions = starts[None, :] + rng.random((clips, frames)) * seg_len
     return np.clip(np.floor(positions).astype(np.int64), 0, num_frames - 1)
 
 
 def crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of `crops` square `size` crops along the long side."""
-    if height < size or width < size:
-        raise InputError(f"frame {height}x{width} is smaller than the crop size {size}")
+    """Top-left corners (y, x) of `crops` square `size` crops along the long side (min(H, W) >= size)."""
     if crops == 1:
         return [((height - size) // 2, (width - size) // 2)]
     if width >= height:  # landscape: left, centre, right
@@ -140,8 +126,6 @@ def spatial_crops(frames: torch.Tensor, size: int, crops: int) -> torch.Tensor:
 
 def authors_test_indices(num_frames: int, frames: int, clips: int = 1) -> np.ndarray:
     """int64 [clips, frames] frame indices of the authors' test sampling."""
-    if num_frames < 1:
-        raise InputError(f"cannot sample from a video with {num_frames} frames")
     tick = num_frames / float(frames)
     # [C]: linspace(..., dtype=int) truncated towards zero up to numpy 1.x (the authors' numpy); numpy 2
     # floors, which differs for videos shorter than T frames (a negative start)
@@ -152,8 +136,6 @@ def authors_test_indices(num_frames: int, frames: int, clips: int = 1) -> np.nda
 
 def authors_train_indices(num_frames: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """int64 [frames]: one random frame per segment of (n - 1) / T frames, rounded bounds included."""
-    if num_frames < 1:
-        raise InputError(f"cannot sample from a video with {num_frames} frames")
     seg = float(num_frames - 1) / frames
     bounds = [(int(np.round(seg * i)), int(np.round(seg * (i + 1)))) for i in range(frames)]
     return np.array([rng.integers(lo, hi + 1) for lo, hi in bounds], dtype=np.int64)
@@ -172,9 +154,7 @@ def authors_resized_size(height: int, width: int, scale: int) -> tuple[int, int]
 
 
 def authors_crop_boxes(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of the authors' test crops on a resized frame of height x width."""
-    if height < size or width < size:
-        raise InputError(f"frame {height}x{width} is smaller than the crop size {size}")
+    """Top-left corners (y, x) of the authors' test crops on a frame of height x width resized to cover size."""
     if crops == 1:  # torchvision CenterCrop
         return [(int(round((height - size) / 2.0)), int(round((width - size) / 2.0)))]
     w_step, h_step = (width - size) // 4, (height - size) // 4
@@ -188,8 +168,6 @@ def authors_crop_boxes(height: int, width: int, size: int, crops: int) -> list[t
 
 def authors_flips(crops: int) -> list[bool]:
     """Per view of `authors_crop_boxes`: True where the crop is mirrored left-right (10 crops: every second)."""
-    if crops not in AUTHORS_CROPS:
-        raise InputError(f"the authors' test transform takes 1, 3, 5 or 10 crops, not {crops}")
     return [crops == 10 and v % 2 == 1 for v in range(crops)]
 
 
@@ -221,6 +199,15 @@ TRAIN_INDICES: dict[str, Callable[[int, int, int, np.random.Generator], np.ndarr
     ROUNDED_SEGMENTS: lambda num_frames, frames, clips, rng: np.stack(
         [authors_train_indices(num_frames, frames, rng) for _ in range(clips)]),
 }
+
+
+def clip_indices(profile: Profile, mode: str, num_frames: int, frames: int, clips: int, seed: int,
+                 video_id: str) -> np.ndarray:
+    """int64 [C, T]: the frames a `mode` ("test", or "train" seeded per video) layout samples under `profile`."""
+    if mode == "train":
+        rng = np.random.default_rng(video_seed(seed, video_id))
+        return TRAIN_INDICES[profile.train_indices](num_frames, frames, clips, rng)
+    return TEST_INDICES[profile.test_indices](num_frames, frames, clips)
 
 
 def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
@@ -256,9 +243,7 @@ def shot_list_indices(video_ids: Sequence[str], shots_list: str | Path, where: s
 
 
 def view_resize_mode(resize_mode: str, crops: int) -> str:
-    """The resize mode a view layout uses: the model's for one crop, `shortest` for several."""
-    if resize_mode not in RESIZES:
-        raise InputError(f"resize mode {resize_mode!r} is not one of {', '.join(RESIZES)}")
+    """The resize mode a view layout uses: the model's (checked by models.clip) for one crop, else shortest."""
     return resize_mode if crops == 1 else "shortest"
 
 
@@ -275,8 +260,6 @@ def square_views(frames: torch.Tensor, size: int, crops: int, resize_mode: str) 
     if mode == "longest":
         top, left = (size - height) // 2, (size - width) // 2
         chw = F.pad(chw, (left, size - width - left, top, size - height - top))  # zeros = black
-    if chw.shape[-2:] != (size, size):
-        raise InputError(f"frames {height}x{width} do not fit a {size}x{size} {mode} view")
     return chw.unsqueeze(0).contiguous()  # [1, N, 3, s, s]
 
 

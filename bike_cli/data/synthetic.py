@@ -48,25 +48,15 @@ class SampleDataset:
     num_val: int
 
 
-def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Check and return frames as a contiguous uint8 array [T, H, W, 3] with even H and W."""
-    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
-        raise InputError(
-            f"frames must be uint8 [T, H, W, 3] with T >= 1, got {array.dtype} {list(array.shape)}"
-        )
-    if array.shape[1] % 2 or array.shape[2] % 2:
-        raise InputError(f"frame height and width must be even, got {array.shape[1]}x{array.shape[2]}")
-    return np.ascontiguousarray(array)
-
-
 def write_video(
     path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 25, codec: str = "mpeg4"
 ) -> Path:
     """Encode uint8 frames [T, H, W, 3] (H, W even) to `path` with PyAV (yuv420p); return the path."""
-    array = _as_uint8_frames(frames)
-    if fps <= 0:
-        raise InputError(f"fps must be positive, got {fps}")
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
+        raise InputError(f"frames must be uint8 [T, H, W, 3] with T >= 1, got {array.dtype} {list(array.shape)}")
+    if array.shape[1] % 2 or array.shape[2] % 2:
+        raise InputError(f"frame height and width must be even, got {array.shape[1]}x{array.shape[2]}")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     _, height, width, _ = array.shape
@@ -103,9 +93,7 @@ def _trajectory(
 def render_sample(
     class_index: int, rng: np.random.Generator, num_frames: int = 32, size: tuple[int, int] = (96, 128)
 ) -> np.ndarray:
-    """Frames uint8 [T, H, W, 3] of class `class_index`: its moving shape on a noisy background."""
-    if not 0 <= class_index < len(SAMPLE_CLASSES):
-        raise InputError(f"class_index must be in [0, {len(SAMPLE_CLASSES)}), got {class_index}")
+    """Frames uint8 [T, H, W, 3] of class `class_index` (of SAMPLE_CLASSES): its moving shape on a noisy background."""
     if num_frames < 2 or min(size) < 16:
         raise InputError(f"need num_frames >= 2 and size >= 16x16, got {num_frames} frames of {size}")
     shape, direction, colour = _CLASS_SPECS[class_index]
@@ -127,12 +115,6 @@ def render_sample(
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def _file_name_slug(name: str) -> str:
-    """A class name as part of a file name: 'Square moving right' -> 'square_moving_right' (not the form
-    names are matched in, `bike_cli.data.lexicons.normalise_name`, which reads '_' as a space)."""
-    return "_".join(name.lower().split())
-
-
 def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[object, object]]) -> None:
     """Write a two-column CSV file with a header row."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
@@ -141,14 +123,8 @@ def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[object, obj
         writer.writerows(rows)
 
 
-def make_sample_dataset(
-    out_dir: str | Path,
-    videos_per_class: int = 6,
-    val_fraction: float = 1 / 3,
-    num_frames: int = 32,
-    size: tuple[int, int] = (96, 128),
-    seed: int = 0,
-) -> SampleDataset:
+def make_sample_dataset(out_dir: str | Path, videos_per_class: int = 6, val_fraction: float = 1 / 3,
+                        num_frames: int = 32, size: tuple[int, int] = (96, 128), seed: int = 0) -> SampleDataset:
     """Write videos/<class_slug>_<k>.mp4, classes.csv, train.csv and val.csv under `out_dir`.
 
     The last round(videos_per_class * val_fraction) videos of each class go to val. Video k of class c
@@ -158,8 +134,6 @@ def make_sample_dataset(
         raise InputError(
             f"need videos_per_class >= 1 and 0 <= val_fraction < 1, got {videos_per_class}, {val_fraction}"
         )
-    if size[0] % 2 or size[1] % 2:
-        raise InputError(f"size must have an even height and width, got {size}")
     root = Path(out_dir)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     num_val = round(videos_per_class * val_fraction)
@@ -168,18 +142,11 @@ def make_sample_dataset(
     for class_index, name in enumerate(SAMPLE_CLASSES):
         for k in range(videos_per_class):
             rng = np.random.default_rng([seed, class_index, k])
-            relative = f"videos/{_file_name_slug(name)}_{k}.mp4"
+            relative = f"videos/{'_'.join(name.lower().split())}_{k}.mp4"  # square_moving_right_0.mp4
             write_video(root / relative, render_sample(class_index, rng, num_frames, size))
             (val_rows if k >= videos_per_class - num_val else train_rows).append((relative, name))
-    dataset = SampleDataset(
-        root=root,
-        classes=root / "classes.csv",
-        train=root / "train.csv",
-        val=root / "val.csv",
-        num_classes=len(SAMPLE_CLASSES),
-        num_train=len(train_rows),
-        num_val=len(val_rows),
-    )
+    dataset = SampleDataset(root=root, classes=root / "classes.csv", train=root / "train.csv", val=root / "val.csv",
+                            num_classes=len(SAMPLE_CLASSES), num_train=len(train_rows), num_val=len(val_rows))
     _write_csv(dataset.classes, ("id", "name"), list(enumerate(SAMPLE_CLASSES)))
     _write_csv(dataset.train, ("path", "label"), train_rows)
     _write_csv(dataset.val, ("path", "label"), val_rows)

@@ -5,36 +5,24 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import gc
+import glob
 import io
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bike_cli.config.files import check_regular_file
-from bike_cli.data.lexicons import normalise_name
+from bike_cli.data.lexicons import normalise_name, read_lines
 from bike_cli.errors import InputError, location
-from bike_cli.io.file_kind import not_text
 
 log = logging.getLogger(__name__)
-
-
-def read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text file; InputError when it is missing, not a regular file or unreadable."""
-    check_regular_file(path, what)
-    try:
-        with open(path, encoding="utf-8-sig") as f:  # universal newlines: CR/LF read as \n
-            return f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise not_text(path, what, e) from None
-    except OSError as e:
-        raise InputError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
 def nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
@@ -117,12 +105,9 @@ def check_unique_videos(source: Path, entries: list[VideoEntry]) -> list[VideoEn
     line, with one warning naming the lines and spellings (an error where their labels differ)."""
     seen: dict[str, int] = {}
     for entry in entries:
-        first = seen.setdefault(entry.video_id, entry.line)
-        if first != entry.line:
-            raise InputError(
-                f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
-                f"(lines {first} and {entry.line})"
-            )
+        if (first := seen.setdefault(entry.video_id, entry.line)) != entry.line:
+            raise InputError(f"{location(source, entry.line)}: video {entry.video_id!r} is listed twice "
+                             f"(lines {first} and {entry.line})")
     files: dict[str, list[VideoEntry]] = {}
     folders: dict[str, str] = {}  # resolved once per folder: a list has few folders and many videos
     for entry in entries:
@@ -188,7 +173,13 @@ class LabelParser:
     def _parse(self, token: str, where: str) -> int:
         """The class index of a token not seen before; InputError (at `where`) when it names none."""
         if _INT.fullmatch(token):
-            return self._check_range(int(token), where)
+            index = int(token)
+            if index < 0:
+                raise InputError(f"{where}: label {index} is negative (class indices start at 0)")
+            if self.names is not None and index >= len(self.names):
+                raise InputError(f"{where}: label {index} is out of range for {len(self.names)} classes "
+                                 f"(0..{len(self.names) - 1})")
+            return index
         if self.names is None:
             raise InputError(
                 f"{where}: label {token!r} is a class name but no class names were given; "
@@ -200,28 +191,12 @@ class LabelParser:
         if len(hits) > 1:
             choices = ", ".join(repr(self.names[i]) for i in hits)
             raise InputError(f"{where}: label {token!r} matches several classes: {choices}")
-        if not hits:
-            raise InputError(self._unknown(token, where))
+        if not hits:  # up to three close matches
+            originals = {normalise_name(name): name for name in reversed(self.names)}
+            close = difflib.get_close_matches(normalise_name(token), list(originals), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(originals[c]) for c in close)}?" if close else " (no close match)"
+            raise InputError(f"{where}: unknown class name {token!r}{hint}")
         return hits[0]
-
-    def _check_range(self, index: int, where: str) -> int:
-        """`index`, after checking it is a valid class index."""
-        if index < 0:
-            raise InputError(f"{where}: label {index} is negative (class indices start at 0)")
-        if self.names is not None and index >= len(self.names):
-            raise InputError(
-                f"{where}: label {index} is out of range for {len(self.names)} classes "
-                f"(0..{len(self.names) - 1})"
-            )
-        return index
-
-    def _unknown(self, token: str, where: str) -> str:
-        """The message for an unknown class name, with up to three close matches."""
-        originals = {normalise_name(name): name for name in reversed(self.names or ())}
-        close = difflib.get_close_matches(normalise_name(token), list(originals), n=3, cutoff=0.6)
-        hint = ", ".join(repr(originals[c]) for c in close)
-        hint = f"; did you mean {hint}?" if close else " (no close match)"
-        return f"{where}: unknown class name {token!r}{hint}"
 
 
 def parse_text(source: Path, lines: list[str], root: Path, parser: LabelParser) -> list[VideoEntry]:
@@ -279,8 +254,11 @@ def _csv_rows(source: Path, lines: list[str]) -> Iterator[tuple[int, list[str]]]
                 start = reader.line_num + 1
                 continue
             width = width or len(cells)  # the header's
-            if len(cells) != width:
-                cells = _fit(source, reader.line_num, cells, width)
+            if len(cells) != width:  # a short row is padded with '' to the header width
+                if any(cell.strip() for cell in cells[width:]):
+                    raise InputError(f"{location(source, reader.line_num)}: row has {len(cells)} fields but the header "
+                                     f"has {width} (quote values that contain commas)")
+                cells = cells[:width] + [""] * (width - len(cells))
             yield start, cells
             start = reader.line_num + 1
     except csv.Error as e:
@@ -288,16 +266,6 @@ def _csv_rows(source: Path, lines: list[str]) -> Iterator[tuple[int, list[str]]]
             raise InputError(f"{location(source, start)}: a quoted field opened on this line is never closed "
                              "(unbalanced '\"'): it runs to the end of the file") from None
         raise InputError(f"{location(source, reader.line_num)}: malformed CSV ({e})") from None
-
-
-def _fit(source: Path, number: int, cells: list[str], width: int) -> list[str]:
-    """A short row padded with '' to the header width; InputError for extra non-empty cells."""
-    if any(cell.strip() for cell in cells[width:]):
-        raise InputError(
-            f"{location(source, number)}: row has {len(cells)} fields but the header has {width} "
-            "(quote values that contain commas)"
-        )
-    return cells[:width] + [""] * (width - len(cells))
 
 
 KINETICS_COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -308,13 +276,13 @@ def parse_kinetics(source: Path, lines: list[str], root: Path, parser: LabelPars
     columns, rows = csv_table(source, lines)
     id_i, start_i, end_i = (columns[name] for name in KINETICS_COLUMNS)
     label_i = columns.get("label")
-    finder = _KineticsFinder(root)
+    find = _kinetics_finder(root)
     entries = []
     for number, cells in rows:
         stem = _kinetics_stem(source, number, cells[id_i], cells[start_i], cells[end_i])
         label = cells[label_i].strip() if label_i is not None else ""
         labels = (parser.index(label, number),) if label else ()
-        entries.append(VideoEntry(stem, check_path(source, number, finder.find(stem + ".mp4", label)), labels, number))
+        entries.append(VideoEntry(stem, check_path(source, number, find(stem + ".mp4", label)), labels, number))
     return entries
 
 
@@ -332,30 +300,22 @@ def _kinetics_stem(source: Path, number: int, youtube_id: str, start: str, end: 
     )
 
 
-class _KineticsFinder:
-    """Finds `root/file`, `root/<label>/file` or `root/<label_with_underscores>/file`."""
+def _kinetics_finder(root: Path) -> Callable[[str, str], Path]:
+    """find(file, label): `root/file`, `root/<label>/file` or `root/<label_with_underscores>/file`, where the
+    file is (`root/file` when it is nowhere); each folder is listed once."""
+    root_names = _listing(root)
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root_names = _listing(root)
-        self.label_folders: dict[str, list[tuple[Path, frozenset[str]]]] = {}
+    @functools.cache
+    def folders(label: str) -> list[tuple[Path, frozenset[str]]]:  # the existing, non-empty class folders
+        spellings = dict.fromkeys((label, label.replace(" ", "_")))
+        return [(folder, names) for folder in map(root.joinpath, spellings) if (names := _listing(folder))]
 
-    def _folders(self, label: str) -> list[tuple[Path, frozenset[str]]]:
-        """(folder, file names) of the existing, non-empty class folders of `label`."""
-        folders = self.label_folders.get(label)
-        if folders is None:
-            spellings = dict.fromkeys((label, label.replace(" ", "_")))
-            listed = [(folder, _listing(folder)) for folder in map(self.root.joinpath, spellings)]
-            folders = self.label_folders[label] = [(f, files) for f, files in listed if files]
-        return folders
+    def find(name: str, label: str) -> Path:
+        if name not in root_names and label:
+            return next((folder / name for folder, names in folders(label) if name in names), root / name)
+        return root / name
 
-    def find(self, name: str, label: str) -> Path:
-        """Where the file is, or `root/name` when it is nowhere."""
-        if name not in self.root_names and label:
-            for folder, names in self._folders(label):
-                if name in names:
-                    return folder / name
-        return self.root / name
+    return find
 
 
 def _listing(folder: Path) -> frozenset[str]:
@@ -366,19 +326,16 @@ def _listing(folder: Path) -> frozenset[str]:
         return frozenset()
 
 
-def read_video_list(
-    path: str | Path,
-    root: str | Path | None = None,
-    class_names: Sequence[str] | None = None,
-) -> VideoList:
-    """Read a text, CSV or Kinetics video list; relative paths resolve against `root`.
-
-    `root` defaults to the folder of the list file. Label names need `class_names`.
-    """
+def read_video_list(path: str | Path, root: str | Path | None = None,
+                    class_names: Sequence[str] | None = None) -> VideoList:
+    """Read a text, CSV or Kinetics video list; relative paths resolve against `root` (default: the list's
+    folder). Label names need `class_names`."""
     source = Path(path)
     lines = read_lines(source, "video list")
     fmt = _detect_format(source, lines)
-    base = _video_root(source, root)
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"video root is not a folder: {Path(root)}")
+    base = (source.parent if root is None else Path(root)).absolute()  # where relative paths resolve
     with _gc_paused():
         entries = _PARSERS[fmt](source, lines, base, LabelParser(source, class_names))
     if not entries:
@@ -400,16 +357,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _video_root(source: Path, root: str | Path | None) -> Path:
-    """The absolute folder relative paths resolve against."""
-    if root is None:
-        return source.parent.absolute()
-    folder = Path(root)
-    if not folder.is_dir():
-        raise InputError(f"video root is not a folder: {folder}")
-    return folder.absolute()
 
 
 def _detect_format(source: Path, lines: list[str]) -> str:
@@ -454,29 +401,17 @@ def read_split_lists(sources: Sequence[str | Path]) -> list[SplitList]:
     if not sources:
         raise InputError("--protocol splits needs at least one --split-lists file")
     order: list[str | int] = []  # a list file's name, or an HMDB split number
-    plain: dict[str, Path] = {}
-    hmdb: dict[int, list[Path]] = {}
-    hmdb_where: dict[int, str] = {}
+    hmdb: dict[int, tuple[str, list[Path]]] = {}  # split number -> (the source first naming it, its files)
     for source in map(str, sources):
         for path in _split_files(source):
             match = HMDB_SPLIT_FILE.fullmatch(path.name)
-            if match is None:
-                order.append(str(path))
-                plain[str(path)] = path
-                continue
-            split = int(match["split"])
-            if split not in hmdb:
-                order.append(split)
-                hmdb_where[split] = source
-            hmdb.setdefault(split, []).append(path)
-    lists = []
-    for key in order:
-        if isinstance(key, int):
-            lists.append(_hmdb_split(f"{hmdb_where[key]} split {key}", hmdb[key]))
-        else:
-            entries = read_video_list(plain[key]).entries
-            lists.append(SplitList(key, [entry.video_id for entry in entries]))
-    return lists
+            key = str(path) if match is None else int(match["split"])
+            if match is None or key not in hmdb:
+                order.append(key)
+            if match is not None:
+                hmdb.setdefault(key, (source, []))[1].append(path)
+    return [_hmdb_split(f"{hmdb[key][0]} split {key}", hmdb[key][1]) if isinstance(key, int)
+            else SplitList(key, [entry.video_id for entry in read_video_list(key)]) for key in order]
 
 
 def _split_files(source: str) -> list[Path]:
@@ -488,8 +423,6 @@ def _split_files(source: str) -> list[Path]:
             raise InputError(f"split list folder {source} holds no HMDB-51 split files (<class>_test_split<N>.txt)")
         return found
     if any(c in source for c in "*?[") and not path.exists():
-        import glob
-
         found = sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
         if not found:
             raise InputError(f"split list pattern {source!r} matches no file")

@@ -27,7 +27,7 @@ from bike_cli.engine.run_folder import VAL_SKIPPED
 from bike_cli.engine.runtime import cores_beside_workers, loader_workers, metrics_over_processes
 from bike_cli.errors import InputError
 from bike_cli.io.attributes_csv import read_attributes_csv
-from bike_cli.io.csv_meta import read_csv_compat
+from bike_cli.io.csv_meta import read_csv_meta
 from bike_cli.io.feature_cache import Failure, FeatureCache
 from bike_cli.models import authors
 from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores, encode_texts, topk_cosine
@@ -107,7 +107,7 @@ def decoded_scores(vm: VideoClassifier, rule: ViewRule, videos: Path, root: Path
 def attrs_scores(attributes: Path, compat: str, model: AttrsClassifier, rule: ViewRule) -> tuple[list[str], np.ndarray]:
     """(video ids, S_A scores [N, K] by `rule`) of the attributes CSV, rows of a video averaged."""
     table = read_attributes_csv(attributes)
-    check_same_profile(compat, read_csv_compat(attributes), attributes)
+    check_same_profile(compat, read_csv_meta(attributes).compat, attributes)
     return attribute_scores(lambda sentences: model.scores(sentences, rule), table.sentences, table.video_ids,
                             SENTENCE_BATCH)
 

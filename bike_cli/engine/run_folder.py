@@ -116,8 +116,12 @@ class RunFolder:
         if state.epoch < epochs:
             return None
         log.info("%s: %s finished epoch %d of %d earlier; nothing to do", self.stage, self.out, state.epoch, epochs)
+        try:
+            records, _ = read_metrics_lines(self.out / METRICS_FILE)
+        except OSError:
+            records = []
         return TrainSummary(self.out, state.epoch, state.step, state.best_epoch, state.best_metrics,
-                            self._last_line(), 0.0, is_main=main, finished_before=True)
+                            records[-1] if records else {}, 0.0, is_main=main, finished_before=True)
 
     def end_epoch(self, state: RunState, line: dict, metrics: dict) -> bool:
         """Record the epoch of `line` in `state`; whether it is the new best (val_mAP, else val_top1, else the
@@ -314,13 +318,6 @@ class RunFolder:
         if dropped or any(metrics_line(record) != line for record, line in
                           zip(kept, path.read_text(encoding="utf-8").splitlines())):
             write_metrics_lines(path, kept)
-
-    def _last_line(self) -> dict:
-        try:
-            records, _ = read_metrics_lines(self.out / METRICS_FILE)
-        except OSError:
-            return {}
-        return records[-1] if records else {}
 
 
 def _same(saved, now) -> bool:  # equal, or the same file written another way

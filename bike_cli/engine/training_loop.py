@@ -1,7 +1,5 @@
-"""The training loop of `train-video` and `train-attrs`: settings, Accelerator, seeded batches, AdamW, the lr
-schedule at the profile's cadence (profile rules in tables keyed by the field's value), validation; files
-are the `RunFolder`'s. A non-finite loss or end-of-epoch weights raise `TrainingDiverged` before the epoch
-is saved; the loss is gathered over the processes (`models.loss`): every process stops at the same step."""
+"""The training loop of `train-video` and `train-attrs` (settings, Accelerator, seeded batches, AdamW, the lr
+schedule at the profile's cadence, validation); a non-finite loss or weights raise `TrainingDiverged`."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -179,21 +176,6 @@ def authors_warmup_cosine(warmup_epochs: float, epochs: int, steps_per_epoch: in
     return factor
 
 
-def apply_schedule(optimizer, scheduler) -> None:
-    """Set each group's lr to the scheduler's factor at its restored step (a resumed LambdaLR keeps the lr
-    it was saved with, of the old schedule when `--epochs` grew)."""
-    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-
-
-def step_before_optimizer(scheduler) -> None:
-    """Step the schedule per batch, before the first optimiser step may come (intended: no torch warning)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-        scheduler.step()
-
-
 def _per_optimizer_step(s: LoopSettings, batches: int) -> tuple[int, Callable[[int], float]]:
     """bike: ceil(batches / grad_accum) optimiser steps an epoch, the factor of the optimiser step."""
     steps_per_epoch = math.ceil(batches / s.grad_accum)
@@ -209,14 +191,9 @@ def _per_batch(s: LoopSettings, batches: int) -> tuple[int, Callable[[int], floa
     return steps_per_epoch, authors_warmup_cosine(s.warmup_epochs, s.epochs, batches)
 
 
-class Cadence(NamedTuple):
-    """When the lr schedule steps and how accumulation counts (`Profile.lr_cadence`)."""
-
-    per_batch: bool  # the scheduler steps every batch and accumulation restarts each epoch (their train.py)
-    schedule: Callable[[LoopSettings, int], tuple[int, Callable[[int], float]]]  # -> steps an epoch, lr factor
-
-
-LR_CADENCES = {pf.PER_OPTIMIZER_STEP: Cadence(False, _per_optimizer_step), pf.PER_BATCH: Cadence(True, _per_batch)}
+# Profile.lr_cadence -> (whether the schedule steps every batch, accumulation restarting each epoch (their
+# train.py); (settings, batches) -> (steps an epoch, lr factor))
+LR_CADENCES = {pf.PER_OPTIMIZER_STEP: (False, _per_optimizer_step), pf.PER_BATCH: (True, _per_batch)}
 
 
 class TrainingDiverged(BikeError):
@@ -246,7 +223,6 @@ class Trainer:
 
     def __init__(self, settings: LoopSettings, accelerator, run: RunFolder,
                  progress_factory: Callable[[], Progress] = Progress) -> None:
-        settings.check()
         self.loop, self.accelerator, self.run, self.progress_factory = settings, accelerator, run, progress_factory
 
     @property
@@ -259,19 +235,21 @@ class Trainer:
         the batches in the place of a DataLoader (rows held in memory)."""
         started = time.perf_counter()
         s, acc, run = self.loop, self.accelerator, self.run
-        cadence = LR_CADENCES[settings.profile.lr_cadence]
+        per_batch, schedule_of = LR_CADENCES[settings.profile.lr_cadence]
         batches, loader, workers = self._loader(dataset, collate_fn, batch_loader, settings.profile)
         optimizer = torch.optim.AdamW(branch.param_groups, lr=settings.lr, weight_decay=settings.weight_decay,
                                       betas=ADAMW_BETAS, eps=1e-8)
-        steps_per_epoch, schedule = cadence.schedule(s, len(batches))
+        steps_per_epoch, schedule = schedule_of(s, len(batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model, optimizer = acc.prepare(branch.model, optimizer)  # the scheduler is not: it would step once per process
         state = run.restore(acc.unwrap_model(model), optimizer, scheduler, getattr(acc, "scaler", None),
                             epochs=s.epochs, rank=acc.process_index)
         if state is None:
             state = RunState()
-        else:
-            apply_schedule(optimizer, scheduler)  # the lr of the total asked for now (a larger --epochs)
+        else:  # the lr of the total asked for now: a resumed LambdaLR keeps the lr of the old schedule
+            for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         if self.is_main:
             run.start(state)
             log.info("training on %d samples, %d process(es), global batch %d, %d steps/epoch",
@@ -287,7 +265,7 @@ class Trainer:
                 try:
                     with cores_beside_workers(acc.device, workers):  # CPU: torch threads beside the loader workers
                         loss = self._epoch(model, loader, optimizer, scheduler, branch.inputs, progress, epoch,
-                                           cadence.per_batch)
+                                           per_batch)
                 except _NonFiniteLoss as bad:
                     step = state.step + min(steps_per_epoch, math.ceil(bad.batch / s.grad_accum))
                     what = (f"the weights epoch {epoch} ends with (step {step}) give a training loss of {bad.value} "
@@ -340,7 +318,7 @@ class Trainer:
         return batches, loader, workers
 
     def _epoch(self, model, loader, optimizer, scheduler, batch_inputs, progress: Progress, epoch: int,
-               per_batch: bool = False) -> float:
+               per_batch: bool) -> float:
         """One epoch. bike steps the schedule per optimiser step, an epoch's last incomplete accumulation group
         too (ceil(batches / grad_accum) steps); `per_batch` steps it per batch (their train.py), accumulation
         counted from each epoch's first batch (a last incomplete group's gradients join the next step)."""
@@ -360,8 +338,10 @@ class Trainer:
                         loss = model(*inputs)
                     acc.backward(loss)
                     optimizer.step()
-                    if per_batch:
-                        step_before_optimizer(scheduler)
+                    if per_batch:  # before the first optimiser step may come: intended, no torch warning
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+                            scheduler.step()
                     elif acc.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

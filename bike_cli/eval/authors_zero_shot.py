@@ -1,10 +1,6 @@
-"""The authors' half-classes zero-shot evaluation (`test_zeroshot.py`, `multi_split_test`), for
-`bike eval --compat authors --protocol zero-shot-half`.
-
-Per frame, softmax over the classes of 100 x (raw frame embedding . unit class embedding) (frames NOT
-normalised), averaged over frames and views. Split s: `np.random.seed(s)`, the first K // 2 classes of
-`np.random.permutation(K)`; their videos ranked among the split's classes that occur in them.
-"""
+"""The authors' half-classes zero-shot evaluation (`test_zeroshot.py`, `multi_split_test`) of `bike eval
+--compat authors --protocol zero-shot-half`: split s takes the first K // 2 classes of `np.random.seed(s)`'s
+permutation; its videos are ranked among the split's classes that occur in them."""
 
 from __future__ import annotations
 
@@ -19,7 +15,8 @@ ZERO_SHOT_SCALE = 100.0
 
 
 def authors_frame_scores(frames: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-    """Raw frame embeddings [N, M, D] (M = views x frames) and classes [K, D] -> scores [N, K]."""
+    """Raw frame embeddings [N, M, D] (M = views x frames; NOT normalised) and classes [K, D] -> scores [N, K]:
+    per frame softmax over classes of 100 x frame . unit class, averaged over the M frames."""
     logits = ZERO_SHOT_SCALE * frames.float() @ F.normalize(pooled.float(), dim=-1).T  # [N, M, K]
     return logits.softmax(-1).mean(1)
 

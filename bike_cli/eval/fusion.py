@@ -1,9 +1,5 @@
-"""Linear fusion of branch score tables (the paper's Eq. 4 over M inputs) and the search for its weights.
-
-S = sum_i w_i S_i, w_i >= 0, sum_i w_i = 1 (two branches: S = lambda S_V + (1 - lambda) S_A), scores added as
-they are (no softmax), of tables aligned first: the same classes (mapped by name), kind of labels and videos
-(any row order) with the same labels. A search scores each weight vector of a simplex grid by top-1 (mAP).
-"""
+"""Linear fusion of aligned score tables, S = sum_i w_i S_i (the paper's Eq. 4 over M inputs; scores added as
+they are, no softmax), and the search for its weights over a simplex grid by top-1 (mAP)."""
 
 from __future__ import annotations
 
@@ -43,31 +39,24 @@ def read_aligned(paths: Sequence[Path]) -> list[ScoreTable]:
 
 
 def align_tables(tables: Sequence[ScoreTable]) -> list[ScoreTable]:
-    """The tables with rows in the first one's order; InputError naming the files when their classes,
-    video ids or labels differ."""
+    """The tables with classes (mapped by name) and rows in the first one's order; InputError naming the
+    files when their kind of labels, classes, video ids or labels differ."""
     first, name_a = tables[0], table_name(tables[0], 0)
     aligned = [first]
+    kinds = {True: "multi-label ('labels' column)", False: "single-label ('label' column)"}
     for i, table in enumerate(tables[1:], start=1):
         name_b = table_name(table, i)
-        _check_same_classes(first, table, name_a, name_b)
-        aligned.append(_reordered(first, _by_class_names(first, table, name_a, name_b), name_a, name_b))
+        if first.multilabel != table.multilabel:
+            raise InputError(f"{name_a} is {kinds[first.multilabel]} but {name_b} is {kinds[table.multilabel]}")
+        if len(first.class_names) != len(table.class_names):
+            raise InputError(f"{name_a} has {len(first.class_names)} classes but {name_b} has "
+                             f"{len(table.class_names)}")
+        names, recorded = list(first.class_names), list(table.class_names)
+        scores = columns_by_names(table.scores, names, recorded, name_a, name_b)  # in the first's class order
+        labels = labels_by_names(table.labels, names, recorded, name_a, name_b)
+        aligned.append(_reordered(first, ScoreTable(list(table.video_ids), labels, scores, names, table.source),
+                                  name_a, name_b))
     return aligned
-
-
-def _check_same_classes(a: ScoreTable, b: ScoreTable, name_a: str, name_b: str) -> None:
-    if a.multilabel != b.multilabel:
-        kinds = {True: "multi-label ('labels' column)", False: "single-label ('label' column)"}
-        raise InputError(f"{name_a} is {kinds[a.multilabel]} but {name_b} is {kinds[b.multilabel]}")
-    if len(a.class_names) != len(b.class_names):
-        raise InputError(f"{name_a} has {len(a.class_names)} classes but {name_b} has {len(b.class_names)}")
-
-
-def _by_class_names(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:
-    """`table` with its class columns and labels in the class order of `first` (mapped by name)."""
-    names, recorded = list(first.class_names), list(table.class_names)
-    scores = columns_by_names(table.scores, names, recorded, name_a, name_b)
-    labels = labels_by_names(table.labels, names, recorded, name_a, name_b)
-    return ScoreTable(list(table.video_ids), labels, scores, names, table.source)
 
 
 def _reordered(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -> ScoreTable:
@@ -92,8 +81,8 @@ def _reordered(first: ScoreTable, table: ScoreTable, name_a: str, name_b: str) -
     return ScoreTable(list(first.video_ids), labels, table.scores[order], list(table.class_names), table.source)
 
 
-def _first(ids: Sequence[str], shown: int = 3) -> str:
-    return ", ".join(repr(v) for v in ids[:shown]) + (", ..." if len(ids) > shown else "")
+def _first(ids: Sequence[str]) -> str:
+    return ", ".join(repr(v) for v in ids[:3]) + (", ..." if len(ids) > 3 else "")
 
 
 def _label_text(label: np.ndarray) -> str:
@@ -170,8 +159,7 @@ def criterion_value(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def weight_grid(scores: Sequence[np.ndarray], labels: np.ndarray, step: float) -> list[GridPoint]:
-    """Every weight vector of `simplex_grid` over aligned score arrays [N, K], its Eq. 4 fusion scored by
-    `criterion_value` against `labels` (NaN where no video is labelled)."""
+    """Each weight vector of `simplex_grid` with its fusion of aligned scores [N, K] by `criterion_value`."""
     return [GridPoint(tuple(float(w) for w in weights), criterion_value(fuse_scores(scores, weights), labels))
             for weights in simplex_grid(len(scores), step)]
 
@@ -187,8 +175,8 @@ def search_weights(val_tables: Sequence[ScoreTable], step: float) -> list[GridPo
 
 def fusion_curve(video: np.ndarray, attrs: np.ndarray, labels: np.ndarray,
                  step: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """The search's grid over the Video and Attributes branches, as a curve: lambda (the video weight,
-    0 to 1 in `step`s) and the criterion (top-1 % for single-label `labels`) of lambda S_V + (1 - lambda) S_A."""
+    """The search's grid over the Video and Attributes branches as a curve: lambda (the video weight) and
+    the criterion of lambda S_V + (1 - lambda) S_A."""
     grid = weight_grid([video, attrs], labels, step)
     return np.array([p.weights[0] for p in grid]), np.array([p.score for p in grid])
 

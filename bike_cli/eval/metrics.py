@@ -1,8 +1,5 @@
-"""Recognition metrics over a whole test set: top-k accuracy, mean class accuracy, mAP.
-
-Scores are [N, K] (any monotone score: logits or probabilities); single-label targets are int [N]
-(rows with -1 are left out), multi-label targets are {0,1} [N, K].
-"""
+"""Recognition metrics over a whole test set: top-k accuracy, mean class accuracy, mAP. Scores [N, K] (any
+monotone score); single-label targets int [N] (-1: left out), multi-label {0,1} [N, K]."""
 
 from __future__ import annotations
 
@@ -21,11 +18,8 @@ def labelled_count(labels: np.ndarray) -> int:
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores.
-
-    Ties are broken by class index (the lower index ranks first, as `argmax` and a stable sort do):
-    a row of equal scores is a top-1 hit for class 0 only, never for every class.
-    """
+    """{"top1": %, "top5": %}: the share of videos whose label is among the k highest scores; ties are
+    broken by class index (as `argmax`: a row of equal scores is a top-1 hit for class 0 only)."""
     scores, labels = _labelled(np.asarray(scores, dtype=np.float64), np.asarray(labels))
     # rank of the true class = classes scoring higher + tied classes with a lower index
     true = scores[np.arange(len(labels)), labels][:, None]  # [N, 1]
@@ -69,11 +63,8 @@ def worst_and_best(values: np.ndarray, limit: int) -> tuple[np.ndarray, bool]:
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """AP of one class over the whole set: mean of the precision at each positive.
-
-    Ties are broken by row order (a stable sort of the scores): of two videos with equal scores the
-    earlier row ranks first. NaN when the class has no positive.
-    """
+    """AP of one class over the whole set: mean of the precision at each positive (NaN without one); ties
+    broken by row order (a stable sort: the earlier row ranks first)."""
     order = np.argsort(-scores, kind="stable")
     hits = targets[order].astype(bool)
     if not hits.any():

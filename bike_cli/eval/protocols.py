@@ -1,12 +1,7 @@
 """Evaluation protocols of the paper's tables over a score table [N, K] (docs/reproducing.md tells each).
 
-`full`: every labelled video against every class. `zero-shot-half`: Table 5's starred columns, K // 2
-random classes, 10 seeded draws. `k600-splits`: the three 160-class Kinetics-600 splits, each on its own
-classes. `base-novel` (ViFi-CLIP): base videos among base classes, novel among novel, HM = 2ab/(a+b) of
-the top-1s. `splits` (X-CLIP): each official test split over all classes, a listed video matched to a
-row by `bike_cli.data.video_lists.match_videos`. Standard deviations are population ones (`ddof=0`);
-metrics are in %, NaN with nothing to measure. A result is a flat dict: float entries are metrics, int
-entries counts, lists the per-run details.
+Metrics in %, NaN with nothing to measure; population std (`ddof=0`). A result is a flat dict: float
+entries are metrics, int entries counts, lists the per-run details.
 """
 
 from __future__ import annotations
@@ -88,10 +83,9 @@ def _check_subset(classes: Sequence[int] | np.ndarray, num_classes: int) -> np.n
 
 def subset_run(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> dict:
     """One evaluation on a class subset: its size, its video count and its metrics."""
-    classes = _check_subset(classes, np.asarray(scores).shape[1])
-    labels = np.asarray(labels)
+    metrics, labels = evaluate_on_class_subset(scores, labels, classes), np.asarray(labels)  # classes checked
     kept = labels[:, classes].any(1) if labels.ndim == 2 else np.isin(labels, classes)  # [N]
-    return {"classes": len(classes), "videos": int(kept.sum()), **evaluate_on_class_subset(scores, labels, classes)}
+    return {"classes": len(classes), "videos": int(kept.sum()), **metrics}
 
 
 def mean_std(runs: Sequence[dict]) -> dict[str, float]:
@@ -115,10 +109,8 @@ def zero_shot_half(scores: np.ndarray, labels: np.ndarray, repeats: int = 10, se
 def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 split_class_lists: Sequence[Sequence[str]], split_names: Sequence[str] | None = None,
                 where: str = "the score table") -> dict:
-    """The Kinetics-600 protocol: each split (a list of class names, matched to `class_names` after
-    lower-casing, reading `_` as a space and collapsing whitespace) evaluated on its own classes;
-    mean/std over the splits and each split (`splits`). A split class missing from `class_names` is an
-    InputError naming the split, `where` and the missing names."""
+    """The Kinetics-600 protocol: each split (class names, matched by `match_class_names`) evaluated on its
+    own classes; mean/std over the splits and each split (`splits`)."""
     if not split_class_lists:
         raise InputError("the k600-splits protocol needs at least one split")
     names = list(split_names) if split_names is not None else [str(i + 1) for i in range(len(split_class_lists))]
@@ -131,9 +123,8 @@ def k600_splits(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 
 def base_novel(base: ScoreTable, novel: ScoreTable, base_names: Sequence[str], novel_names: Sequence[str],
                base_source: object = "--base-classes", novel_source: object = "--novel-classes") -> dict:
-    """The base-to-novel protocol: the base classes' videos of `base` ranked among the base columns only, the
-    novel classes' of `novel` (may be `base`) among the novel columns only, and HM = 2ab/(a+b) of the two
-    top-1s (0 if both are 0). Classes are matched by name; overlapping subsets are an InputError."""
+    """The base-to-novel protocol: the base classes' videos of `base` among the base columns only, the novel
+    classes' of `novel` (may be `base`) among the novel ones, and HM = 2ab/(a+b) of the top-1s (0 if both 0)."""
     check_disjoint(base_names, novel_names, base_source, novel_source)
     runs = []
     for split, table, names, source in (("base", base, base_names, base_source),
@@ -160,12 +151,9 @@ def official_splits(scores: np.ndarray, labels: np.ndarray, video_ids: Sequence[
 
 
 def run_protocol(name: str, table: ScoreTable, **options) -> dict:
-    """Evaluate `table` under protocol `name` (one of PROTOCOLS). Options: zero-shot-half takes
-    `repeats` (10) and `seed` (0); k600-splits takes `splits` (lexicon names or class-list files,
-    default the three built-in K600 splits); base-novel takes `base_classes` and `novel_classes` (class-name
-    lists or class files, required) and `novel_table` (the novel classes' videos when another table holds
-    them); splits takes `split_lists` (`SplitList`s, or `read_split_lists`' sources; at least one). The
-    result starts with `protocol` and the labelled `videos`."""
+    """Evaluate `table` under protocol `name` (one of PROTOCOLS) with its options (`allowed` below: as the
+    protocol functions take them, class files and split lists read here); the result starts with `protocol`
+    and the labelled `videos`."""
     allowed = {"full": (), "zero-shot-half": ("repeats", "seed"), "k600-splits": ("splits",),
                "base-novel": ("base_classes", "novel_classes", "novel_table"), "splits": ("split_lists",)}
     if name not in allowed:
@@ -180,8 +168,17 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
     if name == "zero-shot-half":
         return {**head, **zero_shot_half(table.scores, table.labels, options.get("repeats", 10),
                                          options.get("seed", 0))}
-    if name == "base-novel":
-        return {**head, **_base_novel_of(table, options)}
+    if name == "base-novel":  # class files are read here
+        subsets = []
+        for key in ("base_classes", "novel_classes"):
+            given = options.get(key)
+            if not given:
+                raise InputError(f"the base-novel protocol needs --{key.replace('_', '-')} (a class file)")
+            subsets.append((read_class_names(given), given) if isinstance(given, (str, Path)) else (list(given), key))
+        (base_names, base_source), (novel_names, novel_source) = subsets
+        novel = options.get("novel_table") or table
+        result = base_novel(table, novel, base_names, novel_names, base_source, novel_source)
+        return {**head, **({"novel_videos": labelled_count(novel.labels)} if novel is not table else {}), **result}
     where = str(table.source) if table.source is not None else "the score table"
     if name == "splits":
         lists = list(options.get("split_lists") or [])
@@ -190,24 +187,7 @@ def run_protocol(name: str, table: ScoreTable, **options) -> dict:
         return {**head, **official_splits(table.scores, table.labels, table.video_ids, lists, where)}
     sources = [str(s) for s in (options.get("splits") or K600_SPLITS)]
     lists = [load_lexicon(s) for s in sources]
-    return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists,
-                                  sources, where)}
-
-
-def _base_novel_of(table: ScoreTable, options: dict) -> dict:
-    """`base_novel` of run_protocol's options (class files are read here)."""
-    subsets = []
-    for key in ("base_classes", "novel_classes"):
-        given = options.get(key)
-        if not given:
-            raise InputError(f"the base-novel protocol needs --{key.replace('_', '-')} (a class file)")
-        subsets.append((read_class_names(given), given) if isinstance(given, (str, Path)) else (list(given), key))
-    (base_names, base_source), (novel_names, novel_source) = subsets
-    novel = options.get("novel_table") or table
-    result = base_novel(table, novel, base_names, novel_names, base_source, novel_source)
-    if novel is not table:
-        result = {"novel_videos": labelled_count(novel.labels), **result}
-    return result
+    return {**head, **k600_splits(table.scores, table.labels, table.class_names, lists, sources, where)}
 
 
 def headline_metrics(result: dict) -> dict[str, float]:

@@ -1,8 +1,6 @@
-"""The one way bike writes a file: atomically, durably, and with one clear line when the OS says no
-(docs/formats.md, "Rules every output follows"): a temporary file beside the target, fsync'ed, renamed
-over it, the folder fsync'ed. `write_errors_as_bike` turns a full disk or a folder bike may not write
-into `DiskFullError` / `NotWritableError`; the target keeps its previous content.
-"""
+"""The one way bike writes a file (docs/formats.md, "Rules every output follows"): a temporary file beside
+the target, fsync'ed, renamed over it, the folder fsync'ed; a full disk or a folder bike may not write is
+one line (`DiskFullError` / `NotWritableError`) and the target keeps its previous content."""
 
 from __future__ import annotations
 
@@ -99,9 +97,8 @@ def make_folder(folder: Path | str) -> Path:
 
 
 def ensure_free_space(path: Path, nbytes: int) -> None:
-    """DiskFullError before writing `nbytes` into `path` when its file system has less free space.
-
-    HDF5 handles a full disk badly (it can crash the process), so HDF5 writers check first."""
+    """DiskFullError before writing `nbytes` into `path` when its file system has less free space (HDF5
+    handles a full disk badly, it can crash the process: HDF5 writers check first)."""
     folder = path.parent if path.parent.exists() else Path(device_of(path))
     if shutil.disk_usage(folder).free < nbytes + (1 << 20):
         raise DiskFullError(path)
@@ -165,19 +162,15 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def torch_save(obj: object, path: str | Path) -> Path:
-    """`torch.save` through the atomic-write rule.
-
-    Serialised in memory first: torch's own file writer reports a full disk as an unrelated
-    RuntimeError, a plain write reports ENOSPC."""
+    """`torch.save` through the atomic-write rule, serialised in memory first: torch's own file writer
+    reports a full disk as an unrelated RuntimeError, a plain write reports ENOSPC."""
     import io
 
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buffer.getbuffer())
-    return Path(path)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def copy_file(source: str | Path, path: str | Path) -> Path:

@@ -1,7 +1,5 @@
-"""The attributes CSV of `bike gen-attributes`: each video's top-k lexicon phrases, their scores and its
-sentence (schema version 1, columns: docs/formats.md). Written atomically; `read_attributes_csv` accepts
-the columns in any order but needs exactly this set.
-"""
+"""The attributes CSV of `bike gen-attributes` (schema 1, columns: docs/formats.md); `read_attributes_csv`
+accepts the columns in any order but needs exactly this set."""
 
 from __future__ import annotations
 
@@ -78,10 +76,8 @@ def write_attributes_csv(path: str | Path, table: AttributesTable) -> Path:
 
 
 def check_attributes_csv(path: str | Path) -> Path:
-    """`path` if it is an attributes CSV by its kind and header, read before anything that trusts it (its
-    sidecar); else InputError saying what the file is instead: a feature cache, an empty file, a video
-    list, a score CSV (`file_kind.describe_file`). A header that names attribute columns but not all of
-    them is left to `read_attributes_csv`, which names the columns."""
+    """`path` if its kind and header are an attributes CSV's (checked before its sidecar is trusted), else
+    InputError saying what it is (`file_kind.describe_file`); a partial header is `read_attributes_csv`'s."""
     source = Path(path)
     kind = sniff(source)
     if kind == MISSING:

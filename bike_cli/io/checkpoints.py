@@ -1,9 +1,6 @@
-"""The torch.save files bike reads and writes, all through the one safe reader (`read_torch_file`;
-formats in docs/formats.md): bike's branch checkpoints (schema 2; schema 1 still loads), the authors'
-released Video-branch checkpoints (their CLIP runs with QuickGELU, their VCS queries are all token
-positions), and the text-embedding files kept to skip encoding again, which read as None (the
-embeddings made again) when absent, torn, foreign, or of another kind, schema or key.
-"""
+"""The torch.save files bike reads and writes (docs/formats.md), all through the one safe reader
+(`read_torch_file`): bike's branch checkpoints (schema 2; schema 1 still loads), the authors' released
+Video-branch checkpoints, and the text-embedding files, which read as None (made again) when unusable."""
 
 from __future__ import annotations
 
@@ -193,19 +190,15 @@ def is_authors_checkpoint(path: str | Path) -> bool:
 
 def authors_quick_gelu(pretrained: str | None, quick_gelu: bool | None) -> bool | None:
     """QuickGELU on for an authors' checkpoint given as CLIP weights, unless the user chose."""
-    if quick_gelu is None and pretrained and _looks_like_authors(Path(pretrained)):
-        log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
-        return True
+    if quick_gelu is None and pretrained and Path(pretrained).suffix != ".safetensors":
+        try:
+            authors = is_authors_checkpoint(pretrained)
+        except BikeError:  # TorchScript archives and other files load_clip reads its own way
+            authors = False
+        if authors:
+            log.info("%s is an authors' BIKE checkpoint: its CLIP runs with QuickGELU", pretrained)
+            return True
     return quick_gelu
-
-
-def _looks_like_authors(path: Path) -> bool:
-    if not path.is_file() or path.suffix == ".safetensors":
-        return False
-    try:
-        return is_authors_checkpoint(path)
-    except BikeError:  # TorchScript archives and other files load_clip reads its own way
-        return False
 
 
 def authors_temporal(authors: AuthorsCheckpoint, path: Path) -> AuthorsTemporal:

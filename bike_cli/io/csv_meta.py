@@ -1,7 +1,5 @@
-"""The sidecar of bike's CSV outputs, `FILE.csv.meta.json` (schema version 2, fields: docs/formats.md):
-what made a file that its columns cannot say (the profile, the score rule, the generating CLIP, the
-class names). Schema 1 (no `model`) is still read; a CSV without a sidecar reads as made under `bike`.
-"""
+"""The sidecar of bike's CSV outputs, `FILE.csv.meta.json` (schema 2, fields: docs/formats.md): what made a
+file that its columns cannot say. Schema 1 (no `model`) is still read; no sidecar reads as `bike`."""
 
 from __future__ import annotations
 
@@ -43,11 +41,6 @@ def write_csv_meta(csv_path: str | Path, compat: str, scores: str | None = None,
     if class_names:
         document["class_names"] = list(class_names)
     return write_text(meta_path(csv_path), json.dumps(document) + "\n")
-
-
-def read_csv_compat(csv_path: str | Path) -> str:
-    """The profile that made `csv_path` (`bike` without a sidecar)."""
-    return read_csv_meta(csv_path).compat
 
 
 def read_csv_meta(csv_path: str | Path) -> CsvMeta:

@@ -1,10 +1,6 @@
-"""The HDF5 frame-feature cache of `bike extract-features` (layout, checks and the parts folder of a run
-in progress: docs/formats.md): `CacheMeta`, the reader `FeatureCache`, the part files (`PartWriter`,
-`scan_parts`), `merge` and the failures CSV.
-
-HDF5 is not crash-safe: each finished batch is a part file in `CACHE.h5.parts/`, and the final file is
-only ever written under a temporary name and renamed into place, rows in list order.
-"""
+"""The HDF5 frame-feature cache of `bike extract-features` (layout and parts folder: docs/formats.md):
+`CacheMeta`, the reader `FeatureCache`, the part files, `merge` and the failures CSV. HDF5 is not
+crash-safe: each finished batch is a part file, and the cache is only ever renamed into place."""
 
 from __future__ import annotations
 
@@ -202,11 +198,9 @@ def _check_finite(block: np.ndarray, rows: np.ndarray, path: Path) -> None:
 
 
 class FeatureCache:
-    """Read access to a cache, opened lazily once per process (safe with DataLoader workers).
-
-    Opened through `untrusted_hdf5` (`stamp`: the file that passed, for the workers the reader is pickled
-    to); opening checks the layout and the labels, each read of embeddings that its rows are finite;
-    `need_rows` refuses a cache of no videos. Any error of a read is one InputError."""
+    """Read access to a cache through `untrusted_hdf5`, opened lazily once per process (`stamp`: the file
+    that passed, for DataLoader workers); layout and labels checked on opening, each read of embeddings
+    finite; `need_rows` refuses a cache of no videos. Any error of a read is one InputError."""
 
     def __init__(self, path: str | Path, *, need_rows: bool = False) -> None:
         self.path = Path(path)
@@ -432,15 +426,10 @@ def finish(parts_dir: Path) -> None:
 
 
 def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
-    """Fold the part files (and an existing cache) into `cache_path`, atomically; returns its videos.
-
-    Rows of an existing cache come first, in their order; new rows follow in list order. Part rows
-    whose id the existing cache already holds (a kill after the last merge's rename) are dropped."""
-    existing_ids: list[str] = []
-    if cache_path.exists():
-        with FeatureCache(cache_path) as cache:
-            existing_ids = cache.video_ids
-    seen = set(existing_ids)
+    """Fold the part files (and an existing cache, its rows first) into `cache_path` atomically, new rows in
+    list order; returns its videos. Part rows whose id is already there (a kill after a rename) are dropped."""
+    existing = FeatureCache(cache_path) if cache_path.exists() else None  # opened (and checked) once
+    seen = set(existing.video_ids if existing else ())
     new_rows: list[tuple[int, int, int]] = []  # (list_index, part file, row in part): sorted, list order
     for file_no, path in enumerate(parts.files):
         with hdf5_errors(path, PART), open_part(path) as h5:
@@ -449,7 +438,7 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
                     seen.add(vid)
                     new_rows.append((int(index), file_no, row))
     new_rows.sort()
-    total = len(existing_ids) + len(new_rows)
+    total = (len(existing) if existing else 0) + len(new_rows)
     ensure_free_space(cache_path, total * meta.num_views * meta.frames * meta.embed_dim * 2 + total * 256)
     shape = (meta.num_views, meta.frames, meta.embed_dim)
     with atomic_path(cache_path) as tmp, h5py.File(tmp, "w") as out:
@@ -461,7 +450,7 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
             out.create_dataset(name, shape=(total,), dtype=dtype)
         out.attrs.update(meta.to_attrs())
         dest = {name: out[name] for name in _ROWS}
-        offset = _copy_existing(cache_path, dest) if existing_ids else 0
+        offset = _copy_existing(existing, dest) if existing else 0
         # position of each new row in the output, grouped per part file (increasing within a part)
         per_file: dict[int, list[tuple[int, int]]] = {}
         for position, (_, file_no, row) in enumerate(new_rows, start=offset):
@@ -476,11 +465,12 @@ def merge(cache_path: Path, parts: PartsIndex, meta: CacheMeta) -> int:
     return total
 
 
-def _copy_existing(path: Path, dest: dict[str, h5py.Dataset], block: int = 256) -> int:
-    """Copy the rows of the cache at `path` to the start of the `dest` datasets; return how many. The
+def _copy_existing(cache: FeatureCache, dest: dict[str, h5py.Dataset], block: int = 256) -> int:
+    """Copy the rows of `cache` to the start of the `dest` datasets, then close it; return how many. The
     embeddings go through the checked reader: a row that is not finite is refused, not carried over."""
-    with FeatureCache(path) as cache, hdf5_errors(path, WHAT), open_hdf5(path, DATASET_RULES, WHAT, cache.stamp) as src:
-        n = len(cache)
+    n = len(cache)
+    with cache, hdf5_errors(cache.path, WHAT):
+        src = cache._file()
         for start in range(0, n, block):
             stop = min(n, start + block)
             dest["embeddings"][start:stop] = cache.embeddings(slice(start, stop))

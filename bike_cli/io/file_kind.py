@@ -1,7 +1,5 @@
-"""What a file is, told from its first bytes (nothing is run): the words an error message uses when a
-reader is given a file of the wrong kind. `describe_file` is a noun phrase ("an HDF5 file (such as a
-feature cache)", "a score CSV (...)", "a text file starting 'x.mp4 3'"), `wrong_kind` the error.
-"""
+"""What a file is, told from its first bytes (nothing is run), in the words of an error message for a file
+of the wrong kind: `describe_file` (a noun phrase) and `wrong_kind` (the error)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """One guard for every path a command reads and writes (docs/formats.md, "No output is an input" and
-"One writer per output"). `PathGuard` refuses an output that is an input, a file an input owns or
-another output (resolved, and by device and inode); under the writer lock (`WriterLock`, an exclusive
-`fcntl.flock` the kernel drops when its holder dies) it deletes only declared outputs and bike's own
-temporary files. `check_file_output` / `check_folder_output`: the shape of an output option.
-"""
+"One writer per output"): `PathGuard`, the writer lock `WriterLock` (an exclusive `fcntl.flock` the
+kernel drops when its holder dies), and the shape of an output option (`check_file_output` / `_folder_`)."""
 
 from __future__ import annotations
 
@@ -52,13 +49,12 @@ class WriterLock:
 
     def acquire(self) -> WriterLock:
         with write_errors_as_bike(self.path):
-            fd = self._open_locked()
+            self._fd = self._open_locked()
             record = {"pid": os.getpid(), "host": socket.gethostname(),
                       "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-            self._fd = fd
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(record).encode(), 0)
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, json.dumps(record).encode(), 0)
             except BaseException:
                 self.release()  # a full disk: leave no lock file behind
                 raise
@@ -131,14 +127,20 @@ def file_or_none(value: str | Path | None) -> Path | None:
     return Path(value) if value and file_kind(value) not in (None, FOLDER) else None
 
 
-def _keys(path: Path) -> set[tuple]:
-    """The resolved path, and the device and inode where the file exists (hard links share them)."""
-    keys = {("path", os.path.realpath(path))}
+def _inode(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at `path` (hard links share them), None where there is none."""
     try:
         st = os.stat(path)
-        keys.add(("inode", st.st_dev, st.st_ino))
     except (OSError, ValueError):
-        pass
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _keys(path: Path) -> set[tuple]:
+    """The resolved path, and the device and inode where the file exists."""
+    keys, inode = {("path", os.path.realpath(path))}, _inode(path)
+    if inode:
+        keys.add(("inode", *inode))
     return keys
 
 
@@ -217,21 +219,11 @@ class PathGuard:
                                      f"it would destroy the input; move it out of {tree}")
 
     def _check_listed(self, listed: list[tuple[str, Path]]) -> None:
-        existing = {}
-        for option, path in self.outputs:
-            try:
-                st = os.stat(path)
-            except (OSError, ValueError):
-                continue
-            existing[(st.st_dev, st.st_ino)] = (option, path)
+        existing = {inode: (option, path) for option, path in self.outputs if (inode := _inode(path))}
         if not existing:
             return  # an output that does not exist yet cannot be a file that is read
         for other, path in listed:
-            try:
-                st = os.stat(path)
-            except (OSError, ValueError):
-                continue
-            hit = existing.get((st.st_dev, st.st_ino))
+            hit = existing.get(_inode(path))
             if hit is not None:
                 option, out = hit
                 raise InputError(f"{option} {out} is the same file as {path}, {other} (an input of this run): "
@@ -252,10 +244,8 @@ class PathGuard:
                 path.unlink(missing_ok=True)
 
     def sweep_temps(self, folder: Path, names: Iterable[str] = (), *, of: str | None = None) -> list[Path]:
-        """Remove the temporary files bike's writers left in `folder` when they died (hold its lock).
-
-        Only bike's own: `.NAME.PID.HEX.tmp` (with `of`, only those of the output named so), and the fixed
-        `NAME.tmp` of older bike for the output names given; a user's `notes.tmp` stays."""
+        """Remove the temporary files bike's dead writers left in `folder` (hold its lock): `.NAME.PID.HEX.tmp`
+        (with `of`, only NAME `of`) and older bike's fixed `NAME.tmp` of the `names` given; a user's stay."""
         legacy = {f"{name}{TMP_SUFFIX}" for name in names}
         if not folder.is_dir():
             return []

@@ -1,8 +1,5 @@
-"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it; where
-two files meet, their identities must agree (the fields and `--allow-model-mismatch`: docs/formats.md,
-"Model identity"). Different embedding widths whose vectors meet are refused even with the flag.
-`file_sha256`: a checkpoint's identity, and a feature cache's content (what its search index records).
-"""
+"""Model identity: what a cache, a checkpoint or a loaded CLIP says about the model that made it, and the
+check that two files that meet agree (docs/formats.md, "Model identity"); `file_sha256`."""
 
 from __future__ import annotations
 
@@ -50,15 +47,9 @@ def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
     """(field, value in a, value in b) for every identity field that differs."""
     out = []
     for name in FIELDS:
-        if name == "weights":
-            if a["sha256"] and b["sha256"]:
-                va, vb = a["sha256"], b["sha256"]
-            else:
-                va, vb = a["pretrained"], b["pretrained"]
-        else:
-            va, vb = a[name], b[name]
-        if va is not None and vb is not None and va != vb:
-            out.append((name, va, vb))
+        key = ("sha256" if a["sha256"] and b["sha256"] else "pretrained") if name == "weights" else name
+        if a[key] is not None and b[key] is not None and a[key] != b[key]:
+            out.append((name, a[key], b[key]))
     return out
 
 

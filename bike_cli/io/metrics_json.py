@@ -1,7 +1,5 @@
-"""The metrics JSON files (docs/formats.md): eval's `metrics.json`, fuse's `F.metrics.json` (a `kind` and
-a `schema_version`, written atomically) and a run's appended `metrics.jsonl`. All strict JSON: values
-are made plain (NumPy to numbers and lists, a non-finite float to null, anything else to its text).
-"""
+"""The metrics JSON files (docs/formats.md): eval's and fuse's metrics JSON and a run's `metrics.jsonl`,
+all strict JSON (values made plain: NumPy to numbers and lists, a non-finite float to null)."""
 
 from __future__ import annotations
 
@@ -26,16 +24,6 @@ def write_metrics_json(path: Path, document: dict, kind: str) -> Path:
     return write_text(path, text + "\n")
 
 
-def write_fuse_metrics(path: Path, document: dict) -> Path:
-    """Write `bike fuse`'s metrics JSON (see `write_metrics_json`)."""
-    return write_metrics_json(path, document, FUSE_METRICS_KIND)
-
-
-def write_eval_metrics(path: Path, document: dict) -> Path:
-    """Write `bike eval`'s metrics.json (see `write_metrics_json`)."""
-    return write_metrics_json(path, document, EVAL_METRICS_KIND)
-
-
 def metrics_line(record: dict) -> str:
     """One line of `metrics.jsonl`: `record` made plain, as strict JSON (no newline)."""
     return json.dumps(_plain(record), allow_nan=False)
@@ -58,8 +46,7 @@ def read_metrics_lines(path: Path) -> tuple[list[dict], int]:
         try:
             record = json.loads(line)
         except ValueError:
-            dropped += 1
-            continue
+            record = None
         if isinstance(record, dict):
             records.append(record)
         else:

@@ -1,8 +1,6 @@
-"""The score CSV: `video_id`, `label` (or `labels`), one score column per class (docs/formats.md; readers
-use positions, the names are for people), written atomically; label-cell helpers shared with the
-attributes CSV. Scores are rounded to `%.7g`'s value in numpy, then written by pyarrow's writer in the
-shortest text that reads back as it: the same numbers, without Python's 0.3 us a number.
-"""
+"""The score CSV (docs/formats.md; readers use column positions) and the label-cell helpers the attributes
+CSV shares. Scores are rounded to `%.7g`'s value in numpy, then written by pyarrow in the shortest text
+that reads back as it: the same numbers, without Python's 0.3 us a number."""
 
 from __future__ import annotations
 
@@ -261,8 +259,5 @@ def write_number_rows(fh: BinaryIO, prefixes: Sequence[str], matrix: np.ndarray)
                                  names=[str(k) for k in range(columns.shape[1])])
     body = io.BytesIO()
     pa_csv.write_csv(table, body, pa_csv.WriteOptions(include_header=False))
-    lines = body.getvalue().split(b"\n")  # N lines and the empty tail
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for prefix, line in zip(prefixes, lines):
+    for prefix, line in zip(prefixes, body.getvalue().split(b"\n")):  # N lines and the empty tail
         fh.write(prefix.encode("utf-8") + line + b"\n")

@@ -1,9 +1,5 @@
-"""The files of `bike search` (docs/formats.md): its index beside a feature cache, `CACHE.h5.search-index.h5`
-(schema version 2), and the hits CSV of `--out` with its sidecar (schema version 1).
-
-The index is a cache, not an authority: read through `untrusted_hdf5`, used only when built from the
-cache's content (same stamp, else same sha256), else rebuilt.
-"""
+"""The files of `bike search` (docs/formats.md): its index beside a feature cache (schema 2; a cache, not
+an authority: used only when built from the cache's content, else rebuilt) and the hits CSV of `--out`."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -47,16 +43,13 @@ def index_path(cache_path: str | Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
-@dataclass
 class CacheIdentity:
     """What an index must have been built from: the cache's meta, rows and width, its file's stamp
     and, computed once when first asked, the sha256 of its bytes."""
 
-    cache: FeatureCache
-    meta_sha256: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        attrs = json.dumps(self.cache.meta.to_attrs(), sort_keys=True, default=str).encode()
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+        attrs = json.dumps(cache.meta.to_attrs(), sort_keys=True, default=str).encode()
         self.meta_sha256 = hashlib.sha256(attrs).hexdigest()
         self._content: str | None = None
 
@@ -159,9 +152,7 @@ class Hit:
 
 
 def write_hits_csv(path: str | Path, hits: Sequence[Hit], compat: str, rule: str) -> Path:
-    """Write `hits` and the sidecar (`scores` = SCORE_RULES[rule]) atomically; returns `path`."""
-    if rule not in SCORE_RULES:
-        raise InputError(f"unknown search rule {rule!r}: one of {', '.join(SCORE_RULES)}")
+    """Write `hits` and the sidecar (`scores` = SCORE_RULES[rule], `rule` checked by the stage) atomically."""
     scores = round_significant([h.score for h in hits]) if hits else []
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

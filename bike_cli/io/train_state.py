@@ -1,8 +1,5 @@
-"""The files of a training run that `--resume` reads back (docs/formats.md), written atomically: its
-resolved config (`RUN/config.yaml`, a recipe) and its resumable state, `RUN/checkpoints/epoch_NNNN/`
-(schema version 1). Every state file loads without running pickled code, and a folder holding any
-other file is refused, so a crafted run folder cannot execute anything on `--resume`.
-"""
+"""The files of a training run that `--resume` reads back (docs/formats.md): `RUN/config.yaml` and the
+state in `RUN/checkpoints/epoch_NNNN/`, loaded without running pickled code (any other file is refused)."""
 
 from __future__ import annotations
 
@@ -101,18 +98,15 @@ def check_folder(folder: Path) -> None:
         raise InputError(f"{folder} lacks {', '.join(missing)}: not a checkpoint folder of this bike")
 
 
-def _tensors(path: Path) -> dict:
-    data = read_torch_file(path, "a training state file (a torch.save file of bike)")  # runs no pickled code
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a state file of bike (it holds a {type(data).__name__})")
-    return data
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path} is not a readable JSON state file: {err}") from None
+def _read(path: Path) -> dict:
+    """The dict of a state file: a torch.save file (`.pt`, read without running pickled code), else JSON."""
+    if path.suffix == ".pt":
+        data = read_torch_file(path, "a training state file (a torch.save file of bike)")
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path} is not a readable JSON state file: {err}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a state file of bike (it holds a {type(data).__name__})")
     return data
@@ -123,10 +117,10 @@ def load_state(folder: Path, rank: int) -> dict:
     check_folder(folder)
     rng_path = folder / rng_file(rank)
     return {
-        "model": _tensors(folder / MODEL_FILE),
-        "optimizer": _tensors(folder / OPTIMIZER_FILE),
-        "scheduler": read_json(folder / SCHEDULER_FILE),
-        "scaler": read_json(folder / SCALER_FILE) if (folder / SCALER_FILE).exists() else None,
-        "rng": read_json(rng_path) if rng_path.exists() else None,
-        "trainer": read_json(folder / STATE_FILE),
+        "model": _read(folder / MODEL_FILE),
+        "optimizer": _read(folder / OPTIMIZER_FILE),
+        "scheduler": _read(folder / SCHEDULER_FILE),
+        "scaler": _read(folder / SCALER_FILE) if (folder / SCALER_FILE).exists() else None,
+        "rng": _read(rng_path) if rng_path.exists() else None,
+        "trainer": _read(folder / STATE_FILE),
     }

@@ -1,11 +1,8 @@
-"""The one opener of every HDF5 file bike did not just write (caches, part files, search indexes), read
-as untrusted (what is refused and why: docs/formats.md, "What a reader refuses in a file from elsewhere").
-
-`check_hdf5` has a helper process (`serve`) check the file first, bounded in time and memory and killed
-on a stall or a stop (bike waits for it only in `select`, where signal handlers run); `open_hdf5` then
-opens it here and checks by the open descriptor that it is the file that passed (`Stamp`). Helper
-protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict.
-"""
+"""The one opener of every HDF5 file bike did not just write, read as untrusted (docs/formats.md, "What a
+reader refuses in a file from elsewhere"). `check_hdf5` has a helper process (`serve`) check the file
+first, bounded in time and memory and killed on a stall or a stop (bike waits only in `select`, where
+signal handlers run); `open_hdf5` then checks by the open descriptor that it is the file that passed
+(`Stamp`). Helper protocol, JSON lines: `ready`, then per request a `.` line per step and one verdict."""
 
 from __future__ import annotations
 
@@ -114,18 +111,13 @@ class _Helper:
             except BaseException:  # SIGTERM, Ctrl-C: the helper goes with us
                 self.kill()
                 raise
-            return self._verdict(line)
-
-    def _verdict(self, line: str | None) -> dict:
-        """The verdict of the helper's last line (None: it stalled and is killed; "": it ended)."""
-        if line is None:
-            self.kill()
-            return {"kind": "stalled"}
-        if line == "":
-            code = self.proc.wait()
-            self.proc = None
-            return {"kind": "crashed", "code": code}
-        return json.loads(line)
+            if line is None:  # it stalled: killed
+                self.kill()
+                return {"kind": "stalled"}
+            if line == "":  # it ended
+                code, self.proc = self.proc.wait(), None
+                return {"kind": "crashed", "code": code}
+            return json.loads(line)
 
     def kill(self) -> None:
         """End the helper (only the process that started it does)."""
@@ -216,8 +208,6 @@ def hdf5_errors(path: str | Path, what: str) -> Iterator[None]:
             raise InputError(in_use(path)) from None
         raise InputError(f"{path} is a malformed {what} ({type(err).__name__}: {err})") from None
 
-
-# the helper process
 
 
 class Refused(Exception):

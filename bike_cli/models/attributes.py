@@ -1,10 +1,5 @@
-"""The Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache: phrases, selection, S_A.
-
-Lexicon phrases are encoded once per model, prompt and lexicon (`phrase_embeddings`); each video's (or
-view's) mean-pooled frames choose the k phrases of highest cosine (`select_attributes`); S_A
-(`attribute_scores`, shared by eval, gen-attributes and train-attrs) averages a row scorer's class scores
-over a video's attribute sentences.
-"""
+"""The Video-Attributes Association of BIKE (Sec. 2.2) over a feature cache: lexicon phrases encoded once
+(`phrase_embeddings`), the top-k per video or view (`select_attributes`), S_A (`attribute_scores`)."""
 
 from __future__ import annotations
 
@@ -33,14 +28,10 @@ SENTENCE_BATCH = 512  # attribute sentences per text-encoder call (train-attrs, 
 
 def phrase_cache_key(spec: ClipSpec, prompt: str, phrases: Sequence[str]) -> dict:
     """What phrase embeddings depend on: the text encoder's weights, the prompt and the lexicon's content."""
-    return {
-        "model_name": spec.model_name,
-        "weights": spec.checkpoint_sha256 or spec.pretrained,  # a file by its content, wherever it lies
-        "quick_gelu": spec.quick_gelu,
-        "prompt": prompt,
-        "lexicon_sha256": lexicon_sha256(phrases),
-        "num_phrases": len(phrases),
-    }
+    return {"model_name": spec.model_name,
+            "weights": spec.checkpoint_sha256 or spec.pretrained,  # a file by its content, wherever it lies
+            "quick_gelu": spec.quick_gelu, "prompt": prompt, "lexicon_sha256": lexicon_sha256(phrases),
+            "num_phrases": len(phrases)}
 
 
 def phrase_embeddings(model: nn.Module, tokenizer: Tokenizer, phrases: Sequence[str], spec: ClipSpec, prompt: str,
@@ -83,10 +74,8 @@ def own_class_phrases(class_names: Sequence[str], phrases: Sequence[str]) -> np.
 
 def video_embeddings(features: np.ndarray, per_view: bool) -> torch.Tensor:
     """float16 frame embeddings [n, V, T, D] -> L2-normalised float32 [n, D] (mean over T and V) or
-    [n * V, D] (mean over T; row i * V + v is view v of video i).
-
-    Pooled in numpy: on a busy CPU, torch's threaded reductions were 10-20x slower here.
-    """
+    [n * V, D] (mean over T; row i * V + v is view v of video i). Numpy: torch's threaded reductions were
+    10-20x slower here on a busy CPU."""
     n, views, frames, dim = features.shape
     if per_view:
         pooled = features.mean(axis=2, dtype=np.float32).reshape(n * views, dim)  # [n * V, D]
@@ -102,17 +91,14 @@ class TooFewPhrases(ValueError):
     def __init__(self, k: int, video_id: str) -> None:
         super().__init__(f"k = {k} is more than the phrases left for video {video_id!r} once its own class "
                          "phrases are excluded")
-        self.k, self.video_id = k, video_id
+        self.video_id = video_id
 
 
 def select_attributes(cache: FeatureCache, phrase_emb: torch.Tensor, k: int, *, per_view: bool = False,
                       own_phrase: np.ndarray | None = None, chunk_size: int = 4096, max_elements: int = 1 << 25,
                       progress: Progress | None = None) -> Selection:
-    """Top-k phrases of every video (or video view) of `cache`, against normalised `phrase_emb` [P, D].
-
-    `own_phrase` [K] (from `own_class_phrases`) removes each video's own class phrase(s); `TooFewPhrases`
-    when that leaves a video fewer than k.
-    """
+    """Top-k phrases of every video (or view) of `cache` against normalised `phrase_emb` [P, D]; `own_phrase` [K]
+    removes each video's own class phrases (`TooFewPhrases` when that leaves fewer than k)."""
     progress = progress or Progress()
     meta = cache.meta
     views = meta.num_views if per_view else 1
@@ -165,12 +151,9 @@ RowScorer = Callable[[Sequence[str] | torch.Tensor], torch.Tensor]  # rows [r] -
 @torch.no_grad()
 def attribute_scores(score_rows: RowScorer, rows: Sequence[str] | torch.Tensor, video_ids: Sequence[str],
                      chunk_rows: int = 4096, progress: Progress | None = None) -> tuple[list[str], np.ndarray]:
-    """S_A: the distinct videos of `video_ids` (in order of first appearance) and their scores float32
-    [N, K], the mean of `score_rows` over each video's rows (its views, or the rows of a per-view file).
-
-    `rows` [R] are attribute sentences (each distinct sentence of a chunk is scored once) or a tensor of
-    the branch's inputs (sentence embeddings, tokens or row numbers); they are scored `chunk_rows` at a
-    time and summed per video in float64, so memory holds [N, K], never [R, K]."""
+    """S_A: the distinct videos of `video_ids` (first appearance order) and float32 scores [N, K], the mean of
+    `score_rows` over each video's rows [R] (attribute sentences, or a tensor of the branch's inputs), scored
+    `chunk_rows` at a time and summed in float64: memory holds [N, K], never [R, K]."""
     if len(rows) != len(video_ids):
         raise ValueError(f"{len(rows)} attribute rows but {len(video_ids)} video ids")
     if not len(rows):
@@ -214,10 +197,8 @@ def sentence_cosines(model: nn.Module, tokenizer: Tokenizer, sentences: Sequence
 
 @torch.no_grad()
 def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device.
-
-    Filled into one preallocated tensor: batch results joined at the end pinned the heap (1.1 GB for
-    50,000 phrases with bike-tiny, measured) and held the result twice."""
+    """L2-normalised float32 [N, D] `encode_text` embeddings of `texts`, on the model's device, filled into one
+    tensor (batch results joined at the end pinned the heap: 1.1 GB for 50,000 phrases, measured)."""
     device = next(model.parameters()).device
     out: torch.Tensor | None = None
     for start in range(0, len(texts), batch_size):
@@ -233,11 +214,8 @@ def encode_texts(model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], b
 
 def topk_cosine(queries: torch.Tensor, keys: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
                 max_elements: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k].
-
-    Keys are taken in blocks so that no block of scores exceeds `max_elements` entries (at least k
-    keys per block). `exclude` [m, 2] lists (row, key index) pairs that may not be chosen.
-    """
+    """The k largest of `queries` [n, D] @ `keys`.T [P, D]: values [n, k] (descending) and indices [n, k], keys in
+    blocks of at most `max_elements` scores; `exclude` [m, 2]: (row, key index) pairs that may not be chosen."""
     n, num_keys = queries.shape[0], keys.shape[0]
     block = max(k, max_elements // max(n, 1))
     best_values = queries.new_empty((n, 0))

@@ -1,9 +1,6 @@
-"""The Attributes branch (Sec. 2.2, Eq. 3 and 8): attribute sentences scored against class prompts.
-
-``head``: the text encoder stays frozen, a 2-layer MLP on each side (sentence, class) aligns them, as the
-authors' `sentence_text_logit` (cheap enough for a CPU); ``full``: the text encoder that reads the
-sentences is fine-tuned (Table 6e), the class embeddings coming from the frozen original.
-"""
+"""The Attributes branch (Sec. 2.2, Eq. 3 and 8): attribute sentences scored against class prompts, by a 2-layer
+MLP on each side of the frozen text encoder (``head``, the authors' `sentence_text_logit`) or by a fine-tuned copy
+of the encoder reading the sentences (``full``, Table 6e)."""
 
 from __future__ import annotations
 
@@ -21,10 +18,8 @@ TUNES = ("head", "full")
 
 
 class TextTower(nn.Module):
-    """CLIP's text encoder alone (a deep copy, so the original stays frozen): tokens [N, L] -> [N, D].
-
-    CLIP's built-in tower is copied part by part (parameter names `token_embedding.*`, ...); any
-    other text tower is copied whole as `text.*`, the model's own layout."""
+    """CLIP's text encoder alone (a deep copy, so the original stays frozen): tokens [N, L] -> [N, D]; CLIP's
+    built-in tower copied part by part (`token_embedding.*`, ...), any other whole as `text.*`."""
 
     def __init__(self, clip_model: nn.Module) -> None:
         super().__init__()
@@ -53,11 +48,8 @@ def _mlp(dim: int) -> nn.Sequential:
 
 
 class AttributesBranch(nn.Module):
-    """Attribute inputs -> cosine logits against class embeddings, and the Eq. 8 training loss.
-
-    Inputs are sentence embeddings [b, D] (``head``) or sentence tokens [b, L] (``full``); classes
-    are the frozen category embeddings [K, D].
-    """
+    """Attribute inputs, sentence embeddings [b, D] (``head``) or tokens [b, L] (``full``) -> cosine logits against
+    the frozen class embeddings [K, D], and the Eq. 8 training loss."""
 
     def __init__(self, tune: str, embed_dim: int, logit_scale: LogitScale, text: TextTower | None = None,
                  loss_fn=paper_contrastive_loss) -> None:
@@ -75,20 +67,16 @@ class AttributesBranch(nn.Module):
             self.text = text
 
     def encode_attributes(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[b, D] embeddings or [b, L] tokens -> attribute embeddings e_a [b, D] (not normalised).
-
-        ``head``: the sentence embedding is L2-normalised before `sentence_fc`, as the authors'
-        `train_attributes.py` does (with trained biases the MLP is not scale-invariant)."""
+        """[b, D] embeddings or [b, L] tokens -> attribute embeddings e_a [b, D] (not normalised); ``head``
+        normalises the input first, as the authors' (with trained biases the MLP is not scale-invariant)."""
         if self.tune == "head":
             return self.sentence_fc(F.normalize(inputs, dim=-1))
         return self.text(inputs)
 
-    def class_side(self, classes: torch.Tensor) -> torch.Tensor:
-        return self.query_fc(classes) if self.tune == "head" else classes  # [K, D]
-
     def logits(self, attributes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Cosine logits [b, K] between encoded attributes [b, D] and classes [K, D]."""
-        return F.normalize(attributes, dim=-1) @ F.normalize(self.class_side(classes), dim=-1).T
+        """Cosine logits [b, K] between encoded attributes [b, D] and classes [K, D] (``head``: through `query_fc`)."""
+        classes = self.query_fc(classes) if self.tune == "head" else classes  # [K, D]
+        return F.normalize(attributes, dim=-1) @ F.normalize(classes, dim=-1).T
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Eq. 8 on the global batch: B x B against the batch's own class prompts (single-label) or

@@ -1,10 +1,5 @@
-"""The rules in which the two readings differ: scores, losses, AdamW groups (`bike_cli.engine.evaluation` and `training_loop` name them).
-
-The authors' (github whwu95/BIKE, `--compat authors`) are named `authors_*`: their multi-view scores
-(`test.py`), the scores `train.py: validate()` writes for their fusion, the Attributes branch's
-validation scores, their KL training loss (`utils/NCELoss.py`). Every score rule takes the unscaled
-cosine logits and exp(logit scale). The zero-shot half-class scorer is `bike_cli.eval.authors_zero_shot`.
-"""
+"""The rules in which the two readings differ: scores, losses, AdamW groups. The authors' (github whwu95/BIKE,
+`--compat authors`) are named `authors_*`; bike's score rules take the cosine logits and exp(logit scale)."""
 
 from __future__ import annotations
 
@@ -74,12 +69,8 @@ GroupRule = Callable[[nn.Module, str, str, float, float, float], list[dict]]
 
 def decay_exempt_groups(module: nn.Module, clip_prefix: str, scale_prefix: str, lr: float, clip_lr_ratio: float,
                         weight_decay: float) -> list[dict]:
-    """The paper reading's groups of `module`'s trainable parameters.
-
-    Parameters whose name starts with `clip_prefix` (pretrained CLIP layers) get `lr * clip_lr_ratio`,
-    the others (new layers, the logit scale under `scale_prefix` among them) `lr`. Weight decay applies
-    to matrices only: not to biases, norms, embeddings, position tables or the logit scale.
-    """
+    """The paper reading's groups of `module`'s trainable parameters: CLIP's (`clip_prefix`) at `lr * clip_lr_ratio`,
+    the others (the logit scale among them) at `lr`; weight decay on matrices only (not embeddings, positions)."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:

@@ -1,9 +1,5 @@
-"""The one builder of branch modules, from specs that checkpoints store as `model_args`.
-
-A `VideoBranchSpec` / `AttrsBranchSpec` holds which CLIP (what `load_clip` takes), the branch's own
-settings and how it trains (its `--loss`, the logit-scale cap; a checkpoint that records neither rebuilds
-with `bike` and CLIP's cap, what every branch was built with before). Settings that do not fit: ValueError.
-"""
+"""The one builder of branch modules, from specs that checkpoints store as `model_args`: which CLIP, the settings,
+the loss and logit-scale cap (`bike` and CLIP's where a checkpoint records neither). Bad settings: ValueError."""
 
 from __future__ import annotations
 
@@ -25,8 +21,14 @@ ClassTextsRecord = tuple[tuple[str, tuple[str, ...]], ...]  # ((class name, (des
 DEFAULT_MAX_FRAMES = 77  # rows of the temporal transformer's frame position table (as the authors')
 
 
-class _Spec:
-    """What both branch specs share: made on a loaded CLIP, stored as plain containers."""
+@dataclass(frozen=True)
+class BranchSpec:
+    """What both branch specs share: which CLIP (what `load_clip` takes); stored as plain containers."""
+
+    model_name: str  # open_clip architecture
+    pretrained: str  # tag, 'none' or the weights file, as ClipSpec records it
+    quick_gelu: bool | None
+    embed_dim: int  # D of the joint embedding space
 
     @classmethod
     def of(cls, clip: ClipSpec, **settings):
@@ -46,13 +48,9 @@ class _Spec:
 
 
 @dataclass(frozen=True)
-class VideoBranchSpec(_Spec):
+class VideoBranchSpec(BranchSpec):
     """Everything that rebuilds a Video branch (`head.*`, `logit_scale.*`, `visual.*`)."""
 
-    model_name: str  # open_clip architecture
-    pretrained: str  # tag, 'none' or the weights file, as ClipSpec records it
-    quick_gelu: bool | None
-    embed_dim: int  # D of the joint embedding space
     head: str = "vcs"  # mean | vcs
     temporal: str = "none"  # none | transformer
     temporal_layers: int = 1
@@ -68,13 +66,9 @@ class VideoBranchSpec(_Spec):
 
 
 @dataclass(frozen=True)
-class AttrsBranchSpec(_Spec):
+class AttrsBranchSpec(BranchSpec):
     """Everything that rebuilds an Attributes branch (`sentence_fc.*`/`query_fc.*` or `text.*`)."""
 
-    model_name: str
-    pretrained: str
-    quick_gelu: bool | None
-    embed_dim: int
     tune: str = "head"  # head (MLPs on the frozen encoder) | full (the text encoder fine-tuned)
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)  # class prompts
     class_texts: ClassTextsRecord | None = None  # --class-texts: per class its descriptions; None: the names
@@ -103,18 +97,15 @@ def resolve_video_spec(spec: VideoBranchSpec, clip_model: nn.Module) -> VideoBra
 
 
 def build_video_branch(spec: VideoBranchSpec, clip_model: nn.Module, *, with_visual: bool = False) -> VideoBranch:
-    """The Video branch of `spec` on the loaded CLIP `clip_model` (its weights not yet loaded).
-
-    The logit scale starts at CLIP's own, capped at the spec's cap; `with_visual` keeps CLIP's image
-    tower in the branch (decoded videos, end-to-end training), else the branch scores cached frame
-    embeddings [b, T, D]."""
+    """The Video branch of `spec` on the loaded CLIP `clip_model` (its weights not yet loaded), the logit scale
+    starting at CLIP's; `with_visual` keeps CLIP's image tower (end to end), else it scores cached [b, T, D]."""
     spec = resolve_video_spec(spec, clip_model)
     # ValueError for a bad head setting: the stage or loader that took it from the user says it (as_user_error)
     head = VideoHead(spec.embed_dim, head=spec.head, temporal=spec.temporal, tau=spec.tau,
                      max_frames=spec.max_frames, layers=spec.temporal_layers, heads=spec.temporal_heads)
     head.check_frames(spec.frames)
     visual = clip_model.visual if with_visual else None
-    return VideoBranch(head, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap), visual,
+    return VideoBranch(head, LogitScale(clip_model.logit_scale, spec.logit_scale_cap), visual,
                        training_loss(spec.loss))
 
 
@@ -122,6 +113,6 @@ def build_attrs_branch(spec: AttrsBranchSpec, clip_model: nn.Module) -> Attribut
     """The Attributes branch of `spec` on the loaded CLIP `clip_model` (`full`: a copy of its text tower);
     ValueError for a `tune` that is not one of `TUNES`."""
     text = TextTower(clip_model) if spec.tune == "full" else None
-    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale.from_clip(clip_model, cap=spec.logit_scale_cap),
+    return AttributesBranch(spec.tune, spec.embed_dim, LogitScale(clip_model.logit_scale, spec.logit_scale_cap),
                             text, training_loss(spec.loss))
 

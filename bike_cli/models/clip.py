@@ -1,16 +1,9 @@
-"""Load an open_clip CLIP model from a pretrained tag, a local weights file, or random init.
+"""Load an open_clip CLIP from a pretrained tag, a weights file (state dict, possibly nested or `module.`-prefixed,
+.safetensors, OpenAI TorchScript; no Python run from it) or `none` (one fixed random init); its `ClipSpec`.
 
-`pretrained` is a tag of the architecture (downloaded by open_clip), a file (a torch.save state dict,
-also nested under `state_dict` / `model_state_dict` / `model` or with DDP's `module.` prefix, a
-`.safetensors` file, or an OpenAI TorchScript archive), or `none`: one fixed random init
-(`RANDOM_INIT_SEED`, the caller's RNG state kept). Files are read without running Python from them
-(`torch.load(weights_only=True)`, safetensors; a TorchScript archive runs its TorchScript only).
-
-QuickGELU (open_clip 3.3 does not switch it on for a tag; exact GELU on OpenAI's weights gives silently
-worse features): a tag's pretrained config decides, a TorchScript archive always has it, a state-dict
-file or `none` takes `quick_gelu` (None: on for `-quickgelu` names); a contradicting `quick_gelu` is an
-error. Preprocessing: a tag's own, else what all the architecture's tags agree on (`agreed_preprocess`).
-`ClipSpec` is what a feature cache or checkpoint records of the model, its preprocessing included.
+QuickGELU (open_clip 3.3 leaves it off for a tag; exact GELU on OpenAI's weights gives silently worse features):
+a tag's config decides, TorchScript always has it, else `quick_gelu` (None: on for `-quickgelu` names); a
+contradicting `quick_gelu` is an error.
 """
 
 from __future__ import annotations
@@ -81,8 +74,8 @@ class ClipSpec:
 
 
 def make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, quick_gelu: bool) -> ClipSpec:
-    """The `ClipSpec` of a loaded model of registered architecture `name`, its preprocessing read from its image
-    tower (`image_size`, `preprocess_cfg`); ValueError for one bike cannot feed (not square, unknown resize mode)."""
+    """The `ClipSpec` of a loaded model of architecture `name`; ValueError for one bike cannot feed (not square,
+    unknown resize mode)."""
     visual = model.visual
     size = visual.image_size
     height, width = (size, size) if isinstance(size, int) else size
@@ -100,10 +93,8 @@ def make_spec(model: nn.Module, name: str, pretrained: str, sha256: str | None, 
 
 
 def agreed_preprocess(name: str) -> dict[str, Any]:
-    """The preprocess settings on which all pretrained tags of architecture `name` agree ({} if none).
-
-    What a weights file or random init (which carry none) gets: SigLIP's mean/std 0.5 and squash,
-    MobileCLIP's [0, 1] input, ...; where the tags disagree (ViT-L-14) open_clip's defaults stay."""
+    """The preprocess settings all pretrained tags of `name` agree on ({} if none): what a weights file or random
+    init gets (SigLIP's mean/std 0.5 and squash, ...; where the tags disagree open_clip's defaults stay)."""
     cfgs = [open_clip.get_pretrained_cfg(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name)]
     agreed = {}
     for key in PREPROCESS_KEYS:
@@ -223,13 +214,11 @@ class HubUnreachable(OSError):
 
 
 def download_pretrained(cfg: dict) -> str:
-    """The local path of a pretrained config's weights (`open_clip.download_pretrained`), the hub probed first.
-
-    Offline the hub client retries each file for ~45 s; one TCP connection (`PROBE_SECONDS`) tells, and then a
-    file in the local hub cache is used or HubUnreachable raised at once (HF_HUB_OFFLINE or a proxy: the
-    client decides)."""
+    """The local path of a pretrained config's weights, the hub probed first by one TCP connection (offline the
+    hub client retries each file for ~45 s): else the hub cache's copy or HubUnreachable (offline mode or a proxy:
+    the client decides)."""
     hub = cfg.get("hf_hub", "")
-    if hub and not _hub_client_decides():
+    if hub and not (os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in PROXY_VARIABLES)):
         endpoint = os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT)
         if not _reachable(endpoint):
             model_id, filename = os.path.split(hub)
@@ -239,10 +228,6 @@ def download_pretrained(cfg: dict) -> str:
                                      f"{model_id} is not in the local Hugging Face cache")
             return cached
     return open_clip.download_pretrained(cfg)
-
-
-def _hub_client_decides() -> bool:
-    return bool(os.environ.get("HF_HUB_OFFLINE")) or any(os.environ.get(v) for v in PROXY_VARIABLES)
 
 
 def _reachable(endpoint: str) -> bool:
@@ -325,9 +310,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def fit_to_model(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """open_clip's conversions, as in `open_clip.factory.load_checkpoint` (which only takes a path):
-    third-party layouts, the old text-tower layout, 0-d vs 1-d logit scale, position embeddings
-    of another image size or context length (resized)."""
+    """open_clip's conversions, as `open_clip.factory.load_checkpoint` (which only takes a path): third-party and
+    old text-tower layouts, 0-d vs 1-d logit scale, position embeddings of another size (resized)."""
     state = convert_state_dict(model, state)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
@@ -403,22 +387,22 @@ def cache_clip(model: str | None, pretrained: str | None, quick_gelu: bool | Non
     return clip_model, spec
 
 
-def visual_sha256(state_dict: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> str | None:
-    """Hex sha256 of the `prefix` tensors of a state dict (None when it has none)."""
-    keys = sorted(k for k in state_dict if k.startswith(prefix))
+def visual_sha256(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Hex sha256 of the `visual.` tensors of a state dict (None when it has none)."""
+    keys = sorted(k for k in state_dict if k.startswith(PREFIX))
     if not keys:
         return None
     digest = hashlib.sha256()
     for key in keys:
-        digest.update(key[len(prefix):].encode())
+        digest.update(key[len(PREFIX):].encode())
         digest.update(state_dict[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 def check_visual_weights(checkpoint_sha: str | None, cache_sha: str | None, checkpoint: object, cache: object,
                          ignore: bool = False) -> None:
-    """CacheMismatchError when a checkpoint's visual weights differ from those that made a cache (a no-op with
-    `ignore`, --ignore-visual-weights, or for a checkpoint without visual weights)."""
+    """CacheMismatchError when a checkpoint's visual weights differ from those that made a cache (unless `ignore`
+    or the checkpoint has none)."""
     if ignore or checkpoint_sha is None or checkpoint_sha == cache_sha:
         return
     made_by = (f"visual weights sha256 {cache_sha}" if cache_sha

@@ -1,11 +1,5 @@
-"""The one loader of trained branches: every weight source converted to the branch's names, one strict load.
-
-`load_video_branch` takes a bike Video-branch checkpoint (CLIP rebuilt from its record, the branch from
-its spec: `model_args`, or for schema 1 derived from `config` and `clip`), the authors' released
-checkpoint (architecture and frames from the caller, classes from the user), or None (zero-shot CLIP).
-`load_attrs_branch` loads the Attributes branch; `init_branch_weights` is `train-video --init-from`.
-On a feature cache the cache must come from the branch's CLIP and image tower (`--ignore-visual-weights`).
-"""
+"""The one loader of trained branches (bike's checkpoints, the authors', zero-shot CLIP, `--init-from`): every
+weight source converted to the branch's names, one strict load."""
 
 from __future__ import annotations
 
@@ -37,6 +31,7 @@ from bike_cli.models.attrs_branch import AttributesBranch
 from bike_cli.models.authors import scaled_row_scores
 from bike_cli.models.build import (
     AttrsBranchSpec,
+    BranchSpec,
     ClassTextsRecord,
     VideoBranchSpec,
     build_attrs_branch,
@@ -79,8 +74,7 @@ class VideoClassifier:
     settings: dict  # the run's recorded settings (a bike checkpoint's `config`; {} otherwise)
 
     def scores(self, frames: torch.Tensor, rule: ViewRule) -> torch.Tensor:
-        """Frame embeddings [b, V, T, D] -> class scores [b, K] by the score rule `rule` (InputError where the
-        weights give NaN or inf: no NaN score is ever reported)."""
+        """Frame embeddings [b, V, T, D] -> class scores [b, K] by `rule`; InputError where they are NaN or inf."""
         return finite_scores(self.branch.class_probabilities(frames, self.texts, rule),
                              self.description.get("checkpoint") or "the zero-shot model")
 
@@ -100,7 +94,9 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
                       ignore_visual_weights: bool = False, device: torch.device | str = "cpu",
                       class_texts: TextsByClass | None = None, class_texts_source: object = "--class-texts"
                       ) -> VideoClassifier:
-    """The Video branch of `source` (see the module docstring); with `cache`, without its image tower.
+    """The Video branch of a bike checkpoint `source` (CLIP and branch rebuilt from its records), the authors'
+    (architecture and frames from the caller or `cache`) or None (zero-shot CLIP); with `cache`, without its
+    image tower (the cache must come from the branch's CLIP and image tower).
 
     `class_names` replace a checkpoint's own; `pretrained` relocates its CLIP weights file; `frames` None:
     the trained count (or the cache's). What a bike checkpoint fixes, given, must be what it was trained
@@ -116,7 +112,7 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
         return _authors(source, class_names, model, head, vcs_tokens, templates, frames, cache,
                         ignore_visual_weights, device, described_by)
     ckpt = load_video_checkpoint(source)
-    branch_spec = video_spec_of(ckpt, source)
+    branch_spec = spec_of(VideoBranchSpec, ckpt, source)
     check_fixed_by_checkpoint(source, branch_spec, model=model, head=head, vcs_tokens=vcs_tokens,
                               templates=templates)
     names = ckpt.class_names
@@ -124,9 +120,10 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
         log.warning("evaluating on %d classes of --classes (the checkpoint was trained on %d)",
                     len(class_names), len(names))
         names = class_names
+    tuned = any(k.startswith(PREFIX) for k in ckpt.state_dict)
     if cache is not None:  # the cache's features must come from the CLIP this branch was trained on
         check_same_model(ckpt.clip, f"--checkpoint {source}", cache.meta, str(cache.path), allow_model_mismatch)
-        if any(k.startswith(PREFIX) for k in ckpt.state_dict):
+        if tuned:
             raise InputError(f"{source} fine-tuned CLIP's visual encoder (trained end to end); a feature "
                              "cache holds the original CLIP's features: evaluate it with --videos and --views")
     clip_model, spec = recorded_clip(ckpt.clip, source, pretrained, device)
@@ -134,7 +131,6 @@ def load_video_branch(source: Path | None, *, class_names: list[str] | None = No
     with as_user_error(ValueError, prefix=f"{source}: "):
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
     load_branch_weights(branch, ckpt.state_dict, f"{source} does not fit the Video branch its settings describe")
-    tuned = sum(k.startswith(PREFIX) for k in ckpt.state_dict)
     log.info("loaded %s (epoch %d%s)", source, ckpt.epoch, ", fine-tuned image tower" if tuned else "")
     frames = frames or branch_spec.frames
     if frames != branch_spec.frames:
@@ -172,8 +168,7 @@ def check_fixed_by_checkpoint(source: Path, trained: VideoBranchSpec, *, model: 
                               head: str | None = None, vcs_tokens: str | None = None,
                               templates: Sequence[str] | None = None, quick_gelu: bool | None = None,
                               trained_quick_gelu: bool | None = None) -> None:
-    """Each setting given (not None) must be what the bike checkpoint `source` was trained with; InputError
-    naming the option otherwise."""
+    """Each setting given (not None) must be what the bike checkpoint `source` was trained with (else InputError)."""
     fixed = (("--model", model, trained.model_name), ("--quick-gelu", quick_gelu, trained_quick_gelu),
              ("--head", head, trained.head), ("--vcs-tokens", vcs_tokens, trained.vcs_tokens),
              ("--template", None if templates is None else tuple(templates), tuple(trained.templates)))
@@ -266,16 +261,13 @@ def _zero_shot(class_names: list[str] | None, model: str | None, pretrained: str
                                      frames=frames, logit_scale_cap=None)
     with as_user_error(ValueError):  # --head
         branch = build_video_branch(branch_spec, clip_model, with_visual=cache is None)
-    descriptions = class_descriptions(class_names, *given, None)
-    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {}, descriptions,
-                       checkpoint=None)
+    return _classifier(branch, clip_model, spec, branch_spec, class_names, frames, device, {},
+                       class_descriptions(class_names, *given, None), checkpoint=None)
 
 
 def load_branch_weights(branch: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """One strict load of a branch's state dict, InputError (`what`: ...) naming keys that do not fit.
-
-    An image tower (`visual.*`) the state lacks keeps the CLIP weights it was built with; a branch
-    without one (cached features) takes none of the state's."""
+    """One strict load of a branch's state dict, InputError (`what`: ...) naming keys that do not fit. An image tower
+    the state lacks keeps its CLIP weights; a branch without one (cached features) takes none of the state's."""
     own = branch.state_dict()
     if getattr(branch, "visual", None) is None:
         state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
@@ -293,19 +285,16 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
                         cache_visual: str | None = None, ignore_visual_weights: bool = False, *,
                         spec: VideoBranchSpec | None = None, model_from: str = "the options",
                         allow_model_mismatch: bool = False) -> None:
-    """`train-video --init-from`: start `branch` from a trained Video branch, bike's checkpoint or the authors'.
-
-    On cached features the checkpoint's image tower must be the one that made the cache (`cache_visual`,
-    unless `ignore_visual_weights`). With `spec` (the branch trained; its model from `model_from`) a bike
-    checkpoint of another CLIP is refused (a warning with `allow_model_mismatch` where the widths agree)."""
-    authors = is_authors_checkpoint(source)
+    """`train-video --init-from`: start `branch` from bike's or the authors' Video branch; on cached features its
+    image tower must have made the cache (`cache_visual`). With `spec` (the branch trained, its model from
+    `model_from`) a checkpoint of another CLIP is refused (warned with `allow_model_mismatch`, same widths)."""
     trained = None
-    if authors:
+    if is_authors_checkpoint(source):
         state = authors_branch_state(read_authors_checkpoint(source))
     else:
         ckpt = load_video_checkpoint(source)
         state = ckpt.state_dict
-        trained = video_spec_of(ckpt, source)
+        trained = spec_of(VideoBranchSpec, ckpt, source)
         if spec is not None and trained.model_name != spec.model_name:
             differ = (f"--init-from {source} is a Video branch of {trained.model_name} ({trained.embed_dim}-d, as its "
                       f"checkpoint records), and this run trains {spec.model_name} ({spec.embed_dim}-d, {model_from}): "
@@ -323,7 +312,7 @@ def init_branch_weights(branch: VideoBranch, source: Path, cache: FeatureCache |
 
 
 def _unlike(trained: VideoBranchSpec | None, spec: VideoBranchSpec | None) -> str:
-    """The branch settings in which a checkpoint's spec and the branch being trained differ, as options."""
+    """The settings in which a checkpoint's spec and the branch being trained differ, as options."""
     if trained is None or spec is None:
         return ""
     return "; ".join(f"--{key.replace('_', '-')} {getattr(trained, key)} in the checkpoint, {getattr(spec, key)} "
@@ -359,13 +348,12 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
                       class_texts_source: object = "--class-texts") -> AttrsClassifier:
     """A train-attrs checkpoint, or (None) the plug-and-play branch on `clip`, CLIP's frozen text encoder;
     the classes described by `class_texts` or the checkpoint's recorded ones (see `class_descriptions`)."""
-    recorded = None
     if source is None:
         clip_model, spec = clip
-        branch, tune, templates = None, "none", [DEFAULT_TEMPLATE]
+        branch, tune, templates, recorded = None, "none", [DEFAULT_TEMPLATE], None
     else:
         ckpt = load_attrs_checkpoint(source)
-        attrs_spec = attrs_spec_of(ckpt, source)
+        attrs_spec = spec_of(AttrsBranchSpec, ckpt, source)
         clip_model, spec = load_clip(attrs_spec.model_name, attrs_spec.pretrained, quick_gelu=attrs_spec.quick_gelu,
                                      device=device)
         with as_user_error(ValueError, prefix=f"{source}: "):
@@ -382,39 +370,22 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
     return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
 
 
-def _from_args(cls, args: dict, source: object):
-    """A spec from a checkpoint's `model_args`; InputError when they are not this spec's fields."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(args) - known)
+_SCHEMA1 = {VideoBranchSpec: ("head", "temporal", "temporal_layers", "tau", "vcs_tokens", "templates", "frames"),
+            AttrsBranchSpec: ("tune", "templates")}  # the settings a schema-1 checkpoint's `config` holds
+
+
+def spec_of(cls: type[BranchSpec], ckpt: BranchCheckpoint, source: object) -> BranchSpec:
+    """The branch spec `cls` of a checkpoint: its `model_args` (InputError when they are not `cls`'s fields), or
+    (schema 1) derived from config + clip, each setting of its field's type."""
+    if ckpt.model_args is None:
+        clip = ckpt.clip
+        return cls(model_name=clip["model_name"], pretrained=clip["pretrained"], quick_gelu=clip["quick_gelu"],
+                   embed_dim=int(clip["embed_dim"]),
+                   **{key: type(getattr(cls, key))(ckpt.config[key]) for key in _SCHEMA1[cls]})
+    unknown = sorted(set(ckpt.model_args) - {f.name for f in fields(cls)})
     try:
         if unknown:
             raise TypeError(f"unknown fields {unknown}")
-        spec = cls(**frozen_settings(args))
+        return cls(**frozen_settings(ckpt.model_args))
     except (TypeError, AttributeError) as e:
         raise InputError(f"{source}: model_args do not describe a {cls.__name__}: {e}") from None
-    return spec
-
-
-def _legacy_clip(ckpt: BranchCheckpoint) -> dict:
-    clip = ckpt.clip
-    return {"model_name": clip["model_name"], "pretrained": clip["pretrained"], "quick_gelu": clip["quick_gelu"],
-            "embed_dim": int(clip["embed_dim"])}
-
-
-def video_spec_of(ckpt: BranchCheckpoint, source: object) -> VideoBranchSpec:
-    """The Video-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(VideoBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return VideoBranchSpec(**_legacy_clip(ckpt), head=config["head"], temporal=config["temporal"],
-                           temporal_layers=int(config["temporal_layers"]), tau=float(config["tau"]),
-                           vcs_tokens=config["vcs_tokens"], templates=tuple(config["templates"]),
-                           frames=int(config["frames"]))
-
-
-def attrs_spec_of(ckpt: BranchCheckpoint, source: object) -> AttrsBranchSpec:
-    """The Attributes-branch spec of a checkpoint: its `model_args`, or (schema 1) derived from config + clip."""
-    if ckpt.model_args is not None:
-        return _from_args(AttrsBranchSpec, ckpt.model_args, source)
-    config = ckpt.config
-    return AttrsBranchSpec(**_legacy_clip(ckpt), tune=config["tune"], templates=tuple(config["templates"]))

@@ -1,14 +1,6 @@
-"""Video heads: a temporal module (`encode`) and a parameter-free scoring head (`score`) of frame
-embeddings [B, T, D] against class embeddings, giving cosine logits [B, C] (no logit scale).
-
-Heads: ``mean`` (Eq. 1-2: frames averaged over T, cosine with the class) and ``vcs`` (Eq. 5-6, `vcs`,
-also the predictor's saliency). Temporal modules: ``none`` or ``transformer`` (`TemporalTransformer`,
-the paper's "Transf"). Settings that do not fit raise ValueError.
-
-`bike search` scores cached videos [n, V, T, D] against a query by the same two rules (`RULES`), averaged
-over the views: ``mean`` is one dot product with `video_vectors`' row (what the search index stores);
-``vcs`` renormalises e_v (the head does not, as the authors' code; across videos a cosine compares fairly).
-"""
+"""Video heads: a temporal module (`encode`: ``none`` or ``transformer``, the paper's "Transf") and a scoring head
+(`score`: ``mean``, Eq. 1-2, or ``vcs``, Eq. 5-6) of frames [B, T, D] against classes: cosine logits [B, C].
+`bike search` scores cached videos [n, V, T, D] by the same two rules (`RULES`), averaged over the views."""
 
 from __future__ import annotations
 
@@ -18,6 +10,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -67,13 +60,8 @@ def vcs(frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, pooled: 
     without query tokens). Eq. 6: logits[b,c] = e_v . class[c] with e_v = sum_t S[b,c,t] frame[b,t],
     computed as sum_t S[b,c,t] (frame[b,t] . class[c]) without the [B, C, D] embeddings. `renormalise`:
     cos(e_v, class) (search), |e_v| from e_v when C <= T, else sqrt(S G S) with the frame Gram G [T, T];
-    the head (as the authors' code) does not renormalise.
-
-    Two matrix products lay the similarities out so that the softmax over t and the sums run on
-    contiguous memory. Clips are taken so that about `chunk_elements` (`VCS_CHUNK_ELEMENTS`, at least one
-    clip's T*M*C) similarities exist at once; on the CPU the elementwise work runs `VCS_BLOCK_ELEMENTS` at
-    a time, in cache. The kept saliency is [B, C, T] (a transposed view).
-    """
+    the head (as the authors' code) does not renormalise (across videos a cosine compares fairly).
+    About `chunk_elements` (`VCS_CHUNK_ELEMENTS`) similarities exist at once; the kept saliency is a view."""
     steps, dim = frames.shape[1:]
     classes, per_class = mask.shape
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (frames, tokens, pooled))
@@ -130,13 +118,6 @@ def vcs_logits(frames: torch.Tensor, classes: ClassSide, tau: float = DEFAULT_TA
     return vcs(frames, classes.tokens, classes.token_mask if weights is None else weights, classes.pooled, tau).logits
 
 
-class QuickGELU(nn.Module):
-    """x * sigmoid(1.702 x): CLIP's activation, used by the authors' temporal transformer."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
 class ResidualBlock(nn.Module):
     """CLIP's pre-LN block: x + attn(LN(x)), then x + MLP(LN(x)) with a 4 x width QuickGELU MLP; parameter
     names as the authors' released temporal transformer, so that their checkpoints load as they are."""
@@ -158,8 +139,7 @@ class ResidualBlock(nn.Module):
 
 class TemporalTransformer(nn.Module):
     """The paper's "Transf" as the authors' code: out = transformer(x + pos[:T]) + x for frames x [B, T, width],
-    `layers` `ResidualBlock`s, heads = the CLIP text width / 64, a learned frame position table [max_frames,
-    width] on the input only. Init: the table and every linear map N(0, 0.02), zero biases."""
+    a learned position table [max_frames, width] on the input only; init N(0, 0.02), zero biases."""
 
     def __init__(self, width: int, layers: int = 6, heads: int | None = None, max_frames: int = 77) -> None:
         super().__init__()
@@ -173,9 +153,6 @@ class TemporalTransformer(nn.Module):
         self.transformer = nn.Module()
         self.transformer.resblocks = nn.Sequential(*[ResidualBlock(width, heads) for _ in range(layers)])
         self.grad_checkpointing = False  # train-video --grad-checkpointing sets it
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         nn.init.normal_(self.frame_position_embeddings.weight, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -253,9 +230,8 @@ def _tensor(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """float32 [n, D]: the mean over views of unit(mean over T of the frames) of [n, V, T, D] embeddings.
-
-    Its dot product with a unit query is the mean over views of the per-view cosines (the mean rule)."""
+    """float32 [n, D]: the mean over views of unit(mean over T) of [n, V, T, D] embeddings; its dot product with a
+    unit query is the mean over views of the per-view cosines (the mean rule)."""
     per_view = F.normalize(_tensor(embeddings).mean(2), dim=-1)  # [n, V, D]
     return per_view.mean(1)  # [n, D], unit for one view
 
@@ -264,11 +240,8 @@ def video_vectors(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
 def vcs_scores(embeddings: np.ndarray | torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
                pooled: torch.Tensor, tau: float = DEFAULT_TAU, weights: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """VCS scores [n] (mean over views) and saliency S [n, V, T] of one query against [n, V, T, D] videos.
-
-    tokens [M, D] / mask [M]: the query's word tokens (True = real token); pooled [D]; weights [M]: the
-    tokens' weights in S's mean (`ClassTexts.token_weights`, a query of several descriptions), None: 1/N. The head's own
-    `heads.vcs` with the query as its one class, e_v renormalised (a cosine)."""
+    """VCS scores [n] (mean over views, e_v renormalised) and saliency S [n, V, T] of one query against [n, V, T, D]
+    videos: tokens [M, D] / mask [M] (True = real token), pooled [D], weights [M] (`ClassTexts.token_weights`)."""
     frames = _tensor(embeddings)
     n, views, steps, dim = frames.shape
     scores, saliency = vcs(frames.reshape(n * views, steps, dim), tokens[None].float(),

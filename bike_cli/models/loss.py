@@ -1,9 +1,5 @@
-"""BIKE's symmetric video-category contrastive loss (Eq. 7), its logit scale, and the distributed gather.
-
-Training scores each video against the batch's own prompts (C = B classes, duplicates kept), every
-same-label pair a target (`same_label_targets`); `gather_with_grad` makes that batch global over
-processes (the Distributed InfoNCE of the paper's Appendix A.6).
-"""
+"""BIKE's symmetric video-category contrastive loss (Eq. 7), its logit scale, and the distributed gather that
+makes the batch global over processes (the Distributed InfoNCE of the paper's Appendix A.6)."""
 
 from __future__ import annotations
 
@@ -45,21 +41,13 @@ def same_label_targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 class LogitScale(nn.Module):
-    """A learnable log-space logit scale; the forward returns it clamped at `cap` (log(100)).
-
-    `cap=None` leaves it as it is: zero-shot scoring (SigLIP's own scale is above CLIP's cap) and
-    `--compat authors` training (the authors' code never clamps the scale).
-    """
+    """A learnable log-space logit scale; the forward returns it clamped at `cap` (log(100)); `cap=None` leaves it:
+    zero-shot scoring (SigLIP's scale is above CLIP's cap) and `--compat authors` training (never clamped)."""
 
     def __init__(self, init: float | torch.Tensor = math.log(1 / 0.07), cap: float | None = MAX_LOG_SCALE) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.as_tensor(init, dtype=torch.float32).detach().clone().reshape(()))
         self.cap = cap
-
-    @classmethod
-    def from_clip(cls, model: nn.Module, cap: float | None = MAX_LOG_SCALE) -> LogitScale:
-        """Initialised from CLIP's own (log-space) `model.logit_scale`."""
-        return cls(model.logit_scale, cap)
 
     def forward(self) -> torch.Tensor:
         """The 0-d log-space scale, at most `cap` (no gradient while above the cap)."""
@@ -67,12 +55,9 @@ class LogitScale(nn.Module):
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """x [n, ...] on each of W ranks -> [W * n, ...] (rank order); x itself without a process group.
-
-    The backward sums the gradient over ranks and keeps this rank's slice: with the same global loss on
-    every rank, DDP's gradient averaging then gives exactly the one-process gradient of the whole batch.
-    Every rank must pass the same shape (pad or drop the last batch): ValueError on every rank otherwise.
-    """
+    """x [n, ...] on each of W ranks -> [W * n, ...] (rank order); x itself without a process group. The backward
+    sums the gradient over ranks and keeps this rank's slice (with DDP's averaging: the one-process gradient of the
+    whole batch). Every rank must pass the same shape: ValueError on every rank otherwise."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     if x.ndim > _MAX_DIMS:

@@ -62,10 +62,8 @@ def hub_unreachable(exc: BaseException) -> bool:
 
 
 def get_tokenizer(model_name: str) -> Callable[[str | list[str]], torch.Tensor]:
-    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline).
-
-    Hugging Face and SentencePiece tokenizers (SigLIP, roberta, mT5, ...) need `transformers` and
-    are downloaded by it on first use; ModelLoadError when that is not possible."""
+    """open_clip's tokenizer for the architecture (bundled BPE for CLIP models: works offline; Hugging Face ones
+    need `transformers` and the hub on first use: ModelLoadError when that is not possible)."""
     name = resolve_model_name(model_name)
     try:
         return open_clip.get_tokenizer(name)

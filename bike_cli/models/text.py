@@ -1,12 +1,6 @@
-"""The category side of BIKE's Video branch: frozen CLIP text embeddings of prompted class names.
-
-Per class and template: the pooled embedding (`encode_text`'s, e_c of Eq. 1) and the per-token
-embeddings, whose VCS query positions (Eq. 5) `vcs_tokens` chooses: ``words``, the class name's own
-tokens (found by tokenising the prompt with and without the name, for any open_clip tokenizer), or
-``all``, every context position as the authors' code (for tokenizers with a pad token, all but padding).
-Several descriptions per class (`--class-texts`) each take the name's place: see `ClassTexts`. Names or
-templates that give no valid prompt raise `PromptError` (a ValueError), reported by the stage or loader.
-"""
+"""The category side of the Video branch: frozen CLIP text embeddings of prompted class names, pooled (e_c, Eq. 1)
+and per token, whose VCS queries (Eq. 5) `vcs_tokens` picks: ``words``, the name's own tokens, or ``all``
+positions as the authors' code (but padding). Prompts that are not valid raise `PromptError`."""
 
 from __future__ import annotations
 
@@ -72,9 +66,8 @@ def attribute_sentence(attributes: Sequence[str], template: str = DEFAULT_TEMPLA
 
 
 def class_name_spans(tokenizer: Tokenizer, template: str, class_names: Sequence[str]) -> list[tuple[int, int]]:
-    """Per class, the token positions [start, end) of the class name inside its tokenized prompt: between
-    the common prefix and suffix of the prompt tokenized with the name and with an empty one (any tokenizer;
-    a template that glues the name to its neighbours, as "{}s", gives the glued tokens)."""
+    """Per class, the token positions [start, end) of the name in its prompt: between the common prefix and suffix
+    of the prompt tokenized with the name and with an empty one (any tokenizer; "{}s" gives the glued tokens)."""
     base = _real_ids(tokenizer, [fill_template(template, "")])[0]
     prompts = _real_ids(tokenizer, [fill_template(template, n) for n in class_names])
     return [_changed_span(ids, base, name) for ids, name in zip(prompts, class_names)]
@@ -126,10 +119,8 @@ def _changed_span(ids: list[int], base: list[int], name: str) -> tuple[int, int]
 
 
 def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tensor:
-    """Bool [N, L]: every position except the pad tokens of a tokenizer that pads with one.
-
-    CLIP's BPE fills with zeros after its end-of-text but has no pad token (id 0 is "!"): there every
-    position is kept, as in the authors' code (`vcs_tokens="all"`)."""
+    """Bool [N, L]: every position except the pad tokens of a tokenizer that pads with one (CLIP's BPE has no pad
+    token, its zeros are "!": every position kept, as the authors' code)."""
     pad = _pad_id(tokenizer)
     if pad is None:
         return torch.ones_like(tokens, dtype=torch.bool)
@@ -140,8 +131,6 @@ def padding_free_mask(tokenizer: Tokenizer, tokens: torch.Tensor) -> torch.Tenso
 
 def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Bool mask [N, L] over `tokens` [N, L]: True at positions [start, end) of each row's span."""
-    if len(spans) != tokens.shape[0]:
-        raise ValueError(f"{len(spans)} class-name spans for {tokens.shape[0]} tokenized prompts")
     positions = torch.arange(tokens.shape[1], device=tokens.device)  # [L]
     bounds = torch.tensor(spans, dtype=torch.long, device=tokens.device).reshape(-1, 2)  # [N, 2]
     return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])  # [N, L]
@@ -151,11 +140,8 @@ def word_token_mask(tokens: torch.Tensor, spans: Sequence[tuple[int, int]]) -> t
 def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequence[str],
                        templates: Sequence[str] = (DEFAULT_TEMPLATE,), vcs_tokens: str = "words", batch_size: int = 256,
                        descriptions: Sequence[Sequence[str]] | None = None) -> ClassTexts:
-    """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`).
-
-    descriptions: per class, its texts (`bike_cli.data.class_names`), each filling the templates in the
-    class name's place; None: the class name itself, its one description.
-    PromptError for names, templates or a `vcs_tokens` that give no valid prompt or queries."""
+    """Encode K classes with the frozen text encoder, one prompt per template and description (see `ClassTexts`);
+    descriptions: per class, its texts, each filling the templates in the name's place; None: the class name."""
     if vcs_tokens not in VCS_TOKENS:
         raise PromptError(f"vcs_tokens must be one of {', '.join(VCS_TOKENS)}, not {vcs_tokens!r}")
     if not class_names:
@@ -191,11 +177,8 @@ def encode_class_texts(model: nn.Module, tokenizer: Tokenizer, class_names: Sequ
 
 def _per_class(texts: list[list[str]], prompt_mean: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The P descriptions' pooled [P, D], tokens [P, M, D] and mask [P, M] gathered into K classes.
-
-    Returns pooled [K, D] (the renormalised mean of the class's normalised prompt embeddings),
-    tokens [K, M', D], mask [K, M'] and token weights [K, M'] = 1 / (n_desc x n_tokens of the token's
-    description), so that the saliency's weighted mean is the mean of the descriptions' saliencies."""
+    """The P descriptions' pooled [P, D], tokens [P, M, D] and mask [P, M] gathered into K classes: pooled [K, D]
+    (renormalised mean), tokens [K, M', D], mask [K, M'] and token weights [K, M'] (see `ClassTexts`)."""
     device = prompt_mean.device
     owner = torch.tensor([k for k, d in enumerate(texts) for _ in d], device=device)  # [P]
     slot = torch.tensor([j for d in texts for j in range(len(d))], device=device)  # [P]
@@ -225,9 +208,8 @@ def _encode_batched(model: nn.Module, tokens: torch.Tensor, batch_size: int) -> 
 
 
 def _pack(tokens: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None):
-    """Move each row's masked-in tokens [K, M, D] to the front, in order; drop columns no row uses.
-
-    Returns (tokens [K, width, D], mask [K, width]), and the `weights` [K, M] moved alike when given."""
+    """Move each row's masked-in tokens [K, M, D] to the front, in order, dropping unused columns: tokens
+    [K, width, D], mask [K, width], and the `weights` [K, M] moved alike when given."""
     counts = mask.sum(1)  # [K]
     width = int(counts.max())
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]  # kept first, in order

@@ -1,9 +1,5 @@
-"""Per-token and pooled text embeddings for every kind of open_clip text tower (docs/models.md, "Text side").
-
-The pooled row is exactly the model's own `encode_text`; the per-token rows (the VCS queries) go through
-the same final norm and projection. The kind (`clip`: CLIP's built-in tower; `transformer`: an open_clip
-`TextTransformer`; `coca`: one with an appended CLS row; `hf`: `HFTextEncoder`) is read from the model object.
-"""
+"""Per-token and pooled text embeddings for every kind of open_clip text tower (docs/models.md, "Text side"):
+the pooled row is the model's own `encode_text`, the per-token rows go through the same norm and projection."""
 
 from __future__ import annotations
 

@@ -46,19 +46,15 @@ class VideoBranch(nn.Module):
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, classes: ClassTexts) -> torch.Tensor:
         """The training loss (Eq. 7) of this process's batch against the whole batch, gathered over processes.
-
-        inputs: frame embeddings [b, T, D] (cached) or normalised pixels [b, T, 3, S, S] (end to end);
-        targets: class indices [b] (against the batch's own prompts: [B, B]) or multi-hot [b, K] (all K classes).
-        """
+        inputs: frame embeddings [b, T, D] (cached) or pixels [b, T, 3, S, S] (end to end); targets: class indices
+        [b] (against the batch's own prompts: [B, B]) or multi-hot [b, K] (all K classes)."""
         frames = self.frame_embeddings(inputs) if self.visual is not None else inputs  # [b, T, D]
         encoded = gather_with_grad(self.head.encode(frames.float()))  # [B, T, D]
         targets = gather_with_grad(targets)  # [B] or [B, K]
-        if targets.ndim == 1:
-            logits = self.head.score(encoded, classes.select(targets))  # [B, B]
-            positives = same_label_targets(targets)  # [B, B]
-        else:
-            logits = self.head.score(encoded, classes)  # [B, K]
-            positives = targets
+        if targets.ndim == 1:  # [B, B]
+            logits, positives = self.head.score(encoded, classes.select(targets)), same_label_targets(targets)
+        else:  # [B, K]
+            logits, positives = self.head.score(encoded, classes), targets
         return self.loss_fn(logits.float(), positives.float(), self.logit_scale())
 
     @torch.no_grad()

@@ -1,8 +1,5 @@
-"""Arithmetic on weights (state dicts): `interpolate` two models (WiSE-FT), `StateMean` of several (SWA).
-
-Tensors that are not floating point (integer buffers) are not averaged: the tuned / last one is kept.
-Other keys or shapes are a ValueError.
-"""
+"""Arithmetic on state dicts: `interpolate` two models (WiSE-FT), `StateMean` of several (SWA); non-float tensors
+are not averaged (the tuned / last one is kept); other keys or shapes are a ValueError."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """Every figure bike draws: eval's plots (`--plots`), predict's Fig. 3 (`--explain`), search's sheet (`--sheet`).
-
-Drawing only: what to show is the caller's. Titles and captions quote user text, and matplotlib reads the
-text between two `$` as mathtext, so every drawing function runs under `literal_text` (drawn as typed, its
-warnings, e.g. a glyph the font lacks, logged rather than printed raw). Each figure is a `Figure` of its
-own on the Agg canvas (pyplot's global state untouched), written under a temporary name, then renamed.
+Drawing only; each figure is a `Figure` of its own on the Agg canvas (pyplot's state untouched), written atomically.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ F = TypeVar("F", bound=Callable)
 
 
 def literal_text(draw: F) -> F:
-    """Run `draw` with mathtext off (every string it puts on a figure is drawn as typed), its warnings logged."""
+    """Run `draw` with mathtext off (titles quote user text: a `$` is drawn as typed), its warnings logged."""
 
     @functools.wraps(draw)
     def literally(*args, **kwargs):
@@ -66,10 +62,8 @@ def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
 @literal_text
 def plot_per_class_accuracy(accuracy: dict[str, np.ndarray], names: list[str], title: str, path: Path,
                             gap: int | None = None) -> Path:
-    """Horizontal bars of top-1 (%) per class, one colour per branch, the first class at the bottom.
-
-    accuracy: branch -> [n] values of the n classes `names`, in drawing order; `gap`: a dashed line below
-    the class of that position (where classes were left out between two groups)."""
+    """Horizontal bars of top-1 (%) per class, one colour per branch (-> [n], the n `names` in drawing order,
+    the first at the bottom); `gap`: a dashed line below that position (classes left out between two groups)."""
     n, branches = len(names), max(1, len(accuracy))
     figure = Figure(figsize=(8, 1.5 + n * (0.18 + 0.08 * branches)))
     axes = figure.add_subplot()
@@ -124,11 +118,9 @@ HIGHLIGHT, PLAIN = "#d62728", "#8c8c8c"
 
 @literal_text
 def draw_explanation(predictions: Sequence[ExplainedVideo], out: Path, dpi: int = 100) -> Path:
-    """Draw the paper's Fig. 3 for `predictions` into `out` (format from its suffix); returns `out`.
-
-    One row per video: its T sampled frames (the centre crops the model saw), under each a bar of its temporal
-    saliency for the predicted class (the most salient in red; uniform 1/T with the mean head, and the row
-    says so), the prediction as the row's title, the attribute sentence as its caption."""
+    """Draw the paper's Fig. 3 into `out` (format from its suffix): a row per video, its T frames over bars of
+    their saliency for the predicted class (the most salient in red), the prediction as title, the sentence
+    as caption."""
     if not predictions:
         raise InputError("no predictions to explain")
     check_figure_path(out, "--explain")

@@ -20,7 +20,6 @@ from bike_cli.config.profile import (
     BRANCH_SCORES,
     FRAME_SOFTMAX,
     FUSED,
-    check_profile,
     check_same_profile,
     get_profile,
     recorded_profile,
@@ -43,7 +42,7 @@ from bike_cli.io.csv_meta import meta_path, write_csv_meta
 from bike_cli.io.feature_cache import FeatureCache
 from bike_cli.io.guard import PathGuard, check_folder_output, file_or_none
 from bike_cli.io.identity import check_same_model
-from bike_cli.io.metrics_json import write_eval_metrics
+from bike_cli.io.metrics_json import EVAL_METRICS_KIND, write_metrics_json
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 from bike_cli.models.factory import VideoClassifier, load_attrs_branch, load_video_branch
 from bike_cli.progress import Progress
@@ -79,7 +78,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
     if (cfg.protocol == "splits") != bool(cfg.split_lists):
         raise InputError("--split-lists is for --protocol splits" if cfg.split_lists
                          else "--protocol splits needs --split-lists (the test-split lists)")
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.views:
         parse_views(cfg.views, get_profile(cfg.compat))
     check_folder_output("--out", cfg.out)
@@ -211,9 +210,10 @@ def _run_eval(cfg: EvalConfig, progress: Progress | None, guard: PathGuard) -> E
         metrics["video"] = frame_scorer(frames.flatten(1, 2), vm.texts.pooled.cpu(), labels, cfg.repeats, cfg.seed)
     if cfg.plots is not None:
         files.update(_plots(cfg, branches, labels, class_names))
-    write_eval_metrics(cfg.out / "metrics.json", {
+    write_metrics_json(cfg.out / "metrics.json", {
         "protocol": cfg.protocol, "fuse": weights[0] if weights else None, "compat": cfg.compat, "videos": len(ids),
-        "failed": failed, "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics})
+        "failed": failed, "seconds": time.perf_counter() - started, "config": asdict(cfg), "metrics": metrics},
+        EVAL_METRICS_KIND)
     return EvalSummary(cfg.out, len(ids), metrics, files, failed)
 
 

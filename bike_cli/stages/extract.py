@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bike_cli import __version__
-from bike_cli.config.profile import check_profile, get_profile
+from bike_cli.config.profile import get_profile
 from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 def _check(cfg: ExtractConfig) -> None:
     """Every option, checked before anything is loaded."""
     check_ranges(cfg)
-    check_profile(cfg.compat)
     parse_views(cfg.views, get_profile(cfg.compat))
     check_choice("--decoder", cfg.decoder, DECODERS)
     check_choice("--sampling", cfg.sampling, SAMPLING_MODES)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bike_cli.config.profile import FUSED, check_fusable, check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import FUSED, check_fusable, check_same_profile, get_profile
 from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
@@ -33,7 +33,7 @@ from bike_cli.eval.fusion import (
 from bike_cli.eval.protocols import PROTOCOLS, run_protocol
 from bike_cli.io.csv_meta import meta_path, read_csv_meta, write_csv_meta
 from bike_cli.io.guard import PathGuard, check_file_output
-from bike_cli.io.metrics_json import write_fuse_metrics
+from bike_cli.io.metrics_json import FUSE_METRICS_KIND, write_metrics_json
 from bike_cli.io.score_csv import ScoreTable, write_score_csv
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _check(cfg: FuseConfig) -> None:
         raise InputError("--val files are only read with --search")
     if cfg.weights is not None:
         check_weights(cfg.weights, len(cfg.inputs))
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     for path in [*cfg.inputs, *cfg.val]:
         meta = read_csv_meta(path)
         check_same_profile(cfg.compat, meta.compat, path)
@@ -112,7 +112,7 @@ def run_fuse(cfg: FuseConfig) -> FuseSummary:
     summary = FuseSummary(cfg.out, cfg.metrics_json, list(cfg.inputs), weights, input_metrics, fused_metrics,
                           criterion, grid, len(first.video_ids), len(first.class_names), best,
                           grid is not None and grid_tied(grid))
-    write_fuse_metrics(summary.metrics_json, metrics_document(cfg, summary, tables))
+    write_metrics_json(summary.metrics_json, metrics_document(cfg, summary, tables), FUSE_METRICS_KIND)
     return summary
 
 

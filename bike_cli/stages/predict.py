@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bike_cli.config.profile import check_profile, get_profile
+from bike_cli.config.profile import get_profile
 from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names, read_class_texts
@@ -39,7 +39,7 @@ def check_options(cfg: PredictConfig) -> None:
     for option, value, choices in (("--head", cfg.head, HEADS), ("--vcs-tokens", cfg.vcs_tokens, VCS_TOKENS)):
         if value is not None:  # None: not given
             check_choice(option, value, choices)
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
         if not cfg.model or (cfg.classes is None) == (not cfg.class_names):
             raise InputError(f"{cfg.checkpoint} is an authors' checkpoint, which records neither the CLIP "

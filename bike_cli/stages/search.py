@@ -20,8 +20,9 @@ from bike_cli.config.profile import get_profile
 from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.class_names import described_classes
-from bike_cli.data.sampling import TEST_INDICES, TRAIN_INDICES, video_seed
-from bike_cli.data.video_lists import nonblank, read_lines
+from bike_cli.data.lexicons import read_lines
+from bike_cli.data.sampling import clip_indices
+from bike_cli.data.video_lists import nonblank
 from bike_cli.engine.runtime import resolve_device
 from bike_cli.errors import BikeError, InputError, as_user_error
 from bike_cli.eval.metrics import average_precision
@@ -224,15 +225,6 @@ def search(cache: FeatureCache, vectors: torch.Tensor, texts: ClassTexts, rule: 
     return found
 
 
-def frame_numbers(cache: FeatureCache, row: int, num_frames: int) -> np.ndarray:
-    """int64 [C, T]: the frames the cache sampled from video `row` (its sampling rule and frame count)."""
-    meta, profile = cache.meta, get_profile(cache.meta.compat)
-    if meta.sampling_mode == "train":
-        rng = np.random.default_rng(video_seed(meta.seed, cache.video_ids[row]))
-        return TRAIN_INDICES[profile.train_indices](num_frames, meta.frames, meta.clips, rng)
-    return TEST_INDICES[profile.test_indices](num_frames, meta.frames, meta.clips)
-
-
 def salient(weights: np.ndarray, clips: int) -> tuple[int, int]:
     """(t*, clip) of [V, T] weights: t* = argmax of the view mean; the clip whose crops peak there."""
     step = int(weights.mean(0).argmax())
@@ -245,8 +237,9 @@ def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found, coun
     hits = []
     for rank, (row, score, weights) in enumerate(zip(found.rows, found.scores, found.weights), 1):
         step, clip = salient(weights, cache.meta.clips)
-        frame = int(frame_numbers(cache, int(row), int(counts[row]))[clip, step])
-        video_id = cache.video_ids[int(row)]
+        video_id, meta = cache.video_ids[int(row)], cache.meta
+        frame = int(clip_indices(get_profile(meta.compat), meta.sampling_mode, int(counts[row]), meta.frames,
+                                 meta.clips, meta.seed, video_id)[clip, step])  # the frames extract sampled
         path = str(Path(cfg.root) / video_id) if cfg.root is not None else video_id
         hits.append(Hit(query, rank, video_id, path, float(score), step, frame))
     return hits

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import Profile, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.recipe import setting_text
 from bike_cli.config.stages import TrainAttrsConfig
@@ -33,7 +33,7 @@ from bike_cli.errors import InputError, as_user_error
 from bike_cli.io.atomic import make_folder
 from bike_cli.io.attributes_csv import AttributesTable, check_attributes_csv, read_attributes_csv
 from bike_cli.io.checkpoints import ATTRS_KIND, read_sentence_cache, write_sentence_cache
-from bike_cli.io.csv_meta import meta_path, read_csv_compat, read_csv_meta
+from bike_cli.io.csv_meta import meta_path, read_csv_meta
 from bike_cli.io.guard import PathGuard, file_or_none
 from bike_cli.io.identity import check_same_model, differences, file_sha256, identity_of
 from bike_cli.models.attributes import SENTENCE_BATCH, attribute_scores, video_rows
@@ -109,7 +109,7 @@ def _check(cfg: TrainAttrsConfig) -> PathGuard:
         raise InputError(f"--tune must be one of {', '.join(TUNES)}, not {cfg.tune!r}")
     with as_user_error(PromptError):
         check_templates(cfg.templates)
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     return guard
 
 
@@ -181,7 +181,7 @@ def _train_attrs(cfg: TrainAttrsConfig, profile: Profile, progress_factory, sett
     class_names = label_names if subset is None else [label_names[i] for i in subset]  # what it learns
     descriptions = described_classes(cfg.class_texts, class_names)
     for path in filter(None, (cfg.attributes, cfg.val_attributes)):
-        check_same_profile(cfg.compat, read_csv_compat(path), path)
+        check_same_profile(cfg.compat, read_csv_meta(path).compat, path)
     clip_model, spec = load_clip(cfg.model, cfg.pretrained, quick_gelu=cfg.quick_gelu, device=device)
     _check_recorded_model(cfg, spec)
     tokenizer = get_tokenizer(spec.model_name)

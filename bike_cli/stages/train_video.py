@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bike_cli.config.profile import Profile, check_profile, check_same_profile, get_profile
+from bike_cli.config.profile import Profile, check_same_profile, get_profile
 from bike_cli.config.ranges import check_ranges
 from bike_cli.config.recipe import setting_source, setting_text
 from bike_cli.config.stages import TrainVideoConfig
@@ -62,7 +62,7 @@ def _check(cfg: TrainVideoConfig) -> PathGuard:
     if cfg.val_features is not None and cfg.val_videos is not None:
         raise InputError("give at most one of --val-features and --val-videos")
     check_ranges(cfg)
-    check_profile(cfg.compat)
+    get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.shots is not None and cfg.shots_list is not None:
         raise InputError("give at most one of --shots (a seeded sample of K videos a class) and --shots-list "
                          "(the videos of a published K-shot list)")

@@ -15,8 +15,6 @@ import torch
 from bike_cli.config.files import not_regular
 from bike_cli.errors import DecodeError, InputError
 
-RESIZES = ("shortest", "squash", "longest")
-
 IndexChooser = Callable[[int], Sequence[int]]
 
 NOT_FOUND = "file not found"
@@ -109,9 +107,7 @@ def requested_indices(choose_indices: IndexChooser, num_frames: int) -> np.ndarr
     """Call the sampler with the frame count; return its indices [N] clamped to num_frames - 1."""
     indices = np.asarray(choose_indices(num_frames))
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise InputError(
-            f"choose_indices({num_frames}) must return a non-empty list of ints, got {indices!r}"
-        )
+        raise InputError(f"choose_indices({num_frames}) must return a non-empty list of ints, got {indices!r}")
     if indices.min() < 0:
         raise InputError(f"choose_indices({num_frames}) returned a negative index: {indices.tolist()}")
     return np.minimum(indices.astype(np.int64), num_frames - 1)

@@ -54,10 +54,8 @@ class PlanFallbacks:
     def count(self, planned: bool) -> None:
         """One more fallback: `failed` when a plan had been tried (`planned`), else `unplanned`."""
         with self._lock:
-            if planned:
-                self.failed += 1
-            else:
-                self.unplanned += 1
+            self.failed += planned
+            self.unplanned += not planned
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

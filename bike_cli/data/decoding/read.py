@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bike_cli.config.stages import DEFAULT_DECODER
 from bike_cli.data.decoding.decord_backend import read_decord
-from bike_cli.data.decoding.frames import REASONS, RESIZES, BackendFailure, DecodedClip, IndexChooser, check_video_file
+from bike_cli.data.decoding.frames import REASONS, BackendFailure, DecodedClip, IndexChooser, check_video_file
 from bike_cli.data.decoding.pyav_backend import read_pyav
 from bike_cli.errors import DecodeError, InputError
 
@@ -29,22 +29,16 @@ def read_frames(
     num_threads: int = 1,
     resize: str = "shortest",
 ) -> DecodedClip:
-    """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed).
-
-    Each distinct index is decoded once; indices past the end are clamped to the last frame.
-    `short_side` resizes while decoding so the shorter side has that length (aspect kept; None keeps
-    the original size; `resize` "squash" / "longest": see `resized_size`). `num_threads`: decoder
-    threads (0: the library decides). With `fallback` a file the chosen backend fails on is tried
-    with the other one. Raises DecodeError whose message
-    starts with the reason (see REASONS) and names the path and each backend's error.
-    """
+    """Decode the frames `choose_indices(num_frames)` asks for (any order, repeats allowed), each distinct
+    index once; indices past the end are clamped to the last frame. `short_side`: resize while decoding
+    (None: the original size; `resize`, one of the model's modes: `resized_size`). `num_threads`: decoder
+    threads (0: the library decides). With `fallback` a file the chosen backend fails on is tried with the
+    other. DecodeError starts with the reason (REASONS) and names the path and each backend's error."""
     if decoder not in DECODERS:
         raise InputError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
     if short_side is not None and short_side < 1:
         raise InputError(f"short_side must be a positive number of pixels, got {short_side}")
-    if resize not in RESIZES:
-        raise InputError(f"unknown resize mode {resize!r}: choose one of {', '.join(RESIZES)}")
-    if num_threads < 0:
+    if num_threads < 0:  # benchmarks/decode.py --threads
         raise InputError(f"num_threads must be >= 0 (0: automatic), got {num_threads}")
     path = Path(path)
     check_video_file(path)
