@@ -141,8 +141,8 @@ def test_salient_frame_is_the_argmax_of_s_and_its_frame_number_follows_the_sampl
     vectors, _ = stage.load_index(cache, stage.Progress())
     texts = random_texts(1, seed=5)
     found = stage.search(cache, vectors, texts, "vcs", 4, 12)[0]
-    hits = stage._hits(cache, SearchConfig(features=cache.path), "q", found)
     counts = cache.num_frames()
+    hits = stage._hits(cache, SearchConfig(features=cache.path), "q", found, counts)
     for hit, row in zip(hits, found.rows):
         _, saliency = vcs_scores(emb[row:row + 1], texts.tokens[0], texts.token_mask[0], texts.pooled[0])
         s = saliency[0].numpy()  # [V, T]

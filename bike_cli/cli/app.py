@@ -11,140 +11,93 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from bike_cli.cli import tables
-from bike_cli.cli.core import (
-    EXIT_USAGE,
-    INPUT,
-    MODEL,
-    OUTPUT,
-    PERFORMANCE,
-    SAMPLING,
-    TRAINING,
-    BikeCommand,
-    F,
-    app,
-    console,
-    fail,
-    given,
-    make_config,
-    run_guarded,
-    settings,
-)
+from bike_cli.cli import core, tables
+from bike_cli.cli.core import INPUT, MODEL, OUTPUT, PERFORMANCE, SAMPLING, TRAINING, app, given, make_config
 from bike_cli.cli.torch_pair import installed_mismatch
-from bike_cli.config.stages import (
-    DemoConfig,
-    EvalConfig,
-    ExtractConfig,
-    FuseConfig,
-    GenAttributesConfig,
-    MergeConfig,
-    PredictConfig,
-    SearchConfig,
-    TrainAttrsConfig,
-    TrainVideoConfig,
-    parse_class_names,
-    parse_weights,
-)
+from bike_cli.config import stages as configs
 from bike_cli.data.lexicons import LEXICONS
-
-if TYPE_CHECKING:
-    from bike_cli.engine.run_folder import TrainSummary
 
 MODEL_NEEDED = ("extract-features needs --model: an open_clip architecture with its weights, e.g. "
                 "--model ViT-B-16 --pretrained openai, or --model bike-tiny (built in, random weights: tests only)")
 
-Classes = Annotated[Path | None, typer.Option(
-    "--classes", rich_help_panel=INPUT,
-    help="Class names in label order: an `id,name` CSV, one name per line, Charades' `c000 name` lines, or a "
-    "built-in list (k400, k600, k700, ssv2, ucf101, hmdb51, anet, charades).")]
-BaseClasses = Annotated[Path | None, typer.Option(
-    "--base-classes", rich_help_panel=INPUT,
-    help="Base-to-novel: train on these classes only (a class file, matched by name to the classes the labels "
-    "index: --classes, the cache's, else this file's own); the videos of other classes are left out.")]
-Root = Annotated[Path | None, typer.Option(
-    "--root", rich_help_panel=INPUT, help="Folder that relative paths of the video list start from.")]
-Recipe = Annotated[Path | None, typer.Option(
-    "--recipe", rich_help_panel=INPUT, help="YAML recipe (see recipes/); every option given here overrides it.")]
+def option(flag: str, help: str, panel: str) -> typer.models.OptionInfo:
+    """An option with its help panel."""
+    return typer.Option(flag, rich_help_panel=panel, help=help)
+
+
+Classes = Annotated[Path | None, option(
+    "--classes", "Class names in label order: an `id,name` CSV, one name per line, Charades' `c000 name` lines, or a "
+    "built-in list (k400, k600, k700, ssv2, ucf101, hmdb51, anet, charades).", INPUT)]
+BaseClasses = Annotated[Path | None, option(
+    "--base-classes", "Base-to-novel: train on these classes only (a class file, matched by name to the classes the "
+    "labels index: --classes, the cache's, else this file's own); the videos of other classes are left out.", INPUT)]
+Root = Annotated[Path | None, option("--root", "Folder that relative paths of the video list start from.", INPUT)]
+Recipe = Annotated[Path | None, option(
+    "--recipe", "YAML recipe (see recipes/); every option given here overrides it.", INPUT)]
 LEXICON_HELP = f"Built-in lexicon ({', '.join(LEXICONS)}) or a phrase file: one phrase per line, # comments."
 Lexicon = Annotated[str | None, typer.Option("--lexicon", rich_help_panel=INPUT, help=LEXICON_HELP)]
 TopK = Annotated[int | None, typer.Option(
     "--top-k", "-k", rich_help_panel=OUTPUT, help="Attributes per video (the paper uses 5).")]
 
-Model = Annotated[str | None, typer.Option(
-    "--model", rich_help_panel=MODEL,
-    help="open_clip architecture, e.g. ViT-B-16, or bike-tiny (built in: random weights, for tests and the demo).")]
-Pretrained = Annotated[str | None, typer.Option(
-    "--pretrained", rich_help_panel=MODEL,
-    help="Weights: a pretrained tag (e.g. openai), a local checkpoint file (.pt state dict, .safetensors, "
-    "OpenAI TorchScript), or none (random init).")]
-QuickGelu = Annotated[bool | None, typer.Option(
-    "--quick-gelu/--no-quick-gelu", rich_help_panel=MODEL,
-    help="Force QuickGELU on or off; by default on for the openai tag, TorchScript archives and -quickgelu names.")]
-Head = Annotated[str | None, typer.Option(
-    "--head", rich_help_panel=MODEL, help="mean (baseline) or vcs (Video Concept Spotting).")]
-VcsTokens = Annotated[str | None, typer.Option(
-    "--vcs-tokens", rich_help_panel=MODEL,
-    help="VCS queries: words (the class name's word tokens, Eq. 5) or all (every context position, as the "
-    "authors' code).")]
-Compat = Annotated[str | None, typer.Option(
-    "--compat", rich_help_panel=MODEL,
-    help="bike (the paper reading), or authors: the released code's behaviour where the two differ on purpose "
-    "(docs/reproducing.md); recorded in every file written and checked where files meet.")]
-IgnoreVisualWeights = Annotated[bool | None, typer.Option(
-    "--ignore-visual-weights", rich_help_panel=MODEL,
-    help="Use a checkpoint whose visual encoder did not make the feature cache, keeping the cache's "
-    "features (its visual weights are not used).")]
-AllowModelMismatch = Annotated[bool | None, typer.Option(
-    "--allow-model-mismatch", rich_help_panel=MODEL,
-    help="Warn instead of refusing when the model is not the one that made the feature cache (experts only; "
-    "a model of another embedding width is refused all the same).")]
-Templates = Annotated[list[str] | None, typer.Option(
-    "--template", rich_help_panel=MODEL, help="Class prompt with {} for the name; repeat to average several.")]
-ClassTexts = Annotated[Path | None, typer.Option(
-    "--class-texts", rich_help_panel=MODEL,
-    help="Several descriptions per class, averaged: a `class,text` CSV or a JSON {\"class\": [\"text\", ...]} "
-    "(docs/formats.md); each fills the templates in the class name's place.")]
+Model = Annotated[str | None, option(
+    "--model", "open_clip architecture, e.g. ViT-B-16, or bike-tiny (built in: random weights, for tests and the "
+    "demo).", MODEL)]
+Pretrained = Annotated[str | None, option(
+    "--pretrained", "Weights: a pretrained tag (e.g. openai), a local checkpoint file (.pt state dict, .safetensors, "
+    "OpenAI TorchScript), or none (random init).", MODEL)]
+QuickGelu = Annotated[bool | None, option(
+    "--quick-gelu/--no-quick-gelu", "Force QuickGELU on or off; by default on for the openai tag, TorchScript archives "
+    "and -quickgelu names.", MODEL)]
+Head = Annotated[str | None, option("--head", "mean (baseline) or vcs (Video Concept Spotting).", MODEL)]
+VcsTokens = Annotated[str | None, option(
+    "--vcs-tokens", "VCS queries: words (the class name's word tokens, Eq. 5) or all (every context position, as the "
+    "authors' code).", MODEL)]
+Compat = Annotated[str | None, option(
+    "--compat", "bike (the paper reading), or authors: the released code's behaviour where the two differ on purpose "
+    "(docs/reproducing.md); recorded in every file written and checked where files meet.", MODEL)]
+IgnoreVisualWeights = Annotated[bool | None, option(
+    "--ignore-visual-weights", "Use a checkpoint whose visual encoder did not make the feature cache, keeping the "
+    "cache's features (its visual weights are not used).", MODEL)]
+AllowModelMismatch = Annotated[bool | None, option(
+    "--allow-model-mismatch", "Warn instead of refusing when the model is not the one that made the feature cache "
+    "(experts only; a model of another embedding width is refused all the same).", MODEL)]
+Templates = Annotated[list[str] | None, option(
+    "--template", "Class prompt with {} for the name; repeat to average several.", MODEL)]
+ClassTexts = Annotated[Path | None, option(
+    "--class-texts", "Several descriptions per class, averaged: a `class,text` CSV or a JSON {\"class\": [\"text\", "
+    "...]} (docs/formats.md); each fills the templates in the class name's place.", MODEL)]
 
 Frames = Annotated[int | None, typer.Option(
     "--frames", "-T", rich_help_panel=SAMPLING, help="Frames per clip T (TSN segments).")]
-Views = Annotated[str | None, typer.Option(
-    "--views", rich_help_panel=SAMPLING,
-    help="CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right; --compat authors also "
-         "5 = corners + centre, 10 = those and their mirror images), e.g. 4x3.")]
-Decoder = Annotated[str | None, typer.Option(
-    "--decoder", rich_help_panel=SAMPLING,
-    help="Video decoder: pyav (decodes only what the sampled frames need, bit-exactly) or decord. The other one "
-    "is tried on files the first cannot read.")]
-Seed = Annotated[int | None, typer.Option(
-    "--seed", rich_help_panel=SAMPLING,
-    help="Seed of everything random here (frame sampling, initialisation, data order, class draws).")]
+Views = Annotated[str | None, option(
+    "--views", "CxS: C temporal clips x S spatial crops (S = 1 centre or 3 left/centre/right; --compat authors also 5 "
+    "= corners + centre, 10 = those and their mirror images), e.g. 4x3.", SAMPLING)]
+Decoder = Annotated[str | None, option(
+    "--decoder", "Video decoder: pyav (decodes only what the sampled frames need, bit-exactly) or decord. The other "
+    "one is tried on files the first cannot read.", SAMPLING)]
+Seed = Annotated[int | None, option(
+    "--seed", "Seed of everything random here (frame sampling, initialisation, data order, class draws).", SAMPLING)]
 
-Epochs = Annotated[int | None, typer.Option("--epochs", rich_help_panel=TRAINING, help="Training epochs.")]
-GradAccum = Annotated[int | None, typer.Option(
-    "--grad-accum", rich_help_panel=TRAINING, help="Gradient accumulation steps.")]
-Lr = Annotated[float | None, typer.Option(
-    "--lr", rich_help_panel=TRAINING, help="Learning rate of the new layers.")]
-ClipLrRatio = Annotated[float | None, typer.Option(
-    "--clip-lr-ratio", rich_help_panel=TRAINING, help="Learning rate of fine-tuned CLIP layers = lr x this.")]
-WeightDecay = Annotated[float | None, typer.Option(
-    "--weight-decay", rich_help_panel=TRAINING, help="AdamW weight decay.")]
-WarmupEpochs = Annotated[float | None, typer.Option(
-    "--warmup-epochs", rich_help_panel=TRAINING, help="Linear warm-up epochs before the cosine schedule.")]
-ValEvery = Annotated[int | None, typer.Option(
-    "--val-every", rich_help_panel=TRAINING, help="Validate every N epochs.")]
-Loss = Annotated[str | None, typer.Option(
-    "--loss", rich_help_panel=TRAINING,
-    help="bike (the paper's Eq. 7/8) or authors (their KL loss); by default the --compat profile's.")]
-Resume = Annotated[bool | None, typer.Option(
-    "--resume/--no-resume", rich_help_panel=TRAINING,
-    help="Continue the run in --out from its last complete epoch.")]
+Epochs = Annotated[int | None, option("--epochs", "Training epochs.", TRAINING)]
+GradAccum = Annotated[int | None, option("--grad-accum", "Gradient accumulation steps.", TRAINING)]
+Lr = Annotated[float | None, option("--lr", "Learning rate of the new layers.", TRAINING)]
+ClipLrRatio = Annotated[float | None, option(
+    "--clip-lr-ratio", "Learning rate of fine-tuned CLIP layers = lr x this.", TRAINING)]
+WeightDecay = Annotated[float | None, option("--weight-decay", "AdamW weight decay.", TRAINING)]
+WarmupEpochs = Annotated[float | None, option(
+    "--warmup-epochs", "Linear warm-up epochs before the cosine schedule.", TRAINING)]
+ValEvery = Annotated[int | None, option("--val-every", "Validate every N epochs.", TRAINING)]
+Loss = Annotated[str | None, option(
+    "--loss", "bike (the paper's Eq. 7/8) or authors (their KL loss); by default the --compat profile's.", TRAINING)]
+Resume = Annotated[bool | None, option(
+    "--resume/--no-resume", "Continue the run in --out from its last complete epoch.", TRAINING)]
 
-Overwrite = Annotated[bool | None, typer.Option(
-    "--overwrite", rich_help_panel=OUTPUT, help="Discard what an earlier run left in --out instead of resuming it.")]
+Overwrite = Annotated[bool | None, option(
+    "--overwrite", "Discard what an earlier run left in --out instead of resuming it.", OUTPUT)]
 
 
 def out_option(help: str, required: bool = False) -> typer.models.OptionInfo:
@@ -152,22 +105,16 @@ def out_option(help: str, required: bool = False) -> typer.models.OptionInfo:
     return typer.Option(... if required else None, "--out", rich_help_panel=OUTPUT, help=help)
 
 
-BatchSize = Annotated[int | None, typer.Option(
-    "--batch-size", rich_help_panel=PERFORMANCE,
-    help="Videos per batch; training: the global batch B of the B x B contrastive matrix, over all processes.")]
-Workers = Annotated[int | None, typer.Option(
-    "--workers", rich_help_panel=PERFORMANCE, help="DataLoader worker processes (0 = load in the main process).")]
-Device = Annotated[str | None, typer.Option(
-    "--device", rich_help_panel=PERFORMANCE,
-    help="torch device, cpu or cuda (cuda:N); by default this process's GPU when there is one, else cpu.")]
-Precision = Annotated[str | None, typer.Option(
-    "--precision", rich_help_panel=PERFORMANCE,
-    help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16.")]
-
-
-def option(flag: str, help: str, panel: str) -> typer.models.OptionInfo:
-    """A command's own option (one command has it), with its help panel."""
-    return typer.Option(flag, rich_help_panel=panel, help=help)
+BatchSize = Annotated[int | None, option(
+    "--batch-size", "Videos per batch; training: the global batch B of the B x B contrastive matrix, over all "
+    "processes.", PERFORMANCE)]
+Workers = Annotated[int | None, option(
+    "--workers", "DataLoader worker processes (0 = load in the main process).", PERFORMANCE)]
+Device = Annotated[str | None, option(
+    "--device", "torch device, cpu or cuda (cuda:N); by default this process's GPU when there is one, else cpu.",
+    PERFORMANCE)]
+Precision = Annotated[str | None, option(
+    "--precision", "auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16.", PERFORMANCE)]
 
 
 # The training block of train-video and train-attrs: the same options, one declaration.
@@ -179,11 +126,11 @@ TRAINING_BLOCK: dict[str, object] = {
 }
 
 
-def with_options(block: dict[str, object]) -> Callable[[F], F]:
+def with_options(block: dict[str, object]) -> Callable[[core.F], core.F]:
     """Add the options of `block` (name -> alias) to a command's signature, each defaulting to None: the
     command takes them as `**kwargs`, by name, as Typer passes every option."""
 
-    def add(func: F) -> F:
+    def add(func: core.F) -> core.F:
         signature = inspect.signature(func, eval_str=True)
         own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=alias)
@@ -194,12 +141,10 @@ def with_options(block: dict[str, object]) -> Callable[[F], F]:
     return add
 
 
-@settings(ExtractConfig, model=None, root="the list's folder",
-          failures="OUT stem + .failures.csv")
+@core.settings(configs.ExtractConfig, model=None, root="the list's folder", failures="OUT stem + .failures.csv")
 def extract_features(
-    list_path: Annotated[Path, typer.Option(
-        "--list", rich_help_panel=INPUT,
-        help="Video list: `relpath label` text, CSV with path,label, or the official Kinetics CSV.")],
+    list_path: Annotated[Path, option(
+        "--list", "Video list: `relpath label` text, CSV with path,label, or the official Kinetics CSV.", INPUT)],
     out: Path = out_option("Feature cache to write (HDF5, .h5). Re-running resumes it.", required=True),
     root: Root = None,
     classes: Classes = None,
@@ -208,15 +153,15 @@ def extract_features(
     quick_gelu: QuickGelu = None,
     frames: Frames = None,
     views: Views = None,
-    sampling: Annotated[str | None, typer.Option(
-        "--sampling", rich_help_panel=SAMPLING,
-        help="test: segment centres (deterministic); train: a random frame per segment, seeded per video.")] = None,
+    sampling: Annotated[str | None, option(
+        "--sampling", "test: segment centres (deterministic); train: a random frame per segment, seeded per video.",
+        SAMPLING)] = None,
     seed: Seed = None,
     decoder: Decoder = None,
-    failures: Annotated[Path | None, typer.Option(
-        "--failures", rich_help_panel=OUTPUT, help="CSV of the videos that could not be read, with the reason.")] = None,
-    strict: Annotated[bool | None, typer.Option(
-        "--strict", rich_help_panel=OUTPUT, help="Exit with code 1 when any video could not be read.")] = None,
+    failures: Annotated[Path | None, option(
+        "--failures", "CSV of the videos that could not be read, with the reason.", OUTPUT)] = None,
+    strict: Annotated[bool | None, option(
+        "--strict", "Exit with code 1 when any video could not be read.", OUTPUT)] = None,
     overwrite: Overwrite = None,
     batch_size: BatchSize = None,
     workers: Workers = None,
@@ -231,26 +176,25 @@ def extract_features(
     """
     options = given(locals())
     if model is None:
-        fail(MODEL_NEEDED, EXIT_USAGE)
-    cfg = make_config(ExtractConfig, options)
+        core.fail(MODEL_NEEDED, core.EXIT_USAGE)
+    cfg = make_config(configs.ExtractConfig, options)
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.extract import run_extraction
 
-    summary = run_guarded(run_extraction, cfg, RichProgress("videos"))
+    summary = core.run_guarded(run_extraction, cfg, RichProgress("videos"))
     if not summary.is_main:  # the other processes of a distributed run: rank 0 reports
         return
     tables.print_extract(summary)
     if cfg.strict and summary.failed:
-        fail(f"--strict: {summary.failed} of {summary.videos_in_list} videos could not be read (listed in "
-             f"{summary.failures_csv}); {summary.cache} holds the {summary.cached} that could")
+        core.fail(f"--strict: {summary.failed} of {summary.videos_in_list} videos could not be read (listed in "
+                  f"{summary.failures_csv}); {summary.cache} holds the {summary.cached} that could")
 
 
-@settings(GenAttributesConfig, model="the cache's", pretrained="the cache's",
-          quick_gelu="as the cache was made", classes="those recorded in the cache",
-          phrase_cache="OUT stem + .phrases.pt")
+@core.settings(configs.GenAttributesConfig, model="the cache's", pretrained="the cache's",
+               quick_gelu="as the cache was made", classes="those recorded in the cache",
+               phrase_cache="OUT stem + .phrases.pt")
 def gen_attributes(
-    features: Annotated[Path, typer.Option(
-        "--features", rich_help_panel=INPUT, help="Feature cache (HDF5) written by extract-features.")],
+    features: Annotated[Path, option("--features", "Feature cache (HDF5) written by extract-features.", INPUT)],
     lexicon: Annotated[str, typer.Option(
         "--lexicon", rich_help_panel=INPUT, help=LEXICON_HELP)],
     out: Path = out_option("Attributes CSV to write.", required=True),
@@ -292,17 +236,17 @@ def gen_attributes(
     Writes video_id, label, attr_1..k, score_1..k and the attribute sentence per video; with
     --scores also the Attributes-branch recognition scores S_A, which need no training.
     """
-    cfg = make_config(GenAttributesConfig, given(locals()))
+    cfg = make_config(configs.GenAttributesConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.gen_attributes import run_gen_attributes
 
-    tables.print_gen_attributes(run_guarded(run_gen_attributes, cfg, RichProgress("videos")))
+    tables.print_gen_attributes(core.run_guarded(run_gen_attributes, cfg, RichProgress("videos")))
 
 
 @with_options(TRAINING_BLOCK)
-@settings(TrainVideoConfig, model="with --features: the cache's model",
-          pretrained="with --features: the cache's weights", classes="those recorded in the cache",
-          vcs_tokens="words; all with an authors' --init-from under --compat authors")
+@core.settings(configs.TrainVideoConfig, model="with --features: the cache's model",
+               pretrained="with --features: the cache's weights", classes="those recorded in the cache",
+               vcs_tokens="words; all with an authors' --init-from under --compat authors")
 def train_video(
     features: Annotated[Path | None, option(
         "--features", "Training feature cache from extract-features (CLIP frozen: trains the temporal head and "
@@ -362,31 +306,29 @@ def train_video(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-video ...`.
     """
-    params = {**locals(), **training}
-    cfg = make_config(TrainVideoConfig, given(params, "recipe", "training"), recipe, "train-video", params)
-    from bike_cli.stages.train_video import run_train_video
-
-    run_training_command("train-video", cfg, run_train_video)
+    run_training_command("train-video", configs.TrainVideoConfig, {**locals(), **training})
 
 
-def run_training_command(stage: str, cfg: object, run: Callable[..., TrainSummary]) -> None:
-    """What `train-video` and `train-attrs` do with their settings (`make_config`: the recipe, then the
-    options given): the stage `run` with a progress bar of steps, the summary table (the main process only)."""
+def run_training_command(stage: str, config: type, params: dict[str, Any]) -> None:
+    """What `train-video` and `train-attrs` do with their parameters: the settings (`make_config`: the recipe,
+    then the options given), the stage with a progress bar of steps, the summary table (the main process only)."""
+    cfg = make_config(config, given(params, "recipe", "training"), params["recipe"], stage, params)
     from bike_cli.cli.progress import RichProgress
+    from bike_cli.stages import train_attrs, train_video
 
-    summary = run_guarded(run, cfg, lambda: RichProgress("steps"))
+    run = {"train-video": train_video.run_train_video, "train-attrs": train_attrs.run_train_attrs}[stage]
+    summary = core.run_guarded(run, cfg, lambda: RichProgress("steps"))
     if summary.is_main:
         tables.print_train_summary(stage, summary)
 
 
 @with_options(TRAINING_BLOCK)
-@settings(TrainAttrsConfig, model="the one that generated the attributes",
-          pretrained="the one that generated the attributes", classes="the names the attributes file records")
+@core.settings(configs.TrainAttrsConfig, model="the one that generated the attributes",
+               pretrained="the one that generated the attributes", classes="the names the attributes file records")
 def train_attrs(
-    attributes: Annotated[Path | None, typer.Option(
-        "--attributes", rich_help_panel=INPUT, help="Training attributes CSV from gen-attributes.")] = None,
-    val_attributes: Annotated[Path | None, typer.Option(
-        "--val-attributes", rich_help_panel=INPUT, help="Validation attributes CSV.")] = None,
+    attributes: Annotated[Path | None, option(
+        "--attributes", "Training attributes CSV from gen-attributes.", INPUT)] = None,
+    val_attributes: Annotated[Path | None, option("--val-attributes", "Validation attributes CSV.", INPUT)] = None,
     classes: Classes = None,
     base_classes: BaseClasses = None,
     recipe: Recipe = None,
@@ -394,10 +336,9 @@ def train_attrs(
     pretrained: Pretrained = None,
     quick_gelu: QuickGelu = None,
     allow_model_mismatch: AllowModelMismatch = None,
-    tune: Annotated[str | None, typer.Option(
-        "--tune", rich_help_panel=MODEL,
-        help="head: frozen text encoder + MLPs (cheap; the authors' code); full: the text encoder fine-tuned "
-        "(Table 6e).")] = None,
+    tune: Annotated[str | None, option(
+        "--tune", "head: frozen text encoder + MLPs (cheap; the authors' code); full: the text encoder fine-tuned "
+        "(Table 6e).", MODEL)] = None,
     templates: Templates = None,
     class_texts: ClassTexts = None,
     out: Path | None = out_option("Run folder: config.yaml, metrics.jsonl, best.pt, last.pt, checkpoints/."),
@@ -407,14 +348,10 @@ def train_attrs(
 
     Multi-GPU / multi-node: `accelerate launch --multi_gpu --num_processes N -m bike_cli train-attrs ...`.
     """
-    params = {**locals(), **training}
-    cfg = make_config(TrainAttrsConfig, given(params, "recipe", "training"), recipe, "train-attrs", params)
-    from bike_cli.stages.train_attrs import run_train_attrs
-
-    run_training_command("train-attrs", cfg, run_train_attrs)
+    run_training_command("train-attrs", configs.TrainAttrsConfig, {**locals(), **training})
 
 
-@settings(MergeConfig, pretrained="the file the run records")
+@core.settings(configs.MergeConfig, pretrained="the file the run records")
 def merge(
     run: Path = typer.Argument(..., help="A train-video run trained end to end (--videos): its folder (best.pt, "
                                "else last.pt) or a checkpoint file (last.pt, averaged.pt...)."),
@@ -434,28 +371,28 @@ def merge(
     the head and the logit scale are kept from the run; the text encoder is CLIP's own (train-video
     never trains it).
     """
-    cfg = make_config(MergeConfig, given(locals()))
+    cfg = make_config(configs.MergeConfig, given(locals()))
     from bike_cli.stages.merge import run_merge
 
-    summary = run_guarded(run_merge, cfg)
-    console.print(f"merge: wrote {summary.out}: {summary.interpolated} visual tensors of {summary.source} "
+    summary = core.run_guarded(run_merge, cfg)
+    core.console.print(f"merge: wrote {summary.out}: {summary.interpolated} visual tensors of {summary.source} "
                   f"interpolated with {summary.clip} at alpha {summary.alpha:g}; {summary.kept} kept from the run "
                   "(temporal transformer, head, logit scale)", highlight=False, soft_wrap=True)
 
 
-@settings(EvalConfig, variadic=("--split-lists",), classes="the checkpoint's, else the cache's",
-          model="zero-shot: the cache's",
-          pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, if it moved",
-          frames="the checkpoint's, else the cache's, else 8", views="the cache's",
-          vcs_tokens="words zero-shot; all with an authors' checkpoint", head="vcs; a checkpoint's own",
-          templates="'This is a video about {}'; a checkpoint's own")
+@core.settings(configs.EvalConfig, variadic=("--split-lists",), classes="the checkpoint's, else the cache's",
+               model="zero-shot: the cache's",
+               pretrained="zero-shot: the cache's; with --checkpoint: its CLIP weights file where it is now, "
+               "if it moved",
+               frames="the checkpoint's, else the cache's, else 8", views="the cache's",
+               vcs_tokens="words zero-shot; all with an authors' checkpoint", head="vcs; a checkpoint's own",
+               templates="'This is a video about {}'; a checkpoint's own")
 def evaluate(
     out: Path = out_option("Folder for video_scores.csv, attrs_scores.csv, fused_scores.csv and metrics.json.",
                              required=True),
     checkpoint: Annotated[Path | None, option(
         "--checkpoint", "Video-branch run folder (best.pt) or checkpoint file, bike's or the authors' released one "
-        "(then give --model and --frames). Without it: zero-shot CLIP.",
-        MODEL)] = None,
+        "(then give --model and --frames). Without it: zero-shot CLIP.", MODEL)] = None,
     features: Annotated[Path | None, option(
         "--features", "Test feature cache (its views are all scored).", INPUT)] = None,
     videos: Annotated[Path | None, option("--videos", "Test video list (decoded here with --views).", INPUT)] = None,
@@ -487,9 +424,8 @@ def evaluate(
     novel_classes: Annotated[Path | None, option(
         "--novel-classes", "base-novel: the novel classes' class file.", OUTPUT)] = None,
     novel_features: Annotated[Path | None, option(
-        "--novel-features", "base-novel: the novel classes' test cache when it is not --features (whose labels "
-        "then index --base-classes, this one's --novel-classes: ViFi-CLIP's base_val / novel_val).",
-        INPUT)] = None,
+        "--novel-features", "base-novel: the novel classes' test cache when it is not --features (whose labels then "
+        "index --base-classes, this one's --novel-classes: ViFi-CLIP's base_val / novel_val).", INPUT)] = None,
     novel_videos: Annotated[Path | None, option(
         "--novel-videos", "base-novel: the novel classes' test video list (labels indexing --novel-classes).",
         INPUT)] = None,
@@ -516,15 +452,15 @@ def evaluate(
     Views are scored as softmax(scale x logits) and averaged per video. Zero-shot (no --checkpoint)
     from a cache uses the cache's model, weights and frame count unless told otherwise.
     """
-    cfg = make_config(EvalConfig, given(locals()))
+    cfg = make_config(configs.EvalConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.evaluate import run_eval
 
-    tables.print_eval(run_guarded(run_eval, cfg, RichProgress("videos")))
+    tables.print_eval(core.run_guarded(run_eval, cfg, RichProgress("videos")))
 
 
-@settings(FuseConfig, weights="equal weights", repeats="10", seed="0",
-          splits="k600_split1,k600_split2,k600_split3")
+@core.settings(configs.FuseConfig, weights="equal weights", repeats="10", seed="0",
+               splits="k600_split1,k600_split2,k600_split3")
 def fuse(
     inputs: list[Path] = typer.Argument(..., help="Score CSVs to fuse (two or more, e.g. Video then Attributes "
                                         "branch): the same videos (any row order) and the same classes (columns "
@@ -543,9 +479,9 @@ def fuse(
     grid_step: Annotated[float | None, option(
         "--grid-step", "Step of the --search grid over the weights (must divide 1).", MODEL)] = None,
     protocol: Annotated[str | None, option(
-        "--protocol", "Evaluation protocol of the inputs and the result: full, zero-shot-half or k600-splits.", OUTPUT)] = None,
-    repeats: Annotated[int | None, option("--repeats", "zero-shot-half: random halves of the classes.",
-                                           OUTPUT)] = None,
+        "--protocol", "Evaluation protocol of the inputs and the result: full, zero-shot-half or k600-splits.",
+        OUTPUT)] = None,
+    repeats: Annotated[int | None, option("--repeats", "zero-shot-half: random halves of the classes.", OUTPUT)] = None,
     seed: Seed = None,
     splits: Annotated[str | None, option(
         "--splits", "k600-splits: comma-separated class lists (lexicon names or files).", OUTPUT)] = None,
@@ -558,25 +494,25 @@ def fuse(
     written to the metrics JSON.
     """
     options = {"repeats": repeats, "seed": seed, "splits": splits.split(",") if splits else None}
-    cfg = make_config(FuseConfig, {
-        "inputs": list(inputs), "out": out, "weights": run_guarded(parse_weights, weights) if weights is not None
-        else None, "val": list(val or []), "protocol_options": given(options),
+    parsed = core.run_guarded(configs.parse_weights, weights) if weights is not None else None
+    cfg = make_config(configs.FuseConfig, {
+        "inputs": list(inputs), "out": out, "weights": parsed, "val": list(val or []),
+        "protocol_options": given(options),
         **given({"search": search, "grid_step": grid_step, "protocol": protocol, "compat": compat}),
     })
     from bike_cli.stages.fuse import run_fuse
 
-    tables.print_fuse(run_guarded(run_fuse, cfg))
+    tables.print_fuse(core.run_guarded(run_fuse, cfg))
 
 
-@settings(PredictConfig, frames="the checkpoint's, else 8",
-          lexicon="k400 when available; none: no attributes", head="vcs; a checkpoint's own",
-          vcs_tokens="words; a checkpoint's own")
+@core.settings(configs.PredictConfig, frames="the checkpoint's, else 8",
+               lexicon="k400 when available; none: no attributes", head="vcs; a checkpoint's own",
+               vcs_tokens="words; a checkpoint's own")
 def predict(
     videos: list[Path] = typer.Argument(..., help="Video files to recognise."),
     checkpoint: Annotated[Path | None, option(
-        "--checkpoint", "A Video-branch run folder (best.pt, else last.pt) or checkpoint file from train-video, "
-        "or an authors' released checkpoint (then give --model, --frames and the classes).",
-        MODEL)] = None,
+        "--checkpoint", "A Video-branch run folder (best.pt, else last.pt) or checkpoint file from train-video, or an "
+        "authors' released checkpoint (then give --model, --frames and the classes).", MODEL)] = None,
     model: Model = None,
     pretrained: Pretrained = None,
     quick_gelu: QuickGelu = None,
@@ -613,29 +549,26 @@ def predict(
     """
     options = given(locals(), "as_json", "class_names")
     if class_names is not None:
-        options["class_names"] = run_guarded(parse_class_names, class_names)
-    cfg = make_config(PredictConfig, options)
+        options["class_names"] = core.run_guarded(configs.parse_class_names, class_names)
+    cfg = make_config(configs.PredictConfig, options)
     from bike_cli.stages.predict import run_predict
 
-    result = run_guarded(run_predict, cfg)
+    result = core.run_guarded(run_predict, cfg)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         tables.print_predict(result)
     if result.explain is not None:
-        console.print(f"explanation written to {result.explain}", highlight=False)
+        core.console.print(f"explanation written to {result.explain}", highlight=False)
 
 
-@settings(SearchConfig, model="the cache's", pretrained="the cache's",
-          quick_gelu="the cache's")
+@core.settings(configs.SearchConfig, model="the cache's", pretrained="the cache's", quick_gelu="the cache's")
 def search(
     queries: list[str] | None = typer.Argument(None, help="Texts to search for, e.g. \"flipping a pancake\"."),
-    features: Annotated[Path, typer.Option(
-        "--features", rich_help_panel=INPUT, help="Feature cache (HDF5) written by extract-features.")] = ...,
+    features: Annotated[Path, option("--features", "Feature cache (HDF5) written by extract-features.", INPUT)] = ...,
     queries_file: Annotated[Path | None, option("--queries", "A file of queries, one a line.", INPUT)] = None,
     root: Annotated[Path | None, option(
-        "--root", "Folder the cache's video ids are paths under (for the `path` column and --sheet).",
-        INPUT)] = None,
+        "--root", "Folder the cache's video ids are paths under (for the `path` column and --sheet).", INPUT)] = None,
     model: Model = None,
     pretrained: Pretrained = None,
     quick_gelu: QuickGelu = None,
@@ -668,25 +601,24 @@ def search(
     """
     options = given(locals(), "as_json")
     options["queries"] = list(queries or [])
-    cfg = make_config(SearchConfig, options)
+    cfg = make_config(configs.SearchConfig, options)
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.search import run_search
 
-    result = run_guarded(run_search, cfg, RichProgress("videos"))
+    result = core.run_guarded(run_search, cfg, RichProgress("videos"))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         tables.print_search(result)
 
 
-@settings(DemoConfig)
+@core.settings(configs.DemoConfig)
 def demo(
     out: Path | None = out_option("Folder for the generated videos and every stage's outputs."),
     model: Model = None,
     pretrained: Pretrained = None,
-    videos_per_class: Annotated[int | None, typer.Option(
-        "--videos-per-class", rich_help_panel=INPUT,
-        help="Generated videos per class (a third go to validation).")] = None,
+    videos_per_class: Annotated[int | None, option(
+        "--videos-per-class", "Generated videos per class (a third go to validation).", INPUT)] = None,
     frames: Frames = None,
     seed: Seed = None,
     workers: Workers = None,
@@ -698,35 +630,28 @@ def demo(
     colours and motions (and the zero-training S_A scores); train-attrs; eval of both branches with
     fusion; predict with an explain image; search the val cache for one text (its top 3). Re-running reuses what is already there.
     """
-    cfg = make_config(DemoConfig, given(locals()))
+    cfg = make_config(configs.DemoConfig, given(locals()))
     from bike_cli.cli.progress import RichProgress
     from bike_cli.stages.demo import run_demo
 
-    tables.print_demo(run_guarded(run_demo, cfg, lambda: RichProgress("videos")))
+    tables.print_demo(core.run_guarded(run_demo, cfg, lambda: RichProgress("videos")))
 
 
 COMMANDS = (  # the order of `bike --help`: the order the stages run in
-    ("extract-features", extract_features),
-    ("gen-attributes", gen_attributes),
-    ("train-video", train_video),
-    ("train-attrs", train_attrs),
-    ("merge", merge),
-    ("eval", evaluate),
-    ("fuse", fuse),
-    ("predict", predict),
-    ("search", search),
-    ("demo", demo),
+    ("extract-features", extract_features), ("gen-attributes", gen_attributes), ("train-video", train_video),
+    ("train-attrs", train_attrs), ("merge", merge), ("eval", evaluate), ("fuse", fuse), ("predict", predict),
+    ("search", search), ("demo", demo),
 )
 
 
-class CheckedCommand(BikeCommand):
+class CheckedCommand(core.BikeCommand):
     """A stage command that first checks the installed torch and torchvision belong together: a
     mismatched pair is one line with the fix and exit 1, before torch is imported."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         problem = installed_mismatch()
         if problem:
-            fail(problem)
+            core.fail(problem)
         return super().invoke(ctx)
 
 

@@ -99,14 +99,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("bike_cli").setLevel(level)
 
 
-def _set_verbose(value: bool) -> None:
-    if value:
-        setup_logging(_log_level(True, False))
-
-
-def _set_quiet(value: bool) -> None:
-    if value:
-        setup_logging(_log_level(False, True))
+def _set_level(param: typer.CallbackParam, value: bool) -> None:
+    if value:  # `-v` or `-q` given
+        setup_logging(_log_level(param.name == "verbose", param.name == "quiet"))
 
 
 def _verbosity_params() -> list:
@@ -115,9 +110,9 @@ def _verbosity_params() -> list:
 
     @holder.command()
     def _options(
-        verbose: bool = typer.Option(False, "--verbose", "-v", expose_value=False, callback=_set_verbose,
+        verbose: bool = typer.Option(False, "--verbose", "-v", expose_value=False, callback=_set_level,
                                      help="Log debug messages."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", expose_value=False, callback=_set_quiet,
+        quiet: bool = typer.Option(False, "--quiet", "-q", expose_value=False, callback=_set_level,
                                    help="Log warnings and errors only."),
     ) -> None:
         pass
@@ -157,10 +152,6 @@ class BikeCommand(TyperCommand):
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         params = self.get_params(ctx)
         _hide_flag_types(params)
-        self._show_config_defaults(params)
-        super().format_help(ctx, formatter)
-
-    def _show_config_defaults(self, params: list) -> None:
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(self.callback.bike_config)  # every command has `settings`
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -174,8 +165,10 @@ class BikeCommand(TyperCommand):
                     param.help = f"{param.help or ''} \\[default: {meanings[name]}]".strip()
                 continue
             value = defaults.get(name)
-            if value is not None and value != [] and not (param.is_flag and value is False and not param.secondary_opts):
+            plain_flag_off = param.is_flag and value is False and not param.secondary_opts  # shows no default
+            if value is not None and value != [] and not plain_flag_off:
                 param.default = value
+        super().format_help(ctx, formatter)
 
 
 def settings(config: type, variadic: tuple[str, ...] = (), **none_means: str | None) -> Callable[[F], F]:

@@ -8,15 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as Bar
+from rich import progress as bar
 
 from bike_cli.cli.core import console
 from bike_cli.progress import Progress
@@ -35,7 +27,7 @@ class RichProgress(Progress):
     def __init__(self, unit: str = "videos", *, terminal: bool | None = None,
                  clock: Callable[[], float] = time.monotonic, interval: float | None = None) -> None:
         self.unit, self.terminal, self.clock, self.interval = unit, terminal, clock, interval
-        self._bar: Bar | None = None
+        self._bar: bar.Progress | None = None
         self._task = None
         self._lines = False  # log lines instead of the bar: the loop's state below
 
@@ -45,18 +37,10 @@ class RichProgress(Progress):
             self.every = PIPE_INTERVAL if self.interval is None else self.interval
             self.started = self.last = self.clock()
             return
-        self._bar = Bar(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self._bar = bar.Progress(
+            bar.TextColumn("[bold]{task.description}"), bar.BarColumn(), bar.MofNCompleteColumn(),
+            bar.TaskProgressColumn(), bar.TextColumn("{task.fields[rate]}"), bar.TimeElapsedColumn(),
+            bar.TextColumn("ETA"), bar.TimeRemainingColumn(), console=console, transient=False)
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, rate="")
 

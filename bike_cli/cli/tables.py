@@ -18,7 +18,6 @@ from bike_cli.cli.core import console, stdout, visible
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from bike_cli.engine.evaluation import VideoPrediction
     from bike_cli.engine.run_folder import TrainSummary
     from bike_cli.stages.demo import DemoSummary
     from bike_cli.stages.evaluate import EvalSummary
@@ -219,26 +218,22 @@ def sparkline(values: list[float]) -> str:
 
 
 def print_predict(result: PredictResult) -> None:
-    for prediction in result.predictions:
-        stdout.print(video_table(prediction))
+    for p in result.predictions:
+        table = _table(title(p.video), show_header=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for rank, (name, prob) in enumerate(p.top, 1):
+            table.add_row(f"{rank}. {name}", f"{prob:7.2%}  {'█' * round(prob * 20)}")
+        method = "VCS" if p.saliency_method == "vcs" else "uniform: mean head"
+        numbers = " ".join(f"{s:.2f}" for s in p.saliency)
+        table.add_row(f"saliency ({method})", f"{sparkline(p.saliency)}  {numbers}")
+        table.add_row("frames", " ".join(map(str, p.frame_indices)))
+        if p.attributes:
+            table.add_row("attributes", ", ".join(p.attributes))
+            table.add_row("sentence", p.sentence or "")
+        stdout.print(table)
     for video, reason in result.skipped:
         console.print(Text("skipped", style="yellow"), f"{video}: {reason}", highlight=False)
-
-
-def video_table(p: VideoPrediction) -> Table:
-    table = _table(title(p.video), show_header=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for rank, (name, prob) in enumerate(p.top, 1):
-        table.add_row(f"{rank}. {name}", f"{prob:7.2%}  {'█' * round(prob * 20)}")
-    method = "VCS" if p.saliency_method == "vcs" else "uniform: mean head"
-    numbers = " ".join(f"{s:.2f}" for s in p.saliency)
-    table.add_row(f"saliency ({method})", f"{sparkline(p.saliency)}  {numbers}")
-    table.add_row("frames", " ".join(map(str, p.frame_indices)))
-    if p.attributes:
-        table.add_row("attributes", ", ".join(p.attributes))
-        table.add_row("sentence", p.sentence or "")
-    return table
 
 
 def print_search(result: SearchResult) -> None:
@@ -250,38 +245,33 @@ def print_search(result: SearchResult) -> None:
             table.add_row(str(hit.rank), f"{hit.score:.4f}", Folded(hit.video_id),
                           f"{hit.salient_frame} (t={hit.salient_step})")
         stdout.print(table)
-    if result.evaluation is not None:
-        stdout.print(evaluation_table(result.evaluation))
+    evaluation = result.evaluation
+    if evaluation is not None:
+        table = _table(f"text-to-video retrieval: {evaluation['classes']} class names over "
+                       f"{evaluation['videos']} videos (%, mean over classes)")
+        names = list(next(iter(evaluation["rules"].values()))["mean"])
+        table.add_column("rule")
+        for name in names:
+            table.add_column(name, justify="right")
+        for rule, values in evaluation["rules"].items():
+            table.add_row(rule, *(f"{values['mean'][n]:.1f}" for n in names))
+        stdout.print(table)
     for what, path in (("hits", result.out), *(("sheet", page) for page in result.sheets)):
         if path is not None:
             console.print(Folded(f"{what} written to {path}"))
 
 
-def evaluation_table(evaluation: dict) -> Table:
-    table = _table(f"text-to-video retrieval: {evaluation['classes']} class names over "
-                   f"{evaluation['videos']} videos (%, mean over classes)")
-    rules = evaluation["rules"]
-    names = list(next(iter(rules.values()))["mean"])
-    table.add_column("rule")
-    for name in names:
-        table.add_column(name, justify="right")
-    for rule, values in rules.items():
-        table.add_row(rule, *(f"{values['mean'][n]:.1f}" for n in names))
-    return table
-
-
 def print_demo(summary: DemoSummary) -> None:
     table = _table(title(f"bike demo: {summary.out}"))
-    for column in ("stage", "videos", "result", "output", "seconds"):
-        table.add_column(column, overflow="fold")
+    add_columns(table, ["stage", "videos", "result", "output", "seconds"], justify="left")
     for step in summary.steps:
         table.add_row(step.name, str(step.videos or ""), step.result, Folded(step.output),
                       f"{step.seconds:.1f}" if step.seconds >= 10 else f"{step.seconds:.2f}")
     console.print(table)
     result = _table("top-1 on the held-out videos (2x3 views)")
-    for column in ("Video branch", "Attributes branch", "fused (0.6)", "chance"):
-        result.add_column(column, justify="right", overflow="fold")
-    result.add_row(*(f"{v:.1f} %" for v in (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)))
+    add_columns(result, ["Video branch", "Attributes branch", "fused (0.6)", "chance"])
+    top1 = (summary.video_top1, summary.attrs_top1, summary.fused_top1, summary.chance)
+    result.add_row(*(f"{v:.1f} %" for v in top1))
     console.print(result)
     if summary.search:
         console.print("search: " + "  ".join(f"{rank}. {video} ({score:.3f})"

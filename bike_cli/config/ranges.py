@@ -90,3 +90,9 @@ def check_ranges(config: Any, origins: Mapping[str, str] | None = None,
 def _number(value: float) -> str:
     """`1`, `0.5`, `1e-09`: an int as it is, a float in its shortest form."""
     return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_choice(option: str, value: Any, choices: Collection[str]) -> None:
+    """InputError when `value`, given as `option`, is not one of `choices`."""
+    if value not in choices:
+        raise InputError(f"{option} {value!r} is not one of {', '.join(choices)}")

@@ -24,7 +24,7 @@ from bike_cli.config.profile import (
     get_profile,
     recorded_profile,
 )
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import EvalConfig
 from bike_cli.data.class_names import check_disjoint, labels_by_names, read_class_names, read_class_texts
 from bike_cli.data.sampling import parse_views
@@ -73,8 +73,7 @@ def _check(cfg: EvalConfig) -> PathGuard:
         raise InputError("--fuse needs the Attributes branch: pass --attributes ATTRS.csv")
     if cfg.attrs_checkpoint is not None and cfg.attributes is None:
         raise InputError("--attrs-checkpoint needs --attributes ATTRS.csv (the sentences to score)")
-    if cfg.protocol not in PROTOCOLS:
-        raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    check_choice("--protocol", cfg.protocol, PROTOCOLS)
     _check_base_novel(cfg)
     if (cfg.protocol == "splits") != bool(cfg.split_lists):
         raise InputError("--split-lists is for --protocol splits" if cfg.split_lists

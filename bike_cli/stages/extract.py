@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bike_cli import __version__
 from bike_cli.config.profile import get_profile
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import ExtractConfig
 from bike_cli.data.class_names import read_class_names
 from bike_cli.data.clip_dataset import MultiViewClips
@@ -60,12 +60,9 @@ def _check(cfg: ExtractConfig) -> None:
     """Every option, checked before anything is loaded."""
     check_ranges(cfg)
     parse_views(cfg.views, get_profile(cfg.compat))
-    if cfg.decoder not in DECODERS:
-        raise InputError(f"--decoder {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
-    if cfg.sampling not in SAMPLING_MODES:
-        raise InputError(f"--sampling {cfg.sampling!r} is not one of {', '.join(SAMPLING_MODES)}")
-    if cfg.precision not in PRECISIONS:
-        raise InputError(f"--precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_choice("--decoder", cfg.decoder, DECODERS)
+    check_choice("--sampling", cfg.sampling, SAMPLING_MODES)
+    check_choice("--precision", cfg.precision, PRECISIONS)
     if cfg.out.suffix not in (".h5", ".hdf5"):
         raise InputError(f"--out {cfg.out} should end in .h5 (it is an HDF5 feature cache)")
     check_file_output("--out", cfg.out)

@@ -1,9 +1,8 @@
 """Stage `fuse`: score CSVs of several branches -> one fused score CSV and its metrics JSON.
 
 Eq. 4 for M inputs: S = sum_i w_i S_i (w_i >= 0, summing to 1), on the scores as they are: no softmax (a
-warning says when only some inputs look like probabilities). `--search` scores every weight vector of a
-simplex grid on validation files (top-1, mAP for multi-label); a tie goes to the one nearest the default
-weights, a grid that ties everywhere keeps the default.
+warning says when only some inputs look like probabilities). `--search` scores a simplex grid of weights on
+validation files (top-1, mAP for multi-label); ties: `eval.fusion.best_point`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bike_cli.config.profile import FUSED, check_fusable, check_same_profile, get_profile
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import FuseConfig
 from bike_cli.errors import InputError
 from bike_cli.eval.fusion import (
@@ -45,8 +44,7 @@ def _check(cfg: FuseConfig) -> None:
     check_ranges(cfg)
     if len(cfg.inputs) < 2:
         raise InputError(f"fuse needs two or more score CSVs, got {len(cfg.inputs)}")
-    if cfg.protocol not in PROTOCOLS:
-        raise InputError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    check_choice("--protocol", cfg.protocol, PROTOCOLS)
     check_file_output("--out", cfg.out)
     PathGuard({"an input": cfg.inputs, "--val": cfg.val},
               {"--out": cfg.out, "the metrics JSON of --out": cfg.metrics_json,

@@ -3,8 +3,7 @@
 A video's attributes are the k lexicon phrases (each encoded as it is: the prompt only prefixes the
 sentence) of highest cosine with its mean frame embedding (one row per view with `per_view`), joined into
 the attribute sentence as the authors' code joins them. With `scores`: S_A, the sentence's cosine with
-every prompted class name. The bounded-memory retrieval is `bike_cli.models.attributes`; this module checks
-the options, loads the text encoder the cache fits, and writes the tables (docs/formats.md).
+every prompted class name. The bounded-memory retrieval is `bike_cli.models.attributes`; tables: docs/formats.md.
 """
 
 from __future__ import annotations

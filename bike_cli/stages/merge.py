@@ -41,18 +41,13 @@ class MergeSummary:
     clip: str  # the CLIP weights interpolated with: model name and pretrained tag or file
 
 
-def _check(cfg: MergeConfig) -> PathGuard:
+def run_merge(cfg: MergeConfig) -> MergeSummary:
+    """Write the merged checkpoint of the module docstring."""
     check_ranges(cfg)  # --alpha in [0, 1]
     check_file_output("--out", cfg.out)
     guard = PathGuard({"RUN": cfg.run, "--pretrained": file_or_none(cfg.pretrained)}, {"--out": cfg.out})
     if cfg.out.exists() and not cfg.overwrite:
         raise InputError(f"--out {cfg.out} exists; pass --overwrite to replace it, or choose another --out")
-    return guard
-
-
-def run_merge(cfg: MergeConfig) -> MergeSummary:
-    """Write the merged checkpoint of the module docstring."""
-    guard = _check(cfg)
     source = checkpoint_file(cfg.run)
     ckpt = load_video_checkpoint(source)
     tuned = {k: v for k, v in ckpt.state_dict.items() if k.startswith(PREFIX)}

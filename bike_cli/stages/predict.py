@@ -1,9 +1,7 @@
 """Stage `predict`: single-video inference with a trained Video branch or zero-shot CLIP, explained.
 
-The model is loaded as `bike eval` loads its (`models.factory.load_video_branch`); each video is predicted
-by `engine.evaluation.Predictor`. All videos are predicted before anything is written: an unreadable one
-stops the run (`DecodeError` naming it), or with `skip_bad` is skipped and listed in
-`PredictResult.skipped`, the run failing only if no video could be read.
+The model is loaded as `bike eval` loads its; all videos are predicted before anything is written: an
+unreadable one stops the run, or with `skip_bad` is listed in `PredictResult.skipped` (failing if all are).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bike_cli.config.profile import get_profile
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import PredictConfig
 from bike_cli.data.class_names import read_class_names, read_class_texts
 from bike_cli.data.decoding.frames import check_video_file
@@ -38,10 +36,9 @@ def check_options(cfg: PredictConfig) -> None:
     if not cfg.videos:
         raise InputError("no video given")
     check_ranges(cfg)
-    if cfg.head is not None and cfg.head not in HEADS:
-        raise InputError(f"--head {cfg.head!r} is not one of {', '.join(HEADS)}")
-    if cfg.vcs_tokens is not None and cfg.vcs_tokens not in VCS_TOKENS:
-        raise InputError(f"--vcs-tokens {cfg.vcs_tokens!r} is not one of {', '.join(VCS_TOKENS)}")
+    for option, value, choices in (("--head", cfg.head, HEADS), ("--vcs-tokens", cfg.vcs_tokens, VCS_TOKENS)):
+        if value is not None:  # None: not given
+            check_choice(option, value, choices)
     get_profile(cfg.compat)  # InputError for an unknown --compat
     if cfg.checkpoint is not None and is_authors_checkpoint(cfg.checkpoint):
         if not cfg.model or (cfg.classes is None) == (not cfg.class_names):

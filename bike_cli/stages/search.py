@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bike_cli.config.profile import get_profile
-from bike_cli.config.ranges import check_ranges
+from bike_cli.config.ranges import check_choice, check_ranges
 from bike_cli.config.stages import SearchConfig
 from bike_cli.data.class_names import described_classes
 from bike_cli.data.lexicons import read_lines
@@ -55,8 +55,7 @@ _MEMO: dict[tuple, torch.Tensor] = {}  # index path + cache identity key -> floa
 
 def _check(cfg: SearchConfig) -> list[str]:
     """The queries, after every option check (before anything is loaded)."""
-    if cfg.rule not in RULES:
-        raise InputError(f"--rule {cfg.rule!r} is not one of {', '.join(RULES)}")
+    check_choice("--rule", cfg.rule, RULES)
     check_ranges(cfg)
     with as_user_error(PromptError):
         fill_template(cfg.template, "x")
@@ -165,18 +164,17 @@ def load_index(cache: FeatureCache, progress: Progress) -> tuple[torch.Tensor, d
     path = index_path(cache.path)
     identity = CacheIdentity(cache)
     key = (str(path.resolve()), identity.key)
-    tic = time.perf_counter()
-    if key in _MEMO:
-        return _MEMO[key], {"path": str(path), "built": False, "seconds": time.perf_counter() - tic}
-    stored, built = read_search_index(path, identity), False
-    if stored is None:
-        stored, built = build_index(cache, progress), True
-        try:
-            write_search_index(path, stored, identity)
-        except (OSError, BikeError) as err:  # a read-only folder, a full disk: keep it in memory only
-            log.warning("search index kept in memory only: cannot write %s (%s)", path, err)
-    _MEMO.clear()  # one cache's index at a time
-    _MEMO[key] = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float16))  # fp16: half the memory
+    tic, built = time.perf_counter(), False
+    if key not in _MEMO:
+        stored = read_search_index(path, identity)
+        if stored is None:
+            stored, built = build_index(cache, progress), True
+            try:
+                write_search_index(path, stored, identity)
+            except (OSError, BikeError) as err:  # a read-only folder, a full disk: keep it in memory only
+                log.warning("search index kept in memory only: cannot write %s (%s)", path, err)
+        _MEMO.clear()  # one cache's index at a time
+        _MEMO[key] = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float16))  # fp16: half the memory
     return _MEMO[key], {"path": str(path), "built": built, "seconds": time.perf_counter() - tic}
 
 
@@ -234,10 +232,8 @@ def salient(weights: np.ndarray, clips: int) -> tuple[int, int]:
     return step, int(per_clip[:, step].argmax())
 
 
-def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found, counts: np.ndarray | None = None
-          ) -> list[Hit]:
+def _hits(cache: FeatureCache, cfg: SearchConfig, query: str, found: Found, counts: np.ndarray) -> list[Hit]:
     """The hits of one query; `counts`: the frames of every video of the cache (`num_frames`, read once)."""
-    counts = cache.num_frames() if counts is None else counts
     hits = []
     for rank, (row, score, weights) in enumerate(zip(found.rows, found.scores, found.weights), 1):
         step, clip = salient(weights, cache.meta.clips)

@@ -148,9 +148,8 @@ def _recorded_model(cfg: TrainAttrsConfig) -> TrainAttrsConfig:
 def _check_recorded_model(cfg: TrainAttrsConfig, spec) -> None:
     """The attributes CSVs come from one CLIP (or --allow-model-mismatch); a text encoder other than it
     is allowed (the paper generates attributes with a larger CLIP than it trains with): a log line says so."""
-    paths = [path for path in (cfg.attributes, cfg.val_attributes) if path is not None]
-    recorded = [(path, read_csv_meta(path).model) for path in paths]
-    recorded = [(path, model) for path, model in recorded if model is not None]
+    recorded = [(path, model) for path in filter(None, (cfg.attributes, cfg.val_attributes))
+                if (model := read_csv_meta(path).model) is not None]
     for path, model in recorded[1:]:
         check_same_model(recorded[0][1], str(recorded[0][0]), model, str(path), cfg.allow_model_mismatch,
                          same_space=False)  # sentences are text: any text tower reads both
