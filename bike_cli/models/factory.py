@@ -370,18 +370,20 @@ def load_attrs_branch(source: Path | None, class_names: list[str], *,
     return AttrsClassifier(branch, clip_model, spec, classes, tune, tokenizer)
 
 
-_SCHEMA1 = {VideoBranchSpec: ("head", "temporal", "temporal_layers", "tau", "vcs_tokens", "templates", "frames"),
-            AttrsBranchSpec: ("tune", "templates")}  # the settings a schema-1 checkpoint's `config` holds
+# The settings a schema-1 checkpoint's `config` holds, each with the type its spec field takes
+_SCHEMA1 = {VideoBranchSpec: {"head": str, "temporal": str, "temporal_layers": int, "tau": float, "vcs_tokens": str,
+                              "templates": tuple, "frames": int},
+            AttrsBranchSpec: {"tune": str, "templates": tuple}}
 
 
 def spec_of(cls: type[BranchSpec], ckpt: BranchCheckpoint, source: object) -> BranchSpec:
     """The branch spec `cls` of a checkpoint: its `model_args` (InputError when they are not `cls`'s fields), or
-    (schema 1) derived from config + clip, each setting of its field's type."""
+    (schema 1) derived from config + clip."""
     if ckpt.model_args is None:
         clip = ckpt.clip
         return cls(model_name=clip["model_name"], pretrained=clip["pretrained"], quick_gelu=clip["quick_gelu"],
                    embed_dim=int(clip["embed_dim"]),
-                   **{key: type(getattr(cls, key))(ckpt.config[key]) for key in _SCHEMA1[cls]})
+                   **{key: to_type(ckpt.config[key]) for key, to_type in _SCHEMA1[cls].items()})
     unknown = sorted(set(ckpt.model_args) - {f.name for f in fields(cls)})
     try:
         if unknown:
